@@ -1,0 +1,87 @@
+"""The event contracts: ``decision``, ``usage`` and ``feedback``, versioned.
+
+Events travel as JSON on the Redis stream and land one table each in ClickHouse.
+Every event carries ``event_id`` (a ULID), ``ts`` (event time, UTC epoch ms),
+``schema_version`` and ``type``. A consumer that meets a version it does not know
+refuses the event (it goes to the dead-letter table) rather than guessing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from ulid import ULID
+
+SCHEMA_VERSION = 1
+
+PolicyKind = Literal["champion", "challenger", "override"]
+AttemptStatus = Literal["ok", "429", "5xx", "timeout", "error"]
+
+
+def new_id(ts_ms: int) -> str:
+    """A ULID whose time part is the given event time."""
+    return str(ULID.from_timestamp(ts_ms / 1000))
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str = Field(min_length=26, max_length=26)
+    ts: int = Field(ge=0, description="event time, UTC epoch milliseconds")
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class Decision(Event):
+    type: Literal["decision"] = "decision"
+    decision_id: str
+    request_id: str
+    app: str
+    task: str
+    features: dict[str, float] = {}
+    candidates: list[str] = Field(description="provider/model arms left after filtering")
+    probabilities: list[float] = Field(description="serving probability of each candidate")
+    provider: str
+    model: str
+    policy: PolicyKind
+    policy_version: str
+    propensity: float = Field(ge=0.0, le=1.0, description="probability of the chosen arm")
+    overrides: dict[str, str] = {}
+    quota_remaining: dict[str, float] = {}
+    stream: bool = False
+    trace_id: str = ""
+    span_id: str = ""
+
+
+class Usage(Event):
+    type: Literal["usage"] = "usage"
+    decision_id: str
+    app: str
+    provider: str
+    model: str
+    attempt: int = Field(ge=1)
+    status: AttemptStatus
+    ttfb_ms: float = Field(ge=0.0)
+    latency_ms: float = Field(ge=0.0)
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cost_usd: float = Field(ge=0.0)
+    rate_limit: dict[str, str] = {}
+    fallback_from: str = ""
+
+
+class Feedback(Event):
+    type: Literal["feedback"] = "feedback"
+    decision_id: str
+    score: float = Field(ge=0.0, le=1.0)
+    source: str
+
+
+AnyEvent = Annotated[Decision | Usage | Feedback, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[Decision | Usage | Feedback] = TypeAdapter(AnyEvent)
+EVENT_TYPES: dict[str, type[Event]] = {"decision": Decision, "usage": Usage, "feedback": Feedback}
+
+
+def parse_event(raw: bytes | str) -> Decision | Usage | Feedback:
+    """Validate one event from its JSON; raises ``pydantic.ValidationError``."""
+    return EVENT_ADAPTER.validate_json(raw)

@@ -1,0 +1,117 @@
+"""Settings and feature flags, read once from the environment into one object.
+
+Nothing else in Symphony reads the environment for configuration: every process
+calls ``load_settings()`` at start and passes the result down. A bad value stops
+start-up with a ``SettingsError`` that names the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+# What each variable accepts, in words, for the start-up error.
+ACCEPTS: dict[str, str] = {
+    "REDIS_URL": "a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379/0",
+    "CLICKHOUSE_URL": "chdb:///absolute/dir for embedded chDB, or an http(s):// ClickHouse URL",
+    "TEMPO_ENDPOINT": "an http(s):// OTLP/HTTP endpoint, or empty",
+    "SLACK_WEBHOOK_URL": "an http(s):// URL, or empty",
+    "TRAFFIC_SPLIT": "a number from 0 to 1 (the share of requests served by the challenger)",
+    "EVENT_SHARDS": "a whole number from 1 to 64",
+}
+BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
+PORT_ACCEPTS = "a port number from 1 to 65535"
+
+
+class SettingsError(Exception):
+    """A setting has a value Symphony cannot use; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    clickhouse_url: str = ""
+    var_dir: Path = Path("var")
+    tempo_endpoint: AnyHttpUrl | None = None
+    slack_webhook_url: AnyHttpUrl | None = None
+    pagerduty_routing_key: str | None = None
+
+    learner_enabled: bool = False
+    traffic_split: float = Field(default=0.1, ge=0.0, le=1.0)
+    scheduler_enabled: bool = False
+    chaos_in_ci: bool = False
+    evidence_bundles: bool = False
+
+    proxy_host: str = "127.0.0.1"
+    proxy_port: Port = 8700
+    sim_port: Port = 8701
+    engine_port: Port = 8702
+    sim_url: str = ""
+    event_shards: int = Field(default=4, ge=1, le=64)
+    policy_file: Path = Path("policies/champion.json")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _clickhouse_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("chdb:///", "http://", "https://")):
+            raise ValueError("must start with chdb:///, http:// or https://")
+        return value
+
+    @field_validator("tempo_endpoint", "slack_webhook_url", "pagerduty_routing_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The ClickHouse target: the setting, or chDB in ``var/chdb`` by default."""
+        return self.clickhouse_url or f"chdb://{(self.var_dir / 'chdb').resolve()}"
+
+    @property
+    def simulator_url(self) -> str:
+        return self.sim_url or f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def engine_url(self) -> str:
+        return f"http://127.0.0.1:{self.engine_port}"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.proxy_host}:{self.proxy_port}"
+
+
+def _describe(error: dict[str, Any], settings_cls: type[BaseSettings]) -> str:
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    name = field.upper()
+    annotation = settings_cls.model_fields[field].annotation if field in settings_cls.model_fields else None
+    if name in ACCEPTS:
+        accepts = ACCEPTS[name]
+    elif annotation is bool:
+        accepts = BOOLEAN_ACCEPTS
+    elif name.endswith("_PORT"):
+        accepts = PORT_ACCEPTS
+    else:
+        accepts = error["msg"]
+    return f"invalid setting {name}={error.get('input')!r}: expected {accepts} ({error['msg']})"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment once; raise ``SettingsError`` naming every bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [_describe(dict(err), Settings) for err in exc.errors()]
+        raise SettingsError("\n".join(lines)) from None

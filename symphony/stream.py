@@ -1,0 +1,59 @@
+"""The event stream: Redis Streams ``symphony:events:<n>``, sharded by decision_id.
+
+One decision's events always share a shard, so a consumer of one shard sees a
+decision before its usage and feedback. Each stream entry holds one field,
+``e``, the event's JSON.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+import redis
+import redis.asyncio as aioredis
+
+from symphony.events import Event
+
+STREAM_PREFIX = "symphony:events:"
+EVENT_FIELD = b"e"
+
+
+def stream_name(shard: int) -> str:
+    return f"{STREAM_PREFIX}{shard}"
+
+
+def shard_of(decision_id: str, shards: int) -> int:
+    return zlib.crc32(decision_id.encode()) % shards
+
+
+def encode(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def _decision_id(event: Event) -> str:
+    return str(getattr(event, "decision_id", event.event_id))
+
+
+def publish(client: redis.Redis, events: Iterable[Event], shards: int) -> None:
+    """Append events to their shards in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for event in events:
+        pipe.xadd(stream_name(shard_of(_decision_id(event), shards)), {EVENT_FIELD: encode(event)})
+    pipe.execute()
+
+
+async def publish_async(client: aioredis.Redis, events: Iterable[Event], shards: int) -> None:
+    """The asyncio twin of ``publish`` for the proxy's event loop."""
+    pipe = client.pipeline(transaction=False)
+    for event in events:
+        pipe.xadd(stream_name(shard_of(_decision_id(event), shards)), {EVENT_FIELD: encode(event)})
+    await pipe.execute()
+
+
+def publish_raw(client: redis.Redis, shard: int, payloads: Iterable[bytes]) -> None:
+    """Append raw payloads to one shard (tests feed malformed events this way)."""
+    pipe = client.pipeline(transaction=False)
+    for payload in payloads:
+        pipe.xadd(stream_name(shard), {EVENT_FIELD: payload})
+    pipe.execute()
