@@ -1,0 +1,32 @@
+# Symphony operator commands: each is a thin call of the `symphony` CLI.
+# Run `just --list` for the list; every report takes --json.
+
+set positional-arguments
+
+export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
+
+# List the commands
+default:
+    @just --list
+
+# Run the whole stack (Redis if needed, simulator, engine, proxy) until Ctrl-C
+up *args:
+    symphony up "$@"
+
+# Start the stack, send traffic with the openai package, print a report from ClickHouse
+demo *args:
+    symphony demo "$@"
+
+# Run the whole test suite
+test *args:
+    pytest "$@"
+
+# Read-only SQL against ClickHouse through the engine
+sql *args:
+    symphony sql "$@"
+
+# Lint and type-check
+check:
+    ruff check .
+    ruff format --check .
+    mypy

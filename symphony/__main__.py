@@ -1,0 +1,3 @@
+from symphony.cli import main
+
+raise SystemExit(main())

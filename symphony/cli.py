@@ -1,0 +1,165 @@
+"""The ``symphony`` command: a thin layer over the library, one subcommand per job.
+
+Every subcommand loads the settings first, so a bad environment variable stops
+it before any process starts, with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from symphony import clock
+from symphony.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from symphony.supervisor import Stack
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from symphony.supervisor import running_stack
+
+    with running_stack(settings, speed=args.speed, workers=args.workers, say=_say) as stack:
+        _say(f"\nSymphony is up. Point an OpenAI SDK at {settings.proxy_url}/v1 ; Ctrl-C stops everything.")
+        _wait_until_interrupted(stack, args.duration)
+    return 0
+
+
+def _wait_until_interrupted(stack: Stack, seconds: float | None) -> None:
+    from symphony.supervisor import wait_forever
+
+    try:
+        wait_forever(stack, seconds)
+    except KeyboardInterrupt:
+        _say("\ninterrupted: stopping")
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from symphony import demo, engine_client, report
+    from symphony.supervisor import running_stack
+
+    started = clock.monotonic()
+    with running_stack(settings, speed=args.speed, say=_say) as stack:
+        before = demo.demo_rows(settings.engine_url)
+        _say(f"\nsending {args.requests} requests through {settings.proxy_url}/v1 with the openai package")
+        load = demo.send_requests(settings.proxy_url, args.requests, say=_say)
+        _say("waiting for every decision to reach ClickHouse")
+        engine_client.wait_for_count(settings.engine_url, f"SELECT count() FROM decisions FINAL WHERE app = "
+                                     f"'{demo.DEMO_APP}'", before + load.succeeded, timeout=60)
+        result = demo.report(settings.engine_url)
+        print(report.render(result.columns, result.rows, as_json=args.json), flush=True)
+        if load.failures:
+            _say(f"{len(load.failures)} requests failed, first: {load.failures[0]}")
+        remaining = None if args.duration is None else max(0.0, args.duration - (clock.monotonic() - started))
+        if remaining is None:
+            _say("\nthe stack keeps running: Ctrl-C stops it")
+        _wait_until_interrupted(stack, remaining)
+    return 1 if load.failures or not result.rows else 0
+
+
+def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
+    from symphony.sim import run_simulator
+
+    run_simulator(settings)
+    return 0
+
+
+def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
+    from proxy import run_proxy
+
+    run_proxy(settings)
+    return 0
+
+
+def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
+    from dataflows.engine import run_engine
+
+    run_engine(settings, workers=args.workers)
+    return 0
+
+
+def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    from symphony import engine_client, report
+
+    result = engine_client.query(settings.engine_url, args.query)
+    print(report.render(result.columns, result.rows, as_json=args.json))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="symphony",
+        description="Symphony: an LLM routing proxy. Settings come from the environment (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run the whole stack (Redis if needed, simulator, engine, proxy) until Ctrl-C")
+    up.add_argument("--speed", type=_positive_float, default=1.0,
+                    help="simulated clock speed shared by every process (default 1 = real time)")
+    up.add_argument("-w", "--workers", type=_positive_int, default=1, help="engine dataflow workers (default 1)")
+    up.add_argument("--duration", type=_positive_float, default=None, help="stop by itself after SECONDS")
+    up.set_defaults(run=cmd_up)
+
+    demo = sub.add_parser("demo", help="start the stack, send traffic with the openai package, print a report")
+    demo.add_argument("--requests", type=_positive_int, default=300, help="requests to send (default 300)")
+    demo.add_argument("--duration", type=_positive_float, default=None,
+                      help="exit after SECONDS in all (default: keep the stack running until Ctrl-C)")
+    demo.add_argument("--speed", type=_positive_float, default=1.0, help="simulated clock speed (default 1)")
+    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    demo.set_defaults(run=cmd_demo)
+
+    sub.add_parser("sim", help="run the provider simulator").set_defaults(run=cmd_sim)
+    sub.add_parser("proxy", help="run the proxy (data plane)").set_defaults(run=cmd_proxy)
+    engine = sub.add_parser("engine", help="run the control plane: dataflows into ClickHouse, query API")
+    engine.add_argument("-w", "--workers", type=_positive_int, default=1, help="dataflow workers (default 1)")
+    engine.set_defaults(run=cmd_engine)
+
+    sql = sub.add_parser("sql", help="run read-only SQL against ClickHouse through the engine")
+    sql.add_argument("query", help='the SQL, e.g. "SELECT count() FROM usage FINAL"')
+    sql.add_argument("--json", action="store_true", help="print rows as JSON")
+    sql.set_defaults(run=cmd_sql)
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
+    return int(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"symphony: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from symphony.supervisor import StackError
+
+    try:
+        code: int = args.run(settings, args)
+    except StackError as exc:
+        print(f"symphony: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return code

@@ -1,0 +1,90 @@
+"""``symphony demo``: traffic through the official ``openai`` package, then a report from ClickHouse.
+
+The demo is a user of Symphony like any other app: it points the OpenAI SDK at
+the proxy, sends a few hundred chat requests (half of them streaming), waits
+until every decision has reached ClickHouse, and prints requests, tokens and
+latency percentiles per provider and model.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import openai
+
+from symphony import engine_client
+from symphony.engine_client import QueryResult
+
+DEMO_APP = "demo"
+PROMPTS = (
+    "Summarise the plot of Hamlet in two sentences.",
+    "Write a haiku about rate limits.",
+    "Explain what a circuit breaker does in a network client.",
+    "Translate 'good morning' into French, Spanish and German.",
+    "List three uses of a Bloom filter.",
+)
+
+REPORT_SQL = """
+SELECT d.provider AS provider, d.model AS model, count() AS requests,
+       sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
+       round(quantile(0.5)(u.latency_ms), 1) AS p50_ms, round(quantile(0.95)(u.latency_ms), 1) AS p95_ms
+FROM (SELECT decision_id, provider, model FROM decisions FINAL WHERE app = '{app}') AS d
+INNER JOIN (SELECT decision_id, input_tokens, output_tokens, latency_ms FROM usage FINAL) AS u
+    ON u.decision_id = d.decision_id
+GROUP BY provider, model
+ORDER BY requests DESC, provider, model
+"""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    sent: int
+    succeeded: int
+    failures: list[str]
+
+
+def _one_request(client: openai.OpenAI, index: int, rng: random.Random) -> None:
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": rng.choice(PROMPTS)},
+    ]
+    if index % 2:
+        stream = client.chat.completions.create(
+            model="auto", messages=messages, max_tokens=64, stream=True,
+            stream_options={"include_usage": True},
+        )
+        for _ in stream:
+            pass
+    else:
+        client.chat.completions.create(model="auto", messages=messages, max_tokens=64)
+
+
+def send_requests(proxy_url: str, count: int, *, concurrency: int = 16,
+                  say: Callable[[str], None] = print, seed: int = 7) -> LoadResult:
+    """Send ``count`` chat requests through the proxy, half of them streaming."""
+    client = openai.OpenAI(base_url=f"{proxy_url}/v1", api_key="symphony-demo", max_retries=0,
+                           default_headers={"x-symphony-app": DEMO_APP})
+    rng = random.Random(seed)
+    failures: list[str] = []
+    done = 0
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(_one_request, client, i, rng) for i in range(count)]
+        for future in as_completed(futures):
+            done += 1
+            if (error := future.exception()) is not None:
+                failures.append(repr(error))
+            if done % 100 == 0 or done == count:
+                say(f"  sent {done}/{count} requests ({len(failures)} failed)")
+    return LoadResult(sent=count, succeeded=count - len(failures), failures=failures)
+
+
+def demo_rows(engine_url: str) -> int:
+    result = engine_client.query(engine_url, f"SELECT count() FROM decisions FINAL WHERE app = '{DEMO_APP}'")
+    return int(result.rows[0][0])
+
+
+def report(engine_url: str) -> QueryResult:
+    return engine_client.query(engine_url, REPORT_SQL.format(app=DEMO_APP))

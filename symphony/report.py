@@ -1,0 +1,39 @@
+"""Reports for people and machines: an aligned text table, or JSON with ``--json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns left-aligned for text, right-aligned for numbers."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(columns))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True))
+
+    out = [line(columns), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    if not rows:
+        out.append("(no rows)")
+    return "\n".join(s.rstrip() for s in out)
+
+
+def render_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=2)
+
+
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, as_json: bool) -> str:
+    return render_json(columns, rows) if as_json else render_table(columns, rows)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from symphony.settings import SettingsError, load_settings
+from tests.stackutil import processes_of, stack_env
+
+
+def test_defaults_point_at_embedded_chdb_under_var(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
+    settings = load_settings()
+    assert settings.clickhouse_dsn == f"chdb://{tmp_path.resolve()}/chdb"
+    assert settings.traffic_split == 0.1
+    assert settings.learner_enabled is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("TRAFFIC_SPLIT", "1.5", "a number from 0 to 1"),
+        ("TRAFFIC_SPLIT", "half", "a number from 0 to 1"),
+        ("LEARNER_ENABLED", "maybe", "true or false"),
+        ("REDIS_URL", "localhost:6379", "redis://"),
+        ("CLICKHOUSE_URL", "clickhouse.internal", "chdb:///"),
+        ("PROXY_PORT", "70000", "port number"),
+        ("TEMPO_ENDPOINT", "not a url", "http"),
+    ],
+)
+def test_bad_value_names_the_variable_and_what_it_accepts(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert f"invalid setting {name}=" in message
+    assert expected in message
+
+
+def test_flags_accept_the_usual_spellings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDULER_ENABLED", "yes")
+    monkeypatch.setenv("EVIDENCE_BUNDLES", "0")
+    settings = load_settings()
+    assert settings.scheduler_enabled is True
+    assert settings.evidence_bundles is False
+
+
+def test_invalid_setting_stops_up_before_any_process_starts(tmp_path: Path) -> None:
+    stack = stack_env(tmp_path, TRAFFIC_SPLIT="lots")
+    result = subprocess.run([sys.executable, "-m", "symphony", "up"], env=stack.env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "TRAFFIC_SPLIT" in result.stderr
+    assert "a number from 0 to 1" in result.stderr
+    assert processes_of(stack.var_dir) == []
+    assert not (stack.var_dir / "logs").exists()

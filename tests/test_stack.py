@@ -1,0 +1,95 @@
+"""End to end: `symphony up` as a user runs it, the official openai package, rows read back from ClickHouse."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import openai
+
+from symphony import engine_client
+from symphony.redis_server import answers
+from tests.stackutil import processes_of, stack_env, symphony_up
+
+REQUESTS = 40
+
+JOINED = """
+SELECT d.decision_id, d.provider, d.model, u.provider, u.model, u.input_tokens, u.output_tokens, u.status
+FROM (SELECT * FROM decisions FINAL) AS d
+INNER JOIN (SELECT * FROM usage FINAL) AS u ON u.decision_id = d.decision_id
+"""
+
+
+def _send(client: openai.OpenAI, index: int) -> tuple[str, int, int]:
+    """One request; returns (model answered, prompt tokens, completion tokens) as the SDK saw them."""
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "user", "content": f"request number {index}: say something"}
+    ]
+    if index % 2:
+        usage = None
+        model = ""
+        for chunk in client.chat.completions.create(model="auto", messages=messages, max_tokens=32, stream=True,
+                                                    stream_options={"include_usage": True}):
+            model = chunk.model or model
+            usage = chunk.usage or usage
+    else:
+        completion = client.chat.completions.create(model="auto", messages=messages, max_tokens=32)
+        usage, model = completion.usage, completion.model
+    assert usage is not None
+    return model, usage.prompt_tokens, usage.completion_tokens
+
+
+def test_requests_through_the_proxy_reach_clickhouse_exactly_once(tmp_path: Path) -> None:
+    stack = stack_env(tmp_path)
+    assert not answers(stack.redis_url), "the test wants a Redis URL where nothing runs yet"
+    with symphony_up(stack) as up:
+        assert answers(stack.redis_url), "symphony up should start the bundled Redis"
+        client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key="test", max_retries=0)
+        seen = [_send(client, i) for i in range(REQUESTS)]
+
+        engine_client.wait_for_count(stack.engine_url, "SELECT count() FROM usage FINAL", REQUESTS, timeout=60)
+        time.sleep(1.5)  # anything extra (a double write) would show up by now
+        rows = engine_client.query(stack.engine_url, JOINED).rows
+        counts = engine_client.query(
+            stack.engine_url,
+            "SELECT (SELECT count() FROM decisions FINAL), (SELECT count() FROM usage FINAL),"
+            " (SELECT uniqExact(event_id) FROM usage)",
+        ).rows[0]
+        assert up.poll() is None
+
+    assert list(counts) == [REQUESTS, REQUESTS, REQUESTS]
+    assert len(rows) == REQUESTS
+    assert all(r[1] == r[3] and r[2] == r[4] and r[7] == "ok" for r in rows)
+    sent_tokens = sorted((p, c) for _, p, c in seen)
+    stored_tokens = sorted((int(r[5]), int(r[6])) for r in rows)
+    assert stored_tokens == sent_tokens
+    assert sum(c for _, _, c in seen) > 0
+
+
+def test_sigterm_stops_every_process_it_started(tmp_path: Path) -> None:
+    stack = stack_env(tmp_path)
+    with symphony_up(stack) as up:
+        assert len(processes_of(stack.var_dir)) >= 4  # up, redis, sim, engine, proxy
+    assert up.returncode == 0
+    deadline = time.monotonic() + 10
+    while processes_of(stack.var_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_of(stack.var_dir) == []
+    assert not answers(stack.redis_url)
+
+
+def test_events_survive_a_restart_of_the_whole_stack(tmp_path: Path) -> None:
+    stack = stack_env(tmp_path)
+    with symphony_up(stack):
+        client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key="test", max_retries=0)
+        for i in range(10):
+            _send(client, i)
+    # The bundled Redis keeps an append-only file and the engine its recovery snapshots: nothing queued at the
+    # stop is lost, nothing is written twice.
+    with symphony_up(stack):
+        engine_client.wait_for_count(stack.engine_url, "SELECT count() FROM usage FINAL", 10, timeout=60)
+        time.sleep(1.5)
+        counts = engine_client.query(
+            stack.engine_url, "SELECT (SELECT count() FROM decisions FINAL), (SELECT count() FROM usage FINAL)"
+        ).rows[0]
+    assert list(counts) == [10, 10]
