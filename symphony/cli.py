@@ -53,8 +53,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         _say(f"\nsending {args.requests} requests through {settings.proxy_url}/v1 with the openai package")
         load = demo.send_requests(settings.proxy_url, args.requests, say=_say)
         _say("waiting for every decision to reach ClickHouse")
-        engine_client.wait_for_count(settings.engine_url, f"SELECT count() FROM decisions FINAL WHERE app = "
-                                     f"'{demo.DEMO_APP}'", before + load.succeeded, timeout=60)
+        engine_client.wait_for_count(
+            settings.engine_url,
+            f"SELECT count() FROM decisions FINAL WHERE app = '{demo.DEMO_APP}'",
+            before + load.succeeded,
+            timeout=60,
+        )
         result = demo.report(settings.engine_url)
         print(report.render(result.columns, result.rows, as_json=args.json), flush=True)
         if load.failures:
@@ -102,17 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="run the whole stack (Redis if needed, simulator, engine, proxy) until Ctrl-C")
-    up.add_argument("--speed", type=_positive_float, default=1.0,
-                    help="simulated clock speed shared by every process (default 1 = real time)")
-    up.add_argument("-w", "--workers", type=_positive_int, default=1, help="engine dataflow workers (default 1)")
+    up = sub.add_parser(
+        "up", help="run the whole stack (Redis if needed, simulator, engine, proxy) until Ctrl-C"
+    )
+    up.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        help="simulated clock speed shared by every process (default 1 = real time)",
+    )
+    up.add_argument(
+        "-w", "--workers", type=_positive_int, default=1, help="engine dataflow workers (default 1)"
+    )
     up.add_argument("--duration", type=_positive_float, default=None, help="stop by itself after SECONDS")
     up.set_defaults(run=cmd_up)
 
-    demo = sub.add_parser("demo", help="start the stack, send traffic with the openai package, print a report")
+    demo = sub.add_parser(
+        "demo", help="start the stack, send traffic with the openai package, print a report"
+    )
     demo.add_argument("--requests", type=_positive_int, default=300, help="requests to send (default 300)")
-    demo.add_argument("--duration", type=_positive_float, default=None,
-                      help="exit after SECONDS in all (default: keep the stack running until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=None,
+        help="exit after SECONDS in all (default: keep the stack running until Ctrl-C)",
+    )
     demo.add_argument("--speed", type=_positive_float, default=1.0, help="simulated clock speed (default 1)")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.set_defaults(run=cmd_demo)

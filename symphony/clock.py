@@ -48,7 +48,8 @@ def real_utcnow() -> datetime:
 
 
 class Clock(Protocol):
-    speed: float
+    @property
+    def speed(self) -> float: ...
 
     def now_ms(self) -> int: ...
 
@@ -89,7 +90,9 @@ def publish_clock(client: redis.Redis, *, start_ms: int | None = None, speed: fl
     if start_ms is None and speed == 1.0:
         client.delete(CLOCK_KEY)
         return RealClock()
-    clock = SimulatedClock(start_ms=start_ms if start_ms is not None else wall_ms(), anchor_ms=wall_ms(), speed=speed)
+    clock = SimulatedClock(
+        start_ms=start_ms if start_ms is not None else wall_ms(), anchor_ms=wall_ms(), speed=speed
+    )
     client.hset(CLOCK_KEY, mapping={"start_ms": clock.start_ms, "anchor_ms": clock.anchor_ms, "speed": speed})
     return clock
 

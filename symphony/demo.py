@@ -53,7 +53,10 @@ def _one_request(client: openai.OpenAI, index: int, rng: random.Random) -> None:
     ]
     if index % 2:
         stream = client.chat.completions.create(
-            model="auto", messages=messages, max_tokens=64, stream=True,
+            model="auto",
+            messages=messages,
+            max_tokens=64,
+            stream=True,
             stream_options={"include_usage": True},
         )
         for _ in stream:
@@ -62,11 +65,16 @@ def _one_request(client: openai.OpenAI, index: int, rng: random.Random) -> None:
         client.chat.completions.create(model="auto", messages=messages, max_tokens=64)
 
 
-def send_requests(proxy_url: str, count: int, *, concurrency: int = 16,
-                  say: Callable[[str], None] = print, seed: int = 7) -> LoadResult:
+def send_requests(
+    proxy_url: str, count: int, *, concurrency: int = 16, say: Callable[[str], None] = print, seed: int = 7
+) -> LoadResult:
     """Send ``count`` chat requests through the proxy, half of them streaming."""
-    client = openai.OpenAI(base_url=f"{proxy_url}/v1", api_key="symphony-demo", max_retries=0,
-                           default_headers={"x-symphony-app": DEMO_APP})
+    client = openai.OpenAI(
+        base_url=f"{proxy_url}/v1",
+        api_key="symphony-demo",
+        max_retries=0,
+        default_headers={"x-symphony-app": DEMO_APP},
+    )
     rng = random.Random(seed)
     failures: list[str] = []
     done = 0

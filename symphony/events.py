@@ -8,12 +8,12 @@ refuses the event (it goes to the dead-letter table) rather than guessing.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from ulid import ULID
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 PolicyKind = Literal["champion", "challenger", "override"]
 AttemptStatus = Literal["ok", "429", "5xx", "timeout", "error"]

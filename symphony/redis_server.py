@@ -56,17 +56,35 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [str(REDIS_BINARY), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir.resolve()), "--save", "", "--daemonize", "no",
-                "--appendonly", "yes" if self.persist else "no", "--appendfsync", "everysec"]
+        args = [
+            str(REDIS_BINARY),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--appendfsync",
+            "everysec",
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = clock.monotonic() + timeout
         while not answers(self.url, timeout=0.2):
             if self.process.poll() is not None:
-                raise RuntimeError(f"bundled redis-server exited with {self.process.returncode} on port {self.port}")
+                raise RuntimeError(
+                    f"bundled redis-server exited with {self.process.returncode} on port {self.port}"
+                )
             if clock.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"bundled redis-server did not answer on port {self.port} within {timeout}s")
+                raise RuntimeError(
+                    f"bundled redis-server did not answer on port {self.port} within {timeout}s"
+                )
             time.sleep(0.05)
         return self
 

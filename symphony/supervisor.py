@@ -95,7 +95,9 @@ class Stack:
             return
         host = urlparse(url).hostname or ""
         if host not in LOCAL_HOSTS:
-            raise StackError(f"nothing answers at REDIS_URL={url}; start that server or point REDIS_URL elsewhere")
+            raise StackError(
+                f"nothing answers at REDIS_URL={url}; start that server or point REDIS_URL elsewhere"
+            )
         self.redis = RedisServer(port=port_of(url), data_dir=self.settings.var_dir / "redis").start()
         self.say(f"redis    {url} (bundled server, data in {self.redis.data_dir})")
 
@@ -103,8 +105,12 @@ class Stack:
         log = part.log_path(self.settings.var_dir).open("ab")
         part.process = subprocess.Popen(
             [sys.executable, "-m", "symphony", *part.args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent, env=os.environ.copy(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            env=os.environ.copy(),
         )
         log.close()
         self.parts.append(part)
@@ -115,8 +121,9 @@ class Stack:
         log = part.log_path(self.settings.var_dir)
         while clock.monotonic() < deadline:
             if part.process.poll() is not None:
-                raise StackError(f"{part.name} exited with {part.process.returncode} at start; see {log}:\n"
-                                 + _tail(log))
+                raise StackError(
+                    f"{part.name} exited with {part.process.returncode} at start; see {log}:\n" + _tail(log)
+                )
             try:
                 if httpx.get(part.health_url, timeout=1.0).status_code == 200:
                     self.say(f"{part.name:<8} {part.health_url.rsplit('/', 1)[0]} (log {log})")
@@ -148,8 +155,9 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 @contextmanager
-def running_stack(settings: Settings, *, speed: float = 1.0, workers: int = 1,
-                  say: Callable[[str], None] = print) -> Iterator[Stack]:
+def running_stack(
+    settings: Settings, *, speed: float = 1.0, workers: int = 1, say: Callable[[str], None] = print
+) -> Iterator[Stack]:
     """The whole stack, stopped on exit whatever happens (SIGTERM included)."""
     stack = Stack(settings, speed=speed, workers=workers, say=say)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

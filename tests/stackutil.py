@@ -85,8 +85,9 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 9
 def symphony_up(stack: StackEnv, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     """`symphony up` in the background; stopped with SIGTERM (as a service manager would) on exit."""
     log = (stack.var_dir.parent / "up.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "symphony", "up", *args], env=stack.env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "symphony", "up", *args], env=stack.env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         wait_for_http(f"{stack.proxy_url}/v1/models", process)
         yield process

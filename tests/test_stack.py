@@ -1,4 +1,4 @@
-"""End to end: `symphony up` as a user runs it, the official openai package, rows read back from ClickHouse."""
+"""End to end: `symphony up` as a user runs it, the openai package, rows read back from ClickHouse."""
 
 from __future__ import annotations
 
@@ -28,8 +28,13 @@ def _send(client: openai.OpenAI, index: int) -> tuple[str, int, int]:
     if index % 2:
         usage = None
         model = ""
-        for chunk in client.chat.completions.create(model="auto", messages=messages, max_tokens=32, stream=True,
-                                                    stream_options={"include_usage": True}):
+        for chunk in client.chat.completions.create(
+            model="auto",
+            messages=messages,
+            max_tokens=32,
+            stream=True,
+            stream_options={"include_usage": True},
+        ):
             model = chunk.model or model
             usage = chunk.usage or usage
     else:
@@ -47,7 +52,9 @@ def test_requests_through_the_proxy_reach_clickhouse_exactly_once(tmp_path: Path
         client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key="test", max_retries=0)
         seen = [_send(client, i) for i in range(REQUESTS)]
 
-        engine_client.wait_for_count(stack.engine_url, "SELECT count() FROM usage FINAL", REQUESTS, timeout=60)
+        engine_client.wait_for_count(
+            stack.engine_url, "SELECT count() FROM usage FINAL", REQUESTS, timeout=60
+        )
         time.sleep(1.5)  # anything extra (a double write) would show up by now
         rows = engine_client.query(stack.engine_url, JOINED).rows
         counts = engine_client.query(
@@ -90,6 +97,7 @@ def test_events_survive_a_restart_of_the_whole_stack(tmp_path: Path) -> None:
         engine_client.wait_for_count(stack.engine_url, "SELECT count() FROM usage FINAL", 10, timeout=60)
         time.sleep(1.5)
         counts = engine_client.query(
-            stack.engine_url, "SELECT (SELECT count() FROM decisions FINAL), (SELECT count() FROM usage FINAL)"
+            stack.engine_url,
+            "SELECT (SELECT count() FROM decisions FINAL), (SELECT count() FROM usage FINAL)",
         ).rows[0]
     assert list(counts) == [10, 10]
