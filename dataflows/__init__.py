@@ -1,0 +1,1 @@
+"""Bytewax dataflows of the control plane, the Redis Streams source and the engine that runs them."""

@@ -1,0 +1,86 @@
+"""The ingest dataflow: the event stream into ClickHouse, invalid entries into ``dead_letters``.
+
+Reads top to bottom; each step is followed by the shape of its output. Nothing
+an entry contains can stop the flow: whatever does not validate becomes a dead
+letter with the reason, and the events around it carry on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource
+from bytewax.outputs import Sink
+from pydantic import ValidationError
+
+from dataflows.redis_source import Entry
+from sinks.clickhouse import DEAD_LETTERS, EVENT_TABLES, DeadLetter, Tables, dead_letters_to_arrow, to_arrow
+from symphony import clock
+from symphony.events import SCHEMA_VERSION, Decision, Feedback, Usage, parse_event
+
+MAX_REASON = 1000
+
+
+def describe(exc: ValidationError) -> str:
+    """Why an entry is not a valid event, in one line, most telling cause first."""
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        if err["type"] == "json_invalid":
+            return f"invalid JSON: {err['msg']}"
+    for err in errors:
+        if err["loc"] and err["loc"][-1] == "schema_version":
+            return f"unknown schema_version {err.get('input')!r} (this engine reads {SCHEMA_VERSION})"
+    for err in errors:
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found", "model_attributes_type"):
+            return f"not an event: {err['msg']}"
+    kind = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else "event"
+    details = "; ".join(f"{'.'.join(str(p) for p in err['loc'][1:])}: {err['msg']}" for err in errors[:5])
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return f"invalid {kind} event: {details}{more}"[:MAX_REASON]
+
+
+def validate(entries: Sequence[Entry]) -> Tables:
+    """Parse a batch of entries into Arrow columns per table, plus the dead letters."""
+    received_at = clock.wall_ms()
+    events: dict[str, list[Decision | Usage | Feedback]] = {table: [] for table in EVENT_TABLES.values()}
+    sources: dict[str, list[Entry]] = {table: [] for table in EVENT_TABLES.values()}
+    dead: list[DeadLetter] = []
+
+    def reject(entry: Entry, reason: str) -> None:
+        dead.append(DeadLetter(entry.stream, entry.entry_id, entry.payload or b"", reason, received_at))
+
+    for entry in entries:
+        if entry.payload is None:
+            reject(entry, "entry has no 'e' field")
+            continue
+        try:
+            event = parse_event(entry.payload)
+        except ValidationError as exc:
+            reject(entry, describe(exc))
+            continue
+        table = EVENT_TABLES[event.type]
+        events[table].append(event)
+        sources[table].append(entry)
+
+    tables: Tables = {}
+    for table, batch in events.items():
+        if not batch:
+            continue
+        tables[table], rejected = to_arrow(table, batch)
+        for index, reason in rejected:
+            reject(sources[table][index], reason)
+    if dead:
+        tables[DEAD_LETTERS] = dead_letters_to_arrow(dead)
+    return tables
+
+
+def build_flow(source: FixedPartitionedSource[list[Entry], str], sink: Sink[Tables]) -> Dataflow:
+    flow = Dataflow("ingest")
+    batches = op.input("read", flow, source)
+    # [Entry(stream, entry_id, payload), ...]: one XREAD reply from one shard
+    tables = op.map("validate", batches, validate)
+    # {"decisions": pa.Table, "usage": pa.Table, "feedback": pa.Table, "dead_letters": pa.Table}
+    op.output("write", tables, sink)
+    return flow

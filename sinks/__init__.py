@@ -1,0 +1,1 @@
+"""Sinks: where the control plane's facts and state land (ClickHouse first)."""

@@ -1,0 +1,141 @@
+"""The ClickHouse schema as numbered migrations, applied once each and recorded in ``schema_migrations``.
+
+A migration is never edited after release: a schema change is a new migration.
+Every statement is idempotent (``IF NOT EXISTS``), so a migration interrupted
+half-way simply runs again on the next start.
+
+Event tables are ``ReplacingMergeTree`` ordered by ``(ts, event_id)``: a replayed
+event has the same key, so reads with ``FINAL`` see each event once however many
+times the stream delivered it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sinks.clickhouse_store import ClickHouseStore
+
+MIGRATIONS_TABLE = "schema_migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "event tables and dead letters",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS decisions (
+                event_id String,
+                ts DateTime64(3, 'UTC'),
+                schema_version UInt16,
+                decision_id String,
+                request_id String,
+                app LowCardinality(String),
+                task LowCardinality(String),
+                features Map(String, Float64),
+                candidates Array(String),
+                probabilities Array(Float64),
+                provider LowCardinality(String),
+                model LowCardinality(String),
+                policy LowCardinality(String),
+                policy_version LowCardinality(String),
+                propensity Float64,
+                overrides Map(String, String),
+                quota_remaining Map(String, Float64),
+                stream Bool,
+                trace_id String,
+                span_id String
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (ts, event_id)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS usage (
+                event_id String,
+                ts DateTime64(3, 'UTC'),
+                schema_version UInt16,
+                decision_id String,
+                app LowCardinality(String),
+                provider LowCardinality(String),
+                model LowCardinality(String),
+                attempt UInt16,
+                status LowCardinality(String),
+                ttfb_ms Float64,
+                latency_ms Float64,
+                input_tokens UInt64,
+                output_tokens UInt64,
+                cost_usd Float64,
+                rate_limit Map(String, String),
+                fallback_from String
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (ts, event_id)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS feedback (
+                event_id String,
+                ts DateTime64(3, 'UTC'),
+                schema_version UInt16,
+                decision_id String,
+                score Float64,
+                source LowCardinality(String)
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (ts, event_id)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS dead_letters (
+                stream LowCardinality(String),
+                entry_id String,
+                payload String,
+                reason String,
+                received_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (stream, entry_id)
+            """,
+        ),
+    ),
+)
+
+
+def _applied(store: ClickHouseStore) -> set[int]:
+    rows = store.query(f"SELECT version FROM {MIGRATIONS_TABLE} FINAL").rows
+    return {int(row[0]) for row in rows}
+
+
+def migrate(store: ClickHouseStore, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply the migrations not yet recorded, in order; return the versions applied now."""
+    store.command(
+        f"""
+        CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+            version UInt32,
+            name String,
+            applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY version
+        """
+    )
+    done = _applied(store)
+    applied: list[int] = []
+    for migration in sorted(migrations, key=lambda m: m.version):
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            store.command(statement)
+        store.command(
+            f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES ({{version:UInt32}}, {{name:String}})",
+            parameters={"version": migration.version, "name": migration.name},
+        )
+        applied.append(migration.version)
+    return applied
+
+
+def current_version(store: ClickHouseStore) -> int:
+    return max(_applied(store), default=0)

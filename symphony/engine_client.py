@@ -1,0 +1,103 @@
+"""Read ClickHouse through the engine's HTTP query API (the engine owns the chDB directory).
+
+>>> result = query("http://127.0.0.1:8702", "SELECT count() FROM decisions FINAL")  # doctest: +SKIP
+>>> result.columns, result.rows  # doctest: +SKIP
+(['count()'], [[42]])
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from symphony import clock
+
+# Requests, tokens and latency per provider and model of the chosen arm: the demo's summary.
+PROVIDER_SUMMARY_SQL = """
+SELECT d.provider AS provider, d.model AS model, count() AS requests,
+       sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
+       round(quantile(0.5)(u.latency_ms), 1) AS p50_ms, round(quantile(0.95)(u.latency_ms), 1) AS p95_ms
+FROM (SELECT decision_id, provider, model FROM decisions FINAL) AS d
+INNER JOIN (SELECT decision_id, input_tokens, output_tokens, latency_ms FROM usage FINAL) AS u
+    ON u.decision_id = d.decision_id
+GROUP BY provider, model
+ORDER BY requests DESC, provider, model
+"""
+
+
+class EngineError(Exception):
+    """The engine refused a query or could not be reached; the message says which and why."""
+
+
+class EngineUnavailable(EngineError):
+    """Nothing answered at the engine's URL (not started yet, stopped, or a network fault)."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[list[Any]]
+
+    def scalar(self) -> Any:
+        """The first column of the first row (``count()`` and friends)."""
+        if not self.rows or not self.rows[0]:
+            raise EngineError(f"query returned no value (columns {self.columns})")
+        return self.rows[0][0]
+
+
+def query(engine_url: str, sql: str, timeout: float = 10) -> QueryResult:
+    """Run read-only SQL through the engine; raise ``EngineError`` with ClickHouse's message on failure."""
+    try:
+        response = httpx.post(f"{engine_url.rstrip('/')}/query", json={"sql": sql}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise EngineUnavailable(f"engine at {engine_url} did not answer: {exc!r}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        detail = body.get("error") if isinstance(body, dict) else response.text[:500]
+        raise EngineError(f"query failed ({response.status_code}): {detail}")
+    return QueryResult(columns=list(body["columns"]), rows=[list(row) for row in body["rows"]])
+
+
+def is_ready(engine_url: str, timeout: float = 1.0) -> bool:
+    try:
+        response = httpx.get(f"{engine_url.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def wait_until_ready(engine_url: str, timeout: float = 30.0, interval: float = 0.1) -> None:
+    """Wait until the engine answers ``/health``; raise ``EngineError`` after ``timeout`` seconds."""
+    deadline = clock.monotonic() + timeout
+    while not is_ready(engine_url):
+        if clock.monotonic() > deadline:
+            raise EngineUnavailable(f"engine at {engine_url} not ready after {timeout:g}s")
+        time.sleep(interval)
+
+
+def wait_for_count(
+    engine_url: str, sql: str, expected: int, timeout: float = 30.0, interval: float = 0.1
+) -> int:
+    """Poll a query returning one number until it reaches ``expected``; return the value it reached.
+
+    Raises ``EngineError`` with the last value seen after ``timeout`` seconds. Query
+    errors while the engine starts (connection refused) are retried until then.
+    """
+    deadline = clock.monotonic() + timeout
+    last: int | str | None = None
+    while True:
+        try:
+            last = int(query(engine_url, sql, timeout=max(1.0, min(10.0, timeout))).scalar())
+            if last >= expected:
+                return last
+        except EngineUnavailable as exc:
+            last = str(exc)
+        if clock.monotonic() > deadline:
+            raise EngineError(f"{sql!r} reached {last!r}, not {expected}, within {timeout:g}s")
+        time.sleep(interval)
