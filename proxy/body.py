@@ -1,0 +1,51 @@
+"""Reading and checking a request body: size limit, JSON, schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+
+from proxy import errors
+from proxy.schemas import ChatCompletionRequest
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB
+# An oversized body that declares its length is refused before it is read; one that
+# does not is read (and discarded) up to this much so the client sees the 413.
+MAX_DRAIN_BYTES = 16 << 20
+
+
+async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The whole body, or ``ApiError`` 413 when it is larger than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise errors.body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            if size > MAX_DRAIN_BYTES:
+                break
+            chunks.clear()
+            continue
+        chunks.append(chunk)
+    if size > limit:
+        raise errors.body_too_large(limit)
+    return b"".join(chunks)
+
+
+def parse_chat_request(raw: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
+    """The body as a dict (to forward) and as a checked request; ``ApiError`` 400 if bad."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise errors.invalid_json() from None
+    if not isinstance(data, dict):
+        raise errors.not_an_object()
+    try:
+        return data, ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise errors.from_validation(exc) from None

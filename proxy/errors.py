@@ -1,0 +1,90 @@
+"""Errors answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+Handlers raise ``ApiError``; the app turns it into a response. Bad input is always
+a 4xx whose message and ``param`` name the field (``messages.0.role``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.responses import Response
+
+INVALID_REQUEST = "invalid_request_error"
+
+
+def error_body(message: str, type_: str, param: str | None, code: str | None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = INVALID_REQUEST,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.code = code
+
+    def response(self) -> Response:
+        body = error_body(self.message, self.type, self.param, self.code)
+        return Response(body, status_code=self.status, media_type="application/json")
+
+
+def invalid_json() -> ApiError:
+    return ApiError(400, "We could not parse the JSON body of your request: it is not valid JSON.")
+
+
+def not_an_object() -> ApiError:
+    return ApiError(400, "The request body must be a JSON object.", code="invalid_type")
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, f"The request body is larger than the limit of {limit} bytes.", code="request_too_large"
+    )
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def upstream_failed(provider: str, *, timeout: bool) -> ApiError:
+    if timeout:
+        return ApiError(504, f"Provider `{provider}` timed out.", type_="api_error", code="upstream_timeout")
+    return ApiError(
+        502, f"Provider `{provider}` could not be reached.", type_="api_error", code="upstream_error"
+    )
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def from_validation(exc: ValidationError) -> ApiError:
+    """The first validation error, as OpenAI would word it, naming the field."""
+    error: Any = exc.errors(include_url=False)[0]
+    param = field_path(error["loc"])
+    kind: str = error["type"]
+    if kind == "missing":
+        return ApiError(
+            400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+        )
+    if kind.endswith("_type") or kind in {"int_from_float", "model_attributes_type"}:
+        return ApiError(400, f"Invalid type for '{param}': {error['msg']}.", param=param, code="invalid_type")
+    return ApiError(400, f"Invalid value for '{param}': {error['msg']}.", param=param, code="invalid_value")

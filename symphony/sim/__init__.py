@@ -1,0 +1,11 @@
+"""The provider simulator: each provider's wire format, latency and token accounting.
+
+Public surface: ``create_app`` (the ASGI app, for tests and embedding),
+``run_simulator`` (blocking, for the CLI) and ``BackgroundServer`` (serve any ASGI
+app on uvicorn in a thread, for tests and the demo).
+"""
+
+from symphony.sim.app import create_app, run_simulator
+from symphony.sim.background import BackgroundServer
+
+__all__ = ["BackgroundServer", "create_app", "run_simulator"]

@@ -1,0 +1,69 @@
+"""Serve an ASGI app on uvicorn in a background thread (tests and the in-process demo).
+
+The server runs its own event loop (uvloop, httptools) in a daemon thread, so the
+caller's thread stays free for blocking clients. ``stop()`` asks uvicorn to exit
+gracefully: in-flight requests finish and the app's lifespan shutdown runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from symphony.clock import monotonic
+from symphony.redis_server import free_port
+
+
+class BackgroundServer:
+    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port if port is not None else free_port()
+        config = uvicorn.Config(
+            app,
+            host=self.host,
+            port=self.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> BackgroundServer:
+        """Start serving; return once the server accepts connections."""
+        self._thread.start()
+        deadline = monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"server on {self.url} exited during start-up")
+            if monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server on {self.url} did not start within {timeout}s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Shut down gracefully (lifespan shutdown included) and wait for the thread."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"server on {self.url} did not stop within {timeout}s")
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
