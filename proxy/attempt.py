@@ -9,7 +9,8 @@ from symphony.events import AttemptStatus, Usage, new_id
 
 
 class Attempt:
-    """Times the call (``ttfb_ms`` at the first body byte, ``latency_ms`` at the end).
+    """Times the call from its creation, just before the request is sent: ``ttfb_ms`` at
+    the first body byte, ``latency_ms`` at the end (proxy overhead is not included).
 
     ``finish()`` emits the ``Usage`` event; later calls do nothing, so every path
     out of a request (success, upstream error, client gone) can call it.
@@ -25,7 +26,6 @@ class Attempt:
         price: ModelPrice,
         clock: Clock,
         emitter: EventEmitter,
-        started: float,
         attempt: int = 1,
     ) -> None:
         self.decision_id = decision_id
@@ -36,7 +36,7 @@ class Attempt:
         self._price = price
         self._clock = clock
         self._emitter = emitter
-        self._started = started
+        self._started = monotonic()
         self._first_byte: float | None = None
         self.rate_limit: dict[str, str] = {}
         self.finished = False

@@ -30,9 +30,9 @@ from proxy.body import MAX_BODY_BYTES, parse_chat_request, read_limited
 from proxy.emitter import EventEmitter
 from proxy.routing import AUTO_MODELS, Route, Router
 from proxy.streaming import RelayResponse, usage_tokens
-from proxy.upstream import Upstream, attempt_status, new_http_client, rate_limit_headers
+from proxy.upstream import Upstream, attempt_status, is_timeout, new_http_client, rate_limit_headers
 from symphony.catalog import Catalog
-from symphony.clock import Clock, RealClock, monotonic, shared_clock
+from symphony.clock import Clock, RealClock, shared_clock
 from symphony.events import Decision, new_id
 from symphony.settings import Settings
 
@@ -138,7 +138,6 @@ class Gateway:
         return Response(self._models_body, media_type=JSON)
 
     async def chat_completions(self, request: Request) -> Response:
-        started = monotonic()
         runtime = self.runtime
         data, chat = parse_chat_request(await read_limited(request, self._max_body_bytes))
         route = self._router.route(chat.model)
@@ -155,7 +154,6 @@ class Gateway:
             price=self._catalog.arm(route.provider, route.model),
             clock=runtime.clock,
             emitter=runtime.emitter,
-            started=started,
         )
         try:
             return await self._call(
@@ -215,7 +213,7 @@ class Gateway:
         try:
             upstream = await runtime.upstream.chat(route.provider, orjson.dumps(data))
         except httpx.HTTPError as exc:
-            timeout = isinstance(exc, httpx.TimeoutException)
+            timeout = is_timeout(exc)
             attempt.finish("timeout" if timeout else "error")
             log.warning("upstream %s failed: %r", route.arm, exc)
             raise errors.upstream_failed(route.provider, timeout=timeout) from None
@@ -229,7 +227,7 @@ class Gateway:
                 attempt.first_byte()
                 chunks.append(chunk)
         except httpx.HTTPError as exc:
-            timeout = isinstance(exc, httpx.TimeoutException)
+            timeout = is_timeout(exc)
             attempt.finish("timeout" if timeout else "error")
             raise errors.upstream_failed(route.provider, timeout=timeout) from None
         finally:

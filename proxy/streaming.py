@@ -21,6 +21,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy.attempt import Attempt
+from proxy.upstream import is_timeout
 from symphony.events import AttemptStatus
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class RelayResponse(StreamingResponse):
                 if out:
                     yield out
         except httpx.HTTPError as exc:
-            self._status = "timeout" if isinstance(exc, httpx.TimeoutException) else "error"
+            self._status = "timeout" if is_timeout(exc) else "error"
             log.warning("stream from %s/%s broke: %r", self._attempt.provider, self._attempt.model, exc)
             return
         rest = self._sse.flush()

@@ -13,6 +13,8 @@ default httpx transport costs about four times the CPU per request
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import httpx_aiohttp
 
@@ -38,6 +40,17 @@ def attempt_status(status_code: int) -> AttemptStatus:
     if status_code >= 500:
         return "5xx"
     return "error"
+
+
+def is_timeout(exc: httpx.HTTPError) -> bool:
+    """Whether an upstream failure was a timeout.
+
+    Asks the underlying error first: the aiohttp transport maps a refused
+    connection to ``httpx.ConnectTimeout``.
+    """
+    if exc.__cause__ is not None:
+        return isinstance(exc.__cause__, asyncio.TimeoutError)
+    return isinstance(exc, httpx.TimeoutException)
 
 
 def rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
