@@ -91,8 +91,8 @@ class RelayResponse(StreamingResponse):
         self._upstream = upstream
         self._attempt = attempt
         self._sse = SseRelay(forward_usage=forward_usage)
-        # A client that goes away mid-stream leaves "error": the contract has no "cancelled".
-        self._status: AttemptStatus = "error"
+        # Stays "cancelled" only when the client goes away before the stream ends.
+        self._status: AttemptStatus = "cancelled"
         super().__init__(self._relay(), media_type="text/event-stream", headers=headers)
 
     async def _relay(self) -> AsyncIterator[bytes]:

@@ -16,7 +16,8 @@ from ulid import ULID
 SCHEMA_VERSION: Final = 1
 
 PolicyKind = Literal["champion", "challenger", "override"]
-AttemptStatus = Literal["ok", "429", "5xx", "timeout", "error"]
+# "cancelled": the client went away before the answer ended; not the provider's fault.
+AttemptStatus = Literal["ok", "429", "5xx", "timeout", "error", "cancelled"]
 
 
 def new_id(ts_ms: int) -> str:

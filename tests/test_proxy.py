@@ -323,4 +323,4 @@ def test_client_gone_mid_stream_still_logs_usage(stack: Stack, monkeypatch: pyte
         next(response.iter_raw())  # the first event, then hang up
     decisions, usages = stack.events()
     assert len(decisions) == 1
-    assert [(u.decision_id, u.status) for u in usages] == [(decisions[0].decision_id, "error")]
+    assert [(u.decision_id, u.status) for u in usages] == [(decisions[0].decision_id, "cancelled")]
