@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -33,8 +33,19 @@ IDLE_PAUSE = timedelta(milliseconds=25)
 RETRY_PAUSE = timedelta(seconds=1)
 
 
-# An XREAD reply (RESP2): [[stream, [(entry_id, {field: value}), ...]]]
-XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]  # [(entry_id, {field: value}), ...]
+
+
+def _entries(reply: object) -> StreamEntries:
+    """The entries of a one-stream XREAD reply, in either protocol's shape.
+
+    RESP2 gives ``[[stream, entries]]``, RESP3 ``{stream: [entries]}``; no entries give an empty reply.
+    """
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return cast(StreamEntries, next(iter(reply.values()))[0])
+    return cast(StreamEntries, cast(list[Any], reply)[0][1])
 
 
 class Entry(NamedTuple):
@@ -61,14 +72,12 @@ class _StreamPartition(StatefulSourcePartition[list[Entry], str]):
         if self._stop.is_set():
             raise StopIteration
         try:
-            reply = cast(
-                XReadReply, self._client.xread({self._stream: self._last_id}, count=self._batch_size)
-            )
+            reply = self._client.xread({self._stream: self._last_id}, count=self._batch_size)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("reading %s failed, retrying in %s: %s", self._stream, RETRY_PAUSE, exc)
             self._awake = clock.real_utcnow() + RETRY_PAUSE
             return []
-        entries = reply[0][1] if reply else []
+        entries = _entries(reply)
         if not entries:
             self._awake = clock.real_utcnow() + IDLE_PAUSE
             return []
@@ -113,4 +122,5 @@ class RedisStreamSource(FixedPartitionedSource[list[Entry], str]):
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> _StreamPartition:
         client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
+        log.info("reading %s after entry %s", for_part, resume_state or START_ID)
         return _StreamPartition(client, for_part, resume_state or START_ID, self._batch_size, self._stop)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
@@ -115,8 +116,15 @@ class DeadLetter:
 
 
 def _build(schema: pa.Schema, records: Sequence[Any]) -> pa.Table:
-    arrays = [pa.array([getattr(r, field.name) for r in records], type=field.type) for field in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    # Arrow turns the records' attribute dicts into columns in C++, faster than a list per column.
+    return pa.Table.from_pylist([vars(r) for r in records], schema=schema)
+
+
+def _too_late(data: pa.Table) -> bool:
+    if "ts" not in data.column_names or data.num_rows == 0:
+        return False
+    latest = pc.max(data["ts"].cast(pa.int64())).as_py()
+    return latest is not None and int(latest) > MAX_TS_MS
 
 
 def _row_problem(schema: pa.Schema, record: Any) -> str | None:
@@ -138,12 +146,12 @@ def to_arrow(table: str, records: Sequence[Any]) -> tuple[pa.Table, list[tuple[i
     ``(index, reason)``. The per-row check only runs when the whole batch fails.
     """
     schema = SCHEMAS[table]
-    too_late = [i for i, r in enumerate(records) if getattr(r, "ts", 0) > MAX_TS_MS]
-    if not too_late:
-        try:
-            return _build(schema, records), []
-        except (pa.ArrowException, OverflowError, TypeError, ValueError):
-            pass
+    try:
+        data = _build(schema, records)
+        if not _too_late(data):
+            return data, []
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        pass
     rejected: list[tuple[int, str]] = []
     kept: list[Any] = []
     for index, record in enumerate(records):

@@ -4,6 +4,11 @@
 directory); ``http(s)://user:password@host:port/database`` talks to a server. Both
 go through the same clickhouse-connect client API. One lock serializes every call:
 a chDB handle must not interleave calls, and an HTTP client shares one session.
+
+Analysts' SQL runs read-only, enforced twice: the text must be one read statement
+(no ``;`` between statements, no ``INTO OUTFILE``), and ClickHouse runs it with
+``readonly=1`` (for chDB on a handle of its own that is read-only for the session,
+because chDB applies a trailing SETTINGS clause to the last statement only).
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ import clickhouse_connect
 import pyarrow as pa  # type: ignore[import-untyped]
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError, StreamFailureError
 
-# Statements the read-only query path accepts; ClickHouse's readonly=1 enforces the rest.
 READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
-_LEADING_NOISE = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/|\()+", re.DOTALL)
-_FIRST_WORD = re.compile(r"^([A-Za-z]+)")
+READ_ONLY = {"readonly": 1}
+# A quoted string or identifier (kept), or a comment (dropped).
+_QUOTED_OR_COMMENT = re.compile(
+    r"""(?P<quoted>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`(?:[^`\\]|\\.)*`)|--[^\n]*|#[^\n]*|/\*.*?\*/""",
+    re.DOTALL,
+)
+_FIRST_WORD = re.compile(r"^[\s(]*([A-Za-z]+)")
+_INTO_OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE)
 
 
 class QueryError(Exception):
@@ -38,37 +48,58 @@ class Rows:
     rows: list[list[Any]]
 
 
-def first_keyword(sql: str) -> str:
-    """The statement's first keyword, upper-cased, skipping whitespace, comments and parentheses."""
-    match = _FIRST_WORD.match(_LEADING_NOISE.sub("", sql))
-    return match.group(1).upper() if match else ""
-
-
 def check_read_only(sql: str) -> str:
-    """The statement without trailing semicolons, or ``QueryError`` if it is not a read."""
-    statement = sql.strip().rstrip(";").strip()
+    """The one read statement in ``sql``, comments and trailing ``;`` removed, or ``QueryError``."""
+    pieces: list[str] = []
+    position = 0
+    for match in _QUOTED_OR_COMMENT.finditer(sql):
+        pieces.append(sql[position : match.start()])
+        pieces.append(match.group() if match.group("quoted") else " ")
+        position = match.end()
+    pieces.append(sql[position:])
+    statement = "".join(pieces).strip().rstrip(";").strip()
     if not statement:
         raise QueryError("empty query")
-    keyword = first_keyword(statement)
+    first = _FIRST_WORD.match(statement)
+    keyword = first.group(1).upper() if first else ""
     if keyword not in READ_ONLY_STATEMENTS:
         allowed = ", ".join(READ_ONLY_STATEMENTS)
-        raise QueryError(f"read-only: only {allowed} statements are allowed, got {keyword or sql[:20]!r}")
+        raise QueryError(
+            f"read-only: only {allowed} statements are allowed, got {keyword or statement[:20]!r}"
+        )
+    unquoted = _QUOTED_OR_COMMENT.sub(" ", statement)
+    if ";" in unquoted:
+        raise QueryError("read-only: one statement per query (no ';' between statements)")
+    if _INTO_OUTFILE.search(unquoted):
+        raise QueryError("read-only: INTO OUTFILE is not allowed")
     return statement
 
 
 class ClickHouseStore:
-    """A clickhouse-connect client behind a lock."""
+    """A writer client and a read-only reader behind one lock."""
 
-    def __init__(self, client: Any, dsn: str) -> None:
-        self._client = client
+    def __init__(self, writer: Any, reader: Any, dsn: str, read_settings: Mapping[str, Any]) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._read_settings = dict(read_settings)
         self._lock = threading.Lock()
         self.dsn = dsn
 
     @classmethod
     def connect(cls, dsn: str) -> ClickHouseStore:
-        if not dsn.startswith(("chdb:///", "http://", "https://")):
-            raise ValueError(f"unsupported ClickHouse DSN {dsn!r}: expected chdb:///abs/dir or http(s)://")
-        return cls(clickhouse_connect.get_client(dsn=dsn), dsn)
+        if dsn.startswith("chdb:///"):
+            writer = clickhouse_connect.get_client(dsn=dsn)
+            try:
+                reader = clickhouse_connect.get_client(dsn=dsn, settings=READ_ONLY)
+            except Exception:
+                writer.close()
+                raise
+            return cls(writer, reader, dsn, read_settings={})
+        if dsn.startswith(("http://", "https://")):
+            # A server applies query settings to the whole request, and refuses multi-statements.
+            client = clickhouse_connect.get_client(dsn=dsn)
+            return cls(client, client, dsn, read_settings=READ_ONLY)
+        raise ValueError(f"unsupported ClickHouse DSN {dsn!r}: expected chdb:///abs/dir or http(s)://")
 
     @property
     def embedded(self) -> bool:
@@ -76,19 +107,19 @@ class ClickHouseStore:
 
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
         with self._lock:
-            return self._client.command(sql, parameters=parameters)
+            return self._writer.command(sql, parameters=parameters)
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Rows:
         with self._lock:
-            result = self._client.query(sql, parameters=parameters)
+            result = self._writer.query(sql, parameters=parameters)
         return Rows(columns=list(result.column_names), rows=[list(row) for row in result.result_rows])
 
     def query_read_only(self, sql: str) -> Rows:
-        """Run an analyst's query with ``readonly=1``; ``QueryError`` carries ClickHouse's message."""
+        """Run an analyst's query read-only; ``QueryError`` carries the reason or ClickHouse's message."""
         statement = check_read_only(sql)
         try:
             with self._lock:
-                result = self._client.query(statement, settings={"readonly": 1})
+                result = self._reader.query(statement, settings=self._read_settings or None)
         except OperationalError as exc:
             if not isinstance(exc, StreamFailureError) and not self.embedded:
                 raise StoreUnavailable(str(exc).strip()) from None
@@ -99,8 +130,10 @@ class ClickHouseStore:
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         with self._lock:
-            self._client.insert_arrow(table, data)
+            self._writer.insert_arrow(table, data)
 
     def close(self) -> None:
         with self._lock:
-            self._client.close()
+            if self._reader is not self._writer:
+                self._reader.close()
+            self._writer.close()

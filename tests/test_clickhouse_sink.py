@@ -157,15 +157,26 @@ def test_dead_letters_keep_raw_bytes_and_deduplicate_by_entry(store: ClickHouseS
     assert store.query("SELECT reason FROM dead_letters").rows[0][0] == "invalid JSON"
 
 
-def test_read_only_queries(store: ClickHouseStore) -> None:
+def test_read_only_queries(store: ClickHouseStore, tmp_path: Path) -> None:
     migrate(store)
     assert store.query_read_only("-- how many\n  select count() from decisions;").rows == [[0]]
     assert store.query_read_only("(SELECT 1)").rows == [[1]]
-    for sql in ["INSERT INTO decisions (event_id) VALUES ('x')", "DROP TABLE decisions", "", "   ;"]:
+    for sql in [
+        "INSERT INTO decisions (event_id) VALUES ('x')",
+        "DROP TABLE decisions",
+        "/* SELECT */ DROP TABLE decisions",
+        "SELECT 1; DROP TABLE decisions",
+        f"SELECT 1 INTO OUTFILE '{tmp_path / 'out.txt'}'",
+        "",
+        "   ; -- nothing",
+    ]:
         with pytest.raises(QueryError, match=r"read-only|empty"):
             store.query_read_only(sql)
-    with pytest.raises(QueryError, match="readonly"):
-        store.query_read_only("SELECT * FROM file('/etc/passwd', 'LineAsString')")
+    assert not (tmp_path / "out.txt").exists()
+    assert store.query_read_only("SELECT ';' AS s -- a comment swallows nothing").rows == [[";"]]
+    for sql in ["SELECT * FROM file('/etc/passwd', 'LineAsString')", "SELECT 1 SETTINGS readonly = 0"]:
+        with pytest.raises(QueryError, match="READONLY"):
+            store.query_read_only(sql)
     with pytest.raises(QueryError, match=r"UNKNOWN_TABLE|Unknown table"):
         store.query_read_only("SELECT * FROM nowhere")
     assert check_read_only("WITH 1 AS x SELECT x;") == "WITH 1 AS x SELECT x"
