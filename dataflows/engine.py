@@ -104,7 +104,9 @@ def run_engine(settings: Settings, workers: int = 1) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dataflows.engine", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dataflows.engine", description="Run the control-plane engine until SIGINT or SIGTERM."
+    )
     parser.add_argument("-w", "--workers", type=int, default=1, help="dataflow worker threads (default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

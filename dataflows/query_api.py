@@ -90,7 +90,6 @@ class QueryApi:
         except OSError as exc:
             sock.close()
             raise RuntimeError(f"engine query API cannot listen on {self._host}:{self._port}: {exc}") from exc
-        sock.set_inheritable(True)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="engine-query-api", daemon=True
         )
