@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from symphony.redis_server import free_port
+
+UP_BANNER = "Symphony is up."
 
 
 @dataclass(frozen=True)
@@ -67,29 +67,28 @@ def processes_of(var_dir: Path) -> list[int]:
     return pids
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+def wait_until_up(log: Path, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    """Until `symphony up` says every part answers its health check."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"symphony up exited early with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+            raise AssertionError(f"symphony up exited early with {process.returncode}:\n{log.read_text()}")
+        if UP_BANNER in log.read_text():
+            return
         time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
+    raise AssertionError(f"symphony up was not up within {timeout}s:\n{log.read_text()}")
 
 
 @contextmanager
 def symphony_up(stack: StackEnv, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     """`symphony up` in the background; stopped with SIGTERM (as a service manager would) on exit."""
-    log = (stack.var_dir.parent / "up.log").open("wb")
+    log_path = stack.var_dir.parent / "up.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "symphony", "up", *args], env=stack.env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        wait_for_http(f"{stack.proxy_url}/v1/models", process)
+        wait_until_up(log_path, process)
         yield process
     finally:
         if process.poll() is None:
