@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import clickhouse_connect
-import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError, StreamFailureError
 
 READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")

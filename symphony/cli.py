@@ -7,6 +7,7 @@ it before any process starts, with a message naming the variable.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -70,9 +71,15 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if load.failures or not result.rows else 0
 
 
+def _log_to_stderr() -> None:
+    """Long-running parts log to stderr, which ``symphony up`` sends to ``var/logs/<part>.log``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
 def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
     from symphony.sim import run_simulator
 
+    _log_to_stderr()
     run_simulator(settings)
     return 0
 
@@ -80,6 +87,7 @@ def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
     from proxy import run_proxy
 
+    _log_to_stderr()
     run_proxy(settings)
     return 0
 
@@ -87,6 +95,7 @@ def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     from dataflows.engine import run_engine
 
+    _log_to_stderr()
     run_engine(settings, workers=args.workers)
     return 0
 
@@ -171,10 +180,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from symphony.engine_client import EngineError
     from symphony.supervisor import StackError
 
     try:
         code: int = args.run(settings, args)
+    except EngineError as exc:
+        print(f"symphony: {exc}", file=sys.stderr)
+        return 1
     except StackError as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return 1

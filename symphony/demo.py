@@ -27,16 +27,21 @@ PROMPTS = (
     "List three uses of a Bloom filter.",
 )
 
-REPORT_SQL = """
+_SUMMARY_SQL = """
 SELECT d.provider AS provider, d.model AS model, count() AS requests,
        sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
        round(quantile(0.5)(u.latency_ms), 1) AS p50_ms, round(quantile(0.95)(u.latency_ms), 1) AS p95_ms
-FROM (SELECT decision_id, provider, model FROM decisions FINAL WHERE app = '{app}') AS d
+FROM (SELECT decision_id, provider, model FROM decisions FINAL {where}) AS d
 INNER JOIN (SELECT decision_id, input_tokens, output_tokens, latency_ms FROM usage FINAL) AS u
     ON u.decision_id = d.decision_id
 GROUP BY provider, model
 ORDER BY requests DESC, provider, model
 """
+
+
+def summary_sql(app: str | None = None) -> str:
+    """Requests, tokens and latency per provider and model of the chosen arm, for one app or all."""
+    return _SUMMARY_SQL.format(where="" if app is None else f"WHERE app = '{app}'")
 
 
 @dataclass(frozen=True)
@@ -95,4 +100,4 @@ def demo_rows(engine_url: str) -> int:
 
 
 def report(engine_url: str) -> QueryResult:
-    return engine_client.query(engine_url, REPORT_SQL.format(app=DEMO_APP))
+    return engine_client.query(engine_url, summary_sql(DEMO_APP))

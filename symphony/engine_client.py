@@ -15,18 +15,6 @@ import httpx
 
 from symphony import clock
 
-# Requests, tokens and latency per provider and model of the chosen arm: the demo's summary.
-PROVIDER_SUMMARY_SQL = """
-SELECT d.provider AS provider, d.model AS model, count() AS requests,
-       sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
-       round(quantile(0.5)(u.latency_ms), 1) AS p50_ms, round(quantile(0.95)(u.latency_ms), 1) AS p95_ms
-FROM (SELECT decision_id, provider, model FROM decisions FINAL) AS d
-INNER JOIN (SELECT decision_id, input_tokens, output_tokens, latency_ms FROM usage FINAL) AS u
-    ON u.decision_id = d.decision_id
-GROUP BY provider, model
-ORDER BY requests DESC, provider, model
-"""
-
 
 class EngineError(Exception):
     """The engine refused a query or could not be reached; the message says which and why."""

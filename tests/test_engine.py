@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from dataflows.redis_source import RedisStreamSource
-from symphony import engine_client
+from symphony import demo, engine_client
 from symphony.engine_client import EngineError
 from symphony.events import Decision, Event, Usage, new_id
 from symphony.redis_server import RedisServer, free_port
@@ -177,7 +177,7 @@ def test_events_reach_clickhouse_exactly_once(engine: Engine, redis_client: redi
         assert (final, unique, raw) == (n, n, n), table  # nothing replayed in a clean run
     assert engine.count("SELECT sum(input_tokens) FROM usage FINAL") == sum(range(n))
 
-    summary = engine_client.query(engine.url, engine_client.PROVIDER_SUMMARY_SQL)
+    summary = engine_client.query(engine.url, demo.summary_sql())
     assert summary.columns == [
         "provider",
         "model",
