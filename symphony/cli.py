@@ -45,30 +45,20 @@ def _wait_until_interrupted(stack: Stack, seconds: float | None) -> None:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from symphony import demo, engine_client, report
+    from symphony import demo, report
     from symphony.supervisor import running_stack
 
     started = clock.monotonic()
     with running_stack(settings, speed=args.speed, say=_say) as stack:
-        before = demo.demo_rows(settings.engine_url)
-        _say(f"\nsending {args.requests} requests through {settings.proxy_url}/v1 with the openai package")
-        load = demo.send_requests(settings.proxy_url, args.requests, say=_say)
-        _say("waiting for every decision to reach ClickHouse")
-        engine_client.wait_for_count(
-            settings.engine_url,
-            f"SELECT count() FROM decisions FINAL WHERE app = '{demo.DEMO_APP}'",
-            before + load.succeeded,
-            timeout=60,
-        )
-        result = demo.report(settings.engine_url)
-        print(report.render(result.columns, result.rows, as_json=args.json), flush=True)
-        if load.failures:
-            _say(f"{len(load.failures)} requests failed, first: {load.failures[0]}")
+        result = demo.run_demo(settings, args.requests, say=_say)
+        print(report.render(result.summary.columns, result.summary.rows, as_json=args.json), flush=True)
+        if result.load.failures:
+            _say(f"{len(result.load.failures)} requests failed, first: {result.load.failures[0]}")
         remaining = None if args.duration is None else max(0.0, args.duration - (clock.monotonic() - started))
         if remaining is None:
             _say("\nthe stack keeps running: Ctrl-C stops it")
         _wait_until_interrupted(stack, remaining)
-    return 1 if load.failures or not result.rows else 0
+    return 1 if result.load.failures or not result.summary.rows else 0
 
 
 def _log_to_stderr() -> None:

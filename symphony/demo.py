@@ -14,9 +14,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import openai
+import redis
 
 from symphony import engine_client
+from symphony.clock import shared_clock
 from symphony.engine_client import QueryResult
+from symphony.settings import Settings
 
 DEMO_APP = "demo"
 PROMPTS = (
@@ -39,9 +42,16 @@ ORDER BY requests DESC, provider, model
 """
 
 
-def summary_sql(app: str | None = None) -> str:
-    """Requests, tokens and latency per provider and model of the chosen arm, for one app or all."""
-    return _SUMMARY_SQL.format(where="" if app is None else f"WHERE app = '{app}'")
+def _where(app: str | None, since_ms: int | None) -> str:
+    conditions = [] if app is None else [f"app = '{app}'"]
+    if since_ms is not None:
+        conditions.append(f"ts >= fromUnixTimestamp64Milli({since_ms})")
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def summary_sql(app: str | None = None, since_ms: int | None = None) -> str:
+    """Requests, tokens and latency per provider and model of the chosen arm, for one app (or all)."""
+    return _SUMMARY_SQL.format(where=_where(app, since_ms))
 
 
 @dataclass(frozen=True)
@@ -94,10 +104,18 @@ def send_requests(
     return LoadResult(sent=count, succeeded=count - len(failures), failures=failures)
 
 
-def demo_rows(engine_url: str) -> int:
-    result = engine_client.query(engine_url, f"SELECT count() FROM decisions FINAL WHERE app = '{DEMO_APP}'")
-    return int(result.rows[0][0])
+@dataclass(frozen=True)
+class DemoResult:
+    load: LoadResult
+    summary: QueryResult
 
 
-def report(engine_url: str) -> QueryResult:
-    return engine_client.query(engine_url, summary_sql(DEMO_APP))
+def run_demo(settings: Settings, requests: int, say: Callable[[str], None] = print) -> DemoResult:
+    """Traffic through a running stack, then this run's summary once every decision is in ClickHouse."""
+    since_ms = shared_clock(redis.Redis.from_url(settings.redis_url)).now_ms()
+    say(f"\nsending {requests} requests through {settings.proxy_url}/v1 with the openai package")
+    load = send_requests(settings.proxy_url, requests, say=say)
+    say("waiting for every decision to reach ClickHouse")
+    count_sql = f"SELECT count() FROM decisions FINAL {_where(DEMO_APP, since_ms)}"
+    engine_client.wait_for_count(settings.engine_url, count_sql, load.succeeded, timeout=60)
+    return DemoResult(load, engine_client.query(settings.engine_url, summary_sql(DEMO_APP, since_ms)))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -101,3 +104,19 @@ def test_events_survive_a_restart_of_the_whole_stack(tmp_path: Path) -> None:
             "SELECT (SELECT count() FROM decisions FINAL), (SELECT count() FROM usage FINAL)",
         ).rows[0]
     assert list(counts) == [10, 10]
+
+
+def test_demo_prints_a_report_read_back_from_clickhouse_and_exits(tmp_path: Path) -> None:
+    stack = stack_env(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "symphony", "demo", "--requests", "24", "--duration", "1", "--json"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout[result.stdout.index("[\n") : result.stdout.index("\n]") + 2])
+    assert sum(row["requests"] for row in report) == 24
+    assert all(row["output_tokens"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0 for row in report)
+    assert processes_of(stack.var_dir) == []
