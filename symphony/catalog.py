@@ -11,6 +11,7 @@ import json
 from functools import cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,6 +38,13 @@ class Provider(_Frozen):
     key_env: str
     wire: Wire
     models: dict[str, ModelPrice]
+
+    def simulated_base_url(self, simulator_url: str, name: str) -> str:
+        """Where the simulator serves this provider: ``{simulator}/{name}`` + the real base path.
+
+        e.g. ``http://127.0.0.1:8701/anthropic/v1`` or ``…/gemini/v1beta`` or ``…/perplexity``.
+        """
+        return f"{simulator_url.rstrip('/')}/{name}{urlparse(self.base_url).path.rstrip('/')}"
 
 
 class Catalog(_Frozen):

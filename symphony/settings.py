@@ -7,11 +7,14 @@ start-up with a ``SettingsError`` that names the variable and what it accepts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from symphony.catalog import Catalog, load_catalog
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -23,6 +26,7 @@ ACCEPTS: dict[str, str] = {
     "SLACK_WEBHOOK_URL": "an http(s):// URL, or empty",
     "TRAFFIC_SPLIT": "a number from 0 to 1 (the share of requests served by the challenger)",
     "EVENT_SHARDS": "a whole number from 1 to 64",
+    "SIMULATED_PROVIDERS": "all, none, or a comma list of catalog providers (openai,anthropic,...)",
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
@@ -55,6 +59,27 @@ class Settings(BaseSettings):
     sim_url: str = ""
     event_shards: int = Field(default=4, ge=1, le=64)
     policy_file: Path = Path("policies/champion.json")
+
+    # Which providers the simulator stands in for: "all", "none", or a comma list. A provider
+    # with neither a key nor the simulator is no candidate. `symphony up` sets "all".
+    simulated_providers: str = "none"
+    ttft_limit_ms: int = Field(default=2500, ge=1)
+    request_deadline_ms: int = Field(default=60_000, ge=1)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_ms: int = Field(default=10_000, ge=1)
+
+    @field_validator("simulated_providers")
+    @classmethod
+    def _provider_list(cls, value: str) -> str:
+        names = {name.strip() for name in value.split(",") if name.strip()}
+        unknown = names - {"all", "none"} - set(load_catalog().providers)
+        if unknown:
+            raise ValueError(f"unknown providers {sorted(unknown)}")
+        return value
+
+    def simulated(self, provider: str) -> bool:
+        names = {name.strip() for name in self.simulated_providers.split(",")}
+        return "all" in names or provider in names
 
     @field_validator("redis_url")
     @classmethod
@@ -115,3 +140,25 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = [_describe(dict(err), Settings) for err in exc.errors()]
         raise SettingsError("\n".join(lines)) from None
+
+
+def load_provider_keys(catalog: Catalog, environ: Mapping[str, str]) -> dict[str, SecretStr]:
+    """Provider keys from ``<KEY_ENV>`` or a secret file named by ``<KEY_ENV>_FILE``.
+
+    Read once at start; a key lives only in the returned ``SecretStr``s, which never
+    print their value.
+    """
+    keys: dict[str, SecretStr] = {}
+    for provider, spec in catalog.providers.items():
+        value = environ.get(spec.key_env, "")
+        secret_file = environ.get(f"{spec.key_env}_FILE", "")
+        if not value and secret_file:
+            try:
+                value = Path(secret_file).read_text().strip()
+            except OSError as exc:
+                raise SettingsError(
+                    f"invalid setting {spec.key_env}_FILE: cannot read {secret_file} ({exc.strerror})"
+                ) from None
+        if value:
+            keys[provider] = SecretStr(value)
+    return keys

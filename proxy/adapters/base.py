@@ -1,0 +1,104 @@
+"""The provider adapter contract.
+
+The proxy's canonical form is OpenAI's chat-completions wire format: requests are
+OpenAI request bodies (``dict``), answers are OpenAI ``chat.completion`` bodies and
+streams are OpenAI ``chat.completion.chunk`` server-sent events, as bytes. An
+adapter maps the canonical form to one provider's wire format and back, so the
+OpenAI-compatible providers (OpenAI, Perplexity, Venice, Grok, DeepSeek) pass
+bytes through almost untouched, and only Anthropic and Gemini translate.
+
+An adapter does no I/O: the gateway sends what ``request()`` builds over its one
+pooled client and feeds the answer back through ``response()`` or ``stream()``.
+The simulator is each adapter's in-memory twin: it speaks the provider's real
+wire format, so an adapter tested against it is tested against that format.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from symphony.events import AttemptStatus
+
+
+class UnsupportedFeature(Exception):
+    """The request uses something this provider cannot do; answered as a 400 naming it."""
+
+    def __init__(self, provider: str, feature: str, param: str | None = None) -> None:
+        super().__init__(f"{provider} cannot serve this request: {feature} is not supported by {provider}.")
+        self.provider = provider
+        self.feature = feature
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole (non-streamed) answer in canonical form."""
+
+    body: bytes  # an OpenAI chat.completion JSON body
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    """A provider's error answer, mapped: the status class, when to retry, and a canonical error body."""
+
+    status: AttemptStatus
+    http_status: int
+    retry_after_s: float | None
+    body: bytes  # OpenAI-shaped {"error": {...}}
+    rate_limit: dict[str, str] = field(default_factory=dict)
+
+
+class StreamTranslator(ABC):
+    """Provider stream bytes in, OpenAI chunk SSE bytes out, noting usage as it passes."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @abstractmethod
+    def feed(self, data: bytes) -> bytes:
+        """Canonical SSE bytes completed by ``data`` (may be empty)."""
+
+    @abstractmethod
+    def flush(self) -> bytes:
+        """Whatever remains at the end of the stream, ending with ``data: [DONE]``."""
+
+
+class Adapter(ABC):
+    """One provider's wire format. ``base_url`` is the real endpoint or the simulator's twin."""
+
+    def __init__(self, provider: str, base_url: str, api_key: str) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+
+    @abstractmethod
+    def request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
+        """The provider request for a canonical body; raises ``UnsupportedFeature``."""
+
+    @abstractmethod
+    def response(self, body: bytes) -> Answer:
+        """A provider's 2xx answer in canonical form."""
+
+    @abstractmethod
+    def stream(self, model: str, *, include_usage: bool) -> StreamTranslator:
+        """A translator for one streamed answer; the usage chunk only when ``include_usage``."""
+
+    @abstractmethod
+    def failure(self, http_status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
+        """A provider's non-2xx answer, mapped."""
+
+    @abstractmethod
+    def rate_limits(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """The rate-limit headers this provider sends, as observed."""
