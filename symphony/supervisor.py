@@ -110,10 +110,16 @@ class Stack:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=_die_with_parent,
-            env=os.environ.copy(),
+            env=self._child_env(),
         )
         log.close()
         self.parts.append(part)
+
+    def _child_env(self) -> dict[str, str]:
+        """The children's environment: ours, with the simulator standing in for keyless providers."""
+        env = os.environ.copy()
+        env.setdefault("SIMULATED_PROVIDERS", "all")
+        return env
 
     def _wait_healthy(self, part: Part, timeout: float) -> None:
         assert part.process is not None
