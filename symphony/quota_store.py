@@ -1,0 +1,227 @@
+"""Atomic quota reservations in Redis: one script call per request, one per settlement.
+
+The semantics (windows, buckets, keys, runtime caps) are written down in
+``symphony.quotas``. This module turns a list of ``Limit``s into one Lua call that
+checks every window and writes all of them or none, and computes, for a refusal,
+when the refused window will have room again (the retry-after a client gets).
+
+The script reads the time from its arguments, not from Redis, so the shared
+simulated clock drives quota windows like everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from symphony.quotas import Limit
+
+# KEYS, per limit: its runtime-cap key, then the bucket keys of its window (current first).
+# ARGV[1] = now (event ms); ARGV[2] = number of limits; then per limit: bucket count, policy cap,
+# amount, ttl ms, and the length in ms of a first-use window (0 for the others).
+# A first-use window is one hash {start, used}: it reopens (used = 0) once `now` passes
+# start + length, so its reset follows event time even when the clock is simulated.
+# Returns {1, start per limit (0 unless first-use)} when every window had room and all were
+# written, else {0, index of the refused limit (1-based), cap in force, ms until a first-use
+# window closes, bucket values...}.
+RESERVE_LUA = """
+local now, limits = tonumber(ARGV[1]), tonumber(ARGV[2])
+local k, a = 1, 3
+local writes, starts = {}, {}
+for i = 1, limits do
+  local n, cap = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local amount, ttl, span = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  a = a + 5
+  local runtime = redis.call('GET', KEYS[k])
+  if runtime then cap = tonumber(runtime) end
+  local values, used, start, closes_in = {}, 0, 0, 0
+  if span > 0 then
+    start = tonumber(redis.call('HGET', KEYS[k + 1], 'start') or '-1')
+    if start < 0 or now >= start + span then
+      start = now
+      values[1] = 0
+    else
+      values[1] = tonumber(redis.call('HGET', KEYS[k + 1], 'used') or '0')
+    end
+    used, closes_in = values[1], start + span - now
+  else
+    for j = 1, n do
+      local v = tonumber(redis.call('GET', KEYS[k + j]) or '0')
+      values[j] = v
+      used = used + v
+    end
+  end
+  if amount > 0 and used + amount > cap then
+    local reply = {0, i, cap, closes_in}
+    for j = 1, n do reply[4 + j] = values[j] end
+    return reply
+  end
+  starts[i] = start
+  writes[#writes + 1] = {KEYS[k + 1], amount, ttl, span, start, used}
+  k = k + 1 + n
+end
+for _, w in ipairs(writes) do
+  if w[4] > 0 then
+    redis.call('HSET', w[1], 'start', w[5], 'used', w[6] + w[2])
+    redis.call('PEXPIRE', w[1], w[3])
+  elseif w[2] > 0 then
+    redis.call('INCRBY', w[1], w[2])
+    if redis.call('PTTL', w[1]) < 0 then redis.call('PEXPIRE', w[1], w[3]) end
+  end
+end
+local reply = {1}
+for i = 1, limits do reply[i + 1] = starts[i] end
+return reply
+"""
+
+# KEYS: the token buckets a reservation counted against; ARGV[1]: tokens to add (negative
+# refunds); then per key: the start of its first-use window (0 for a plain bucket) and its TTL.
+# A first-use window that has since reopened is left alone; a refund never takes a bucket
+# below zero; a charge re-creates a bucket that expired (it is outside its window by then).
+SETTLE_LUA = """
+local delta = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local start, ttl = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  if start > 0 then
+    if tonumber(redis.call('HGET', key, 'start') or '-1') == start then
+      if redis.call('HINCRBY', key, 'used', delta) < 0 then redis.call('HSET', key, 'used', 0) end
+    end
+  elseif delta > 0 or redis.call('EXISTS', key) == 1 then
+    if redis.call('INCRBY', key, delta) < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
+    if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+  end
+end
+return #KEYS
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What a granted reservation wrote, so settlement touches the same buckets."""
+
+    provider: str
+    model: str
+    tokens: int
+    token_keys: tuple[str, ...]
+    token_args: tuple[int, ...]  # per token key: its first-use window's start (else 0), its TTL
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    limit: Limit
+    cap: int
+    used: int
+    retry_after_ms: int | None  # None: the request alone is bigger than the cap
+
+    @property
+    def message(self) -> str:
+        return f"{self.limit.name}: {self.used} of {self.cap} used"
+
+
+@dataclass(frozen=True, slots=True)
+class ReservePlan:
+    keys: list[str]
+    args: list[int]
+    limits: Sequence[Limit]
+    amounts: list[int]
+    now_ms: int
+
+    def reservation(self, provider: str, model: str, tokens: int, starts: Sequence[int]) -> Reservation:
+        token_limits = [
+            (limit, start)
+            for limit, start in zip(self.limits, starts, strict=True)
+            if limit.metric == "tokens"
+        ]
+        keys = tuple(limit.key(limit.window.buckets(self.now_ms)[0]) for limit, _ in token_limits)
+        args = tuple(value for limit, start in token_limits for value in (start, limit.window.ttl_ms))
+        return Reservation(provider, model, tokens, keys, args)
+
+
+def plan_reservation(limits: Sequence[Limit], now_ms: int, tokens: int) -> ReservePlan:
+    keys: list[str] = []
+    args: list[int] = [now_ms, len(limits)]
+    amounts: list[int] = []
+    for limit in limits:
+        window = limit.window
+        buckets = window.buckets(now_ms)
+        amount = 1 if limit.metric == "requests" else tokens
+        first_use_span = window.length_ms if window.reset == "first_use" else 0
+        keys.append(limit.runtime_cap_key)
+        keys += [limit.key(bucket) for bucket in buckets]
+        args += [len(buckets), limit.cap, amount, window.ttl_ms, first_use_span]
+        amounts.append(amount)
+    return ReservePlan(keys, args, limits, amounts, now_ms)
+
+
+def retry_after_ms(
+    limit: Limit, values: Sequence[int], closes_in_ms: int, amount: int, cap: int, now_ms: int
+) -> int | None:
+    """When the refused window will first have room for ``amount`` again."""
+    if amount > cap:
+        return None
+    window = limit.window
+    if window.reset == "first_use":
+        return max(closes_in_ms, 0)
+    if window.reset == "fixed":
+        return (now_ms // window.length_ms + 1) * window.length_ms - now_ms
+    current = now_ms // window.sub_ms
+    for dropped in range(1, len(values) + 1):
+        if sum(values[: len(values) - dropped]) + amount <= cap:
+            return (current + dropped) * window.sub_ms - now_ms
+    return None
+
+
+def _outcome(
+    plan: ReservePlan, reply: list[Any], provider: str, model: str, tokens: int
+) -> Reservation | Refusal:
+    if int(reply[0]) == 1:
+        return plan.reservation(provider, model, tokens, [int(v) for v in reply[1:]])
+    index, cap, closes_in = int(reply[1]) - 1, int(reply[2]), int(reply[3])
+    values = [int(v) for v in reply[4:]]
+    limit = plan.limits[index]
+    eta = retry_after_ms(limit, values, closes_in, plan.amounts[index], cap, plan.now_ms)
+    return Refusal(limit, cap, sum(values), eta)
+
+
+class QuotaStore:
+    """Reservations through a synchronous Redis client (CLI, tests, benchmarks)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._reserve = client.register_script(RESERVE_LUA)
+        self._settle = client.register_script(SETTLE_LUA)
+
+    def reserve(
+        self, limits: Sequence[Limit], now_ms: int, *, provider: str, model: str, tokens: int
+    ) -> Reservation | Refusal:
+        plan = plan_reservation(limits, now_ms, tokens)
+        reply = self._reserve(keys=plan.keys, args=plan.args)
+        return _outcome(plan, reply, provider, model, tokens)
+
+    def settle(self, reservation: Reservation, actual_tokens: int) -> None:
+        delta = actual_tokens - reservation.tokens
+        if delta and reservation.token_keys:
+            self._settle(keys=list(reservation.token_keys), args=[delta, *reservation.token_args])
+
+
+class AsyncQuotaStore:
+    """The same, through an asyncio Redis client (the proxy)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._reserve = client.register_script(RESERVE_LUA)
+        self._settle = client.register_script(SETTLE_LUA)
+
+    async def reserve(
+        self, limits: Sequence[Limit], now_ms: int, *, provider: str, model: str, tokens: int
+    ) -> Reservation | Refusal:
+        plan = plan_reservation(limits, now_ms, tokens)
+        reply = await self._reserve(keys=plan.keys, args=plan.args)
+        return _outcome(plan, reply, provider, model, tokens)
+
+    async def settle(self, reservation: Reservation, actual_tokens: int) -> None:
+        delta = actual_tokens - reservation.tokens
+        if delta and reservation.token_keys:
+            await self._settle(keys=list(reservation.token_keys), args=[delta, *reservation.token_args])

@@ -1,0 +1,155 @@
+"""Quota reservations against a real Redis: the semantics of symphony/quotas.py, held under concurrency."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+
+import pytest
+import redis
+
+from symphony.quota_store import QuotaStore, Refusal, Reservation
+from symphony.quotas import (
+    MINUTE_MS,
+    ROLLING,
+    Limit,
+    QuotaPolicy,
+    load_quota_policy,
+    subscription_window,
+)
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a whole week boundary is not needed: buckets are relative
+SECOND = 1000
+
+
+def small_limits() -> list[Limit]:
+    return [
+        Limit("openai", "requests", ROLLING["minute"], 5),
+        Limit("openai", "tokens", ROLLING["minute"], 100),
+        Limit("openai", "tokens", subscription_window("3m", "first_use"), 150),
+    ]
+
+
+def reserve(store: QuotaStore, limits: Sequence[Limit], now: int, tokens: int) -> Reservation | Refusal:
+    return store.reserve(limits, now, provider="openai", model="gpt-4o-mini", tokens=tokens)
+
+
+def test_policy_file_gives_every_provider_minute_day_and_week_caps() -> None:
+    policy = load_quota_policy()
+    assert len(policy.providers) == 7
+    for provider in policy.providers:
+        windows = {(limit.metric, limit.window.name) for limit in policy.provider_limits(provider)}
+        assert {("requests", "minute"), ("tokens", "day"), ("tokens", "week")} <= windows
+    assert {limit.window.name for limit in policy.limits("anthropic", "x")} >= {"5h"}
+    assert any(limit.model == "gpt-4o" for limit in policy.limits("openai", "gpt-4o"))
+
+
+def test_bad_policy_names_the_window() -> None:
+    with pytest.raises(ValueError, match="unknown windows"):
+        QuotaPolicy.model_validate(
+            {"version": "x", "providers": {"p": {"caps": {"tokens": {"fortnight": 1}}}}}
+        )
+
+
+def test_keys_share_the_provider_hash_tag(redis_client: redis.Redis) -> None:
+    store = QuotaStore(redis_client)
+    assert isinstance(reserve(store, small_limits(), T0, 10), Reservation)
+    keys = sorted(k.decode() for k in redis_client.keys("quota:*"))
+    assert keys and all(k.startswith("quota:{openai}:") for k in keys)
+    assert any(":minute:" in k for k in keys) and any(":3m:current" in k for k in keys)
+    assert all(redis_client.pttl(k) > 0 for k in keys)
+
+
+def test_refuses_past_the_cap_and_says_when_there_is_room(redis_client: redis.Redis) -> None:
+    store = QuotaStore(redis_client)
+    limits = small_limits()
+    for i in range(5):
+        assert isinstance(reserve(store, limits, T0 + i * SECOND, 10), Reservation)
+    refused = reserve(store, limits, T0 + 5 * SECOND, 10)
+    assert isinstance(refused, Refusal)
+    assert refused.limit.metric == "requests" and refused.used == 5 and refused.cap == 5
+    # All five landed in the first 10 s bucket: room again when it leaves the minute window.
+    assert refused.retry_after_ms == MINUTE_MS - 5 * SECOND
+    assert isinstance(reserve(store, limits, T0 + MINUTE_MS, 10), Reservation)
+
+
+def test_refusal_writes_nothing(redis_client: redis.Redis) -> None:
+    store = QuotaStore(redis_client)
+    limits = small_limits()
+    assert isinstance(reserve(store, limits, T0, 90), Reservation)
+    before = {k: redis_client.dump(k) for k in redis_client.keys("quota:*")}
+    assert isinstance(reserve(store, limits, T0, 20), Refusal)  # tokens 90 + 20 > 100
+    assert {k: redis_client.dump(k) for k in redis_client.keys("quota:*")} == before
+
+
+def test_settlement_refunds_and_charges_the_reserved_buckets(redis_client: redis.Redis) -> None:
+    store = QuotaStore(redis_client)
+    limits = small_limits()
+    granted = reserve(store, limits, T0, 50)
+    assert isinstance(granted, Reservation)
+    store.settle(granted, 20)
+    minute_key = limits[1].key(limits[1].window.buckets(T0)[0])
+    assert int(redis_client.get(minute_key) or 0) == 20
+    assert int(redis_client.hget(limits[2].key("current"), "used") or 0) == 20
+    charged = reserve(store, limits, T0 + SECOND, 10)
+    assert isinstance(charged, Reservation)
+    store.settle(charged, 30)  # used more than estimated: charged on top
+    assert int(redis_client.get(minute_key) or 0) == 50
+
+
+def test_first_use_window_opens_with_the_first_request_and_closes_after_its_length(
+    redis_client: redis.Redis,
+) -> None:
+    store = QuotaStore(redis_client)
+    window = [Limit("anthropic", "tokens", subscription_window("5h", "first_use"), 100)]
+    opened = T0 + 17 * MINUTE_MS
+    assert isinstance(reserve(store, window, opened, 100), Reservation)
+    refused = reserve(store, window, opened + 60 * MINUTE_MS, 1)
+    assert isinstance(refused, Refusal)
+    assert refused.retry_after_ms == 4 * 60 * MINUTE_MS
+    assert isinstance(reserve(store, window, opened + 5 * 60 * MINUTE_MS, 100), Reservation)
+
+
+def test_runtime_cap_replaces_the_policy_cap_while_it_lives(redis_client: redis.Redis) -> None:
+    store = QuotaStore(redis_client)
+    limit = Limit("openai", "requests", ROLLING["minute"], 100)
+    redis_client.set(limit.runtime_cap_key, 2, px=60_000)
+    results = [reserve(store, [limit], T0, 1) for _ in range(3)]
+    assert [isinstance(r, Reservation) for r in results] == [True, True, False]
+    redis_client.delete(limit.runtime_cap_key)
+    assert isinstance(reserve(store, [limit], T0, 1), Reservation)
+
+
+def _hammer(url: str, rounds: int, results: multiprocessing.Queue[tuple[int, int]]) -> None:
+    store = QuotaStore(redis.Redis.from_url(url))
+    limits = [
+        Limit("grok", "requests", ROLLING["minute"], 150),
+        Limit("grok", "tokens", ROLLING["day"], 4_000),
+    ]
+    granted = tokens = 0
+    for i in range(rounds):
+        outcome = store.reserve(limits, T0 + i, provider="grok", model="grok-3-mini", tokens=40)
+        if isinstance(outcome, Reservation):
+            actual = 25 + i % 30  # settle what was "really" used
+            store.settle(outcome, actual)
+            granted, tokens = granted + 1, tokens + actual
+    results.put((granted, tokens))
+
+
+def test_concurrent_processes_never_exceed_the_cap(redis_server: object, redis_client: redis.Redis) -> None:
+    url = redis_server.url  # type: ignore[attr-defined]
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[tuple[int, int]] = ctx.Queue()
+    workers = [ctx.Process(target=_hammer, args=(url, 120, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    granted = sum(g for g, _ in outcomes)
+    settled_tokens = sum(t for _, t in outcomes)
+    assert 0 < granted <= 150
+    request_total = sum(int(redis_client.get(k) or 0) for k in redis_client.keys("quota:{grok}:requests:*"))
+    token_total = sum(int(redis_client.get(k) or 0) for k in redis_client.keys("quota:{grok}:tokens:*"))
+    assert request_total == granted
+    assert token_total == settled_tokens
