@@ -2,7 +2,11 @@
 
 The catalog names each provider's real endpoint, the environment variable that
 holds its key, its wire format and its models with list prices. A policy file
-names the arms (provider/model) the champion serves and their weights.
+gives the champion's utility per task and arm (provider/model).
+
+A model's ``capabilities`` say what Symphony can serve on that arm: what the model
+can do *and* its provider's adapter can map. Routing keeps only the arms whose
+capabilities cover what a request needs (``proxy.adapters.features``).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,6 +24,15 @@ CATALOG_FILE = POLICIES_DIR / "catalog.v1.json"
 
 Wire = Literal["openai", "anthropic", "gemini"]
 
+# tools: function definitions, tool calls and tool results; vision: image parts;
+# json_object / json_schema: ``response_format``; logprobs: ``logprobs``/``top_logprobs``;
+# multiple_choices: ``n`` > 1; stop: stop sequences; audio, files: ``input_audio`` and
+# ``file`` content parts.
+Capability = Literal[
+    "tools", "vision", "json_object", "json_schema", "logprobs", "multiple_choices", "stop", "audio", "files"
+]
+CAPABILITIES: frozenset[str] = frozenset(get_args(Capability))
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -28,6 +41,7 @@ class _Frozen(BaseModel):
 class ModelPrice(_Frozen):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    capabilities: frozenset[Capability] = frozenset()
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
@@ -66,27 +80,35 @@ class Catalog(_Frozen):
         return next(((p, model) for p, spec in self.providers.items() if model in spec.models), None)
 
 
-class Arm(_Frozen):
-    provider: str
-    model: str
-    weight: float = Field(gt=0)
-
-    @property
-    def name(self) -> str:
-        return f"{self.provider}/{self.model}"
-
-
 class Policy(_Frozen):
+    """The champion routing policy: a utility in [0, 1] per arm (``provider/model``) for each task.
+
+    The proxy serves it as a softmax of utility / ``temperature`` over the arms left
+    after filtering, mixed with ``exploration`` spread evenly over them so that every
+    candidate keeps a non-zero serving probability. Tasks without their own table use
+    ``default``; an arm missing from a table has utility 0.
+    """
+
     name: str
     version: str
-    arms: list[Arm] = Field(min_length=1)
+    temperature: float = Field(gt=0)
+    exploration: float = Field(default=0.05, ge=0, lt=1)
+    tasks: dict[str, dict[str, float]]
 
     @model_validator(mode="after")
-    def _unique_arms(self) -> Policy:
-        names = [arm.name for arm in self.arms]
-        if len(names) != len(set(names)):
-            raise ValueError(f"policy {self.name} lists an arm twice: {names}")
+    def _has_default(self) -> Policy:
+        if "default" not in self.tasks:
+            raise ValueError(f"policy {self.name} has no `default` task table")
         return self
+
+    def utilities(self, task: str) -> dict[str, float]:
+        """The utility table for ``task`` (``default`` when it has none of its own)."""
+        return self.tasks.get(task) or self.tasks["default"]
+
+    @property
+    def arms(self) -> set[str]:
+        """Every arm any task table names."""
+        return {arm for table in self.tasks.values() for arm in table}
 
 
 @cache
@@ -95,9 +117,10 @@ def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
 
 
 def load_policy(path: Path, catalog: Catalog) -> Policy:
-    """Read a policy file and check every arm exists in the catalog."""
+    """Read a policy file and check every arm it names is ``provider/model`` in the catalog."""
     policy = Policy.model_validate(json.loads(path.read_text()))
-    for arm in policy.arms:
-        if not catalog.has(arm.provider, arm.model):
-            raise ValueError(f"policy {path}: arm {arm.name} is not in the catalog {catalog.version}")
+    for arm in sorted(policy.arms):
+        provider, _, model = arm.partition("/")
+        if not catalog.has(provider, model):
+            raise ValueError(f"policy {path}: arm {arm} is not in the catalog {catalog.version}")
     return policy

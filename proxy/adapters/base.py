@@ -78,10 +78,19 @@ class StreamTranslator(ABC):
 class Adapter(ABC):
     """One provider's wire format. ``base_url`` is the real endpoint or the simulator's twin."""
 
-    def __init__(self, provider: str, base_url: str, api_key: str) -> None:
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        api_key: str,
+        *,
+        capabilities: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        # model -> what Symphony can serve on it (the catalog's); None: no catalog, no check.
+        self.capabilities = capabilities
 
     @abstractmethod
     def request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:

@@ -1,0 +1,54 @@
+"""One adapter per candidate provider, its class picked by the catalog's ``wire`` from a table.
+
+A provider is a candidate when it has a key (it is called at its real ``base_url``)
+or when the simulator stands in for it (``settings.simulated``; it is called at the
+simulator's twin of that URL with a placeholder key). Otherwise it gets no adapter,
+and routing never sees it. A real key wins over the simulator.
+
+Adapter classes are named as ``module:Class`` and imported on first use, as
+uvicorn picks its protocol implementations: the core names no implementation.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+
+from pydantic import SecretStr
+
+from proxy.adapters.base import Adapter
+from symphony.catalog import Catalog, Provider, Wire
+from symphony.settings import Settings
+
+ADAPTERS: dict[Wire, str] = {
+    "openai": "proxy.adapters.openai_compat:OpenAICompatAdapter",
+    "anthropic": "proxy.adapters.anthropic:AnthropicAdapter",
+    "gemini": "proxy.adapters.gemini:GeminiAdapter",
+}
+SIMULATOR_KEY = "sim-key"
+
+
+def adapter_class(wire: Wire) -> type[Adapter]:
+    module_name, _, class_name = ADAPTERS[wire].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise TypeError(f"{ADAPTERS[wire]} is not an Adapter")
+    return cls
+
+
+def build_adapter(name: str, spec: Provider, base_url: str, api_key: str) -> Adapter:
+    capabilities = {model: price.capabilities for model, price in spec.models.items()}
+    return adapter_class(spec.wire)(name, base_url, api_key, capabilities=capabilities)
+
+
+def build_adapters(catalog: Catalog, settings: Settings, keys: Mapping[str, SecretStr]) -> dict[str, Adapter]:
+    """provider -> its adapter, for every candidate provider in ``catalog``."""
+    adapters: dict[str, Adapter] = {}
+    for name, spec in catalog.providers.items():
+        key = keys.get(name)
+        if key is not None:
+            adapters[name] = build_adapter(name, spec, spec.base_url, key.get_secret_value())
+        elif settings.simulated(name):
+            base_url = spec.simulated_base_url(settings.simulator_url, name)
+            adapters[name] = build_adapter(name, spec, base_url, SIMULATOR_KEY)
+    return adapters
