@@ -49,8 +49,9 @@ for i = 1, limits do
     end
     used, closes_in = values[1], start + span - now
   else
+    local stored = redis.call('MGET', unpack(KEYS, k + 1, k + n))
     for j = 1, n do
-      local v = tonumber(redis.call('GET', KEYS[k + j]) or '0')
+      local v = tonumber(stored[j] or '0')
       values[j] = v
       used = used + v
     end
