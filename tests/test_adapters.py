@@ -11,9 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import SecretStr
 
-from proxy.adapters.base import StreamTranslator, UnsupportedFeature
+from proxy.adapters.anthropic import AnthropicAdapter
+from proxy.adapters.base import StreamTranslator, UnsupportedFeature, UpstreamRequest
+from proxy.adapters.failures import MalformedAnswer
 from proxy.adapters.features import check_capabilities, required_capabilities
 from proxy.adapters.openai_compat import OpenAICompatAdapter, SseRelay, exhausted_reset_s
 from proxy.adapters.registry import SIMULATOR_KEY, build_adapters
@@ -340,3 +343,507 @@ def test_openai_failure_passes_error_bodies_and_retry_after() -> None:
 def test_exhausted_reset(remaining: str, reset: str, expected: float | None) -> None:
     headers = {"x-ratelimit-remaining-tokens": remaining, "x-ratelimit-reset-tokens": reset}
     assert exhausted_reset_s(headers) == (pytest.approx(expected) if expected is not None else None)
+
+
+# --- Anthropic ----------------------------------------------------------------------------------
+
+CONVERSATION: list[dict[str, Any]] = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "developer", "content": [{"type": "text", "text": "Answer in English."}]},
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Weather here?"},
+            {"type": "image_url", "image_url": {"url": IMAGE_DATA_URL, "detail": "low"}},
+            {"type": "image_url", "image_url": {"url": "https://img.example/a.jpg"}},
+        ],
+    },
+    {
+        "role": "assistant",
+        "content": "Checking.",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+            },
+            {
+                "id": "call_2",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+            },
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "snow"},
+    {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "sun"}]},
+    {"role": "user", "content": "Summarise."},
+]
+
+
+def anthropic_adapter() -> AnthropicAdapter:
+    return AnthropicAdapter(
+        "anthropic", "https://api.anthropic.com/v1", "ak", capabilities=CAPABILITIES["anthropic"]
+    )
+
+
+def anthropic_request(
+    body: dict[str, Any], model: str = "claude-3-5-haiku-latest", stream: bool = False
+) -> tuple[UpstreamRequest, Any]:
+    request = anthropic_adapter().request(body, model, stream=stream)
+    return request, orjson.loads(request.body)
+
+
+def test_anthropic_request_golden() -> None:
+    body = {
+        "model": "auto",
+        "messages": CONVERSATION,
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_completion_tokens": 300,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stop": "END",
+        "stream_options": {"include_usage": True},
+        "user": "u-1",
+    }
+    request, sent = anthropic_request(body, stream=True)
+    assert request.url == "https://api.anthropic.com/v1/messages"
+    assert request.headers["x-api-key"] == "ak"
+    assert request.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in request.headers
+    assert sent == {
+        "model": "claude-3-5-haiku-latest",
+        "max_tokens": 300,
+        "system": [
+            {"type": "text", "text": "You are terse."},
+            {"type": "text", "text": "Answer in English."},
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Weather here?"},
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+                    },
+                    {"type": "image", "source": {"type": "url", "url": "https://img.example/a.jpg"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Oslo"}},
+                    {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Rome"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "snow"},
+                    {"type": "tool_result", "tool_use_id": "call_2", "content": "sun"},
+                    {"type": "text", "text": "Summarise."},
+                ],
+            },
+        ],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stop_sequences": ["END"],
+        "tools": [
+            {
+                "name": "get_weather",
+                "description": "Current weather in a city.",
+                "input_schema": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
+            }
+        ],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "stream": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "expected"),
+    [
+        (None, None),
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ("required", {"type": "any"}),
+        ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}),
+    ],
+)
+def test_anthropic_tool_choice(tool_choice: Any, expected: Any) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [WEATHER_TOOL],
+        "tool_choice": tool_choice,
+    }
+    _, sent = anthropic_request(body)
+    assert sent.get("tool_choice") == expected
+    assert sent["max_tokens"] == 4096  # Anthropic requires one; the default when the client sets none
+
+
+def test_anthropic_emulates_json_mode_with_a_forced_tool() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    body = {
+        "messages": [{"role": "user", "content": "Where?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+    }
+    _, sent = anthropic_request(body)
+    assert sent["tools"] == [
+        {
+            "name": "symphony_json_answer",
+            "description": "Give your whole answer through this tool (place).",
+            "input_schema": schema,
+        }
+    ]
+    assert sent["tool_choice"] == {"type": "tool", "name": "symphony_json_answer"}
+    _, sent = anthropic_request({**body, "response_format": {"type": "json_object"}})
+    assert sent["tools"][0]["input_schema"] == {"type": "object"}
+    _, sent = anthropic_request({**body, "response_format": {"type": "text"}})
+    assert "tools" not in sent
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"seed": 7}, "seed"),
+        ({"temperature": 1.5}, "temperature"),
+        ({"reasoning_effort": "high"}, "reasoning_effort"),
+        ({"tools": [WEATHER_TOOL], "response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": [{"type": "web_search"}]}, "tools"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}
+                ]
+            },
+            "messages",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1]"}}],
+                    }
+                ]
+            },
+            "messages",
+        ),
+    ],
+)
+def test_anthropic_refuses_what_it_cannot_serve(extra: dict[str, Any], param: str) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(UnsupportedFeature) as refused:
+        anthropic_adapter().request(body, "claude-3-5-haiku-latest", stream=False)
+    assert refused.value.param == param
+
+
+def test_anthropic_sonnet_takes_temperature_or_top_p_not_both() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.2, "top_p": 0.5}
+    with pytest.raises(UnsupportedFeature, match="both temperature and top_p"):
+        anthropic_adapter().request(body, "claude-sonnet-4-5", stream=False)
+    anthropic_adapter().request(body, "claude-3-5-haiku-latest", stream=False)
+
+
+def _anthropic_message(content: list[dict[str, Any]], stop_reason: str) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-haiku-20241022",
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 20, "output_tokens": 7, "cache_read_input_tokens": 5},
+        }
+    )
+
+
+def test_anthropic_response_golden() -> None:
+    body = _anthropic_message(
+        [
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}},
+        ],
+        "tool_use",
+    )
+    answer = anthropic_adapter().response(body)
+    assert (answer.input_tokens, answer.output_tokens) == (25, 7)
+    completion = orjson.loads(answer.body)
+    assert isinstance(completion.pop("created"), int)
+    assert completion == {
+        "id": "msg_01",
+        "object": "chat.completion",
+        "model": "claude-3-5-haiku-20241022",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Let me check.",
+                    "refusal": None,
+                    "tool_calls": [
+                        {
+                            "id": "toolu_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                        }
+                    ],
+                },
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 25, "completion_tokens": 7, "total_tokens": 32},
+    }
+    ChatCompletion.model_validate_json(answer.body)
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("refusal", "content_filter"),
+    ],
+)
+def test_anthropic_finish_reasons(stop_reason: str, finish: str) -> None:
+    answer = anthropic_adapter().response(_anthropic_message([{"type": "text", "text": "x"}], stop_reason))
+    assert orjson.loads(answer.body)["choices"][0]["finish_reason"] == finish
+
+
+def test_anthropic_json_emulation_answers_as_text() -> None:
+    body = _anthropic_message(
+        [{"type": "tool_use", "id": "toolu_1", "name": "symphony_json_answer", "input": {"city": "Oslo"}}],
+        "tool_use",
+    )
+    message = orjson.loads(anthropic_adapter().response(body).body)["choices"][0]
+    assert message["finish_reason"] == "stop"
+    assert orjson.loads(message["message"]["content"]) == {"city": "Oslo"}
+    assert "tool_calls" not in message["message"]
+
+
+def test_anthropic_malformed_answer_is_an_error() -> None:
+    with pytest.raises(MalformedAnswer):
+        anthropic_adapter().response(b'{"type":"error"}')
+
+
+def _anthropic_sse(events: list[dict[str, Any]], line_end: bytes = b"\n") -> bytes:
+    out = b""
+    for event in events:
+        out += (
+            b"event: "
+            + event["type"].encode()
+            + line_end
+            + b"data: "
+            + orjson.dumps(event)
+            + line_end
+            + line_end
+        )
+    return out
+
+
+ANTHROPIC_STREAM_EVENTS: list[dict[str, Any]] = [
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_9",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-haiku-20241022",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 12, "output_tokens": 1},
+        },
+    },
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "ping"},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Héllo"}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " there"}},
+    {"type": "content_block_stop", "index": 0},
+    {
+        "type": "content_block_start",
+        "index": 1,
+        "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+    },
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}},
+    {
+        "type": "content_block_delta",
+        "index": 1,
+        "delta": {"type": "input_json_delta", "partial_json": '{"city": '},
+    },
+    {
+        "type": "content_block_delta",
+        "index": 1,
+        "delta": {"type": "input_json_delta", "partial_json": '"Oslo"}'},
+    },
+    {"type": "content_block_stop", "index": 1},
+    {
+        "type": "content_block_start",
+        "index": 2,
+        "content_block": {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}},
+    },
+    {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+    {"type": "content_block_stop", "index": 2},
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {"output_tokens": 30},
+    },
+    {"type": "message_stop"},
+]
+
+
+def _deltas(chunks: list[Any]) -> list[Any]:
+    """(kind, value) per chunk, for golden comparisons that ignore ids and timestamps."""
+    out: list[Any] = []
+    for chunk in chunks:
+        if chunk == "[DONE]":
+            out.append(("done", None))
+        elif not chunk["choices"]:
+            out.append(("usage", chunk["usage"]))
+        else:
+            choice = chunk["choices"][0]
+            out.append(
+                ("finish", choice["finish_reason"]) if choice["finish_reason"] else ("delta", choice["delta"])
+            )
+    return out
+
+
+ANTHROPIC_STREAM_EXPECTED: list[Any] = [
+    ("delta", {"role": "assistant", "content": ""}),
+    ("delta", {"content": "Héllo"}),
+    ("delta", {"content": " there"}),
+    (
+        "delta",
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        },
+    ),
+    ("delta", {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+    ("delta", {"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]}),
+    (
+        "delta",
+        {
+            "tool_calls": [
+                {
+                    "index": 1,
+                    "id": "toolu_2",
+                    "type": "function",
+                    "function": {"name": "get_time", "arguments": ""},
+                }
+            ]
+        },
+    ),
+    ("delta", {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}),
+    ("finish", "tool_calls"),
+]
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_anthropic_stream_golden_in_any_split(line_end: bytes, include_usage: bool) -> None:
+    stream = _anthropic_sse(ANTHROPIC_STREAM_EVENTS, line_end)
+    usage = (
+        [("usage", {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42})]
+        if include_usage
+        else []
+    )
+    for pieces in splits(stream):
+        translator = anthropic_adapter().stream("claude-3-5-haiku-latest", include_usage=include_usage)
+        chunks = chunks_of(run(translator, pieces))
+        assert _deltas(chunks) == [*ANTHROPIC_STREAM_EXPECTED, *usage, ("done", None)]
+        assert (translator.input_tokens, translator.output_tokens) == (12, 30)
+        for chunk in chunks[:-1]:
+            ChatCompletionChunk.model_validate(chunk)
+        assert {chunk["id"] for chunk in chunks[:-1]} == {"msg_9"}
+
+
+def test_anthropic_stream_json_emulation_streams_content() -> None:
+    events = [
+        ANTHROPIC_STREAM_EVENTS[0],
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "tool_use", "id": "t", "name": "symphony_json_answer", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '{"a":'},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": " 1}"},
+        },
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 4}},
+        {"type": "message_stop"},
+    ]
+    translator = anthropic_adapter().stream("claude-3-5-haiku-latest", include_usage=False)
+    assert _deltas(chunks_of(run(translator, [_anthropic_sse(events)]))) == [
+        ("delta", {"role": "assistant", "content": ""}),
+        ("delta", {"content": '{"a":'}),
+        ("delta", {"content": " 1}"}),
+        ("finish", "stop"),
+        ("done", None),
+    ]
+
+
+def test_anthropic_stream_error_event_becomes_an_openai_error_chunk() -> None:
+    events = [
+        ANTHROPIC_STREAM_EVENTS[0],
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+    ]
+    translator = anthropic_adapter().stream("claude-3-5-haiku-latest", include_usage=True)
+    chunks = chunks_of(run(translator, [_anthropic_sse(events)]))
+    assert chunks[-1] == {
+        "error": {"message": "Overloaded", "type": "api_error", "param": None, "code": "overloaded_error"}
+    }
+    assert translator.error == {"type": "overloaded_error", "message": "Overloaded"}
+
+
+def test_anthropic_failures_and_rate_limits() -> None:
+    adapter = anthropic_adapter()
+    headers = {
+        "retry-after": "7",
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2026-11-26T19:00:07Z",
+        "anthropic-ratelimit-input-tokens-remaining": "1000",
+        "request-id": "req_1",
+    }
+    body = b'{"type":"error","error":{"type":"rate_limit_error","message":"Too many requests"}}'
+    failure = adapter.failure(429, headers, body)
+    assert (failure.status, failure.http_status, failure.retry_after_s) == ("429", 429, 7.0)
+    assert orjson.loads(failure.body) == {
+        "error": {
+            "message": "Too many requests",
+            "type": "rate_limit_error",
+            "param": None,
+            "code": "rate_limit_error",
+        }
+    }
+    assert set(failure.rate_limit) == {name for name in headers if name != "request-id"}
+    overloaded = adapter.failure(
+        529, {}, b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+    )
+    assert (overloaded.status, orjson.loads(overloaded.body)["error"]["type"]) == ("5xx", "overloaded_error")
+    assert adapter.failure(401, {}, b"nope").status == "error"

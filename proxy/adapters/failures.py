@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -30,6 +31,10 @@ _ERROR_TYPES = {
 # "6m0s", "1.5s", "20ms", "1h2m3s": the reset durations in OpenAI-style x-ratelimit-reset-* headers.
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+class MalformedAnswer(ValueError):
+    """A provider's 2xx answer that is not what its wire format promises (count it as an error)."""
 
 
 def attempt_status(http_status: int) -> AttemptStatus:
@@ -86,7 +91,7 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def json_object(body: bytes) -> dict[str, object] | None:
+def json_object(body: bytes) -> dict[str, Any] | None:
     """``body`` as a JSON object, or None when it is not one."""
     try:
         value = orjson.loads(body)
