@@ -1,124 +1,67 @@
-"""The provider simulator: every catalog provider behind one ASGI app.
+"""The provider simulator: every catalog provider at its real paths, in its own wire format.
 
-``POST /{provider}/v1/chat/completions`` and ``GET /{provider}/v1/models`` answer
-in the OpenAI wire format for every provider in the catalog (issue 3 gives the
-Anthropic and Gemini providers their own formats, plus faults and rate limits).
-Each request plans its answer (``generation``), waits on the shared clock as the
-model's latency says (``latency``) and renders it (``openai_wire``).
+Provider P is served below ``catalog.providers[P].simulated_base_url(sim_url, P)``
+(``/openai/v1``, ``/anthropic/v1``, ``/gemini/v1beta``, ``/perplexity``, ...) at the
+provider's real paths: ``/chat/completions`` (OpenAI-compatible), ``/messages``
+(Anthropic), ``/models/{model}:generateContent`` and ``:streamGenerateContent``
+(Gemini), and ``GET /models``. The admin API (``admin``) sets faults and limits.
 """
 
 from __future__ import annotations
-
-import random
-from collections.abc import AsyncIterator
 
 import redis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from symphony.catalog import Catalog, load_catalog
-from symphony.clock import Clock, shared_clock, sleep
-from symphony.events import new_id
+from symphony.catalog import Wire as WireName
+from symphony.clock import Clock, shared_clock
 from symphony.settings import Settings
-from symphony.sim import openai_wire
-from symphony.sim.generation import Completion, plan_completion
-from symphony.sim.latency import Latency, Pacer, latency_for
+from symphony.sim.admin import Admin, AdminError, admin_error
+from symphony.sim.anthropic_wire import AnthropicWire
+from symphony.sim.gemini_wire import GeminiWire
+from symphony.sim.openai_wire import OpenAIWire, error_body
+from symphony.sim.serving import JSON, Simulator
+from symphony.sim.wire import Wire
 
-JSON = "application/json"
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-class Simulator:
-    """The request handlers, over one clock, one catalog and one random stream."""
-
-    def __init__(self, clock: Clock, catalog: Catalog, rng: random.Random) -> None:
-        self.clock = clock
-        self.catalog = catalog
-        self.rng = rng
-
-    def _models_of(self, provider: str) -> list[str]:
-        spec = self.catalog.providers.get(provider)
-        if spec is None:
-            raise openai_wire.WireError(404, f"Unknown provider `{provider}`.", code="unknown_provider")
-        return list(spec.models)
-
-    async def health(self, request: Request) -> Response:
-        return Response(b'{"status":"ok"}', media_type=JSON)
-
-    async def models(self, request: Request) -> Response:
-        provider = request.path_params["provider"]
-        body = openai_wire.models_body(provider, self._models_of(provider), self.clock.now_ms() // 1000)
-        return Response(body, media_type=JSON)
-
-    async def chat_completions(self, request: Request) -> Response:
-        provider = request.path_params["provider"]
-        models = self._models_of(provider)
-        chat = openai_wire.parse_request(await request.body())
-        if chat.model not in models:
-            raise openai_wire.model_not_found(chat.model)
-        contents = [message.content for message in chat.messages]
-        completion = plan_completion(self.rng, provider, chat.model, contents, chat.token_limit)
-        latency = latency_for(provider, chat.model)
-        now_ms = self.clock.now_ms()
-        completion_id = f"chatcmpl-{new_id(now_ms)}"
-        if chat.stream:
-            frames = self._stream(
-                completion_id, now_ms // 1000, chat.model, completion, latency, chat.include_usage
-            )
-            return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
-        await sleep(self.clock, latency.total_s(completion.completion_tokens))
-        return Response(
-            openai_wire.completion_body(completion_id, now_ms // 1000, chat.model, completion),
-            media_type=JSON,
-        )
-
-    async def _stream(
-        self,
-        completion_id: str,
-        created: int,
-        model: str,
-        completion: Completion,
-        latency: Latency,
-        include_usage: bool,
-    ) -> AsyncIterator[bytes]:
-        pacer = Pacer(self.clock, latency)
-        await sleep(self.clock, latency.ttft_s)
-        first = True
-        frames = openai_wire.stream_frames(
-            completion_id, created, model, completion, include_usage=include_usage
-        )
-        for frame, is_token in frames:
-            if is_token:
-                if not first:
-                    await pacer.token()
-                first = False
-            yield frame
+WIRES: dict[WireName, Wire] = {"openai": OpenAIWire(), "anthropic": AnthropicWire(), "gemini": GeminiWire()}
+GENERATE_PATHS: dict[WireName, str] = {
+    "openai": "/chat/completions",
+    "anthropic": "/messages",
+    "gemini": "/models/{target}",  # target = "{model}:generateContent" | "{model}:streamGenerateContent"
+}
 
 
-async def _wire_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, openai_wire.WireError)
-    return Response(exc.body(), status_code=exc.status, media_type=JSON)
+def provider_routes(sim: Simulator) -> list[Route]:
+    routes: list[Route] = []
+    for provider, spec in sim.catalog.providers.items():
+        base = spec.simulated_base_url("", provider)
+        wire = WIRES[spec.wire]
+        generate = sim.generate_endpoint(provider, wire)
+        routes.append(Route(base + GENERATE_PATHS[spec.wire], generate, methods=["POST"]))
+        routes.append(Route(base + "/models", sim.models_endpoint(provider, wire), methods=["GET"]))
+    return routes
+
+
+async def health(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type=JSON)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    body = openai_wire.error_body(str(exc.detail), param=None, code=None)
+    body = error_body(str(exc.detail), param=None, code=None)
     return Response(body, status_code=exc.status_code, media_type=JSON, headers=exc.headers)
 
 
 def create_app(clock: Clock, catalog: Catalog, *, seed: int | None = None) -> Starlette:
-    """The simulator app; ``seed`` makes the drawn answers reproducible."""
-    sim = Simulator(clock, catalog, random.Random(seed))
-    routes = [
-        Route("/health", sim.health, methods=["GET"]),
-        Route("/{provider}/v1/models", sim.models, methods=["GET"]),
-        Route("/{provider}/v1/chat/completions", sim.chat_completions, methods=["POST"]),
-    ]
-    handlers = {openai_wire.WireError: _wire_error, HTTPException: _http_error}
+    """The simulator app; ``seed`` makes the drawn answers and faults reproducible."""
+    sim = Simulator(clock, catalog, seed=seed)
+    routes = [Route("/health", health, methods=["GET"]), *Admin(sim).routes(), *provider_routes(sim)]
+    handlers = {AdminError: admin_error, HTTPException: _http_error}
     return Starlette(routes=routes, exception_handlers=handlers)
 
 
@@ -142,4 +85,5 @@ def run_simulator(settings: Settings) -> None:
         http="httptools",
         access_log=False,
         log_level="warning",
+        timeout_graceful_shutdown=5,
     )

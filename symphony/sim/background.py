@@ -2,7 +2,8 @@
 
 The server runs its own event loop (uvloop, httptools) in a daemon thread, so the
 caller's thread stays free for blocking clients. ``stop()`` asks uvicorn to exit
-gracefully: in-flight requests finish and the app's lifespan shutdown runs.
+gracefully: in-flight requests get ``GRACEFUL_SHUTDOWN_S`` to finish (a simulated
+hang never would) and the app's lifespan shutdown runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from starlette.types import ASGIApp
 
 from symphony.clock import monotonic
 from symphony.redis_server import free_port
+
+GRACEFUL_SHUTDOWN_S = 5
 
 
 class BackgroundServer:
@@ -31,6 +34,7 @@ class BackgroundServer:
             lifespan="on",
             access_log=False,
             log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)

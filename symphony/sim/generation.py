@@ -1,13 +1,27 @@
-"""What a simulated model says and how many tokens it counts.
+"""What a simulated model says and how many tokens it counts, whatever the wire format.
+
+Each wire module parses its request into a ``Prompt``; ``plan_completion`` decides the
+answer (a ``Completion``); the wire module renders it. What is said:
+
+- tool calls, when tools are offered and either ``tool_choice`` forces one (a named
+  tool, or "required") or, with "auto", the last user message names tools and the
+  conversation does not end with a tool result. Arguments are valid for the tool's
+  parameter schema (``schema_values``). After a tool result the model answers in text.
+- JSON (JSON mode, or a response schema: the schema's required keys are filled);
+- otherwise words drawn from a small vocabulary.
 
 Token accounting is deterministic and checkable by a client:
 
-- input tokens: for each message ``MESSAGE_OVERHEAD_TOKENS`` plus ``ceil(chars / 4)``
-  of its text, plus ``REPLY_PRIMING_TOKENS`` for the reply;
-- output tokens: one word is one token. The number of words is drawn per request
-  from the model's range (``OUTPUT_WORDS``) and capped by ``max_tokens``; the
-  answer is those words joined by single spaces, so ``len(content.split())``
-  equals the reported ``completion_tokens``.
+- input tokens: for each message (a system prompt counts as one)
+  ``MESSAGE_OVERHEAD_TOKENS`` plus ``ceil(chars / 4)`` of its text, plus
+  ``REPLY_PRIMING_TOKENS`` for the reply;
+- output tokens: one word is one token, words being what ``str.split()`` finds in the
+  text and in each tool call's JSON arguments. Text answers draw their length from the
+  model's range (``OUTPUT_WORDS``), capped by ``max_tokens``.
+
+Stop sequences: the model "says" the first stop sequence at a random point of a text
+answer (and any stop sequence that turns up by itself counts too); the answer ends
+just before it, finish reason ``stop`` with ``stop_sequence`` naming it.
 """
 
 from __future__ import annotations
@@ -15,14 +29,17 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from symphony.sim.schema_values import json_text, value_for
 
 MESSAGE_OVERHEAD_TOKENS = 3
 REPLY_PRIMING_TOKENS = 3
 CHARS_PER_TOKEN = 4
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+ToolMode = Literal["auto", "none", "required"]
 
 # Per-model range (inclusive) of the number of words in an uncapped answer.
 OUTPUT_WORDS: dict[tuple[str, str], tuple[int, int]] = {
@@ -39,6 +56,10 @@ _VOCABULARY_TEXT = (
     "signal data stream event policy arm reward token window bucket"
 )
 VOCABULARY = tuple(_VOCABULARY_TEXT.split())
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "confidence": {"type": "number", "maximum": 1}},
+}
 
 
 def text_of(content: object) -> str:
@@ -55,42 +76,127 @@ def text_of(content: object) -> str:
 
 
 def count_input_tokens(contents: Iterable[object]) -> int:
-    """The prompt's token count, from each message's ``content``."""
+    """The prompt's token count, from each message's ``content`` (or its text)."""
     total = REPLY_PRIMING_TOKENS
     for content in contents:
         total += MESSAGE_OVERHEAD_TOKENS + math.ceil(len(text_of(content)) / CHARS_PER_TOKEN)
     return total
 
 
+def count_output_tokens(text: str) -> int:
+    return len(text.split())
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A request, whatever its wire format, as far as the simulated model cares."""
+
+    model: str
+    texts: tuple[str, ...]  # each message's text, a system prompt first
+    last_user_text: str = ""
+    after_tool_result: bool = False  # the conversation ends with a tool's result
+    tools: tuple[Tool, ...] = ()
+    tool_mode: ToolMode = "auto"
+    forced_tool: str | None = None
+    parallel_tool_calls: bool = True
+    json_schema: Mapping[str, Any] | None = None  # JSON mode: the schema, or JSON_OBJECT_SCHEMA
+    stop: tuple[str, ...] = ()
+    max_tokens: int | None = None
+    stream: bool = False
+    include_usage: bool = True  # OpenAI's stream_options.include_usage; other wires always report usage
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: Any  # the decoded arguments (a JSON object)
+
+    @property
+    def arguments_json(self) -> str:
+        return json_text(self.arguments)
+
+    @property
+    def tokens(self) -> int:
+        return count_output_tokens(self.arguments_json)
+
+
 @dataclass(frozen=True)
 class Completion:
-    """One planned answer: its words (one token each) and why it ended."""
+    """One planned answer: its words (one token each) or tool calls, and why it ended."""
 
     words: tuple[str, ...]
     finish_reason: FinishReason
     prompt_tokens: int
+    tool_calls: tuple[ToolCall, ...] = field(default=())
+    stop_sequence: str | None = None  # the stop sequence that ended the answer
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.words)
+        return len(self.words) + sum(call.tokens for call in self.tool_calls)
 
     @property
     def content(self) -> str:
         return " ".join(self.words)
 
 
-def plan_completion(
-    rng: random.Random,
-    provider: str,
-    model: str,
-    contents: Iterable[object],
-    max_tokens: int | None,
-) -> Completion:
-    """Draw the answer's length from the model's range, cap it, and pick its words."""
-    low, high = OUTPUT_WORDS.get((provider, model), DEFAULT_OUTPUT_WORDS)
-    wanted = rng.randint(low, high)
+def plan_completion(rng: random.Random, provider: str, prompt: Prompt) -> Completion:
+    """Decide the whole answer: tool calls, JSON or words; then stop sequences and ``max_tokens``."""
+    prompt_tokens = count_input_tokens(prompt.texts)
+    calls = tuple(ToolCall(tool.name, value_for(tool.parameters, rng)) for tool in tools_to_call(prompt))
+    if calls:
+        return Completion(words=(), finish_reason="tool_calls", prompt_tokens=prompt_tokens, tool_calls=calls)
+    if prompt.json_schema is not None:
+        text = json_text(value_for(prompt.json_schema, rng))
+    else:
+        low, high = OUTPUT_WORDS.get((provider, prompt.model), DEFAULT_OUTPUT_WORDS)
+        text = " ".join(rng.choices(VOCABULARY, k=rng.randint(low, high)))
+        text = _say_stop_sequence(rng, text, prompt.stop)
+    text, stop_sequence = _cut_at_stop(text, prompt.stop)
+    words = tuple(text.split())
     finish: FinishReason = "stop"
-    if max_tokens is not None and wanted > max_tokens:
-        wanted, finish = max_tokens, "length"
-    words = tuple(rng.choices(VOCABULARY, k=wanted))
-    return Completion(words=words, finish_reason=finish, prompt_tokens=count_input_tokens(contents))
+    if prompt.max_tokens is not None and len(words) > prompt.max_tokens:
+        words, finish, stop_sequence = words[: prompt.max_tokens], "length", None
+    return Completion(words, finish, prompt_tokens, stop_sequence=stop_sequence)
+
+
+def tools_to_call(prompt: Prompt) -> list[Tool]:
+    """Which offered tools the model calls (in the order the user named them), if any."""
+    if not prompt.tools or prompt.tool_mode == "none":
+        return []
+    if prompt.forced_tool is not None:
+        return [tool for tool in prompt.tools if tool.name == prompt.forced_tool][:1]
+    named = sorted(
+        (tool for tool in prompt.tools if tool.name in prompt.last_user_text),
+        key=lambda tool: prompt.last_user_text.index(tool.name),
+    )
+    if prompt.tool_mode == "required":
+        chosen = named or [prompt.tools[0]]
+    elif prompt.after_tool_result:
+        return []
+    else:
+        chosen = named
+    return chosen if prompt.parallel_tool_calls else chosen[:1]
+
+
+def _say_stop_sequence(rng: random.Random, text: str, stop: tuple[str, ...]) -> str:
+    """Insert the first stop sequence after a random word (at least one word before it)."""
+    if not stop or not stop[0]:
+        return text
+    words = text.split()
+    at = rng.randint(1, len(words))
+    return " ".join([*words[:at], stop[0], *words[at:]])
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, str | None]:
+    """The text before the earliest stop sequence in it, and that sequence."""
+    found = [(text.find(seq), seq) for seq in stop if seq and seq in text]
+    if not found:
+        return text, None
+    at, seq = min(found)
+    return text[:at].rstrip(), seq
