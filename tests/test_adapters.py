@@ -18,6 +18,7 @@ from proxy.adapters.anthropic import AnthropicAdapter
 from proxy.adapters.base import StreamTranslator, UnsupportedFeature, UpstreamRequest
 from proxy.adapters.failures import MalformedAnswer
 from proxy.adapters.features import check_capabilities, required_capabilities
+from proxy.adapters.gemini import GeminiAdapter
 from proxy.adapters.openai_compat import OpenAICompatAdapter, SseRelay, exhausted_reset_s
 from proxy.adapters.registry import SIMULATOR_KEY, build_adapters
 from proxy.adapters.sse import DONE, SseEvent, SseParser
@@ -138,10 +139,6 @@ def test_registry_picks_keyed_then_simulated_providers() -> None:
     assert (
         adapters["grok"].request(hello, "grok-3-mini", stream=False).headers["authorization"] == "Bearer xai"
     )
-
-
-def test_registry_without_keys_or_simulator_is_empty() -> None:
-    assert build_adapters(CATALOG, Settings(simulated_providers="none"), {}) == {}
 
 
 # --- SSE parsing --------------------------------------------------------------------------------
@@ -847,3 +844,373 @@ def test_anthropic_failures_and_rate_limits() -> None:
     )
     assert (overloaded.status, orjson.loads(overloaded.body)["error"]["type"]) == ("5xx", "overloaded_error")
     assert adapter.failure(401, {}, b"nope").status == "error"
+
+
+# --- Gemini -------------------------------------------------------------------------------------
+
+
+def gemini_adapter() -> GeminiAdapter:
+    return GeminiAdapter("gemini", "https://g.example/v1beta", "gk", capabilities=CAPABILITIES["gemini"])
+
+
+def gemini_request(body: dict[str, Any], stream: bool = False) -> tuple[UpstreamRequest, Any]:
+    request = gemini_adapter().request(body, "gemini-2.5-flash", stream=stream)
+    return request, orjson.loads(request.body)
+
+
+def test_gemini_request_golden() -> None:
+    messages = list(CONVERSATION)
+    messages[2] = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Weather here?"},
+            {"type": "image_url", "image_url": {"url": IMAGE_DATA_URL}},
+        ],
+    }
+    body = {
+        "messages": messages,
+        "tools": [WEATHER_TOOL],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "max_tokens": 200,
+        "temperature": 1.5,
+        "top_p": 0.9,
+        "stop": ["END", "STOP"],
+        "seed": 4,
+        "response_format": {"type": "text"},
+    }
+    request, sent = gemini_request(body, stream=True)
+    assert request.url == "https://g.example/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    assert request.headers["x-goog-api-key"] == "gk"
+    assert sent == {
+        "systemInstruction": {"parts": [{"text": "You are terse."}, {"text": "Answer in English."}]},
+        "contents": [
+            {
+                "role": "user",
+                "parts": [
+                    {"text": "Weather here?"},
+                    {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+                ],
+            },
+            {
+                "role": "model",
+                "parts": [
+                    {"text": "Checking."},
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}},
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"result": "snow"}}},
+                    {"functionResponse": {"name": "get_weather", "response": {"result": "sun"}}},
+                    {"text": "Summarise."},
+                ],
+            },
+        ],
+        "tools": [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": "get_weather",
+                        "description": "Current weather in a city.",
+                        "parametersJsonSchema": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
+                    }
+                ]
+            }
+        ],
+        "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+        "generationConfig": {
+            "temperature": 1.5,
+            "topP": 0.9,
+            "seed": 4,
+            "maxOutputTokens": 200,
+            "stopSequences": ["END", "STOP"],
+        },
+    }
+    assert (
+        gemini_adapter()
+        .request(body, "gemini-2.5-flash", stream=False)
+        .url.endswith("/models/gemini-2.5-flash:generateContent")
+    )
+
+
+def test_gemini_tool_results_pass_json_objects_as_they_are() -> None:
+    messages = [
+        CONVERSATION[3],
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": -3}'},
+        {"role": "tool", "tool_call_id": "call_2", "content": "[1, 2]"},
+    ]
+    _, sent = gemini_request({"messages": messages})
+    assert [part["functionResponse"]["response"] for part in sent["contents"][1]["parts"]] == [
+        {"temp": -3},
+        {"result": "[1, 2]"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("response_format", "config"),
+    [
+        ({"type": "json_object"}, {"responseMimeType": "application/json"}),
+        (
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "p", "schema": {"type": "object", "required": ["a"]}},
+            },
+            {
+                "responseMimeType": "application/json",
+                "responseJsonSchema": {"type": "object", "required": ["a"]},
+            },
+        ),
+    ],
+)
+def test_gemini_json_mode(response_format: dict[str, Any], config: dict[str, Any]) -> None:
+    _, sent = gemini_request(
+        {"messages": [{"role": "user", "content": "hi"}], "response_format": response_format}
+    )
+    assert sent["generationConfig"] == config
+
+
+@pytest.mark.parametrize(("tool_choice", "mode"), [("auto", "AUTO"), ("none", "NONE"), ("required", "ANY")])
+def test_gemini_tool_choice(tool_choice: str, mode: str) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [WEATHER_TOOL],
+        "tool_choice": tool_choice,
+    }
+    _, sent = gemini_request(body)
+    assert sent["toolConfig"] == {"functionCallingConfig": {"mode": mode}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 3}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"logit_bias": {"1": 2}}, "logit_bias"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}],
+                    }
+                ]
+            },
+            "messages.0.content",
+        ),
+        (
+            {"messages": [{"role": "tool", "tool_call_id": "nobody", "content": "x"}]},
+            "messages.0.tool_call_id",
+        ),
+    ],
+)
+def test_gemini_refuses_what_it_cannot_serve(extra: dict[str, Any], param: str) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(UnsupportedFeature) as refused:
+        gemini_adapter().request(body, "gemini-2.5-flash", stream=False)
+    assert refused.value.param == param
+
+
+def _gemini_answer(
+    parts: list[dict[str, Any]], finish: str | None, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    answer: dict[str, Any] = {
+        "candidates": [candidate],
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "r-1",
+    }
+    if usage is not None:
+        answer["usageMetadata"] = usage
+    return answer
+
+
+def test_gemini_response_golden() -> None:
+    body = _gemini_answer(
+        [
+            {"text": "thinking...", "thought": True},
+            {"text": "Let me "},
+            {"text": "check."},
+            {"functionCall": {"id": "fc-1", "name": "get_weather", "args": {"city": "Oslo"}}},
+        ],
+        "STOP",
+        {"promptTokenCount": 11, "candidatesTokenCount": 6, "thoughtsTokenCount": 4, "totalTokenCount": 21},
+    )
+    answer = gemini_adapter().response(orjson.dumps(body))
+    assert (answer.input_tokens, answer.output_tokens) == (11, 10)
+    completion = orjson.loads(answer.body)
+    assert isinstance(completion.pop("created"), int)
+    assert completion == {
+        "id": "r-1",
+        "object": "chat.completion",
+        "model": "gemini-2.5-flash",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Let me check.",
+                    "refusal": None,
+                    "tool_calls": [
+                        {
+                            "id": "fc-1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                        }
+                    ],
+                },
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 10, "total_tokens": 21},
+    }
+    ChatCompletion.model_validate_json(answer.body)
+
+
+@pytest.mark.parametrize(
+    ("reason", "finish"),
+    [
+        ("STOP", "stop"),
+        ("MAX_TOKENS", "length"),
+        ("SAFETY", "content_filter"),
+        ("RECITATION", "content_filter"),
+        ("OTHER", "stop"),
+    ],
+)
+def test_gemini_finish_reasons(reason: str, finish: str) -> None:
+    answer = gemini_adapter().response(orjson.dumps(_gemini_answer([{"text": "x"}], reason)))
+    assert orjson.loads(answer.body)["choices"][0]["finish_reason"] == finish
+
+
+def test_gemini_blocked_prompt_is_a_content_filter_finish() -> None:
+    body = {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 5}}
+    completion = orjson.loads(gemini_adapter().response(orjson.dumps(body)).body)
+    assert completion["choices"][0]["finish_reason"] == "content_filter"
+    assert completion["choices"][0]["message"]["content"] is None
+    with pytest.raises(MalformedAnswer):
+        gemini_adapter().response(b"[]")
+
+
+def test_gemini_tool_calls_without_ids_get_unique_ones() -> None:
+    call = {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}
+    body = orjson.dumps(_gemini_answer([call, call], "STOP"))
+    calls = orjson.loads(gemini_adapter().response(body).body)["choices"][0]["message"]["tool_calls"]
+    assert len({call["id"] for call in calls}) == 2
+
+
+GEMINI_STREAM_EVENTS = [
+    _gemini_answer([{"text": "Hé"}], None, {"promptTokenCount": 9, "candidatesTokenCount": 1}),
+    _gemini_answer([{"text": "llo there"}], None, {"promptTokenCount": 9, "candidatesTokenCount": 3}),
+    _gemini_answer(
+        [{"functionCall": {"id": "fc-1", "name": "get_weather", "args": {"city": "Oslo"}}}],
+        "STOP",
+        {"promptTokenCount": 9, "candidatesTokenCount": 8, "totalTokenCount": 17},
+    ),
+]
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_gemini_stream_golden_in_any_split(line_end: bytes, include_usage: bool) -> None:
+    stream = b"".join(b"data: " + orjson.dumps(event) + line_end + line_end for event in GEMINI_STREAM_EVENTS)
+    usage = (
+        [("usage", {"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17})] if include_usage else []
+    )
+    for pieces in splits(stream):
+        translator = gemini_adapter().stream("gemini-2.5-flash", include_usage=include_usage)
+        chunks = chunks_of(run(translator, pieces))
+        assert _deltas(chunks) == [
+            ("delta", {"role": "assistant", "content": ""}),
+            ("delta", {"content": "Hé"}),
+            ("delta", {"content": "llo there"}),
+            (
+                "delta",
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "fc-1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                        }
+                    ]
+                },
+            ),
+            ("finish", "tool_calls"),
+            *usage,
+            ("done", None),
+        ]
+        assert (translator.input_tokens, translator.output_tokens) == (9, 8)
+        for chunk in chunks[:-1]:
+            ChatCompletionChunk.model_validate(chunk)
+        assert {chunk["id"] for chunk in chunks[:-1]} == {"r-1"}
+
+
+def test_gemini_stream_error_chunk() -> None:
+    error = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
+    translator = gemini_adapter().stream("gemini-2.5-flash", include_usage=False)
+    chunks = chunks_of(
+        run(
+            translator,
+            [
+                b"data: "
+                + orjson.dumps(GEMINI_STREAM_EVENTS[0])
+                + b"\n\ndata: "
+                + orjson.dumps(error)
+                + b"\n\n"
+            ],
+        )
+    )
+    assert (
+        chunks[-1]["error"]["message"] == "The model is overloaded."
+        and chunks[-1]["error"]["code"] == "UNAVAILABLE"
+    )
+    assert translator.error is not None
+
+
+def test_gemini_failures() -> None:
+    body = orjson.dumps(
+        {
+            "error": {
+                "code": 429,
+                "message": "Resource has been exhausted (e.g. check quota).",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7.5s"},
+                ],
+            }
+        }
+    )
+    failure = gemini_adapter().failure(429, {"content-type": "application/json"}, body)
+    assert (failure.status, failure.retry_after_s, failure.rate_limit) == ("429", 7.5, {})
+    assert orjson.loads(failure.body)["error"] == {
+        "message": "Resource has been exhausted (e.g. check quota).",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "RESOURCE_EXHAUSTED",
+    }
+    assert gemini_adapter().failure(429, {"retry-after": "3"}, b"{}").retry_after_s == 3.0
+    assert gemini_adapter().failure(503, {}, b"oops").status == "5xx"
+
+
+def test_registry_without_keys_or_simulator_is_empty() -> None:
+    assert build_adapters(CATALOG, Settings(simulated_providers="none"), {}) == {}
+    everything = build_adapters(CATALOG, Settings(simulated_providers="all", sim_url="http://sim:9"), {})
+    assert set(everything) == set(CATALOG.providers)
+    assert {name: type(adapter).__name__ for name, adapter in everything.items()} == {
+        "openai": "OpenAICompatAdapter",
+        "anthropic": "AnthropicAdapter",
+        "gemini": "GeminiAdapter",
+        "perplexity": "OpenAICompatAdapter",
+        "venice": "OpenAICompatAdapter",
+        "grok": "OpenAICompatAdapter",
+        "deepseek": "OpenAICompatAdapter",
+    }
+    assert everything["venice"].base_url == "http://sim:9/venice/api/v1"
