@@ -32,6 +32,8 @@ from dataflows.redis_source import RedisStreamSource
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore
+from sinks.redis_state import QuotaStateSink
+from symphony.quotas import load_quota_policy
 from symphony.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,8 @@ def run_engine(settings: Settings, workers: int = 1) -> None:
         recovery = prepare_recovery(settings.var_dir / "recovery")
         stop = threading.Event()
         source = RedisStreamSource(settings.redis_url, settings.event_shards, stop=stop)
-        flow = build_flow(source, ClickHouseSink(store))
+        quotas = (load_quota_policy(), QuotaStateSink(settings.redis_url))
+        flow = build_flow(source, ClickHouseSink(store), quotas)
         with _stop_on_signals(stop):
             cli_main(  # type: ignore[no-untyped-call]
                 flow,

@@ -8,6 +8,7 @@ letter with the reason, and the events around it carry on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -15,10 +16,22 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 from pydantic import ValidationError
 
+from dataflows.quotas import quota_updates
 from dataflows.redis_source import Entry
-from sinks.clickhouse import DEAD_LETTERS, EVENT_TABLES, DeadLetter, Tables, dead_letters_to_arrow, to_arrow
+from sinks.clickhouse import (
+    DEAD_LETTERS,
+    EVENT_TABLES,
+    QUOTA_SNAPSHOTS,
+    DeadLetter,
+    Tables,
+    dead_letters_to_arrow,
+    quota_snapshots_to_arrow,
+    to_arrow,
+)
 from symphony import clock
 from symphony.events import SCHEMA_VERSION, Decision, Feedback, Usage, parse_event
+from symphony.quota_eta import QuotaUpdate
+from symphony.quotas import QuotaPolicy
 
 MAX_REASON = 1000
 
@@ -41,7 +54,13 @@ def describe(exc: ValidationError) -> str:
     return f"invalid {kind} event: {details}{more}"[:MAX_REASON]
 
 
-def validate(entries: Sequence[Entry]) -> Tables:
+@dataclass(frozen=True)
+class Validated:
+    tables: Tables  # Arrow columns per table, dead letters included
+    usage: list[Usage]  # the batch's valid usage events, for the quotas branch
+
+
+def validate(entries: Sequence[Entry]) -> Validated:
     """Parse a batch of entries into Arrow columns per table, plus the dead letters."""
     received_at = clock.wall_ms()
     events: dict[str, list[Decision | Usage | Feedback]] = {table: [] for table in EVENT_TABLES.values()}
@@ -73,14 +92,31 @@ def validate(entries: Sequence[Entry]) -> Tables:
             reject(sources[table][index], reason)
     if dead:
         tables[DEAD_LETTERS] = dead_letters_to_arrow(dead)
-    return tables
+    return Validated(tables, [e for e in events[EVENT_TABLES["usage"]] if isinstance(e, Usage)])
 
 
-def build_flow(source: FixedPartitionedSource[list[Entry], str], sink: Sink[Tables]) -> Dataflow:
+def snapshot_tables(update: QuotaUpdate) -> Tables:
+    return {QUOTA_SNAPSHOTS: quota_snapshots_to_arrow(update.etas)}
+
+
+def build_flow(
+    source: FixedPartitionedSource[list[Entry], str],
+    sink: Sink[Tables],
+    quotas: tuple[QuotaPolicy, Sink[QuotaUpdate]] | None = None,
+) -> Dataflow:
     flow = Dataflow("ingest")
     batches = op.input("read", flow, source)
     # [Entry(stream, entry_id, payload), ...]: one XREAD reply from one shard
-    tables = op.map("validate", batches, validate)
-    # {"decisions": pa.Table, "usage": pa.Table, "feedback": pa.Table, "dead_letters": pa.Table}
-    op.output("write", tables, sink)
+    validated = op.map("validate", batches, validate)
+    # Validated(tables={"decisions": pa.Table, "usage": …, "feedback": …, "dead_letters": …}, usage=[Usage])
+    op.output("write", op.map("tables", validated, lambda v: v.tables), sink)
+    if quotas is not None:
+        policy, state_sink = quotas
+        usage = op.flat_map("usage_events", validated, lambda v: v.usage)
+        # Usage
+        updates = quota_updates(usage, policy)
+        # QuotaUpdate(provider, etas, adjustments)
+        op.output("write_quota_state", updates, state_sink)
+        op.output("write_quota_snapshots", op.map("snapshot_tables", updates, snapshot_tables), sink)
+        # {"quota_snapshots": pa.Table}
     return flow

@@ -18,6 +18,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
 from sinks.clickhouse_store import ClickHouseStore
+from symphony.quota_eta import Eta
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 STRING = pa.string()
@@ -29,6 +30,7 @@ STRING_MAP = pa.map_(pa.string(), pa.string())
 MAX_TS_MS = 10_413_791_999_999
 
 DEAD_LETTERS = "dead_letters"
+QUOTA_SNAPSHOTS = "quota_snapshots"
 
 # table -> Arrow schema, in the table's column order
 SCHEMAS: dict[str, pa.Schema] = {
@@ -93,6 +95,20 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("payload", pa.binary()),
             ("reason", STRING),
             ("received_at", TIMESTAMP),
+        ]
+    ),
+    QUOTA_SNAPSHOTS: pa.schema(
+        [
+            ("as_of", TIMESTAMP),
+            ("provider", STRING),
+            ("metric", STRING),
+            ("window", STRING),
+            ("cap", pa.uint64()),
+            ("used", pa.uint64()),
+            ("remaining", pa.uint64()),
+            ("reset_in_ms", pa.int64()),
+            ("exhaust_in_ms", pa.int64()),
+            ("burn_per_min", FLOAT),
         ]
     ),
 }
@@ -165,6 +181,11 @@ def to_arrow(table: str, records: Sequence[Any]) -> tuple[pa.Table, list[tuple[i
 
 def dead_letters_to_arrow(letters: Sequence[DeadLetter]) -> pa.Table:
     return _build(SCHEMAS[DEAD_LETTERS], letters)
+
+
+def quota_snapshots_to_arrow(etas: Sequence[Eta]) -> pa.Table:
+    rows = [{**{name: getattr(eta, name) for name in Eta.__slots__}, "as_of": eta.as_of_ms} for eta in etas]
+    return pa.Table.from_pylist(rows, schema=SCHEMAS[QUOTA_SNAPSHOTS])
 
 
 def merge(batches: Iterable[Mapping[str, pa.Table]]) -> Tables:

@@ -102,6 +102,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "quota snapshots",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS quota_snapshots (
+                as_of DateTime64(3, 'UTC'),
+                provider LowCardinality(String),
+                metric LowCardinality(String),
+                window LowCardinality(String),
+                cap UInt64,
+                used UInt64,
+                remaining UInt64,
+                reset_in_ms Nullable(Int64),
+                exhaust_in_ms Nullable(Int64),
+                burn_per_min Float64
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(as_of)
+            ORDER BY (provider, metric, window, as_of)
+            """,
+        ),
+    ),
 )
 
 

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from symphony.redis_server import RedisServer, free_port
+from tests.engineutil import Engine
 
 
 @pytest.fixture
@@ -27,3 +28,14 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def engine(redis_server: RedisServer, tmp_path: Path) -> Iterator[Engine]:
+    """An engine (not started yet) on a free port, its data under tmp_path/var, reading redis_server."""
+    engine = Engine(redis_server.url, tmp_path / "var", free_port())
+    engine.var_dir.mkdir()
+    try:
+        yield engine
+    finally:
+        engine.kill()

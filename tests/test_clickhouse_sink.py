@@ -16,7 +16,7 @@ from sinks.clickhouse import (
     to_arrow,
     write,
 )
-from sinks.clickhouse_schema import MIGRATIONS_TABLE, current_version, migrate
+from sinks.clickhouse_schema import MIGRATIONS, MIGRATIONS_TABLE, current_version, migrate
 from sinks.clickhouse_store import ClickHouseStore, QueryError, check_read_only
 from symphony.events import EVENT_TYPES, Decision, Feedback, Usage, new_id
 
@@ -87,12 +87,13 @@ def scalar(store: ClickHouseStore, sql: str) -> int:
 
 
 def test_migrations_are_idempotent(store: ClickHouseStore) -> None:
-    assert migrate(store) == [1]
+    versions = [migration.version for migration in MIGRATIONS]
+    assert migrate(store) == versions
     assert migrate(store) == []
-    assert current_version(store) == 1
-    assert scalar(store, f"SELECT count() FROM {MIGRATIONS_TABLE}") == 1
+    assert current_version(store) == versions[-1]
+    assert scalar(store, f"SELECT count() FROM {MIGRATIONS_TABLE}") == len(versions)
     tables = {row[0] for row in store.query("SHOW TABLES").rows}
-    assert {"decisions", "usage", "feedback", DEAD_LETTERS, MIGRATIONS_TABLE} <= tables
+    assert {"decisions", "usage", "feedback", DEAD_LETTERS, "quota_snapshots", MIGRATIONS_TABLE} <= tables
 
 
 def test_arrow_schemas_match_tables_and_events(store: ClickHouseStore) -> None:

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import orjson
@@ -20,120 +14,9 @@ import redis
 from dataflows.redis_source import RedisStreamSource
 from symphony import demo, engine_client
 from symphony.engine_client import EngineError
-from symphony.events import Decision, Event, Usage, new_id
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer
 from symphony.stream import publish, publish_raw
-
-REPO = Path(__file__).resolve().parents[1]
-SHARDS = 4
-BASE_TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-@dataclass
-class Engine:
-    """``python -m dataflows.engine`` on its own port, with its data under ``var_dir``."""
-
-    redis_url: str
-    var_dir: Path
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.var_dir / "engine.log"
-
-    def start(self) -> Engine:
-        env = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_URL", "SIM_URL")}
-        env.update(
-            REDIS_URL=self.redis_url,
-            CLICKHOUSE_URL=f"chdb://{self.var_dir / 'chdb'}",
-            VAR_DIR=str(self.var_dir),
-            ENGINE_PORT=str(self.port),
-            EVENT_SHARDS=str(SHARDS),
-            PYTHONPATH=str(REPO),
-        )
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "dataflows.engine"], cwd=REPO, env=env, stdout=log, stderr=log
-            )
-        try:
-            engine_client.wait_until_ready(self.url, timeout=30)
-        except EngineError:
-            self.kill()
-            raise AssertionError(f"engine did not start:\n{self.log.read_text()[-3000:]}") from None
-        return self
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=15)
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def count(self, sql: str) -> int:
-        return int(engine_client.query(self.url, sql).scalar())
-
-
-@pytest.fixture
-def engine(redis_server: RedisServer, tmp_path: Path) -> Iterator[Engine]:
-    engine = Engine(redis_server.url, tmp_path / "var", free_port())
-    engine.var_dir.mkdir()
-    try:
-        yield engine
-    finally:
-        engine.kill()
-
-
-def pair(i: int) -> tuple[Decision, Usage]:
-    """Request ``i``: a decision and its usage, ``i`` input tokens."""
-    ts = BASE_TS + i
-    decision_id = new_id(ts)
-    provider, model = ("openai", "gpt-4o") if i % 3 else ("anthropic", "claude-sonnet")
-    decision = Decision(
-        event_id=new_id(ts),
-        ts=ts,
-        decision_id=decision_id,
-        request_id=f"req-{i}",
-        app="tests",
-        task="chat",
-        candidates=[f"{provider}/{model}"],
-        probabilities=[1.0],
-        provider=provider,
-        model=model,
-        policy="champion",
-        policy_version="v1",
-        propensity=1.0,
-    )
-    usage = Usage(
-        event_id=new_id(ts + 5),
-        ts=ts + 5,
-        decision_id=decision_id,
-        app="tests",
-        provider=provider,
-        model=model,
-        attempt=1,
-        status="ok",
-        ttfb_ms=20.0,
-        latency_ms=100.0 + i % 100,
-        input_tokens=i,
-        output_tokens=10,
-        cost_usd=0.0001,
-    )
-    return decision, usage
-
-
-def events(start: int, stop: int) -> list[Event]:
-    return [event for i in range(start, stop) for event in pair(i)]
+from tests.engineutil import SHARDS, Engine, events, pair
 
 
 @pytest.mark.parametrize("protocol", [2, 3])

@@ -1,0 +1,86 @@
+"""Live quota state into Redis: ETAs for the quotas matrix and runtime caps for the proxy.
+
+``symphony:eta:{<provider>}:<metric>:<window>`` is a hash of the window's ``Eta``
+(used, remaining, cap, reset_in_ms, exhaust_in_ms, burn_per_min, as_of_ms).
+``symphony:caps:{<provider>}:<metric>:<window>`` holds a runtime cap with a TTL;
+the proxy's reserve script uses it in place of the policy cap while it lives.
+Every write is an overwrite, so replays after a recovery are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from typing_extensions import override
+
+from symphony.quota_eta import Eta, QuotaUpdate
+from symphony.reconciler import RUNTIME_CAP_TTL_MS, Adjustment
+
+log = logging.getLogger("symphony.reconciler")
+
+ETA_TTL_MS = 7 * 24 * 60 * 60 * 1000
+
+
+def eta_key(eta: Eta) -> str:
+    return f"symphony:eta:{{{eta.provider}}}:{eta.metric}:{eta.window}"
+
+
+def apply_adjustment(client: redis.Redis, adjustment: Adjustment) -> None:
+    """Set the runtime cap, saying so in the log first (a TTL refresh says nothing)."""
+    limit = adjustment.limit
+    if adjustment.logged:
+        log.warning(
+            "policy_vs_observed=diff provider=%s window=%s metric=%s policy=%d observed=%d",
+            limit.provider,
+            limit.window.name,
+            limit.metric,
+            adjustment.policy,
+            adjustment.observed,
+        )
+    client.set(limit.runtime_cap_key, adjustment.observed, px=RUNTIME_CAP_TTL_MS)
+    if adjustment.logged:
+        log.warning(
+            "runtime_cap_adjustment provider=%s window=%s metric=%s from=%d to=%d ttl_s=%d",
+            limit.provider,
+            limit.window.name,
+            limit.metric,
+            adjustment.previous,
+            adjustment.observed,
+            RUNTIME_CAP_TTL_MS // 1000,
+        )
+
+
+def write_updates(client: redis.Redis, updates: list[QuotaUpdate]) -> None:
+    for update in updates:
+        for adjustment in update.adjustments:
+            apply_adjustment(client, adjustment)
+    pipe = client.pipeline(transaction=False)
+    for update in updates:
+        for eta in update.etas:
+            pipe.hset(eta_key(eta), mapping=eta.as_fields())  # type: ignore[arg-type]
+            pipe.pexpire(eta_key(eta), ETA_TTL_MS)
+    pipe.execute()
+
+
+class _QuotaStatePartition(StatelessSinkPartition[QuotaUpdate]):
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    @override
+    def write_batch(self, items: list[QuotaUpdate]) -> None:
+        write_updates(self._client, items)
+
+    @override
+    def close(self) -> None:
+        self._client.close()
+
+
+class QuotaStateSink(DynamicSink[QuotaUpdate]):
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+
+    @override
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _QuotaStatePartition:
+        return _QuotaStatePartition(redis.Redis.from_url(self._redis_url))
