@@ -30,3 +30,7 @@ check:
     ruff check .
     ruff format --check .
     mypy
+
+# Provider by window: caps (policy and runtime), used, remaining, ETA to reset and to exhaustion
+quotas-matrix *args:
+    symphony quotas-matrix "$@"

@@ -98,6 +98,28 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quotas_matrix(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from symphony import report
+    from symphony.quota_matrix import COLUMNS, quota_matrix
+    from symphony.quotas import load_quota_policy
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    try:
+        rows = quota_matrix(client, load_quota_policy(), clock.shared_clock(client).now_ms())
+    except redis.ConnectionError as exc:
+        raise StackUnavailable(
+            f"cannot read quotas: nothing answers at REDIS_URL={settings.redis_url} ({exc})"
+        ) from None
+    print(report.render(COLUMNS, [row.cells(human=not args.json) for row in rows], as_json=args.json))
+    return 0
+
+
+class StackUnavailable(Exception):
+    """A report needs a part of the stack that is not running."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symphony",
@@ -140,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("-w", "--workers", type=_positive_int, default=1, help="dataflow workers (default 1)")
     engine.set_defaults(run=cmd_engine)
 
+    matrix = sub.add_parser(
+        "quotas-matrix", help="provider by window: caps, used, remaining, ETA to reset and to exhaustion"
+    )
+    matrix.add_argument("--json", action="store_true", help="print rows as JSON (times in ms)")
+    matrix.set_defaults(run=cmd_quotas_matrix)
+
     sql = sub.add_parser("sql", help="run read-only SQL against ClickHouse through the engine")
     sql.add_argument("query", help='the SQL, e.g. "SELECT count() FROM usage FINAL"')
     sql.add_argument("--json", action="store_true", help="print rows as JSON")
@@ -175,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code: int = args.run(settings, args)
-    except EngineError as exc:
+    except (EngineError, StackUnavailable) as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return 1
     except StackError as exc:
