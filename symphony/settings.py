@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +26,8 @@ ACCEPTS: dict[str, str] = {
     "SLACK_WEBHOOK_URL": "an http(s):// URL, or empty",
     "TRAFFIC_SPLIT": "a number from 0 to 1 (the share of requests served by the challenger)",
     "EVENT_SHARDS": "a whole number from 1 to 64",
+    "QUOTA_FAIL_MODE": "open or closed",
+    "QUOTA_LOCAL_SHARE": "a number above 0 and at most 1 (the share of each cap one replica may use alone)",
     "SIMULATED_PROVIDERS": "all, none, or a comma list of catalog providers (openai,anthropic,...)",
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
@@ -67,6 +69,11 @@ class Settings(BaseSettings):
     request_deadline_ms: int = Field(default=60_000, ge=1)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_ms: int = Field(default=10_000, ge=1)
+
+    # When Redis is unreachable: "open" serves on a local limiter holding quota_local_share of
+    # every cap (1/replicas keeps caps across replicas); "closed" refuses until Redis is back.
+    quota_fail_mode: Literal["open", "closed"] = "open"
+    quota_local_share: float = Field(default=1.0, gt=0.0, le=1.0)
 
     @field_validator("simulated_providers")
     @classmethod

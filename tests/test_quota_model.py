@@ -9,6 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from symphony.quota_local import LocalQuotaStore
 from symphony.quota_store import QuotaStore, Refusal, Reservation, retry_after_ms
 from symphony.quotas import ROLLING, Limit, subscription_window
 
@@ -75,11 +76,11 @@ class ReferenceWindows:
 
 
 class QuotaMachine(RuleBasedStateMachine):
-    def __init__(self, client: redis.Redis) -> None:
+    """Drives a store (Redis, or the in-process twin) and the reference model with the same steps."""
+
+    def __init__(self, store: QuotaStore | LocalQuotaStore) -> None:
         super().__init__()
-        client.flushdb()
-        self.client = client
-        self.store = QuotaStore(client)
+        self.store = store
         self.model = ReferenceWindows()
         self.now = START
 
@@ -108,17 +109,52 @@ class QuotaMachine(RuleBasedStateMachine):
         self.store.settle(reservation, actual)
         self.model.settle(written, actual - reservation.tokens)
 
+    def stored(self, key: str) -> int:
+        raise NotImplementedError
+
+    def stored_first_use(self, key: str) -> tuple[int, int]:
+        raise NotImplementedError
+
     @invariant()
-    def redis_holds_what_the_model_holds(self) -> None:
+    def store_holds_what_the_model_holds(self) -> None:
         for (index, bucket), value in self.model.buckets.items():
-            assert int(self.client.get(LIMITS[index].key(bucket)) or 0) == value
-        for index, (start, used) in self.model.first_use.items():
-            stored = self.client.hgetall(LIMITS[index].key("current"))
-            assert (int(stored[b"start"]), int(stored[b"used"])) == (start, used)
+            assert self.stored(LIMITS[index].key(bucket)) == value
+        for index, start_used in self.model.first_use.items():
+            assert self.stored_first_use(LIMITS[index].key("current")) == start_used
 
 
-def test_reserve_and_settle_match_the_reference_model(redis_client: redis.Redis) -> None:
-    run_state_machine_as_test(
-        lambda: QuotaMachine(redis_client),
-        settings=settings(max_examples=60, stateful_step_count=40, deadline=None),
-    )
+class RedisQuotaMachine(QuotaMachine):
+    def __init__(self, client: redis.Redis) -> None:
+        client.flushdb()
+        self.client = client
+        super().__init__(QuotaStore(client))
+
+    def stored(self, key: str) -> int:
+        return int(self.client.get(key) or 0)
+
+    def stored_first_use(self, key: str) -> tuple[int, int]:
+        stored = self.client.hgetall(key)
+        return int(stored[b"start"]), int(stored[b"used"])
+
+
+class LocalQuotaMachine(QuotaMachine):
+    def __init__(self) -> None:
+        self.local = LocalQuotaStore()
+        super().__init__(self.local)
+
+    def stored(self, key: str) -> int:
+        return self.local._buckets.get(key, 0)
+
+    def stored_first_use(self, key: str) -> tuple[int, int]:
+        return self.local._first_use[key]
+
+
+STEPS = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_redis_script_matches_the_reference_model(redis_client: redis.Redis) -> None:
+    run_state_machine_as_test(lambda: RedisQuotaMachine(redis_client), settings=STEPS)
+
+
+def test_local_limiter_matches_the_reference_model() -> None:
+    run_state_machine_as_test(LocalQuotaMachine, settings=STEPS)

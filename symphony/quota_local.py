@@ -1,0 +1,81 @@
+"""An in-process twin of the Redis quota store, for when Redis cannot be reached.
+
+Same windows, same all-or-nothing reservation and settlement as
+``symphony.quota_store`` (see ``symphony.quotas`` for the semantics), held in
+dictionaries. It only sees this process's traffic, so each cap is scaled by the
+share of traffic one replica may take (``share``, e.g. 1/3 with three replicas):
+caps hold across replicas while every replica runs on its local limiter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from symphony.quota_store import Refusal, Reservation, retry_after_ms
+from symphony.quotas import Limit
+
+
+@dataclass
+class LocalQuotaStore:
+    share: float = 1.0
+    _buckets: dict[str, int] = field(default_factory=dict)  # the same keys Redis would hold
+    _first_use: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (start, used)
+    _expiry: dict[str, int] = field(default_factory=dict)  # key -> event time it expires
+
+    def _cap(self, limit: Limit) -> int:
+        return max(int(limit.cap * self.share), 1)
+
+    def _values(self, limit: Limit, now: int) -> tuple[list[int], int]:
+        if limit.window.reset == "first_use":
+            start, used = self._first_use.get(limit.key("current"), (-1, 0))
+            if start < 0 or now >= start + limit.window.length_ms:
+                return [0], 0
+            return [used], start + limit.window.length_ms - now
+        return [self._buckets.get(limit.key(b), 0) for b in limit.window.buckets(now)], 0
+
+    def reserve(
+        self, limits: Sequence[Limit], now_ms: int, *, provider: str, model: str, tokens: int
+    ) -> Reservation | Refusal:
+        for limit in limits:
+            amount = 1 if limit.metric == "requests" else tokens
+            values, closes_in = self._values(limit, now_ms)
+            cap = self._cap(limit)
+            if amount > 0 and sum(values) + amount > cap:
+                return Refusal(
+                    limit, cap, sum(values), retry_after_ms(limit, values, closes_in, amount, cap, now_ms)
+                )
+        keys, args = [], []
+        for limit in limits:
+            amount = 1 if limit.metric == "requests" else tokens
+            key = limit.key(limit.window.buckets(now_ms)[0])
+            start = 0
+            if limit.window.reset == "first_use":
+                values, closes_in = self._values(limit, now_ms)
+                start = now_ms + closes_in - limit.window.length_ms if closes_in else now_ms
+                self._first_use[key] = (start, values[0] + amount)
+                self._expiry[key] = now_ms + limit.window.ttl_ms
+            elif amount > 0:
+                self._buckets[key] = self._buckets.get(key, 0) + amount
+                self._expiry.setdefault(key, now_ms + limit.window.ttl_ms)
+            if limit.metric == "tokens":
+                keys.append(key)
+                args += [start, limit.window.ttl_ms]
+        return Reservation(provider, model, tokens, tuple(keys), tuple(args))
+
+    def settle(self, reservation: Reservation, actual_tokens: int) -> None:
+        delta = actual_tokens - reservation.tokens
+        for index, key in enumerate(reservation.token_keys):
+            start = reservation.token_args[2 * index]
+            if start:
+                current, used = self._first_use.get(key, (-1, 0))
+                if current == start:
+                    self._first_use[key] = (start, max(used + delta, 0))
+            elif delta > 0 or key in self._buckets:
+                self._buckets[key] = max(self._buckets.get(key, 0) + delta, 0)
+
+    def forget_expired(self, now_ms: int) -> None:
+        """Drop buckets past their TTL (event time), as Redis would, so memory stays bounded."""
+        self._expiry = {k: t for k, t in self._expiry.items() if t > now_ms}
+        self._buckets = {k: v for k, v in self._buckets.items() if k in self._expiry}
+        self._first_use = {k: v for k, v in self._first_use.items() if k in self._expiry}
