@@ -7,15 +7,24 @@ byte by byte and in odd splits, and must produce the same events each way.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import SecretStr
 
 from proxy.adapters.anthropic import AnthropicAdapter
-from proxy.adapters.base import StreamTranslator, UnsupportedFeature, UpstreamRequest
+from proxy.adapters.base import (
+    Adapter,
+    Answer,
+    StreamTranslator,
+    UnsupportedFeature,
+    UpstreamFailure,
+    UpstreamRequest,
+)
 from proxy.adapters.failures import MalformedAnswer
 from proxy.adapters.features import check_capabilities, required_capabilities
 from proxy.adapters.gemini import GeminiAdapter
@@ -23,7 +32,11 @@ from proxy.adapters.openai_compat import OpenAICompatAdapter, SseRelay, exhauste
 from proxy.adapters.registry import SIMULATOR_KEY, build_adapters
 from proxy.adapters.sse import DONE, SseEvent, SseParser
 from symphony.catalog import load_catalog
+from symphony.clock import RealClock
 from symphony.settings import Settings
+from symphony.sim import BackgroundServer
+from symphony.sim import create_app as create_sim_app
+from symphony.sim.generation import count_input_tokens
 
 CATALOG = load_catalog()
 CAPABILITIES = {
@@ -1214,3 +1227,227 @@ def test_registry_without_keys_or_simulator_is_empty() -> None:
         "deepseek": "OpenAICompatAdapter",
     }
     assert everything["venice"].base_url == "http://sim:9/venice/api/v1"
+
+
+# --- every adapter against the simulator, over real HTTP -----------------------------------------
+
+SYSTEM, QUESTION = "You are terse.", "Which provider should serve this request, and why?"
+ROUTE_MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+PROVIDERS = sorted(CATALOG.providers)
+OPENAI_WIRE = {name for name, spec in CATALOG.providers.items() if spec.wire == "openai"}
+
+
+@dataclass
+class Live:
+    sim: BackgroundServer
+    adapters: dict[str, Adapter]
+    http: httpx.Client
+
+    def model(self, provider: str) -> str:
+        return next(iter(CATALOG.providers[provider].models))
+
+    def can(self, provider: str, capability: str) -> bool:
+        return capability in CATALOG.arm(provider, self.model(provider)).capabilities
+
+    def complete(self, provider: str, body: dict[str, Any]) -> tuple[dict[str, Any], Answer]:
+        adapter = self.adapters[provider]
+        request = adapter.request(body, self.model(provider), stream=False)
+        response = self.http.post(request.url, headers=request.headers, content=request.body)
+        assert response.status_code == 200, response.text
+        answer = adapter.response(response.content)
+        ChatCompletion.model_validate_json(answer.body)
+        return orjson.loads(answer.body), answer
+
+    def stream(self, provider: str, body: dict[str, Any]) -> tuple[dict[str, Any], StreamTranslator]:
+        """The streamed answer assembled as a ``chat.completion`` would be, and its translator."""
+        adapter = self.adapters[provider]
+        request = adapter.request(body, self.model(provider), stream=True)
+        translator = adapter.stream(self.model(provider), include_usage=True)
+        with self.http.stream("POST", request.url, headers=request.headers, content=request.body) as response:
+            assert response.status_code == 200, response.read()
+            sse = b"".join(translator.feed(piece) for piece in response.iter_raw()) + translator.flush()
+        return assemble(chunks_of(sse)), translator
+
+    def fail(self, provider: str, body: dict[str, Any]) -> UpstreamFailure:
+        adapter = self.adapters[provider]
+        request = adapter.request(body, self.model(provider), stream=False)
+        response = self.http.post(request.url, headers=request.headers, content=request.body)
+        assert response.status_code >= 400
+        return adapter.failure(response.status_code, response.headers, response.content)
+
+
+def assemble(chunks: list[Any]) -> dict[str, Any]:
+    """A canonical chunk stream folded into one choice and its usage, checking each chunk's shape."""
+    assert chunks[-1] == "[DONE]" and chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    content, finish, usage = "", [], None
+    calls: dict[int, dict[str, Any]] = {}
+    for chunk in chunks[:-1]:
+        ChatCompletionChunk.model_validate(chunk)
+        if not chunk["choices"]:
+            usage = chunk["usage"]
+            continue
+        choice = chunk["choices"][0]
+        content += choice["delta"].get("content") or ""
+        for call in choice["delta"].get("tool_calls") or []:
+            entry = calls.setdefault(call["index"], {"id": None, "name": None, "arguments": ""})
+            entry["id"] = call.get("id") or entry["id"]
+            entry["name"] = (call.get("function") or {}).get("name") or entry["name"]
+            entry["arguments"] += (call.get("function") or {}).get("arguments") or ""
+        if choice["finish_reason"]:
+            finish.append(choice["finish_reason"])
+    assert len(finish) == 1 and chunks[-2]["choices"] == []  # one finish chunk; usage chunk last
+    tool_calls = [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for _, c in sorted(calls.items())
+    ]
+    message = {
+        "role": "assistant",
+        "content": content or None,
+        **({"tool_calls": tool_calls} if calls else {}),
+    }
+    return {"choices": [{"message": message, "finish_reason": finish[0]}], "usage": usage}
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[Live]:
+    with BackgroundServer(create_sim_app(RealClock(), CATALOG, seed=11)) as sim:
+        adapters = build_adapters(CATALOG, Settings(simulated_providers="all", sim_url=sim.url), {})
+        with httpx.Client(timeout=10.0) as http:
+            yield Live(sim, adapters, http)
+
+
+def answer_of(
+    live: Live, provider: str, body: dict[str, Any], stream: bool
+) -> tuple[dict[str, Any], int, int]:
+    """(completion, input tokens, output tokens) as the adapter counted them, streamed or not."""
+    if stream:
+        completion, translator = live.stream(provider, body)
+        return completion, translator.input_tokens, translator.output_tokens
+    completion, answer = live.complete(provider, body)
+    return completion, answer.input_tokens, answer.output_tokens
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_live_text_answer_and_usage(live: Live, provider: str, stream: bool) -> None:
+    body = {"messages": ROUTE_MESSAGES, "temperature": 0.7, "top_p": 0.9}
+    if provider == "anthropic":
+        body.pop("top_p")
+    completion, input_tokens, output_tokens = answer_of(live, provider, body, stream)
+    choice = completion["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    text = choice["message"]["content"]
+    assert completion["usage"]["completion_tokens"] == output_tokens == len(text.split()) > 0
+    assert completion["usage"]["prompt_tokens"] == input_tokens == count_input_tokens([SYSTEM, QUESTION])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_live_tool_call_round_trip(live: Live, provider: str, stream: bool) -> None:
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Use get_weather for Oslo."},
+    ]
+    body: dict[str, Any] = {"messages": messages, "tools": [WEATHER_TOOL]}
+    if not live.can(provider, "tools"):
+        with pytest.raises(UnsupportedFeature):
+            live.adapters[provider].request(body, live.model(provider), stream=stream)
+        return
+    completion, _, _ = answer_of(live, provider, body, stream)
+    choice = completion["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    [call] = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather" and call["id"]
+    assert isinstance(orjson.loads(call["function"]["arguments"])["city"], str)
+    # The call and its result go back: the model now answers in text.
+    assistant = {"role": "assistant", "content": choice["message"]["content"], "tool_calls": [call]}
+    result = {"role": "tool", "tool_call_id": call["id"], "content": '{"temp_c": -3}'}
+    follow_up = {**body, "messages": [*messages, assistant, result]}
+    completion, _, _ = answer_of(live, provider, follow_up, stream)
+    assert completion["choices"][0]["finish_reason"] == "stop"
+    assert completion["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_live_json_mode(live: Live, provider: str, stream: bool) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "temp_c": {"type": "number"}},
+        "required": ["city", "temp_c"],
+    }
+    if live.can(provider, "json_schema"):
+        response_format: dict[str, Any] = {
+            "type": "json_schema",
+            "json_schema": {"name": "weather", "schema": schema},
+        }
+    else:
+        response_format = {"type": "json_object"}
+    body = {
+        "messages": [{"role": "user", "content": "Weather in Oslo as JSON."}],
+        "response_format": response_format,
+    }
+    completion, _, output_tokens = answer_of(live, provider, body, stream)
+    choice = completion["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    value = orjson.loads(choice["message"]["content"])
+    assert isinstance(value, dict)
+    if response_format["type"] == "json_schema":
+        assert isinstance(value["city"], str) and isinstance(value["temp_c"], int | float)
+    assert output_tokens > 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_live_max_tokens_and_stop(live: Live, provider: str, stream: bool) -> None:
+    body = {"messages": ROUTE_MESSAGES, "max_tokens": 3}
+    completion, _, output_tokens = answer_of(live, provider, body, stream)
+    assert completion["choices"][0]["finish_reason"] == "length"
+    assert output_tokens == len(completion["choices"][0]["message"]["content"].split()) == 3
+    # The answer stops before its first "a" or "e": dropped stop sequences would show both.
+    stopped = {"messages": ROUTE_MESSAGES, "stop": ["a", "e"]}
+    if not live.can(provider, "stop"):
+        with pytest.raises(UnsupportedFeature):
+            live.adapters[provider].request(stopped, live.model(provider), stream=stream)
+        return
+    completion, _, _ = answer_of(live, provider, stopped, stream)
+    assert completion["choices"][0]["finish_reason"] == "stop"
+    text = completion["choices"][0]["message"]["content"] or ""
+    assert "a" not in text and "e" not in text
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_live_image_input(live: Live, provider: str) -> None:
+    image = {"type": "image_url", "image_url": {"url": IMAGE_DATA_URL}}
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}]}
+    if not live.can(provider, "vision"):
+        with pytest.raises(UnsupportedFeature):
+            live.adapters[provider].request(body, live.model(provider), stream=False)
+        return
+    completion, _ = live.complete(provider, body)
+    assert completion["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_live_failures_map_status_and_retry_after(live: Live, provider: str) -> None:
+    body = {"messages": ROUTE_MESSAGES}
+    try:
+        live.http.put(f"{live.sim.url}/admin/faults/{provider}", json={"rate_429": 1.0}).raise_for_status()
+        failure = live.fail(provider, body)
+        assert (failure.status, failure.http_status) == ("429", 429)
+        assert failure.retry_after_s is not None and failure.retry_after_s > 0
+        assert orjson.loads(failure.body)["error"]["type"] == "rate_limit_error" or provider in OPENAI_WIRE
+        live.http.put(f"{live.sim.url}/admin/faults/{provider}", json={"rate_5xx": 1.0}).raise_for_status()
+        failure = live.fail(provider, body)
+        assert failure.status == "5xx" and failure.http_status >= 500
+        assert orjson.loads(failure.body)["error"]["message"]
+    finally:
+        live.http.delete(f"{live.sim.url}/admin/faults").raise_for_status()
+    request = live.adapters[provider].request(body, live.model(provider), stream=False)
+    headers = live.http.post(request.url, headers=request.headers, content=request.body).headers
+    observed = live.adapters[provider].rate_limits(headers)
+    expected_prefix = {"anthropic": "anthropic-ratelimit-", "gemini": None}.get(provider, "x-ratelimit-")
+    if expected_prefix is None:
+        assert observed == {}
+    else:
+        assert observed and all(name.startswith(expected_prefix) for name in observed)
