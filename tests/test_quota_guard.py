@@ -1,0 +1,106 @@
+"""The proxy's quota gate across a Redis outage: answers under its rule, recovers, stays consistent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from proxy import quota_guard
+from proxy.quota_guard import Grant, QuotaGuard, Unavailable
+from symphony.clock import RealClock
+from symphony.quota_store import Refusal
+from symphony.quotas import load_quota_policy
+from symphony.redis_server import RedisServer, free_port
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis that keeps its data across a restart, as a production one does."""
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis", persist=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def token_total(client: redis.Redis, provider: str, window: str) -> int:
+    return sum(int(client.get(k) or 0) for k in client.keys(f"quota:{{{provider}}}:tokens:{window}:*"))
+
+
+def new_guard(url: str, mode: str) -> tuple[QuotaGuard, aioredis.Redis]:
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    guard = QuotaGuard(client, load_quota_policy(), RealClock(), fail_mode=mode, local_share=0.5)  # type: ignore[arg-type]
+    return guard, client
+
+
+def test_fail_open_serves_locally_then_settles_in_redis_once_it_returns(
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(quota_guard, "RETRY_REDIS_AFTER_S", 0.05)
+    caplog.set_level(logging.WARNING, logger="proxy.quota_guard")
+
+    async def scenario() -> list[Grant]:
+        guard, client = new_guard(redis_server.url, "open")
+        before = await guard.reserve("openai", "gpt-4o-mini", 100)
+        assert isinstance(before, Grant) and not before.local
+        redis_server.stop()
+        during = [await guard.reserve("openai", "gpt-4o-mini", 100) for _ in range(20)]
+        assert all(isinstance(g, Grant) and g.local for g in during)
+        await guard.settle(before, 70)  # fails now: kept for later
+        assert guard.degraded
+        await asyncio.to_thread(redis_server.start)
+        await asyncio.sleep(0.1)
+        after = await guard.reserve("openai", "gpt-4o-mini", 100)
+        assert isinstance(after, Grant) and not after.local and not guard.degraded
+        await guard.settle(after, 40)
+        await client.aclose()
+        return [before, after]
+
+    asyncio.run(scenario())
+    # Only the Redis reservations are in Redis, each holding what was really used.
+    assert token_total(redis_client, "openai", "minute") == 70 + 40
+    warnings = [r.getMessage() for r in caplog.records]
+    assert sum("quota store unreachable" in w for w in warnings) == 1  # once per interval, not per request
+    assert any("reachable again" in w and "1 settlements replayed" in w for w in warnings)
+
+
+def test_local_limiter_holds_its_share_of_the_cap(redis_server: RedisServer) -> None:
+    async def scenario() -> tuple[int, object]:
+        guard, client = new_guard(redis_server.url, "open")
+        redis_server.stop()
+        cap = load_quota_policy().providers["venice"].caps["requests"]["minute"]
+        outcomes = [await guard.reserve("venice", "llama-3.3-70b", 1) for _ in range(cap)]
+        await client.aclose()
+        return cap, outcomes
+
+    cap, outcomes = asyncio.run(scenario())
+    granted = [o for o in outcomes if isinstance(o, Grant)]  # type: ignore[attr-defined]
+    assert len(granted) == cap // 2  # share 0.5
+    assert isinstance(outcomes[-1], Refusal)  # type: ignore[index]
+
+
+def test_fail_closed_refuses_until_redis_is_back(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quota_guard, "RETRY_REDIS_AFTER_S", 0.05)
+
+    async def scenario() -> None:
+        guard, client = new_guard(redis_server.url, "closed")
+        redis_server.stop()
+        assert isinstance(await guard.reserve("grok", "grok-3-mini", 10), Unavailable)
+        await asyncio.to_thread(redis_server.start)
+        await asyncio.sleep(0.1)
+        outcome = await guard.reserve("grok", "grok-3-mini", 10)
+        assert isinstance(outcome, Grant) and not outcome.local
+        await client.aclose()
+
+    asyncio.run(scenario())
