@@ -1,17 +1,22 @@
 """The proxy's ASGI app and its server.
 
-Routes: ``POST /v1/chat/completions`` (OpenAI-compatible, streaming or not),
-``GET /v1/models``, ``GET /health``. Every error, including unknown paths, is
-answered in OpenAI's error shape.
+Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI-compatible),
+``POST /v1/messages`` (Anthropic-compatible), ``POST /v1/route/execute`` (native,
+the decision in the answer), ``POST /v1/feedback``, ``GET /health``. Errors are
+answered in the shape the caller's SDK expects: Anthropic's under ``/v1/messages``,
+OpenAI's everywhere else, unknown paths included.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import os
+import random
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import uvicorn
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,32 +24,63 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy import errors
+from proxy.adapters.registry import build_adapters
+from proxy.feedback import FeedbackApi
 from proxy.gateway import Gateway
-from proxy.routing import load_router
-from symphony.catalog import load_catalog
-from symphony.settings import Settings
+from proxy.openai_api import OpenAIApi
+from proxy.route_execute import RouteExecuteApi
+from proxy.routing import load_champion
+from symphony.catalog import Catalog, load_catalog
+from symphony.settings import Settings, load_provider_keys
 
 log = logging.getLogger(__name__)
 
 
+def _render(request: Request, error: errors.ApiError) -> Response:
+    return error.response()
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ApiError)
-    return exc.response()
+    return _render(request, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return errors.ApiError(exc.status_code, str(exc.detail), param=None).response()
+    return _render(request, errors.ApiError(exc.status_code, str(exc.detail)))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    return errors.ApiError(500, "The proxy failed to handle the request.", type_="api_error").response()
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _render(
+        request, errors.ApiError(500, "The proxy failed to handle the request.", type_="api_error")
+    )
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The proxy app. Reads the catalog and the champion policy now (a bad policy fails here)."""
-    catalog = load_catalog()
-    gateway = Gateway(settings, catalog, load_router(settings.policy_file, catalog))
+async def _health(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    keys: Mapping[str, SecretStr] | None = None,
+    catalog: Catalog | None = None,
+    rng: random.Random | None = None,
+) -> Starlette:
+    """The proxy app. Reads the catalog and the champion policy now (a bad policy fails here).
+
+    ``keys`` are the provider keys (``load_provider_keys``); a provider without one
+    is a candidate only when the simulator stands in for it (``settings.simulated``).
+    """
+    catalog = catalog if catalog is not None else load_catalog()
+    adapters = build_adapters(catalog, settings, keys or {})
+    gateway = Gateway(settings, catalog, load_champion(settings.policy_file, catalog), adapters, rng=rng)
+    if not adapters:
+        log.warning("no provider has a key or the simulator: every routed request will be refused")
+    openai_api = OpenAIApi(gateway)
+    route_api = RouteExecuteApi(gateway)
+    feedback_api = FeedbackApi(gateway)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -55,9 +91,11 @@ def create_app(settings: Settings) -> Starlette:
             await gateway.stop()
 
     routes = [
-        Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
-        Route("/v1/models", gateway.models, methods=["GET"]),
-        Route("/health", gateway.health, methods=["GET"]),
+        Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
+        Route("/v1/models", openai_api.models, methods=["GET"]),
+        Route("/v1/route/execute", route_api.execute, methods=["POST"]),
+        Route("/v1/feedback", feedback_api.post, methods=["POST"]),
+        Route("/health", _health, methods=["GET"]),
     ]
     handlers = {errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
@@ -66,11 +104,14 @@ def create_app(settings: Settings) -> Starlette:
 def run_proxy(settings: Settings) -> None:
     """Serve the proxy on ``settings.proxy_host:settings.proxy_port`` until SIGINT/SIGTERM (blocking).
 
-    uvicorn finishes in-flight requests on SIGTERM, then the lifespan shutdown
-    publishes every queued event before the process exits.
+    This is the process entry point, so it is where the provider keys are read from
+    the environment (or their ``*_FILE`` secrets), once. uvicorn finishes in-flight
+    requests on SIGTERM, then the lifespan shutdown publishes every queued event.
     """
+    catalog = load_catalog()
+    app = create_app(settings, keys=load_provider_keys(catalog, os.environ), catalog=catalog)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.proxy_host,
         port=settings.proxy_port,
         loop="uvloop",

@@ -1,11 +1,11 @@
-"""Reading and checking a request body: size limit, JSON, schema."""
+"""Reading and checking a request body: size limit, JSON object, schema."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from proxy import errors
@@ -15,6 +15,8 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB
 # An oversized body that declares its length is refused before it is read; one that
 # does not is read (and discarded) up to this much so the client sees the 413.
 MAX_DRAIN_BYTES = 16 << 20
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -37,15 +39,26 @@ async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def parse_chat_request(raw: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
-    """The body as a dict (to forward) and as a checked request; ``ApiError`` 400 if bad."""
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object; ``ApiError`` 400 when it is not JSON or not an object."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise errors.invalid_json() from None
     if not isinstance(data, dict):
         raise errors.not_an_object()
+    return data
+
+
+def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """``data`` checked against ``model``; ``ApiError`` 400 naming the first bad field."""
     try:
-        return data, ChatCompletionRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise errors.from_validation(exc) from None
+
+
+def parse_chat_request(raw: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
+    """The body as a dict (to forward) and as a checked request; ``ApiError`` 400 if bad."""
+    data = parse_object(raw)
+    return data, validate(ChatCompletionRequest, data)

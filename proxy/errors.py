@@ -28,6 +28,7 @@ class ApiError(Exception):
         type_: str = INVALID_REQUEST,
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -35,10 +36,15 @@ class ApiError(Exception):
         self.type = type_
         self.param = param
         self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.param, self.code)
 
     def response(self) -> Response:
-        body = error_body(self.message, self.type, self.param, self.code)
-        return Response(body, status_code=self.status, media_type="application/json")
+        return Response(
+            self.body(), status_code=self.status, media_type="application/json", headers=self.headers
+        )
 
 
 def invalid_json() -> ApiError:
@@ -64,12 +70,16 @@ def model_not_found(model: str) -> ApiError:
     )
 
 
-def upstream_failed(provider: str, *, timeout: bool) -> ApiError:
-    if timeout:
-        return ApiError(504, f"Provider `{provider}` timed out.", type_="api_error", code="upstream_timeout")
-    return ApiError(
-        502, f"Provider `{provider}` could not be reached.", type_="api_error", code="upstream_error"
-    )
+def error_message(body: bytes) -> str:
+    """The ``error.message`` of a canonical error body (the body itself if it has none)."""
+    try:
+        error: Any = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None
+    message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(message, str):
+        return message
+    return body.decode("utf-8", "replace")[:500]
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

@@ -1,82 +1,106 @@
-"""The request handlers and the resources they share (clock, upstream client, emitter).
+"""The gateway core, the same for every inbound API: candidates, route, attempts, answer.
 
 ``Gateway`` is built without I/O; ``start()`` (app lifespan) reads the shared
-clock and opens the pooled upstream client, the Redis client and the event
-emitter; ``stop()`` flushes every queued event and closes them.
+clock and opens the pooled upstream client, the Redis client, the event emitter
+and the challenger feed; ``stop()`` flushes every queued event and closes them.
 
-One routed request = one ``Decision`` event (before the upstream call) and one
-``Usage`` event (when the call ends, however it ends), both sharing
-``decision_id``. Requests refused before routing (bad input, unknown model) emit
-nothing.
+``execute(job, inbound)`` routes one canonical request (``Job``) and answers in the
+inbound API's format (``Inbound``). It logs one ``Decision`` event per routed
+request, emitted once the attempt loop is over so it can record the fallbacks,
+followed by one ``Usage`` event per attempt (a served stream's when it ends).
+Requests refused before any attempt (bad input, no candidate) emit nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
-import orjson
 import redis
 import redis.asyncio as aioredis
-from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy import errors
-from proxy.attempt import Attempt
-from proxy.body import MAX_BODY_BYTES, parse_chat_request, read_limited
+from proxy.adapters.base import Adapter, Answer, UpstreamFailure
+from proxy.breaker import Breakers
+from proxy.candidates import Candidates, prompt_tokens
+from proxy.challenger import ChallengerFeed
 from proxy.emitter import EventEmitter
-from proxy.routing import AUTO_MODELS, Route, Router
-from proxy.streaming import RelayResponse, usage_tokens
-from proxy.upstream import Upstream, attempt_status, is_timeout, new_http_client, rate_limit_headers
+from proxy.fallback import AttemptLog, AttemptLoop, UpstreamStream
+from proxy.job import Job
+from proxy.latency import LatencyEstimates
+from proxy.policy import ChallengerPolicy, ChampionPolicy
+from proxy.routing import Route, Router
+from proxy.streaming import RelayResponse, Render
+from proxy.upstream import new_http_client
 from symphony.catalog import Catalog
-from symphony.clock import Clock, RealClock, shared_clock
-from symphony.events import Decision, new_id
+from symphony.clock import Clock, RealClock, monotonic, shared_clock
+from symphony.events import AttemptStatus, Decision, new_id
 from symphony.settings import Settings
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
-APP_HEADER = "x-symphony-app"
-TASK_HEADER = "x-symphony-task"
 DECISION_HEADER = "x-symphony-decision-id"
 ARM_HEADER = "x-symphony-arm"
 POLICY_HEADER = "x-symphony-policy"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the client may learn about how its request was served."""
+
+    decision_id: str
+    route: Route
+    log: AttemptLog
+
+    @property
+    def arm(self) -> str:
+        """The arm that answered, else the one the policy chose."""
+        return (self.log.served or self.route.chosen).name
+
+    def headers(self) -> dict[str, str]:
+        return {DECISION_HEADER: self.decision_id, ARM_HEADER: self.arm, POLICY_HEADER: self.route.policy}
+
+    def summary(self) -> dict[str, Any]:
+        """The decision as the native API reports it."""
+        served = self.log.served
+        return {
+            "decision_id": self.decision_id,
+            "provider": served.provider if served is not None else None,
+            "model": served.model if served is not None else None,
+            "chosen": self.route.chosen.name,
+            "policy": self.route.policy,
+            "policy_version": self.route.policy_version,
+            "propensity": self.route.propensity,
+            "fallbacks": [
+                {"provider": t.arm.provider, "model": t.arm.model, "status": t.status} for t in self.log.tried
+            ],
+        }
+
+
+class Inbound(Protocol):
+    """How one inbound API renders what the gateway got (canonical OpenAI bytes)."""
+
+    def answer(self, answer: Answer, outcome: Outcome) -> Response: ...
+
+    def stream_renderer(self, outcome: Outcome) -> Render | None: ...
+
+    def failure(self, failure: UpstreamFailure, outcome: Outcome) -> Response: ...
 
 
 @dataclass
 class Runtime:
     clock: Clock
     http: httpx.AsyncClient
-    upstream: Upstream
     redis: aioredis.Redis
     emitter: EventEmitter
-
-
-def models_body(catalog: Catalog) -> bytes:
-    """``GET /v1/models``: ``auto``, every arm as ``provider/model``, every plain model name."""
-    entries: dict[str, str] = {model: "symphony" for model in sorted(AUTO_MODELS)}
-    for provider, spec in catalog.providers.items():
-        for model in spec.models:
-            entries[f"{provider}/{model}"] = provider
-    for provider, spec in catalog.providers.items():
-        for model in spec.models:
-            entries.setdefault(model, provider)
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in entries.items()
-    ]
-    return orjson.dumps({"object": "list", "data": data})
-
-
-def _text_chars(content: object) -> int:
-    """Characters of text in a message's content (a string or a list of typed parts)."""
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(len(part.get("text") or "") for part in content if isinstance(part.get("text"), str))
-    return 0
+    challenger: ChallengerFeed
+    attempts: AttemptLoop
 
 
 def _read_clock(redis_url: str) -> Clock:
@@ -90,16 +114,35 @@ def _read_clock(redis_url: str) -> Clock:
         client.close()
 
 
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    """``retry-after`` in whole seconds (at least 1), as SDKs read it; nothing when unknown."""
+    return {} if seconds is None else {"retry-after": str(max(1, round(seconds + 0.499)))}
+
+
 class Gateway:
     def __init__(
-        self, settings: Settings, catalog: Catalog, router: Router, *, max_body_bytes: int = MAX_BODY_BYTES
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        champion: ChampionPolicy,
+        adapters: Mapping[str, Adapter],
+        *,
+        rng: random.Random | None = None,
     ) -> None:
-        self._settings = settings
-        self._catalog = catalog
-        self._router = router
-        self._max_body_bytes = max_body_bytes
-        self._models_body = models_body(catalog)
+        self.settings = settings
+        self.catalog = catalog
+        self.adapters = dict(adapters)
+        self.breakers = Breakers(
+            failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_ms / 1000
+        )
+        self.latency = LatencyEstimates()
+        self.candidates = Candidates(catalog, self.adapters, self.breakers, self.latency)
+        self.router = Router(champion, self._challenger, settings.traffic_split, rng)
         self._runtime: Runtime | None = None
+
+    def _challenger(self) -> ChallengerPolicy:
+        runtime = self._runtime
+        return runtime.challenger.current if runtime is not None else ChallengerPolicy.uniform()
 
     @property
     def runtime(self) -> Runtime:
@@ -108,19 +151,30 @@ class Gateway:
         return self._runtime
 
     async def start(self) -> None:
-        settings = self._settings
+        settings = self.settings
         clock = await asyncio.to_thread(_read_clock, settings.redis_url)
         http = new_http_client()
         client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
         emitter = EventEmitter(client, settings.event_shards)
         emitter.start()
-        self._runtime = Runtime(clock, http, Upstream(http, settings.simulator_url), client, emitter)
+        challenger = ChallengerFeed(client)
+        await challenger.start()
+        attempts = AttemptLoop(
+            http,
+            self.adapters,
+            self.breakers,
+            self.latency,
+            clock,
+            ttft_limit_s=settings.ttft_limit_ms / 1000,
+        )
+        self._runtime = Runtime(clock, http, client, emitter, challenger, attempts)
 
     async def stop(self) -> None:
         runtime, self._runtime = self._runtime, None
         if runtime is None:
             return
         try:
+            await runtime.challenger.close()
             await runtime.emitter.close()
         finally:
             await runtime.http.aclose()
@@ -131,115 +185,72 @@ class Gateway:
             runtime.emitter.dropped,
         )
 
-    async def health(self, request: Request) -> Response:
-        return Response(b'{"status":"ok"}', media_type=JSON)
-
-    async def models(self, request: Request) -> Response:
-        return Response(self._models_body, media_type=JSON)
-
-    async def chat_completions(self, request: Request) -> Response:
+    async def execute(self, job: Job, inbound: Inbound) -> Response:
         runtime = self.runtime
-        data, chat = parse_chat_request(await read_limited(request, self._max_body_bytes))
-        route = self._router.route(chat.model)
-        if route is None:
-            raise errors.model_not_found(chat.model)
-        app = request.headers.get(APP_HEADER) or "default"
-        task = request.headers.get(TASK_HEADER) or "chat"
-        decision_id = self._decide(runtime, route, app, task, data, chat.stream)
-        attempt = Attempt(
-            decision_id=decision_id,
-            app=app,
-            provider=route.provider,
-            model=route.model,
-            price=self._catalog.arm(route.provider, route.model),
-            clock=runtime.clock,
-            emitter=runtime.emitter,
+        now = monotonic()
+        candidates = self.candidates.select(job.body, job.pin, job.constraints, now)
+        route = self.router.route(
+            job.task, candidates, pinned=job.pin is not None and job.pin.model is not None
         )
-        try:
-            return await self._call(
-                runtime, route, attempt, data, stream=chat.stream, forward_usage=chat.include_usage
-            )
-        except BaseException:
-            attempt.finish("error")  # no-op when the failure path already finished it
-            raise
-
-    def _decide(
-        self, runtime: Runtime, route: Route, app: str, task: str, data: dict[str, Any], stream: bool
-    ) -> str:
         ts = runtime.clock.now_ms()
         decision_id = new_id(ts)
-        messages: list[dict[str, Any]] = data["messages"]
+        attempt_log = AttemptLog()
+        deadline = now + self.settings.request_deadline_ms / 1000
+        try:
+            result = await runtime.attempts.run(job, route, decision_id, deadline, attempt_log)
+        finally:
+            self._log_decision(runtime, job, route, decision_id, ts, attempt_log)
+        outcome = Outcome(decision_id, route, attempt_log)
+        if isinstance(result, Answer):
+            return inbound.answer(result, outcome)
+        if isinstance(result, UpstreamStream):
+            return RelayResponse(
+                result,
+                render=inbound.stream_renderer(outcome),
+                finish=self._finish_stream,
+                headers=outcome.headers(),
+            )
+        return inbound.failure(result, outcome)
+
+    def _finish_stream(self, stream: UpstreamStream, status: AttemptStatus) -> None:
+        runtime = self._runtime
+        usage = runtime.attempts.finish_stream(stream, status) if runtime is not None else None
+        if runtime is not None and usage is not None:
+            runtime.emitter.emit(usage)
+
+    def _log_decision(
+        self, runtime: Runtime, job: Job, route: Route, decision_id: str, ts: int, attempt_log: AttemptLog
+    ) -> None:
+        if not attempt_log.usages and attempt_log.served is None:
+            return  # nothing was attempted
+        messages = job.body.get("messages")
         features = {
-            "messages": float(len(messages)),
-            "prompt_chars": float(sum(_text_chars(message.get("content")) for message in messages)),
+            "messages": float(len(messages) if isinstance(messages, list) else 0),
+            "prompt_tokens": float(prompt_tokens(job.body)),
         }
+        chosen = route.chosen
         runtime.emitter.emit(
             Decision(
                 event_id=new_id(ts),
                 ts=ts,
                 decision_id=decision_id,
                 request_id=new_id(ts),
-                app=app,
-                task=task,
+                app=job.app,
+                task=job.task,
                 features=features,
                 candidates=route.candidates,
                 probabilities=route.probabilities,
-                provider=route.provider,
-                model=route.model,
+                provider=chosen.provider,
+                model=chosen.model,
                 policy=route.policy,
                 policy_version=route.policy_version,
                 propensity=route.propensity,
-                stream=stream,
+                overrides=job.overrides,
+                stream=job.stream,
+                fallbacks=[tried.arm.name for tried in attempt_log.tried],
+                fallback_statuses=[tried.status for tried in attempt_log.tried],
+                served_by=attempt_log.served.name if attempt_log.served is not None else "",
             )
         )
-        return decision_id
-
-    async def _call(
-        self,
-        runtime: Runtime,
-        route: Route,
-        attempt: Attempt,
-        data: dict[str, Any],
-        *,
-        stream: bool,
-        forward_usage: bool,
-    ) -> Response:
-        data["model"] = route.model
-        if stream:
-            # Always ask for the usage chunk so the usage event has token counts.
-            options = data.get("stream_options")
-            data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-        headers = {DECISION_HEADER: attempt.decision_id, ARM_HEADER: route.arm, POLICY_HEADER: route.policy}
-        try:
-            upstream = await runtime.upstream.chat(route.provider, orjson.dumps(data))
-        except httpx.HTTPError as exc:
-            timeout = is_timeout(exc)
-            attempt.finish("timeout" if timeout else "error")
-            log.warning("upstream %s failed: %r", route.arm, exc)
-            raise errors.upstream_failed(route.provider, timeout=timeout) from None
-        attempt.rate_limit = rate_limit_headers(upstream.headers)
-        if stream and upstream.status_code == 200:
-            headers["cache-control"] = "no-cache"
-            return RelayResponse(upstream, attempt, forward_usage=forward_usage, headers=headers)
-        try:
-            chunks: list[bytes] = []
-            async for chunk in upstream.aiter_raw():
-                attempt.first_byte()
-                chunks.append(chunk)
-        except httpx.HTTPError as exc:
-            timeout = is_timeout(exc)
-            attempt.finish("timeout" if timeout else "error")
-            raise errors.upstream_failed(route.provider, timeout=timeout) from None
-        finally:
-            await upstream.aclose()
-        content = b"".join(chunks)
-        status = attempt_status(upstream.status_code)
-        tokens = (0, 0)
-        if status == "ok":
-            try:
-                tokens = usage_tokens(orjson.loads(content).get("usage"))
-            except (orjson.JSONDecodeError, AttributeError):
-                log.warning("upstream %s sent a body without usage", route.arm)
-        attempt.finish(status, *tokens)
-        media_type = upstream.headers.get("content-type", JSON)
-        return Response(content, status_code=upstream.status_code, media_type=media_type, headers=headers)
+        for usage in attempt_log.usages:
+            runtime.emitter.emit(usage)

@@ -1,77 +1,86 @@
-"""Which arm serves a request, and with what probability.
+"""Which arm serves a request, with what probability, and in what order the others follow.
 
-- ``model="auto"`` (see ``AUTO_MODELS``): the static champion policy draws an arm at
-  random by weight. The decision logs every candidate, its serving probability and
-  the chosen arm's propensity, so the learner can evaluate other policies off-line.
-- a catalog model, as ``gpt-4o`` or ``openai/gpt-4o``: that arm, policy
-  ``override``, propensity 1.
-- anything else: ``None`` (the caller answers 404 ``model_not_found``).
+A share ``traffic_split`` of requests is drawn by the challenger, the rest by the
+champion. Whichever draws, the decision logs the distribution actually served, the
+mixture ``(1 - s) * p_champion + s * p_challenger`` over the candidates, and the
+chosen arm's probability under it (its propensity), so the learner can evaluate
+any policy off-line. A pinned model is an ``override`` with propensity 1.
+
+The arms after the chosen one are the fallback order: the other candidates by
+champion probability, highest first.
 """
 
 from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 
-from symphony.catalog import POLICIES_DIR, Catalog, Policy, load_policy
+from proxy.candidates import Arm
+from proxy.policy import ChallengerPolicy, ChampionPolicy, RoutingPolicy
+from symphony.catalog import POLICIES_DIR, Catalog, load_policy
 from symphony.events import PolicyKind
 
-AUTO_MODELS = frozenset({"auto"})
+OVERRIDE_VERSION = "override"
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    provider: str
-    model: str
+    arms: tuple[Arm, ...]  # the chosen arm, then the fallbacks in order
     policy: PolicyKind
     policy_version: str
     candidates: list[str]
-    probabilities: list[float]
+    probabilities: list[float]  # under the mixture served
     propensity: float
 
     @property
-    def arm(self) -> str:
-        return f"{self.provider}/{self.model}"
+    def chosen(self) -> Arm:
+        return self.arms[0]
 
 
 class Router:
-    def __init__(self, catalog: Catalog, champion: Policy, rng: random.Random | None = None) -> None:
-        self._catalog = catalog
-        self._champion = champion
+    def __init__(
+        self,
+        champion: ChampionPolicy,
+        challenger: Callable[[], ChallengerPolicy],
+        traffic_split: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.champion = champion
+        self._challenger = challenger
+        self._split = traffic_split
         self._rng = rng if rng is not None else random.Random()
-        total = sum(arm.weight for arm in champion.arms)
-        self._candidates = [arm.name for arm in champion.arms]
-        self._probabilities = [arm.weight / total for arm in champion.arms]
-        self._cumulative = list(accumulate(self._probabilities))
 
-    @property
-    def policy_version(self) -> str:
-        return self._champion.version
-
-    def route(self, model: str) -> Route | None:
-        if model in AUTO_MODELS:
-            return self._draw()
-        found = self._catalog.find_model(model)
-        if found is None:
-            return None
-        provider, name = found
-        return Route(provider, name, "override", self._champion.version, [f"{provider}/{name}"], [1.0], 1.0)
-
-    def _draw(self) -> Route:
-        index = min(bisect.bisect_right(self._cumulative, self._rng.random()), len(self._cumulative) - 1)
-        arm = self._champion.arms[index]
+    def route(self, task: str, candidates: tuple[Arm, ...], *, pinned: bool = False) -> Route:
+        """Draw an arm among ``candidates``; a pinned single arm is served as an override."""
+        if pinned and len(candidates) == 1:
+            arm = candidates[0]
+            return Route(candidates, "override", OVERRIDE_VERSION, [arm.name], [1.0], 1.0)
+        names = tuple(arm.name for arm in candidates)
+        champion = self.champion.distribution(task, names)
+        challenger_policy = self._challenger()
+        challenger = challenger_policy.distribution(task, names)
+        s = self._split
+        mixture = [(1.0 - s) * pc + s * pch for pc, pch in zip(champion, challenger, strict=True)]
+        drawer: RoutingPolicy = challenger_policy if self._rng.random() < s else self.champion
+        index = self._draw(champion if drawer is self.champion else challenger)
+        rest = sorted((i for i in range(len(candidates)) if i != index), key=lambda i: -champion[i])
         return Route(
-            arm.provider,
-            arm.model,
-            "champion",
-            self._champion.version,
-            self._candidates,
-            self._probabilities,
-            self._probabilities[index],
+            (candidates[index], *(candidates[i] for i in rest)),
+            drawer.kind,
+            drawer.version,
+            list(names),
+            mixture,
+            mixture[index],
         )
+
+    def _draw(self, probabilities: tuple[float, ...]) -> int:
+        cumulative = list(accumulate(probabilities))
+        index = bisect.bisect_right(cumulative, self._rng.random() * cumulative[-1])
+        return min(index, len(probabilities) - 1)
 
 
 def resolve_policy_path(path: Path) -> Path:
@@ -86,5 +95,5 @@ def resolve_policy_path(path: Path) -> Path:
     )
 
 
-def load_router(policy_file: Path, catalog: Catalog, rng: random.Random | None = None) -> Router:
-    return Router(catalog, load_policy(resolve_policy_path(policy_file), catalog), rng)
+def load_champion(policy_file: Path, catalog: Catalog) -> ChampionPolicy:
+    return ChampionPolicy(load_policy(resolve_policy_path(policy_file), catalog))

@@ -52,6 +52,12 @@ class Decision(Event):
     stream: bool = False
     trace_id: str = ""
     span_id: str = ""
+    fallbacks: list[str] = Field(
+        default=[],
+        description="arms (provider/model) given up on before the one that served, in attempt order",
+    )
+    fallback_statuses: list[str] = Field(default=[], description="the attempt status of each of `fallbacks`")
+    served_by: str = Field(default="", description="the arm that answered; empty when every attempt failed")
 
 
 class Usage(Event):

@@ -5,78 +5,38 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import openai
 import pytest
 import redis
 from openai.types.chat import ChatCompletionMessageParam
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from proxy.app import create_app
 from proxy.emitter import EventEmitter
-from symphony.catalog import load_catalog, load_policy
-from symphony.clock import RealClock
-from symphony.events import Decision, Usage, new_id, parse_event
+from proxy.policy import ChampionPolicy
+from proxy.routing import load_champion
+from symphony.events import Usage, new_id
 from symphony.redis_server import RedisServer, free_port
 from symphony.settings import Settings
 from symphony.sim import BackgroundServer, latency
-from symphony.sim import create_app as create_sim_app
 from symphony.stream import STREAM_PREFIX
+from tests.proxy_stack import CATALOG, SHARDS, ProxyStack, read_events
 
-CATALOG = load_catalog()
-CHAMPION = load_policy(Path(__file__).resolve().parent.parent / "policies" / "champion.json", CATALOG)
-SHARDS = 4
+CHAMPION: ChampionPolicy = load_champion(Settings().policy_file, CATALOG)
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Route me somewhere good."}]
 
 
-@dataclass
-class Stack:
-    proxy: BackgroundServer
-    redis: redis.Redis
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.proxy.url}/v1"
-
-    def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base_url, api_key="any", max_retries=0)
-
-    def events(self) -> tuple[list[Decision], list[Usage]]:
-        """Stop the proxy (flushing its queue), then read every shard of the stream."""
-        self.proxy.stop()
-        decisions: list[Decision] = []
-        usages: list[Usage] = []
-        for key in self.redis.scan_iter(f"{STREAM_PREFIX}*"):
-            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], self.redis.xrange(key))
-            for _id, fields in entries:
-                event = parse_event(fields[b"e"])
-                if isinstance(event, Decision):
-                    decisions.append(event)
-                elif isinstance(event, Usage):
-                    usages.append(event)
-        return decisions, usages
-
-
-def start_proxy(redis_server: RedisServer, sim_url: str) -> BackgroundServer:
-    port = free_port()
-    settings = Settings(redis_url=redis_server.url, sim_url=sim_url, proxy_port=port, event_shards=SHARDS)
-    return BackgroundServer(create_app(settings), port=port).start()
-
-
 @pytest.fixture
-def stack(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[Stack]:
-    with BackgroundServer(create_sim_app(RealClock(), CATALOG, seed=3)) as sim:
-        proxy = start_proxy(redis_server, sim.url)
-        try:
-            yield Stack(proxy, redis_client)
-        finally:
-            proxy.stop()
+def stack(redis_server: RedisServer) -> Iterator[ProxyStack]:
+    # No challenger share: every routed decision is the champion's, exactly.
+    with ProxyStack(redis_server, traffic_split=0.0) as stack:
+        yield stack
+
+
+def sdk(stack: ProxyStack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url, api_key="any", max_retries=0)
 
 
 @dataclass
@@ -123,7 +83,7 @@ async def _one(client: openai.AsyncOpenAI, index: int) -> Received:
     )
 
 
-def test_every_request_gives_one_decision_and_one_usage(stack: Stack) -> None:
+def test_every_request_gives_one_decision_and_one_usage(stack: ProxyStack) -> None:
     n = 16
 
     async def run() -> list[Received]:
@@ -132,23 +92,25 @@ def test_every_request_gives_one_decision_and_one_usage(stack: Stack) -> None:
 
     received = {r.decision_id: r for r in asyncio.run(run())}
     assert len(received) == n
-    decisions, usages = stack.events()
+    events = stack.events()
+    decisions, usages = events.decisions, events.usages
     assert len(decisions) == n and len(usages) == n
     by_decision = {u.decision_id: u for u in usages}
     assert set(by_decision) == {d.decision_id for d in decisions} == set(received)
 
-    weights = {arm.name: arm.weight / sum(a.weight for a in CHAMPION.arms) for arm in CHAMPION.arms}
+    arms = [f"{provider}/{model}" for provider, spec in CATALOG.providers.items() for model in spec.models]
+    expected = CHAMPION.distribution("summarise", tuple(arms))
     for decision in decisions:
         got, usage = received[decision.decision_id], by_decision[decision.decision_id]
         arm = f"{decision.provider}/{decision.model}"
-        assert arm == got.arm == f"{usage.provider}/{usage.model}"
+        assert arm == got.arm == f"{usage.provider}/{usage.model}" == decision.served_by
         assert decision.policy == "champion" and decision.policy_version == CHAMPION.version
-        assert decision.candidates == list(weights)
-        assert decision.probabilities == pytest.approx(list(weights.values()))
-        assert decision.propensity == pytest.approx(weights[arm])
-        assert decision.stream is got.stream
+        assert decision.candidates == arms
+        assert decision.probabilities == pytest.approx(list(expected))
+        assert decision.propensity == pytest.approx(expected[arms.index(arm)])
+        assert decision.stream is got.stream and decision.fallbacks == []
         assert decision.task == "summarise" and decision.app.startswith("app-") and usage.app == decision.app
-        assert usage.status == "ok" and usage.attempt == 1
+        assert usage.status == "ok" and usage.attempt == 1 and usage.fallback_from == ""
         assert (usage.input_tokens, usage.output_tokens) == (got.prompt_tokens, got.completion_tokens)
         price = CATALOG.arm(usage.provider, usage.model)
         assert usage.cost_usd == pytest.approx(price.cost_usd(got.prompt_tokens, got.completion_tokens))
@@ -157,28 +119,30 @@ def test_every_request_gives_one_decision_and_one_usage(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "openai/gpt-4o"])
-def test_override_routes_to_that_arm(stack: Stack, model: str) -> None:
-    client = stack.client()
+def test_override_routes_to_that_arm(stack: ProxyStack, model: str) -> None:
+    client = sdk(stack)
     completion = client.chat.completions.create(model=model, messages=MESSAGES)
     assert completion.model == "gpt-4o"
     chunks = list(client.chat.completions.create(model=model, messages=MESSAGES, stream=True))
     # The client did not ask for usage: the chunk the proxy asked upstream for is not forwarded.
     assert all(chunk.choices and chunk.usage is None for chunk in chunks)
     streamed = len("".join(c.choices[0].delta.content or "" for c in chunks).split())
-    decisions, usages = stack.events()
+    events = stack.events()
+    decisions, usages = events.decisions, events.usages
     assert len(decisions) == len(usages) == 2
     for decision in decisions:
         assert (decision.provider, decision.model, decision.policy) == ("openai", "gpt-4o", "override")
         assert decision.propensity == 1.0 and decision.candidates == ["openai/gpt-4o"]
         assert decision.app == "default" and decision.task == "chat"
+        assert decision.overrides == {"model": model}
     stream_usage = next(
         u for u in usages if u.decision_id == next(d for d in decisions if d.stream).decision_id
     )
     assert stream_usage.output_tokens == streamed > 0
 
 
-def test_models_lists_auto_arms_and_names(stack: Stack) -> None:
-    ids = [model.id for model in stack.client().models.list()]
+def test_models_lists_auto_arms_and_names(stack: ProxyStack) -> None:
+    ids = [model.id for model in sdk(stack).models.list()]
     assert ids[0] == "auto"
     for provider, spec in CATALOG.providers.items():
         for model in spec.models:
@@ -209,7 +173,7 @@ BAD_INPUTS: list[tuple[bytes, int, str | None]] = [
 ]
 
 
-def test_bad_input_is_a_4xx_naming_the_field(stack: Stack) -> None:
+def test_bad_input_is_a_4xx_naming_the_field(stack: ProxyStack) -> None:
     for body, status, param in BAD_INPUTS:
         response = httpx.post(
             f"{stack.base_url}/chat/completions", content=body, headers={"content-type": "application/json"}
@@ -222,53 +186,55 @@ def test_bad_input_is_a_4xx_naming_the_field(stack: Stack) -> None:
         assert error["param"] == param, case
         assert param is None or param in error["message"], case
     # Nothing was routed, so nothing was logged.
-    assert stack.events() == ([], [])
+    events = stack.events()
+    assert events.decisions == events.usages == []
 
 
-def test_sdk_raises_bad_request_naming_the_field(stack: Stack) -> None:
+def test_sdk_raises_bad_request_naming_the_field(stack: ProxyStack) -> None:
     bad: Any = [{"role": "robot", "content": "hi"}]
     with pytest.raises(openai.BadRequestError) as caught:
-        stack.client().chat.completions.create(model="auto", messages=bad)
+        sdk(stack).chat.completions.create(model="auto", messages=bad)
     assert caught.value.param == "messages.0.role"
     assert "messages.0.role" in caught.value.message
     with pytest.raises(openai.NotFoundError) as not_found:
-        stack.client().chat.completions.create(model="gpt-5-imaginary", messages=MESSAGES)
+        sdk(stack).chat.completions.create(model="gpt-5-imaginary", messages=MESSAGES)
     assert not_found.value.code == "model_not_found"
 
 
-async def _limited_upstream(request: Request) -> Response:
-    headers = {"x-ratelimit-remaining-requests": "0", "retry-after": "7"}
-    body = b'{"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}}'
-    return Response(body, status_code=429, media_type="application/json", headers=headers)
-
-
-def test_upstream_errors_pass_through(redis_server: RedisServer, redis_client: redis.Redis) -> None:
-    # The simulator gains faults and rate limits in a later issue; until then a stub upstream answers 429.
-    limited = Starlette(
-        routes=[Route("/{provider}/v1/chat/completions", _limited_upstream, methods=["POST"])]
-    )
-    with BackgroundServer(limited) as upstream:
-        stack = Stack(start_proxy(redis_server, upstream.url), redis_client)
-        with pytest.raises(openai.RateLimitError) as caught:
-            stack.client().chat.completions.create(model="sonar", messages=MESSAGES, stream=True)
-        assert caught.value.message.endswith("slow down")
-        _, usages = stack.events()
+def test_upstream_errors_reach_the_sdk_as_its_own(stack: ProxyStack) -> None:
+    stack.faults("perplexity", rate_429=1.0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk(stack).chat.completions.create(model="sonar", messages=MESSAGES, stream=True)
+    assert "perplexity" in caught.value.message
+    assert caught.value.response.headers["retry-after"] == "1"
+    usages = stack.events().usages
     assert [(u.status, u.provider, u.output_tokens, u.cost_usd) for u in usages] == [
         ("429", "perplexity", 0, 0.0)
     ]
-    assert usages[0].rate_limit == {"x-ratelimit-remaining-requests": "0", "retry-after": "7"}
+    assert usages[0].rate_limit["retry-after"] == "1"
+    assert "x-ratelimit-remaining-requests" in usages[0].rate_limit
 
 
-def test_unreachable_upstream_is_502(redis_server: RedisServer, redis_client: redis.Redis) -> None:
-    stack = Stack(start_proxy(redis_server, f"http://127.0.0.1:{free_port()}"), redis_client)
-    response = httpx.post(
-        f"{stack.base_url}/chat/completions",
-        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+def test_unreachable_upstream_is_502(redis_server: RedisServer) -> None:
+    port = free_port()
+    settings = Settings(
+        redis_url=redis_server.url,
+        sim_url=f"http://127.0.0.1:{free_port()}",
+        proxy_port=port,
+        event_shards=SHARDS,
+        simulated_providers="all",
     )
+    with BackgroundServer(create_app(settings), port=port) as proxy:
+        response = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+        )
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
-    decisions, usages = stack.events()
-    assert len(decisions) == 1 and [u.status for u in usages] == ["error"]
+    client = redis.Redis.from_url(redis_server.url)
+    events = read_events(client)
+    client.close()
+    assert len(events.decisions) == 1 and [u.status for u in events.usages] == ["error"]
 
 
 def test_emitter_keeps_events_while_redis_is_down(
@@ -313,7 +279,7 @@ def test_emitter_keeps_events_while_redis_is_down(
     assert sum(redis_client.xlen(f"{STREAM_PREFIX}{shard}") for shard in range(SHARDS)) == 50
 
 
-def test_client_gone_mid_stream_still_logs_usage(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_client_gone_mid_stream_still_logs_usage(stack: ProxyStack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(
         latency.MODEL_LATENCY, ("grok", "grok-3-mini"), latency.Latency(ttft_s=0.01, tokens_per_s=20)
     )
@@ -321,6 +287,8 @@ def test_client_gone_mid_stream_still_logs_usage(stack: Stack, monkeypatch: pyte
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body) as response:
         assert response.status_code == 200
         next(response.iter_raw())  # the first event, then hang up
-    decisions, usages = stack.events()
-    assert len(decisions) == 1
-    assert [(u.decision_id, u.status) for u in usages] == [(decisions[0].decision_id, "cancelled")]
+    events = stack.events()
+    assert len(events.decisions) == 1
+    assert [(u.decision_id, u.status) for u in events.usages] == [
+        (events.decisions[0].decision_id, "cancelled")
+    ]

@@ -1,0 +1,77 @@
+"""The challenger distribution, read from Redis in the background.
+
+The learner publishes ``symphony:policy:challenger`` as JSON ``{"version": str,
+"weights": {"provider/model": w}}``. A task polls it every ``interval_s`` and swaps
+in the new policy when the version changes, so a request never waits on Redis for
+it. Until anything is published the challenger is uniform; when the key goes away
+it becomes uniform again; when Redis is unreachable or the value is malformed the
+last good policy keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from proxy.policy import ChallengerPolicy
+
+CHALLENGER_KEY = "symphony:policy:challenger"
+
+log = logging.getLogger(__name__)
+
+
+class ChallengerFeed:
+    def __init__(self, client: aioredis.Redis, *, interval_s: float = 1.0) -> None:
+        self._client = client
+        self._interval_s = interval_s
+        self._raw: bytes | str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.current = ChallengerPolicy.uniform()
+
+    def __call__(self) -> ChallengerPolicy:
+        return self.current
+
+    async def start(self) -> None:
+        """Read once now (a published policy serves from the first request), then poll."""
+        await self.refresh()
+        self._task = asyncio.create_task(self._poll(), name="symphony-challenger-feed")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def refresh(self) -> None:
+        try:
+            raw = await self._client.get(CHALLENGER_KEY)
+        except (RedisError, OSError) as exc:
+            log.warning("challenger policy unreadable (%s); keeping version %s", exc, self.current.version)
+            return
+        if raw == self._raw:
+            return
+        self._raw = raw
+        if raw is None:
+            self.current = ChallengerPolicy.uniform()
+            return
+        try:
+            self.current = ChallengerPolicy.from_json(raw)
+        except ValueError as exc:
+            log.warning(
+                "challenger policy in %s is malformed (%s); keeping version %s",
+                CHALLENGER_KEY,
+                exc,
+                self.current.version,
+            )
+            return
+        log.info("challenger policy version %s", self.current.version)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.refresh()

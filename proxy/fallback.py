@@ -1,0 +1,293 @@
+"""The attempt loop: call the route's arms in order until one answers.
+
+An attempt falls back to the next arm on a 429 (its provider then cools for the
+``retry-after`` it sent), a 5xx or any other provider-side error, a connection
+error, and a first byte later than the time-to-first-token limit. For a stream the
+first upstream chunk is awaited before anything reaches the client, so a slow
+provider is abandoned while the next can still serve. For a non-streamed answer the
+first byte is the whole answer, so its limit is the first-token limit plus the
+time the arm takes per token (``LatencyEstimates``) for the answer's size bound.
+The request deadline bounds the whole loop; a 4xx that says the request itself is
+bad (400, 413, 422) goes back to the client at once.
+
+Each attempt ends in one ``Usage`` event (attempt number, status, ``fallback_from``
+= the arm tried before it). The loop returns them instead of emitting them, so the
+gateway can emit the decision, which records the fallbacks, first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+
+from proxy import errors
+from proxy.adapters.base import (
+    Adapter,
+    Answer,
+    StreamTranslator,
+    UnsupportedFeature,
+    UpstreamFailure,
+    UpstreamRequest,
+)
+from proxy.attempt import Attempt
+from proxy.breaker import Breaker, Breakers
+from proxy.candidates import Arm, output_tokens
+from proxy.job import Job
+from proxy.latency import LatencyEstimates
+from proxy.routing import Route
+from proxy.upstream import TRANSPORT_ERRORS, is_timeout, send
+from symphony.clock import Clock, monotonic
+from symphony.events import AttemptStatus, Usage
+
+logger = logging.getLogger(__name__)
+
+# Provider answers that say the request itself is wrong: another provider would refuse it too.
+CLIENT_ERRORS = frozenset({400, 413, 422})
+
+
+@dataclass(frozen=True, slots=True)
+class Tried:
+    """An attempt that failed, as the decision and the native API report it."""
+
+    arm: Arm
+    status: AttemptStatus
+    http_status: int
+
+
+@dataclass(slots=True)
+class UpstreamStream:
+    """A stream whose first chunk has arrived; nothing has reached the client yet."""
+
+    arm: Arm
+    attempt: Attempt
+    translator: StreamTranslator
+    response: httpx.Response
+    chunks: AsyncIterator[bytes]
+    first: bytes
+
+
+@dataclass(slots=True)
+class AttemptLog:
+    """What the loop did, kept by the caller so that it survives a cancelled request."""
+
+    tried: list[Tried] = field(default_factory=list)  # failed attempts, in order
+    usages: list[Usage] = field(default_factory=list)  # finished attempts' events, to emit after the decision
+    served: Arm | None = None  # the arm that answered
+
+    @property
+    def attempts(self) -> int:
+        return len(self.tried) + (self.served is not None)
+
+
+def _local_failure(status: AttemptStatus, http_status: int, message: str, code: str) -> UpstreamFailure:
+    return UpstreamFailure(status, http_status, None, errors.error_body(message, "api_error", None, code))
+
+
+class AttemptLoop:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        adapters: Mapping[str, Adapter],
+        breakers: Breakers,
+        latency: LatencyEstimates,
+        clock: Clock,
+        *,
+        ttft_limit_s: float,
+    ) -> None:
+        self._http = http
+        self._adapters = adapters
+        self._breakers = breakers
+        self._latency = latency
+        self._clock = clock
+        self._ttft_limit_s = ttft_limit_s
+
+    async def run(
+        self, job: Job, route: Route, decision_id: str, deadline: float, log: AttemptLog
+    ) -> Answer | UpstreamStream | UpstreamFailure:
+        """Try ``route.arms`` in order: the first answer, else the last failure.
+
+        ``ApiError`` when no attempt could even start.
+        """
+        last: UpstreamFailure | None = None
+        refused: UnsupportedFeature | None = None
+        for arm in route.arms:
+            if monotonic() >= deadline:
+                break
+            breaker = self._breakers[arm.provider]
+            if not breaker.begin(monotonic()):
+                continue  # it started cooling or failing since the candidates were chosen
+            adapter = self._adapters[arm.provider]
+            try:
+                request = adapter.request(job.body, arm.model, stream=job.stream)
+            except UnsupportedFeature as exc:  # the adapter's last guard behind the capability filter
+                breaker.release()
+                refused = refused or exc
+                continue
+            attempt = Attempt(
+                decision_id=decision_id,
+                app=job.app,
+                provider=arm.provider,
+                model=arm.model,
+                price=arm.price,
+                clock=self._clock,
+                number=len(log.tried) + 1,
+                fallback_from=log.tried[-1].arm.name if log.tried else "",
+            )
+            result = await self._attempt(arm, adapter, attempt, request, job, breaker, log.usages, deadline)
+            if not isinstance(result, UpstreamFailure):
+                log.served = arm
+                return result
+            log.tried.append(Tried(arm, result.status, result.http_status))
+            last = result
+            if result.http_status in CLIENT_ERRORS:
+                return result
+        if monotonic() >= deadline:
+            return self._deadline_failure()
+        if last is not None:
+            return last
+        raise self._nothing_attempted(route, refused)
+
+    async def _attempt(
+        self,
+        arm: Arm,
+        adapter: Adapter,
+        attempt: Attempt,
+        request: UpstreamRequest,
+        job: Job,
+        breaker: Breaker,
+        usages: list[Usage],
+        deadline: float,
+    ) -> Answer | UpstreamStream | UpstreamFailure:
+        """One attempt, its usage event queued and its breaker told (a stream's only at its end)."""
+        try:
+            result = await self._call(arm, adapter, attempt, request, job, deadline)
+        except BaseException:
+            _queue(usages, attempt.finish("cancelled"))  # the client went away: not the provider's fault
+            breaker.release()
+            raise
+        now = monotonic()
+        if isinstance(result, UpstreamFailure):
+            _queue(usages, attempt.finish(result.status))
+            if result.http_status in CLIENT_ERRORS:
+                breaker.release()
+            else:
+                breaker.failure(now, retry_after_s=result.retry_after_s)
+            logger.debug(
+                "attempt %d on %s failed: %s (%d)",
+                attempt.number,
+                arm.name,
+                result.status,
+                result.http_status,
+            )
+            return result
+        breaker.success()
+        if isinstance(result, Answer):
+            usage = attempt.finish("ok", result.input_tokens, result.output_tokens)
+            _queue(usages, usage)
+            if usage is not None:
+                self._observe(arm, usage, stream=False)
+        return result
+
+    async def _call(
+        self,
+        arm: Arm,
+        adapter: Adapter,
+        attempt: Attempt,
+        request: UpstreamRequest,
+        job: Job,
+        deadline: float,
+    ) -> Answer | UpstreamStream | UpstreamFailure:
+        limit_s = min(self._limit_s(arm, job), deadline - monotonic())
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(limit_s):
+                response = await send(self._http, request)
+                attempt.rate_limit = adapter.rate_limits(response.headers)
+                if not response.is_success:
+                    body = await response.aread()
+                    return adapter.failure(response.status_code, response.headers, body)
+                if job.stream:
+                    chunks = response.aiter_raw()
+                    first = await anext(chunks, b"")
+                    attempt.first_byte()
+                    if not first:
+                        return _local_failure(
+                            "error", 502, f"`{arm.name}` sent an empty stream.", "upstream_error"
+                        )
+                    translator = adapter.stream(arm.model, include_usage=job.include_usage)
+                    stream, response = UpstreamStream(arm, attempt, translator, response, chunks, first), None
+                    return stream
+                attempt.first_byte()
+                content = await response.aread()
+        except TimeoutError:
+            why = "the request deadline" if monotonic() >= deadline else "the first-token limit"
+            message = f"`{arm.name}` did not answer within {why}."
+            return _local_failure("timeout", 504, message, "upstream_timeout")
+        except TRANSPORT_ERRORS as exc:
+            if is_timeout(exc):
+                return _local_failure("timeout", 504, f"`{arm.name}` timed out.", "upstream_timeout")
+            logger.warning("upstream %s unreachable: %r", arm.name, exc)
+            return _local_failure("error", 502, f"`{arm.name}` could not be reached.", "upstream_error")
+        finally:
+            if response is not None:
+                await response.aclose()
+        try:
+            return adapter.response(content)
+        except Exception:  # a 2xx body the adapter cannot read is the provider's failure
+            logger.exception("answer from %s could not be read", arm.name)
+            return _local_failure(
+                "error", 502, f"`{arm.name}` sent an answer the proxy cannot read.", "upstream_error"
+            )
+
+    def _limit_s(self, arm: Arm, job: Job) -> float:
+        if job.stream:
+            return self._ttft_limit_s
+        return self._ttft_limit_s + self._latency.ms_per_token(arm.name) * output_tokens(job.body) / 1000.0
+
+    def finish_stream(self, stream: UpstreamStream, status: AttemptStatus) -> Usage | None:
+        """End a served stream's attempt: its usage event, its breaker and latency figures."""
+        translator = stream.translator
+        usage = stream.attempt.finish(status, translator.input_tokens, translator.output_tokens)
+        breaker = self._breakers[stream.arm.provider]
+        if status in ("error", "timeout"):
+            breaker.failure(monotonic())
+        if usage is not None and status == "ok":
+            self._observe(stream.arm, usage, stream=True)
+        return usage
+
+    def _observe(self, arm: Arm, usage: Usage, *, stream: bool) -> None:
+        self._latency.observe(
+            arm.name,
+            ttfb_ms=usage.ttfb_ms,
+            latency_ms=usage.latency_ms,
+            output_tokens=usage.output_tokens,
+            stream=stream,
+        )
+
+    @staticmethod
+    def _deadline_failure() -> UpstreamFailure:
+        return _local_failure(
+            "timeout", 504, "No provider answered within the request deadline.", "deadline_exceeded"
+        )
+
+    def _nothing_attempted(self, route: Route, refused: UnsupportedFeature | None) -> errors.ApiError:
+        if refused is not None:
+            return errors.ApiError(400, str(refused), param=refused.param, code="unsupported_feature")
+        now = monotonic()
+        wait = min(self._breakers[arm.provider].retry_in(now) for arm in route.arms)
+        return errors.ApiError(
+            503,
+            "Every candidate provider is failing or cooling down; retry shortly.",
+            type_="api_error",
+            code="providers_unavailable",
+            headers={"retry-after": str(max(1, round(wait)))},
+        )
+
+
+def _queue(usages: list[Usage], usage: Usage | None) -> None:
+    if usage is not None:
+        usages.append(usage)

@@ -1,0 +1,40 @@
+"""Model names as clients send them: ``auto``, a catalog model, or ``provider/model``."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import orjson
+
+from proxy import errors
+from proxy.candidates import Pin
+from symphony.catalog import Catalog
+
+# Symphony picks the arm.
+AUTO_MODELS = frozenset({"auto"})
+
+
+def pin_for_model(catalog: Catalog, model: str) -> Pin | None:
+    """``None`` for ``auto``, the arm a catalog model names, else ``ApiError`` 404."""
+    if model in AUTO_MODELS:
+        return None
+    found = catalog.find_model(model)
+    if found is None:
+        raise errors.model_not_found(model)
+    return Pin(*found)
+
+
+def models_body(catalog: Catalog, providers: Collection[str]) -> bytes:
+    """``GET /v1/models``: ``auto``, then every servable arm as ``provider/model``, then plain model names."""
+    entries: dict[str, str] = {model: "symphony" for model in sorted(AUTO_MODELS)}
+    servable = [(provider, spec) for provider, spec in catalog.providers.items() if provider in providers]
+    for provider, spec in servable:
+        for model in spec.models:
+            entries[f"{provider}/{model}"] = provider
+    for provider, spec in servable:
+        for model in spec.models:
+            entries.setdefault(model, provider)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in entries.items()
+    ]
+    return orjson.dumps({"object": "list", "data": data})

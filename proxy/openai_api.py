@@ -1,0 +1,71 @@
+"""The OpenAI-compatible API: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+The canonical form is this API's own, so answers, streams and provider errors go
+back as the bytes the gateway holds. ``model`` is ``auto`` (Symphony routes) or a
+catalog model, plain or as ``provider/model`` (pinned). Headers
+``x-symphony-app`` and ``x-symphony-task`` name the calling app and the task.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.adapters.base import Answer, UpstreamFailure
+from proxy.body import MAX_BODY_BYTES, parse_chat_request, read_limited
+from proxy.gateway import Gateway, Outcome, retry_after_header
+from proxy.job import Job
+from proxy.models import models_body, pin_for_model
+from proxy.streaming import Render
+
+JSON = "application/json"
+APP_HEADER = "x-symphony-app"
+TASK_HEADER = "x-symphony-task"
+DEFAULT_APP = "default"
+DEFAULT_TASK = "chat"
+
+
+def app_and_task(request: Request) -> tuple[str, str]:
+    return request.headers.get(APP_HEADER) or DEFAULT_APP, request.headers.get(TASK_HEADER) or DEFAULT_TASK
+
+
+class OpenAIFormat:
+    """Renders the gateway's canonical results as they are."""
+
+    def answer(self, answer: Answer, outcome: Outcome) -> Response:
+        return Response(answer.body, media_type=JSON, headers=outcome.headers())
+
+    def stream_renderer(self, outcome: Outcome) -> Render | None:
+        return None
+
+    def failure(self, failure: UpstreamFailure, outcome: Outcome) -> Response:
+        headers = {**outcome.headers(), **retry_after_header(failure.retry_after_s)}
+        return Response(failure.body, status_code=failure.http_status, media_type=JSON, headers=headers)
+
+
+OPENAI_FORMAT = OpenAIFormat()
+
+
+class OpenAIApi:
+    def __init__(self, gateway: Gateway, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self._gateway = gateway
+        self._max_body_bytes = max_body_bytes
+        self._models_body = models_body(gateway.catalog, gateway.adapters)
+
+    async def chat_completions(self, request: Request) -> Response:
+        data, chat = parse_chat_request(await read_limited(request, self._max_body_bytes))
+        pin = pin_for_model(self._gateway.catalog, chat.model)
+        app, task = app_and_task(request)
+        job = Job(
+            body=data,
+            app=app,
+            task=task,
+            stream=chat.stream,
+            include_usage=chat.include_usage,
+            pin=pin,
+            overrides={"model": chat.model} if pin is not None else {},
+        )
+        return await self._gateway.execute(job, OPENAI_FORMAT)
+
+    async def models(self, request: Request) -> Response:
+        return Response(self._models_body, media_type=JSON)
