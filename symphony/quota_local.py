@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from symphony.quota_store import Refusal, Reservation, retry_after_ms
+from symphony.quota_store import Amounts, Refusal, Reservation, reservation_of, retry_after_ms
 from symphony.quotas import Limit
 
 
@@ -35,38 +35,47 @@ class LocalQuotaStore:
         return [self._buckets.get(limit.key(b), 0) for b in limit.window.buckets(now)], 0
 
     def reserve(
-        self, limits: Sequence[Limit], now_ms: int, *, provider: str, model: str, tokens: int
+        self,
+        limits: Sequence[Limit],
+        now_ms: int,
+        *,
+        provider: str,
+        model: str,
+        tokens: int,
+        cost_micros: int = 0,
     ) -> Reservation | Refusal:
+        reserved = Amounts(tokens, cost_micros)
         for limit in limits:
-            amount = 1 if limit.metric == "requests" else tokens
+            amount = reserved.of(limit.metric)
             values, closes_in = self._values(limit, now_ms)
             cap = self._cap(limit)
             if amount > 0 and sum(values) + amount > cap:
                 return Refusal(
                     limit, cap, sum(values), retry_after_ms(limit, values, closes_in, amount, cap, now_ms)
                 )
-        keys, args = [], []
-        for limit in limits:
-            amount = 1 if limit.metric == "requests" else tokens
-            key = limit.key(limit.window.buckets(now_ms)[0])
-            start = 0
-            if limit.window.reset == "first_use":
-                values, closes_in = self._values(limit, now_ms)
-                start = now_ms + closes_in - limit.window.length_ms if closes_in else now_ms
-                self._first_use[key] = (start, values[0] + amount)
-                self._expiry[key] = now_ms + limit.window.ttl_ms
-            elif amount > 0:
-                self._buckets[key] = self._buckets.get(key, 0) + amount
-                self._expiry.setdefault(key, now_ms + limit.window.ttl_ms)
-            if limit.metric == "tokens":
-                keys.append(key)
-                args += [start, limit.window.ttl_ms]
-        return Reservation(provider, model, tokens, tuple(keys), tuple(args))
+        starts = [self._write(limit, now_ms, reserved.of(limit.metric)) for limit in limits]
+        return reservation_of(limits, now_ms, provider, model, reserved, starts)
 
-    def settle(self, reservation: Reservation, actual_tokens: int) -> None:
-        delta = actual_tokens - reservation.tokens
-        for index, key in enumerate(reservation.token_keys):
-            start = reservation.token_args[2 * index]
+    def _write(self, limit: Limit, now_ms: int, amount: int) -> int:
+        """Add ``amount`` to the current bucket; the first-use window's start, else 0."""
+        key = limit.key(limit.window.buckets(now_ms)[0])
+        if limit.window.reset == "first_use":
+            values, closes_in = self._values(limit, now_ms)
+            start = now_ms + closes_in - limit.window.length_ms if closes_in else now_ms
+            self._first_use[key] = (start, values[0] + amount)
+            self._expiry[key] = now_ms + limit.window.ttl_ms
+            return start
+        if amount > 0:
+            self._buckets[key] = self._buckets.get(key, 0) + amount
+            self._expiry.setdefault(key, now_ms + limit.window.ttl_ms)
+        return 0
+
+    def settle(self, reservation: Reservation, actual_tokens: int, actual_cost_micros: int = 0) -> None:
+        argv = reservation.settle_argv(Amounts(actual_tokens, actual_cost_micros))
+        for index, key in enumerate(reservation.settle_keys):
+            delta, start = argv[3 * index], argv[3 * index + 1]
+            if delta == 0:
+                continue
             if start:
                 current, used = self._first_use.get(key, (-1, 0))
                 if current == start:

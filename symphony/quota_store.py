@@ -18,7 +18,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from symphony.quotas import Limit
+from symphony.quotas import Limit, Metric
 
 # KEYS, per limit: its runtime-cap key, then the bucket keys of its window (current first).
 # ARGV[1] = now (event ms); ARGV[2] = number of limits; then per limit: bucket count, policy cap,
@@ -79,15 +79,16 @@ for i = 1, limits do reply[i + 1] = starts[i] end
 return reply
 """
 
-# KEYS: the token buckets a reservation counted against; ARGV[1]: tokens to add (negative
-# refunds); then per key: the start of its first-use window (0 for a plain bucket) and its TTL.
-# A first-use window that has since reopened is left alone; a refund never takes a bucket
-# below zero; a charge re-creates a bucket that expired (it is outside its window by then).
+# KEYS: the token and spend buckets a reservation counted against; per key, ARGV holds the
+# amount to add (negative refunds), the start of its first-use window (0 for a plain bucket)
+# and its TTL. A first-use window that has since reopened is left alone; a refund never takes
+# a bucket below zero; a charge re-creates a bucket that expired (it is outside its window).
 SETTLE_LUA = """
-local delta = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  local start, ttl = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  if start > 0 then
+  local delta = tonumber(ARGV[3 * i - 2])
+  local start, ttl = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  if delta == 0 then
+  elseif start > 0 then
     if tonumber(redis.call('HGET', key, 'start') or '-1') == start then
       if redis.call('HINCRBY', key, 'used', delta) < 0 then redis.call('HSET', key, 'used', 0) end
     end
@@ -101,14 +102,38 @@ return #KEYS
 
 
 @dataclass(frozen=True, slots=True)
+class Amounts:
+    """What one request counts: one request, its tokens and its cost in micro-dollars."""
+
+    tokens: int
+    cost_micros: int = 0
+
+    def of(self, metric: Metric) -> int:
+        return 1 if metric == "requests" else self.tokens if metric == "tokens" else self.cost_micros
+
+
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """What a granted reservation wrote, so settlement touches the same buckets."""
 
     provider: str
     model: str
-    tokens: int
-    token_keys: tuple[str, ...]
-    token_args: tuple[int, ...]  # per token key: its first-use window's start (else 0), its TTL
+    reserved: Amounts
+    settle_keys: tuple[str, ...]  # the token and spend buckets counted against
+    settle_metrics: tuple[Metric, ...]
+    settle_args: tuple[int, ...]  # per key: its first-use window's start (else 0), its TTL
+
+    @property
+    def tokens(self) -> int:
+        return self.reserved.tokens
+
+    def settle_argv(self, actual: Amounts) -> list[int]:
+        """SETTLE_LUA's arguments: per key the difference actual - reserved, start, TTL."""
+        argv: list[int] = []
+        for index, metric in enumerate(self.settle_metrics):
+            delta = actual.of(metric) - self.reserved.of(metric)
+            argv += [delta, self.settle_args[2 * index], self.settle_args[2 * index + 1]]
+        return argv
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,32 +155,39 @@ class ReservePlan:
     limits: Sequence[Limit]
     amounts: list[int]
     now_ms: int
+    reserved: Amounts
 
-    def reservation(self, provider: str, model: str, tokens: int, starts: Sequence[int]) -> Reservation:
-        token_limits = [
-            (limit, start)
-            for limit, start in zip(self.limits, starts, strict=True)
-            if limit.metric == "tokens"
-        ]
-        keys = tuple(limit.key(limit.window.buckets(self.now_ms)[0]) for limit, _ in token_limits)
-        args = tuple(value for limit, start in token_limits for value in (start, limit.window.ttl_ms))
-        return Reservation(provider, model, tokens, keys, args)
+    def reservation(self, provider: str, model: str, starts: Sequence[int]) -> Reservation:
+        return reservation_of(self.limits, self.now_ms, provider, model, self.reserved, starts)
 
 
-def plan_reservation(limits: Sequence[Limit], now_ms: int, tokens: int) -> ReservePlan:
+def reservation_of(
+    limits: Sequence[Limit], now_ms: int, provider: str, model: str, reserved: Amounts, starts: Sequence[int]
+) -> Reservation:
+    """The record of a granted reservation: which buckets settlement must correct."""
+    settled = [
+        (limit, start) for limit, start in zip(limits, starts, strict=True) if limit.metric != "requests"
+    ]
+    keys = tuple(limit.key(limit.window.buckets(now_ms)[0]) for limit, _ in settled)
+    metrics = tuple(limit.metric for limit, _ in settled)
+    args = tuple(value for limit, start in settled for value in (start, limit.window.ttl_ms))
+    return Reservation(provider, model, reserved, keys, metrics, args)
+
+
+def plan_reservation(limits: Sequence[Limit], now_ms: int, reserved: Amounts) -> ReservePlan:
     keys: list[str] = []
     args: list[int] = [now_ms, len(limits)]
     amounts: list[int] = []
     for limit in limits:
         window = limit.window
         buckets = window.buckets(now_ms)
-        amount = 1 if limit.metric == "requests" else tokens
+        amount = reserved.of(limit.metric)
         first_use_span = window.length_ms if window.reset == "first_use" else 0
         keys.append(limit.runtime_cap_key)
         keys += [limit.key(bucket) for bucket in buckets]
         args += [len(buckets), limit.cap, amount, window.ttl_ms, first_use_span]
         amounts.append(amount)
-    return ReservePlan(keys, args, limits, amounts, now_ms)
+    return ReservePlan(keys, args, limits, amounts, now_ms, reserved)
 
 
 def retry_after_ms(
@@ -176,11 +208,9 @@ def retry_after_ms(
     return None
 
 
-def _outcome(
-    plan: ReservePlan, reply: list[Any], provider: str, model: str, tokens: int
-) -> Reservation | Refusal:
+def _outcome(plan: ReservePlan, reply: list[Any], provider: str, model: str) -> Reservation | Refusal:
     if int(reply[0]) == 1:
-        return plan.reservation(provider, model, tokens, [int(v) for v in reply[1:]])
+        return plan.reservation(provider, model, [int(v) for v in reply[1:]])
     index, cap, closes_in = int(reply[1]) - 1, int(reply[2]), int(reply[3])
     values = [int(v) for v in reply[4:]]
     limit = plan.limits[index]
@@ -196,16 +226,22 @@ class QuotaStore:
         self._settle = client.register_script(SETTLE_LUA)
 
     def reserve(
-        self, limits: Sequence[Limit], now_ms: int, *, provider: str, model: str, tokens: int
+        self,
+        limits: Sequence[Limit],
+        now_ms: int,
+        *,
+        provider: str,
+        model: str,
+        tokens: int,
+        cost_micros: int = 0,
     ) -> Reservation | Refusal:
-        plan = plan_reservation(limits, now_ms, tokens)
-        reply = self._reserve(keys=plan.keys, args=plan.args)
-        return _outcome(plan, reply, provider, model, tokens)
+        plan = plan_reservation(limits, now_ms, Amounts(tokens, cost_micros))
+        return _outcome(plan, self._reserve(keys=plan.keys, args=plan.args), provider, model)
 
-    def settle(self, reservation: Reservation, actual_tokens: int) -> None:
-        delta = actual_tokens - reservation.tokens
-        if delta and reservation.token_keys:
-            self._settle(keys=list(reservation.token_keys), args=[delta, *reservation.token_args])
+    def settle(self, reservation: Reservation, actual_tokens: int, actual_cost_micros: int = 0) -> None:
+        argv = reservation.settle_argv(Amounts(actual_tokens, actual_cost_micros))
+        if any(argv[0::3]):
+            self._settle(keys=list(reservation.settle_keys), args=argv)
 
 
 class AsyncQuotaStore:
@@ -216,13 +252,19 @@ class AsyncQuotaStore:
         self._settle = client.register_script(SETTLE_LUA)
 
     async def reserve(
-        self, limits: Sequence[Limit], now_ms: int, *, provider: str, model: str, tokens: int
+        self,
+        limits: Sequence[Limit],
+        now_ms: int,
+        *,
+        provider: str,
+        model: str,
+        tokens: int,
+        cost_micros: int = 0,
     ) -> Reservation | Refusal:
-        plan = plan_reservation(limits, now_ms, tokens)
-        reply = await self._reserve(keys=plan.keys, args=plan.args)
-        return _outcome(plan, reply, provider, model, tokens)
+        plan = plan_reservation(limits, now_ms, Amounts(tokens, cost_micros))
+        return _outcome(plan, await self._reserve(keys=plan.keys, args=plan.args), provider, model)
 
-    async def settle(self, reservation: Reservation, actual_tokens: int) -> None:
-        delta = actual_tokens - reservation.tokens
-        if delta and reservation.token_keys:
-            await self._settle(keys=list(reservation.token_keys), args=[delta, *reservation.token_args])
+    async def settle(self, reservation: Reservation, actual_tokens: int, actual_cost_micros: int = 0) -> None:
+        argv = reservation.settle_argv(Amounts(actual_tokens, actual_cost_micros))
+        if any(argv[0::3]):
+            await self._settle(keys=list(reservation.settle_keys), args=argv)

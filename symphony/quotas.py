@@ -48,7 +48,8 @@ from symphony.catalog import POLICIES_DIR
 
 QUOTAS_FILE = POLICIES_DIR / "quotas.v1.json"
 
-Metric = Literal["requests", "tokens"]
+# usd_micros: spend in millionths of a dollar (app budgets)
+Metric = Literal["requests", "tokens", "usd_micros"]
 Reset = Literal["rolling", "fixed", "first_use"]
 METRICS: tuple[Metric, ...] = ("requests", "tokens")
 
