@@ -7,6 +7,7 @@ it before any process starts, with a message naming the variable.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,9 @@ from symphony import clock
 from symphony.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
+    import redis
+
+    from symphony.app_keys import AppKey
     from symphony.supervisor import Stack
 
 EXIT_USAGE = 2
@@ -116,6 +120,90 @@ def cmd_quotas_matrix(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis(settings: Settings) -> redis.Redis:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        raise StackUnavailable(
+            f"nothing answers at REDIS_URL={settings.redis_url}; start the stack (`just up`) or set REDIS_URL"
+        ) from None
+    return client
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from symphony.app_keys import AppKey, create_key
+
+    template = AppKey(
+        prefix="",
+        app=args.app,
+        created_ms=clock.wall_ms(),
+        budget_usd_day=args.budget_usd_day,
+        budget_usd_month=args.budget_usd_month,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        models=tuple(args.models or ()),
+    )
+    try:
+        key, record = create_key(_redis(settings), template)
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
+    if args.json:
+        print(json.dumps({"key": key, **_public(record)}, indent=2))
+    else:
+        print(f"created key {record.prefix} for app {record.app}; it is shown only now:\n\n    {key}\n")
+    return 0
+
+
+def _public(record: AppKey, *, human: bool = False) -> dict[str, object]:
+    """A key's record without its hash; times as ISO 8601 for people, epoch ms for machines."""
+    fields = {name: getattr(record, name) for name in KEY_COLUMNS}
+    fields["models"] = ",".join(record.models)
+    if human:
+        for name in ("created_ms", "revoked_ms"):
+            fields[name] = "" if fields[name] is None else clock.utc_datetime(int(str(fields[name]))).isoformat()
+    return fields
+
+
+def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    from symphony import report
+    from symphony.app_keys import list_keys
+
+    rows = [list(_public(record, human=not args.json).values()) for record in list_keys(_redis(settings))]
+    print(report.render(KEY_COLUMNS, rows, as_json=args.json))
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from symphony.app_keys import revoke_key
+
+    try:
+        record = revoke_key(_redis(settings), args.prefix, clock.wall_ms())
+    except KeyError as exc:
+        raise UsageProblem(str(exc.args[0])) from None
+    print(json.dumps(_public(record)) if args.json else f"revoked key {record.prefix} of app {record.app}")
+    return 0
+
+
+KEY_COLUMNS = (
+    "prefix",
+    "app",
+    "created_ms",
+    "revoked_ms",
+    "budget_usd_day",
+    "budget_usd_month",
+    "rpm",
+    "tpm",
+    "models",
+)
+
+
+class UsageProblem(Exception):
+    """The command was asked for something it cannot do; the message says what to do instead."""
+
+
 class StackUnavailable(Exception):
     """A report needs a part of the stack that is not running."""
 
@@ -162,6 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("-w", "--workers", type=_positive_int, default=1, help="dataflow workers (default 1)")
     engine.set_defaults(run=cmd_engine)
 
+    keys = sub.add_parser("keys", help="app keys: create, list, revoke").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    create = keys.add_parser("create", help="issue a key for an app (printed once)")
+    create.add_argument("--app", required=True, help="the app's name (letters, digits, . _ -)")
+    create.add_argument("--budget-usd-day", type=_positive_float, help="spend cap per UTC day, in USD")
+    create.add_argument(
+        "--budget-usd-month", type=_positive_float, help="spend cap per calendar month, in USD"
+    )
+    create.add_argument("--rpm", type=_positive_int, help="requests per rolling minute")
+    create.add_argument("--tpm", type=_positive_int, help="tokens per rolling minute")
+    create.add_argument("--models", nargs="+", metavar="MODEL", help="allowed models (default: any)")
+    create.add_argument("--json", action="store_true", help="print the key and its record as JSON")
+    create.set_defaults(run=cmd_keys_create)
+    listing = keys.add_parser("list", help="every key's record (never the secret)")
+    listing.add_argument("--json", action="store_true", help="print rows as JSON")
+    listing.set_defaults(run=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="stop a key working on every replica within a second")
+    revoke.add_argument("prefix", help="the key's 8-character prefix (see `symphony keys list`)")
+    revoke.add_argument("--json", action="store_true", help="print the revoked record as JSON")
+    revoke.set_defaults(run=cmd_keys_revoke)
+
     matrix = sub.add_parser(
         "quotas-matrix", help="provider by window: caps, used, remaining, ETA to reset and to exhaustion"
     )
@@ -203,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code: int = args.run(settings, args)
-    except (EngineError, StackUnavailable) as exc:
+    except (EngineError, StackUnavailable, UsageProblem) as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return 1
     except StackError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from symphony.quotas import Limit, Metric
+from symphony.quotas import Limit, Metric, next_month_start_ms
 
 # KEYS, per limit: its runtime-cap key, then the bucket keys of its window (current first).
 # ARGV[1] = now (event ms); ARGV[2] = number of limits; then per limit: bucket count, policy cap,
@@ -201,6 +201,8 @@ def retry_after_ms(
         return max(closes_in_ms, 0)
     if window.reset == "fixed":
         return (now_ms // window.length_ms + 1) * window.length_ms - now_ms
+    if window.reset == "month":
+        return next_month_start_ms(now_ms) - now_ms
     current = now_ms // window.sub_ms
     for dropped in range(1, len(values) + 1):
         if sum(values[: len(values) - dropped]) + amount <= cap:

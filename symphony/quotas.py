@@ -8,6 +8,7 @@ Windows (all in event time, UTC epoch milliseconds, from ``symphony.clock``):
   (``n`` = 6, 24, 7), so it spans between ``(n-1)/n`` and all of its nominal length.
   A bucket key expires ``window + sub`` after its first write, after which it can no
   longer be counted.
+- Calendar months (``month``, UTC) hold app budgets: one bucket per month (``YYYYMM``).
 - Subscription windows (a provider's usage window) have a length and a reset rule:
   ``fixed`` windows are aligned on multiples of their length since the Unix epoch
   (``1d`` resets at 00:00 UTC; ``3h`` at 00:00, 03:00, … UTC), one key per window
@@ -38,6 +39,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -45,12 +47,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from symphony.catalog import POLICIES_DIR
+from symphony.clock import utc_datetime
 
 QUOTAS_FILE = POLICIES_DIR / "quotas.v1.json"
 
 # usd_micros: spend in millionths of a dollar (app budgets)
 Metric = Literal["requests", "tokens", "usd_micros"]
-Reset = Literal["rolling", "fixed", "first_use"]
+Reset = Literal["rolling", "fixed", "first_use", "month"]
 METRICS: tuple[Metric, ...] = ("requests", "tokens")
 
 SECOND_MS = 1000
@@ -87,11 +90,24 @@ class Window:
         """The buckets whose sum is the window's usage at ``now_ms``, current first."""
         if self.reset == "first_use":
             return ["current"]
+        if self.reset == "month":
+            day = utc_datetime(now_ms)
+            return [f"{day.year}{day.month:02d}"]
         current = now_ms // self.sub_ms
         return [str(current - age) for age in range(self.buckets_counted)]
 
     def bucket_start_ms(self, bucket: str) -> int:
         return int(bucket) * self.sub_ms
+
+
+# A calendar month (UTC), for budgets: one bucket per month, named YYYYMM.
+MONTH = Window("month", 31 * DAY_MS, 31 * DAY_MS, "month")
+
+
+def next_month_start_ms(now_ms: int) -> int:
+    day = utc_datetime(now_ms)
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    return int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
 
 
 ROLLING: dict[str, Window] = {
