@@ -1,4 +1,5 @@
-"""The provider simulator: each provider's wire format, latency and token accounting.
+"""The provider simulator: each provider's wire format and paths, latency, token accounting,
+rate limits, faults set at runtime and a ground-truth quality per arm and task.
 
 Public surface: ``create_app`` (the ASGI app, for tests and embedding),
 ``run_simulator`` (blocking, for the CLI) and ``BackgroundServer`` (serve any ASGI

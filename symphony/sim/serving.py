@@ -49,7 +49,8 @@ class Simulator:
             try:
                 return await self._generate(provider, wire, request)
             except RateLimited as limited:
-                error = SimError(429, _limit_message(provider, limited), retry_after_s=limited.retry_after_s)
+                message, retry_after_s = _limit_message(provider, limited), limited.retry_after_s
+                error = SimError(429, message, code="rate_limit_exceeded", retry_after_s=retry_after_s)
                 return self._error(wire, error, limited.snapshot)
             except SimError as error:
                 return self._error(wire, error, self.limits.peek(provider))
