@@ -56,6 +56,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("stream", pa.bool_()),
             ("trace_id", STRING),
             ("span_id", STRING),
+            ("fallbacks", pa.list_(STRING)),
+            ("fallback_statuses", pa.list_(STRING)),
+            ("served_by", STRING),
         ]
     ),
     "usage": pa.schema(

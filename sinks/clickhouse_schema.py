@@ -124,6 +124,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "decision fallbacks",
+        (
+            "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS fallbacks Array(String)",
+            "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS fallback_statuses Array(LowCardinality(String))",
+            "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS served_by LowCardinality(String)",
+        ),
+    ),
 )
 
 

@@ -52,6 +52,9 @@ def decision(i: int) -> Decision:
         overrides={"pin": "none"},
         quota_remaining={"openai:rpm": 99.0},
         stream=i % 2 == 0,
+        fallbacks=["anthropic/claude"] if i % 2 else [],
+        fallback_statuses=["429"] if i % 2 else [],
+        served_by="openai/gpt-4o",
     )
 
 
@@ -131,6 +134,10 @@ def test_replayed_batch_counts_once_with_final(store: ClickHouseStore) -> None:
         "SELECT features, candidates, probabilities, overrides, stream, toUnixTimestamp64Milli(ts)"
         " FROM decisions FINAL WHERE decision_id = 'd2'"
     ).rows[0]
+    fallback = store.query(
+        "SELECT fallbacks, fallback_statuses, served_by FROM decisions FINAL WHERE decision_id = 'd3'"
+    ).rows[0]
+    assert fallback == [["anthropic/claude"], ["429"], "openai/gpt-4o"]
     assert row == [
         {"prompt_tokens": 2.0},
         ["openai/gpt-4o", "anthropic/claude"],
