@@ -27,6 +27,7 @@ from proxy import errors
 from proxy.adapters.registry import build_adapters
 from proxy.feedback import FeedbackApi
 from proxy.gateway import Gateway
+from proxy.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_response
 from proxy.openai_api import OpenAIApi
 from proxy.route_execute import RouteExecuteApi
 from proxy.routing import load_champion
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 
 def _render(request: Request, error: errors.ApiError) -> Response:
+    if request.url.path == MESSAGES_PATH:
+        return anthropic_error_response(error)
     return error.response()
 
 
@@ -79,6 +82,7 @@ def create_app(
     if not adapters:
         log.warning("no provider has a key or the simulator: every routed request will be refused")
     openai_api = OpenAIApi(gateway)
+    messages_api = MessagesApi(gateway)
     route_api = RouteExecuteApi(gateway)
     feedback_api = FeedbackApi(gateway)
 
@@ -93,6 +97,7 @@ def create_app(
     routes = [
         Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
         Route("/v1/models", openai_api.models, methods=["GET"]),
+        Route(MESSAGES_PATH, messages_api.create, methods=["POST"]),
         Route("/v1/route/execute", route_api.execute, methods=["POST"]),
         Route("/v1/feedback", feedback_api.post, methods=["POST"]),
         Route("/health", _health, methods=["GET"]),

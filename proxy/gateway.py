@@ -63,6 +63,10 @@ class Outcome:
         """The arm that answered, else the one the policy chose."""
         return (self.log.served or self.route.chosen).name
 
+    @property
+    def model(self) -> str:
+        return (self.log.served or self.route.chosen).model
+
     def headers(self) -> dict[str, str]:
         return {DECISION_HEADER: self.decision_id, ARM_HEADER: self.arm, POLICY_HEADER: self.route.policy}
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -26,6 +27,7 @@ from tests.proxy_stack import CATALOG, SHARDS, ProxyStack, read_events
 
 CHAMPION: ChampionPolicy = load_champion(Settings().policy_file, CATALOG)
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Route me somewhere good."}]
+ROBOT: Any = [{"role": "robot", "content": "x"}]  # a role neither API knows
 
 
 @pytest.fixture
@@ -292,3 +294,39 @@ def test_client_gone_mid_stream_still_logs_usage(stack: ProxyStack, monkeypatch:
     assert [(u.decision_id, u.status) for u in events.usages] == [
         (events.decisions[0].decision_id, "cancelled")
     ]
+
+
+def test_messages_endpoint_serves_the_anthropic_sdk_from_any_provider(stack: ProxyStack) -> None:
+    client = anthropic.Anthropic(base_url=stack.url, api_key="any", max_retries=0)
+    for model in ("gpt-4o-mini", "claude-3-5-haiku-latest", "gemini-2.5-flash"):
+        raw = client.messages.with_raw_response.create(
+            model=model, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+        message = raw.parse()
+        assert message.model == model and raw.headers["x-symphony-arm"].endswith(f"/{model}")
+        assert message.usage.output_tokens > 0 and message.content[0].type == "text"
+        with client.messages.stream(
+            model=model, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        ) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text and final.usage.output_tokens == len(text.split())
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(
+            model="no-such-model", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.messages.create(model="auto", max_tokens=8, messages=ROBOT)
+    assert "messages.0.role" in bad.value.message
+    events = stack.events()
+    assert len(events.decisions) == len(events.usages) == 6
+    assert all(u.status == "ok" for u in events.usages)
+
+
+def test_messages_errors_are_anthropic_shaped(stack: ProxyStack) -> None:
+    for body in (b"{", b'{"model": "auto", "max_tokens": 8}', b"[]"):
+        answer = httpx.post(f"{stack.url}/v1/messages", content=body)
+        assert answer.status_code == 400
+        assert answer.json()["type"] == "error" and answer.json()["error"]["type"] == "invalid_request_error"
+    too_big = httpx.post(f"{stack.url}/v1/messages", content=TOO_BIG)
+    assert too_big.status_code == 413 and too_big.json()["error"]["type"] == "request_too_large"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -23,6 +24,7 @@ from tests.proxy_stack import Events, ProxyStack
 
 FIRST = "openai/gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Tell me something."}]
+MESSAGES_ANTHROPIC: list[anthropic.types.MessageParam] = [{"role": "user", "content": "Tell me something."}]
 TTFT_LIMIT_MS = 300
 
 
@@ -182,3 +184,22 @@ def test_when_every_candidate_fails_the_sdk_raises_its_own_error(stack: ProxySta
     events = stack.events()
     assert sorted(u.status for u in events.usages) == ["429", "5xx"]
     assert all(d.served_by == "" and d.policy == "override" for d in events.decisions)
+
+
+def test_anthropic_clients_get_fallbacks_and_their_own_errors(stack: ProxyStack) -> None:
+    stack.faults("openai", slow_ttft_ms=3000)
+    client = anthropic.Anthropic(base_url=stack.url, api_key="any", max_retries=0)
+    with client.messages.stream(model="auto", max_tokens=10, messages=MESSAGES_ANTHROPIC) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.model == "claude-3-5-haiku-latest"  # the fallback after gpt-4o-mini
+    stack.faults("grok", rate_429=1.0)
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        client.messages.create(model="grok-3-mini", max_tokens=10, messages=MESSAGES_ANTHROPIC)
+    assert limited.value.response.headers["retry-after"] == "1"
+    stack.faults("deepseek", rate_5xx=1.0)
+    with pytest.raises(anthropic.InternalServerError):
+        client.messages.create(model="deepseek-chat", max_tokens=10, messages=MESSAGES_ANTHROPIC)
+    events = stack.events()
+    statuses = sorted((u.provider, u.status) for u in events.usages)
+    assert statuses == [("anthropic", "ok"), ("deepseek", "5xx"), ("grok", "429"), ("openai", "timeout")]

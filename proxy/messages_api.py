@@ -1,0 +1,97 @@
+"""The Anthropic-compatible API: ``POST /v1/messages``.
+
+The request is translated to the canonical form and routed like any other, so any
+provider can serve it; the answer, the stream and every error are translated back
+to Anthropic's shapes (``proxy.inbound``), so the ``anthropic``
+SDK raises its own exception types. ``x-api-key`` and ``anthropic-version`` are
+accepted (Symphony's own keys come later); ``model`` is ``auto`` or a catalog model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy import errors
+from proxy.adapters.base import Answer, UpstreamFailure
+from proxy.body import MAX_BODY_BYTES, read_limited
+from proxy.gateway import Gateway, Outcome, retry_after_header
+from proxy.inbound.anthropic_messages import (
+    MessagesError,
+    anthropic_error,
+    anthropic_error_body,
+    parse_messages_request,
+    to_messages_response,
+)
+from proxy.inbound.anthropic_stream import MessagesStream
+from proxy.job import Job
+from proxy.models import pin_for_model
+from proxy.openai_api import JSON, app_and_task
+from proxy.streaming import Render
+
+MESSAGES_PATH = "/v1/messages"
+
+
+def anthropic_error_response(error: errors.ApiError) -> Response:
+    """An ``ApiError`` in Anthropic's shape; its type follows the status, as Anthropic's does."""
+    body = anthropic_error_body(error.status, None, error.message)
+    return Response(body, status_code=error.status, media_type=JSON, headers=error.headers)
+
+
+class AnthropicFormat:
+    """Anthropic's shapes; ``model`` in an answer is the model that served it."""
+
+    def answer(self, answer: Answer, outcome: Outcome) -> Response:
+        body = to_messages_response(answer.body, outcome.model)
+        return Response(body, media_type=JSON, headers=outcome.headers())
+
+    def stream_renderer(self, outcome: Outcome) -> Render | None:
+        model = outcome.model
+
+        async def render(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            translator = MessagesStream(model)
+            async for event in events:
+                out = translator.feed(event)
+                if out:
+                    yield out
+            rest = translator.flush()
+            if rest:
+                yield rest
+
+        return render
+
+    def failure(self, failure: UpstreamFailure, outcome: Outcome) -> Response:
+        headers = {**outcome.headers(), **retry_after_header(failure.retry_after_s)}
+        body = anthropic_error(failure.http_status, failure.body)
+        return Response(body, status_code=failure.http_status, media_type=JSON, headers=headers)
+
+
+ANTHROPIC_FORMAT = AnthropicFormat()
+
+
+class MessagesApi:
+    def __init__(self, gateway: Gateway, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self._gateway = gateway
+        self._max_body_bytes = max_body_bytes
+
+    async def create(self, request: Request) -> Response:
+        raw = await read_limited(request, self._max_body_bytes)
+        try:
+            messages = parse_messages_request(raw)
+            body = messages.to_canonical()
+        except MessagesError as exc:
+            raise errors.ApiError(exc.status, exc.message) from None
+        pin = pin_for_model(self._gateway.catalog, messages.model)
+        app, task = app_and_task(request)
+        job = Job(
+            body=body,
+            app=app,
+            task=task,
+            stream=messages.stream,
+            include_usage=True,  # Anthropic's events carry usage: the translator needs the usage chunk
+            pin=pin,
+            overrides={"model": messages.model} if pin is not None else {},
+        )
+        return await self._gateway.execute(job, ANTHROPIC_FORMAT)
