@@ -34,3 +34,7 @@ check:
 # Provider by window: caps (policy and runtime), used, remaining, ETA to reset and to exhaustion
 quotas-matrix *args:
     symphony quotas-matrix "$@"
+
+# Workload generator: traffic through the proxy at a rate, feedback from the simulator's ground truth
+load *args:
+    symphony load "$@"

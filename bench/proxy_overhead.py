@@ -594,7 +594,12 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
     names = [name for name in GATEWAYS if name in args.only]
     versions = install(names, var, args)
     with running_stack(var, args.start_timeout) as (stack, sim), ExitStack() as exits:
-        direct = Target("direct", f"{stack.sim_openai_base}/chat/completions", MODEL, {})
+        direct = Target(
+            "direct",
+            f"{stack.sim_openai_base}/chat/completions",
+            MODEL,
+            {"Authorization": f"Bearer {DUMMY_KEY}"},
+        )
         smoke_check(direct, args.max_tokens)
         targets = {"direct": direct, **start_gateways(names, stack, exits, args.start_timeout)}
         bench = Bench(stack, sim.pid, args.warmup, args.timeout, args.max_tokens, args.max_failed_share)

@@ -163,7 +163,9 @@ def _public(record: AppKey, *, human: bool = False) -> dict[str, object]:
     fields["models"] = ",".join(record.models)
     if human:
         for name in ("created_ms", "revoked_ms"):
-            fields[name] = "" if fields[name] is None else clock.utc_datetime(int(str(fields[name]))).isoformat()
+            fields[name] = (
+                "" if fields[name] is None else clock.utc_datetime(int(str(fields[name]))).isoformat()
+            )
     return fields
 
 
@@ -271,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("prefix", help="the key's 8-character prefix (see `symphony keys list`)")
     revoke.add_argument("--json", action="store_true", help="print the revoked record as JSON")
     revoke.set_defaults(run=cmd_keys_revoke)
+
+    from symphony import load
+
+    load_parser = sub.add_parser(
+        "load", help="workload generator: traffic through the proxy, feedback from truth"
+    )
+    load.add_arguments(load_parser)
+    load_parser.set_defaults(run=load.command)
 
     matrix = sub.add_parser(
         "quotas-matrix", help="provider by window: caps, used, remaining, ETA to reset and to exhaustion"
