@@ -26,10 +26,19 @@ Wire = Literal["openai", "anthropic", "gemini"]
 
 # tools: function definitions, tool calls and tool results; vision: image parts;
 # json_object / json_schema: ``response_format``; logprobs: ``logprobs``/``top_logprobs``;
-# multiple_choices: ``n`` > 1; stop: stop sequences; audio, files: ``input_audio`` and
-# ``file`` content parts.
+# multiple_choices: ``n`` > 1; stop: stop sequences; top_k: ``top_k`` sampling; audio, files:
+# ``input_audio`` and ``file`` content parts.
 Capability = Literal[
-    "tools", "vision", "json_object", "json_schema", "logprobs", "multiple_choices", "stop", "audio", "files"
+    "tools",
+    "vision",
+    "json_object",
+    "json_schema",
+    "logprobs",
+    "multiple_choices",
+    "stop",
+    "top_k",
+    "audio",
+    "files",
 ]
 CAPABILITIES: frozenset[str] = frozenset(get_args(Capability))
 

@@ -1451,3 +1451,13 @@ def test_live_failures_map_status_and_retry_after(live: Live, provider: str) -> 
         assert observed == {}
     else:
         assert observed and all(name.startswith(expected_prefix) for name in observed)
+
+
+def test_top_k_is_mapped_where_it_exists_and_refused_elsewhere() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "top_k": 40}
+    assert anthropic_request(body)[1]["top_k"] == 40
+    assert gemini_request(body)[1]["generationConfig"] == {"topK": 40}
+    assert orjson.loads(openai_adapter("perplexity").request(body, "sonar", stream=False).body)["top_k"] == 40
+    with pytest.raises(UnsupportedFeature) as refused:
+        openai_adapter("deepseek").request(body, "deepseek-chat", stream=False)
+    assert refused.value.param == "top_k"

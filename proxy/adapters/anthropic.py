@@ -9,8 +9,9 @@ The mapping, both ways:
   blocks in a user turn (consecutive turns of one role are merged, as Anthropic wants);
 - ``tools``/``tool_choice``/``parallel_tool_calls`` -> ``tools`` (``input_schema``) and
   ``tool_choice`` (auto, none, required -> any, a named function -> tool);
-- ``max_completion_tokens``/``max_tokens`` -> ``max_tokens`` (required by Anthropic:
-  ``DEFAULT_MAX_TOKENS`` when the client sets none), ``stop`` -> ``stop_sequences``;
+- temperature, top_p and top_k as they are; ``stop`` -> ``stop_sequences``;
+  ``max_completion_tokens``/``max_tokens`` -> ``max_tokens`` (required by Anthropic:
+  ``DEFAULT_MAX_TOKENS`` when the client sets none);
 - ``response_format`` json_object/json_schema is *emulated*: Anthropic has no JSON mode,
   so the adapter offers one tool whose ``input_schema`` is the wanted schema and forces
   it; the tool's input comes back as the message's JSON text, finish reason ``stop``.
@@ -56,6 +57,7 @@ _MAPPED = (
     "max_completion_tokens",
     "temperature",
     "top_p",
+    "top_k",
     "stop",
     "tools",
     "tool_choice",
@@ -188,7 +190,9 @@ class AnthropicAdapter(Adapter):
             out["temperature"] = temperature
         if top_p is not None:
             out["top_p"] = top_p
-        if len(out) == 2 and model in ONE_SAMPLING_PARAMETER:
+        if body.get("top_k") is not None:
+            out["top_k"] = body["top_k"]
+        if temperature is not None and top_p is not None and model in ONE_SAMPLING_PARAMETER:
             raise UnsupportedFeature(self.provider, f"setting both temperature and top_p on {model}", "top_p")
         stop = canonical.stop_sequences(body)
         if stop:

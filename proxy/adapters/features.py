@@ -28,6 +28,7 @@ FEATURES: dict[str, tuple[str, str]] = {
     "logprobs": ("log probabilities (logprobs, top_logprobs)", "logprobs"),
     "multiple_choices": ("several choices per request (n > 1)", "n"),
     "stop": ("stop sequences (stop)", "stop"),
+    "top_k": ("top-k sampling (top_k)", "top_k"),
 }
 _PART_CAPABILITY = {"image_url": "vision", "input_audio": "audio", "file": "files"}
 _TOOL_ROLES = {"tool", "function"}
@@ -51,6 +52,8 @@ def required_capabilities(body: Mapping[str, Any]) -> set[str]:
         needed.add("multiple_choices")
     if body.get("stop"):
         needed.add("stop")
+    if body.get("top_k") is not None:
+        needed.add("top_k")
     return needed
 
 

@@ -12,7 +12,7 @@ The mapping, both ways:
   ``{"result": text}``);
 - ``tools`` -> ``functionDeclarations``; ``tool_choice`` -> ``functionCallingConfig``
   (auto -> AUTO, none -> NONE, required -> ANY, a named function -> ANY limited to it);
-- ``max_completion_tokens``/``max_tokens``, temperature, top_p, stop, seed and the
+- ``max_completion_tokens``/``max_tokens``, temperature, top_p, top_k, stop, seed and the
   penalties -> ``generationConfig``; ``response_format`` -> ``responseMimeType``
   ``application/json`` plus ``responseJsonSchema`` for json_schema.
 
@@ -49,6 +49,7 @@ RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _GENERATION = {
     "temperature": "temperature",
     "top_p": "topP",
+    "top_k": "topK",
     "seed": "seed",
     "presence_penalty": "presencePenalty",
     "frequency_penalty": "frequencyPenalty",
