@@ -263,6 +263,7 @@ def symphony_service(stack: Stack, port: int) -> tuple[Service, Target]:
         "SIM_URL": stack.sim_url,
         "REDIS_URL": stack.redis_url,
         "VAR_DIR": str(stack.var / "symphony"),
+        "SIMULATED_PROVIDERS": "all",
     }
     service = Service(
         "symphony",

@@ -205,10 +205,10 @@ class Candidates:
             return kept
         breakers = {arm.provider: self._breakers[arm.provider] for arm in arms}
         wait = min(breaker.retry_in(now) for breaker in breakers.values())
-        headers = {"retry-after": str(max(1, round(wait)))}
+        headers = errors.retry_after_header(wait)
         providers = ", ".join(breakers)
         if all(breaker.cooling(now) for breaker in breakers.values()):
-            return_error = errors.ApiError(
+            refusal = errors.ApiError(
                 429,
                 f"Every candidate provider is rate-limited ({providers}); retry in {wait:.1f}s.",
                 type_="rate_limit_error",
@@ -216,11 +216,11 @@ class Candidates:
                 headers=headers,
             )
         else:
-            return_error = errors.ApiError(
+            refusal = errors.ApiError(
                 503,
                 f"Every candidate provider is failing or cooling down ({providers}); retry in {wait:.1f}s.",
                 type_="api_error",
                 code="providers_unavailable",
                 headers=headers,
             )
-        raise return_error
+        raise refusal

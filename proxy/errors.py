@@ -6,6 +6,7 @@ a 4xx whose message and ``param`` name the field (``messages.0.role``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -68,6 +69,11 @@ def model_not_found(model: str) -> ApiError:
         param="model",
         code="model_not_found",
     )
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    """``retry-after`` in whole seconds, rounded up (at least 1), as SDKs read it; nothing when unknown."""
+    return {} if seconds is None else {"retry-after": str(max(1, math.ceil(seconds)))}
 
 
 def error_message(body: bytes) -> str:

@@ -36,6 +36,7 @@ from proxy.adapters.base import (
 from proxy.attempt import Attempt
 from proxy.breaker import Breaker, Breakers
 from proxy.candidates import Arm, output_tokens
+from proxy.errors import retry_after_header
 from proxy.job import Job
 from proxy.latency import LatencyEstimates
 from proxy.routing import Route
@@ -114,6 +115,7 @@ class AttemptLoop:
         """
         last: UpstreamFailure | None = None
         refused: UnsupportedFeature | None = None
+        untranslatable = False
         for arm in route.arms:
             if monotonic() >= deadline:
                 break
@@ -126,6 +128,11 @@ class AttemptLoop:
             except UnsupportedFeature as exc:  # the adapter's last guard behind the capability filter
                 breaker.release()
                 refused = refused or exc
+                continue
+            except Exception:  # a body this adapter cannot map: try the next arm rather than fail
+                logger.exception("%s could not map the request", arm.name)
+                breaker.release()
+                untranslatable = True
                 continue
             attempt = Attempt(
                 decision_id=decision_id,
@@ -147,9 +154,9 @@ class AttemptLoop:
                 return result
         if monotonic() >= deadline:
             return self._deadline_failure()
-        if last is not None:
-            return last
-        raise self._nothing_attempted(route, refused)
+        if last is None:
+            raise self._nothing_attempted(route, refused, untranslatable=untranslatable)
+        return last
 
     async def _attempt(
         self,
@@ -274,9 +281,15 @@ class AttemptLoop:
             "timeout", 504, "No provider answered within the request deadline.", "deadline_exceeded"
         )
 
-    def _nothing_attempted(self, route: Route, refused: UnsupportedFeature | None) -> errors.ApiError:
+    def _nothing_attempted(
+        self, route: Route, refused: UnsupportedFeature | None, *, untranslatable: bool
+    ) -> errors.ApiError:
         if refused is not None:
             return errors.ApiError(400, str(refused), param=refused.param, code="unsupported_feature")
+        if untranslatable:
+            return errors.ApiError(
+                400, "No candidate provider can take this request as it is.", code="untranslatable_request"
+            )
         now = monotonic()
         wait = min(self._breakers[arm.provider].retry_in(now) for arm in route.arms)
         return errors.ApiError(
@@ -284,7 +297,7 @@ class AttemptLoop:
             "Every candidate provider is failing or cooling down; retry shortly.",
             type_="api_error",
             code="providers_unavailable",
-            headers={"retry-after": str(max(1, round(wait)))},
+            headers=retry_after_header(wait),
         )
 
 

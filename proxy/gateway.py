@@ -118,11 +118,6 @@ def _read_clock(redis_url: str) -> Clock:
         client.close()
 
 
-def retry_after_header(seconds: float | None) -> dict[str, str]:
-    """``retry-after`` in whole seconds (at least 1), as SDKs read it; nothing when unknown."""
-    return {} if seconds is None else {"retry-after": str(max(1, round(seconds + 0.499)))}
-
-
 class Gateway:
     def __init__(
         self,

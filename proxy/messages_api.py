@@ -17,7 +17,8 @@ from starlette.responses import Response
 from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
 from proxy.body import MAX_BODY_BYTES, read_limited
-from proxy.gateway import Gateway, Outcome, retry_after_header
+from proxy.errors import retry_after_header
+from proxy.gateway import Gateway, Outcome
 from proxy.inbound.anthropic_messages import (
     MessagesError,
     anthropic_error,

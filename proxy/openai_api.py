@@ -13,7 +13,8 @@ from starlette.responses import Response
 
 from proxy.adapters.base import Answer, UpstreamFailure
 from proxy.body import MAX_BODY_BYTES, parse_chat_request, read_limited
-from proxy.gateway import Gateway, Outcome, retry_after_header
+from proxy.errors import retry_after_header
+from proxy.gateway import Gateway, Outcome
 from proxy.job import Job
 from proxy.models import models_body, pin_for_model
 from proxy.streaming import Render

@@ -28,7 +28,8 @@ from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
 from proxy.body import MAX_BODY_BYTES, parse_object, read_limited, validate
 from proxy.candidates import Constraints, Pin
-from proxy.gateway import Gateway, Outcome, retry_after_header
+from proxy.errors import retry_after_header
+from proxy.gateway import Gateway, Outcome
 from proxy.job import Job
 from proxy.openai_api import APP_HEADER, DEFAULT_APP, JSON
 from proxy.schemas import ChatCompletionRequest, ClosedModel
