@@ -146,7 +146,7 @@ class Candidates:
         if not kept:
             raise errors.ApiError(
                 400,
-                f"No candidate arm is left among allowed_providers {sorted(allowed)}.",
+                f"No candidate arm is left within constraints.allowed_providers {sorted(allowed)}.",
                 param="constraints.allowed_providers",
                 code="no_candidate",
             )
@@ -178,7 +178,7 @@ class Candidates:
         if not kept:
             raise errors.ApiError(
                 400,
-                f"No candidate arm fits max_cost_usd={limit:g}: the cheapest is estimated at "
+                f"No candidate arm fits constraints.max_cost_usd={limit:g}: the cheapest is estimated at "
                 f"${min(costs):.6f} for this prompt and {output_tokens(body)} output tokens.",
                 param="constraints.max_cost_usd",
                 code="no_candidate",
@@ -192,7 +192,7 @@ class Candidates:
             fastest = min(ms for ms in estimates if ms is not None)
             raise errors.ApiError(
                 400,
-                f"No candidate arm is expected to answer within latency_budget_ms={budget_ms:g} "
+                f"No candidate arm is expected to answer within constraints.latency_budget_ms={budget_ms:g} "
                 f"(the fastest takes about {fastest:.0f} ms).",
                 param="constraints.latency_budget_ms",
                 code="no_candidate",

@@ -63,7 +63,7 @@ def _constraints(catalog: Catalog, given: RouteConstraints) -> Constraints:
         if unknown:
             raise errors.ApiError(
                 400,
-                f"Unknown providers in constraints.allowed_providers: {unknown} "
+                f"constraints.allowed_providers: unknown providers {unknown} "
                 f"(known: {', '.join(catalog.providers)}).",
                 param="constraints.allowed_providers",
                 code="unknown_provider",
@@ -78,7 +78,7 @@ def _pin(catalog: Catalog, given: RouteOverrides) -> Pin | None:
         if found is None:
             raise errors.ApiError(
                 404,
-                f"The model `{name}` is not in the catalog.",
+                f"overrides.model: the model `{name}` is not in the catalog.",
                 param="overrides.model",
                 code="model_not_found",
             )
@@ -87,7 +87,8 @@ def _pin(catalog: Catalog, given: RouteOverrides) -> Pin | None:
         if given.provider not in catalog.providers:
             raise errors.ApiError(
                 400,
-                f"Unknown provider `{given.provider}` (known: {', '.join(catalog.providers)}).",
+                f"overrides.provider: unknown provider `{given.provider}` "
+                f"(known: {', '.join(catalog.providers)}).",
                 param="overrides.provider",
                 code="unknown_provider",
             )

@@ -330,3 +330,81 @@ def test_messages_errors_are_anthropic_shaped(stack: ProxyStack) -> None:
         assert answer.json()["type"] == "error" and answer.json()["error"]["type"] == "invalid_request_error"
     too_big = httpx.post(f"{stack.url}/v1/messages", content=TOO_BIG)
     assert too_big.status_code == 413 and too_big.json()["error"]["type"] == "request_too_large"
+
+
+NATIVE_BAD_INPUTS: list[tuple[str, bytes, int, str | None]] = [
+    ("/v1/route/execute", b'{"task": "chat"}', 400, "messages"),
+    (
+        "/v1/route/execute",
+        b'{"messages": [{"role": "user", "content": "x"}], "model": "gpt-4o"}',
+        400,
+        "model",
+    ),
+    ("/v1/route/execute", b'{"messages": [{"role": "user", "content": "x"}], "task": 5}', 400, "task"),
+    (
+        "/v1/route/execute",
+        b'{"messages": [{"role": "user", "content": "x"}], "constraints": {"max_cost": 1}}',
+        400,
+        "constraints.max_cost",
+    ),
+    (
+        "/v1/route/execute",
+        b'{"messages": [{"role": "user", "content": "x"}], "constraints": {"allowed_providers": ["aws"]}}',
+        400,
+        "constraints.allowed_providers",
+    ),
+    (
+        "/v1/route/execute",
+        b'{"messages": [{"role": "user", "content": "x"}], "overrides": {"model": "gpt-9"}}',
+        404,
+        "overrides.model",
+    ),
+    (
+        "/v1/route/execute",
+        b'{"messages": [{"role": "user", "content": "x"}], "overrides": {"provider": "aws"}}',
+        400,
+        "overrides.provider",
+    ),
+    (
+        "/v1/route/execute",
+        b'{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}],'
+        b' "overrides": {"model": "sonar"}}',
+        400,
+        "tools.0.function",
+    ),
+    (
+        "/v1/route/execute",
+        b'{"messages": [{"role": "user", "content": "x"}], "overrides": {"model": "sonar"},'
+        b' "tools": [{"type": "function", "function": {"name": "f"}}]}',
+        400,
+        "tools",
+    ),
+    ("/v1/route/execute", TOO_BIG, 413, None),
+    ("/v1/feedback", b'{"score": 0.5}', 400, "decision_id"),
+    ("/v1/feedback", b'{"decision_id": "d", "score": 1.5}', 400, "score"),
+    ("/v1/feedback", b'{"decision_id": "d", "score": "high"}', 400, "score"),
+    ("/v1/feedback", b'{"decision_id": "d", "score": 1, "extra": 1}', 400, "extra"),
+    ("/v1/feedback", b"[]", 400, None),
+    ("/v1/feedback", TOO_BIG, 413, None),
+]
+
+
+def test_native_endpoints_refuse_bad_input_naming_the_field(stack: ProxyStack) -> None:
+    for path, body, status, param in NATIVE_BAD_INPUTS:
+        response = httpx.post(f"{stack.url}{path}", content=body)
+        case = (path, body[:100])
+        assert response.status_code == status, (case, response.text)
+        error = response.json()["error"]
+        assert error["param"] == param, (case, error)
+        assert param is None or param in error["message"], (case, error)
+    events = stack.events()
+    assert events.decisions == events.usages == events.feedback == []
+
+
+def test_feedback_is_a_feedback_event(stack: ProxyStack) -> None:
+    answer = httpx.post(
+        f"{stack.url}/v1/feedback", json={"decision_id": "01JD", "score": 1, "source": "thumbs"}
+    )
+    assert answer.status_code == 202 and answer.json() == {"status": "accepted", "decision_id": "01JD"}
+    (feedback,) = stack.events().feedback
+    assert (feedback.decision_id, feedback.score, feedback.source) == ("01JD", 1.0, "thumbs")
