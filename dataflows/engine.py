@@ -1,12 +1,23 @@
-"""The control-plane engine: one process that owns ClickHouse (chDB) and runs the dataflows.
+"""The control-plane engine: the process that owns ClickHouse (chDB) and runs the dataflows.
 
 ``run_engine`` blocks: it applies the schema migrations, starts the HTTP query
-API (every other process reads ClickHouse through it), then runs the ingest
-dataflow with Bytewax recovery under ``<var_dir>/recovery`` until SIGINT or
-SIGTERM. Killed outright, it resumes from its last recovery snapshot on the next
-start: nothing is lost, and replayed events collapse by event_id in ClickHouse.
+API (every other process reads ClickHouse through it, and scrapes ``/metrics``),
+then runs the ingest dataflow with Bytewax recovery under ``<var_dir>/recovery``
+until SIGINT or SIGTERM. Beside the dataflow, two threads: the lag monitor
+(``dataflows.lag``) and the stream trimmer (``dataflows.trimming``). Killed
+outright, the engine resumes from its last recovery snapshot on the next start:
+nothing is lost, and replayed events collapse by event_id in ClickHouse.
 
-Run it with ``python -m dataflows.engine [-w WORKERS]`` or ``symphony engine``.
+Scaling: ``-w N`` runs N worker threads in this process. ``-i I -a "h0:p0;h1:p1"``
+makes it process I of a Bytewax cluster (start every process, same settings, same
+``VAR_DIR`` for the recovery store). Process 0 is the leader: it migrates, serves
+the query API and trims. With an ``http(s)://`` ClickHouse every process writes to
+it directly; with embedded chDB (one process per directory) only process 0 opens
+it, and the others write through its ``POST /insert`` (``sinks.engine_writer``).
+Stop a cluster by signalling every process.
+
+Run it with ``python -m dataflows.engine [-w WORKERS] [-i ID -a ADDRESSES]`` or
+``symphony engine``.
 """
 
 from __future__ import annotations
@@ -18,20 +29,27 @@ import shutil
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
+import redis
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from dataflows.ingest import build_flow
+from dataflows import trimming
+from dataflows.ingest import FLOW_ID, build_flow
+from dataflows.lag import LagMonitor
+from dataflows.metrics import engine_metrics
 from dataflows.query_api import QueryApi
 from dataflows.redis_source import RedisStreamSource
-from sinks.clickhouse import ClickHouseSink
+from dataflows.trimming import Trimmer
+from sinks.clickhouse import ClickHouseSink, SinkStats, Writer
 from sinks.clickhouse_schema import migrate
-from sinks.clickhouse_store import ClickHouseStore
+from sinks.clickhouse_store import ClickHouseStore, WriteFaults
+from sinks.engine_writer import EngineWriter
 from sinks.redis_state import QuotaStateSink
 from symphony.quotas import load_quota_policy
 from symphony.settings import Settings, load_settings
@@ -40,6 +58,32 @@ log = logging.getLogger(__name__)
 
 EPOCH_INTERVAL = timedelta(seconds=1)
 RECOVERY_PARTITIONS = 1
+CONSUMER = FLOW_ID  # the ingest dataflow's name among the stream's consumers
+SOURCE_STEP = f"{FLOW_ID}.read"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where this process stands in a Bytewax cluster; the default is a cluster of one."""
+
+    process_id: int = 0
+    addresses: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.addresses and not 0 <= self.process_id < len(self.addresses):
+            raise ValueError(
+                f"process id {self.process_id} is not one of the {len(self.addresses)} addresses"
+            )
+        if not self.addresses and self.process_id != 0:
+            raise ValueError("a process id other than 0 needs the cluster's addresses (-a)")
+
+    @property
+    def processes(self) -> int:
+        return max(1, len(self.addresses))
+
+    @property
+    def leader(self) -> bool:
+        return self.process_id == 0
 
 
 def prepare_recovery(db_dir: Path) -> RecoveryConfig:
@@ -49,7 +93,12 @@ def prepare_recovery(db_dir: Path) -> RecoveryConfig:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         init_db_dir(staging, RECOVERY_PARTITIONS)  # type: ignore[no-untyped-call]  # untyped .pyi
-        staging.rename(db_dir)
+        try:
+            staging.rename(db_dir)
+        except OSError:
+            if not db_dir.is_dir():  # not another process of the cluster creating it at the same time
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
     return RecoveryConfig(db_dir)  # type: ignore[no-untyped-call]
 
 
@@ -71,39 +120,89 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def run_engine(settings: Settings, workers: int = 1) -> None:
+def _register(redis_url: str) -> None:
+    """Join the stream's consumers before reading, so no one trims what this engine still needs."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        trimming.register(client, CONSUMER)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("could not register as a stream consumer yet (the trimmer will retry): %s", exc)
+    finally:
+        client.close()
+
+
+def run_engine(
+    settings: Settings, workers: int = 1, cluster: Cluster | None = None, *, test_faults: bool = False
+) -> None:
     """Run the engine until SIGINT or SIGTERM; raise if ClickHouse or the API port is unusable.
 
-    Must run in the main thread (it installs the signal handlers).
+    Must run in the main thread (it installs the signal handlers). ``test_faults``
+    adds the test-only ``POST /faults`` route (``WriteFaults``) to the query API.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    cluster = cluster or Cluster()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    store = ClickHouseStore.connect(settings.clickhouse_dsn)
-    api: QueryApi | None = None
-    try:
-        applied = migrate(store)
-        if applied:
-            log.info("applied ClickHouse migrations %s", applied)
-        api = QueryApi(store, settings.engine_port)
-        api.start()
-        recovery = prepare_recovery(settings.var_dir / "recovery")
-        stop = threading.Event()
-        source = RedisStreamSource(settings.redis_url, settings.event_shards, stop=stop)
+    stop = threading.Event()
+    stats = SinkStats()
+    with ExitStack() as stack:
+        writer: Writer
+        embedded = settings.clickhouse_dsn.startswith("chdb://")
+        if cluster.leader or not embedded:
+            store = ClickHouseStore.connect(settings.clickhouse_dsn)
+            stack.callback(store.close)
+            writer = store
+        else:
+            remote = EngineWriter(settings.engine_url)
+            stack.callback(remote.close)
+            writer = remote
+        if cluster.leader:
+            applied = migrate(store)
+            if applied:
+                log.info("applied ClickHouse migrations %s", applied)
+            if test_faults:
+                store.faults = WriteFaults()
+            metrics_client = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+            stack.callback(metrics_client.close)
+            api = QueryApi(
+                store,
+                settings.engine_port,
+                metrics=lambda: engine_metrics(metrics_client, settings.event_shards, stats),
+                accept_writes=embedded and cluster.processes > 1,
+                faults=store.faults,
+            )
+            api.start()
+            stack.callback(api.stop)
+        recovery_dir = settings.var_dir / "recovery"
+        recovery = prepare_recovery(recovery_dir)
+        _register(settings.redis_url)
+        lag = LagMonitor(settings.redis_url, CONSUMER)
+        lag.start()
+        stack.callback(lag.stop)
+        if cluster.leader:
+            trimmer = Trimmer(settings.redis_url, recovery_dir, CONSUMER, SOURCE_STEP, settings.event_shards)
+            trimmer.start()
+            stack.callback(trimmer.stop)
+        source = RedisStreamSource(settings.redis_url, settings.event_shards, stop=stop, lag=lag)
         quotas = (load_quota_policy(), QuotaStateSink(settings.redis_url))
-        flow = build_flow(source, ClickHouseSink(store), quotas)
+        flow = build_flow(source, ClickHouseSink(writer, stop=stop, stats=stats), quotas)
         with _stop_on_signals(stop):
             cli_main(  # type: ignore[no-untyped-call]
                 flow,
                 workers_per_process=workers,
+                process_id=cluster.process_id if cluster.addresses else None,
+                addresses=list(cluster.addresses) or None,
                 epoch_interval=EPOCH_INTERVAL,
                 recovery_config=recovery,
             )
         log.info("engine stopped")
-    finally:
-        if api is not None:
-            api.stop()
-        store.close()
+
+
+def parse_addresses(text: str) -> tuple[str, ...]:
+    """``"host:port;host:port"`` (Bytewax's form) as a tuple of addresses."""
+    return tuple(address.strip() for address in text.split(";") if address.strip())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,9 +210,18 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m dataflows.engine", description="Run the control-plane engine until SIGINT or SIGTERM."
     )
     parser.add_argument("-w", "--workers", type=int, default=1, help="dataflow worker threads (default 1)")
+    parser.add_argument("-i", "--process-id", type=int, default=0, help="this process's index in the cluster")
+    parser.add_argument(
+        "-a",
+        "--addresses",
+        default="",
+        help='every cluster process\'s host:port, ";"-separated (Bytewax form)',
+    )
+    parser.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_engine(load_settings(), workers=args.workers)
+    cluster = Cluster(args.process_id, parse_addresses(args.addresses))
+    run_engine(load_settings(), workers=args.workers, cluster=cluster, test_faults=args.test_faults)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from bytewax.outputs import Sink
 from pydantic import ValidationError
 
 from dataflows.quotas import quota_updates
-from dataflows.redis_source import Entry
+from dataflows.redis_source import Entry, SourceState
 from sinks.clickhouse import (
     DEAD_LETTERS,
     EVENT_TABLES,
@@ -34,6 +34,7 @@ from symphony.quota_eta import QuotaUpdate
 from symphony.quotas import QuotaPolicy
 
 MAX_REASON = 1000
+FLOW_ID = "ingest"
 
 
 def describe(exc: ValidationError) -> str:
@@ -100,11 +101,11 @@ def snapshot_tables(update: QuotaUpdate) -> Tables:
 
 
 def build_flow(
-    source: FixedPartitionedSource[list[Entry], str],
+    source: FixedPartitionedSource[list[Entry], SourceState],
     sink: Sink[Tables],
     quotas: tuple[QuotaPolicy, Sink[QuotaUpdate]] | None = None,
 ) -> Dataflow:
-    flow = Dataflow("ingest")
+    flow = Dataflow(FLOW_ID)
     batches = op.input("read", flow, source)
     # [Entry(stream, entry_id, payload), ...]: one XREAD reply from one shard
     validated = op.map("validate", batches, validate)

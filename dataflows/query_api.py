@@ -3,8 +3,15 @@
 ``GET /health`` -> ``{"status": "ok"}``; ``POST /query`` with ``{"sql": "..."}`` ->
 ``{"columns": [...], "rows": [[...]]}``. Queries run with ``readonly=1``; a
 statement that is not a read, or SQL that ClickHouse rejects, gets a 400 with
-the reason in ``{"error": ...}``. The server runs in a daemon thread of the
-engine process, on 127.0.0.1 only, without signal handlers of its own.
+the reason in ``{"error": ...}``. ``GET /metrics``: the engine's metrics in the
+Prometheus text format (``dataflows.metrics``).
+
+Two routes exist only when the engine turns them on: ``POST /insert?table=T`` (an
+Arrow IPC stream body), through which the other processes of a cluster write to
+the chDB this process owns (``sinks.engine_writer``); and ``POST /faults`` (test
+only: ``{"outage_s": 3}`` or ``{"lost_acks": 2}``, see ``WriteFaults``). The server
+runs in a daemon thread of the engine process, on 127.0.0.1 only, without signal
+handlers of its own.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -24,8 +33,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sinks.clickhouse_store import ClickHouseStore, QueryError, StoreUnavailable
+from sinks.clickhouse import SCHEMAS
+from sinks.clickhouse_store import ClickHouseStore, QueryError, StoreUnavailable, WriteFaults
 from symphony import clock
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -48,7 +60,13 @@ def _json(body: Any, status: int = 200) -> Response:
     )
 
 
-def create_app(store: ClickHouseStore) -> Starlette:
+def create_app(
+    store: ClickHouseStore,
+    *,
+    metrics: Callable[[], str] | None = None,
+    accept_writes: bool = False,
+    faults: WriteFaults | None = None,
+) -> Starlette:
     async def health(request: Request) -> Response:
         return _json({"status": "ok"})
 
@@ -68,14 +86,70 @@ def create_app(store: ClickHouseStore) -> Starlette:
             return _json({"error": f"ClickHouse unavailable: {exc}"}, 503)
         return _json({"columns": result.columns, "rows": result.rows})
 
-    return Starlette(routes=[Route("/health", health), Route("/query", query, methods=["POST"])])
+    async def prometheus(request: Request) -> Response:
+        if metrics is None:
+            return Response("", media_type=METRICS_CONTENT_TYPE)
+        try:
+            text = await run_in_threadpool(metrics)
+        except Exception as exc:  # Redis down, say: report it, the engine carries on
+            return Response(f"# metrics unavailable: {exc}\n", 503, media_type=METRICS_CONTENT_TYPE)
+        return Response(text, media_type=METRICS_CONTENT_TYPE)
+
+    async def insert(request: Request) -> Response:
+        table = request.query_params.get("table", "")
+        if table not in SCHEMAS:
+            return _json({"error": f"unknown table {table!r}"}, 400)
+        try:
+            data = pa.ipc.open_stream(await request.body()).read_all()
+        except pa.ArrowException as exc:
+            return _json({"error": f"expected an Arrow IPC stream: {exc}"}, 400)
+        try:
+            await run_in_threadpool(store.insert_arrow, table, data)
+        except Exception as exc:  # the writer retries: say why, as ClickHouse said it
+            return _json({"error": f"insert into {table} failed: {str(exc).strip()[:500]}"}, 503)
+        return _json({"rows": data.num_rows})
+
+    async def inject(request: Request) -> Response:
+        assert faults is not None
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            return _json({"error": 'expected {"outage_s": seconds} or {"lost_acks": count}'}, 400)
+        if "outage_s" in body:
+            faults.outage(float(body["outage_s"]))
+        if "lost_acks" in body:
+            faults.lost_acks(int(body["lost_acks"]))
+        return _json({"status": "ok"})
+
+    routes = [
+        Route("/health", health),
+        Route("/query", query, methods=["POST"]),
+        Route("/metrics", prometheus),
+    ]
+    if accept_writes:
+        routes.append(Route("/insert", insert, methods=["POST"]))
+    if faults is not None:
+        routes.append(Route("/faults", inject, methods=["POST"]))
+    return Starlette(routes=routes)
 
 
 class QueryApi:
     """The query API served from a daemon thread; ``start`` returns once it accepts connections."""
 
-    def __init__(self, store: ClickHouseStore, port: int, host: str = "127.0.0.1") -> None:
-        config = uvicorn.Config(create_app(store), host=host, port=port, lifespan="off", log_level="warning")
+    def __init__(
+        self,
+        store: ClickHouseStore,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        metrics: Callable[[], str] | None = None,
+        accept_writes: bool = False,
+        faults: WriteFaults | None = None,
+    ) -> None:
+        app = create_app(store, metrics=metrics, accept_writes=accept_writes, faults=faults)
+        config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="warning")
         self._server = uvicorn.Server(config)
         self._host = host
         self._port = port

@@ -3,9 +3,12 @@
 Each partition polls its stream with a non-blocking ``XREAD COUNT <batch>`` and
 emits the whole reply as one item, so per-item overhead is paid per batch, not
 per event. An empty read (or a Redis that does not answer) is paced with
-``next_awake`` instead of blocking the worker. The partition's snapshot is the
-last entry id read: a dataflow resumed from its recovery snapshot continues just
-after it, so delivery is at-least-once and ClickHouse de-duplicates by event_id.
+``next_awake`` instead of blocking the worker. The partition's snapshot is
+``(last entry id read, its position)``: a dataflow resumed from its recovery
+snapshot continues just after that entry, so delivery is at-least-once and
+ClickHouse de-duplicates by event_id. The position (entries ever added up to that
+entry, when known) lets ``dataflows.lag`` count the entries still unread; the
+recovery snapshot's entry id is also what ``dataflows.trimming`` trims below.
 
 Setting the ``stop`` event ends every partition (``StopIteration``): the dataflow
 then finishes its last epoch, snapshots it and returns, which is how the engine
@@ -23,8 +26,9 @@ import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
+from dataflows.lag import Cursor, LagMonitor
 from symphony import clock
-from symphony.stream import EVENT_FIELD, stream_name
+from symphony.stream import EVENT_FIELD, STREAM_PREFIX, stream_name
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,20 @@ RETRY_PAUSE = timedelta(seconds=1)
 
 
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]  # [(entry_id, {field: value}), ...]
+# A partition's snapshot: (last entry id read, entries ever added up to it or None when unknown).
+SourceState = tuple[str, int | None]
+
+
+def resume_point(state: object) -> SourceState:
+    """Where a partition resumes from its snapshot (a bare entry id in snapshots before positions)."""
+    if state is None:
+        return START_ID, None
+    if isinstance(state, str):
+        return state, None
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], str):
+        entry_id, position = state
+        return entry_id, position if isinstance(position, int) else None
+    raise ValueError(f"not a stream source snapshot: {state!r}")
 
 
 def _entries(reply: object) -> StreamEntries:
@@ -56,14 +74,15 @@ class Entry(NamedTuple):
     payload: bytes | None
 
 
-class _StreamPartition(StatefulSourcePartition[list[Entry], str]):
+class _StreamPartition(StatefulSourcePartition[list[Entry], SourceState]):
     def __init__(
-        self, client: redis.Redis, stream: str, last_id: str, batch_size: int, stop: threading.Event
+        self, client: redis.Redis, stream: str, cursor: Cursor, batch_size: int, stop: threading.Event
     ) -> None:
         self._client = client
         self._stop = stop
         self._stream = stream
-        self._last_id = last_id
+        self._cursor = cursor
+        self._last_id = cursor.read()[0]
         self._batch_size = batch_size
         self._awake: datetime | None = None
 
@@ -87,6 +106,7 @@ class _StreamPartition(StatefulSourcePartition[list[Entry], str]):
             Entry(self._stream, entry_id.decode(), fields.get(EVENT_FIELD)) for entry_id, fields in entries
         ]
         self._last_id = batch[-1].entry_id
+        self._cursor.advance(self._last_id, len(batch))
         return [batch]
 
     @override
@@ -94,19 +114,27 @@ class _StreamPartition(StatefulSourcePartition[list[Entry], str]):
         return self._awake
 
     @override
-    def snapshot(self) -> str:
-        return self._last_id
+    def snapshot(self) -> SourceState:
+        return self._cursor.read()
 
     @override
     def close(self) -> None:
         self._client.close()
 
 
-class RedisStreamSource(FixedPartitionedSource[list[Entry], str]):
-    """Batches of entries (``list[Entry]``) from the shards ``symphony:events:0 .. shards-1``."""
+class RedisStreamSource(FixedPartitionedSource[list[Entry], SourceState]):
+    """Batches of entries (``list[Entry]``) from the shards ``symphony:events:0 .. shards-1``.
+
+    With a ``LagMonitor``, every partition built in this process reports its cursor to it.
+    """
 
     def __init__(
-        self, redis_url: str, shards: int, batch_size: int = 2000, stop: threading.Event | None = None
+        self,
+        redis_url: str,
+        shards: int,
+        batch_size: int = 2000,
+        stop: threading.Event | None = None,
+        lag: LagMonitor | None = None,
     ) -> None:
         if shards < 1 or batch_size < 1:
             raise ValueError(f"need at least one shard and a positive batch size, got {shards}, {batch_size}")
@@ -114,13 +142,20 @@ class RedisStreamSource(FixedPartitionedSource[list[Entry], str]):
         self._shards = shards
         self._batch_size = batch_size
         self._stop = stop or threading.Event()
+        self._lag = lag
 
     @override
     def list_parts(self) -> list[str]:
         return [stream_name(shard) for shard in range(self._shards)]
 
     @override
-    def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> _StreamPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: SourceState | str | None
+    ) -> _StreamPartition:
+        entry_id, position = resume_point(resume_state)
+        cursor = Cursor(int(for_part.removeprefix(STREAM_PREFIX)), entry_id, position)
+        if self._lag is not None:
+            self._lag.register(cursor)
         client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
-        log.info("reading %s after entry %s", for_part, resume_state or START_ID)
-        return _StreamPartition(client, for_part, resume_state or START_ID, self._batch_size, self._stop)
+        log.info("reading %s after entry %s", for_part, entry_id)
+        return _StreamPartition(client, for_part, cursor, self._batch_size, self._stop)

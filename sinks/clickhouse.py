@@ -8,17 +8,21 @@ per row so the caller can dead-letter that event and keep the rest.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
-from sinks.clickhouse_store import ClickHouseStore
+from symphony import clock
 from symphony.quota_eta import Eta
+
+log = logging.getLogger(__name__)
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 STRING = pa.string()
@@ -28,6 +32,9 @@ STRING_MAP = pa.map_(pa.string(), pa.string())
 
 # DateTime64(3) holds times up to 2299-12-31 23:59:59.999 UTC.
 MAX_TS_MS = 10_413_791_999_999
+
+# A write still failing after this many attempts is logged as an error, not a warning.
+ALARM_AFTER_ATTEMPTS = 5
 
 DEAD_LETTERS = "dead_letters"
 QUOTA_SNAPSHOTS = "quota_snapshots"
@@ -150,11 +157,11 @@ def _row_problem(schema: pa.Schema, record: Any) -> str | None:
     ts = getattr(record, "ts", None)
     if isinstance(ts, int) and ts > MAX_TS_MS:
         return f"ts {ts} is past the last time ClickHouse can store ({MAX_TS_MS})"
-    for field in schema:
+    for column in schema:
         try:
-            pa.array([getattr(record, field.name)], type=field.type)
+            pa.array([getattr(record, column.name)], type=column.type)
         except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
-            return f"{field.name} does not fit {field.type}: {exc}"
+            return f"{column.name} does not fit {column.type}: {exc}"
     return None
 
 
@@ -201,7 +208,7 @@ def merge(batches: Iterable[Mapping[str, pa.Table]]) -> Tables:
     return {table: pa.concat_tables(datas) if len(datas) > 1 else datas[0] for table, datas in parts.items()}
 
 
-def write(store: ClickHouseStore, batches: Iterable[Mapping[str, pa.Table]]) -> dict[str, int]:
+def write(store: Writer, batches: Iterable[Mapping[str, pa.Table]]) -> dict[str, int]:
     """Insert the batches, one ``insert_arrow`` per table; return rows written per table."""
     written: dict[str, int] = {}
     for table, data in merge(batches).items():
@@ -210,25 +217,135 @@ def write(store: ClickHouseStore, batches: Iterable[Mapping[str, pa.Table]]) -> 
     return written
 
 
+class Writer(Protocol):
+    """Where Arrow tables go: ``ClickHouseStore`` itself, or the engine that owns it (``EngineWriter``)."""
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None: ...
+
+
+class SinkStopped(Exception):
+    """The engine was asked to stop while ClickHouse was refusing writes; the epoch stays unwritten."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential delays between attempts: ``first``, ``first * factor``, ... never above ``cap``."""
+
+    first: float = 0.1
+    factor: float = 2.0
+    cap: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.cap, self.first * self.factor ** max(0, attempt - 1)))
+
+
+@dataclass
+class SinkStats:
+    """What the sinks of this process have done, for ``GET /metrics`` (updated under one lock)."""
+
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows written
+    retries: int = 0  # failed attempts that were retried
+    failing_since: float | None = None  # monotonic time of the first failure of the current outage
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def written(self, table: str, rows: int) -> None:
+        with self.lock:
+            self.rows[table] = self.rows.get(table, 0) + rows
+            self.failing_since = None
+
+    def failed(self) -> None:
+        with self.lock:
+            self.retries += 1
+            if self.failing_since is None:
+                self.failing_since = clock.monotonic()
+
+
+def write_durably(
+    store: Writer,
+    batches: Iterable[Mapping[str, pa.Table]],
+    *,
+    stop: threading.Event,
+    backoff: Backoff = Backoff(),
+    stats: SinkStats | None = None,
+) -> dict[str, int]:
+    """``write``, retrying each table until ClickHouse takes it: a batch is never dropped.
+
+    A failed insert (ClickHouse down, slow, refusing) is retried after an exponential,
+    capped delay, and only the tables not yet written are sent again. The worker waits
+    meanwhile, so the dataflow slows down and the events wait in the stream. If the
+    engine is asked to stop during an outage, ``SinkStopped`` is raised: the epoch is
+    not committed, so its events are read again from the stream after a restart.
+    """
+    pending = merge(batches)
+    written: dict[str, int] = {}
+    attempt = 0
+    while pending:
+        table, data = next(iter(pending.items()))
+        try:
+            store.insert_arrow(table, data)
+        except Exception as exc:  # every transport has its own errors; none may lose the batch
+            attempt += 1
+            if stats is not None:
+                stats.failed()
+            delay = backoff.delay(attempt)
+            level = logging.WARNING if attempt < ALARM_AFTER_ATTEMPTS else logging.ERROR
+            log.log(
+                level,
+                "writing %d rows to %s failed (attempt %d), retrying in %.1fs: %s",
+                data.num_rows,
+                table,
+                attempt,
+                delay,
+                str(exc).strip()[:300] or type(exc).__name__,
+            )
+            if stop.wait(delay):
+                rows = sum(d.num_rows for d in pending.values())
+                raise SinkStopped(
+                    f"stopping while ClickHouse refuses writes: {rows} rows of this epoch stay in the"
+                    " stream and are written after the restart"
+                ) from exc
+            continue
+        if attempt:
+            log.warning("wrote %d rows to %s after %d failed attempts", data.num_rows, table, attempt)
+            attempt = 0
+        del pending[table]
+        written[table] = data.num_rows
+        if stats is not None:
+            stats.written(table, data.num_rows)
+    return written
+
+
 class _ClickHousePartition(StatelessSinkPartition[Tables]):
-    def __init__(self, store: ClickHouseStore) -> None:
+    def __init__(self, store: Writer, stop: threading.Event, backoff: Backoff, stats: SinkStats) -> None:
         self._store = store
+        self._stop = stop
+        self._backoff = backoff
+        self._stats = stats
 
     @override
     def write_batch(self, items: list[Tables]) -> None:
-        write(self._store, items)
+        write_durably(self._store, items, stop=self._stop, backoff=self._backoff, stats=self._stats)
 
 
 class ClickHouseSink(DynamicSink[Tables]):
-    """Write ``{table: Arrow table}`` items to ClickHouse on each worker.
+    """Write ``{table: Arrow table}`` items to ClickHouse on each worker, retrying until it takes them.
 
     At-least-once: after a resume the last epoch is written again, and the
     tables' ``ReplacingMergeTree`` keys make the replay invisible under ``FINAL``.
     """
 
-    def __init__(self, store: ClickHouseStore) -> None:
+    def __init__(
+        self,
+        store: Writer,
+        stop: threading.Event | None = None,
+        backoff: Backoff = Backoff(),
+        stats: SinkStats | None = None,
+    ) -> None:
         self._store = store
+        self._stop = stop or threading.Event()
+        self._backoff = backoff
+        self.stats = stats or SinkStats()
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClickHousePartition:
-        return _ClickHousePartition(self._store)
+        return _ClickHousePartition(self._store, self._stop, self._backoff, self.stats)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError, StreamFailureError
+
+from symphony import clock
 
 READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
 READ_ONLY = {"readonly": 1}
@@ -75,6 +78,44 @@ def check_read_only(sql: str) -> str:
     return statement
 
 
+class WriteFaults:
+    """Test-only: make this store's writes fail as they do when a ClickHouse server is in trouble.
+
+    ``outage(s)``: for ``s`` seconds every insert is refused before it reaches the
+    table, with the error clickhouse-connect raises for a server that does not
+    answer. ``lost_acks(n)``: the next ``n`` inserts land, then fail as if the reply
+    were lost (a timeout after the server committed), so the writer sends them again.
+    Reads are not affected. Enabled only by ``python -m dataflows.engine --test-faults``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._lost_acks = 0
+
+    def outage(self, seconds: float) -> None:
+        with self._lock:
+            self._down_until = clock.monotonic() + seconds
+
+    def lost_acks(self, count: int) -> None:
+        with self._lock:
+            self._lost_acks = count
+
+    def before_insert(self) -> None:
+        with self._lock:
+            left = self._down_until - clock.monotonic()
+        if left > 0:
+            time.sleep(min(left, 0.05))  # a refused connection still takes a moment
+            raise OperationalError(f"injected outage: ClickHouse unreachable for another {left:.1f}s")
+
+    def after_insert(self) -> None:
+        with self._lock:
+            lost = self._lost_acks > 0
+            self._lost_acks -= int(lost)
+        if lost:
+            raise OperationalError("injected lost acknowledgement: the insert landed but the reply timed out")
+
+
 class ClickHouseStore:
     """A writer client and a read-only reader behind one lock."""
 
@@ -84,6 +125,7 @@ class ClickHouseStore:
         self._read_settings = dict(read_settings)
         self._lock = threading.Lock()
         self.dsn = dsn
+        self.faults: WriteFaults | None = None
 
     @classmethod
     def connect(cls, dsn: str) -> ClickHouseStore:
@@ -129,8 +171,12 @@ class ClickHouseStore:
         return Rows(columns=list(result.column_names), rows=[list(row) for row in result.result_rows])
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
+        if self.faults is not None:
+            self.faults.before_insert()
         with self._lock:
             self._writer.insert_arrow(table, data)
+        if self.faults is not None:
+            self.faults.after_insert()
 
     def close(self) -> None:
         with self._lock:
