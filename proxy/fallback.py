@@ -71,6 +71,17 @@ class UpstreamStream:
     first: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One attempt in the making: the arm, how to reach it, what to send, how it is timed."""
+
+    arm: Arm
+    adapter: Adapter
+    request: UpstreamRequest
+    attempt: Attempt
+    breaker: Breaker
+
+
 @dataclass(slots=True)
 class AttemptLog:
     """What the loop did, kept by the caller so that it survives a cancelled request."""
@@ -144,7 +155,8 @@ class AttemptLoop:
                 number=len(log.tried) + 1,
                 fallback_from=log.tried[-1].arm.name if log.tried else "",
             )
-            result = await self._attempt(arm, adapter, attempt, request, job, breaker, log.usages, deadline)
+            call = _Call(arm, adapter, request, attempt, breaker)
+            result = await self._attempt(call, job, deadline, log.usages)
             if not isinstance(result, UpstreamFailure):
                 log.served = arm
                 return result
@@ -159,60 +171,41 @@ class AttemptLoop:
         return last
 
     async def _attempt(
-        self,
-        arm: Arm,
-        adapter: Adapter,
-        attempt: Attempt,
-        request: UpstreamRequest,
-        job: Job,
-        breaker: Breaker,
-        usages: list[Usage],
-        deadline: float,
+        self, call: _Call, job: Job, deadline: float, usages: list[Usage]
     ) -> Answer | UpstreamStream | UpstreamFailure:
         """One attempt, its usage event queued and its breaker told (a stream's only at its end)."""
+        attempt, breaker = call.attempt, call.breaker
         try:
-            result = await self._call(arm, adapter, attempt, request, job, deadline)
+            result = await self._call(call, job, deadline)
         except BaseException:
             _queue(usages, attempt.finish("cancelled"))  # the client went away: not the provider's fault
             breaker.release()
             raise
-        now = monotonic()
         if isinstance(result, UpstreamFailure):
             _queue(usages, attempt.finish(result.status))
             if result.http_status in CLIENT_ERRORS:
                 breaker.release()
             else:
-                breaker.failure(now, retry_after_s=result.retry_after_s)
-            logger.debug(
-                "attempt %d on %s failed: %s (%d)",
-                attempt.number,
-                arm.name,
-                result.status,
-                result.http_status,
-            )
+                breaker.failure(monotonic(), retry_after_s=result.retry_after_s)
+            logger.debug("attempt %d on %s failed: %s", attempt.number, call.arm.name, result.status)
             return result
         breaker.success()
         if isinstance(result, Answer):
             usage = attempt.finish("ok", result.input_tokens, result.output_tokens)
             _queue(usages, usage)
             if usage is not None:
-                self._observe(arm, usage, stream=False)
+                self._observe(call.arm, usage, stream=False)
         return result
 
     async def _call(
-        self,
-        arm: Arm,
-        adapter: Adapter,
-        attempt: Attempt,
-        request: UpstreamRequest,
-        job: Job,
-        deadline: float,
+        self, call: _Call, job: Job, deadline: float
     ) -> Answer | UpstreamStream | UpstreamFailure:
+        arm, adapter, attempt = call.arm, call.adapter, call.attempt
         limit_s = min(self._limit_s(arm, job), deadline - monotonic())
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(limit_s):
-                response = await send(self._http, request)
+                response = await send(self._http, call.request)
                 attempt.rate_limit = adapter.rate_limits(response.headers)
                 if not response.is_success:
                     body = await response.aread()
@@ -226,14 +219,16 @@ class AttemptLoop:
                             "error", 502, f"`{arm.name}` sent an empty stream.", "upstream_error"
                         )
                     translator = adapter.stream(arm.model, include_usage=job.include_usage)
-                    stream, response = UpstreamStream(arm, attempt, translator, response, chunks, first), None
+                    stream = UpstreamStream(arm, attempt, translator, response, chunks, first)
+                    response = None  # handed over: the relay closes it
                     return stream
                 attempt.first_byte()
                 content = await response.aread()
         except TimeoutError:
             why = "the request deadline" if monotonic() >= deadline else "the first-token limit"
-            message = f"`{arm.name}` did not answer within {why}."
-            return _local_failure("timeout", 504, message, "upstream_timeout")
+            return _local_failure(
+                "timeout", 504, f"`{arm.name}` did not answer within {why}.", "upstream_timeout"
+            )
         except TRANSPORT_ERRORS as exc:
             if is_timeout(exc):
                 return _local_failure("timeout", 504, f"`{arm.name}` timed out.", "upstream_timeout")
