@@ -132,7 +132,12 @@ def _register(redis_url: str) -> None:
 
 
 def run_engine(
-    settings: Settings, workers: int = 1, cluster: Cluster | None = None, *, test_faults: bool = False
+    settings: Settings,
+    workers: int = 1,
+    cluster: Cluster | None = None,
+    *,
+    trim_interval: float = trimming.TRIM_EVERY_S,
+    test_faults: bool = False,
 ) -> None:
     """Run the engine until SIGINT or SIGTERM; raise if ClickHouse or the API port is unusable.
 
@@ -182,7 +187,9 @@ def run_engine(
         lag.start()
         stack.callback(lag.stop)
         if cluster.leader:
-            trimmer = Trimmer(settings.redis_url, recovery_dir, CONSUMER, SOURCE_STEP, settings.event_shards)
+            trimmer = Trimmer(
+                settings.redis_url, recovery_dir, CONSUMER, SOURCE_STEP, settings.event_shards, trim_interval
+            )
             trimmer.start()
             stack.callback(trimmer.stop)
         source = RedisStreamSource(settings.redis_url, settings.event_shards, stop=stop, lag=lag)
@@ -217,11 +224,23 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help='every cluster process\'s host:port, ";"-separated (Bytewax form)',
     )
+    parser.add_argument(
+        "--trim-interval",
+        type=float,
+        default=trimming.TRIM_EVERY_S,
+        help=f"seconds between stream trims (default {trimming.TRIM_EVERY_S:g})",
+    )
     parser.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cluster = Cluster(args.process_id, parse_addresses(args.addresses))
-    run_engine(load_settings(), workers=args.workers, cluster=cluster, test_faults=args.test_faults)
+    run_engine(
+        load_settings(),
+        workers=args.workers,
+        cluster=cluster,
+        trim_interval=args.trim_interval,
+        test_faults=args.test_faults,
+    )
 
 
 if __name__ == "__main__":

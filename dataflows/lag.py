@@ -9,9 +9,12 @@ added to the shard up to and including it. Once a second the monitor reads
 - ``entries``: entries added after the cursor, ``added - position``. ``added`` is the
   stream's ``entries-added`` (Redis 7+), or on Redis 6 its length plus the entries
   that trimming removed (``symphony:stream:trimmed``, kept by ``dataflows.trimming``).
-  A position is learnt when the partition is caught up (``added`` itself) or reads
-  from before the first entry, then counted forward batch by batch and kept in the
-  partition's recovery snapshot. Until then ``entries`` is absent.
+  A new partition starts at position 0, counts forward batch by batch and keeps
+  its position in its recovery snapshot; whenever the monitor sees it caught up
+  (position = ``added``) or reading from before the first entry (``added - length``)
+  it re-anchors the position, which corrects any drift (an ``XDEL`` by someone
+  else, or a trim counted a moment late on Redis 6). Absent while unknown (a
+  snapshot from before positions existed, until the first anchor).
 - ``seconds``: the age of the oldest unread entry (its id is its time), 0 when none.
 - ``offset``, ``measured_at_ms``.
 
@@ -70,9 +73,9 @@ class Cursor:
             return self._entry_id, self._position
 
     def anchor(self, entry_id: str, position: int) -> None:
-        """Learn the position, if the cursor is still at ``entry_id`` and does not know it yet."""
+        """Set the position that the stream itself tells, if the cursor is still at ``entry_id``."""
         with self._lock:
-            if self._entry_id == entry_id and self._position is None:
+            if self._entry_id == entry_id:
                 self._position = position
 
 
@@ -169,10 +172,10 @@ class LagMonitor:
             zip(cursors, positions, infos, strict=True)
         ):
             info = stream_info(reply, trimmed.get(cursor.shard, 0))
-            if position is None:
-                position = position_from(info, entry_id)
-                if position is not None:
-                    cursor.anchor(entry_id, position)
+            anchored = position_from(info, entry_id)
+            if anchored is not None:
+                cursor.anchor(entry_id, anchored)
+                position = anchored
             entries = None if position is None else max(0, info.added - position)
             lags.append(Lag(self._consumer, cursor.shard, entries, 0.0, entry_id, now_ms))
             if parse_id(entry_id) < info.last_id:

@@ -45,7 +45,7 @@ SourceState = tuple[str, int | None]
 def resume_point(state: object) -> SourceState:
     """Where a partition resumes from its snapshot (a bare entry id in snapshots before positions)."""
     if state is None:
-        return START_ID, None
+        return START_ID, 0
     if isinstance(state, str):
         return state, None
     if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], str):

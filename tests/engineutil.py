@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from symphony import engine_client
 from symphony.engine_client import EngineError
@@ -26,6 +28,9 @@ class Engine:
     var_dir: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    args: list[str] = field(default_factory=list)  # e.g. ["-w", "2"], ["--test-faults"]
+    wait_ready: bool = True  # False for a cluster process other than 0 (no query API)
+    name: str = "engine"
 
     @property
     def url(self) -> str:
@@ -33,7 +38,7 @@ class Engine:
 
     @property
     def log(self) -> Path:
-        return self.var_dir / "engine.log"
+        return self.var_dir / f"{self.name}.log"
 
     def start(self) -> Engine:
         env = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_URL", "SIM_URL")}
@@ -47,8 +52,14 @@ class Engine:
         )
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "dataflows.engine"], cwd=REPO, env=env, stdout=log, stderr=log
+                [sys.executable, "-m", "dataflows.engine", *self.args],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=log,
             )
+        if not self.wait_ready:
+            return self
         try:
             engine_client.wait_until_ready(self.url, timeout=30)
         except EngineError:
@@ -71,6 +82,25 @@ class Engine:
 
     def count(self, sql: str) -> int:
         return int(engine_client.query(self.url, sql).scalar())
+
+    def metrics(self) -> dict[str, float]:
+        """``GET /metrics`` as ``{'name{labels}': value}``."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).raise_for_status().text
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def table_digest(self, table: str, key: str = "event_id") -> tuple[int, int, str]:
+        """(rows under FINAL, distinct keys, a checksum over the sorted keys) of one table."""
+        sql = (
+            f"SELECT count(), uniqExact({key}), toString(cityHash64(arraySort(groupArray({key}))))"
+            f" FROM {table} FINAL"
+        )
+        rows, unique, checksum = engine_client.query(self.url, sql).rows[0]
+        return int(rows), int(unique), str(checksum)
 
 
 def pair(i: int) -> tuple[Decision, Usage]:
@@ -113,3 +143,14 @@ def pair(i: int) -> tuple[Decision, Usage]:
 
 def events(start: int, stop: int) -> list[Event]:
     return [event for i in range(start, stop) for event in pair(i)]
+
+
+EXACT = (
+    "SELECT (SELECT count() FROM {t} FINAL), (SELECT uniqExact(event_id) FROM {t}), (SELECT count() FROM {t})"
+)
+
+
+def exact(engine: Engine, table: str) -> tuple[int, int, int]:
+    """(rows under FINAL, distinct event ids, raw rows) of an event table."""
+    final, unique, raw = engine_client.query(engine.url, EXACT.format(t=table)).rows[0]
+    return int(final), int(unique), int(raw)
