@@ -87,10 +87,12 @@ def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
-    from dataflows.engine import run_engine
+    from dataflows.engine import Cluster, parse_addresses, run_engine
 
     _log_to_stderr()
-    run_engine(settings, workers=args.workers)
+    run_engine(
+        settings, workers=args.workers, cluster=Cluster(args.process_id, parse_addresses(args.addresses))
+    )
     return 0
 
 
@@ -250,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("proxy", help="run the proxy (data plane)").set_defaults(run=cmd_proxy)
     engine = sub.add_parser("engine", help="run the control plane: dataflows into ClickHouse, query API")
     engine.add_argument("-w", "--workers", type=_positive_int, default=1, help="dataflow workers (default 1)")
+    engine.add_argument(
+        "-i",
+        "--process-id",
+        type=int,
+        default=0,
+        help="this process's index in a Bytewax cluster (default 0)",
+    )
+    engine.add_argument(
+        "-a",
+        "--addresses",
+        default="",
+        help='every cluster process\'s host:port, ";"-separated (default: none)',
+    )
     engine.set_defaults(run=cmd_engine)
 
     keys = sub.add_parser("keys", help="app keys: create, list, revoke").add_subparsers(
