@@ -1,4 +1,4 @@
-"""The engine SIGKILLed at random points of a 100,000-event run and restarted each time: ClickHouse ends exact.
+"""The engine SIGKILLed at random points of a 100,000-event run, restarted each time: ClickHouse ends exact.
 
 The producer keeps publishing throughout; trimming runs every half second, so
 every restart also resumes on a stream trimmed below its recovery snapshot. The
@@ -73,7 +73,8 @@ def test_sigkill_at_random_points_of_a_100k_event_run(engine: Engine, redis_clie
         assert raw >= REQUESTS
     sums = engine_client.query(
         engine.url,
-        "SELECT sum(input_tokens), sum(output_tokens), round(sum(cost_usd), 6), sum(latency_ms) FROM usage FINAL",
+        "SELECT sum(input_tokens), sum(output_tokens), round(sum(cost_usd), 6), sum(latency_ms)"
+        " FROM usage FINAL",
     ).rows[0]
     assert sums == [
         sum(range(REQUESTS)),
