@@ -1,8 +1,9 @@
 """The ClickHouse schema as numbered migrations, applied once each and recorded in ``schema_migrations``.
 
 A migration is never edited after release: a schema change is a new migration.
-Every statement is idempotent (``IF NOT EXISTS``), so a migration interrupted
-half-way simply runs again on the next start.
+Every statement is idempotent (``IF NOT EXISTS``, ``CREATE OR REPLACE VIEW``), so a
+migration interrupted half-way simply runs again on the next start. The analysts'
+views live as SQL files in ``dashboards/views`` and are applied by migrations too.
 
 Event tables are ``ReplacingMergeTree`` ordered by ``(ts, event_id)``: a replayed
 event has the same key, so reads with ``FINAL`` see each event once however many
@@ -11,11 +12,21 @@ times the stream delivered it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from sinks.clickhouse_store import ClickHouseStore
 
 MIGRATIONS_TABLE = "schema_migrations"
+VIEWS_DIR = Path(__file__).resolve().parents[1] / "dashboards" / "views"
+_STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
+
+
+def sql_file(path: Path) -> tuple[str, ...]:
+    """The statements of a SQL file: ``--`` comment lines dropped, each ended by ``;`` at a line end."""
+    text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("--"))
+    return tuple(statement.strip() for statement in _STATEMENT_END.split(text) if statement.strip())
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS served_by LowCardinality(String)",
         ),
     ),
+    Migration(4, "analyst views v1 (dashboards/views/001)", sql_file(VIEWS_DIR / "001_analyst_views.sql")),
 )
 
 
