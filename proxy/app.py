@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -64,6 +64,14 @@ async def _health(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+def _metrics_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
+    async def metrics(request: Request) -> Response:
+        lines = [f"{name} {value:g}" for name, value in gateway.metrics().items()]
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    return metrics
+
+
 def create_app(
     settings: Settings,
     *,
@@ -101,6 +109,7 @@ def create_app(
         Route("/v1/route/execute", route_api.execute, methods=["POST"]),
         Route("/v1/feedback", feedback_api.post, methods=["POST"]),
         Route("/health", _health, methods=["GET"]),
+        Route("/metrics", _metrics_endpoint(gateway), methods=["GET"]),
     ]
     handlers = {errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)

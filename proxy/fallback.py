@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
@@ -35,14 +36,16 @@ from proxy.adapters.base import (
 )
 from proxy.attempt import Attempt
 from proxy.breaker import Breaker, Breakers
-from proxy.candidates import Arm, output_tokens
+from proxy.candidates import Arm, output_tokens, prompt_tokens
 from proxy.errors import retry_after_header
 from proxy.job import Job
 from proxy.latency import LatencyEstimates
+from proxy.quota_guard import Grant, QuotaGuard, Unavailable
 from proxy.routing import Route
 from proxy.upstream import TRANSPORT_ERRORS, is_timeout, send
 from symphony.clock import Clock, monotonic
 from symphony.events import AttemptStatus, Usage
+from symphony.quota_store import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ class UpstreamStream:
     response: httpx.Response
     chunks: AsyncIterator[bytes]
     first: bytes
+    grant: Grant | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class _Call:
     request: UpstreamRequest
     attempt: Attempt
     breaker: Breaker
+    grant: Grant | None
 
 
 @dataclass(slots=True)
@@ -109,6 +114,7 @@ class AttemptLoop:
         clock: Clock,
         *,
         ttft_limit_s: float,
+        quota: QuotaGuard | None = None,
     ) -> None:
         self._http = http
         self._adapters = adapters
@@ -116,6 +122,8 @@ class AttemptLoop:
         self._latency = latency
         self._clock = clock
         self._ttft_limit_s = ttft_limit_s
+        self._quota = quota
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def run(
         self, job: Job, route: Route, decision_id: str, deadline: float, log: AttemptLog
@@ -127,6 +135,7 @@ class AttemptLoop:
         last: UpstreamFailure | None = None
         refused: UnsupportedFeature | None = None
         untranslatable = False
+        over_quota: list[Refusal | Unavailable] = []
         for arm in route.arms:
             if monotonic() >= deadline:
                 break
@@ -145,6 +154,11 @@ class AttemptLoop:
                 breaker.release()
                 untranslatable = True
                 continue
+            grant = await self._reserve(arm, job)
+            if isinstance(grant, Refusal | Unavailable):  # over a cap: this arm is no candidate now
+                breaker.release()
+                over_quota.append(grant)
+                continue
             attempt = Attempt(
                 decision_id=decision_id,
                 app=job.app,
@@ -155,7 +169,7 @@ class AttemptLoop:
                 number=len(log.tried) + 1,
                 fallback_from=log.tried[-1].arm.name if log.tried else "",
             )
-            call = _Call(arm, adapter, request, attempt, breaker)
+            call = _Call(arm, adapter, request, attempt, breaker, grant)
             result = await self._attempt(call, job, deadline, log.usages)
             if not isinstance(result, UpstreamFailure):
                 log.served = arm
@@ -167,8 +181,29 @@ class AttemptLoop:
         if monotonic() >= deadline:
             return self._deadline_failure()
         if last is None:
+            if over_quota and refused is None:
+                raise quota_exhausted(over_quota)
             raise self._nothing_attempted(route, refused, untranslatable=untranslatable)
         return last
+
+    async def _reserve(self, arm: Arm, job: Job) -> Grant | Refusal | Unavailable | None:
+        if self._quota is None:
+            return None
+        estimate = prompt_tokens(job.body) + output_tokens(job.body)
+        return await self._quota.reserve(arm.provider, arm.model, estimate)
+
+    async def _settle(self, grant: Grant | None, usage: Usage | None) -> None:
+        if self._quota is not None and grant is not None:
+            tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
+            await self._quota.settle(grant, tokens)
+
+    def _settle_later(self, grant: Grant | None, usage: Usage | None) -> None:
+        """Settle from synchronous code (a stream's end): a task, kept until it is done."""
+        if self._quota is None or grant is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._settle(grant, usage))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def _attempt(
         self, call: _Call, job: Job, deadline: float, usages: list[Usage]
@@ -178,11 +213,15 @@ class AttemptLoop:
         try:
             result = await self._call(call, job, deadline)
         except BaseException:
-            _queue(usages, attempt.finish("cancelled"))  # the client went away: not the provider's fault
+            usage = attempt.finish("cancelled")  # the client went away: not the provider's fault
+            _queue(usages, usage)
             breaker.release()
+            self._settle_later(call.grant, usage)
             raise
         if isinstance(result, UpstreamFailure):
-            _queue(usages, attempt.finish(result.status))
+            usage = attempt.finish(result.status)
+            _queue(usages, usage)
+            await self._settle(call.grant, usage)
             if result.http_status in CLIENT_ERRORS:
                 breaker.release()
             else:
@@ -193,6 +232,7 @@ class AttemptLoop:
         if isinstance(result, Answer):
             usage = attempt.finish("ok", result.input_tokens, result.output_tokens)
             _queue(usages, usage)
+            await self._settle(call.grant, usage)
             if usage is not None:
                 self._observe(call.arm, usage, stream=False)
         return result
@@ -219,7 +259,7 @@ class AttemptLoop:
                             "error", 502, f"`{arm.name}` sent an empty stream.", "upstream_error"
                         )
                     translator = adapter.stream(arm.model, include_usage=job.include_usage)
-                    stream = UpstreamStream(arm, attempt, translator, response, chunks, first)
+                    stream = UpstreamStream(arm, attempt, translator, response, chunks, first, call.grant)
                     response = None  # handed over: the relay closes it
                     return stream
                 attempt.first_byte()
@@ -254,6 +294,7 @@ class AttemptLoop:
         """End a served stream's attempt: its usage event, its breaker and latency figures."""
         translator = stream.translator
         usage = stream.attempt.finish(status, translator.input_tokens, translator.output_tokens)
+        self._settle_later(stream.grant, usage)
         breaker = self._breakers[stream.arm.provider]
         if status in ("error", "timeout"):
             breaker.failure(monotonic())
@@ -294,6 +335,21 @@ class AttemptLoop:
             code="providers_unavailable",
             headers=retry_after_header(wait),
         )
+
+
+def quota_exhausted(refusals: list[Refusal | Unavailable]) -> errors.ApiError:
+    """Every candidate is over a cap: 429, retry after the earliest moment one has room again."""
+    waits = [r.retry_after_ms for r in refusals if r.retry_after_ms is not None]
+    wait_s = min(waits) / 1000 if waits else None
+    reasons = "; ".join(dict.fromkeys(r.message for r in refusals))
+    when = f" Retry after {math.ceil(wait_s)} s." if wait_s is not None else ""
+    return errors.ApiError(
+        429,
+        f"Every candidate is over its quota ({reasons}).{when}",
+        type_="rate_limit_exceeded",
+        code="quota_exhausted",
+        headers=retry_after_header(wait_s),
+    )
 
 
 def _queue(usages: list[Usage], usage: Usage | None) -> None:

@@ -35,12 +35,14 @@ from proxy.fallback import AttemptLog, AttemptLoop, UpstreamStream
 from proxy.job import Job
 from proxy.latency import LatencyEstimates
 from proxy.policy import ChallengerPolicy, ChampionPolicy
+from proxy.quota_guard import QuotaGuard
 from proxy.routing import Route, Router
 from proxy.streaming import RelayResponse, Render
 from proxy.upstream import new_http_client
-from symphony.catalog import Catalog
+from symphony.catalog import Catalog, resolve_policy_path
 from symphony.clock import Clock, RealClock, monotonic, shared_clock
 from symphony.events import AttemptStatus, Decision, new_id
+from symphony.quotas import load_quota_policy
 from symphony.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,7 @@ class Runtime:
     emitter: EventEmitter
     challenger: ChallengerFeed
     attempts: AttemptLoop
+    quota: QuotaGuard
 
 
 def _read_clock(redis_url: str) -> Clock:
@@ -158,6 +161,13 @@ class Gateway:
         emitter.start()
         challenger = ChallengerFeed(client)
         await challenger.start()
+        quota = QuotaGuard(
+            client,
+            load_quota_policy(resolve_policy_path(settings.quota_policy_file)),
+            clock,
+            fail_mode=settings.quota_fail_mode,
+            local_share=settings.quota_local_share,
+        )
         attempts = AttemptLoop(
             http,
             self.adapters,
@@ -165,8 +175,9 @@ class Gateway:
             self.latency,
             clock,
             ttft_limit_s=settings.ttft_limit_ms / 1000,
+            quota=quota,
         )
-        self._runtime = Runtime(clock, http, client, emitter, challenger, attempts)
+        self._runtime = Runtime(clock, http, client, emitter, challenger, attempts, quota)
 
     async def stop(self) -> None:
         runtime, self._runtime = self._runtime, None
@@ -210,6 +221,18 @@ class Gateway:
                 headers=outcome.headers(),
             )
         return inbound.failure(result, outcome)
+
+    def metrics(self) -> dict[str, float]:
+        """Counters for ``GET /metrics``: events, and how the quota gate is doing."""
+        runtime = self.runtime
+        return {
+            "symphony_events_published_total": runtime.emitter.published,
+            "symphony_events_dropped_total": runtime.emitter.dropped,
+            "symphony_events_pending": runtime.emitter.pending,
+            "symphony_quota_degraded": float(runtime.quota.degraded),
+            "symphony_quota_local_grants_total": runtime.quota.local_grants,
+            "symphony_quota_local_tokens_total": runtime.quota.local_tokens,
+        }
 
     def _finish_stream(self, stream: UpstreamStream, status: AttemptStatus) -> None:
         runtime = self._runtime

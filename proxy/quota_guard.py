@@ -48,6 +48,10 @@ class Unavailable:
 
     retry_after_ms: int = CLOSED_RETRY_AFTER_MS
 
+    @property
+    def message(self) -> str:
+        return "the quota store is unreachable (fail-closed)"
+
 
 class QuotaGuard:
     def __init__(
@@ -68,6 +72,8 @@ class QuotaGuard:
         self._last_warning = -LOG_EVERY_S
         self._degraded = False
         self._pending: deque[tuple[Reservation, int]] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
+        self.local_grants = 0  # reservations made on the local limiter
+        self.local_tokens = 0  # tokens those reservations settled at (never reach Redis)
 
     @property
     def degraded(self) -> bool:
@@ -90,11 +96,15 @@ class QuotaGuard:
             return Unavailable()
         self._local.forget_expired(now)
         local = self._local.reserve(limits, now, provider=provider, model=model, tokens=tokens)
-        return Grant(local, local=True) if isinstance(local, Reservation) else local
+        if not isinstance(local, Reservation):
+            return local
+        self.local_grants += 1
+        return Grant(local, local=True)
 
     async def settle(self, grant: Grant, actual_tokens: int) -> None:
         if grant.local:
             self._local.settle(grant.reservation, actual_tokens)
+            self.local_tokens += actual_tokens
             return
         try:
             await self._store.settle(grant.reservation, actual_tokens)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from proxy.candidates import Arm
 from proxy.policy import ChallengerPolicy, ChampionPolicy, RoutingPolicy
-from symphony.catalog import POLICIES_DIR, Catalog, load_policy
+from symphony.catalog import Catalog, load_policy, resolve_policy_path
 from symphony.events import PolicyKind
 
 OVERRIDE_VERSION = "override"
@@ -81,18 +81,6 @@ class Router:
         cumulative = list(accumulate(probabilities))
         index = bisect.bisect_right(cumulative, self._rng.random() * cumulative[-1])
         return min(index, len(probabilities) - 1)
-
-
-def resolve_policy_path(path: Path) -> Path:
-    """``path`` as given if it exists, else under the repository (``policies/…``) or ``policies/``."""
-    if path.is_absolute() or path.exists():
-        return path
-    for base in (POLICIES_DIR.parent, POLICIES_DIR):
-        if (base / path).exists():
-            return base / path
-    raise FileNotFoundError(
-        f"policy file {path} not found (looked in ., {POLICIES_DIR.parent}, {POLICIES_DIR})"
-    )
 
 
 def load_champion(policy_file: Path, catalog: Catalog) -> ChampionPolicy:

@@ -120,6 +120,18 @@ class Policy(_Frozen):
         return {arm for table in self.tasks.values() for arm in table}
 
 
+def resolve_policy_path(path: Path) -> Path:
+    """``path`` as given if it exists, else under the repository (``policies/…``) or ``policies/``."""
+    if path.is_absolute() or path.exists():
+        return path
+    for base in (POLICIES_DIR.parent, POLICIES_DIR):
+        if (base / path).exists():
+            return base / path
+    raise FileNotFoundError(
+        f"policy file {path} not found (looked in ., {POLICIES_DIR.parent}, {POLICIES_DIR})"
+    )
+
+
 @cache
 def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
     return Catalog.model_validate(json.loads(path.read_text()))

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
 
     # When Redis is unreachable: "open" serves on a local limiter holding quota_local_share of
     # every cap (1/replicas keeps caps across replicas); "closed" refuses until Redis is back.
+    quota_policy_file: Path = Path("policies/quotas.v1.json")
     quota_fail_mode: Literal["open", "closed"] = "open"
     quota_local_share: float = Field(default=1.0, gt=0.0, le=1.0)
 

@@ -1,0 +1,162 @@
+"""Quotas through the proxy: 429s with retry-after, caps reconciled from provider reports, Redis outages."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+import pytest
+import redis
+
+from symphony.load import LoadConfig, run_load
+from symphony.quotas import load_quota_policy
+from symphony.redis_server import RedisServer, free_port
+from tests.engineutil import Engine
+from tests.proxy_stack import ProxyStack
+
+PINNED = "openai/gpt-4o-mini"
+
+
+def tiny_policy(tmp_path: Path, rpm: int) -> Path:
+    """The shipped quota policy with openai's requests per minute cut to ``rpm``."""
+    data = json.loads(load_quota_policy.__wrapped__().model_dump_json())  # type: ignore[attr-defined]
+    data["providers"]["openai"]["caps"]["requests"]["minute"] = rpm
+    path = tmp_path / "quotas.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def ask(client: openai.OpenAI) -> None:
+    client.chat.completions.create(model=PINNED, messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+
+
+def test_over_quota_is_a_429_with_retry_after_that_both_sdks_raise(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    with ProxyStack(redis_server, quota_policy_file=tiny_policy(tmp_path, 3)) as stack:
+        client = openai.OpenAI(base_url=stack.base_url, api_key="k", max_retries=0)
+        for _ in range(3):
+            ask(client)
+        with pytest.raises(openai.RateLimitError) as raised:
+            ask(client)
+        assert raised.value.body["code"] == "quota_exhausted"  # type: ignore[index]
+        assert "openai requests per minute: 3 of 3 used" in raised.value.message
+        assert 1 <= int(raised.value.response.headers["retry-after"]) <= 60
+
+        claude = anthropic.Anthropic(base_url=stack.url, api_key="k", max_retries=0)
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            claude.messages.create(model=PINNED, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        assert "retry-after" in refused.value.response.headers
+        assert stack.sim_app.answers[("openai", 200)] == 3  # the refused ones never reached the provider
+
+
+def test_auto_routing_skips_an_arm_over_quota(redis_server: RedisServer, tmp_path: Path) -> None:
+    with ProxyStack(redis_server, quota_policy_file=tiny_policy(tmp_path, 1)) as stack:
+        client = openai.OpenAI(base_url=stack.base_url, api_key="k", max_retries=0)
+        for _ in range(30):
+            client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "x"}], max_tokens=4
+            )
+        assert stack.sim_app.answers[("openai", 200)] <= 1
+
+
+def test_reported_lower_limit_is_reconciled_and_then_never_exceeded(
+    redis_server: RedisServer, engine: Engine
+) -> None:
+    engine.start()
+    with ProxyStack(redis_server) as stack:
+        httpx.put(f"{stack.sim.url}/admin/limits/openai", json={"rpm": 12}).raise_for_status()
+        client = openai.OpenAI(base_url=stack.base_url, api_key="k", max_retries=0)
+        for _ in range(4):
+            ask(client)  # every answer reports x-ratelimit-limit-requests: 12
+        cap_key = "symphony:caps:{openai}:requests:minute"
+        deadline = time.monotonic() + 30
+        while stack.redis.get(cap_key) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stack.redis.get(cap_key) == b"12"
+
+        refused = 0
+        for _ in range(20):
+            try:
+                ask(client)
+            except openai.RateLimitError as exc:
+                assert exc.body["code"] == "quota_exhausted"  # type: ignore[index]
+                refused += 1
+        assert stack.sim_app.answers[("openai", 429)] == 0  # the provider never had to refuse
+        assert stack.sim_app.answers[("openai", 200)] == 12
+        assert refused == 12
+
+    log = engine.log.read_text()
+    policy = load_quota_policy().providers["openai"].caps["requests"]["minute"]
+    diff = log.index(
+        f"policy_vs_observed=diff provider=openai window=minute metric=requests policy={policy} observed=12"
+    )
+    adjust = log.index(
+        f"runtime_cap_adjustment provider=openai window=minute metric=requests from={policy} to=12"
+    )
+    assert diff < adjust
+
+
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis", persist=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def metric(text: str, name: str) -> int:
+    """One counter from the proxy's Prometheus text."""
+    return next(int(float(line.split()[1])) for line in text.splitlines() if line.startswith(f"{name} "))
+
+
+def quota_state(client: redis.Redis) -> dict[str, int]:
+    return {
+        k.decode(): int(client.get(k) or 0)
+        for k in client.scan_iter("quota:*")
+        if client.type(k) == b"string"
+    }
+
+
+def test_redis_outage_under_load_fail_open_keeps_serving_and_keys_stay_consistent(
+    persistent_redis: RedisServer,
+) -> None:
+    with ProxyStack(persistent_redis, quota_fail_mode="open") as stack:
+        config = LoadConfig(
+            rate=40, duration=6.0, tasks={"chat": 1.0}, max_tokens=16, feedback_share=0.0, seed=5
+        )
+        outcome: dict[str, object] = {}
+        loader = threading.Thread(
+            target=lambda: outcome.update(report=run_load(stack.url, "", config, say=lambda _: None))
+        )
+        loader.start()
+        time.sleep(1.5)
+        persistent_redis.stop()
+        time.sleep(2.0)
+        persistent_redis.start()
+        loader.join(timeout=60)
+        metrics = httpx.get(f"{stack.url}/metrics").text
+        local_tokens = metric(metrics, "symphony_quota_local_tokens_total")
+        local_grants = metric(metrics, "symphony_quota_local_grants_total")
+        events = stack.events()
+
+    report = outcome["report"]
+    assert report.success_share >= 0.99, report.failed  # type: ignore[attr-defined]
+    assert local_grants > 0  # the outage really happened under load
+    client = stack.redis = redis.Redis.from_url(persistent_redis.url)
+    state = quota_state(client)
+    assert all(value >= 0 for value in state.values())
+    assert all(client.pttl(key) > 0 for key in state)
+    # Every token the Redis buckets hold was really used; local grants are the only tokens missing.
+    used = sum(u.input_tokens + u.output_tokens for u in events.usages)
+    in_redis = sum(v for k, v in state.items() if ":tokens:day:" in k)
+    assert in_redis == used - local_tokens
+    requests_in_redis = sum(v for k, v in state.items() if ":requests:day:" in k)
+    assert requests_in_redis == len(events.usages) - local_grants
