@@ -113,8 +113,8 @@ def build_flow(
     op.output("write", op.map("tables", validated, lambda v: v.tables), sink)
     if quotas is not None:
         policy, state_sink = quotas
-        usage = op.flat_map("usage_events", validated, lambda v: v.usage)
-        # Usage
+        usage = op.filter_map("usage_events", validated, lambda v: v.usage or None)
+        # [Usage, ...]: the batch's valid usage events
         updates = quota_updates(usage, policy)
         # QuotaUpdate(provider, etas, adjustments)
         op.output("write_quota_state", updates, state_sink)

@@ -1,7 +1,9 @@
 """The quotas dataflow branch: usage events into live ETAs and reconciled runtime caps.
 
 Keyed by provider, so one worker holds a provider's whole state (recoverable: it
-is plain picklable state in a Bytewax stateful step). For each usage event:
+is plain picklable state in a Bytewax stateful step). Items are a batch's usage
+events of one provider, in stream order, so the per-item cost of the dataflow is
+paid per batch and provider, not per event. For each usage event:
 
 - the windows of ``symphony.quotas`` are replayed from the event (event time);
 - the provider's reported limits are reconciled against the policy
@@ -14,6 +16,7 @@ is plain picklable state in a Bytewax stateful step). For each usage event:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import bytewax.operators as op
@@ -22,7 +25,7 @@ from bytewax.dataflow import Stream
 from symphony.events import Usage
 from symphony.quota_eta import ProviderUsage, QuotaUpdate
 from symphony.quotas import QuotaPolicy
-from symphony.reconciler import Reconciler
+from symphony.reconciler import OBSERVED_LIMIT_HEADERS, Reconciler
 
 PUBLISH_EVERY_MS = 5_000
 
@@ -39,7 +42,8 @@ class QuotaTracker:
         tokens = event.input_tokens + event.output_tokens
         # A refused or failed attempt still spent a request slot at the provider.
         self.usage.add(event.ts, 1, tokens)
-        adjustments = self.reconciler.observe(event.rate_limit, event.ts)
+        reports_limits = not OBSERVED_LIMIT_HEADERS.keys().isdisjoint(event.rate_limit)
+        adjustments = self.reconciler.observe(event.rate_limit, event.ts) if reports_limits else []
         if not adjustments and event.ts - self.published_at < PUBLISH_EVERY_MS:
             return None
         self.published_at = event.ts
@@ -48,20 +52,28 @@ class QuotaTracker:
 
 
 def _track(
-    policy: QuotaPolicy, tracker: QuotaTracker | None, event: Usage
-) -> tuple[QuotaTracker, QuotaUpdate | None]:
+    policy: QuotaPolicy, tracker: QuotaTracker | None, events: Sequence[Usage]
+) -> tuple[QuotaTracker, list[QuotaUpdate]]:
     if tracker is None:
-        limits = policy.provider_limits(event.provider)
-        tracker = QuotaTracker(ProviderUsage(event.provider, limits), Reconciler(limits))
-    return tracker, tracker.add(event)
+        limits = policy.provider_limits(events[0].provider)
+        tracker = QuotaTracker(ProviderUsage(events[0].provider, limits), Reconciler(limits))
+    return tracker, [update for event in events if (update := tracker.add(event)) is not None]
 
 
-def quota_updates(usage: Stream[Usage], policy: QuotaPolicy) -> Stream[QuotaUpdate]:
-    """The branch: usage events in, quota updates out."""
-    keyed = op.key_on("quota_by_provider", usage, lambda event: event.provider)
-    # ("openai", Usage)
-    updates = op.stateful_map("quota_state", keyed, lambda tracker, event: _track(policy, tracker, event))
-    # ("openai", QuotaUpdate | None)
-    published = op.filter_map("quota_published", updates, lambda item: item[1])
+def by_provider(events: Sequence[Usage]) -> list[tuple[str, list[Usage]]]:
+    """A batch's usage events grouped by provider, each group in stream order."""
+    groups: dict[str, list[Usage]] = {}
+    for event in events:
+        groups.setdefault(event.provider, []).append(event)
+    return list(groups.items())
+
+
+def quota_updates(usage: Stream[Sequence[Usage]], policy: QuotaPolicy) -> Stream[QuotaUpdate]:
+    """The branch: batches of usage events in, quota updates out."""
+    keyed = op.flat_map("quota_by_provider", usage, by_provider)
+    # ("openai", [Usage, ...]): one batch's events of one provider
+    updates = op.stateful_map("quota_state", keyed, lambda tracker, events: _track(policy, tracker, events))
+    # ("openai", [QuotaUpdate, ...])
+    published = op.flat_map("quota_published", updates, lambda item: item[1])
     # QuotaUpdate(provider, etas, adjustments)
     return published

@@ -28,26 +28,22 @@ def eta_key(eta: Eta) -> str:
 
 
 def apply_adjustment(client: redis.Redis, adjustment: Adjustment) -> None:
-    """Set the runtime cap, saying so in the log first (a TTL refresh says nothing)."""
+    """Note a new difference in the log, then set the runtime cap (a TTL refresh says nothing)."""
     limit = adjustment.limit
-    if adjustment.logged:
+    where = f"provider={limit.provider} window={limit.window.name} metric={limit.metric}"
+    if adjustment.noted:
         log.warning(
-            "policy_vs_observed=diff provider=%s window=%s metric=%s policy=%d observed=%d",
-            limit.provider,
-            limit.window.name,
-            limit.metric,
-            adjustment.policy,
-            adjustment.observed,
+            "policy_vs_observed=diff %s policy=%d observed=%d", where, adjustment.policy, adjustment.observed
         )
-    client.set(limit.runtime_cap_key, adjustment.observed, px=RUNTIME_CAP_TTL_MS)
-    if adjustment.logged:
+    if not adjustment.applies:
+        return
+    client.set(limit.runtime_cap_key, adjustment.target, px=RUNTIME_CAP_TTL_MS)
+    if adjustment.changes_cap:
         log.warning(
-            "runtime_cap_adjustment provider=%s window=%s metric=%s from=%d to=%d ttl_s=%d",
-            limit.provider,
-            limit.window.name,
-            limit.metric,
+            "runtime_cap_adjustment %s from=%d to=%d ttl_s=%d",
+            where,
             adjustment.previous,
-            adjustment.observed,
+            adjustment.target,
             RUNTIME_CAP_TTL_MS // 1000,
         )
 
