@@ -3,11 +3,11 @@
 Providers report their per-minute limits on every answer (OpenAI-compatible
 ``x-ratelimit-limit-requests`` / ``-tokens``, Anthropic
 ``anthropic-ratelimit-requests-limit`` / ``-tokens-limit``). When what a provider
-reports differs from the cap in force, the reconciler proposes a runtime cap equal
-to the observed limit: the provider's own limit is the truth about its rate
-limits, while budgets over days, weeks and usage windows stay the policy's. A
-runtime cap lives in Redis with a TTL, so it expires back to the policy unless the
-provider keeps reporting it.
+reports differs from the policy, the reconciler notes the difference once and
+sets the runtime cap to the lower of the two: a provider that allows less than the
+policy assumes must not be sent more, and one that allows more does not lift a cap
+the operator chose. A runtime cap lives in Redis with a TTL, so it expires back to
+the policy unless the provider keeps reporting it.
 """
 
 from __future__ import annotations
@@ -46,15 +46,22 @@ class Adjustment:
     policy: int
     observed: int
     previous: int  # the cap in force before: the policy's or an earlier runtime cap
-    logged: bool  # False for a silent TTL refresh of an unchanged runtime cap
+    target: int  # the cap in force after: min(policy, observed)
+    noted: bool  # a new difference between policy and provider: log it
+    applies: bool  # the cap in force changes (or its TTL needs a refresh): write it
+
+    @property
+    def changes_cap(self) -> bool:
+        return self.target != self.previous
 
 
 @dataclass
 class Reconciler:
-    """Per provider: which runtime caps are in force, and since when (event time)."""
+    """Per provider: what each provider last reported, and the runtime caps in force (event time)."""
 
     limits: list[Limit]
     runtime: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # key -> (cap, set at)
+    reported: dict[tuple[str, str], int] = field(default_factory=dict)  # key -> last observed limit
 
     def caps_in_force(self) -> dict[Limit, int]:
         return {
@@ -70,12 +77,18 @@ class Reconciler:
             key = (limit.metric, limit.window.name)
             if key not in observed:
                 continue
-            cap, set_at = self.runtime.get(key, (limit.cap, -REFRESH_AFTER_MS))
             value = observed[key]
-            if value == cap and (key not in self.runtime or now_ms - set_at < REFRESH_AFTER_MS):
+            noted = value != limit.cap and self.reported.get(key) != value
+            self.reported[key] = value
+            previous, set_at = self.runtime.get(key, (limit.cap, -REFRESH_AFTER_MS))
+            target = min(limit.cap, value)
+            stale = key in self.runtime and now_ms - set_at >= REFRESH_AFTER_MS
+            applies = target != previous or stale
+            if not (noted or applies):
                 continue
-            adjustments.append(Adjustment(limit, limit.cap, value, cap, logged=value != cap))
-            self.runtime[key] = (value, now_ms)
+            adjustments.append(Adjustment(limit, limit.cap, value, previous, target, noted, applies))
+            if applies:
+                self.runtime[key] = (target, now_ms)
         return adjustments
 
     def _reportable(self) -> list[Limit]:
