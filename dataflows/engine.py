@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -46,7 +47,7 @@ from dataflows.metrics import engine_metrics
 from dataflows.query_api import QueryApi
 from dataflows.redis_source import RedisStreamSource
 from dataflows.trimming import Trimmer
-from sinks.clickhouse import ClickHouseSink, SinkStats, Writer
+from sinks.clickhouse import ClickHouseSink, SinkStats, SinkStopped, Writer
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
@@ -60,6 +61,7 @@ EPOCH_INTERVAL = timedelta(seconds=1)
 RECOVERY_PARTITIONS = 1
 CONSUMER = FLOW_ID  # the ingest dataflow's name among the stream's consumers
 SOURCE_STEP = f"{FLOW_ID}.read"
+EXIT_STOPPED_IN_OUTAGE = 3  # stopped with an epoch unwritten: its events are read again on restart
 
 
 @dataclass(frozen=True)
@@ -235,13 +237,32 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per insert through process 0
     cluster = Cluster(args.process_id, parse_addresses(args.addresses))
-    run_engine(
-        load_settings(),
-        workers=args.workers,
-        cluster=cluster,
-        trim_interval=args.trim_interval,
-        test_faults=args.test_faults,
-    )
+    try:
+        run_engine(
+            load_settings(),
+            workers=args.workers,
+            cluster=cluster,
+            trim_interval=args.trim_interval,
+            test_faults=args.test_faults,
+        )
+    except Exception as exc:
+        stopped = _cause(exc, SinkStopped)
+        if stopped is None:
+            raise
+        log.error("engine stopped during a ClickHouse outage: %s", stopped)
+        sys.exit(EXIT_STOPPED_IN_OUTAGE)
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` in its chain of causes and contexts."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 if __name__ == "__main__":

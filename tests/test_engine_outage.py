@@ -9,6 +9,7 @@ fails them as a lost reply would. Everything else is real: Redis, Bytewax, chDB.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import httpx
@@ -77,3 +78,17 @@ def test_outage_then_lost_acks_lose_and_double_nothing(engine: Engine, redis_cli
         assert time.monotonic() < deadline, "the lag did not come back to 0"
         time.sleep(0.2)
     assert total(engine.metrics(), "symphony_sink_failing_seconds") == 0
+
+    # Asked to stop during an outage: the engine gives up the unwritten epoch and exits; a restart writes it.
+    inject(engine, outage_s=60.0)
+    publish(redis_client, events(4000, 4500), SHARDS)
+    time.sleep(0.5)
+    assert engine.process is not None
+    engine.process.send_signal(signal.SIGTERM)
+    assert engine.process.wait(timeout=15) == 3  # EXIT_STOPPED_IN_OUTAGE
+    engine.process = None
+    assert "stopping while ClickHouse refuses writes" in engine.log.read_text()
+    engine.start()
+    engine_client.wait_for_count(engine.url, "SELECT count() FROM usage FINAL", 4500, timeout=30)
+    engine_client.wait_for_count(engine.url, "SELECT count() FROM decisions FINAL", 4500, timeout=30)
+    assert exact(engine, "usage")[:2] == (4500, 4500)
