@@ -120,9 +120,15 @@ def deregister(client: redis.Redis, consumer: str, shards: int) -> None:
     pipe.execute()
 
 
-def publish_offsets(client: redis.Redis, consumer: str, offsets: Mapping[int, str]) -> None:
-    if offsets:
-        client.mset({offset_key(consumer, shard): entry_id for shard, entry_id in offsets.items()})
+def publish_offsets(client: redis.Redis, consumer: str, offsets: Mapping[int, str], shards: int) -> None:
+    """Set the consumer's safe offsets; a shard without one (a new recovery store) loses its old one."""
+    pipe = client.pipeline(transaction=False)  # one key per command: fine on a Redis Cluster too
+    for shard in range(shards):
+        if shard in offsets:
+            pipe.set(offset_key(consumer, shard), offsets[shard])
+        else:
+            pipe.delete(offset_key(consumer, shard))
+    pipe.execute()
 
 
 def safe_offsets(client: redis.Redis, shards: int) -> dict[int, str]:
@@ -130,8 +136,11 @@ def safe_offsets(client: redis.Redis, shards: int) -> dict[int, str]:
     consumers = sorted(member.decode() for member in client.smembers(CONSUMERS_KEY))  # type: ignore[union-attr]
     if not consumers:
         return {}
-    keys = [offset_key(consumer, shard) for shard in range(shards) for consumer in consumers]
-    values: list[bytes | None] = client.mget(keys)  # type: ignore[assignment]
+    pipe = client.pipeline(transaction=False)
+    for shard in range(shards):
+        for consumer in consumers:
+            pipe.get(offset_key(consumer, shard))
+    values: list[bytes | None] = pipe.execute()
     safe: dict[int, str] = {}
     for shard in range(shards):
         offsets = values[shard * len(consumers) : (shard + 1) * len(consumers)]
@@ -173,8 +182,10 @@ class Trimmer:
         self._thread: threading.Thread | None = None
 
     def run_once(self, client: redis.Redis) -> dict[int, int]:
+        """Register, publish the committed offsets (none for a new store), trim."""
         offsets = committed_offsets(self._recovery_dir, self._step_id)
-        publish_offsets(client, self._consumer, offsets)
+        register(client, self._consumer)
+        publish_offsets(client, self._consumer, offsets, self._shards)
         removed = trim(client, self._shards)
         if removed:
             log.info("trimmed %s entries below the safe offsets %s", removed, offsets)
@@ -192,10 +203,12 @@ class Trimmer:
     def _run(self) -> None:
         client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            while not self._stop.wait(self._interval):
+            while True:
                 try:
                     self.run_once(client)
                 except (redis.RedisError, sqlite3.Error, OSError, ValueError, pickle.UnpicklingError) as exc:
                     log.warning("trimming the event stream failed, trying again later: %s", exc)
+                if self._stop.wait(self._interval):
+                    return
         finally:
             client.close()

@@ -38,7 +38,7 @@ def test_lag_counts_unread_entries_through_reads_and_trims(
 
     # Trimming below the cursor removes read entries only: the lag stays the same.
     redis_client.sadd(trimming.CONSUMERS_KEY, "ingest")
-    trimming.publish_offsets(redis_client, "ingest", {0: entries[3]})
+    trimming.publish_offsets(redis_client, "ingest", {0: entries[3]}, shards=1)
     assert trimming.trim(redis_client, shards=1) == {0: 3}
     assert monitor.measure(redis_client)[0].entries == 6
 

@@ -39,10 +39,10 @@ def test_trim_waits_for_every_registered_consumer(redis_client: redis.Redis) -> 
 
     trimming.register(redis_client, "ingest")
     trimming.register(redis_client, "learner")
-    trimming.publish_offsets(redis_client, "ingest", {0: zero[6], 1: one[8]})
+    trimming.publish_offsets(redis_client, "ingest", {0: zero[6], 1: one[8]}, shards=2)
     assert trimming.trim(redis_client, shards=2) == {}  # the learner has published nothing yet
 
-    trimming.publish_offsets(redis_client, "learner", {0: zero[4]})
+    trimming.publish_offsets(redis_client, "learner", {0: zero[4]}, shards=2)
     assert trimming.trim(redis_client, shards=2) == {0: 4}  # the slower consumer bounds it
     assert ids(redis_client, 0) == zero[4:]  # its offset entry is kept
     assert ids(redis_client, 1) == one  # the learner has no offset for shard 1
@@ -50,6 +50,12 @@ def test_trim_waits_for_every_registered_consumer(redis_client: redis.Redis) -> 
     trimming.deregister(redis_client, "learner", shards=2)
     assert trimming.trim(redis_client, shards=2) == {0: 2, 1: 8}
     assert redis_client.hgetall(TRIMMED_KEY) == {b"0": b"6", b"1": b"8"}
+
+    # A consumer with a new recovery store has no safe offsets: its old ones must not be used.
+    publish_raw(redis_client, 0, [b"late"])
+    trimming.publish_offsets(redis_client, "ingest", {}, shards=2)
+    assert redis_client.get(trimming.offset_key("ingest", 0)) is None
+    assert trimming.trim(redis_client, shards=2) == {}
 
 
 def _read_stream(redis_url: str, db_dir: Path, shards: int) -> list[list[Entry]]:
