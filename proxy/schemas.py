@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic_core import PydanticCustomError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -94,10 +95,17 @@ class ToolCall(StrictModel):
 
 class Message(StrictModel):
     role: Role
-    content: Content
+    content: Content = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _content_unless_tool_calls(self) -> Message:
+        # OpenAI lets an assistant turn that calls tools leave content out; every other turn needs it.
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise PydanticCustomError("missing", "Field required: content")
+        return self
 
 
 class FunctionDefinition(StrictModel):

@@ -130,6 +130,7 @@ class ToolUseBlock(_Strict):
     name: str = Field(min_length=1)
     input: dict[str, Any]
     cache_control: CacheControl | None = None
+    caller: dict[str, Any] | None = None  # who made the call, as Anthropic reports it; not forwarded
 
 
 class ToolResultBlock(_Strict):
