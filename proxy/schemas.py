@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -95,17 +95,18 @@ class ToolCall(StrictModel):
 
 class Message(StrictModel):
     role: Role
-    content: Content = None
+    tool_calls: list[ToolCall] | None = None  # before content: its check reads these two
+    content: Content = Field(default=None, validate_default=True)
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 
-    @model_validator(mode="after")
-    def _content_unless_tool_calls(self) -> Message:
+    @field_validator("content", mode="after")
+    @classmethod
+    def _content_unless_tool_calls(cls, value: object, info: ValidationInfo) -> object:
         # OpenAI lets an assistant turn that calls tools leave content out; every other turn needs it.
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise PydanticCustomError("missing", "Field required: content")
-        return self
+        if value is None and not (info.data.get("role") == "assistant" and info.data.get("tool_calls")):
+            raise PydanticCustomError("missing", "Field required")
+        return value
 
 
 class FunctionDefinition(StrictModel):
