@@ -85,15 +85,20 @@ def validate(entries: Sequence[Entry]) -> Validated:
         sources[table].append(entry)
 
     tables: Tables = {}
+    usage: list[Usage] = []
     for table, batch in events.items():
         if not batch:
             continue
         tables[table], rejected = to_arrow(table, batch)
         for index, reason in rejected:
             reject(sources[table][index], reason)
+        if table == EVENT_TABLES["usage"]:
+            # Only what ClickHouse takes feeds the quotas: a dead letter is no usage.
+            refused = {index for index, _ in rejected}
+            usage = [e for i, e in enumerate(batch) if i not in refused and isinstance(e, Usage)]
     if dead:
         tables[DEAD_LETTERS] = dead_letters_to_arrow(dead)
-    return Validated(tables, [e for e in events[EVENT_TABLES["usage"]] if isinstance(e, Usage)])
+    return Validated(tables, usage)
 
 
 def snapshot_tables(update: QuotaUpdate) -> Tables:

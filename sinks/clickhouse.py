@@ -196,9 +196,22 @@ def dead_letters_to_arrow(letters: Sequence[DeadLetter]) -> pa.Table:
     return _build(SCHEMAS[DEAD_LETTERS], letters)
 
 
+def _saturate(value: Any, kind: pa.DataType) -> Any:
+    """An integer clamped into the column's range: a snapshot is a gauge, and must never stop the flow."""
+    if not isinstance(value, int) or isinstance(value, bool) or not pa.types.is_integer(kind):
+        return value
+    bits = kind.bit_width
+    low, high = (
+        (0, 2**bits - 1) if pa.types.is_unsigned_integer(kind) else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    )
+    return min(max(value, low), high)
+
+
 def quota_snapshots_to_arrow(etas: Sequence[Eta]) -> pa.Table:
+    schema = SCHEMAS[QUOTA_SNAPSHOTS]
     rows = [{**{name: getattr(eta, name) for name in Eta.__slots__}, "as_of": eta.as_of_ms} for eta in etas]
-    return pa.Table.from_pylist(rows, schema=SCHEMAS[QUOTA_SNAPSHOTS])
+    columns = [pa.array([_saturate(row[f.name], f.type) for row in rows], type=f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def merge(batches: Iterable[Mapping[str, pa.Table]]) -> Tables:

@@ -13,12 +13,14 @@ from sinks.clickhouse import (
     SCHEMAS,
     DeadLetter,
     dead_letters_to_arrow,
+    quota_snapshots_to_arrow,
     to_arrow,
     write,
 )
 from sinks.clickhouse_schema import MIGRATIONS, MIGRATIONS_TABLE, current_version, migrate
 from sinks.clickhouse_store import ClickHouseStore, QueryError, check_read_only
 from symphony.events import EVENT_TYPES, Decision, Feedback, Usage, new_id
+from symphony.quota_eta import Eta
 
 BASE_TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -155,6 +157,17 @@ def test_values_clickhouse_cannot_hold_are_rejected_per_row() -> None:
     assert [index for index, _ in rejected] == [1, 2]
     assert "input_tokens" in rejected[0][1]
     assert "ts" in rejected[1][1]
+
+
+def test_quota_snapshots_saturate_instead_of_failing() -> None:
+    eta = Eta("openai", "tokens", "minute", 10, 2**70, 0, None, -(2**70), 1.5, BASE_TS)
+    row = quota_snapshots_to_arrow([eta]).to_pylist()[0]
+    assert (row["used"], row["remaining"], row["reset_in_ms"], row["exhaust_in_ms"]) == (
+        2**64 - 1,
+        0,
+        None,
+        -(2**63),
+    )
 
 
 def test_dead_letters_keep_raw_bytes_and_deduplicate_by_entry(store: ClickHouseStore) -> None:

@@ -165,6 +165,10 @@ def test_malformed_events_go_to_dead_letters(engine: Engine, redis_client: redis
         orjson.dumps(usage | {"ttfb_ms": "fast", "input_tokens": -1}): "invalid usage event: ttfb_ms",
         orjson.dumps(decision | {"schema_version": 2}): "unknown schema_version 2",
         orjson.dumps({"type": "invoice", "event_id": usage["event_id"], "ts": 1}): "not an event",
+        orjson.dumps(usage | {"surprise": 1}): "invalid usage event: surprise",  # unknown field
+        orjson.dumps(usage).replace(
+            b'"input_tokens":100', b'"input_tokens":18446744073709551616'
+        ): "input_tokens does not fit",
     }
     publish(redis_client, good[:10], SHARDS)
     publish_raw(redis_client, 1, malformed)
@@ -172,7 +176,7 @@ def test_malformed_events_go_to_dead_letters(engine: Engine, redis_client: redis
     engine.start()
     publish(redis_client, good[10:], SHARDS)
 
-    engine_client.wait_for_count(engine.url, "SELECT count() FROM dead_letters FINAL", 6, timeout=30)
+    engine_client.wait_for_count(engine.url, "SELECT count() FROM dead_letters FINAL", 8, timeout=30)
     engine_client.wait_for_count(engine.url, "SELECT count() FROM decisions FINAL", 20, timeout=30)
     engine_client.wait_for_count(engine.url, "SELECT count() FROM usage FINAL", 20, timeout=30)
     rows = engine_client.query(engine.url, "SELECT stream, payload, reason FROM dead_letters FINAL").rows
