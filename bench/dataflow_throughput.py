@@ -13,6 +13,8 @@ writer counts rows as inserts return, then a query confirms the table). In order
 - ``engine flow``: the same plus the quotas branch, as ``python -m dataflows.engine``
   runs it (quota state to Redis, snapshots to ClickHouse), 1 and 2 workers.
 
+Every flow runs with the engine's garbage-collector tuning (``dataflows.engine.tune_gc``).
+
 Freshness: ``python -m dataflows.engine`` as a subprocess; a producer publishes
 decision and usage events at ``--rate`` events/s for ``--seconds``, each stamped
 with the wall time it is sent; one usage event in 20 is a probe that a poller looks
@@ -51,6 +53,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 from typing_extensions import override
 
+from dataflows.engine import GC_THRESHOLDS, tune_gc
 from dataflows.ingest import build_flow
 from dataflows.redis_source import Entry, RedisStreamSource
 from sinks.clickhouse import ClickHouseSink
@@ -436,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     say(f"load average before: {os.getloadavg()}")
+    tune_gc()  # as the engine does; every flow below, the baseline too, runs with it
+    say(f"garbage collector thresholds {GC_THRESHOLDS} (the engine's), start-up objects frozen")
     with tempfile.TemporaryDirectory(prefix="symphony-bench-") as tmp:
         workdir = Path(tmp)
         server = RedisServer(port=free_port(), data_dir=workdir / "redis", persist=False).start()

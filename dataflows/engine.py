@@ -23,6 +23,7 @@ Run it with ``python -m dataflows.engine [-w WORKERS] [-i ID -a ADDRESSES]`` or
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import shutil
@@ -122,6 +123,19 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+# Young-generation collections every 100,000 allocations instead of 700: the flow allocates
+# (and frees) a few objects per event, and the default thresholds spent a third of the
+# ingest time in the collector (bench/dataflow_throughput.py: 63k -> 95k events/s).
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Collect less often, and never rescan what start-up loaded (modules, settings, policy)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _register(redis_url: str) -> None:
     """Join the stream's consumers before reading, so no one trims what this engine still needs."""
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
@@ -197,6 +211,7 @@ def run_engine(
         source = RedisStreamSource(settings.redis_url, settings.event_shards, stop=stop, lag=lag)
         quotas = (load_quota_policy(), QuotaStateSink(settings.redis_url))
         flow = build_flow(source, ClickHouseSink(writer, stop=stop, stats=stats), quotas)
+        tune_gc()
         with _stop_on_signals(stop):
             cli_main(  # type: ignore[no-untyped-call]
                 flow,
