@@ -25,7 +25,7 @@ from bytewax.dataflow import Stream
 from symphony.events import Usage
 from symphony.quota_eta import ProviderUsage, QuotaUpdate
 from symphony.quotas import QuotaPolicy
-from symphony.reconciler import OBSERVED_LIMIT_HEADERS, Reconciler
+from symphony.reconciler import OBSERVED_LIMIT_HEADERS, Adjustment, Reconciler
 
 PUBLISH_EVERY_MS = 5_000
 
@@ -38,14 +38,23 @@ class QuotaTracker:
     reconciler: Reconciler
     published_at: int = field(default=-PUBLISH_EVERY_MS)
 
-    def add(self, event: Usage) -> QuotaUpdate | None:
-        tokens = event.input_tokens + event.output_tokens
+    def add(self, events: Sequence[Usage]) -> list[QuotaUpdate]:
+        """One batch of a provider's usage; an update when one is due or a cap changed."""
         # A refused or failed attempt still spent a request slot at the provider.
-        self.usage.add(event.ts, 1, tokens)
-        reports_limits = not OBSERVED_LIMIT_HEADERS.keys().isdisjoint(event.rate_limit)
-        adjustments = self.reconciler.observe(event.rate_limit, event.ts) if reports_limits else []
-        if not adjustments and event.ts - self.published_at < PUBLISH_EVERY_MS:
-            return None
+        self.usage.add_many((e.ts, 1, e.input_tokens + e.output_tokens) for e in events)
+        updates = []
+        for event in events:
+            if OBSERVED_LIMIT_HEADERS.keys().isdisjoint(event.rate_limit):
+                continue
+            adjustments = self.reconciler.observe(event.rate_limit, event.ts)
+            if adjustments:
+                updates.append(self._update(event, adjustments))
+        last = events[-1]
+        if not updates and last.ts - self.published_at >= PUBLISH_EVERY_MS:
+            updates.append(self._update(last, []))
+        return updates
+
+    def _update(self, event: Usage, adjustments: list[Adjustment]) -> QuotaUpdate:
         self.published_at = event.ts
         etas = self.usage.etas(event.ts, self.reconciler.caps_in_force())
         return QuotaUpdate(event.provider, etas, adjustments)
@@ -57,7 +66,7 @@ def _track(
     if tracker is None:
         limits = policy.provider_limits(events[0].provider)
         tracker = QuotaTracker(ProviderUsage(events[0].provider, limits), Reconciler(limits))
-    return tracker, [update for event in events if (update := tracker.add(event)) is not None]
+    return tracker, tracker.add(events)
 
 
 def by_provider(events: Sequence[Usage]) -> list[tuple[str, list[Usage]]]:

@@ -13,6 +13,7 @@ recoverable stateful step; the quotas matrix reads what that step publishes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from symphony.quotas import MINUTE_MS, Limit
@@ -115,6 +116,21 @@ class ProviderUsage:
         for metric, amount in amounts.items():
             self._burn[metric][second] = self._burn[metric].get(second, 0) + amount
         self.last_ts = max(self.last_ts, ts)
+
+    def add_many(self, usage: Iterable[tuple[int, int, int]]) -> None:
+        """Many (event time, requests, tokens) at once, summed per second first.
+
+        Every window's buckets are whole seconds or longer, so summing within a second
+        changes no rolling or fixed bucket; a first-use window opens at the start of
+        the second of its first event rather than at its millisecond.
+        """
+        per_second: dict[int, list[int]] = {}
+        for ts, requests, tokens in usage:
+            amounts = per_second.setdefault(ts - ts % 1000, [0, 0])
+            amounts[0] += requests
+            amounts[1] += tokens
+        for second, (requests, tokens) in per_second.items():
+            self.add(second, requests, tokens)
 
     def burn_per_min(self, metric: str, now: int) -> float:
         recent = {s: v for s, v in self._burn[metric].items() if s > now - BURN_WINDOW_MS}
