@@ -41,7 +41,10 @@ def query(engine_url: str, sql: str, timeout: float = 10) -> QueryResult:
     try:
         response = httpx.post(f"{engine_url.rstrip('/')}/query", json={"sql": sql}, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise EngineUnavailable(f"engine at {engine_url} did not answer: {exc!r}") from None
+        raise EngineUnavailable(
+            f"engine at {engine_url} did not answer ({exc.__class__.__name__}); "
+            "start the stack with `just up` (or `symphony engine`), or set ENGINE_PORT"
+        ) from None
     try:
         body = response.json()
     except ValueError:
