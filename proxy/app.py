@@ -2,9 +2,14 @@
 
 Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI-compatible),
 ``POST /v1/messages`` (Anthropic-compatible), ``POST /v1/route/execute`` (native,
-the decision in the answer), ``POST /v1/feedback``, ``GET /health``. Errors are
-answered in the shape the caller's SDK expects: Anthropic's under ``/v1/messages``,
-OpenAI's everywhere else, unknown paths included.
+the decision in the answer), ``POST /v1/feedback``, ``GET /health``, ``GET /metrics``.
+Errors are answered in the shape the caller's SDK expects: Anthropic's under
+``/v1/messages``, OpenAI's everywhere else, unknown paths included.
+
+Before any route: headers larger than ``MAX_HEADER_BYTES`` are a 431
+(``proxy.header_limit``), then every path but ``/health`` and ``/metrics`` needs an
+app key (``proxy.auth``). Every log record the process writes is scrubbed of the
+provider keys and of app keys (``proxy.scrub``).
 """
 
 from __future__ import annotations
@@ -15,48 +20,61 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
 import uvicorn
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy import errors
 from proxy.adapters.registry import build_adapters
+from proxy.auth import Authenticator, AuthMiddleware
+from proxy.auth_failures import AuthFailures
 from proxy.feedback import FeedbackApi
 from proxy.gateway import Gateway
+from proxy.header_limit import HeaderLimitMiddleware
+from proxy.key_cache import AppKeyCache
 from proxy.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_response
 from proxy.openai_api import OpenAIApi
 from proxy.route_execute import RouteExecuteApi
 from proxy.routing import load_champion
+from proxy.scrub import Scrubber, install_log_scrubber
 from symphony.catalog import Catalog, load_catalog
 from symphony.settings import Settings, load_provider_keys
 
 log = logging.getLogger(__name__)
 
+AUTH_DISABLED_WARNING = (
+    "AUTH_DISABLED=true: the proxy asks no app key; anyone who can reach it spends through it "
+    "without budgets or limits. Use this for local development only."
+)
 
-def _render(request: Request, error: errors.ApiError) -> Response:
-    if request.url.path == MESSAGES_PATH:
+
+def render_error(path: str, error: errors.ApiError) -> Response:
+    """``error`` in the shape the SDK calling ``path`` expects."""
+    if path == MESSAGES_PATH:
         return anthropic_error_response(error)
     return error.response()
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ApiError)
-    return _render(request, exc)
+    return render_error(request.url.path, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return _render(request, errors.ApiError(exc.status_code, str(exc.detail)))
+    return render_error(request.url.path, errors.ApiError(exc.status_code, str(exc.detail)))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _render(
-        request, errors.ApiError(500, "The proxy failed to handle the request.", type_="api_error")
+    return render_error(
+        request.url.path, errors.ApiError(500, "The proxy failed to handle the request.", type_="api_error")
     )
 
 
@@ -85,8 +103,18 @@ def create_app(
     is a candidate only when the simulator stands in for it (``settings.simulated``).
     """
     catalog = catalog if catalog is not None else load_catalog()
-    adapters = build_adapters(catalog, settings, keys or {})
-    gateway = Gateway(settings, catalog, load_champion(settings.policy_file, catalog), adapters, rng=rng)
+    keys = keys or {}
+    secrets = [key.get_secret_value() for key in keys.values()]
+    install_log_scrubber(secrets)
+    adapters = build_adapters(catalog, settings, keys)
+    gateway = Gateway(
+        settings,
+        catalog,
+        load_champion(settings.policy_file, catalog),
+        adapters,
+        rng=rng,
+        scrubber=Scrubber(secrets),
+    )
     if not adapters:
         log.warning("no provider has a key or the simulator: every routed request will be refused")
     openai_api = OpenAIApi(gateway)
@@ -96,6 +124,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.auth_disabled:
+            log.warning(AUTH_DISABLED_WARNING)
         await gateway.start()
         try:
             yield
@@ -112,7 +142,22 @@ def create_app(
         Route("/metrics", _metrics_endpoint(gateway), methods=["GET"]),
     ]
     handlers = {errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    middleware = [
+        Middleware(HeaderLimitMiddleware, render=render_error, max_bytes=settings.max_header_bytes),
+        Middleware(AuthMiddleware, authenticator=_authenticator(settings, gateway), render=render_error),
+    ]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
+
+
+def _authenticator(settings: Settings, gateway: Gateway) -> Authenticator | None:
+    if settings.auth_disabled:
+        return None
+
+    def client() -> aioredis.Redis:
+        return gateway.runtime.redis
+
+    keys = AppKeyCache(client, fail_mode=settings.quota_fail_mode)
+    return Authenticator(keys, AuthFailures(client, settings.auth_failures_per_minute))
 
 
 def run_proxy(settings: Settings) -> None:

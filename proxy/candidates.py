@@ -1,7 +1,8 @@
 """Which arms may serve a request: the candidates, before the policy draws among them.
 
 Start from every catalog arm whose provider has an adapter, then keep, in order:
-the pinned provider and/or model (``Pin``), the allowed providers, the arms whose
+the pinned provider and/or model (``Pin``), the models the caller's app key may use
+(a 403 when none is left), the allowed providers, the arms whose
 capabilities cover what the request needs, those whose estimated cost fits
 ``max_cost_usd``, those expected to answer within ``latency_budget_ms``, and those
 whose provider's breaker lets an attempt through. A step that leaves nothing is
@@ -19,6 +20,7 @@ from proxy import errors
 from proxy.adapters.features import FEATURES, required_capabilities, unsupported
 from proxy.breaker import Breakers
 from proxy.latency import LatencyEstimates
+from symphony.app_keys import AppKey
 from symphony.catalog import Catalog, ModelPrice
 
 # Output tokens assumed for the cost estimate when the request sets no max_tokens.
@@ -102,10 +104,21 @@ class Candidates:
         self._latency = latency
 
     def select(
-        self, body: Mapping[str, Any], pin: Pin | None, constraints: Constraints, now: float
+        self,
+        body: Mapping[str, Any],
+        pin: Pin | None,
+        constraints: Constraints,
+        now: float,
+        *,
+        key: AppKey | None = None,
     ) -> tuple[Arm, ...]:
-        """The candidates for ``body`` (catalog order); ``ApiError`` when none is left."""
+        """The candidates for ``body`` (catalog order); ``ApiError`` when none is left.
+
+        ``key`` is the caller's app key: only the models it allows are candidates.
+        """
         arms = self._pinned(pin) if pin is not None else self.arms
+        if key is not None and key.models:
+            arms = self._permitted(arms, key, pin)
         if constraints.allowed_providers is not None:
             arms = self._allowed(arms, constraints.allowed_providers)
         arms = self._capable(arms, body, pinned=pin is not None and pin.model is not None)
@@ -140,6 +153,24 @@ class Candidates:
                 code="model_not_found",
             )
         return arms
+
+    def _permitted(self, arms: Sequence[Arm], key: AppKey, pin: Pin | None) -> tuple[Arm, ...]:
+        kept = tuple(arm for arm in arms if key.allows(arm.provider, arm.model))
+        if kept:
+            return kept
+        if pin is not None and pin.model is not None:
+            what = f"the model `{pin.provider}/{pin.model}`"
+        elif pin is not None:
+            what = f"any model of `{pin.provider}`"
+        else:
+            what = "any available model"
+        raise errors.ApiError(
+            403,
+            f"The key of app `{key.app}` may not use {what}; it may use: {', '.join(key.models)}.",
+            type_="permission_error",
+            param="model",
+            code="model_not_allowed",
+        )
 
     def _allowed(self, arms: Sequence[Arm], allowed: frozenset[str]) -> tuple[Arm, ...]:
         kept = tuple(arm for arm in arms if arm.provider in allowed)

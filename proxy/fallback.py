@@ -13,6 +13,18 @@ bad (400, 413, 422) goes back to the client at once.
 Each attempt ends in one ``Usage`` event (attempt number, status, ``fallback_from``
 = the arm tried before it). The loop returns them instead of emitting them, so the
 gateway can emit the decision, which records the fallbacks, first.
+
+Each attempt first reserves the caller's app budgets and limits and the provider's
+caps (``proxy.quota_guard``): the estimated tokens and the estimated cost at the
+arm's price, settled afterwards from the actual usage and cost. An arm over the
+app's spend budget is skipped (a cheaper one may fit); over the app's request or
+token rate, no arm can serve, and the request is refused at once. When nothing
+could be attempted, an app's refusal is a 429 ``budget_exhausted`` or
+``app_rate_limited`` naming the window; otherwise, the providers' ``quota_exhausted``.
+
+A provider's error body reaches the client only scrubbed (``proxy.scrub``), and a
+provider that refuses Symphony's own key (401, 403) is the operator's problem, not
+the caller's: it is a 502 ``upstream_auth_error`` that says nothing of the key.
 """
 
 from __future__ import annotations
@@ -36,13 +48,15 @@ from proxy.adapters.base import (
 )
 from proxy.attempt import Attempt
 from proxy.breaker import Breaker, Breakers
-from proxy.candidates import Arm, output_tokens, prompt_tokens
+from proxy.candidates import Arm, estimated_cost_usd, output_tokens, prompt_tokens
 from proxy.errors import retry_after_header
 from proxy.job import Job
 from proxy.latency import LatencyEstimates
-from proxy.quota_guard import Grant, QuotaGuard, Unavailable
+from proxy.quota_guard import AppScope, Grant, QuotaGuard, Unavailable
 from proxy.routing import Route
+from proxy.scrub import Scrubber
 from proxy.upstream import TRANSPORT_ERRORS, is_timeout, send
+from symphony.app_keys import USD_MICROS
 from symphony.clock import Clock, monotonic
 from symphony.events import AttemptStatus, Usage
 from symphony.quota_store import Refusal
@@ -51,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 # Provider answers that say the request itself is wrong: another provider would refuse it too.
 CLIENT_ERRORS = frozenset({400, 413, 422})
+# Provider answers that refuse Symphony's credentials for that provider.
+UPSTREAM_AUTH_ERRORS = frozenset({401, 403})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +131,7 @@ class AttemptLoop:
         *,
         ttft_limit_s: float,
         quota: QuotaGuard | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self._http = http
         self._adapters = adapters
@@ -123,6 +140,7 @@ class AttemptLoop:
         self._clock = clock
         self._ttft_limit_s = ttft_limit_s
         self._quota = quota
+        self._scrubber = scrubber if scrubber is not None else Scrubber()
         self._settling: set[asyncio.Task[None]] = set()
 
     async def run(
@@ -136,6 +154,7 @@ class AttemptLoop:
         refused: UnsupportedFeature | None = None
         untranslatable = False
         over_quota: list[Refusal | Unavailable] = []
+        over_app: list[Refusal] = []  # the caller's app's own budgets and limits
         for arm in route.arms:
             if monotonic() >= deadline:
                 break
@@ -154,7 +173,13 @@ class AttemptLoop:
                 breaker.release()
                 untranslatable = True
                 continue
-            grant = await self._reserve(arm, job)
+            grant = await self._reserve(arm, job, app_request=not log.usages)
+            if isinstance(grant, Refusal) and job.key is not None and grant.limit.provider == job.key.scope:
+                breaker.release()
+                over_app.append(grant)
+                if grant.limit.metric == "usd_micros":
+                    continue  # a cheaper arm may still fit the budget
+                break  # a request or token rate: every arm counts the same
             if isinstance(grant, Refusal | Unavailable):  # over a cap: this arm is no candidate now
                 breaker.release()
                 over_quota.append(grant)
@@ -181,21 +206,31 @@ class AttemptLoop:
         if monotonic() >= deadline:
             return self._deadline_failure()
         if last is None:
+            if over_app and refused is None:
+                raise app_limited(job.app, over_app)
             if over_quota and refused is None:
                 raise quota_exhausted(over_quota)
             raise self._nothing_attempted(route, refused, untranslatable=untranslatable)
         return last
 
-    async def _reserve(self, arm: Arm, job: Job) -> Grant | Refusal | Unavailable | None:
+    async def _reserve(
+        self, arm: Arm, job: Job, *, app_request: bool
+    ) -> Grant | Refusal | Unavailable | None:
+        """The attempt's reservation; ``app_request`` False once an attempt counted the app's request."""
         if self._quota is None:
             return None
         estimate = prompt_tokens(job.body) + output_tokens(job.body)
-        return await self._quota.reserve(arm.provider, arm.model, estimate)
+        cost_micros = math.ceil(estimated_cost_usd(arm, job.body) * USD_MICROS)
+        app = AppScope(job.key.scope, job.key.limits()) if job.key is not None else None
+        return await self._quota.reserve(
+            arm.provider, arm.model, estimate, cost_micros=cost_micros, app=app, app_request=app_request
+        )
 
     async def _settle(self, grant: Grant | None, usage: Usage | None) -> None:
         if self._quota is not None and grant is not None:
             tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
-            await self._quota.settle(grant, tokens)
+            cost_micros = round(usage.cost_usd * USD_MICROS) if usage is not None else 0
+            await self._quota.settle(grant, tokens, cost_micros)
 
     def _settle_later(self, grant: Grant | None, usage: Usage | None) -> None:
         """Settle from synchronous code (a stream's end): a task, kept until it is done."""
@@ -249,7 +284,7 @@ class AttemptLoop:
                 attempt.rate_limit = adapter.rate_limits(response.headers)
                 if not response.is_success:
                     body = await response.aread()
-                    return adapter.failure(response.status_code, response.headers, body)
+                    return self._failure(arm, adapter.failure(response.status_code, response.headers, body))
                 if job.stream:
                     chunks = response.aiter_raw()
                     first = await anext(chunks, b"")
@@ -284,6 +319,24 @@ class AttemptLoop:
             return _local_failure(
                 "error", 502, f"`{arm.name}` sent an answer the proxy cannot read.", "upstream_error"
             )
+
+    def _failure(self, arm: Arm, failure: UpstreamFailure) -> UpstreamFailure:
+        """A provider's failure as a client may see it: scrubbed, and no word of Symphony's key."""
+        if failure.http_status in UPSTREAM_AUTH_ERRORS:
+            logger.warning("%s refused Symphony's key for it (HTTP %d)", arm.provider, failure.http_status)
+            body = errors.error_body(
+                f"`{arm.provider}` refused the proxy's credentials for it; the operator must check its key.",
+                "api_error",
+                None,
+                "upstream_auth_error",
+            )
+            return UpstreamFailure("error", 502, None, body, failure.rate_limit)
+        body = self._scrubber.bytes(failure.body)
+        if body is failure.body:
+            return failure
+        return UpstreamFailure(
+            failure.status, failure.http_status, failure.retry_after_s, body, failure.rate_limit
+        )
 
     def _limit_s(self, arm: Arm, job: Job) -> float:
         if job.stream:
@@ -349,6 +402,28 @@ def quota_exhausted(refusals: list[Refusal | Unavailable]) -> errors.ApiError:
         type_="rate_limit_exceeded",
         code="quota_exhausted",
         headers=retry_after_header(wait_s),
+    )
+
+
+def app_limited(app: str, refusals: list[Refusal]) -> errors.ApiError:
+    """The caller's app is over its own budget or rate: 429, retry when the window has room again."""
+    waits = [r.retry_after_ms for r in refusals if r.retry_after_ms is not None]
+    wait_s = min(waits) / 1000 if waits else None
+    limit, cap, used = refusals[0].limit, refusals[0].cap, refusals[0].used
+    when = f" Retry after {math.ceil(wait_s)} s." if wait_s is not None else ""
+    if limit.metric == "usd_micros":
+        window = {"1d": "UTC day", "month": "calendar month (UTC)"}.get(limit.window.name, limit.window.name)
+        message = (
+            f"App `{app}` has spent its budget for this {window}: "
+            f"${used / USD_MICROS:.4f} of ${cap / USD_MICROS:.4f}, with requests in flight counted "
+            f"at their estimate.{when}"
+        )
+        code = "budget_exhausted"
+    else:
+        message = f"App `{app}` is over its limit of {cap} {limit.metric} per {limit.window.name}.{when}"
+        code = "app_rate_limited"
+    return errors.ApiError(
+        429, message, type_="rate_limit_exceeded", code=code, headers=retry_after_header(wait_s)
     )
 
 

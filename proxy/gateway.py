@@ -37,6 +37,7 @@ from proxy.latency import LatencyEstimates
 from proxy.policy import ChallengerPolicy, ChampionPolicy
 from proxy.quota_guard import QuotaGuard
 from proxy.routing import Route, Router
+from proxy.scrub import Scrubber
 from proxy.streaming import RelayResponse, Render
 from proxy.upstream import new_http_client
 from symphony.catalog import Catalog, resolve_policy_path
@@ -130,8 +131,10 @@ class Gateway:
         adapters: Mapping[str, Adapter],
         *,
         rng: random.Random | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.settings = settings
+        self.scrubber = scrubber if scrubber is not None else Scrubber()
         self.catalog = catalog
         self.adapters = dict(adapters)
         self.breakers = Breakers(
@@ -176,6 +179,7 @@ class Gateway:
             clock,
             ttft_limit_s=settings.ttft_limit_ms / 1000,
             quota=quota,
+            scrubber=self.scrubber,
         )
         self._runtime = Runtime(clock, http, client, emitter, challenger, attempts, quota)
 
@@ -198,7 +202,7 @@ class Gateway:
     async def execute(self, job: Job, inbound: Inbound) -> Response:
         runtime = self.runtime
         now = monotonic()
-        candidates = self.candidates.select(job.body, job.pin, job.constraints, now)
+        candidates = self.candidates.select(job.body, job.pin, job.constraints, now, key=job.key)
         route = self.router.route(
             job.task, candidates, pinned=job.pin is not None and job.pin.model is not None
         )

@@ -6,15 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.candidates import NO_CONSTRAINTS, Constraints, Pin
+from symphony.app_keys import AppKey
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
     body: dict[str, Any]  # an OpenAI chat-completions request; each attempt sets its own model
-    app: str
+    app: str  # the caller's app, from its key
     task: str
     stream: bool
     include_usage: bool = False  # a stream ends with the usage chunk only when the client asked
     pin: Pin | None = None
     constraints: Constraints = NO_CONSTRAINTS
     overrides: dict[str, str] = field(default_factory=dict)  # as the decision event logs them
+    key: AppKey | None = None  # the caller's key: its budgets, limits and allowed models (None: auth off)

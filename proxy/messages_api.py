@@ -3,8 +3,9 @@
 The request is translated to the canonical form and routed like any other, so any
 provider can serve it; the answer, the stream and every error are translated back
 to Anthropic's shapes (``proxy.inbound``), so the ``anthropic``
-SDK raises its own exception types. ``x-api-key`` and ``anthropic-version`` are
-accepted (Symphony's own keys come later); ``model`` is ``auto`` or a catalog model.
+SDK raises its own exception types. The caller's Symphony key comes as ``x-api-key``
+or ``Authorization: Bearer`` (``proxy.auth``); ``anthropic-version`` is accepted;
+``model`` is ``auto`` or a catalog model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
+from proxy.auth import caller_of
 from proxy.body import MAX_BODY_BYTES, read_limited
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
@@ -29,7 +31,7 @@ from proxy.inbound.anthropic_messages import (
 from proxy.inbound.anthropic_stream import MessagesStream
 from proxy.job import Job
 from proxy.models import pin_for_model
-from proxy.openai_api import JSON, app_and_task
+from proxy.openai_api import JSON, task_of
 from proxy.streaming import Render
 
 MESSAGES_PATH = "/v1/messages"
@@ -85,11 +87,12 @@ class MessagesApi:
         except MessagesError as exc:
             raise errors.ApiError(exc.status, exc.message) from None
         pin = pin_for_model(self._gateway.catalog, messages.model)
-        app, task = app_and_task(request)
+        caller = caller_of(request)
         job = Job(
             body=body,
-            app=app,
-            task=task,
+            app=caller.app,
+            key=caller.key,
+            task=task_of(request),
             stream=messages.stream,
             include_usage=True,  # Anthropic's events carry usage: the translator needs the usage chunk
             pin=pin,

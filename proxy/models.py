@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import orjson
 
@@ -24,16 +24,25 @@ def pin_for_model(catalog: Catalog, model: str) -> Pin | None:
     return Pin(*found)
 
 
-def models_body(catalog: Catalog, providers: Collection[str]) -> bytes:
-    """``GET /v1/models``: ``auto``, then every servable arm as ``provider/model``, then plain model names."""
+def models_body(
+    catalog: Catalog, providers: Collection[str], *, allows: Callable[[str, str], bool] | None = None
+) -> bytes:
+    """``GET /v1/models``: ``auto``, then every servable arm as ``provider/model``, then plain model names.
+
+    ``allows(provider, model)``: the caller's key's allow-list (every arm when None).
+    """
     entries: dict[str, str] = {model: "symphony" for model in sorted(AUTO_MODELS)}
-    servable = [(provider, spec) for provider, spec in catalog.providers.items() if provider in providers]
-    for provider, spec in servable:
-        for model in spec.models:
-            entries[f"{provider}/{model}"] = provider
-    for provider, spec in servable:
-        for model in spec.models:
-            entries.setdefault(model, provider)
+    servable = [
+        (provider, model)
+        for provider, spec in catalog.providers.items()
+        if provider in providers
+        for model in spec.models
+        if allows is None or allows(provider, model)
+    ]
+    for provider, model in servable:
+        entries[f"{provider}/{model}"] = provider
+    for provider, model in servable:
+        entries.setdefault(model, provider)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in entries.items()
     ]

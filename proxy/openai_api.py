@@ -2,8 +2,9 @@
 
 The canonical form is this API's own, so answers, streams and provider errors go
 back as the bytes the gateway holds. ``model`` is ``auto`` (Symphony routes) or a
-catalog model, plain or as ``provider/model`` (pinned). Headers
-``x-symphony-app`` and ``x-symphony-task`` name the calling app and the task.
+catalog model, plain or as ``provider/model`` (pinned). The calling app is the one
+its key belongs to (``proxy.auth``); the header ``x-symphony-task`` names the task.
+``GET /v1/models`` lists only the models the caller's key may use.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.adapters.base import Answer, UpstreamFailure
+from proxy.auth import caller_of
 from proxy.body import MAX_BODY_BYTES, parse_chat_request, read_limited
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
@@ -20,14 +22,12 @@ from proxy.models import models_body, pin_for_model
 from proxy.streaming import Render
 
 JSON = "application/json"
-APP_HEADER = "x-symphony-app"
 TASK_HEADER = "x-symphony-task"
-DEFAULT_APP = "default"
 DEFAULT_TASK = "chat"
 
 
-def app_and_task(request: Request) -> tuple[str, str]:
-    return request.headers.get(APP_HEADER) or DEFAULT_APP, request.headers.get(TASK_HEADER) or DEFAULT_TASK
+def task_of(request: Request) -> str:
+    return request.headers.get(TASK_HEADER) or DEFAULT_TASK
 
 
 class OpenAIFormat:
@@ -56,11 +56,12 @@ class OpenAIApi:
     async def chat_completions(self, request: Request) -> Response:
         data, chat = parse_chat_request(await read_limited(request, self._max_body_bytes))
         pin = pin_for_model(self._gateway.catalog, chat.model)
-        app, task = app_and_task(request)
+        caller = caller_of(request)
         job = Job(
             body=data,
-            app=app,
-            task=task,
+            app=caller.app,
+            key=caller.key,
+            task=task_of(request),
             stream=chat.stream,
             include_usage=chat.include_usage,
             pin=pin,
@@ -69,4 +70,8 @@ class OpenAIApi:
         return await self._gateway.execute(job, OPENAI_FORMAT)
 
     async def models(self, request: Request) -> Response:
-        return Response(self._models_body, media_type=JSON)
+        key = caller_of(request).key
+        if key is None or not key.models:
+            return Response(self._models_body, media_type=JSON)
+        body = models_body(self._gateway.catalog, self._gateway.adapters, allows=key.allows)
+        return Response(body, media_type=JSON)

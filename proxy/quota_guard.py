@@ -1,10 +1,26 @@
 """The proxy's quota gate: reserve before an attempt, settle after it, whatever Redis is doing.
 
 Reservations go to Redis (one atomic script, ``symphony.quota_store``), so caps hold
-across every proxy replica. When Redis cannot be reached the gate follows the
-configured rule: ``open`` keeps serving on the in-process twin
-(``symphony.quota_local``) holding a share of every cap; ``closed`` refuses until
-Redis answers again. Either way it says so in the log once per interval, and
+across every proxy replica.
+
+An attempt counts against two scopes: the calling app's budgets and rate limits
+(``app:<name>``, from its key) and the provider's caps. Each scope's keys share a
+hash tag (``{app:<name>}``, ``{<provider>}``), so each scope is one Redis Cluster
+slot, but the two are not: one script call over both would fail with CROSSSLOT on
+a cluster. So the gate makes two calls, the app's scope first, then the provider's,
+and when the provider refuses it refunds the app's reservation (its tokens, its
+spend and its request). Between the two calls the app holds a reservation it may
+give back, never the reverse, so an app's budget is never exceeded by the race;
+at worst another request of the same app is refused for a few milliseconds by a
+reservation that is then refunded. Settlement corrects both scopes from the
+attempt's actual tokens and cost.
+
+An app's request counts once however many arms serve it: the first attempt
+reserves a request, fallback attempts reserve tokens and spend only.
+
+When Redis cannot be reached the gate follows the configured rule: ``open`` keeps
+serving on the in-process twin (``symphony.quota_local``) holding a share of every
+cap; ``closed`` refuses until Redis answers again. Either way it says so in the log once per interval, and
 tries Redis again after a short pause, so it recovers by itself. Settlements of
 Redis reservations that fail meanwhile are kept and replayed on recovery, so the
 buckets end up holding what was really used.
@@ -25,7 +41,7 @@ from symphony import clock
 from symphony.clock import Clock
 from symphony.quota_local import LocalQuotaStore
 from symphony.quota_store import AsyncQuotaStore, Refusal, Reservation
-from symphony.quotas import QuotaPolicy
+from symphony.quotas import Limit, QuotaPolicy
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +53,26 @@ CLOSED_RETRY_AFTER_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
-class Grant:
+class Held:
+    """One scope's reservation, and where it was made."""
+
     reservation: Reservation
     local: bool  # reserved on the local limiter while Redis was unreachable
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    reservation: Reservation  # the provider's
+    local: bool  # the provider's was reserved on the local limiter while Redis was unreachable
+    app: Held | None = None  # the app's, when it has limits
+
+
+@dataclass(frozen=True, slots=True)
+class AppScope:
+    """The calling app's limits, as the gate reserves them."""
+
+    name: str
+    limits: list[Limit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +104,8 @@ class QuotaGuard:
         self._down_until = 0.0
         self._last_warning = -LOG_EVERY_S
         self._degraded = False
-        self._pending: deque[tuple[Reservation, int]] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
+        # settlements that failed while Redis was down: (reservation, tokens, cost, refund)
+        self._pending: deque[tuple[Reservation, int, int, bool]] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
         self.local_grants = 0  # reservations made on the local limiter
         self.local_tokens = 0  # tokens those reservations settled at (never reach Redis)
 
@@ -79,38 +113,89 @@ class QuotaGuard:
     def degraded(self) -> bool:
         return self._degraded
 
-    async def reserve(self, provider: str, model: str, tokens: int) -> Grant | Refusal | Unavailable:
+    async def reserve(
+        self,
+        provider: str,
+        model: str,
+        tokens: int,
+        *,
+        cost_micros: int = 0,
+        app: AppScope | None = None,
+        app_request: bool = True,
+    ) -> Grant | Refusal | Unavailable:
+        """Reserve the app's scope (if it has limits), then the provider's; all or nothing.
+
+        ``app_request`` is False for a fallback attempt: the app's request was counted already.
+        """
+        held_app: Held | None = None
+        if app is not None and app.limits:
+            requests = 1 if app_request else 0
+            outcome = await self._reserve(app.limits, app.name, "", tokens, cost_micros, requests)
+            if not isinstance(outcome, Held):
+                return outcome
+            held_app = outcome
         limits = self._policy.limits(provider, model)
+        granted = await self._reserve(limits, provider, model, tokens, cost_micros, 1)
+        if not isinstance(granted, Held):
+            if held_app is not None:
+                await self._settle(held_app, 0, 0, refund=True)
+            return granted
+        if granted.local:
+            self.local_grants += 1
+        return Grant(granted.reservation, granted.local, held_app)
+
+    async def _reserve(
+        self, limits: list[Limit], provider: str, model: str, tokens: int, cost_micros: int, requests: int
+    ) -> Held | Refusal | Unavailable:
         now = self._clock.now_ms()
         if clock.monotonic() >= self._down_until:
             try:
                 outcome = await self._store.reserve(
-                    limits, now, provider=provider, model=model, tokens=tokens
+                    limits,
+                    now,
+                    provider=provider,
+                    model=model,
+                    tokens=tokens,
+                    cost_micros=cost_micros,
+                    requests=requests,
                 )
             except REDIS_ERRORS as exc:
                 self._went_down(exc)
             else:
                 await self._recovered()
-                return Grant(outcome, local=False) if isinstance(outcome, Reservation) else outcome
+                return Held(outcome, local=False) if isinstance(outcome, Reservation) else outcome
         if self._fail_mode == "closed":
             return Unavailable()
         self._local.forget_expired(now)
-        local = self._local.reserve(limits, now, provider=provider, model=model, tokens=tokens)
-        if not isinstance(local, Reservation):
-            return local
-        self.local_grants += 1
-        return Grant(local, local=True)
+        local = self._local.reserve(
+            limits,
+            now,
+            provider=provider,
+            model=model,
+            tokens=tokens,
+            cost_micros=cost_micros,
+            requests=requests,
+        )
+        return Held(local, local=True) if isinstance(local, Reservation) else local
 
-    async def settle(self, grant: Grant, actual_tokens: int) -> None:
+    async def settle(self, grant: Grant, actual_tokens: int, actual_cost_micros: int = 0) -> None:
+        """Correct the provider's and the app's reservations to the attempt's actual usage."""
+        provider = Held(grant.reservation, grant.local)
+        await self._settle(provider, actual_tokens, actual_cost_micros)
         if grant.local:
-            self._local.settle(grant.reservation, actual_tokens)
             self.local_tokens += actual_tokens
+        if grant.app is not None:
+            await self._settle(grant.app, actual_tokens, actual_cost_micros)
+
+    async def _settle(self, held: Held, tokens: int, cost_micros: int, *, refund: bool = False) -> None:
+        if held.local:
+            self._local.settle(held.reservation, tokens, cost_micros, refund=refund)
             return
         try:
-            await self._store.settle(grant.reservation, actual_tokens)
+            await self._store.settle(held.reservation, tokens, cost_micros, refund=refund)
         except REDIS_ERRORS as exc:
             self._went_down(exc)
-            self._pending.append((grant.reservation, actual_tokens))
+            self._pending.append((held.reservation, tokens, cost_micros, refund))
 
     def _went_down(self, exc: BaseException) -> None:
         self._down_until = clock.monotonic() + RETRY_REDIS_AFTER_S
@@ -130,9 +215,9 @@ class QuotaGuard:
         self._degraded = False
         replayed = 0
         while self._pending:
-            reservation, actual = self._pending[0]
+            reservation, tokens, cost_micros, refund = self._pending[0]
             try:
-                await self._store.settle(reservation, actual)
+                await self._store.settle(reservation, tokens, cost_micros, refund=refund)
             except REDIS_ERRORS as exc:
                 self._went_down(exc)
                 return

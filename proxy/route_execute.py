@@ -26,12 +26,13 @@ from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
+from proxy.auth import caller_of
 from proxy.body import MAX_BODY_BYTES, parse_object, read_limited, validate
 from proxy.candidates import Constraints, Pin
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
 from proxy.job import Job
-from proxy.openai_api import APP_HEADER, DEFAULT_APP, JSON
+from proxy.openai_api import JSON
 from proxy.schemas import ChatCompletionRequest, ClosedModel
 from proxy.streaming import Render
 from symphony.catalog import Catalog
@@ -140,9 +141,11 @@ class RouteExecuteApi:
         native = validate(RouteExecuteRequest, data)
         catalog = self._gateway.catalog
         overrides = native.overrides.model_dump(exclude_none=True)
+        caller = caller_of(request)
         job = Job(
             body={name: value for name, value in data.items() if name not in NATIVE_FIELDS},
-            app=request.headers.get(APP_HEADER) or DEFAULT_APP,
+            app=caller.app,
+            key=caller.key,
             task=native.task,
             stream=native.stream,
             include_usage=native.include_usage,

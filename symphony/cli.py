@@ -35,7 +35,11 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from symphony.supervisor import running_stack
 
     with running_stack(settings, speed=args.speed, workers=args.workers, say=_say) as stack:
-        _say(f"\nSymphony is up. Point an OpenAI SDK at {settings.proxy_url}/v1 ; Ctrl-C stops everything.")
+        key = "any key (auth is disabled)" if stack.dev_key is None else f"the key in {settings.dev_key_file}"
+        _say(
+            f"\nSymphony is up. Point an OpenAI SDK at {settings.proxy_url}/v1 with {key}; "
+            "Ctrl-C stops everything."
+        )
         _wait_until_interrupted(stack, args.duration)
     return 0
 
@@ -55,7 +59,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
     started = clock.monotonic()
     with running_stack(settings, speed=args.speed, say=_say) as stack:
-        result = demo.run_demo(settings, args.requests, say=_say)
+        result = demo.run_demo(settings, args.requests, stack.dev_key, say=_say)
         print(report.render(result.summary.columns, result.summary.rows, as_json=args.json), flush=True)
         if result.load.failures:
             _say(f"{len(result.load.failures)} requests failed, first: {result.load.failures[0]}")

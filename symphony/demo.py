@@ -1,9 +1,10 @@
 """``symphony demo``: traffic through the official ``openai`` package, then a report from ClickHouse.
 
 The demo is a user of Symphony like any other app: it points the OpenAI SDK at
-the proxy, sends a few hundred chat requests (half of them streaming), waits
-until every decision has reached ClickHouse, and prints requests, tokens and
-latency percentiles per provider and model.
+the proxy with the development key `symphony up` made (app ``dev``), sends a few
+hundred chat requests (half of them streaming), waits until every decision has
+reached ClickHouse, and prints requests, tokens and latency percentiles per
+provider and model.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import redis
 
 from symphony import engine_client
 from symphony.clock import shared_clock
+from symphony.dev_key import DEV_APP
 from symphony.engine_client import QueryResult
 from symphony.settings import Settings
 
-DEMO_APP = "demo"
+DEMO_APP = DEV_APP  # the development key's app (also the label when auth is disabled)
+NO_KEY = "auth-disabled"  # what the SDK sends when the proxy asks no key
 PROMPTS = (
     "Summarise the plot of Hamlet in two sentences.",
     "Write a haiku about rate limits.",
@@ -81,12 +84,18 @@ def _one_request(client: openai.OpenAI, index: int, rng: random.Random) -> None:
 
 
 def send_requests(
-    proxy_url: str, count: int, *, concurrency: int = 16, say: Callable[[str], None] = print, seed: int = 7
+    proxy_url: str,
+    count: int,
+    *,
+    api_key: str,
+    concurrency: int = 16,
+    say: Callable[[str], None] = print,
+    seed: int = 7,
 ) -> LoadResult:
-    """Send ``count`` chat requests through the proxy, half of them streaming."""
+    """Send ``count`` chat requests through the proxy with ``api_key``, half of them streaming."""
     client = openai.OpenAI(
         base_url=f"{proxy_url}/v1",
-        api_key="symphony-demo",
+        api_key=api_key,
         max_retries=0,
         default_headers={"x-symphony-app": DEMO_APP},
     )
@@ -110,11 +119,16 @@ class DemoResult:
     summary: QueryResult
 
 
-def run_demo(settings: Settings, requests: int, say: Callable[[str], None] = print) -> DemoResult:
-    """Traffic through a running stack, then this run's summary once every decision is in ClickHouse."""
+def run_demo(
+    settings: Settings, requests: int, api_key: str | None, say: Callable[[str], None] = print
+) -> DemoResult:
+    """Traffic through a running stack, then this run's summary once every decision is in ClickHouse.
+
+    ``api_key``: the development key (None when auth is disabled).
+    """
     since_ms = shared_clock(redis.Redis.from_url(settings.redis_url)).now_ms()
     say(f"\nsending {requests} requests through {settings.proxy_url}/v1 with the openai package")
-    load = send_requests(settings.proxy_url, requests, say=say)
+    load = send_requests(settings.proxy_url, requests, api_key=api_key or NO_KEY, say=say)
     say("waiting for every decision to reach ClickHouse")
     count_sql = f"SELECT count() FROM decisions FINAL {_where(DEMO_APP, since_ms)}"
     engine_client.wait_for_count(settings.engine_url, count_sql, load.succeeded, timeout=60)

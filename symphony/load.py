@@ -2,7 +2,9 @@
 
 Requests leave at a fixed rate whatever the answers do (open loop, so a slow proxy
 meets the same load as a fast one), up to a cap of requests in flight. Each one is
-an app's chat request, labelled with ``x-symphony-app`` and ``x-symphony-task``,
+a chat request with an app key (``--api-key``, by default the development key in
+``var/dev-key``), labelled with ``x-symphony-task`` (and ``x-symphony-app``, which
+names the app only when the proxy's auth is disabled; otherwise the key does),
 sent to the proxy's OpenAI-compatible ``/v1/chat/completions`` or
 Anthropic-compatible ``/v1/messages``, streamed or not. From each answer the
 generator reads ``x-symphony-decision-id`` and ``x-symphony-arm`` and posts a
@@ -32,6 +34,7 @@ import httpx
 import httpx_aiohttp
 
 from symphony.clock import monotonic
+from symphony.dev_key import read_dev_key
 from symphony.report import render_table
 from symphony.settings import Settings, load_settings
 
@@ -65,7 +68,7 @@ class LoadConfig:
     feedback_noise: float = 0.1  # standard deviation of the noise added to the true quality
     timeout_s: float = 30.0
     seed: int | None = None
-    api_key: str = "symphony-load"
+    api_key: str = "auth-disabled"  # the app key every request (and feedback post) carries
     progress_s: float = 1.0
 
     def __post_init__(self) -> None:
@@ -242,6 +245,10 @@ class _LoadRun:
         headers = {"authorization": f"Bearer {config.api_key}", **labels}
         return f"{self._proxy}/v1/chat/completions", headers, body, b"data: [DONE]"
 
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._config.api_key}"}
+
     def _tally(self, outcome: _Outcome) -> None:
         if outcome.failure is not None:
             self._failed[outcome.failure] += 1
@@ -258,7 +265,7 @@ class _LoadRun:
         score = min(1.0, max(0.0, self._rng.gauss(quality, self._config.feedback_noise)))
         body = {"decision_id": decision_id, "score": round(score, 4), "source": FEEDBACK_SOURCE}
         try:
-            response = await self._client.post(f"{self._proxy}/v1/feedback", json=body)
+            response = await self._client.post(f"{self._proxy}/v1/feedback", json=body, headers=self._auth)
         except httpx.HTTPError as exc:
             self._feedback_failed[type(exc).__name__] += 1
             return
@@ -360,12 +367,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feedback-share", type=float, default=defaults.feedback_share)
     parser.add_argument("--feedback-noise", type=float, default=defaults.feedback_noise)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--api-key", default="", help="the app key to send (default: the development key in var/dev-key)"
+    )
     parser.add_argument("--proxy-url", default="", help="default: the settings' proxy URL")
     parser.add_argument("--simulator-url", default="", help="default: the settings' simulator URL")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def config_from_args(args: argparse.Namespace) -> LoadConfig:
+def config_from_args(args: argparse.Namespace, api_key: str) -> LoadConfig:
     return LoadConfig(
         rate=args.rate,
         duration=args.duration,
@@ -379,6 +389,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         feedback_share=args.feedback_share,
         feedback_noise=args.feedback_noise,
         seed=args.seed,
+        api_key=api_key,
     )
 
 
@@ -399,8 +410,16 @@ def render_report(report: LoadReport) -> str:
 
 def command(settings: Settings, args: argparse.Namespace) -> int:
     """``symphony load``: run, print progress (to stderr with ``--json``), then the report."""
+    api_key = args.api_key or read_dev_key(settings.dev_key_file)
+    if api_key is None and not settings.auth_disabled:
+        print(
+            f"no app key: pass --api-key, or start the stack with `symphony up`, which writes one to "
+            f"{settings.dev_key_file}",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, api_key or LoadConfig.api_key)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -43,8 +43,9 @@ class LocalQuotaStore:
         model: str,
         tokens: int,
         cost_micros: int = 0,
+        requests: int = 1,
     ) -> Reservation | Refusal:
-        reserved = Amounts(tokens, cost_micros)
+        reserved = Amounts(tokens, cost_micros, requests)
         for limit in limits:
             amount = reserved.of(limit.metric)
             values, closes_in = self._values(limit, now_ms)
@@ -70,8 +71,15 @@ class LocalQuotaStore:
             self._expiry.setdefault(key, now_ms + limit.window.ttl_ms)
         return 0
 
-    def settle(self, reservation: Reservation, actual_tokens: int, actual_cost_micros: int = 0) -> None:
-        argv = reservation.settle_argv(Amounts(actual_tokens, actual_cost_micros))
+    def settle(
+        self,
+        reservation: Reservation,
+        actual_tokens: int,
+        actual_cost_micros: int = 0,
+        *,
+        refund: bool = False,
+    ) -> None:
+        argv = reservation.settle_argv(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
         for index, key in enumerate(reservation.settle_keys):
             delta, start = argv[3 * index], argv[3 * index + 1]
             if delta == 0:

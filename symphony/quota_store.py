@@ -79,7 +79,7 @@ for i = 1, limits do reply[i + 1] = starts[i] end
 return reply
 """
 
-# KEYS: the token and spend buckets a reservation counted against; per key, ARGV holds the
+# KEYS: the buckets a reservation counted against; per key, ARGV holds the
 # amount to add (negative refunds), the start of its first-use window (0 for a plain bucket)
 # and its TTL. A first-use window that has since reopened is left alone; a refund never takes
 # a bucket below zero; a charge re-creates a bucket that expired (it is outside its window).
@@ -103,13 +103,20 @@ return #KEYS
 
 @dataclass(frozen=True, slots=True)
 class Amounts:
-    """What one request counts: one request, its tokens and its cost in micro-dollars."""
+    """What one request counts: its tokens, its cost in micro-dollars, and (usually) one request.
+
+    ``requests`` is 0 for an attempt that must not count as another request (an app's
+    fallback attempts) and, in a settlement, to give a reserved request back (a refund).
+    """
 
     tokens: int
     cost_micros: int = 0
+    requests: int = 1
 
     def of(self, metric: Metric) -> int:
-        return 1 if metric == "requests" else self.tokens if metric == "tokens" else self.cost_micros
+        if metric == "requests":
+            return self.requests
+        return self.tokens if metric == "tokens" else self.cost_micros
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +126,17 @@ class Reservation:
     provider: str
     model: str
     reserved: Amounts
-    settle_keys: tuple[str, ...]  # the token and spend buckets counted against
+    settle_keys: tuple[str, ...]  # the current bucket of every window counted against
     settle_metrics: tuple[Metric, ...]
     settle_args: tuple[int, ...]  # per key: its first-use window's start (else 0), its TTL
 
     @property
     def tokens(self) -> int:
         return self.reserved.tokens
+
+    def actual(self, tokens: int, cost_micros: int, *, refund: bool = False) -> Amounts:
+        """What the request really counted: its request stays as reserved unless ``refund``."""
+        return Amounts(tokens, cost_micros, 0 if refund else self.reserved.requests)
 
     def settle_argv(self, actual: Amounts) -> list[int]:
         """SETTLE_LUA's arguments: per key the difference actual - reserved, start, TTL."""
@@ -164,13 +175,16 @@ class ReservePlan:
 def reservation_of(
     limits: Sequence[Limit], now_ms: int, provider: str, model: str, reserved: Amounts, starts: Sequence[int]
 ) -> Reservation:
-    """The record of a granted reservation: which buckets settlement must correct."""
-    settled = [
-        (limit, start) for limit, start in zip(limits, starts, strict=True) if limit.metric != "requests"
-    ]
-    keys = tuple(limit.key(limit.window.buckets(now_ms)[0]) for limit, _ in settled)
-    metrics = tuple(limit.metric for limit, _ in settled)
-    args = tuple(value for limit, start in settled for value in (start, limit.window.ttl_ms))
+    """The record of a granted reservation: which buckets settlement must correct.
+
+    Request buckets are kept too: a settlement leaves them alone (one request was
+    reserved, one was made) unless it refunds the reservation.
+    """
+    keys = tuple(limit.key(limit.window.buckets(now_ms)[0]) for limit in limits)
+    metrics = tuple(limit.metric for limit in limits)
+    args = tuple(
+        value for limit, start in zip(limits, starts, strict=True) for value in (start, limit.window.ttl_ms)
+    )
     return Reservation(provider, model, reserved, keys, metrics, args)
 
 
@@ -236,12 +250,21 @@ class QuotaStore:
         model: str,
         tokens: int,
         cost_micros: int = 0,
+        requests: int = 1,
     ) -> Reservation | Refusal:
-        plan = plan_reservation(limits, now_ms, Amounts(tokens, cost_micros))
+        plan = plan_reservation(limits, now_ms, Amounts(tokens, cost_micros, requests))
         return _outcome(plan, self._reserve(keys=plan.keys, args=plan.args), provider, model)
 
-    def settle(self, reservation: Reservation, actual_tokens: int, actual_cost_micros: int = 0) -> None:
-        argv = reservation.settle_argv(Amounts(actual_tokens, actual_cost_micros))
+    def settle(
+        self,
+        reservation: Reservation,
+        actual_tokens: int,
+        actual_cost_micros: int = 0,
+        *,
+        refund: bool = False,
+    ) -> None:
+        """Correct the reserved buckets to what was used; ``refund`` also gives the request back."""
+        argv = reservation.settle_argv(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
         if any(argv[0::3]):
             self._settle(keys=list(reservation.settle_keys), args=argv)
 
@@ -262,11 +285,19 @@ class AsyncQuotaStore:
         model: str,
         tokens: int,
         cost_micros: int = 0,
+        requests: int = 1,
     ) -> Reservation | Refusal:
-        plan = plan_reservation(limits, now_ms, Amounts(tokens, cost_micros))
+        plan = plan_reservation(limits, now_ms, Amounts(tokens, cost_micros, requests))
         return _outcome(plan, await self._reserve(keys=plan.keys, args=plan.args), provider, model)
 
-    async def settle(self, reservation: Reservation, actual_tokens: int, actual_cost_micros: int = 0) -> None:
-        argv = reservation.settle_argv(Amounts(actual_tokens, actual_cost_micros))
+    async def settle(
+        self,
+        reservation: Reservation,
+        actual_tokens: int,
+        actual_cost_micros: int = 0,
+        *,
+        refund: bool = False,
+    ) -> None:
+        argv = reservation.settle_argv(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
         if any(argv[0::3]):
             await self._settle(keys=list(reservation.settle_keys), args=argv)

@@ -29,6 +29,8 @@ ACCEPTS: dict[str, str] = {
     "QUOTA_FAIL_MODE": "open or closed",
     "QUOTA_LOCAL_SHARE": "a number above 0 and at most 1 (the share of each cap one replica may use alone)",
     "SIMULATED_PROVIDERS": "all, none, or a comma list of catalog providers (openai,anthropic,...)",
+    "AUTH_FAILURES_PER_MINUTE": "a whole number of at least 1 (failed authentications per client address)",
+    "MAX_HEADER_BYTES": "a whole number of bytes from 1024 to 1048576",
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
@@ -76,6 +78,14 @@ class Settings(BaseSettings):
     quota_fail_mode: Literal["open", "closed"] = "open"
     quota_local_share: float = Field(default=1.0, gt=0.0, le=1.0)
 
+    # Every inbound API but /health and /metrics needs a Symphony app key. AUTH_DISABLED=true
+    # turns that off (local development only); the proxy and `symphony up` warn at every start.
+    auth_disabled: bool = False
+    # Failed authentications one client address may make per minute (across replicas) before 429.
+    auth_failures_per_minute: int = Field(default=30, ge=1)
+    # Request headers larger than this in all are answered 431.
+    max_header_bytes: int = Field(default=16 << 10, ge=1024, le=1 << 20)
+
     @field_validator("simulated_providers")
     @classmethod
     def _provider_list(cls, value: str) -> str:
@@ -116,6 +126,11 @@ class Settings(BaseSettings):
     @property
     def simulator_url(self) -> str:
         return self.sim_url or f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def dev_key_file(self) -> Path:
+        """Where `symphony up` keeps the development key (mode 0600) for the demo and the load tool."""
+        return self.var_dir / "dev-key"
 
     @property
     def engine_url(self) -> str:

@@ -5,6 +5,12 @@ Each part runs as its own process (``python -m symphony <part>``) with its log i
 flushes its queued events to the stream), then the simulator, then the engine,
 then a Redis server the stack started itself. Children get SIGTERM when the
 supervisor dies, however it dies, so nothing is left running.
+
+Before the proxy starts, the stack makes sure a development key exists (app
+``dev``, ``symphony.dev_key``): a new one is printed once and kept in
+``var/dev-key`` (mode 0600). With ``AUTH_DISABLED=true`` there is none, and a
+warning says so at every start. The simulator stands in for every provider that
+has no key in the environment, unless ``SIMULATED_PROVIDERS`` says otherwise.
 """
 
 from __future__ import annotations
@@ -23,12 +29,19 @@ from urllib.parse import urlparse
 
 import httpx
 import redis
+from redis import Redis
 
 from symphony import clock
+from symphony.catalog import load_catalog
+from symphony.dev_key import DEV_APP, ensure_dev_key
 from symphony.redis_server import RedisServer, answers, port_of
-from symphony.settings import Settings
+from symphony.settings import Settings, load_provider_keys
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+AUTH_DISABLED_WARNING = (
+    "WARNING  AUTH_DISABLED=true: the proxy asks no app key, and anyone who can reach it spends "
+    "through it without budgets or limits. Use this for local development only."
+)
 PR_SET_PDEATHSIG = 1
 
 
@@ -61,16 +74,22 @@ class Stack:
     say: Callable[[str], None] = print
     parts: list[Part] = field(default_factory=list)
     redis: RedisServer | None = None
+    dev_key: str | None = None  # None when auth is disabled
 
     def start(self, timeout: float = 60.0) -> None:
         (self.settings.var_dir / "logs").mkdir(parents=True, exist_ok=True)
         self._ensure_redis()
-        clock.publish_clock(redis.Redis.from_url(self.settings.redis_url), speed=self.speed)
+        client = redis.Redis.from_url(self.settings.redis_url)
+        try:
+            clock.publish_clock(client, speed=self.speed)
+            self._ensure_dev_key(client)
+        finally:
+            client.close()
         s = self.settings
         for part in (
             Part("sim", f"{s.simulator_url}/health", ["sim"]),
             Part("engine", f"{s.engine_url}/health", ["engine", "-w", str(self.workers)]),
-            Part("proxy", f"{s.proxy_url}/v1/models", ["proxy"]),
+            Part("proxy", f"{s.proxy_url}/health", ["proxy"]),
         ):
             self._spawn(part)
         for part in self.parts:
@@ -101,6 +120,20 @@ class Stack:
         self.redis = RedisServer(port=port_of(url), data_dir=self.settings.var_dir / "redis").start()
         self.say(f"redis    {url} (bundled server, data in {self.redis.data_dir})")
 
+    def _ensure_dev_key(self, client: Redis) -> None:
+        if self.settings.auth_disabled:
+            self.say(AUTH_DISABLED_WARNING)
+            return
+        path = self.settings.dev_key_file
+        self.dev_key, created = ensure_dev_key(client, path, clock.wall_ms())
+        if created:
+            self.say(
+                f"dev key  {self.dev_key}\n"
+                f"         (app {DEV_APP}; shown only now, kept in {path} with mode 0600)"
+            )
+        else:
+            self.say(f"dev key  app {DEV_APP}, in {path}")
+
     def _spawn(self, part: Part) -> None:
         log = part.log_path(self.settings.var_dir).open("ab")
         part.process = subprocess.Popen(
@@ -118,7 +151,10 @@ class Stack:
     def _child_env(self) -> dict[str, str]:
         """The children's environment: ours, with the simulator standing in for keyless providers."""
         env = os.environ.copy()
-        env.setdefault("SIMULATED_PROVIDERS", "all")
+        if "SIMULATED_PROVIDERS" not in env:
+            catalog = load_catalog()
+            keyed = load_provider_keys(catalog, env)
+            env["SIMULATED_PROVIDERS"] = ",".join(p for p in catalog.providers if p not in keyed) or "none"
         return env
 
     def _wait_healthy(self, part: Part, timeout: float) -> None:

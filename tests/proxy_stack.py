@@ -1,7 +1,11 @@
 """The proxy in front of the real simulator, in-process, for the proxy's tests.
 
 ``ProxyStack`` runs the simulator and the proxy on uvicorn threads, with the
-bundled Redis the test got from ``redis_server``. The simulator is wrapped in
+bundled Redis the test got from ``redis_server``, and issues an app key
+(``stack.key``, app ``tests``) that ``stack.auth``, ``stack.openai()`` and
+``stack.anthropic()`` send. Provider keys given as ``keys`` travel to the simulator,
+which then accepts only those (``sim_keys`` to make it expect others). More
+proxies on the same Redis and simulator: ``stack.add_replica()``. The simulator is wrapped in
 ``CountingApp``, which only counts what the simulator answered (per provider and
 status), so a test can hold the proxy's usage events against what really happened
 upstream. ``events()`` stops the proxy, which flushes its queue, and reads every
@@ -11,17 +15,22 @@ shard of the event stream.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, cast
 
+import anthropic
 import httpx
+import openai
 import redis
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.app import create_app
+from symphony.app_keys import AppKey, create_key
 from symphony.catalog import Catalog, load_catalog
-from symphony.clock import RealClock
+from symphony.clock import RealClock, wall_ms
 from symphony.events import Decision, Feedback, Usage, parse_event
 from symphony.redis_server import RedisServer, free_port
 from symphony.settings import Settings
@@ -85,13 +94,40 @@ def read_events(client: redis.Redis) -> Events:
     return events
 
 
+def issue_key(client: redis.Redis, app: str = "tests", **limits: Any) -> str:
+    """A new app key for ``app`` with ``limits`` (``AppKey`` fields: budgets, rpm, tpm, models)."""
+    key, _ = create_key(client, AppKey(prefix="", app=app, created_ms=wall_ms(), **limits))
+    return key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
 class ProxyStack:
-    """Simulator + proxy over the given Redis; settings overrides go to the proxy."""
+    """Simulator + proxy over the given Redis; settings overrides go to the proxy.
+
+    ``keys``: provider keys the proxy sends (to the simulator); ``sim_keys`` (default
+    ``keys``): the only keys the simulator accepts. ``app`` and ``limits``: the
+    app key the stack issues.
+    """
 
     def __init__(
-        self, redis_server: RedisServer, *, seed: int = 3, catalog: Catalog = CATALOG, **settings: Any
+        self,
+        redis_server: RedisServer,
+        *,
+        seed: int = 3,
+        catalog: Catalog = CATALOG,
+        keys: Mapping[str, str] | None = None,
+        sim_keys: Mapping[str, str] | None = None,
+        app: str = "tests",
+        limits: Mapping[str, Any] | None = None,
+        **settings: Any,
     ) -> None:
-        self.sim_app = CountingApp(create_sim_app(RealClock(), catalog, seed=seed))
+        self.catalog = catalog
+        self.provider_keys = {name: SecretStr(value) for name, value in (keys or {}).items()}
+        expected = sim_keys if sim_keys is not None else keys
+        self.sim_app = CountingApp(create_sim_app(RealClock(), catalog, seed=seed, keys=expected))
         self.sim = BackgroundServer(self.sim_app)
         port = free_port()
         self.settings = Settings(
@@ -102,8 +138,13 @@ class ProxyStack:
             simulated_providers="all",
             **settings,
         )
-        self.proxy = BackgroundServer(create_app(self.settings, catalog=catalog), port=port)
+        self.proxy = BackgroundServer(self._proxy_app(), port=port)
+        self.replicas: list[BackgroundServer] = []
         self.redis = redis.Redis.from_url(redis_server.url)
+        self.key = issue_key(self.redis, app, **(limits or {}))
+
+    def _proxy_app(self) -> ASGIApp:
+        return create_app(self.settings, keys=self.provider_keys, catalog=self.catalog)
 
     def __enter__(self) -> ProxyStack:
         self.sim.start()
@@ -118,10 +159,21 @@ class ProxyStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
+            for replica in self.replicas:
+                replica.stop()
             self.proxy.stop()
         finally:
             self.sim.stop()
             self.redis.close()
+
+    def add_replica(self) -> BackgroundServer:
+        """Another proxy on the same Redis and simulator (stopped with the stack)."""
+        replica = BackgroundServer(self._proxy_app()).start()
+        self.replicas.append(replica)
+        return replica
+
+    def issue_key(self, app: str = "tests", **limits: Any) -> str:
+        return issue_key(self.redis, app, **limits)
 
     @property
     def url(self) -> str:
@@ -131,10 +183,23 @@ class ProxyStack:
     def base_url(self) -> str:
         return f"{self.proxy.url}/v1"
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers that authenticate as the stack's app."""
+        return bearer(self.key)
+
+    def openai(self, key: str | None = None, **options: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=key or self.key, max_retries=0, **options)
+
+    def anthropic(self, key: str | None = None, **options: Any) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key=key or self.key, max_retries=0, **options)
+
     def faults(self, provider: str, **spec: float) -> None:
         httpx.put(f"{self.sim.url}/admin/faults/{provider}", json=spec).raise_for_status()
 
     def events(self) -> Events:
         """Stop the proxy (flushing its queue), then read every shard of the stream."""
+        for replica in self.replicas:
+            replica.stop()
         self.proxy.stop()
         return read_events(self.redis)

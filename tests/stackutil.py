@@ -34,6 +34,11 @@ class StackEnv:
     def redis_url(self) -> str:
         return self.env["REDIS_URL"]
 
+    @property
+    def dev_key(self) -> str:
+        """The development key `symphony up` wrote for this stack."""
+        return (self.var_dir / "dev-key").read_text().strip()
+
 
 def stack_env(tmp_path: Path, **extra: str) -> StackEnv:
     var_dir = tmp_path / "var"

@@ -142,7 +142,7 @@ def test_registry_picks_keyed_then_simulated_providers() -> None:
     adapters = build_adapters(CATALOG, settings, {"openai": SecretStr("sk-real"), "grok": SecretStr("xai")})
     assert set(adapters) == {"openai", "grok", "deepseek"}
     assert adapters["openai"].base_url == "https://api.openai.com/v1"
-    assert adapters["grok"].base_url == "https://api.x.ai/v1"  # a real key wins over the simulator
+    assert adapters["grok"].base_url == "http://sim:9/grok/v1"  # simulated, with its real key
     assert adapters["deepseek"].base_url == "http://sim:9/deepseek/v1"
     assert all(isinstance(adapter, OpenAICompatAdapter) for adapter in adapters.values())
     hello = {"messages": [{"role": "user", "content": "hi"}]}

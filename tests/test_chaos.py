@@ -45,9 +45,9 @@ async def _one(client: httpx.AsyncClient, index: int) -> bool:
         return False
 
 
-async def _run(base_url: str) -> list[bool]:
+async def _run(base_url: str, auth: dict[str, str]) -> list[bool]:
     limits = httpx.Limits(max_connections=CONCURRENCY)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30, headers=auth) as client:
         gate = asyncio.Semaphore(CONCURRENCY)
 
         async def bounded(index: int) -> bool:
@@ -63,7 +63,7 @@ def test_chaos_gate(redis_server: RedisServer) -> None:
         for provider in FLAKY:
             stack.faults(provider, rate_429=0.3, rate_5xx=0.1)
         stack.faults(SLOW, slow_ttft_ms=SLOW_TTFT_MS)
-        results = asyncio.run(_run(stack.url))
+        results = asyncio.run(_run(stack.url, stack.auth))
         events = stack.events()
         # Abandoned slow answers end upstream a little later; wait for the simulator's count.
         deadline = time.monotonic() + SLOW_TTFT_MS / 1000 + 5

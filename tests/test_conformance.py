@@ -48,12 +48,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyStack]:
 
 @pytest.fixture(scope="module")
 def oai(stack: ProxyStack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url, api_key="k", max_retries=0)
+    return stack.openai()
 
 
 @pytest.fixture(scope="module")
 def claude(stack: ProxyStack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=stack.url, api_key="k", max_retries=0)
+    return stack.anthropic()
 
 
 @pytest.mark.parametrize("arm", ARMS)

@@ -76,12 +76,12 @@ def bodies(path: str) -> st.SearchStrategy[bytes]:
 
 
 @pytest.fixture(scope="module")
-def proxy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyStack]:
     server = RedisServer(port=free_port(), data_dir=Path(tmp_path_factory.mktemp("redis")), persist=False)
     server.start()
     try:
         with ProxyStack(server) as stack:
-            yield stack.url
+            yield stack
     finally:
         server.stop()
 
@@ -97,8 +97,8 @@ def check(client: httpx.Client, path: str, body: bytes) -> None:
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
-def test_malformed_bodies_never_get_a_5xx(proxy_url: str, path: str) -> None:
-    with httpx.Client(base_url=proxy_url, timeout=30) as client:
+def test_malformed_bodies_never_get_a_5xx(proxy: ProxyStack, path: str) -> None:
+    with httpx.Client(base_url=proxy.url, timeout=30, headers=proxy.auth) as client:
 
         @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(body=bodies(path))

@@ -22,7 +22,7 @@ def stack(redis_server: RedisServer) -> Iterator[ProxyStack]:
 
 def inbound_served(stack: ProxyStack) -> Inbound:
     """``mixed`` once the proxy serves Anthropic's ``/v1/messages``, else ``openai``."""
-    probe = httpx.post(f"{stack.url}/v1/messages", json={})
+    probe = httpx.post(f"{stack.url}/v1/messages", json={}, headers=stack.auth)
     return "mixed" if probe.status_code != 404 else "openai"
 
 
@@ -38,6 +38,7 @@ def test_load_labels_requests_and_posts_feedback_from_truth(stack: ProxyStack) -
         feedback_noise=0.0,  # scores are then exactly the truth, checkable below
         seed=5,
         progress_s=0.5,
+        api_key=stack.key,
     )
     said: list[str] = []
     report = run_load(stack.url, stack.sim.url, config, say=said.append)
@@ -51,7 +52,7 @@ def test_load_labels_requests_and_posts_feedback_from_truth(stack: ProxyStack) -
     truth = httpx.get(f"{stack.sim.url}/admin/truth").json()
     events = stack.events()
     decisions = {d.decision_id: d for d in events.decisions}
-    assert {d.app for d in decisions.values()} == {"app-a", "app-b"}
+    assert {d.app for d in decisions.values()} == {"tests"}  # the key's app, whatever the labels say
     assert {d.task for d in decisions.values()} == {"chat", "code"}
     assert {d.stream for d in decisions.values()} == {True, False}
     if report.feedback_failed == {"404": 50}:
@@ -70,7 +71,10 @@ def test_load_counts_failures_by_status_and_posts_no_feedback(stack: ProxyStack)
     for provider in load_catalog().providers:
         stack.faults(provider, rate_5xx=1.0)
     report = run_load(
-        stack.url, stack.sim.url, LoadConfig(rate=10, duration=1, seed=1, max_tokens=4), say=lambda _: None
+        stack.url,
+        stack.sim.url,
+        LoadConfig(rate=10, duration=1, seed=1, max_tokens=4, api_key=stack.key),
+        say=lambda _: None,
     )
     assert report.sent == 10 and report.ok == 0 and sum(report.failed.values()) == 10
     assert all(status.isdigit() and int(status) >= 500 for status in report.failed)
@@ -80,6 +84,7 @@ def test_load_counts_failures_by_status_and_posts_no_feedback(stack: ProxyStack)
 def test_main_prints_a_json_report(stack: ProxyStack, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--rate", "10", "--duration", "1", "--tasks", "summarize=2,extract", "--apps", "cli"]
     argv += ["--proxy-url", stack.url, "--simulator-url", stack.sim.url, "--json", "--seed", "3"]
+    argv += ["--api-key", stack.key]
     assert main(argv) == 0
     out = capsys.readouterr()
     report = json.loads(out.out)

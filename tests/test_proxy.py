@@ -23,7 +23,7 @@ from symphony.redis_server import RedisServer, free_port
 from symphony.settings import Settings
 from symphony.sim import BackgroundServer, latency
 from symphony.stream import STREAM_PREFIX
-from tests.proxy_stack import CATALOG, SHARDS, ProxyStack, read_events
+from tests.proxy_stack import CATALOG, SHARDS, ProxyStack, bearer, issue_key, read_events
 
 CHAMPION: ChampionPolicy = load_champion(Settings().policy_file, CATALOG)
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Route me somewhere good."}]
@@ -38,7 +38,7 @@ def stack(redis_server: RedisServer) -> Iterator[ProxyStack]:
 
 
 def sdk(stack: ProxyStack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url, api_key="any", max_retries=0)
+    return stack.openai()
 
 
 @dataclass
@@ -50,9 +50,10 @@ class Received:
     completion_tokens: int
 
 
-async def _one(client: openai.AsyncOpenAI, index: int) -> Received:
+async def _one(clients: list[openai.AsyncOpenAI], index: int) -> Received:
     stream = index % 2 == 0
-    headers = {"x-symphony-app": f"app-{index % 3}", "x-symphony-task": "summarise"}
+    client = clients[index % len(clients)]  # each with the key of its app
+    headers = {"x-symphony-app": "not-me", "x-symphony-task": "summarise"}  # the key names the app
     if not stream:
         raw = await client.chat.completions.with_raw_response.create(
             model="auto", messages=MESSAGES, extra_headers=headers
@@ -88,9 +89,15 @@ async def _one(client: openai.AsyncOpenAI, index: int) -> Received:
 def test_every_request_gives_one_decision_and_one_usage(stack: ProxyStack) -> None:
     n = 16
 
+    keys = [stack.issue_key(f"app-{i}") for i in range(3)]
+
     async def run() -> list[Received]:
-        async with openai.AsyncOpenAI(base_url=stack.base_url, api_key="any", max_retries=0) as client:
-            return list(await asyncio.gather(*(_one(client, i) for i in range(n))))
+        clients = [openai.AsyncOpenAI(base_url=stack.base_url, api_key=key, max_retries=0) for key in keys]
+        try:
+            return list(await asyncio.gather(*(_one(clients, i) for i in range(n))))
+        finally:
+            for client in clients:
+                await client.close()
 
     received = {r.decision_id: r for r in asyncio.run(run())}
     assert len(received) == n
@@ -135,7 +142,7 @@ def test_override_routes_to_that_arm(stack: ProxyStack, model: str) -> None:
     for decision in decisions:
         assert (decision.provider, decision.model, decision.policy) == ("openai", "gpt-4o", "override")
         assert decision.propensity == 1.0 and decision.candidates == ["openai/gpt-4o"]
-        assert decision.app == "default" and decision.task == "chat"
+        assert decision.app == "tests" and decision.task == "chat"
         assert decision.overrides == {"model": model}
     stream_usage = next(
         u for u in usages if u.decision_id == next(d for d in decisions if d.stream).decision_id
@@ -178,7 +185,9 @@ BAD_INPUTS: list[tuple[bytes, int, str | None]] = [
 def test_bad_input_is_a_4xx_naming_the_field(stack: ProxyStack) -> None:
     for body, status, param in BAD_INPUTS:
         response = httpx.post(
-            f"{stack.base_url}/chat/completions", content=body, headers={"content-type": "application/json"}
+            f"{stack.base_url}/chat/completions",
+            content=body,
+            headers={"content-type": "application/json", **stack.auth},
         )
         case = body[:80]
         assert response.status_code == status, case
@@ -217,7 +226,7 @@ def test_upstream_errors_reach_the_sdk_as_its_own(stack: ProxyStack) -> None:
     assert "x-ratelimit-remaining-requests" in usages[0].rate_limit
 
 
-def test_unreachable_upstream_is_502(redis_server: RedisServer) -> None:
+def test_unreachable_upstream_is_502(redis_server: RedisServer, redis_client: redis.Redis) -> None:
     port = free_port()
     settings = Settings(
         redis_url=redis_server.url,
@@ -230,6 +239,7 @@ def test_unreachable_upstream_is_502(redis_server: RedisServer) -> None:
         response = httpx.post(
             f"{proxy.url}/v1/chat/completions",
             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+            headers=bearer(issue_key(redis_client)),
         )
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
@@ -286,7 +296,9 @@ def test_client_gone_mid_stream_still_logs_usage(stack: ProxyStack, monkeypatch:
         latency.MODEL_LATENCY, ("grok", "grok-3-mini"), latency.Latency(ttft_s=0.01, tokens_per_s=20)
     )
     body = {"model": "grok-3-mini", "messages": [{"role": "user", "content": "x"}], "stream": True}
-    with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body) as response:
+    with httpx.stream(
+        "POST", f"{stack.base_url}/chat/completions", json=body, headers=stack.auth
+    ) as response:
         assert response.status_code == 200
         next(response.iter_raw())  # the first event, then hang up
     events = stack.events()
@@ -297,7 +309,7 @@ def test_client_gone_mid_stream_still_logs_usage(stack: ProxyStack, monkeypatch:
 
 
 def test_messages_endpoint_serves_the_anthropic_sdk_from_any_provider(stack: ProxyStack) -> None:
-    client = anthropic.Anthropic(base_url=stack.url, api_key="any", max_retries=0)
+    client = stack.anthropic()
     for model in ("gpt-4o-mini", "claude-3-5-haiku-latest", "gemini-2.5-flash"):
         raw = client.messages.with_raw_response.create(
             model=model, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
@@ -325,10 +337,10 @@ def test_messages_endpoint_serves_the_anthropic_sdk_from_any_provider(stack: Pro
 
 def test_messages_errors_are_anthropic_shaped(stack: ProxyStack) -> None:
     for body in (b"{", b'{"model": "auto", "max_tokens": 8}', b"[]"):
-        answer = httpx.post(f"{stack.url}/v1/messages", content=body)
+        answer = httpx.post(f"{stack.url}/v1/messages", content=body, headers={"x-api-key": stack.key})
         assert answer.status_code == 400
         assert answer.json()["type"] == "error" and answer.json()["error"]["type"] == "invalid_request_error"
-    too_big = httpx.post(f"{stack.url}/v1/messages", content=TOO_BIG)
+    too_big = httpx.post(f"{stack.url}/v1/messages", content=TOO_BIG, headers={"x-api-key": stack.key})
     assert too_big.status_code == 413 and too_big.json()["error"]["type"] == "request_too_large"
 
 
@@ -391,7 +403,7 @@ NATIVE_BAD_INPUTS: list[tuple[str, bytes, int, str | None]] = [
 
 def test_native_endpoints_refuse_bad_input_naming_the_field(stack: ProxyStack) -> None:
     for path, body, status, param in NATIVE_BAD_INPUTS:
-        response = httpx.post(f"{stack.url}{path}", content=body)
+        response = httpx.post(f"{stack.url}{path}", content=body, headers=stack.auth)
         case = (path, body[:100])
         assert response.status_code == status, (case, response.text)
         error = response.json()["error"]
@@ -403,7 +415,9 @@ def test_native_endpoints_refuse_bad_input_naming_the_field(stack: ProxyStack) -
 
 def test_feedback_is_a_feedback_event(stack: ProxyStack) -> None:
     answer = httpx.post(
-        f"{stack.url}/v1/feedback", json={"decision_id": "01JD", "score": 1, "source": "thumbs"}
+        f"{stack.url}/v1/feedback",
+        json={"decision_id": "01JD", "score": 1, "source": "thumbs"},
+        headers=stack.auth,
     )
     assert answer.status_code == 202 and answer.json() == {"status": "accepted", "decision_id": "01JD"}
     (feedback,) = stack.events().feedback

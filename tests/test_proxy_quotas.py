@@ -40,7 +40,7 @@ def test_over_quota_is_a_429_with_retry_after_that_both_sdks_raise(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     with ProxyStack(redis_server, quota_policy_file=tiny_policy(tmp_path, 3)) as stack:
-        client = openai.OpenAI(base_url=stack.base_url, api_key="k", max_retries=0)
+        client = stack.openai()
         for _ in range(3):
             ask(client)
         with pytest.raises(openai.RateLimitError) as raised:
@@ -49,7 +49,7 @@ def test_over_quota_is_a_429_with_retry_after_that_both_sdks_raise(
         assert "openai requests per minute: 3 of 3 used" in raised.value.message
         assert 1 <= int(raised.value.response.headers["retry-after"]) <= 60
 
-        claude = anthropic.Anthropic(base_url=stack.url, api_key="k", max_retries=0)
+        claude = stack.anthropic()
         with pytest.raises(anthropic.RateLimitError) as refused:
             claude.messages.create(model=PINNED, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
         assert "retry-after" in refused.value.response.headers
@@ -58,7 +58,7 @@ def test_over_quota_is_a_429_with_retry_after_that_both_sdks_raise(
 
 def test_auto_routing_skips_an_arm_over_quota(redis_server: RedisServer, tmp_path: Path) -> None:
     with ProxyStack(redis_server, quota_policy_file=tiny_policy(tmp_path, 1)) as stack:
-        client = openai.OpenAI(base_url=stack.base_url, api_key="k", max_retries=0)
+        client = stack.openai()
         for _ in range(30):
             client.chat.completions.create(
                 model="auto", messages=[{"role": "user", "content": "x"}], max_tokens=4
@@ -72,7 +72,7 @@ def test_reported_lower_limit_is_reconciled_and_then_never_exceeded(
     engine.start()
     with ProxyStack(redis_server) as stack:
         httpx.put(f"{stack.sim.url}/admin/limits/openai", json={"rpm": 12}).raise_for_status()
-        client = openai.OpenAI(base_url=stack.base_url, api_key="k", max_retries=0)
+        client = stack.openai()
         for _ in range(4):
             ask(client)  # every answer reports x-ratelimit-limit-requests: 12
         cap_key = "symphony:caps:{openai}:requests:minute"
@@ -130,7 +130,13 @@ def test_redis_outage_under_load_fail_open_keeps_serving_and_keys_stay_consisten
 ) -> None:
     with ProxyStack(persistent_redis, quota_fail_mode="open") as stack:
         config = LoadConfig(
-            rate=40, duration=6.0, tasks={"chat": 1.0}, max_tokens=16, feedback_share=0.0, seed=5
+            rate=40,
+            duration=6.0,
+            tasks={"chat": 1.0},
+            max_tokens=16,
+            feedback_share=0.0,
+            seed=5,
+            api_key=stack.key,
         )
         outcome: dict[str, object] = {}
         loader = threading.Thread(

@@ -38,7 +38,9 @@ def stack(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[Prox
 
 
 def execute(stack: ProxyStack, **body: object) -> httpx.Response:
-    return httpx.post(f"{stack.base_url}/route/execute", json={"messages": MESSAGES, **body}, timeout=30)
+    return httpx.post(
+        f"{stack.base_url}/route/execute", json={"messages": MESSAGES, **body}, headers=stack.auth, timeout=30
+    )
 
 
 def attempts_of(events: Events, decision_id: str) -> list[Usage]:
@@ -116,7 +118,7 @@ def test_slow_first_token_falls_back_before_any_byte_reaches_the_client(
     stack: ProxyStack, stream: bool
 ) -> None:
     stack.faults("openai", slow_ttft_ms=3000)
-    client = openai.OpenAI(base_url=stack.base_url, api_key="any", max_retries=0)
+    client = stack.openai()
     started = time.monotonic()
     if stream:
         raw = client.chat.completions.with_raw_response.create(
@@ -149,7 +151,7 @@ def test_slow_first_token_falls_back_before_any_byte_reaches_the_client(
 def test_a_hang_is_cut_by_the_request_deadline(redis_server: RedisServer) -> None:
     with ProxyStack(redis_server, ttft_limit_ms=30_000, request_deadline_ms=600) as stack:
         stack.faults("grok", hang_rate=1.0)
-        client = openai.OpenAI(base_url=stack.base_url, api_key="any", max_retries=0)
+        client = stack.openai()
         started = time.monotonic()
         with pytest.raises(openai.InternalServerError) as caught:
             client.chat.completions.create(model="grok-3-mini", messages=MESSAGES)
@@ -174,7 +176,7 @@ def test_a_hang_falls_back_at_the_first_token_limit(stack: ProxyStack) -> None:
 
 def test_when_every_candidate_fails_the_sdk_raises_its_own_error(stack: ProxyStack) -> None:
     stack.faults("openai", rate_429=1.0)
-    client = openai.OpenAI(base_url=stack.base_url, api_key="any", max_retries=0)
+    client = stack.openai()
     with pytest.raises(openai.RateLimitError) as limited:
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert limited.value.response.headers["retry-after"] == "1"
@@ -188,7 +190,7 @@ def test_when_every_candidate_fails_the_sdk_raises_its_own_error(stack: ProxySta
 
 def test_anthropic_clients_get_fallbacks_and_their_own_errors(stack: ProxyStack) -> None:
     stack.faults("openai", slow_ttft_ms=3000)
-    client = anthropic.Anthropic(base_url=stack.url, api_key="any", max_retries=0)
+    client = stack.anthropic()
     with client.messages.stream(model="auto", max_tokens=10, messages=MESSAGES_ANTHROPIC) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()

@@ -217,7 +217,10 @@ def test_logged_propensities_are_the_served_mixture(
     weights = {"grok/grok-3-mini": 3.0, "deepseek/deepseek-chat": 1.0}
     redis_client.set(CHALLENGER_KEY, orjson.dumps({"version": "chal-1", "weights": weights}))
     n = 60
-    with ProxyStack(redis_server, traffic_split=0.5) as stack, httpx.Client(timeout=10) as client:
+    with (
+        ProxyStack(redis_server, traffic_split=0.5) as stack,
+        httpx.Client(timeout=10, headers=stack.auth) as client,
+    ):
         for i in range(n):
             task = ("chat", "code")[i % 2]
             body = {"task": task, "messages": MESSAGES, "max_tokens": 5}
@@ -252,7 +255,10 @@ def test_logged_propensities_are_the_served_mixture(
 
 
 def test_challenger_feed_follows_redis(redis_server: RedisServer, redis_client: redis.Redis) -> None:
-    with ProxyStack(redis_server, traffic_split=1.0) as stack, httpx.Client(timeout=10) as client:
+    with (
+        ProxyStack(redis_server, traffic_split=1.0) as stack,
+        httpx.Client(timeout=10, headers=stack.auth) as client,
+    ):
 
         def served_by() -> tuple[str, str]:
             answer = client.post(

@@ -52,7 +52,7 @@ def test_requests_through_the_proxy_reach_clickhouse_exactly_once(tmp_path: Path
     assert not answers(stack.redis_url), "the test wants a Redis URL where nothing runs yet"
     with symphony_up(stack) as up:
         assert answers(stack.redis_url), "symphony up should start the bundled Redis"
-        client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key="test", max_retries=0)
+        client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=stack.dev_key, max_retries=0)
         seen = [_send(client, i) for i in range(REQUESTS)]
 
         engine_client.wait_for_count(
@@ -91,19 +91,26 @@ def test_sigterm_stops_every_process_it_started(tmp_path: Path) -> None:
 def test_events_survive_a_restart_of_the_whole_stack(tmp_path: Path) -> None:
     stack = stack_env(tmp_path)
     with symphony_up(stack):
-        client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key="test", max_retries=0)
+        key = stack.dev_key
+        client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=key, max_retries=0)
         for i in range(10):
             _send(client, i)
+    assert (stack.var_dir / "dev-key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "up.log").read_text().count(key) == 1
     # The bundled Redis keeps an append-only file and the engine its recovery snapshots: nothing queued at the
-    # stop is lost, nothing is written twice.
+    # stop is lost, nothing is written twice. The development key is kept too, and printed only once.
     with symphony_up(stack):
-        engine_client.wait_for_count(stack.engine_url, "SELECT count() FROM usage FINAL", 10, timeout=60)
+        assert stack.dev_key == key
+        _send(openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=key, max_retries=0), 10)
+        engine_client.wait_for_count(stack.engine_url, "SELECT count() FROM usage FINAL", 11, timeout=60)
         time.sleep(1.5)
         counts = engine_client.query(
             stack.engine_url,
             "SELECT (SELECT count() FROM decisions FINAL), (SELECT count() FROM usage FINAL)",
         ).rows[0]
-    assert list(counts) == [10, 10]
+    assert list(counts) == [11, 11]
+    assert key not in (tmp_path / "up.log").read_text()  # the second start reuses it without printing it
+    assert key not in (stack.var_dir / "logs" / "proxy.log").read_text()
 
 
 def test_demo_prints_a_report_read_back_from_clickhouse_and_exits(tmp_path: Path) -> None:

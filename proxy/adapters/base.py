@@ -36,8 +36,8 @@ class UnsupportedFeature(Exception):
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     url: str
-    headers: dict[str, str]
-    body: bytes
+    headers: dict[str, str] = field(repr=False)  # they carry the provider key
+    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """One adapter per candidate provider, its class picked by the catalog's ``wire`` from a table.
 
 A provider is a candidate when it has a key (it is called at its real ``base_url``)
-or when the simulator stands in for it (``settings.simulated``; it is called at the
-simulator's twin of that URL with a placeholder key). Otherwise it gets no adapter,
-and routing never sees it. A real key wins over the simulator.
+or when the simulator stands in for it (``settings.simulated``: it is called at the
+simulator's twin of that URL, with its real key when it has one, so tests can see
+the key travel, else with a placeholder). Otherwise it gets no adapter, and
+routing never sees it.
 
 Adapter classes are named as ``module:Class`` and imported on first use, as
 uvicorn picks its protocol implementations: the core names no implementation.
@@ -46,9 +47,10 @@ def build_adapters(catalog: Catalog, settings: Settings, keys: Mapping[str, Secr
     adapters: dict[str, Adapter] = {}
     for name, spec in catalog.providers.items():
         key = keys.get(name)
-        if key is not None:
-            adapters[name] = build_adapter(name, spec, spec.base_url, key.get_secret_value())
-        elif settings.simulated(name):
+        if settings.simulated(name):
             base_url = spec.simulated_base_url(settings.simulator_url, name)
-            adapters[name] = build_adapter(name, spec, base_url, SIMULATOR_KEY)
+            api_key = key.get_secret_value() if key is not None else SIMULATOR_KEY
+            adapters[name] = build_adapter(name, spec, base_url, api_key)
+        elif key is not None:
+            adapters[name] = build_adapter(name, spec, spec.base_url, key.get_secret_value())
     return adapters

@@ -130,10 +130,11 @@ class AnthropicWire:
     stream_media_type = "text/event-stream"
     server_error_statuses: tuple[int, ...] = (500, 529)
 
-    def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> None:
+    def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" else ""
-        if not (headers.get("x-api-key", "").strip() or bearer):
+        key = headers.get("x-api-key", "").strip() or bearer
+        if not key:
             raise SimError(401, "x-api-key header is required")
         version = headers.get("anthropic-version", "")
         if not version:
@@ -142,6 +143,7 @@ class AnthropicWire:
             raise SimError(
                 400, f"anthropic-version: {version!r} is not a valid version", param="anthropic-version"
             )
+        return key
 
     def parse(self, raw: bytes, path_params: Mapping[str, str], query: Mapping[str, str]) -> Prompt:
         request: MessagesRequest = validate(MessagesRequest, decode_json(raw))

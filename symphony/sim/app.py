@@ -9,6 +9,8 @@ provider's real paths: ``/chat/completions`` (OpenAI-compatible), ``/messages``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import redis
 import uvicorn
 from starlette.applications import Starlette
@@ -57,9 +59,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=exc.status_code, media_type=JSON, headers=exc.headers)
 
 
-def create_app(clock: Clock, catalog: Catalog, *, seed: int | None = None) -> Starlette:
-    """The simulator app; ``seed`` makes the drawn answers and faults reproducible."""
-    sim = Simulator(clock, catalog, seed=seed)
+def create_app(
+    clock: Clock, catalog: Catalog, *, seed: int | None = None, keys: Mapping[str, str] | None = None
+) -> Starlette:
+    """The simulator app; ``seed`` makes the drawn answers and faults reproducible.
+
+    ``keys`` (provider -> key): those providers accept only that key, as the real ones do.
+    """
+    sim = Simulator(clock, catalog, seed=seed, keys=keys)
     routes = [Route("/health", health, methods=["GET"]), *Admin(sim).routes(), *provider_routes(sim)]
     handlers = {AdminError: admin_error, HTTPException: _http_error}
     return Starlette(routes=routes, exception_handlers=handlers)

@@ -149,13 +149,15 @@ class GeminiWire:
     stream_media_type = "text/event-stream"
     server_error_statuses: tuple[int, ...] = (500, 503)
 
-    def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> None:
-        if not (headers.get("x-goog-api-key", "").strip() or query.get("key", "").strip()):
+    def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+        key = headers.get("x-goog-api-key", "").strip() or query.get("key", "").strip()
+        if not key:
             raise SimError(
                 401,
                 "Method doesn't allow unregistered callers (callers without established identity). "
                 "Please use API Key or other form of API consumer identity to call this API.",
             )
+        return key
 
     def parse(self, raw: bytes, path_params: Mapping[str, str], query: Mapping[str, str]) -> Prompt:
         model, stream = parse_target(path_params["target"])

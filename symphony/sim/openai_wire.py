@@ -102,7 +102,7 @@ class OpenAIWire:
     stream_media_type = "text/event-stream"
     server_error_statuses: tuple[int, ...] = (500, 502, 503)
 
-    def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> None:
+    def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
         scheme, _, key = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise SimError(
@@ -111,6 +111,7 @@ class OpenAIWire:
                 "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
                 code="invalid_api_key",
             )
+        return key.strip()
 
     def parse(self, raw: bytes, path_params: Mapping[str, str], query: Mapping[str, str]) -> Prompt:
         return _prompt(parse_request(raw))

@@ -1,6 +1,8 @@
 """How the simulator answers one generation request, whatever the provider's wire format.
 
-In order: the provider's auth headers; the request parsed into a ``Prompt``; the
+In order: the provider's auth headers (with ``keys``, only the provider's key is
+accepted: a wrong one gets a 401 that echoes it masked, as OpenAI's does, which is
+what a proxy must never pass on); the request parsed into a ``Prompt``; the
 model known; a fault drawn (hang, 429, 5xx); the answer planned; the rate-limit
 window admits it (or a real 429); then the answer, after the model's latency (plus
 any slow-first-token fault) on the shared clock. Every answer, errors included,
@@ -12,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -24,7 +27,7 @@ from symphony.sim.faults import FAULT_RETRY_AFTER_S, Faults
 from symphony.sim.generation import plan_completion
 from symphony.sim.latency import Latency, Pacer, latency_for
 from symphony.sim.limits import RateLimited, RateLimiter
-from symphony.sim.wire import LimitSnapshot, Reply, SimError, Wire
+from symphony.sim.wire import LimitSnapshot, Reply, SimError, Wire, masked
 
 JSON = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -36,9 +39,18 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class Simulator:
     """The generation handlers, over one clock, one catalog, rate limits and faults."""
 
-    def __init__(self, clock: Clock, catalog: Catalog, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        catalog: Catalog,
+        *,
+        seed: int | None = None,
+        keys: Mapping[str, str] | None = None,
+    ) -> None:
         self.clock = clock
         self.catalog = catalog
+        self.keys = dict(keys or {})  # provider -> the only key it accepts (any key when absent)
+        self.refused_keys: Counter[str] = Counter()  # per provider, requests refused for a wrong key
         self.rng = random.Random(seed)
         providers = list(catalog.providers)
         self.limits = RateLimiter(clock, providers)
@@ -62,15 +74,27 @@ class Simulator:
 
         async def endpoint(request: Request) -> Response:
             try:
-                wire.authenticate(request.headers, request.query_params)
+                self._authenticate(provider, wire, request)
             except SimError as error:
                 return self._error(wire, error, self.limits.peek(provider))
             return Response(wire.models_body(models, self.clock.now_ms()), media_type=JSON)
 
         return endpoint
 
+    def _authenticate(self, provider: str, wire: Wire, request: Request) -> None:
+        key = wire.authenticate(request.headers, request.query_params)
+        expected = self.keys.get(provider)
+        if expected is not None and key != expected:
+            self.refused_keys[provider] += 1
+            raise SimError(
+                401,
+                f"Incorrect API key provided: {masked(key)}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
+
     async def _generate(self, provider: str, wire: Wire, request: Request) -> Response:
-        wire.authenticate(request.headers, request.query_params)
+        self._authenticate(provider, wire, request)
         prompt = wire.parse(await request.body(), request.path_params, request.query_params)
         if prompt.model not in self.catalog.providers[provider].models:
             message = f"The model `{prompt.model}` does not exist or you do not have access to it."

@@ -77,8 +77,8 @@ class Wire(Protocol):
     # The statuses a provider answers with when it fails (drawn for injected 5xx faults).
     server_error_statuses: tuple[int, ...]
 
-    def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> None:
-        """Raise a 401 ``SimError`` unless the provider's auth header carries a key."""
+    def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+        """The key the provider's auth header carries; a 401 ``SimError`` when there is none."""
 
     def parse(self, raw: bytes, path_params: Mapping[str, str], query: Mapping[str, str]) -> Prompt:
         """The request as a ``Prompt``; raise a 400 ``SimError`` naming the bad field."""
@@ -97,6 +97,13 @@ class Wire(Protocol):
 
     def models_body(self, models: list[str], created_ms: int) -> bytes:
         """The provider's model list."""
+
+
+def masked(key: str) -> str:
+    """A key as OpenAI echoes a wrong one: its first 8 and last 4 characters, stars between."""
+    if len(key) <= 12:
+        return "*" * len(key)
+    return key[:8] + "*" * (len(key) - 12) + key[-4:]
 
 
 def decode_json(raw: bytes) -> Any:

@@ -1,0 +1,91 @@
+"""Failed authentications per client address, limited across every proxy replica.
+
+Each failure increments ``symphony:authfail:<address>:<minute>`` in Redis (a fixed
+window of one real minute, expiring after two), so the count is shared by every
+replica. The failure that takes the count past the limit is answered 429 with
+``retry-after`` (the rest of the minute) instead of 401, and the replica that saw
+it then refuses that address outright, without looking at its key, until the
+minute ends. Another replica learns it at its own next failure from that address,
+so across all replicas an address gets at most the limit of 401s per minute;
+until then a replica still serves that address's requests with valid keys, which
+costs no Redis round trip on the path of a good request.
+
+Real time, not the simulated clock: this defends against real clients. When Redis
+cannot be reached the count is kept per replica.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from symphony import clock
+
+log = logging.getLogger(__name__)
+
+WINDOW_MS = 60_000
+KEY_PREFIX = "symphony:authfail:"
+MAX_TRACKED = 10_000  # addresses held locally before expired ones are dropped
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def failure_key(address: str, window: int) -> str:
+    return f"{KEY_PREFIX}{address}:{window}"
+
+
+class AuthFailures:
+    def __init__(
+        self,
+        client_of: Callable[[], aioredis.Redis],
+        per_minute: int,
+        *,
+        now_ms: Callable[[], int] = clock.wall_ms,
+    ) -> None:
+        self._client_of = client_of
+        self._per_minute = per_minute
+        self._now_ms = now_ms
+        self._blocked: dict[str, int] = {}  # address -> end of its window (epoch ms)
+        self._local: dict[tuple[str, int], int] = {}  # (address, window) -> failures, while Redis is down
+
+    def blocked_for_s(self, address: str) -> float | None:
+        """Seconds this address stays refused, or None when it may try."""
+        until = self._blocked.get(address)
+        if until is None:
+            return None
+        left = until - self._now_ms()
+        if left <= 0:
+            del self._blocked[address]
+            return None
+        return left / 1000
+
+    async def failed(self, address: str) -> float | None:
+        """Count a failure; the seconds to refuse the address for when it is now over the limit."""
+        now = self._now_ms()
+        window = now // WINDOW_MS
+        count = await self._count(address, window)
+        if count <= self._per_minute:
+            return None
+        until = (window + 1) * WINDOW_MS
+        if len(self._blocked) >= MAX_TRACKED:
+            self._blocked = {a: t for a, t in self._blocked.items() if t > now}
+        self._blocked[address] = until
+        return (until - now) / 1000
+
+    async def _count(self, address: str, window: int) -> int:
+        key = failure_key(address, window)
+        try:
+            async with self._client_of().pipeline(transaction=False) as pipe:
+                pipe.incr(key)
+                pipe.pexpire(key, 2 * WINDOW_MS)
+                count, _ = await pipe.execute()
+            return int(count)
+        except REDIS_ERRORS as exc:
+            log.debug("auth failures counted locally: Redis unreachable (%s)", exc.__class__.__name__)
+        if len(self._local) >= MAX_TRACKED:
+            self._local = {k: v for k, v in self._local.items() if k[1] >= window}
+        self._local[(address, window)] = self._local.get((address, window), 0) + 1
+        return self._local[(address, window)]
