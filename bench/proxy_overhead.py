@@ -41,6 +41,7 @@ import httpx
 import redis
 
 from symphony import clock
+from symphony.app_keys import AppKey, create_key
 from symphony.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,6 +258,16 @@ def install_litellm(var: Path, spec: str) -> str:
     ).stdout.strip()
 
 
+def symphony_app_key(redis_url: str) -> str:
+    """An app key for the benchmark, issued in the benchmark's own Redis (no limits: nothing is refused)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        key, _ = create_key(client, AppKey(prefix="", app="bench", created_ms=clock.wall_ms()))
+    finally:
+        client.close()
+    return key
+
+
 def symphony_service(stack: Stack, port: int) -> tuple[Service, Target]:
     env = {
         "PROXY_PORT": str(port),
@@ -268,11 +279,11 @@ def symphony_service(stack: Stack, port: int) -> tuple[Service, Target]:
     service = Service(
         "symphony",
         [sys.executable, "-m", "symphony", "proxy"],
-        f"http://127.0.0.1:{port}/v1/models",
+        f"http://127.0.0.1:{port}/health",
         stack.var / "logs" / "symphony.log",
         env,
     )
-    headers = {"Authorization": f"Bearer {DUMMY_KEY}"}
+    headers = {"Authorization": f"Bearer {symphony_app_key(stack.redis_url)}"}
     return service, Target(
         "symphony", f"http://127.0.0.1:{port}/v1/chat/completions", f"{PROVIDER}/{MODEL}", headers
     )
