@@ -21,6 +21,10 @@ demo *args:
 test *args:
     pytest "$@"
 
+# App keys: `just keys create --app NAME [--budget-usd-day X] [--rpm N] [--models ...]`, `list`, `revoke PREFIX`
+keys *args:
+    symphony keys "$@"
+
 # Read-only SQL against ClickHouse through the engine
 sql *args:
     symphony sql "$@"
