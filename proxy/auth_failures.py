@@ -11,7 +11,9 @@ until then a replica still serves that address's requests with valid keys, which
 costs no Redis round trip on the path of a good request.
 
 Real time, not the simulated clock: this defends against real clients. When Redis
-cannot be reached the count is kept per replica.
+cannot be reached the count is kept per replica. The address is the connection's
+(ASGI ``client``); behind a load balancer uvicorn takes it from ``X-Forwarded-For``
+when the balancer's address is in uvicorn's ``FORWARDED_ALLOW_IPS``.
 """
 
 from __future__ import annotations
