@@ -22,17 +22,15 @@ import logging
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from symphony import clock
+from symphony.redis_server import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
 KEY_PREFIX = "symphony:authfail:"
 MAX_TRACKED = 10_000  # addresses held locally before expired ones are dropped
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def failure_key(address: str, window: int) -> str:

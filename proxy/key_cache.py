@@ -20,18 +20,16 @@ from collections.abc import Callable
 from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from symphony import clock
 from symphony.app_keys import AppKey, record_key
+from symphony.redis_server import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
 TTL_S = 0.5
 MAX_ENTRIES = 10_000  # beyond it, expired entries are dropped (then all, if need be)
 LOG_EVERY_S = 30.0
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class KeyStoreUnavailable(Exception):

@@ -34,18 +34,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from symphony import clock
 from symphony.clock import Clock
 from symphony.quota_local import LocalQuotaStore
-from symphony.quota_store import AsyncQuotaStore, Refusal, Reservation
+from symphony.quota_store import AsyncQuotaStore, Refusal, Reservation, ReservationLost
 from symphony.quotas import Limit, QuotaPolicy
+from symphony.redis_server import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 RETRY_REDIS_AFTER_S = 1.0
 LOG_EVERY_S = 30.0
 MAX_PENDING_SETTLEMENTS = 100_000
@@ -106,6 +104,8 @@ class QuotaGuard:
         self._degraded = False
         # settlements that failed while Redis was down: (reservation, tokens, cost, refund)
         self._pending: deque[tuple[Reservation, int, int, bool]] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
+        # reservations whose reply Redis never sent: cancelled (if made) once it is back
+        self._unconfirmed: deque[Reservation] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
         self.local_grants = 0  # reservations made on the local limiter
         self.local_tokens = 0  # tokens those reservations settled at (never reach Redis)
 
@@ -159,8 +159,9 @@ class QuotaGuard:
                     cost_micros=cost_micros,
                     requests=requests,
                 )
-            except REDIS_ERRORS as exc:
-                self._went_down(exc)
+            except ReservationLost as lost:
+                self._unconfirmed.append(lost.reservation)
+                self._went_down(lost.__cause__ or lost)
             else:
                 await self._recovered()
                 return Held(outcome, local=False) if isinstance(outcome, Reservation) else outcome
@@ -213,7 +214,15 @@ class QuotaGuard:
         if not self._degraded:
             return
         self._degraded = False
-        replayed = 0
+        replayed = cancelled = 0
+        while self._unconfirmed:
+            try:
+                await self._store.cancel(self._unconfirmed[0])
+            except REDIS_ERRORS as exc:
+                self._went_down(exc)
+                return
+            self._unconfirmed.popleft()
+            cancelled += 1
         while self._pending:
             reservation, tokens, cost_micros, refund = self._pending[0]
             try:
@@ -224,5 +233,8 @@ class QuotaGuard:
             self._pending.popleft()
             replayed += 1
         log.warning(
-            "quota store reachable again: reservations back in Redis (%d settlements replayed)", replayed
+            "quota store reachable again: reservations back in Redis "
+            "(%d settlements replayed, %d unanswered reservations cancelled)",
+            replayed,
+            cancelled,
         )

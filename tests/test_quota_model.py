@@ -83,6 +83,7 @@ class QuotaMachine(RuleBasedStateMachine):
         self.store = store
         self.model = ReferenceWindows()
         self.now = START
+        self.settled: set[str] = set()
 
     granted = Bundle("granted")
 
@@ -107,7 +108,9 @@ class QuotaMachine(RuleBasedStateMachine):
             return
         reservation, written = held
         self.store.settle(reservation, actual)
-        self.model.settle(written, actual - reservation.tokens)
+        if reservation.token not in self.settled:  # settling again is a replay: it changes nothing
+            self.settled.add(reservation.token)
+            self.model.settle(written, actual - reservation.tokens)
 
     def stored(self, key: str) -> int:
         raise NotImplementedError

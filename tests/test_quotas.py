@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 import redis
 
-from symphony.quota_store import QuotaStore, Refusal, Reservation
+from symphony.quota_store import RESERVE_LUA, QuotaStore, Refusal, Reservation
 from symphony.quotas import (
     MINUTE_MS,
     ROLLING,
@@ -153,3 +153,39 @@ def test_concurrent_processes_never_exceed_the_cap(redis_server: object, redis_c
     token_total = sum(int(redis_client.get(k) or 0) for k in redis_client.keys("quota:{grok}:tokens:*"))
     assert request_total == granted
     assert token_total == settled_tokens
+
+
+def test_a_replayed_settlement_changes_nothing(redis_client: redis.Redis) -> None:
+    """A settlement whose reply was lost is replayed later: it must not apply twice."""
+    store = QuotaStore(redis_client)
+    limits = small_limits()
+    granted = reserve(store, limits, T0, 50)
+    assert isinstance(granted, Reservation)
+    store.settle(granted, 20)
+    store.settle(granted, 20)
+    minute_key = limits[1].key(limits[1].window.buckets(T0)[0])
+    assert int(redis_client.get(minute_key) or 0) == 20
+    marker = granted.marker_key
+    assert marker.startswith("symphony:reservation:{openai}:") and 0 < redis_client.pttl(marker) <= 600_000
+
+
+def test_a_reservation_whose_reply_was_lost_is_cancelled_only_if_it_was_made(
+    redis_client: redis.Redis,
+) -> None:
+    from symphony.quota_store import Amounts, plan_reservation
+
+    store = QuotaStore(redis_client)
+    limits = small_limits()
+    made = plan_reservation(limits, T0, Amounts(40))
+    redis_client.evalsha(  # the script ran; pretend its reply never came back
+        redis_client.script_load(RESERVE_LUA), len(made.keys), *made.keys, *made.args
+    )
+    never_made = plan_reservation(limits, T0, Amounts(25))
+    minute_key = limits[1].key(limits[1].window.buckets(T0)[0])
+    assert int(redis_client.get(minute_key) or 0) == 40
+    store.cancel(made.unconfirmed("openai", "m"))
+    store.cancel(never_made.unconfirmed("openai", "m"))
+    store.cancel(made.unconfirmed("openai", "m"))  # a replay of the cancel changes nothing
+    assert int(redis_client.get(minute_key) or 0) == 0
+    assert int(redis_client.hget(limits[2].key("current"), "used") or 0) == 0
+    assert sum(int(redis_client.get(k) or 0) for k in redis_client.keys("quota:{openai}:requests:*")) == 0
