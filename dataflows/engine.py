@@ -42,6 +42,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from dataflows import trimming
+from dataflows.api_auth import Tokens
 from dataflows.ingest import FLOW_ID, build_flow
 from dataflows.lag import LagMonitor
 from dataflows.metrics import engine_metrics
@@ -54,7 +55,7 @@ from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
 from sinks.redis_state import QuotaStateSink
 from symphony.quotas import load_quota_policy
-from symphony.settings import Settings, load_settings
+from symphony.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,20 @@ def _register(redis_url: str) -> None:
         client.close()
 
 
+def api_tokens(settings: Settings) -> Tokens | None:
+    """The control-plane API's tokens; none (an open API) only when auth is disabled."""
+    if settings.auth_disabled:
+        log.warning("AUTH_DISABLED=true: the control-plane API is open to anyone who can reach it")
+        return None
+    if settings.admin_token is None:
+        raise SettingsError(
+            "invalid setting ADMIN_TOKEN: not set; the control-plane API needs an admin token "
+            "(`symphony up` makes one), or AUTH_DISABLED=true for local development"
+        )
+    analyst = settings.analyst_token.get_secret_value() if settings.analyst_token is not None else None
+    return Tokens(settings.admin_token.get_secret_value(), analyst)
+
+
 def run_engine(
     settings: Settings,
     workers: int = 1,
@@ -174,7 +189,7 @@ def run_engine(
             stack.callback(store.close)
             writer = store
         else:
-            remote = EngineWriter(settings.engine_url)
+            remote = EngineWriter(settings.engine_url_as("admin"))
             stack.callback(remote.close)
             writer = remote
         if cluster.leader:
@@ -190,6 +205,7 @@ def run_engine(
             api = QueryApi(
                 store,
                 settings.engine_port,
+                tokens=api_tokens(settings),
                 metrics=lambda: engine_metrics(metrics_client, settings.event_shards, stats),
                 accept_writes=embedded and cluster.processes > 1,
                 faults=store.faults,

@@ -29,10 +29,12 @@ import pyarrow as pa
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dataflows.api_auth import TokenGuard, Tokens
 from sinks.clickhouse import SCHEMAS
 from sinks.clickhouse_store import ClickHouseStore, QueryError, StoreUnavailable, WriteFaults
 from symphony import clock
@@ -63,10 +65,13 @@ def _json(body: Any, status: int = 200) -> Response:
 def create_app(
     store: ClickHouseStore,
     *,
+    tokens: Tokens | None,
     metrics: Callable[[], str] | None = None,
     accept_writes: bool = False,
     faults: WriteFaults | None = None,
 ) -> Starlette:
+    """The API; with ``tokens`` every route but /health needs a role (``dataflows.api_auth``)."""
+
     async def health(request: Request) -> Response:
         return _json({"status": "ok"})
 
@@ -132,7 +137,8 @@ def create_app(
         routes.append(Route("/insert", insert, methods=["POST"]))
     if faults is not None:
         routes.append(Route("/faults", inject, methods=["POST"]))
-    return Starlette(routes=routes)
+    middleware = [Middleware(TokenGuard, tokens=tokens)] if tokens is not None else []
+    return Starlette(routes=routes, middleware=middleware)
 
 
 class QueryApi:
@@ -144,11 +150,12 @@ class QueryApi:
         port: int,
         host: str = "127.0.0.1",
         *,
+        tokens: Tokens | None,
         metrics: Callable[[], str] | None = None,
         accept_writes: bool = False,
         faults: WriteFaults | None = None,
     ) -> None:
-        app = create_app(store, metrics=metrics, accept_writes=accept_writes, faults=faults)
+        app = create_app(store, tokens=tokens, metrics=metrics, accept_writes=accept_writes, faults=faults)
         config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="warning")
         self._server = uvicorn.Server(config)
         self._host = host

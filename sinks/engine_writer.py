@@ -12,6 +12,8 @@ from __future__ import annotations
 import httpx
 import pyarrow as pa
 
+from symphony.engine_client import split_credentials
+
 
 class EngineWriteError(Exception):
     """Process 0 did not take the rows; the message says why."""
@@ -28,8 +30,9 @@ class EngineWriter:
     """``insert_arrow`` over HTTP to the engine at ``engine_url``."""
 
     def __init__(self, engine_url: str, timeout: float = 30.0) -> None:
-        self._url = f"{engine_url.rstrip('/')}/insert"
-        self._client = httpx.Client(timeout=timeout)
+        url, headers = split_credentials(engine_url)  # an admin token in the URL goes in a header
+        self._url = f"{url}/insert"
+        self._client = httpx.Client(timeout=timeout, headers=headers)
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         try:

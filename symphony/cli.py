@@ -59,7 +59,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
     started = clock.monotonic()
     with running_stack(settings, speed=args.speed, say=_say) as stack:
-        result = demo.run_demo(settings, args.requests, stack.dev_key, say=_say)
+        result = demo.run_demo(stack.settings, args.requests, stack.dev_key, say=_say)
         print(report.render(result.summary.columns, result.summary.rows, as_json=args.json), flush=True)
         if result.load.failures:
             _say(f"{len(result.load.failures)} requests failed, first: {result.load.failures[0]}")
@@ -104,7 +104,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     from symphony import engine_client, report
 
-    result = engine_client.query(settings.engine_url, args.query)
+    result = engine_client.query(settings.engine_url_as("analyst"), args.query)
     print(report.render(result.columns, result.rows, as_json=args.json))
     return 0
 
@@ -343,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code: int = args.run(settings, args)
+    except SettingsError as exc:  # a part found a setting it cannot run with
+        print(f"symphony: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (EngineError, StackUnavailable, UsageProblem) as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return 1

@@ -131,5 +131,7 @@ def run_demo(
     load = send_requests(settings.proxy_url, requests, api_key=api_key or NO_KEY, say=say)
     say("waiting for every decision to reach ClickHouse")
     count_sql = f"SELECT count() FROM decisions FINAL {_where(DEMO_APP, since_ms)}"
-    engine_client.wait_for_count(settings.engine_url, count_sql, load.succeeded, timeout=60)
-    return DemoResult(load, engine_client.query(settings.engine_url, summary_sql(DEMO_APP, since_ms)))
+    engine_client.wait_for_count(settings.engine_url_as("analyst"), count_sql, load.succeeded, timeout=60)
+    return DemoResult(
+        load, engine_client.query(settings.engine_url_as("analyst"), summary_sql(DEMO_APP, since_ms))
+    )

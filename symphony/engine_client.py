@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -36,13 +37,27 @@ class QueryResult:
         return self.rows[0][0]
 
 
+def split_credentials(engine_url: str) -> tuple[str, dict[str, str]]:
+    """``http://role:token@host:port`` -> the URL without them, and the bearer header to send."""
+    parts = urlsplit(engine_url.rstrip("/"))
+    if parts.password is None:
+        return engine_url.rstrip("/"), {}
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, {"authorization": f"Bearer {unquote(parts.password)}"}
+
+
 def query(engine_url: str, sql: str, timeout: float = 10) -> QueryResult:
-    """Run read-only SQL through the engine; raise ``EngineError`` with ClickHouse's message on failure."""
+    """Run read-only SQL through the engine; raise ``EngineError`` with ClickHouse's message on failure.
+
+    A token in the URL (``http://analyst:<token>@host:port``) is sent as a bearer token and
+    never appears in an error message.
+    """
+    url, headers = split_credentials(engine_url)
     try:
-        response = httpx.post(f"{engine_url.rstrip('/')}/query", json={"sql": sql}, timeout=timeout)
+        response = httpx.post(f"{url}/query", json={"sql": sql}, headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
         raise EngineUnavailable(
-            f"engine at {engine_url} did not answer ({exc.__class__.__name__}); "
+            f"engine at {url} did not answer ({exc.__class__.__name__}); "
             "start the stack with `just up` (or `symphony engine`), or set ENGINE_PORT"
         ) from None
     try:
@@ -56,8 +71,9 @@ def query(engine_url: str, sql: str, timeout: float = 10) -> QueryResult:
 
 
 def is_ready(engine_url: str, timeout: float = 1.0) -> bool:
+    url, _ = split_credentials(engine_url)
     try:
-        response = httpx.get(f"{engine_url.rstrip('/')}/health", timeout=timeout)
+        response = httpx.get(f"{url}/health", timeout=timeout)
     except httpx.HTTPError:
         return False
     return response.status_code == 200
@@ -68,7 +84,9 @@ def wait_until_ready(engine_url: str, timeout: float = 30.0, interval: float = 0
     deadline = clock.monotonic() + timeout
     while not is_ready(engine_url):
         if clock.monotonic() > deadline:
-            raise EngineUnavailable(f"engine at {engine_url} not ready after {timeout:g}s")
+            raise EngineUnavailable(
+                f"engine at {split_credentials(engine_url)[0]} not ready after {timeout:g}s"
+            )
         time.sleep(interval)
 
 

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     auth_disabled: bool = False
     # Failed authentications one client address may make per minute (across replicas) before 429.
     auth_failures_per_minute: int = Field(default=30, ge=1)
+    # The control plane's HTTP API: the admin token may do anything, the analyst token may only
+    # read (query, metrics). `symphony up` makes both (var/admin-token, var/analyst-token) unless set.
+    admin_token: SecretStr | None = None
+    analyst_token: SecretStr | None = None
     # Request headers larger than this in all are answered 431.
     max_header_bytes: int = Field(default=16 << 10, ge=1024, le=1 << 20)
 
@@ -113,7 +117,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with chdb:///, http:// or https://")
         return value
 
-    @field_validator("tempo_endpoint", "slack_webhook_url", "pagerduty_routing_key", mode="before")
+    @field_validator(
+        "tempo_endpoint",
+        "slack_webhook_url",
+        "pagerduty_routing_key",
+        "admin_token",
+        "analyst_token",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -136,9 +147,29 @@ class Settings(BaseSettings):
     def engine_url(self) -> str:
         return f"http://127.0.0.1:{self.engine_port}"
 
+    def engine_url_as(self, role: Literal["admin", "analyst"]) -> str:
+        """The engine's URL carrying a role's token (``http://analyst:<token>@…``), if one is known.
+
+        The token comes from the setting, else from the file `symphony up` wrote under var/.
+        ``symphony.engine_client`` sends it as a bearer token and never prints it.
+        """
+        setting = self.admin_token if role == "admin" else self.analyst_token
+        token = setting.get_secret_value() if setting is not None else _read_secret(self.token_file(role))
+        return f"http://{role}:{token}@127.0.0.1:{self.engine_port}" if token else self.engine_url
+
+    def token_file(self, role: Literal["admin", "analyst"]) -> Path:
+        return self.var_dir / f"{role}-token"
+
     @property
     def proxy_url(self) -> str:
         return f"http://{self.proxy_host}:{self.proxy_port}"
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def _describe(error: dict[str, Any], settings_cls: type[BaseSettings]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,11 +30,12 @@ from urllib.parse import urlparse
 
 import httpx
 import redis
+from pydantic import SecretStr
 from redis import Redis
 
 from symphony import clock
 from symphony.catalog import load_catalog
-from symphony.dev_key import DEV_APP, ensure_dev_key
+from symphony.dev_key import DEV_APP, ensure_dev_key, read_dev_key, write_secret
 from symphony.redis_server import RedisServer, answers, port_of
 from symphony.settings import Settings, load_provider_keys
 
@@ -85,6 +87,7 @@ class Stack:
             self._ensure_dev_key(client)
         finally:
             client.close()
+        self._ensure_control_plane_tokens()
         s = self.settings
         for part in (
             Part("sim", f"{s.simulator_url}/health", ["sim"]),
@@ -134,6 +137,23 @@ class Stack:
         else:
             self.say(f"dev key  app {DEV_APP}, in {path}")
 
+    def _ensure_control_plane_tokens(self) -> None:
+        """Admin and analyst tokens for the engine's API: the settings', else made once under var/."""
+        if self.settings.auth_disabled:
+            return
+        made = {}
+        for role in ("admin", "analyst"):
+            if getattr(self.settings, f"{role}_token") is None:
+                path = self.settings.token_file(role)
+                token = read_dev_key(path) or secrets.token_urlsafe(32)
+                write_secret(path, token)
+                made[f"{role}_token"] = SecretStr(token)
+        if made:
+            self.settings = self.settings.model_copy(update=made)
+            self.say(
+                f"tokens   control-plane admin and analyst tokens in {self.settings.var_dir} (mode 0600)"
+            )
+
     def _spawn(self, part: Part) -> None:
         log = part.log_path(self.settings.var_dir).open("ab")
         part.process = subprocess.Popen(
@@ -151,6 +171,10 @@ class Stack:
     def _child_env(self) -> dict[str, str]:
         """The children's environment: ours, with the simulator standing in for keyless providers."""
         env = os.environ.copy()
+        for role in ("admin", "analyst"):
+            token = getattr(self.settings, f"{role}_token")
+            if token is not None:
+                env[f"{role.upper()}_TOKEN"] = token.get_secret_value()
         if "SIMULATED_PROVIDERS" not in env:
             catalog = load_catalog()
             keyed = load_provider_keys(catalog, env)

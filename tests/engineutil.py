@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from symphony.events import Decision, Event, Usage, new_id
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 4
 BASE_TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+# The control-plane tokens every test engine (and every process of a test cluster) runs with.
+ADMIN_TOKEN = secrets.token_urlsafe(24)
+ANALYST_TOKEN = secrets.token_urlsafe(24)
 
 
 @dataclass
@@ -34,6 +38,11 @@ class Engine:
 
     @property
     def url(self) -> str:
+        """The engine's URL with the admin token, as engine_client and httpx both send it."""
+        return f"http://admin:{ADMIN_TOKEN}@127.0.0.1:{self.port}"
+
+    @property
+    def bare_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -48,6 +57,8 @@ class Engine:
             VAR_DIR=str(self.var_dir),
             ENGINE_PORT=str(self.port),
             EVENT_SHARDS=str(SHARDS),
+            ADMIN_TOKEN=ADMIN_TOKEN,
+            ANALYST_TOKEN=ANALYST_TOKEN,
             PYTHONPATH=str(REPO),
         )
         with self.log.open("ab") as log:

@@ -28,7 +28,9 @@ class StackEnv:
 
     @property
     def engine_url(self) -> str:
-        return f"http://127.0.0.1:{self.env['ENGINE_PORT']}"
+        """The engine's URL with the analyst token `symphony up` wrote for this stack."""
+        token = (self.var_dir / "analyst-token").read_text().strip()
+        return f"http://analyst:{token}@127.0.0.1:{self.env['ENGINE_PORT']}"
 
     @property
     def redis_url(self) -> str:

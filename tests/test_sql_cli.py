@@ -11,11 +11,16 @@ import redis
 
 from symphony import engine_client
 from symphony.stream import publish
-from tests.engineutil import SHARDS, Engine, events
+from tests.engineutil import ANALYST_TOKEN, SHARDS, Engine, events
 
 
 def sql(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENGINE_PORT": str(engine.port), "REDIS_URL": engine.redis_url}
+    env = {
+        **os.environ,
+        "ENGINE_PORT": str(engine.port),
+        "REDIS_URL": engine.redis_url,
+        "ANALYST_TOKEN": ANALYST_TOKEN,
+    }
     return subprocess.run(
         [sys.executable, "-m", "symphony", "sql", *args], env=env, capture_output=True, text=True, timeout=60
     )

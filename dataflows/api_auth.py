@@ -1,0 +1,85 @@
+"""The control plane's admin boundary: who may call which route of the engine's HTTP API.
+
+Two roles, each with its own token: ``admin`` may call every route; ``analyst`` may
+only read (``/query``, which runs read-only in ClickHouse, and ``/metrics``).
+``/health`` is open. A token comes as ``Authorization: Bearer <token>``, or as the
+password of HTTP Basic credentials (``http://analyst:<token>@host`` in a URL). A missing or
+wrong token is a 401, a role calling a route it may not is a 403. Tokens are
+compared in constant time and never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from dataclasses import dataclass
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/health"})
+ANALYST_PATHS = frozenset({"/query", "/metrics"})
+
+
+@dataclass(frozen=True)
+class Tokens:
+    admin: str
+    analyst: str | None = None
+
+    def role(self, presented: str) -> str | None:
+        if hmac.compare_digest(presented, self.admin):
+            return "admin"
+        if self.analyst is not None and hmac.compare_digest(presented, self.analyst):
+            return "analyst"
+        return None
+
+
+class TokenGuard:
+    """ASGI middleware: every route but ``/health`` needs a role that may call it."""
+
+    def __init__(self, app: ASGIApp, tokens: Tokens) -> None:
+        self._app = app
+        self._tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self._app(scope, receive, send)
+            return
+        role = self._tokens.role(_bearer(scope))
+        if role is None:
+            await _refuse(send, 401, "a control-plane token is required: Authorization: Bearer <token>")
+        elif role == "analyst" and scope["path"] not in ANALYST_PATHS:
+            await _refuse(
+                send, 403, f"the analyst role may only read (/query, /metrics), not {scope['path']}"
+            )
+        else:
+            await self._app(scope, receive, send)
+
+
+def _bearer(scope: Scope) -> str:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == b"authorization":
+            kind, _, credentials = value.decode("latin-1").partition(" ")
+            if kind.lower() == "bearer":
+                return credentials.strip()
+            if kind.lower() == "basic":
+                return _basic_password(credentials.strip())
+    return ""
+
+
+def _basic_password(encoded: str) -> str:
+    try:
+        return base64.b64decode(encoded, validate=True).decode().partition(":")[2]
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    body = orjson.dumps({"error": message})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
