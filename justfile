@@ -42,3 +42,15 @@ quotas-matrix *args:
 # Workload generator: traffic through the proxy at a rate, feedback from the simulator's ground truth
 load *args:
     symphony load "$@"
+
+# Benchmark (by hand, not in CI): the proxy's added latency beside LiteLLM and Portkey, same run
+bench-proxy *args:
+    python bench/proxy_overhead.py "$@"
+
+# Benchmark: quota reservations per second and p99 beside a plain INCR, same run
+bench-quota *args:
+    python bench/quota_reserve.py "$@"
+
+# Benchmark: events/s from the stream into ClickHouse (1 and 2 workers) and freshness p50/p99
+bench-dataflow *args:
+    python bench/dataflow_throughput.py "$@"
