@@ -26,6 +26,7 @@ from symphony.events import AttemptStatus
 log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+DONE = b"data: [DONE]"
 
 # Re-renders the canonical event stream for the inbound API (identity for OpenAI's).
 Render = Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
@@ -48,10 +49,12 @@ async def canonical_events(stream: UpstreamStream, state: StreamState) -> AsyncI
     try:
         out = translator.feed(stream.first)
         if out:
+            _mark_done(out, state)
             yield out
         async for data in stream.chunks:
             out = translator.feed(data)
             if out:
+                _mark_done(out, state)
                 yield out
         rest = translator.flush()
     except TRANSPORT_ERRORS as exc:
@@ -64,9 +67,17 @@ async def canonical_events(stream: UpstreamStream, state: StreamState) -> AsyncI
         log.exception("stream from %s could not be translated", stream.arm.name)
         yield sse_error(f"The stream from `{stream.arm.name}` could not be read.", "upstream_stream_error")
         return
+    # The provider answered in full: the attempt is ok even if the client hangs up before reading
+    # the last bytes (a client that reads [DONE] and closes at once would otherwise race this line).
+    state.status = "ok"
     if rest:
         yield rest
-    state.status = "ok"
+
+
+def _mark_done(out: bytes, state: StreamState) -> None:
+    """The canonical ``[DONE]`` is on its way: the answer is whole, whatever the client does next."""
+    if DONE in out:
+        state.status = "ok"
 
 
 class RelayResponse(StreamingResponse):
