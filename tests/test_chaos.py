@@ -80,11 +80,15 @@ def test_chaos_gate(redis_server: RedisServer) -> None:
         sim_by_provider[provider] += count
     assert sim_by_provider == Counter(u.provider for u in events.usages)
     for provider in FLAKY:
-        assert answers[(provider, 429)] == used[(provider, "429")] > 0
+        # An answer the simulator sent after the proxy's first-token limit ran out is the proxy's
+        # "timeout" (the proxy had given up), so under load a 429 or 5xx may be counted as one.
+        timed_out = used[(provider, "timeout")]
+        assert used[(provider, "429")] <= answers[(provider, 429)] <= used[(provider, "429")] + timed_out
+        assert used[(provider, "429")] > 0
         server_errors = sum(
             count for (p, status), count in answers.items() if p == provider and status >= 500
         )
-        assert server_errors == used[(provider, "5xx")]
+        assert used[(provider, "5xx")] <= server_errors <= used[(provider, "5xx")] + timed_out
     # A 429 cools its provider for a second, so each flaky one sees a few dozen attempts.
     assert sum(used[(provider, "5xx")] for provider in FLAKY) > 0
     assert used[(SLOW, "timeout")] == sim_by_provider[SLOW] > 0
