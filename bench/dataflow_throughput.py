@@ -13,7 +13,7 @@ writer counts rows as inserts return, then a query confirms the table). In order
 - ``engine flow``: the same plus the quotas branch, as ``python -m dataflows.engine``
   runs it (quota state to Redis, snapshots to ClickHouse), 1 and 2 workers.
 
-Every flow runs with the engine's garbage-collector tuning (``dataflows.engine.tune_gc``).
+Every flow runs with the engine's garbage-collector tuning (``symphony.gc_tuning.tune_gc``).
 
 Freshness: ``python -m dataflows.engine`` as a subprocess; a producer publishes
 decision and usage events at ``--rate`` events/s for ``--seconds``, each stamped
@@ -53,7 +53,6 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 from typing_extensions import override
 
-from dataflows.engine import GC_THRESHOLDS, tune_gc
 from dataflows.ingest import build_flow
 from dataflows.redis_source import Entry, RedisStreamSource
 from sinks.clickhouse import ClickHouseSink
@@ -62,6 +61,7 @@ from sinks.clickhouse_store import ClickHouseStore
 from sinks.redis_state import QuotaStateSink
 from symphony import clock, engine_client
 from symphony.events import new_id
+from symphony.gc_tuning import GC_THRESHOLDS, tune_gc
 from symphony.quotas import load_quota_policy
 from symphony.redis_server import RedisServer, free_port
 from symphony.stream import EVENT_FIELD, shard_of, stream_name

@@ -42,6 +42,7 @@ import redis
 
 from symphony import clock
 from symphony.app_keys import AppKey, create_key
+from symphony.quotas import QUOTAS_FILE
 from symphony.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,6 +269,26 @@ def symphony_app_key(redis_url: str) -> str:
     return key
 
 
+def roomy_quota_policy(var: Path) -> Path:
+    """The shipped quota policy with every cap a million times larger.
+
+    The peers enforce no quotas, so neither may Symphony refuse here; it still reserves and
+    settles every request in Redis, so the measured overhead includes the quota scripts.
+    """
+    policy = json.loads(QUOTAS_FILE.read_text())
+    for quota in policy["providers"].values():
+        for caps in [quota.get("caps", {}), *quota.get("models", {}).values()]:
+            for windows in caps.values():
+                for window in windows:
+                    windows[window] *= 1_000_000
+        for metric in ("requests", "tokens"):
+            if metric in quota.get("subscription", {}):
+                quota["subscription"][metric] *= 1_000_000
+    path = var / "quotas.bench.json"
+    path.write_text(json.dumps(policy))
+    return path
+
+
 def symphony_service(stack: Stack, port: int) -> tuple[Service, Target]:
     env = {
         "PROXY_PORT": str(port),
@@ -275,6 +296,7 @@ def symphony_service(stack: Stack, port: int) -> tuple[Service, Target]:
         "REDIS_URL": stack.redis_url,
         "VAR_DIR": str(stack.var / "symphony"),
         "SIMULATED_PROVIDERS": "all",
+        "QUOTA_POLICY_FILE": str(roomy_quota_policy(stack.var)),
     }
     service = Service(
         "symphony",

@@ -23,7 +23,6 @@ Run it with ``python -m dataflows.engine [-w WORKERS] [-i ID -a ADDRESSES]`` or
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import shutil
@@ -54,6 +53,7 @@ from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
 from sinks.redis_state import QuotaStateSink
+from symphony.gc_tuning import tune_gc
 from symphony.quotas import load_quota_policy
 from symphony.settings import Settings, SettingsError, load_settings
 
@@ -122,19 +122,6 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-# Young-generation collections every 100,000 allocations instead of 700: the flow allocates
-# (and frees) a few objects per event, and the default thresholds spent a third of the
-# ingest time in the collector (bench/dataflow_throughput.py: 63k -> 95k events/s).
-GC_THRESHOLDS = (100_000, 50, 100)
-
-
-def tune_gc() -> None:
-    """Collect less often, and never rescan what start-up loaded (modules, settings, policy)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _register(redis_url: str) -> None:
