@@ -8,27 +8,19 @@ and says only where it is.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import redis
 
 from symphony.app_keys import AppKey, create_key, load_key, matches, split_key
+from symphony.secret_files import read_secret, write_secret
 
 DEV_APP = "dev"
 
 
-def read_dev_key(path: Path) -> str | None:
-    """The key in ``path``, None when there is no such file."""
-    try:
-        return path.read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
-
 def ensure_dev_key(client: redis.Redis, path: Path, now_ms: int) -> tuple[str, bool]:
     """The development key and whether it was created now (then it is also written to ``path``)."""
-    current = read_dev_key(path)
+    current = read_secret(path)
     parts = split_key(current) if current else None
     if parts is not None:
         record = load_key(client, parts[0])
@@ -37,14 +29,3 @@ def ensure_dev_key(client: redis.Redis, path: Path, now_ms: int) -> tuple[str, b
     key, _ = create_key(client, AppKey(prefix="", app=DEV_APP, created_ms=now_ms))
     write_secret(path, key)
     return key, True
-
-
-def write_secret(path: Path, secret: str) -> None:
-    """Write ``secret`` to ``path`` readable by its owner only (0600), whatever was there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (secret + "\n").encode())
-    finally:
-        os.close(fd)

@@ -34,8 +34,8 @@ import httpx
 import httpx_aiohttp
 
 from symphony.clock import monotonic
-from symphony.dev_key import read_dev_key
 from symphony.report import render_table
+from symphony.secret_files import read_secret
 from symphony.settings import Settings, load_settings
 
 Inbound = Literal["openai", "anthropic", "mixed"]
@@ -410,7 +410,7 @@ def render_report(report: LoadReport) -> str:
 
 def command(settings: Settings, args: argparse.Namespace) -> int:
     """``symphony load``: run, print progress (to stderr with ``--json``), then the report."""
-    api_key = args.api_key or read_dev_key(settings.dev_key_file)
+    api_key = args.api_key or read_secret(settings.dev_key_file)
     if api_key is None and not settings.auth_disabled:
         print(
             f"no app key: pass --api-key, or start the stack with `symphony up`, which writes one to "

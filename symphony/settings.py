@@ -15,6 +15,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from symphony.catalog import Catalog, load_catalog
+from symphony.secret_files import read_secret
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -154,7 +155,7 @@ class Settings(BaseSettings):
         ``symphony.engine_client`` sends it as a bearer token and never prints it.
         """
         setting = self.admin_token if role == "admin" else self.analyst_token
-        token = setting.get_secret_value() if setting is not None else _read_secret(self.token_file(role))
+        token = setting.get_secret_value() if setting is not None else read_secret(self.token_file(role))
         return f"http://{role}:{token}@127.0.0.1:{self.engine_port}" if token else self.engine_url
 
     def token_file(self, role: Literal["admin", "analyst"]) -> Path:
@@ -163,13 +164,6 @@ class Settings(BaseSettings):
     @property
     def proxy_url(self) -> str:
         return f"http://{self.proxy_host}:{self.proxy_port}"
-
-
-def _read_secret(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
 
 
 def _describe(error: dict[str, Any], settings_cls: type[BaseSettings]) -> str:

@@ -35,8 +35,9 @@ from redis import Redis
 
 from symphony import clock
 from symphony.catalog import load_catalog
-from symphony.dev_key import DEV_APP, ensure_dev_key, read_dev_key, write_secret
+from symphony.dev_key import DEV_APP, ensure_dev_key
 from symphony.redis_server import RedisServer, answers, port_of
+from symphony.secret_files import read_secret, write_secret
 from symphony.settings import Settings, load_provider_keys
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -145,7 +146,7 @@ class Stack:
         for role in ("admin", "analyst"):
             if getattr(self.settings, f"{role}_token") is None:
                 path = self.settings.token_file(role)
-                token = read_dev_key(path) or secrets.token_urlsafe(32)
+                token = read_secret(path) or secrets.token_urlsafe(32)
                 write_secret(path, token)
                 made[f"{role}_token"] = SecretStr(token)
         if made:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
@@ -16,7 +15,7 @@ import redis
 
 from symphony.load import LoadConfig, run_load
 from symphony.quotas import load_quota_policy
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer
 from tests.engineutil import Engine
 from tests.proxy_stack import ProxyStack
 
@@ -101,15 +100,6 @@ def test_reported_lower_limit_is_reconciled_and_then_never_exceeded(
         f"runtime_cap_adjustment provider=openai window=minute metric=requests from={policy} to=12"
     )
     assert diff < adjust
-
-
-@pytest.fixture
-def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis", persist=True).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def metric(text: str, name: str) -> int:

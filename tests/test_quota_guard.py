@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -16,17 +14,7 @@ from proxy.quota_guard import Grant, QuotaGuard, Unavailable
 from symphony.clock import RealClock
 from symphony.quota_store import Refusal
 from symphony.quotas import load_quota_policy
-from symphony.redis_server import RedisServer, free_port
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis that keeps its data across a restart, as a production one does."""
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis", persist=True).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from symphony.redis_server import RedisServer
 
 
 def token_total(client: redis.Redis, provider: str, window: str) -> int:
@@ -40,8 +28,7 @@ def new_guard(url: str, mode: str) -> tuple[QuotaGuard, aioredis.Redis]:
 
 
 def test_fail_open_serves_locally_then_settles_in_redis_once_it_returns(
-    redis_server: RedisServer,
-    redis_client: redis.Redis,
+    persistent_redis: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -49,15 +36,15 @@ def test_fail_open_serves_locally_then_settles_in_redis_once_it_returns(
     caplog.set_level(logging.WARNING, logger="proxy.quota_guard")
 
     async def scenario() -> list[Grant]:
-        guard, client = new_guard(redis_server.url, "open")
+        guard, client = new_guard(persistent_redis.url, "open")
         before = await guard.reserve("openai", "gpt-4o-mini", 100)
         assert isinstance(before, Grant) and not before.local
-        redis_server.stop()
+        persistent_redis.stop()
         during = [await guard.reserve("openai", "gpt-4o-mini", 100) for _ in range(20)]
         assert all(isinstance(g, Grant) and g.local for g in during)
         await guard.settle(before, 70)  # fails now: kept for later
         assert guard.degraded
-        await asyncio.to_thread(redis_server.start)
+        await asyncio.to_thread(persistent_redis.start)
         await asyncio.sleep(0.1)
         after = await guard.reserve("openai", "gpt-4o-mini", 100)
         assert isinstance(after, Grant) and not after.local and not guard.degraded
@@ -67,16 +54,16 @@ def test_fail_open_serves_locally_then_settles_in_redis_once_it_returns(
 
     asyncio.run(scenario())
     # Only the Redis reservations are in Redis, each holding what was really used.
-    assert token_total(redis_client, "openai", "minute") == 70 + 40
+    assert token_total(redis.Redis.from_url(persistent_redis.url), "openai", "minute") == 70 + 40
     warnings = [r.getMessage() for r in caplog.records]
     assert sum("quota store unreachable" in w for w in warnings) == 1  # once per interval, not per request
     assert any("reachable again" in w and "1 settlements replayed" in w for w in warnings)
 
 
-def test_local_limiter_holds_its_share_of_the_cap(redis_server: RedisServer) -> None:
+def test_local_limiter_holds_its_share_of_the_cap(persistent_redis: RedisServer) -> None:
     async def scenario() -> tuple[int, object]:
-        guard, client = new_guard(redis_server.url, "open")
-        redis_server.stop()
+        guard, client = new_guard(persistent_redis.url, "open")
+        persistent_redis.stop()
         cap = load_quota_policy().providers["venice"].caps["requests"]["minute"]
         outcomes = [await guard.reserve("venice", "llama-3.3-70b", 1) for _ in range(cap)]
         await client.aclose()
@@ -89,15 +76,15 @@ def test_local_limiter_holds_its_share_of_the_cap(redis_server: RedisServer) -> 
 
 
 def test_fail_closed_refuses_until_redis_is_back(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    persistent_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(quota_guard, "RETRY_REDIS_AFTER_S", 0.05)
 
     async def scenario() -> None:
-        guard, client = new_guard(redis_server.url, "closed")
-        redis_server.stop()
+        guard, client = new_guard(persistent_redis.url, "closed")
+        persistent_redis.stop()
         assert isinstance(await guard.reserve("grok", "grok-3-mini", 10), Unavailable)
-        await asyncio.to_thread(redis_server.start)
+        await asyncio.to_thread(persistent_redis.start)
         await asyncio.sleep(0.1)
         outcome = await guard.reserve("grok", "grok-3-mini", 10)
         assert isinstance(outcome, Grant) and not outcome.local
