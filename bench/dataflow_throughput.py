@@ -55,6 +55,7 @@ from typing_extensions import override
 
 from dataflows.ingest import build_flow
 from dataflows.redis_source import Entry, RedisStreamSource
+from sinks.chdb_config import DATABASE
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore
@@ -211,7 +212,7 @@ def _decode(batch: list[Entry]) -> list[dict[str, Any]]:
 def naive_flow(redis_url: str, store: ClickHouseStore, counter: Counter, stop: threading.Event) -> Dataflow:
     import clickhouse_connect
 
-    client = clickhouse_connect.get_client(dsn=store.dsn)
+    client = clickhouse_connect.get_client(dsn=store.dsn, database=DATABASE)
     flow = Dataflow("naive")
     batches = op.input("read", flow, RedisStreamSource(redis_url, SHARDS, stop=stop))
     op.output("insert", op.map("decode", batches, _decode), NaiveSink(client, counter))

@@ -28,9 +28,11 @@ class Tokens:
     analyst: str | None = None
 
     def role(self, presented: str) -> str | None:
-        if hmac.compare_digest(presented, self.admin):
+        # Bytes, not str: compare_digest refuses non-ASCII text, and any header byte may arrive.
+        given = presented.encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(given, self.admin.encode()):
             return "admin"
-        if self.analyst is not None and hmac.compare_digest(presented, self.analyst):
+        if self.analyst is not None and hmac.compare_digest(given, self.analyst.encode()):
             return "analyst"
         return None
 

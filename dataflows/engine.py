@@ -48,6 +48,7 @@ from dataflows.metrics import engine_metrics
 from dataflows.query_api import QueryApi
 from dataflows.redis_source import RedisStreamSource
 from dataflows.trimming import Trimmer
+from sinks.analyst_sandbox import AnalystLimits
 from sinks.clickhouse import ClickHouseSink, SinkStats, SinkStopped, Writer
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
@@ -149,6 +150,17 @@ def api_tokens(settings: Settings) -> Tokens | None:
     return Tokens(settings.admin_token.get_secret_value(), analyst)
 
 
+def analyst_limits(settings: Settings) -> AnalystLimits:
+    return AnalystLimits(
+        max_seconds=settings.analyst_max_seconds,
+        max_memory_mb=settings.analyst_max_memory_mb,
+        max_rows_read=settings.analyst_max_rows_read,
+        max_result_rows=settings.analyst_max_result_rows,
+        max_result_mb=settings.analyst_max_result_mb,
+        concurrency=settings.analyst_concurrency,
+    )
+
+
 def run_engine(
     settings: Settings,
     workers: int = 1,
@@ -172,7 +184,9 @@ def run_engine(
         writer: Writer
         embedded = settings.clickhouse_dsn.startswith("chdb://")
         if cluster.leader or not embedded:
-            store = ClickHouseStore.connect(settings.clickhouse_dsn)
+            store = ClickHouseStore.connect(
+                settings.clickhouse_dsn, limits=analyst_limits(settings), log_dir=settings.var_dir / "logs"
+            )
             stack.callback(store.close)
             writer = store
         else:

@@ -1,10 +1,13 @@
 """The engine's HTTP query API: the one way other processes read ClickHouse in embedded mode.
 
 ``GET /health`` -> ``{"status": "ok"}``; ``POST /query`` with ``{"sql": "..."}`` ->
-``{"columns": [...], "rows": [[...]]}``. Queries run with ``readonly=1``; a
-statement that is not a read, or SQL that ClickHouse rejects, gets a 400 with
-the reason in ``{"error": ...}``. ``GET /metrics``: the engine's metrics in the
-Prometheus text format (``dataflows.metrics``).
+``{"columns": [...], "rows": [[...]]}``. Queries run in the analysts' sandbox
+(``sinks.analyst_sandbox``): a statement that is not one read, SQL that ClickHouse
+rejects or a query past a limit gets a 400 with the reason in ``{"error": ...}``;
+every sandbox handle busy is a 429; a query whose client goes away is cancelled.
+``GET /metrics``: the engine's metrics in the Prometheus text format
+(``dataflows.metrics``). Every answer, errors included, is JSON (metrics aside):
+an unknown path is a 404, a wrong method a 405, a failure of the engine a 503.
 
 Two routes exist only when the engine turns them on: ``POST /insert?table=T`` (an
 Arrow IPC stream body), through which the other processes of a cluster write to
@@ -16,8 +19,10 @@ handlers of its own.
 
 from __future__ import annotations
 
+import asyncio
 import decimal
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -29,18 +34,23 @@ import pyarrow as pa
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from dataflows.api_auth import TokenGuard, Tokens
+from sinks.analyst_sandbox import new_query_id
 from sinks.clickhouse import SCHEMAS
-from sinks.clickhouse_store import ClickHouseStore, QueryError, StoreUnavailable, WriteFaults
+from sinks.clickhouse_store import ClickHouseStore, QueryError, SandboxBusy, StoreUnavailable, WriteFaults
 from symphony import clock
+
+log = logging.getLogger(__name__)
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+DISCONNECT_POLL_S = 0.25  # how often a running analyst query looks for its client
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -83,10 +93,16 @@ def create_app(
         sql = body.get("sql") if isinstance(body, dict) else None
         if not isinstance(sql, str):
             return _json({"error": 'expected a JSON body {"sql": "..."}'}, 400)
+        query_id = new_query_id()
+        work = asyncio.ensure_future(run_in_threadpool(store.query_read_only, sql, query_id))
         try:
-            result = await run_in_threadpool(store.query_read_only, sql)
+            result = await _finish_unless_client_leaves(
+                request, work, lambda: store.cancel_analyst_query(query_id)
+            )
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
+        except SandboxBusy as exc:
+            return _json({"error": str(exc)}, 429)
         except StoreUnavailable as exc:
             return _json({"error": f"ClickHouse unavailable: {exc}"}, 503)
         return _json({"columns": result.columns, "rows": result.rows})
@@ -120,12 +136,14 @@ def create_app(
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
             body = None
-        if not isinstance(body, dict):
+        try:
+            outage_s, lost_acks = float(body.get("outage_s", 0)), int(body.get("lost_acks", 0))
+        except (AttributeError, TypeError, ValueError):
             return _json({"error": 'expected {"outage_s": seconds} or {"lost_acks": count}'}, 400)
-        if "outage_s" in body:
-            faults.outage(float(body["outage_s"]))
-        if "lost_acks" in body:
-            faults.lost_acks(int(body["lost_acks"]))
+        if outage_s:
+            faults.outage(outage_s)
+        if lost_acks:
+            faults.lost_acks(lost_acks)
         return _json({"status": "ok"})
 
     routes = [
@@ -138,7 +156,30 @@ def create_app(
     if faults is not None:
         routes.append(Route("/faults", inject, methods=["POST"]))
     middleware = [Middleware(TokenGuard, tokens=tokens)] if tokens is not None else []
-    return Starlette(routes=routes, middleware=middleware)
+    handlers = {HTTPException: _http_error, Exception: _engine_error}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)  # type: ignore[arg-type]
+
+
+async def _finish_unless_client_leaves(
+    request: Request, work: asyncio.Future[Any], cancel: Callable[[], None]
+) -> Any:
+    """The result of ``work``; if the client hangs up first, ``cancel`` it (the query then ends at once)."""
+    while not work.done():
+        await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+        if not work.done() and await request.is_disconnected():
+            log.info("an analyst's client went away: cancelling its query")
+            await run_in_threadpool(cancel)
+            break
+    return await work
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    return _json({"error": exc.detail}, exc.status_code)
+
+
+async def _engine_error(request: Request, exc: Exception) -> Response:
+    log.exception("engine API: %s %s failed", request.method, request.url.path)
+    return _json({"error": f"the engine failed to answer ({type(exc).__name__}); see its log"}, 503)
 
 
 class QueryApi:

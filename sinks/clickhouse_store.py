@@ -1,14 +1,16 @@
-"""One ClickHouse connection, chDB or a server, chosen by the DSN, safe to share between threads.
+"""ClickHouse for Symphony, chDB or a server, chosen by the DSN: one writer, and a sandbox for analysts.
 
 ``chdb:///abs/dir`` opens the embedded engine in this process (one process per
-directory); ``http(s)://user:password@host:port/database`` talks to a server. Both
-go through the same clickhouse-connect client API. One lock serializes every call:
-a chDB handle must not interleave calls, and an HTTP client shares one session.
+directory), configured by ``sinks.chdb_config``, with every table in the
+``symphony`` database; ``http(s)://user:password@host:port/database`` talks to a
+server. Both go through the same clickhouse-connect client API.
 
-Analysts' SQL runs read-only, enforced twice: the text must be one read statement
-(no ``;`` between statements, no ``INTO OUTFILE``), and ClickHouse runs it with
-``readonly=1`` (for chDB on a handle of its own that is read-only for the session,
-because chDB applies a trailing SETTINGS clause to the last statement only).
+The writer (the sinks, migrations, the engine's own reads) has a handle and a lock
+of its own. Analysts' queries run on other handles (``sinks.analyst_sandbox``),
+read-only and limited by ClickHouse, in parallel with the writer and with each
+other: chDB runs queries from different connections concurrently, so ingest never
+waits for an analyst. ``check_read_only`` is only the friendly first word on a
+statement; ClickHouse is the defence.
 """
 
 from __future__ import annotations
@@ -18,16 +20,28 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
 import pyarrow as pa
-from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError, StreamFailureError
+from clickhouse_connect.driver.exceptions import OperationalError
 
+from sinks.analyst_sandbox import (
+    AnalystLimits,
+    AnalystSandbox,
+    QueryError,
+    SandboxBusy,
+    StoreUnavailable,
+    new_query_id,
+    tag_of,
+)
+from sinks.chdb_config import DATABASE, write_config
 from symphony import clock
 
-READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
-READ_ONLY = {"readonly": 1}
+__all__ = ["ClickHouseStore", "QueryError", "Rows", "SandboxBusy", "StoreUnavailable", "check_read_only"]
+
+READ_ONLY_STATEMENTS = ("SELECT", "WITH")
 # A quoted string or identifier (kept), or a comment (dropped).
 _QUOTED_OR_COMMENT = re.compile(
     r"""(?P<quoted>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`(?:[^`\\]|\\.)*`)|--[^\n]*|#[^\n]*|/\*.*?\*/""",
@@ -35,14 +49,6 @@ _QUOTED_OR_COMMENT = re.compile(
 )
 _FIRST_WORD = re.compile(r"^[\s(]*([A-Za-z]+)")
 _INTO_OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE)
-
-
-class QueryError(Exception):
-    """A query ClickHouse refused, or one the read-only path does not accept; the message says why."""
-
-
-class StoreUnavailable(Exception):
-    """ClickHouse did not answer (a server that is down or unreachable)."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +72,9 @@ def check_read_only(sql: str) -> str:
     first = _FIRST_WORD.match(statement)
     keyword = first.group(1).upper() if first else ""
     if keyword not in READ_ONLY_STATEMENTS:
-        allowed = ", ".join(READ_ONLY_STATEMENTS)
         raise QueryError(
-            f"read-only: only {allowed} statements are allowed, got {keyword or statement[:20]!r}"
+            f"read-only: only SELECT (or WITH ... SELECT) statements are allowed, got"
+            f" {keyword or statement[:20]!r}; for a table's columns, SELECT from system.columns"
         )
     unquoted = _QUOTED_OR_COMMENT.sub(" ", statement)
     if ";" in unquoted:
@@ -117,31 +123,50 @@ class WriteFaults:
 
 
 class ClickHouseStore:
-    """A writer client and a read-only reader behind one lock."""
+    """The writer's handle behind its own lock, and the analysts' sandbox beside it."""
 
-    def __init__(self, writer: Any, reader: Any, dsn: str, read_settings: Mapping[str, Any]) -> None:
+    def __init__(self, writer: Any, sandbox: AnalystSandbox, dsn: str) -> None:
         self._writer = writer
-        self._reader = reader
-        self._read_settings = dict(read_settings)
         self._lock = threading.Lock()
+        self._sandbox = sandbox
         self.dsn = dsn
         self.faults: WriteFaults | None = None
 
     @classmethod
-    def connect(cls, dsn: str) -> ClickHouseStore:
+    def connect(
+        cls, dsn: str, *, limits: AnalystLimits | None = None, log_dir: Path | None = None
+    ) -> ClickHouseStore:
+        """Open ``dsn``; for chDB, ``log_dir`` receives the engine's own log (default: beside the data)."""
+        limits = limits or AnalystLimits()
         if dsn.startswith("chdb:///"):
-            writer = clickhouse_connect.get_client(dsn=dsn)
-            try:
-                reader = clickhouse_connect.get_client(dsn=dsn, settings=READ_ONLY)
-            except Exception:
-                writer.close()
-                raise
-            return cls(writer, reader, dsn, read_settings={})
+            return cls._connect_embedded(dsn, limits, log_dir)
         if dsn.startswith(("http://", "https://")):
-            # A server applies query settings to the whole request, and refuses multi-statements.
-            client = clickhouse_connect.get_client(dsn=dsn)
-            return cls(client, client, dsn, read_settings=READ_ONLY)
+            writer = clickhouse_connect.get_client(dsn=dsn)
+            # A server applies a client's settings to every request it sends.
+            sandbox = AnalystSandbox(
+                lambda settings: clickhouse_connect.get_client(dsn=dsn, settings=dict(settings)), limits
+            )
+            return cls(writer, sandbox, dsn)
         raise ValueError(f"unsupported ClickHouse DSN {dsn!r}: expected chdb:///abs/dir or http(s)://")
+
+    @classmethod
+    def _connect_embedded(cls, dsn: str, limits: AnalystLimits, log_dir: Path | None) -> ClickHouseStore:
+        data_dir = Path(dsn.removeprefix("chdb://"))
+        config = write_config(data_dir, log_dir or data_dir.with_name("logs"))
+        options = {"config-file": str(config)}
+        # The first handle starts the engine with the configuration; later ones share it.
+        writer = clickhouse_connect.get_client(dsn=dsn, chdb_options=options)
+        try:
+            writer.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+            writer.database = DATABASE
+        except Exception:
+            writer.close()
+            raise
+
+        def open_reader(settings: Mapping[str, Any]) -> Any:
+            return clickhouse_connect.get_client(dsn=dsn, database=DATABASE, settings=dict(settings))
+
+        return cls(writer, AnalystSandbox(open_reader, limits), dsn)
 
     @property
     def embedded(self) -> bool:
@@ -156,19 +181,17 @@ class ClickHouseStore:
             result = self._writer.query(sql, parameters=parameters)
         return Rows(columns=list(result.column_names), rows=[list(row) for row in result.result_rows])
 
-    def query_read_only(self, sql: str) -> Rows:
-        """Run an analyst's query read-only; ``QueryError`` carries the reason or ClickHouse's message."""
+    def query_read_only(self, sql: str, query_id: str | None = None) -> Rows:
+        """An analyst's query, run in the sandbox; ``QueryError`` says why ClickHouse refused it."""
         statement = check_read_only(sql)
-        try:
-            with self._lock:
-                result = self._reader.query(statement, settings=self._read_settings or None)
-        except OperationalError as exc:
-            if not isinstance(exc, StreamFailureError) and not self.embedded:
-                raise StoreUnavailable(str(exc).strip()) from None
-            raise QueryError(str(exc).strip()) from None
-        except ClickHouseError as exc:
-            raise QueryError(str(exc).strip()) from None
+        result = self._sandbox.run(statement, query_id or new_query_id(), embedded=self.embedded)
         return Rows(columns=list(result.column_names), rows=[list(row) for row in result.result_rows])
+
+    def cancel_analyst_query(self, query_id: str) -> None:
+        """Stop the analyst query ``query_id`` if it still runs (its client went away)."""
+        self.command(
+            "KILL QUERY WHERE startsWith(query, {tag:String}) ASYNC", parameters={"tag": tag_of(query_id)}
+        )
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         if self.faults is not None:
@@ -179,7 +202,6 @@ class ClickHouseStore:
             self.faults.after_insert()
 
     def close(self) -> None:
+        self._sandbox.close()
         with self._lock:
-            if self._reader is not self._writer:
-                self._reader.close()
             self._writer.close()

@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     # read (query, metrics). `symphony up` makes both (var/admin-token, var/analyst-token) unless set.
     admin_token: SecretStr | None = None
     analyst_token: SecretStr | None = None
+    # Limits on every analyst query (`symphony sql`, the engine's /query), enforced by ClickHouse;
+    # the error of a query that passes one names its setting.
+    analyst_max_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
+    analyst_max_memory_mb: int = Field(default=1024, ge=16)
+    analyst_max_rows_read: int = Field(default=2_000_000_000, ge=1)
+    analyst_max_result_rows: int = Field(default=100_000, ge=1)
+    analyst_max_result_mb: int = Field(default=64, ge=1)
+    analyst_concurrency: int = Field(default=4, ge=1, le=64)
     # Request headers larger than this in all are answered 431.
     max_header_bytes: int = Field(default=16 << 10, ge=1024, le=1 << 20)
 
