@@ -130,7 +130,7 @@ class AnalystSandbox:
             statement = self._normalised(handle, sql, embedded=embedded)
             wrapped = f"{tag_of(query_id)} SELECT * FROM (\n{statement}\n)"
             self._refuse_by_syntax_tree(handle, wrapped, embedded=embedded)
-            return self._call(handle.query, wrapped, embedded=embedded)
+            return self._call(handle.query, wrapped, embedded=embedded, wrapped=True)
 
     def close(self) -> None:
         with self._lock:
@@ -167,10 +167,8 @@ class AnalystSandbox:
 
     def _refuse_by_syntax_tree(self, handle: Any, wrapped: str, *, embedded: bool) -> None:
         """Refuse, from ClickHouse's own parse, what read-only mode would pass over in silence."""
-        tree = "\n".join(
-            str(row[0])
-            for row in self._call(handle.query, f"EXPLAIN AST {wrapped}", embedded=embedded).result_rows
-        )
+        explained = self._call(handle.query, f"EXPLAIN AST {wrapped}", embedded=embedded, wrapped=True)
+        tree = "\n".join(str(row[0]) for row in explained.result_rows)
         if _AST_SETTINGS.search(tree):
             raise QueryError(
                 "read-only: an analyst query may not change settings (SETTINGS); its limits are the"
@@ -183,23 +181,31 @@ class AnalystSandbox:
                 " and views only"
             )
 
-    def _call(self, method: Callable[..., Any], sql: str, parameters: Any = None, *, embedded: bool) -> Any:
+    def _call(
+        self,
+        method: Callable[..., Any],
+        sql: str,
+        parameters: Any = None,
+        *,
+        embedded: bool,
+        wrapped: bool = False,
+    ) -> Any:
         try:
             return method(sql, parameters=parameters)
         except OperationalError as exc:
             if not isinstance(exc, StreamFailureError) and not embedded:
                 raise StoreUnavailable(str(exc).strip()) from None
-            raise QueryError(self._message(exc)) from None
+            raise QueryError(self._message(exc, wrapped)) from None
         except ClickHouseError as exc:
-            raise QueryError(self._message(exc)) from None
+            raise QueryError(self._message(exc, wrapped)) from None
 
-    def _message(self, exc: BaseException) -> str:
+    def _message(self, exc: BaseException, wrapped: bool) -> str:
         code = error_code(exc)
         text = str(exc).strip()
         limit = self.limits.explain(code)
         if limit is not None:
             return f"{limit}: {text}"
-        if code == 62 and "SELECT * FROM (" in text:
+        if code == 62 and wrapped:  # the statement parsed alone, so only the subquery refused it
             return (
                 "only one SELECT statement, without INTO OUTFILE, FORMAT or SETTINGS, is allowed"
                 f" (ClickHouse: {text})"
