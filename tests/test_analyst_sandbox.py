@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import redis
 from sinks.analyst_sandbox import AnalystLimits, new_query_id
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, QueryError
-from symphony import engine_client
+from symphony import clock, engine_client
 from symphony.stream import publish
 from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN, SHARDS, Engine, events
 
@@ -220,3 +221,50 @@ def test_analysts_read_the_event_tables_and_views(tmp_path: Path) -> None:
             store.query_read_only(f"SELECT * FROM {view} LIMIT 1")
     finally:
         store.close()
+
+
+HEAVY = "SELECT count() FROM numbers(100000000000) WHERE sipHash128(toString(number)) = ''"
+HEAVY_SECONDS = 30
+FRESHNESS_LIMIT_S = 2.0
+
+
+def test_ingest_stays_fresh_while_a_30_second_analyst_query_runs(
+    engine: Engine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANALYST_MAX_SECONDS", str(HEAVY_SECONDS))
+    monkeypatch.setenv("ANALYST_MAX_ROWS_READ", str(10**12))
+    engine.start()
+    heavy_answer: list[httpx.Response] = []
+    heavy = threading.Thread(
+        target=lambda: heavy_answer.append(
+            httpx.post(
+                f"{engine.bare_url}/query",
+                json={"sql": HEAVY},
+                headers={"authorization": f"Bearer {ANALYST_TOKEN}"},
+                timeout=HEAVY_SECONDS + 30,
+            )
+        )
+    )
+    started = clock.monotonic()
+    heavy.start()
+    time.sleep(1.0)  # let it get going
+    freshness = []
+    for i in range(12):
+        event = events(i, i + 1)
+        published = clock.monotonic()
+        publish(redis_client, event, SHARDS)
+        engine_client.wait_for_count(
+            engine.url,
+            f"SELECT count() FROM decisions WHERE decision_id = '{event[0].decision_id}'",  # type: ignore[attr-defined]
+            1,
+            timeout=10,
+            interval=0.05,
+        )
+        freshness.append(clock.monotonic() - published)
+        time.sleep(1.0)
+    assert heavy.is_alive(), "the analyst query ended before the measurements did"
+    heavy.join()
+    ran = clock.monotonic() - started
+    assert ran >= HEAVY_SECONDS * 0.9, ran
+    assert "ANALYST_MAX_SECONDS" in heavy_answer[0].json()["error"]
+    assert max(freshness) < FRESHNESS_LIMIT_S, freshness
