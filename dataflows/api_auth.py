@@ -11,7 +11,6 @@ compared in constant time and never logged or echoed.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from dataclasses import dataclass
 
@@ -74,7 +73,7 @@ def _bearer(scope: Scope) -> str:
 def _basic_password(encoded: str) -> str:
     try:
         return base64.b64decode(encoded, validate=True).decode().partition(":")[2]
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
         return ""
 
 
