@@ -24,10 +24,22 @@ cap; ``closed`` refuses until Redis answers again. Either way it says so in the 
 tries Redis again after a short pause, so it recovers by itself. Settlements of
 Redis reservations that fail meanwhile are kept and replayed on recovery, so the
 buckets end up holding what was really used.
+
+Recovery drains those queues (lost reservations to cancel, settlements to replay)
+one at a time: whichever finds Redis back first (a request's reservation, or the
+gate's own probe, which keeps trying while nothing else reaches Redis) drains them,
+and a second one that finds Redis back meanwhile leaves them to it. Redis can fail
+again during a drain (the connections pooled before an outage die one by one as
+they are used after it), and a request that then finds Redis back must not drain
+the same queue beside it: both would apply the first entry and both remove one,
+so one entry would be dropped unapplied. An entry leaves its queue before it is
+applied and goes back to the front if applying fails or is cancelled; applying
+twice is harmless (the scripts are idempotent), never applying is not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -45,6 +57,7 @@ from symphony.redis_server import REDIS_ERRORS
 log = logging.getLogger(__name__)
 
 RETRY_REDIS_AFTER_S = 1.0
+RECOVERY_PROBE_S = 0.05  # the probe's first pause; it doubles up to RETRY_REDIS_AFTER_S
 LOG_EVERY_S = 30.0
 MAX_PENDING_SETTLEMENTS = 100_000
 CLOSED_RETRY_AFTER_MS = 1000
@@ -106,6 +119,8 @@ class QuotaGuard:
         self._pending: deque[tuple[Reservation, int, int, bool]] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
         # reservations whose reply Redis never sent: cancelled (if made) once it is back
         self._unconfirmed: deque[Reservation] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
+        self._draining = False  # one drain of those queues at a time
+        self._probe: asyncio.Task[None] | None = None  # drains them when no request reaches Redis
         self.local_grants = 0  # reservations made on the local limiter
         self.local_tokens = 0  # tokens those reservations settled at (never reach Redis)
 
@@ -209,32 +224,76 @@ class QuotaGuard:
                 else "fail-closed: refusing requests until it is back"
             )
             log.warning("quota store unreachable (%s); %s", exc.__class__.__name__, rule)
+        self._start_probe()
+
+    def _start_probe(self) -> None:
+        """Drain the queues once Redis answers, even if no request comes to find out."""
+        if self._probe is not None and not self._probe.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop: the next request recovers instead
+            return
+        self._probe = loop.create_task(self._probe_until_recovered())
+
+    async def _probe_until_recovered(self) -> None:
+        pause = RECOVERY_PROBE_S
+        while self._degraded:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, max(RETRY_REDIS_AFTER_S, RECOVERY_PROBE_S))
+            try:
+                await self._store.ping()
+            except REDIS_ERRORS:
+                continue
+            try:
+                await self._recovered()
+            except Exception:  # not a Redis outage: say so, and leave the queues to the next request
+                log.exception("replaying quota settlements after an outage failed")
+                return
 
     async def _recovered(self) -> None:
-        if not self._degraded:
-            return
+        if not self._degraded or self._draining:
+            return  # nothing to do, or another coroutine is draining (it drains what is added meanwhile)
         self._degraded = False
-        replayed = cancelled = 0
-        while self._unconfirmed:
-            try:
-                await self._store.cancel(self._unconfirmed[0])
-            except REDIS_ERRORS as exc:
-                self._went_down(exc)
-                return
-            self._unconfirmed.popleft()
-            cancelled += 1
-        while self._pending:
-            reservation, tokens, cost_micros, refund = self._pending[0]
-            try:
-                await self._store.settle(reservation, tokens, cost_micros, refund=refund)
-            except REDIS_ERRORS as exc:
-                self._went_down(exc)
-                return
-            self._pending.popleft()
-            replayed += 1
+        self._draining = True
+        try:
+            drained = await self._drain()
+        finally:
+            self._draining = False
+        if drained is None:
+            return
+        cancelled, replayed = drained
         log.warning(
             "quota store reachable again: reservations back in Redis "
             "(%d settlements replayed, %d unanswered reservations cancelled)",
             replayed,
             cancelled,
         )
+
+    async def _drain(self) -> tuple[int, int] | None:
+        """Cancel the unanswered reservations, replay the kept settlements; None if Redis failed."""
+        cancelled = replayed = 0
+        while self._unconfirmed:
+            reservation = self._unconfirmed.popleft()
+            try:
+                await self._store.cancel(reservation)
+            except BaseException as exc:
+                self._unconfirmed.appendleft(reservation)  # a cancel applied twice changes nothing
+                if not isinstance(exc, REDIS_ERRORS):
+                    raise
+                self._went_down(exc)
+                return None
+            cancelled += 1
+        while self._pending:
+            settlement = self._pending.popleft()
+            reservation, tokens, cost_micros, refund = settlement
+            try:
+                await self._store.settle(reservation, tokens, cost_micros, refund=refund)
+            except BaseException as exc:
+                self._pending.appendleft(settlement)  # a settlement replayed twice changes nothing
+                if not isinstance(exc, REDIS_ERRORS):
+                    raise
+                self._went_down(exc)
+                return None
+            replayed += 1
+        return cancelled, replayed

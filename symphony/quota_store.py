@@ -349,8 +349,13 @@ class AsyncQuotaStore:
     """The same, through an asyncio Redis client (the proxy)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
         self._reserve = client.register_script(RESERVE_LUA)
         self._settle = client.register_script(SETTLE_LUA)
+
+    async def ping(self) -> None:
+        """Raise one of ``REDIS_ERRORS`` unless Redis answers."""
+        await self._client.ping()
 
     async def reserve(
         self,

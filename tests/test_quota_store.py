@@ -1,0 +1,117 @@
+"""Reservations and settlements across a Redis outage: each reaches the buckets exactly once.
+
+These drive the proxy's quota gate (``proxy.quota_guard``) over a real Redis that is
+stopped and started again (``persistent_redis`` keeps its data, as a production one
+does), through a client made as the proxy makes it (``from_url``, no retries), so the
+connections it pooled before the outage are really dead after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from proxy import quota_guard
+from proxy.quota_guard import Grant, QuotaGuard
+from symphony.clock import RealClock
+from symphony.quotas import load_quota_policy
+from symphony.redis_server import RedisServer
+
+PROVIDER, MODEL = "openai", "gpt-4o-mini"
+ESTIMATE, ACTUAL = 100, 130  # every settlement adds 30 tokens to its reservation's buckets
+KEPT = 40  # settlements that fail during the outage and wait for Redis
+
+
+def tokens_in_redis(url: str) -> int:
+    """The tokens the provider's rolling day window holds (every hour bucket)."""
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(int(client.get(k) or 0) for k in client.scan_iter(f"quota:{{{PROVIDER}}}:tokens:day:*"))
+    finally:
+        client.close()
+
+
+def new_guard(url: str) -> tuple[QuotaGuard, aioredis.Redis]:
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2.0)
+    guard = QuotaGuard(client, load_quota_policy(), RealClock(), fail_mode="open", local_share=1.0)
+    return guard, client
+
+
+async def remote_grant(guard: QuotaGuard) -> Grant:
+    grant = await guard.reserve(PROVIDER, MODEL, ESTIMATE)
+    assert isinstance(grant, Grant) and not grant.local
+    return grant
+
+
+def test_a_failure_while_kept_settlements_replay_loses_none_and_replays_none_twice(
+    persistent_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race behind the outage test's missing tokens, step by step.
+
+    Redis comes back; request A's reservation succeeds and A starts replaying the kept
+    settlements. Meanwhile request C's settlement fails on a connection pooled before
+    the outage (dead now), which marks Redis down again; request B's reservation then
+    succeeds and B would start replaying the same queue while A is still at it.
+    """
+    monkeypatch.setattr(quota_guard, "RETRY_REDIS_AFTER_S", 0.0)  # B tries Redis at once, as after the pause
+    monkeypatch.setattr(quota_guard, "RECOVERY_PROBE_S", 60.0)  # no background replay: only A and B
+
+    async def scenario() -> int:
+        guard, client = new_guard(persistent_redis.url)
+        # Two pooled connections: the proxy's pool holds many; the bottom one sits idle.
+        await asyncio.gather(remote_grant(guard), remote_grant(guard))
+        settled_before = 2 * ESTIMATE  # those two are never settled: they hold their estimate
+        kept = [await remote_grant(guard) for _ in range(KEPT)]
+        late = await remote_grant(guard)  # C's, settled once Redis is back
+        persistent_redis.stop()
+        for grant in kept:
+            await guard.settle(grant, ACTUAL)  # fails: kept for replay
+        lost = await guard.reserve(PROVIDER, MODEL, ESTIMATE)  # its outcome unknown: cancelled later
+        assert isinstance(lost, Grant) and lost.local
+        await guard.settle(lost, ACTUAL)
+        assert guard.degraded
+        await asyncio.to_thread(persistent_redis.start)
+
+        a = asyncio.create_task(remote_grant(guard))
+        async with asyncio.timeout(10):
+            while guard.degraded:  # A's reservation is back and its replay has begun
+                await asyncio.sleep(0)
+        await guard.settle(late, ACTUAL)  # C: on the connection pooled before the outage, so it fails
+        assert guard.degraded and not a.done()  # Redis failed while A was replaying
+        b = await remote_grant(guard)
+        after_a = await a
+        after = await remote_grant(guard)  # the next request replays what C kept
+        for grant in (after_a, b, after):
+            await guard.settle(grant, ACTUAL)
+        assert not guard.degraded
+        await client.aclose()
+        return settled_before + (KEPT + 1 + 3) * ACTUAL
+
+    expected = asyncio.run(scenario())
+    assert tokens_in_redis(persistent_redis.url) == expected
+
+
+def test_settlements_kept_during_an_outage_reach_redis_without_further_traffic(
+    persistent_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last requests of a burst settle while Redis is away; nothing follows them."""
+    monkeypatch.setattr(quota_guard, "RECOVERY_PROBE_S", 0.05)
+
+    async def scenario() -> None:
+        guard, client = new_guard(persistent_redis.url)
+        grants = [await remote_grant(guard) for _ in range(5)]
+        persistent_redis.stop()
+        for grant in grants:
+            await guard.settle(grant, ACTUAL)
+        assert guard.degraded
+        await asyncio.to_thread(persistent_redis.start)
+        async with asyncio.timeout(10):  # the guard's own probe: it retries within its backoff cap
+            while guard.degraded:
+                await asyncio.sleep(0.05)
+        await client.aclose()
+
+    asyncio.run(scenario())
+    assert tokens_in_redis(persistent_redis.url) == 5 * ACTUAL
