@@ -45,10 +45,14 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _wait_until_interrupted(stack: Stack, seconds: float | None) -> None:
-    from symphony.supervisor import wait_forever
+    """Supervise the stack (restarting parts that die) until Ctrl-C, SIGTERM or ``seconds``.
+
+    A part that cannot stay up raises ``StackError``: the stack stops and ``main`` exits 1.
+    """
+    from symphony.supervisor import supervise
 
     try:
-        wait_forever(stack, seconds)
+        supervise(stack, seconds)
     except KeyboardInterrupt:
         _say("\ninterrupted: stopping")
 
@@ -225,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser(
-        "up", help="run the whole stack (Redis if needed, simulator, engine, proxy) until Ctrl-C"
+        "up",
+        help="run the whole stack (Redis if needed, simulator, engine, proxy) until Ctrl-C,"
+        " restarting a part that dies",
     )
     up.add_argument(
         "--speed",

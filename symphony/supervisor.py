@@ -1,10 +1,21 @@
 """``symphony up``: start Redis (if needed), the simulator, the engine and the proxy.
 
 Each part runs as its own process (``python -m symphony <part>``) with its log in
-``var/logs/<part>.log``. The stack stops in dependency order: the proxy first (it
-flushes its queued events to the stream), then the simulator, then the engine,
-then a Redis server the stack started itself. Children get SIGTERM when the
-supervisor dies, however it dies, so nothing is left running.
+``var/logs/<part>.log`` and only the environment its row of ``symphony.child_env``
+allows (the engine holds no provider key, the proxy no control-plane token).
+
+While the stack runs, ``supervise`` restarts a part that dies, after a backoff
+(``symphony.restart_policy``), and says so in its own output: the part, how it
+ended, the attempt, the delay and the part's log. The other parts keep running
+meanwhile: the proxy answers while the engine restarts, and the engine picks up
+the events published meanwhile from the stream. A part that cannot stay up (more
+restarts within the window than the policy allows) makes ``supervise`` give up
+with a ``StackError`` naming its log, which stops the stack.
+
+The stack stops in dependency order: the proxy first (it flushes its queued
+events to the stream), then the simulator, then the engine, then a Redis server
+the stack started itself. Children get SIGTERM when the supervisor dies, however
+it dies, so nothing is left running.
 
 Before the proxy starts, the stack makes sure a development key exists (app
 ``dev``, ``symphony.dev_key``): a new one is printed once and kept in
@@ -35,8 +46,10 @@ from redis import Redis
 
 from symphony import clock
 from symphony.catalog import load_catalog
+from symphony.child_env import child_env
 from symphony.dev_key import DEV_APP, ensure_dev_key
 from symphony.redis_server import RedisServer, answers, port_of
+from symphony.restart_policy import RestartHistory, RestartPolicy
 from symphony.secret_files import read_secret, write_secret
 from symphony.settings import Settings, load_provider_keys
 
@@ -46,10 +59,12 @@ AUTH_DISABLED_WARNING = (
     "through it without budgets or limits. Use this for local development only."
 )
 PR_SET_PDEATHSIG = 1
+SUPERVISE_TICK_S = 0.2  # how often the supervisor looks for a part that died
+HEALTH_PROBE_TIMEOUT_S = 0.5  # one /health probe of a restarted part, between ticks
 
 
 class StackError(Exception):
-    """A part of the stack failed to start; the message says which and where its log is."""
+    """A part failed to start or cannot stay up; the message says which and where its log is."""
 
 
 def _die_with_parent() -> None:
@@ -63,10 +78,32 @@ class Part:
     name: str
     health_url: str
     args: list[str]
+    history: RestartHistory
     process: subprocess.Popen[bytes] | None = None
+    restart_at: float | None = None  # set while it waits out a restart's backoff
+    coming_back: bool = False  # restarted, not yet answering its health check
 
     def log_path(self, var_dir: Path) -> Path:
         return var_dir / "logs" / f"{self.name}.log"
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def healthy(self, timeout: float = HEALTH_PROBE_TIMEOUT_S) -> bool:
+        try:
+            return httpx.get(self.health_url, timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def exit_description(returncode: int) -> str:
+    """How a process ended, in words: ``exited with code 1`` or ``was killed by SIGKILL``."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"was killed by signal {-returncode}"
 
 
 @dataclass
@@ -75,6 +112,7 @@ class Stack:
     speed: float = 1.0
     workers: int = 1
     say: Callable[[str], None] = print
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     parts: list[Part] = field(default_factory=list)
     redis: RedisServer | None = None
     dev_key: str | None = None  # None when auth is disabled
@@ -89,15 +127,24 @@ class Stack:
         finally:
             client.close()
         self._ensure_control_plane_tokens()
-        s = self.settings
-        for part in (
-            Part("sim", f"{s.simulator_url}/health", ["sim"]),
-            Part("engine", f"{s.engine_url}/health", ["engine", "-w", str(self.workers)]),
-            Part("proxy", f"{s.proxy_url}/health", ["proxy"]),
-        ):
-            self._spawn(part)
+        for part in self._make_parts():
+            self._launch(part)
+            self.parts.append(part)
         for part in self.parts:
             self._wait_healthy(part, timeout)
+
+    def tend(self) -> None:
+        """One round of supervision: notice deaths, restart parts whose backoff is over, greet returns."""
+        now = clock.monotonic()
+        for part in self.parts:
+            if part.restart_at is not None:
+                if now >= part.restart_at:
+                    self._restart(part)
+            elif part.exited():
+                self._schedule_restart(part, now)
+            elif part.coming_back and part.healthy():
+                part.coming_back = False
+                self.say(f"{part.name:<8} is back: {part.health_url} answers")
 
     def stop(self) -> None:
         for part in reversed(self.parts):
@@ -108,8 +155,40 @@ class Stack:
             self.redis.stop()
             self.redis = None
 
-    def dead_parts(self) -> list[str]:
-        return [p.name for p in self.parts if p.process is not None and p.process.poll() is not None]
+    def _make_parts(self) -> list[Part]:
+        s = self.settings
+        return [
+            Part(name, url, args, RestartHistory(self.restart_policy))
+            for name, url, args in (
+                ("sim", f"{s.simulator_url}/health", ["sim"]),
+                ("engine", f"{s.engine_url}/health", ["engine", "-w", str(self.workers)]),
+                ("proxy", f"{s.proxy_url}/health", ["proxy"]),
+            )
+        ]
+
+    def _schedule_restart(self, part: Part, now: float) -> None:
+        assert part.process is not None
+        how = exit_description(part.process.returncode)
+        log = part.log_path(self.settings.var_dir)
+        policy = self.restart_policy
+        restart = part.history.after_death(now)
+        if restart is None:
+            raise StackError(
+                f"{part.name} {how} and cannot stay up (more than {policy.restarts_per_window} restarts "
+                f"within {policy.window:g}s): giving up and stopping the stack; see {log}:\n" + _tail(log)
+            )
+        self.say(
+            f"{part.name:<8} {how}; restart {restart.attempt} of {policy.restarts_per_window} allowed "
+            f"within {policy.window:g}s, in {restart.delay:g}s (log {log})"
+        )
+        part.restart_at = now + restart.delay
+
+    def _restart(self, part: Part) -> None:
+        part.restart_at = None
+        self._launch(part)
+        part.coming_back = True
+        assert part.process is not None
+        self.say(f"{part.name:<8} restarted (pid {part.process.pid})")
 
     def _ensure_redis(self) -> None:
         url = self.settings.redis_url
@@ -155,7 +234,7 @@ class Stack:
                 f"tokens   control-plane admin and analyst tokens in {self.settings.var_dir} (mode 0600)"
             )
 
-    def _spawn(self, part: Part) -> None:
+    def _launch(self, part: Part) -> None:
         log = part.log_path(self.settings.var_dir).open("ab")
         part.process = subprocess.Popen(
             [sys.executable, "-m", "symphony", *part.args],
@@ -164,13 +243,13 @@ class Stack:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=_die_with_parent,
-            env=self._child_env(),
+            env=self._child_env(part.name),
         )
         log.close()
-        self.parts.append(part)
 
-    def _child_env(self) -> dict[str, str]:
-        """The children's environment: ours, with the simulator standing in for keyless providers."""
+    def _child_env(self, part: str) -> dict[str, str]:
+        """What ``part`` may receive (``symphony.child_env``) of our environment, with the stack's
+        control-plane tokens and the simulator standing in for keyless providers."""
         env = os.environ.copy()
         for role in ("admin", "analyst"):
             token = getattr(self.settings, f"{role}_token")
@@ -180,7 +259,7 @@ class Stack:
             catalog = load_catalog()
             keyed = load_provider_keys(catalog, env)
             env["SIMULATED_PROVIDERS"] = ",".join(p for p in catalog.providers if p not in keyed) or "none"
-        return env
+        return child_env(part, env)
 
     def _wait_healthy(self, part: Part, timeout: float) -> None:
         assert part.process is not None
@@ -223,10 +302,17 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 @contextmanager
 def running_stack(
-    settings: Settings, *, speed: float = 1.0, workers: int = 1, say: Callable[[str], None] = print
+    settings: Settings,
+    *,
+    speed: float = 1.0,
+    workers: int = 1,
+    say: Callable[[str], None] = print,
+    restart_policy: RestartPolicy | None = None,
 ) -> Iterator[Stack]:
     """The whole stack, stopped on exit whatever happens (SIGTERM included)."""
-    stack = Stack(settings, speed=speed, workers=workers, say=say)
+    stack = Stack(
+        settings, speed=speed, workers=workers, say=say, restart_policy=restart_policy or RestartPolicy()
+    )
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         stack.start()
@@ -240,11 +326,12 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def wait_forever(stack: Stack, seconds: float | None = None) -> None:
-    """Block until Ctrl-C, SIGTERM, ``seconds`` elapse, or a part dies (which is an error)."""
+def supervise(stack: Stack, seconds: float | None = None) -> None:
+    """Until Ctrl-C, SIGTERM or ``seconds`` elapse, restart the parts that die.
+
+    Raises ``StackError`` when a part cannot stay up (the caller then stops the stack).
+    """
     deadline = None if seconds is None else clock.monotonic() + seconds
     while deadline is None or clock.monotonic() < deadline:
-        dead = stack.dead_parts()
-        if dead:
-            raise StackError(f"{', '.join(dead)} stopped unexpectedly; see {stack.settings.var_dir / 'logs'}")
-        time.sleep(0.2)
+        stack.tend()
+        time.sleep(SUPERVISE_TICK_S)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import openai
 
 from symphony import engine_client
 from symphony.redis_server import answers
+from tests.partsutil import part_pids, wait_for_new_pid
 from tests.stackutil import processes_of, stack_env, symphony_up
 
 REQUESTS = 40
@@ -127,3 +133,100 @@ def test_demo_prints_a_report_read_back_from_clickhouse_and_exits(tmp_path: Path
     assert sum(row["requests"] for row in report) == 24
     assert all(row["output_tokens"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0 for row in report)
     assert processes_of(stack.var_dir) == []
+
+
+@dataclass
+class Traffic:
+    """Clients sending chat requests through the proxy back to back, each answer noted with its time."""
+
+    proxy_url: str
+    key: str
+    clients: int = 2
+    answers: list[tuple[float, int, str]] = field(default_factory=list)  # (sent at, status, decision id)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Traffic:
+        self.threads = [threading.Thread(target=self._send, args=(n,)) for n in range(self.clients)]
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def wait_for(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < count:
+            assert time.monotonic() < deadline, f"only {len(self.answers)} of {count} answers in {timeout}s"
+            time.sleep(0.05)
+
+    def between(self, start: float, end: float) -> list[tuple[float, int, str]]:
+        return [answer for answer in self.answers if start <= answer[0] <= end]
+
+    def _send(self, client_number: int) -> None:
+        headers = {"authorization": f"Bearer {self.key}"}
+        with httpx.Client(base_url=self.proxy_url, headers=headers, timeout=30) as client:
+            for i in range(1_000_000):
+                if self.stopping.is_set():
+                    return
+                body = {
+                    "model": "auto",
+                    "messages": [{"role": "user", "content": f"client {client_number}, request {i}"}],
+                    "max_tokens": 16,
+                }
+                sent = time.monotonic()
+                try:
+                    answer = client.post("/v1/chat/completions", json=body)
+                    status, decision = answer.status_code, answer.headers.get("x-symphony-decision-id", "")
+                except httpx.HTTPError as exc:
+                    status, decision = 0, repr(exc)
+                self.answers.append((sent, status, decision))
+
+
+def test_the_engine_killed_under_load_comes_back_and_every_decision_lands_once(tmp_path: Path) -> None:
+    # Not the default shard count: every part must get the settings, or the engine misses shards.
+    stack = stack_env(tmp_path, EVENT_SHARDS="8")
+    with symphony_up(stack) as up:
+        traffic = Traffic(stack.proxy_url, stack.dev_key).start()
+        try:
+            traffic.wait_for(30)
+            engine = part_pids(up.pid)["engine"]
+            killed_at = time.monotonic()
+            os.kill(engine, signal.SIGKILL)
+            wait_for_new_pid(up.pid, "engine", engine, timeout=30)
+            engine_client.wait_until_ready(stack.engine_url, timeout=90)  # the engine is back by itself
+            back_at = time.monotonic()
+            traffic.wait_for(len(traffic.answers) + 30)
+        finally:
+            traffic.stop()
+        answered = traffic.answers
+        assert [a for a in answered if a[1] != 200] == []
+        during = traffic.between(killed_at, back_at)
+        assert len(during) >= 10, f"only {len(during)} requests while the engine was away"
+        decisions = {decision for _, _, decision in answered}
+        assert len(decisions) == len(answered)
+
+        engine_client.wait_for_count(
+            stack.engine_url, "SELECT count() FROM decisions FINAL", len(answered), timeout=60
+        )
+        time.sleep(1.5)  # anything extra (a double write) would show up by now
+        counts = engine_client.query(
+            stack.engine_url,
+            "SELECT count(), count(DISTINCT decision_id) FROM decisions FINAL",
+        ).rows[0]
+        stored = engine_client.query(stack.engine_url, "SELECT decision_id FROM decisions FINAL").rows
+        assert up.poll() is None
+
+    assert [int(c) for c in counts] == [len(answered), len(answered)]
+    assert {row[0] for row in stored} == decisions
+    said = (tmp_path / "up.log").read_text()
+    engine_log = stack.var_dir / "logs" / "engine.log"
+    assert (
+        f"engine   was killed by SIGKILL; restart 1 of 5 allowed within 300s, in 0.5s (log {engine_log})"
+        in said
+    )
+    assert f"engine   is back: http://127.0.0.1:{stack.env['ENGINE_PORT']}/health answers" in said
+    assert up.returncode == 0

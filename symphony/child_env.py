@@ -1,0 +1,82 @@
+"""What environment each process ``symphony up`` starts may receive: least privilege, in one table.
+
+Every part reads its configuration through ``Settings`` (``symphony.settings``), so
+each gets the process basics (``SYSTEM``) and Symphony's settings that are no
+secret (``SETTINGS``). Secrets go only where they are used:
+
+- provider keys (each catalog provider's ``key_env`` and ``<key_env>_FILE``): the
+  proxy, which calls the providers (``proxy.app`` reads them);
+- the control-plane tokens (the ``SecretStr`` settings, ``ADMIN_TOKEN`` and
+  ``ANALYST_TOKEN``) and the alert destinations: the engine, which serves the
+  control-plane API and sends alerts.
+
+The simulator gets no secret: it takes whatever key a request carries. Anything
+else in the parent's environment (another tool's token, say) reaches no part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import get_args
+
+from pydantic import SecretStr
+
+from symphony.catalog import load_catalog
+from symphony.settings import Settings
+
+
+@dataclass(frozen=True)
+class Variables:
+    """A set of environment variables, by exact name (any case) or by prefix."""
+
+    names: frozenset[str]
+    prefixes: tuple[str, ...] = ()
+
+    def __contains__(self, name: object) -> bool:
+        upper = str(name).upper()
+        return upper in self.names or upper.startswith(self.prefixes)
+
+
+def _secret_settings() -> frozenset[str]:
+    return frozenset(
+        name.upper() for name, f in Settings.model_fields.items() if SecretStr in get_args(f.annotation)
+    )
+
+
+def _provider_keys() -> frozenset[str]:
+    envs = [spec.key_env.upper() for spec in load_catalog().providers.values()]
+    return frozenset(envs + [f"{env}_FILE" for env in envs])
+
+
+SYSTEM = Variables(
+    frozenset(
+        {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV", "LD_LIBRARY_PATH"}
+        | {"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+    ),
+    prefixes=("LC_", "PYTHON"),
+)
+CONTROL_PLANE_TOKENS = Variables(_secret_settings())
+ALERT_DESTINATIONS = Variables(frozenset({"SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"}))
+PROVIDER_KEYS = Variables(_provider_keys())
+SETTINGS = Variables(
+    frozenset(name.upper() for name in Settings.model_fields)
+    - CONTROL_PLANE_TOKENS.names
+    - ALERT_DESTINATIONS.names
+)
+
+# The table: part -> what it may receive.
+MAY_RECEIVE: dict[str, tuple[Variables, ...]] = {
+    "sim": (SYSTEM, SETTINGS),
+    "engine": (SYSTEM, SETTINGS, CONTROL_PLANE_TOKENS, ALERT_DESTINATIONS),
+    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS),
+}
+
+
+def may_receive(part: str, name: str) -> bool:
+    return any(name in variables for variables in MAY_RECEIVE[part])
+
+
+def child_env(part: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The part's environment: only the variables of ``environ`` its row of the table allows."""
+    return {name: value for name, value in environ.items() if may_receive(part, name)}
