@@ -1,8 +1,15 @@
-"""Fuzzing every inbound endpoint: malformed bodies get a 4xx that says why, never a 5xx or a crash.
+"""Fuzzing every inbound endpoint: malformed input gets a 4xx that says why, never a 5xx or a crash.
 
-Bodies are drawn three ways: arbitrary bytes, arbitrary JSON, and valid requests
-with one field replaced by arbitrary JSON (the kind of mistake an app makes). The
-proxy runs once for the module in front of the real simulator.
+Bodies are drawn three ways: arbitrary bytes, arbitrary JSON, and valid requests with
+one field replaced by arbitrary JSON (the kind of mistake an app makes). Beyond bodies:
+any header value a client can send (the x-symphony-* headers, content-type, anything
+else), any credentials in either key header, any query string, on every route (GET
+/v1/models, /health and /metrics included), and stray paths and methods. Every error is
+JSON in the shape of the SDK that calls the path (Anthropic's under /v1/messages,
+OpenAI's elsewhere). "Any header value" means what HTTP can carry: bytes below 0x20 (tab
+aside) and 0x7F never reach the app (the HTTP parser refuses the request first). The
+proxy runs once for the module in front of the real simulator, with the failed-
+authentication limit raised so the credential fuzzing is not cut short by its own 429s.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -80,7 +88,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyStack]:
     server = RedisServer(port=free_port(), data_dir=Path(tmp_path_factory.mktemp("redis")), persist=False)
     server.start()
     try:
-        with ProxyStack(server) as stack:
+        with ProxyStack(server, auth_failures_per_minute=1_000_000) as stack:
             yield stack
     finally:
         server.stop()
@@ -108,3 +116,211 @@ def test_malformed_bodies_never_get_a_5xx(proxy: ProxyStack, path: str) -> None:
         run()
         # The proxy is still whole: a valid request is served.
         assert client.post(path, json=VALID[path]).status_code in (200, 202)
+
+
+# ------------------------------------------------------------- headers, query strings, GET routes
+
+GET_ROUTES = ["/v1/models", "/health", "/metrics"]
+ROUTES = [*(("POST", path) for path in ENDPOINTS), *(("GET", path) for path in GET_ROUTES)]
+# Requests that reach no handler: unknown paths, wrong methods, near-misses of real paths.
+STRAY = [
+    ("GET", "/v1/chat/completions"),
+    ("GET", "/v1/messages"),
+    ("DELETE", "/v1/messages"),
+    ("POST", "/v1/models"),
+    ("PUT", "/health"),
+    ("GET", "/"),
+    ("GET", "/v1/"),
+    ("GET", "/v1/messages/"),
+    ("GET", "/V1/MODELS"),
+    ("OPTIONS", "/v1/chat/completions"),
+    ("GET", "/v1/%00"),
+]
+SYMPHONY_HEADERS = [
+    "x-symphony-task",
+    "x-symphony-app",
+    "x-symphony-decision-id",
+    "x-symphony-arm",
+    "x-symphony-policy",
+]
+HEADER_NAMES = [
+    *SYMPHONY_HEADERS,
+    "content-type",
+    "accept",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-organization",
+    "x-forwarded-for",
+    "cookie",
+    "user-agent",
+    "accept-encoding",
+    "transfer-encoding-x",
+]
+header_names = st.one_of(
+    st.sampled_from(HEADER_NAMES),
+    st.from_regex(r"\Ax-symphony-[a-z0-9-]{0,12}\Z"),
+    st.from_regex(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}\Z"),
+)
+content_types = st.one_of(
+    st.sampled_from(
+        [
+            b"application/json",
+            b"application/json; charset=utf-8",
+            b"application/json; charset=latin-1",
+            b"text/plain",
+            b"multipart/form-data; boundary=x",
+            b"application/x-www-form-urlencoded",
+            b"",
+            b"*/*",
+        ]
+    ),
+    st.binary(max_size=40),
+)
+
+
+def sendable(value: bytes) -> bytes:
+    """A header value HTTP can carry: any byte but controls (tab kept), no surrounding blanks."""
+    return bytes(byte for byte in value if byte == 0x09 or (byte >= 0x20 and byte != 0x7F)).strip(b" \t")
+
+
+header_values = st.one_of(
+    st.binary(max_size=60),
+    st.text(max_size=30).map(lambda text: text.encode()),
+    st.sampled_from([b"chat", b"code", b"", b"\xff\xfe", "é".encode(), b"a" * 300, b"a" * 17_000]),
+).map(sendable)
+# Every header Symphony reads or writes is drawn often; any other name now and then.
+extra_headers = st.builds(
+    lambda known, other: {**other, **known},
+    st.fixed_dictionaries({}, optional=dict.fromkeys(SYMPHONY_HEADERS, header_values)),
+    st.dictionaries(header_names, header_values, max_size=3),
+)
+query_strings = st.one_of(
+    st.just(""),
+    st.text(max_size=40).map(lambda text: quote(text, safe="=&;%+/?")),
+    st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=3).map(
+        lambda params: "&".join(f"{quote(k)}={quote(v)}" for k, v in params.items())
+    ),
+    st.sampled_from(["model=auto", "stream=true", "api-version=2024-02-01", "%", "%zz", "a=%ff", "&&=="]),
+)
+
+
+def keys_for(stack: ProxyStack) -> list[bytes]:
+    key = stack.key.encode()
+    return [key, b"", b"sk-sym-", key + b"x", key[:-1], b"sk-sym-abc-def", "sk-sym-é-ü".encode(), b"\xff" * 8]
+
+
+def authorization(stack: ProxyStack) -> st.SearchStrategy[dict[str, bytes]]:
+    keys = st.sampled_from(keys_for(stack)) | st.binary(max_size=60)
+    return st.one_of(
+        st.just({"authorization": b"Bearer " + stack.key.encode()}),
+        st.just({"x-api-key": stack.key.encode()}),
+        keys.map(lambda key: {"authorization": b"Bearer " + key}),
+        keys.map(lambda key: {"x-api-key": key}),
+        st.tuples(keys, keys).map(lambda pair: {"authorization": b"Bearer " + pair[0], "x-api-key": pair[1]}),
+        st.binary(max_size=80).map(lambda raw: {"authorization": raw}),
+        st.tuples(st.sampled_from([b"Basic ", b"bearer ", b"Bearer", b"Token ", b"BEARER  "]), keys).map(
+            lambda pair: {"authorization": pair[0] + pair[1]}
+        ),
+        st.just({}),
+    ).map(lambda headers: {name: sendable(value) for name, value in headers.items()})
+
+
+def check_answer(method: str, path: str, answer: httpx.Response, what: object) -> None:
+    """Never a 5xx; every error is JSON in the shape of the SDK that calls ``path``."""
+    assert answer.status_code < 500, (method, path, what, answer.status_code, answer.text[:300])
+    if answer.status_code < 400 or method == "HEAD":
+        return
+    assert answer.headers.get("content-type", "").startswith("application/json"), (what, answer.text[:300])
+    body = answer.json()
+    error = body["error"]
+    assert isinstance(error["message"], str) and error["message"], (what, answer.text[:300])
+    assert isinstance(error["type"], str) and error["type"], (what, answer.text[:300])
+    if path.split("?")[0] == "/v1/messages":
+        assert body["type"] == "error", (what, answer.text[:300])  # Anthropic's shape
+        assert set(error) == {"type", "message"}, (what, answer.text[:300])
+    else:
+        assert set(body) == {"error"}, (what, answer.text[:300])  # OpenAI's shape
+        assert {"message", "type", "param", "code"} <= set(error), (what, answer.text[:300])
+
+
+def send(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    query: str,
+    headers: dict[str, bytes],
+    auth: dict[str, bytes],
+) -> httpx.Response:
+    body = json.dumps(VALID[path]).encode() if method == "POST" and path in VALID else b""
+    merged = {"content-type": b"application/json", **headers, **auth}
+    url = f"{path}?{query}" if query else path
+    return client.request(method, url, content=body, headers=merged)
+
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+
+
+def test_headers_and_query_strings_on_every_route_never_get_a_5xx(proxy: ProxyStack) -> None:
+    """Any header a client can send (x-symphony-*, content-type, ...) and any query string, on every route."""
+    with httpx.Client(base_url=proxy.url, timeout=30) as client:
+
+        @FUZZ
+        @given(
+            route=st.sampled_from(ROUTES),
+            query=query_strings,
+            headers=extra_headers,
+            content_type=content_types.map(sendable),
+        )
+        def run(route: tuple[str, str], query: str, headers: dict[str, bytes], content_type: bytes) -> None:
+            method, path = route
+            headers = {"content-type": content_type, **headers}
+            auth = {"authorization": f"Bearer {proxy.key}".encode()}
+            answer = send(client, method, path, query, headers, auth)
+            check_answer(method, path, answer, (query, headers))
+
+        run()
+        assert client.get("/v1/models", headers=proxy.auth).status_code == 200
+
+
+def test_any_credentials_on_every_route_never_get_a_5xx(proxy: ProxyStack) -> None:
+    """Missing, malformed, foreign or conflicting keys in either header: a 401 (or 429), never a 5xx."""
+    with httpx.Client(base_url=proxy.url, timeout=30) as client:
+
+        @FUZZ
+        @given(route=st.sampled_from(ROUTES), auth=authorization(proxy))
+        def run(route: tuple[str, str], auth: dict[str, bytes]) -> None:
+            method, path = route
+            answer = send(client, method, path, "", {}, auth)
+            check_answer(method, path, answer, auth)
+            key = proxy.key.encode()
+            presents_key = auth.get("authorization") == b"Bearer " + key or auth.get("x-api-key") == key
+            if path not in ("/health", "/metrics") and not presents_key:
+                assert answer.status_code in (401, 429), (auth, answer.status_code, answer.text[:300])
+
+        run()
+        assert client.get("/v1/models", headers=proxy.auth).status_code == 200
+
+
+def test_stray_paths_and_methods_answer_in_the_callers_shape(proxy: ProxyStack) -> None:
+    """Unknown paths and wrong methods, with or without a key and with any query: a JSON 4xx."""
+    with httpx.Client(base_url=proxy.url, timeout=30) as client:
+
+        @FUZZ
+        @given(
+            route=st.sampled_from(STRAY)
+            | st.tuples(
+                st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
+                st.text(max_size=24).map(lambda text: "/v1/" + quote(text)),
+            ),
+            query=query_strings,
+            authenticated=st.booleans(),
+        )
+        def run(route: tuple[str, str], query: str, authenticated: bool) -> None:
+            method, path = route
+            auth = {"authorization": f"Bearer {proxy.key}".encode()} if authenticated else {}
+            answer = send(client, method, path, query, {}, auth)
+            check_answer(method, path, answer, (query, authenticated))
+            if (method, path) not in ROUTES:  # an error, or Starlette's redirect of a trailing slash
+                assert answer.status_code >= 300, (method, path, answer.status_code)
+
+        run()
