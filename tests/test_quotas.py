@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Sequence
+from multiprocessing.synchronize import Barrier
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ from symphony.quotas import (
     load_quota_policy,
     subscription_window,
 )
+from symphony.redis_server import RedisServer
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a whole week boundary is not needed: buckets are relative
 SECOND = 1000
@@ -120,39 +122,87 @@ def test_runtime_cap_replaces_the_policy_cap_while_it_lives(redis_client: redis.
     assert isinstance(reserve(store, [limit], T0, 1), Reservation)
 
 
-def _hammer(url: str, rounds: int, results: multiprocessing.Queue[tuple[int, int]]) -> None:
+WORKERS, ROUNDS, ESTIMATE = 4, 120, 40
+
+
+def _hammer(
+    url: str,
+    limits: list[Limit],
+    rounds: int,
+    refunds: bool,
+    start: Barrier,
+    results: multiprocessing.Queue[tuple[int, int, int]],
+) -> None:
+    """Reserve ``rounds`` times (estimate 40 tokens); settle each grant at 40, or 25..40 with ``refunds``."""
     store = QuotaStore(redis.Redis.from_url(url))
-    limits = [
-        Limit("grok", "requests", ROLLING["minute"], 150),
-        Limit("grok", "tokens", ROLLING["day"], 4_000),
-    ]
-    granted = tokens = 0
+    store.reserve(limits, T0, provider="grok", model="warm-up", tokens=0, requests=0)  # load the script
+    granted = refused = tokens = 0
+    start.wait(timeout=60)  # every process starts reserving at once
     for i in range(rounds):
-        outcome = store.reserve(limits, T0 + i, provider="grok", model="grok-3-mini", tokens=40)
+        outcome = store.reserve(limits, T0 + i, provider="grok", model="grok-3-mini", tokens=ESTIMATE)
         if isinstance(outcome, Reservation):
-            actual = 25 + i % 30  # settle what was "really" used
+            actual = 25 + i % 16 if refunds else ESTIMATE  # never above the estimate: no cap can be passed
             store.settle(outcome, actual)
             granted, tokens = granted + 1, tokens + actual
-    results.put((granted, tokens))
+        else:
+            refused += 1
+    results.put((granted, refused, tokens))
 
 
-def test_concurrent_processes_never_exceed_the_cap(redis_server: object, redis_client: redis.Redis) -> None:
-    url = redis_server.url  # type: ignore[attr-defined]
+def _contend(url: str, limits: list[Limit], *, refunds: bool) -> tuple[int, int, int]:
+    """Four processes released together by a barrier: total (granted, refused, settled tokens)."""
     ctx = multiprocessing.get_context("spawn")
-    results: multiprocessing.Queue[tuple[int, int]] = ctx.Queue()
-    workers = [ctx.Process(target=_hammer, args=(url, 120, results)) for _ in range(4)]
+    results: multiprocessing.Queue[tuple[int, int, int]] = ctx.Queue()
+    start = ctx.Barrier(WORKERS)
+    workers = [
+        ctx.Process(target=_hammer, args=(url, limits, ROUNDS, refunds, start, results))
+        for _ in range(WORKERS)
+    ]
     for worker in workers:
         worker.start()
-    outcomes = [results.get(timeout=60) for _ in workers]
+    outcomes = [results.get(timeout=120) for _ in workers]
     for worker in workers:
         worker.join(timeout=30)
-    granted = sum(g for g, _ in outcomes)
-    settled_tokens = sum(t for _, t in outcomes)
-    assert 0 < granted <= 150
-    request_total = sum(int(redis_client.get(k) or 0) for k in redis_client.keys("quota:{grok}:requests:*"))
-    token_total = sum(int(redis_client.get(k) or 0) for k in redis_client.keys("quota:{grok}:tokens:*"))
-    assert request_total == granted
-    assert token_total == settled_tokens
+        assert worker.exitcode == 0
+    granted, refused, tokens = (sum(column) for column in zip(*outcomes, strict=True))
+    assert granted + refused == WORKERS * ROUNDS
+    return granted, refused, tokens
+
+
+def _bucket_total(client: redis.Redis, metric: str, window: str) -> int:
+    return sum(int(client.get(k) or 0) for k in client.keys(f"quota:{{grok}}:{metric}:{window}:*"))
+
+
+def test_concurrent_processes_stop_exactly_at_the_request_cap(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """480 attempts at once against 150 requests a minute: the request cap binds, the token cap holds."""
+    request_cap, token_cap = 150, 8_000  # 150 * 40 = 6,000 tokens: the token cap never binds
+    limits = [
+        Limit("grok", "requests", ROLLING["minute"], request_cap),
+        Limit("grok", "tokens", ROLLING["day"], token_cap),
+    ]
+    granted, refused, tokens = _contend(redis_server.url, limits, refunds=True)
+    assert granted == request_cap and refused == WORKERS * ROUNDS - request_cap
+    assert _bucket_total(redis_client, "requests", "minute") == granted
+    assert _bucket_total(redis_client, "tokens", "day") == tokens <= token_cap
+
+
+def test_concurrent_processes_never_pass_the_token_cap(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """The same race against a token cap that binds long before the (unreachable) request cap."""
+    request_cap, token_cap = 10_000, 4_000  # 4,000 / 40 = 100 grants, far below 480 attempts
+    limits = [
+        Limit("grok", "requests", ROLLING["minute"], request_cap),
+        Limit("grok", "tokens", ROLLING["day"], token_cap),
+    ]
+    granted, refused, tokens = _contend(redis_server.url, limits, refunds=False)
+    # Each grant holds exactly 40 tokens, so the cap allows exactly 100 grants.
+    assert granted == token_cap // ESTIMATE and refused == WORKERS * ROUNDS - granted, (granted, refused)
+    assert tokens == token_cap
+    assert _bucket_total(redis_client, "requests", "minute") == granted
+    assert _bucket_total(redis_client, "tokens", "day") == tokens
 
 
 def test_a_replayed_settlement_changes_nothing(redis_client: redis.Redis) -> None:
