@@ -89,6 +89,27 @@ class Catalog(_Frozen):
         return next(((p, model) for p, spec in self.providers.items() if model in spec.models), None)
 
 
+class UtilityWeights(_Frozen):
+    """How one task values an answer: utility = quality * q + cost * (1 - cost / cost_scale_usd)
+    + latency * (1 - latency / latency_scale_s), each ratio capped at 1, so utility lies in [0, 1].
+
+    The three weights sum to 1. A request that failed (no attempt answered) has utility 0.
+    """
+
+    quality: float = Field(default=0.7, ge=0)
+    cost: float = Field(default=0.2, ge=0)
+    latency: float = Field(default=0.1, ge=0)
+    cost_scale_usd: float = Field(default=0.01, gt=0)
+    latency_scale_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _weights_sum_to_one(self) -> UtilityWeights:
+        total = self.quality + self.cost + self.latency
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"utility weights quality + cost + latency must sum to 1, not {total:g}")
+        return self
+
+
 class Policy(_Frozen):
     """The champion routing policy: a utility in [0, 1] per arm (``provider/model``) for each task.
 
@@ -103,12 +124,17 @@ class Policy(_Frozen):
     temperature: float = Field(gt=0)
     exploration: float = Field(default=0.05, ge=0, lt=1)
     tasks: dict[str, dict[str, float]]
+    # How each task values quality, cost and latency (``default`` for tasks without their own).
+    utility: dict[str, UtilityWeights] = Field(default_factory=lambda: {"default": UtilityWeights()})
 
     @model_validator(mode="after")
     def _has_default(self) -> Policy:
         if "default" not in self.tasks:
             raise ValueError(f"policy {self.name} has no `default` task table")
         return self
+
+    def utility_weights(self, task: str) -> UtilityWeights:
+        return self.utility.get(task) or self.utility.get("default") or UtilityWeights()
 
     def utilities(self, task: str) -> dict[str, float]:
         """The utility table for ``task`` (``default`` when it has none of its own)."""
