@@ -1,22 +1,38 @@
-"""Measure the latency a gateway adds in front of the provider simulator, beside its peers.
+"""Measure the latency and CPU a gateway adds in front of the provider simulator, beside its peers.
 
 One run starts a Redis server, the simulator and every selected gateway (Symphony's
-proxy, the Portkey gateway, the LiteLLM proxy), each in its default single process and
-each in front of the SAME simulator. For every rate it drives k6 (constant-arrival-rate,
-non-streaming chat completions, small prompt, small max_tokens) straight at the
-simulator, then through each gateway, in that order, each after a short warm-up. The
-overhead of a gateway is its latency percentile minus the direct percentile at the same
-rate. Beside it: the share of failed or timed-out requests (a gateway that cannot keep
-up shows as "not sustained"), the gateway process's CPU time per request (utime+stime
-from /proc) and its RSS. Symphony's proxy emits its events to the real Redis.
+proxy, the Portkey gateway, the LiteLLM proxy with one worker), each in front of the SAME
+simulator, plus the floor: a bare pass-through relay (Starlette on uvicorn + uvloop +
+httptools, aiohttp upstream), the least any Python gateway can cost. For every rate k6
+(constant-arrival-rate, non-streaming chat completions, small prompt, small max_tokens)
+drives every target: straight at the simulator (``direct``, the baseline), the floor,
+Symphony with a pinned model (``symphony``), Symphony routing (``symphony-auto``: model
+``auto`` over several arms of equal simulated latency, baseline ``direct-auto``) and the
+peers. Each rate is repeated ``--repeats`` times (at least 3 for a full run), the order of
+the targets alternating (forward, reversed, forward, ...) so no target always runs first
+or last; the report gives the median over the repeats and the spread (min-max).
 
-The simulator's latency for the pinned arm is deterministic when ``max_tokens`` is below
-the model's shortest answer: openai/gpt-4o-mini with 5 output tokens answers in
-30 ms + 5/400 s = 42.5 ms. Peers are installed on first use (cached) under
-``var/bench/``: ``litellm[proxy]`` into its own venv, ``@portkey-ai/gateway`` with npm.
+Overhead is a target's latency percentile minus its baseline's in the same repeat. CPU per
+request is utime+stime from /proc of the target's process tree and, for Symphony, of the
+Redis server as well: Symphony hands its quota scripts and events to Redis, the peers
+use none, so Redis's CPU during Symphony's run is Symphony's cost (shown on its own too).
+Beside it: the share of failed or timed-out requests ("not sustained" above
+``--max-failed-share``), RSS, and Symphony's events per request.
 
-    .venv/bin/python bench/proxy_overhead.py                  # 20 s at 200 and 500 req/s
+The simulator's latency is deterministic when ``max_tokens`` is below the model's
+shortest answer: openai/gpt-4o-mini with 5 output tokens answers in 30 ms + 5/400 s =
+42.5 ms. The routed arms (gemini/gemini-2.5-flash, venice/llama-3.3-70b,
+deepseek/deepseek-chat) are brought to one latency (70 ms at 5 tokens) with the
+simulator's ``slow_ttft_ms`` fault, so routing cannot change the latency of the answer,
+only the gateway's own cost. Peers are installed on first use (cached, pinned versions)
+under ``var/bench/``: ``litellm[proxy]`` into its own venv, ``@portkey-ai/gateway`` with npm.
+
+``--smoke``: a few seconds at tiny sizes, Symphony (pinned and routed) and the floor only,
+no peers; exits non-zero when any target fails or a figure is missing (run by .ci/run).
+
+    .venv/bin/python bench/proxy_overhead.py                  # 3 x 20 s at 200 and 500 req/s
     .venv/bin/python bench/proxy_overhead.py --duration 10 --only symphony,portkey --json
+    .venv/bin/python bench/proxy_overhead.py --smoke
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,14 +59,25 @@ import redis
 
 from symphony import clock
 from symphony.app_keys import AppKey, create_key
+from symphony.catalog import load_catalog
 from symphony.quotas import QUOTAS_FILE
 from symphony.redis_server import RedisServer, free_port
+from symphony.sim.latency import latency_for
 
 ROOT = Path(__file__).resolve().parent.parent
 K6_SCRIPT = Path(__file__).resolve().parent / "k6" / "chat_overhead.js"
 GATEWAYS = ("symphony", "portkey", "litellm")
+# Every target, in the forward order of a repeat: baselines first, then the gateways.
+TARGETS = ("direct", "direct-auto", "floor", "symphony", "symphony-auto", "portkey", "litellm")
 PROVIDER = "openai"
 MODEL = "gpt-4o-mini"
+# Routing: arms of one simulated latency once padded (ms at 5 output tokens; see pad_auto_arms).
+AUTO_ARMS = (("gemini", "gemini-2.5-flash"), ("venice", "llama-3.3-70b"), ("deepseek", "deepseek-chat"))
+AUTO_LATENCY_MS = 70
+AUTO_DIRECT = ("venice", "llama-3.3-70b")  # the arm direct-auto calls: 70 ms with no padding
+LITELLM_SPEC = "litellm[proxy]==1.108.7"
+PORTKEY_SPEC = "@portkey-ai/gateway@1.15.2"
+LITELLM_WORKERS = 1
 DUMMY_KEY = "sk-bench-dummy"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
@@ -194,6 +222,8 @@ class Target:
     model: str
     headers: dict[str, str]
     pid: int | None = None
+    baseline: str = "direct"  # the target whose latency is subtracted
+    redis_pid: int | None = None  # the Redis server whose CPU counts as this target's (Symphony)
 
 
 @dataclass(frozen=True)
@@ -203,6 +233,7 @@ class Stack:
     var: Path
     redis_url: str
     sim_url: str
+    redis_pid: int
 
     @property
     def sim_openai_base(self) -> str:
@@ -259,11 +290,12 @@ def install_litellm(var: Path, spec: str) -> str:
     ).stdout.strip()
 
 
-def symphony_app_key(redis_url: str) -> str:
-    """An app key for the benchmark, issued in the benchmark's own Redis (no limits: nothing is refused)."""
+def symphony_app_key(redis_url: str, models: tuple[str, ...] = ()) -> str:
+    """An app key issued in the benchmark's own Redis: no limits; ``models``, its allow-list (empty: any)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        key, _ = create_key(client, AppKey(prefix="", app="bench", created_ms=clock.wall_ms()))
+        record = AppKey(prefix="", app="bench", created_ms=clock.wall_ms(), models=models)
+        key, _ = create_key(client, record)
     finally:
         client.close()
     return key
@@ -289,7 +321,29 @@ def roomy_quota_policy(var: Path) -> Path:
     return path
 
 
-def symphony_service(stack: Stack, port: int) -> tuple[Service, Target]:
+def pad_auto_arms(sim_url: str, max_tokens: int) -> dict[str, int]:
+    """Bring every routed arm to ``AUTO_LATENCY_MS`` with the simulator's ``slow_ttft_ms`` fault.
+
+    The padding is added to the provider's every answer; it must be whole milliseconds, which
+    holds for these arms at 5 output tokens (35 + 35, 50 + 20, 50 + 20 ms).
+    """
+    pads: dict[str, int] = {}
+    for provider, model in AUTO_ARMS:
+        natural_ms = latency_for(provider, model).total_s(max_tokens) * 1000
+        pad = AUTO_LATENCY_MS - natural_ms
+        if pad < 0 or abs(pad - round(pad)) > 1e-6:
+            raise RuntimeError(
+                f"{provider}/{model} answers in {natural_ms:.2f} ms at max_tokens {max_tokens}: "
+                f"it cannot be padded to {AUTO_LATENCY_MS} ms; keep max_tokens at 5"
+            )
+        pads[provider] = round(pad)
+        if pads[provider]:
+            response = httpx.put(f"{sim_url}/admin/faults/{provider}", json={"slow_ttft_ms": pads[provider]})
+            response.raise_for_status()
+    return pads
+
+
+def symphony_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
     env = {
         "PROXY_PORT": str(port),
         "SIM_URL": stack.sim_url,
@@ -305,13 +359,16 @@ def symphony_service(stack: Stack, port: int) -> tuple[Service, Target]:
         stack.var / "logs" / "symphony.log",
         env,
     )
-    headers = {"Authorization": f"Bearer {symphony_app_key(stack.redis_url)}"}
-    return service, Target(
-        "symphony", f"http://127.0.0.1:{port}/v1/chat/completions", f"{PROVIDER}/{MODEL}", headers
-    )
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    pinned_key = symphony_app_key(stack.redis_url)
+    auto_key = symphony_app_key(stack.redis_url, tuple(f"{p}/{m}" for p, m in AUTO_ARMS))
+    return service, [
+        Target("symphony", url, f"{PROVIDER}/{MODEL}", {"Authorization": f"Bearer {pinned_key}"}),
+        Target("symphony-auto", url, "auto", {"Authorization": f"Bearer {auto_key}"}, baseline="direct-auto"),
+    ]
 
 
-def portkey_service(stack: Stack, port: int) -> tuple[Service, Target]:
+def portkey_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
     script = _portkey_package(stack.var) / "build" / "start-server.js"
     node = shutil.which("node") or "node"
     service = Service(
@@ -326,7 +383,7 @@ def portkey_service(stack: Stack, port: int) -> tuple[Service, Target]:
         "x-portkey-provider": PROVIDER,
         "x-portkey-custom-host": stack.sim_openai_base,
     }
-    return service, Target("portkey", f"http://127.0.0.1:{port}/v1/chat/completions", MODEL, headers)
+    return service, [Target("portkey", f"http://127.0.0.1:{port}/v1/chat/completions", MODEL, headers)]
 
 
 def litellm_config(stack: Stack) -> Path:
@@ -348,11 +405,12 @@ def litellm_config(stack: Stack) -> Path:
     return path
 
 
-def litellm_service(stack: Stack, port: int) -> tuple[Service, Target]:
-    """LiteLLM's proxy refuses to start without a master key; every request then carries it."""
+def litellm_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
+    """One worker (``--num_workers``, pinned); LiteLLM refuses to start without a master key."""
     home = stack.var / "litellm"
     master_key = f"sk-bench-{secrets.token_hex(16)}"
     args = [str(home / "bin" / "litellm"), "--config", str(litellm_config(stack)), "--host", "127.0.0.1"]
+    args += ["--num_workers", str(LITELLM_WORKERS)]
     service = Service(
         "litellm",
         [*args, "--port", str(port)],
@@ -362,15 +420,70 @@ def litellm_service(stack: Stack, port: int) -> tuple[Service, Target]:
         cwd=home,
     )
     headers = {"Authorization": f"Bearer {master_key}"}
-    return service, Target(
-        "litellm", f"http://127.0.0.1:{port}/v1/chat/completions", f"{PROVIDER}/{MODEL}", headers
+    return service, [
+        Target("litellm", f"http://127.0.0.1:{port}/v1/chat/completions", f"{PROVIDER}/{MODEL}", headers)
+    ]
+
+
+def serve_relay(port: int, upstream: str) -> None:
+    """The floor: a bare pass-through of each POST to ``upstream`` (aiohttp), nothing else (blocking)."""
+    import aiohttp
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    class Relay:
+        session: aiohttp.ClientSession | None = None
+
+        async def relay(self, request: Request) -> Response:
+            if self.session is None:
+                self.session = aiohttp.ClientSession()
+            headers = {
+                "content-type": "application/json",
+                "authorization": request.headers.get("authorization", ""),
+            }
+            async with self.session.post(upstream, data=await request.body(), headers=headers) as answer:
+                body = await answer.read()
+                return Response(body, status_code=answer.status, media_type="application/json")
+
+        async def health(self, request: Request) -> Response:
+            return Response(b'{"status":"ok"}', media_type="application/json")
+
+    relay = Relay()
+    routes = [
+        Route("/v1/chat/completions", relay.relay, methods=["POST"]),
+        Route("/health", relay.health, methods=["GET"]),
+    ]
+    uvicorn.run(
+        Starlette(routes=routes),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
     )
 
 
-SERVICES: dict[str, Callable[[Stack, int], tuple[Service, Target]]] = {
+def floor_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
+    upstream = f"{stack.sim_openai_base}/chat/completions"
+    service = Service(
+        "floor",
+        [sys.executable, str(Path(__file__).resolve()), "--serve-relay", str(port), upstream],
+        f"http://127.0.0.1:{port}/health",
+        stack.var / "logs" / "floor.log",
+    )
+    headers = {"Authorization": f"Bearer {DUMMY_KEY}"}
+    return service, [Target("floor", f"http://127.0.0.1:{port}/v1/chat/completions", MODEL, headers)]
+
+
+SERVICES: dict[str, Callable[[Stack, int], tuple[Service, list[Target]]]] = {
     "symphony": symphony_service,
     "portkey": portkey_service,
     "litellm": litellm_service,
+    "floor": floor_service,
 }
 
 
@@ -465,11 +578,14 @@ class Row:
     overhead_p50_ms: float | None = None
     overhead_p95_ms: float | None = None
     overhead_p99_ms: float | None = None
-    cpu_ms_per_request: float | None = None
+    cpu_ms_per_request: float | None = None  # the target's process tree, plus Redis for Symphony
+    redis_cpu_ms_per_request: float | None = None  # Redis's part of it (Symphony only)
     rss_mib: float | None = None
     events_per_request: float | None = None
     sustained: bool = True
     error: str | None = None
+    repeat: int = 0
+    position: int = 0  # its place in the repeat's order
 
 
 def _row(target: Target, load: LoadSpec, result: K6Result, max_failed_share: float) -> Row:
@@ -517,29 +633,34 @@ class Bench:
         self._settle(target)
         load = LoadSpec(rate, duration_s, self.timeout_s, self.max_tokens)
         cpu_before = cpu_seconds(target.pid) if target.pid else 0.0
+        redis_before = cpu_seconds(target.redis_pid) if target.redis_pid else 0.0
         events_before = event_count(self.stack.redis_url)
         result = run_k6(target, load, log)
         row = _row(target, load, result, self.max_failed_share)
+        per_request = 1000 / max(result.requests, 1)
         if target.pid:
-            row.cpu_ms_per_request = (cpu_seconds(target.pid) - cpu_before) * 1000 / max(result.requests, 1)
+            row.cpu_ms_per_request = (cpu_seconds(target.pid) - cpu_before) * per_request
             row.rss_mib = rss_mib(target.pid)
+        if target.redis_pid and row.cpu_ms_per_request is not None:
+            row.redis_cpu_ms_per_request = (cpu_seconds(target.redis_pid) - redis_before) * per_request
+            row.cpu_ms_per_request += row.redis_cpu_ms_per_request
         self._settle(target)
-        if target.name == "symphony":
+        if target.name.startswith("symphony"):
             row.events_per_request = (event_count(self.stack.redis_url) - events_before) / max(
                 result.requests, 1
             )
         return row
 
     def _settle(self, target: Target) -> None:
-        settle([self.sim_pid, *([target.pid] if target.pid else [])])
+        settle([self.sim_pid, *(pid for pid in (target.pid, target.redis_pid) if pid)])
 
 
-def add_overhead(rows: list[Row]) -> None:
-    """Fill each gateway row's overhead: its percentile minus direct's at the same rate."""
-    direct = {row.rate: row for row in rows if row.target == "direct"}
+def add_overhead(rows: list[Row], baselines: dict[str, str]) -> None:
+    """Fill each row's overhead: its percentile minus its baseline's at the same rate and repeat."""
+    by_key = {(row.rate, row.repeat, row.target): row for row in rows}
     for row in rows:
-        base = direct.get(row.rate)
-        if row.target == "direct" or base is None:
+        base = by_key.get((row.rate, row.repeat, baselines.get(row.target, "direct")))
+        if row.target in ("direct", "direct-auto") or base is None:
             continue
         row.overhead_p50_ms = _minus(row.p50_ms, base.p50_ms)
         row.overhead_p95_ms = _minus(row.p95_ms, base.p95_ms)
@@ -553,8 +674,8 @@ def _minus(a: float | None, b: float | None) -> float | None:
 # --------------------------------------------------------------------------- set-up
 
 
-def smoke_check(target: Target, max_tokens: int) -> None:
-    """One request through ``target``; raise unless it returns a chat completion."""
+def smoke_check(target: Target, max_tokens: int) -> str:
+    """One request through ``target``; the arm that served it, or raise unless it is a chat completion."""
     body = {"model": target.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
     response = httpx.post(target.url, json=body, headers=target.headers, timeout=30.0)
     if response.status_code != 200:
@@ -562,12 +683,23 @@ def smoke_check(target: Target, max_tokens: int) -> None:
     content = response.json()["choices"][0]["message"]["content"]
     if not content:
         raise RuntimeError(f"{target.name}: empty completion: {response.text[:300]}")
+    return str(response.headers.get("x-symphony-arm", target.model))
+
+
+def check_routing(target: Target, max_tokens: int, tries: int = 12) -> list[str]:
+    """The arms ``symphony-auto`` served in ``tries`` requests; raise if one is not a routed arm."""
+    allowed = {f"{provider}/{model}" for provider, model in AUTO_ARMS}
+    served = sorted({smoke_check(target, max_tokens) for _ in range(tries)})
+    if not set(served) <= allowed:
+        raise RuntimeError(f"{target.name} served {served}, outside the routed arms {sorted(allowed)}")
+    return served
 
 
 @contextmanager
 def running_stack(var: Path, timeout: float) -> Iterator[tuple[Stack, Service]]:
     """A fresh Redis (no persistence) and the simulator, stopped on exit."""
     server = RedisServer(port=free_port(), data_dir=var / "redis", persist=False).start()
+    assert server.process is not None
     sim_port = free_port()
     sim = Service(
         "sim",
@@ -579,7 +711,8 @@ def running_stack(var: Path, timeout: float) -> Iterator[tuple[Stack, Service]]:
     try:
         say(f"redis on {server.url}; starting the simulator on port {sim_port}")
         sim.start(timeout)
-        yield Stack(var=var, redis_url=server.url, sim_url=f"http://127.0.0.1:{sim_port}"), sim
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        yield Stack(var=var, redis_url=server.url, sim_url=sim_url, redis_pid=server.process.pid), sim
     finally:
         sim.stop()
         server.stop()
@@ -593,7 +726,7 @@ def install(names: Sequence[str], var: Path, args: argparse.Namespace) -> dict[s
     if "portkey" in names:
         versions["portkey"] = install_portkey(var, args.portkey_spec)
     if "litellm" in names:
-        versions["litellm"] = install_litellm(var, args.litellm_spec)
+        versions["litellm"] = f"{install_litellm(var, args.litellm_spec)} ({LITELLM_WORKERS} worker)"
     return versions
 
 
@@ -606,45 +739,82 @@ def _symphony_version() -> str:
     return f"{importlib.metadata.version('symphony')} ({rev.stdout.strip() or 'no git'})"
 
 
-def start_gateways(names: Sequence[str], stack: Stack, exits: ExitStack, timeout: float) -> dict[str, Target]:
+def start_gateways(
+    names: Sequence[str], stack: Stack, exits: ExitStack, timeout: float, max_tokens: int
+) -> dict[str, Target]:
     """Start each gateway and check it answers; a gateway that fails is reported and skipped."""
     targets: dict[str, Target] = {}
     for name in names:
-        service, target = SERVICES[name](stack, free_port())
+        service, served = SERVICES[name](stack, free_port())
         say(f"starting {name}: {' '.join(service.args)}")
         exits.callback(service.stop)
         try:
             service.start(timeout)
-            smoke_check(target, 5)
+            for target in served:
+                smoke_check(target, max_tokens)
+                if target.name == "symphony-auto":
+                    say(f"symphony-auto served {', '.join(check_routing(target, max_tokens))}")
         except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
             say(f"{name} is unavailable: {exc}")
             continue
-        targets[name] = Target(target.name, target.url, target.model, target.headers, service.pid)
+        redis_pid = stack.redis_pid if name == "symphony" else None
+        for target in served:
+            targets[target.name] = Target(
+                target.name,
+                target.url,
+                target.model,
+                target.headers,
+                service.pid,
+                target.baseline,
+                redis_pid,
+            )
     return targets
 
 
-def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
+def order_of(targets: Sequence[str], repeat: int) -> list[str]:
+    """The targets in their forward order on even repeats, reversed on odd ones."""
+    ordered = sorted(targets, key=TARGETS.index)
+    return ordered if repeat % 2 == 0 else ordered[::-1]
+
+
+def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, str], dict[str, str]]:
+    """Every repeat of every rate; returns the rows, the versions and each target's baseline."""
     var: Path = args.var_dir.resolve()
     names = [name for name in GATEWAYS if name in args.only]
     versions = install(names, var, args)
     with running_stack(var, args.start_timeout) as (stack, sim), ExitStack() as exits:
-        direct = Target(
-            "direct",
-            f"{stack.sim_openai_base}/chat/completions",
-            MODEL,
-            {"Authorization": f"Bearer {DUMMY_KEY}"},
-        )
-        smoke_check(direct, args.max_tokens)
-        targets = {"direct": direct, **start_gateways(names, stack, exits, args.start_timeout)}
+        pads = pad_auto_arms(stack.sim_url, args.max_tokens)
+        say(f"routed arms padded to {AUTO_LATENCY_MS} ms: {pads}")
+        auth = {"Authorization": f"Bearer {DUMMY_KEY}"}
+        provider, model = AUTO_DIRECT
+        auto_base = load_catalog().providers[provider].simulated_base_url(stack.sim_url, provider)
+        baselines = {
+            "direct": Target("direct", f"{stack.sim_openai_base}/chat/completions", MODEL, auth),
+            "direct-auto": Target("direct-auto", f"{auto_base}/chat/completions", model, auth),
+        }
+        for target in baselines.values():
+            smoke_check(target, args.max_tokens)
+        gateways = start_gateways(["floor", *names], stack, exits, args.start_timeout, args.max_tokens)
+        targets = {**baselines, **gateways}
         bench = Bench(stack, sim.pid, args.warmup, args.timeout, args.max_tokens, args.max_failed_share)
-        rows = [
-            _measure_one(bench, target, rate, args.duration)
-            for rate in args.rates
-            for target in targets.values()
-        ]
-    rows += [_unavailable(name, rate) for rate in args.rates for name in names if name not in targets]
-    add_overhead(rows)
-    return rows, versions
+        rows: list[Row] = []
+        for rate in args.rates:
+            for repeat in range(args.repeats):
+                for position, name in enumerate(order_of(list(targets), repeat)):
+                    row = _measure_one(bench, targets[name], rate, args.duration)
+                    row.repeat, row.position = repeat, position
+                    rows.append(row)
+    expected = [target for name in names for target in TARGETS if target.startswith(name)]
+    rows += [
+        _unavailable(name, rate, repeat=repeat)
+        for rate in args.rates
+        for repeat in range(args.repeats)
+        for name in expected
+        if name not in targets
+    ]
+    baseline_of = {name: target.baseline for name, target in targets.items()}
+    add_overhead(rows, baseline_of)
+    return rows, versions, baseline_of
 
 
 def _measure_one(bench: Bench, target: Target, rate: int, duration_s: float) -> Row:
@@ -658,8 +828,109 @@ def _measure_one(bench: Bench, target: Target, rate: int, duration_s: float) -> 
     return row
 
 
-def _unavailable(name: str, rate: int, error: str = "did not start; see var/bench/logs") -> Row:
-    return Row(rate, name, 0, 1.0, 0.0, 0, None, None, None, sustained=False, error=error)
+def _unavailable(
+    name: str, rate: int, error: str = "did not start; see var/bench/logs", repeat: int = 0
+) -> Row:
+    return Row(rate, name, 0, 1.0, 0.0, 0, None, None, None, sustained=False, error=error, repeat=repeat)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median over the repeats and the range (min, max); None when no repeat had the figure."""
+
+    median: float | None
+    low: float | None
+    high: float | None
+
+    @staticmethod
+    def of(values: Sequence[float | None]) -> Spread:
+        known = [value for value in values if value is not None]
+        if not known:
+            return Spread(None, None, None)
+        return Spread(statistics.median(known), min(known), max(known))
+
+
+@dataclass(frozen=True)
+class Summary:
+    rate: int
+    target: str
+    repeats: int
+    sustained_repeats: int
+    failed_share: Spread
+    p50_ms: Spread
+    p99_ms: Spread
+    overhead_p50_ms: Spread
+    overhead_p95_ms: Spread
+    overhead_p99_ms: Spread
+    cpu_ms_per_request: Spread
+    redis_cpu_ms_per_request: Spread
+    rss_mib: Spread
+    events_per_request: Spread
+    errors: tuple[str, ...]
+
+
+def summarize(rows: list[Row]) -> list[Summary]:
+    groups: dict[tuple[int, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.rate, row.target), []).append(row)
+    summaries = []
+    for (rate, target), group in sorted(groups.items(), key=lambda kv: (kv[0][0], TARGETS.index(kv[0][1]))):
+        measured = [row for row in group if row.error is None]
+
+        def spread(field_name: str, rows: list[Row] = measured) -> Spread:
+            return Spread.of([getattr(row, field_name) for row in rows])
+
+        summaries.append(
+            Summary(
+                rate=rate,
+                target=target,
+                repeats=len(group),
+                sustained_repeats=sum(row.sustained for row in group),
+                failed_share=Spread.of([row.failed_share for row in group]),
+                p50_ms=spread("p50_ms"),
+                p99_ms=spread("p99_ms"),
+                overhead_p50_ms=spread("overhead_p50_ms"),
+                overhead_p95_ms=spread("overhead_p95_ms"),
+                overhead_p99_ms=spread("overhead_p99_ms"),
+                cpu_ms_per_request=spread("cpu_ms_per_request"),
+                redis_cpu_ms_per_request=spread("redis_cpu_ms_per_request"),
+                rss_mib=spread("rss_mib"),
+                events_per_request=spread("events_per_request"),
+                errors=tuple(sorted({row.error for row in group if row.error})),
+            )
+        )
+    return summaries
+
+
+def smoke_failures(summaries: list[Summary], targets: Sequence[str]) -> list[str]:
+    """Why a smoke run is broken: a target missing, failing, or without a figure it must have."""
+    problems: list[str] = []
+    seen = {summary.target for summary in summaries}
+    problems += [f"{name}: no row" for name in targets if name not in seen]
+    for summary in summaries:
+        name = f"{summary.target} at {summary.rate} req/s"
+        if summary.errors:
+            problems.append(f"{name}: {'; '.join(summary.errors)}")
+            continue
+        if summary.sustained_repeats < summary.repeats:
+            problems.append(f"{name}: failed share {summary.failed_share.high:.1%}")
+        if summary.p50_ms.median is None:
+            problems.append(f"{name}: no latency")
+        if summary.target not in ("direct", "direct-auto"):
+            if summary.overhead_p50_ms.median is None:
+                problems.append(f"{name}: no overhead")
+            if summary.cpu_ms_per_request.median is None:
+                problems.append(f"{name}: no CPU figure")
+        if summary.target.startswith("symphony"):
+            events = summary.events_per_request.median
+            if events is None or events < 1.9:  # a decision and a usage event per request
+                problems.append(f"{name}: {events} events per request, expected 2")
+            if summary.redis_cpu_ms_per_request.median is None:
+                problems.append(f"{name}: no Redis CPU figure")
+    return problems
 
 
 # --------------------------------------------------------------------------- output
@@ -676,52 +947,71 @@ def _ms(value: float | None, signed: bool = False) -> str:
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
-def _triple(a: float | None, b: float | None, c: float | None, signed: bool = False) -> str:
-    return " / ".join(_ms(v, signed) for v in (a, b, c))
+def _spread(spread: Spread, signed: bool = False, digits: int = 1) -> str:
+    """``median [low..high]``."""
+    if spread.median is None:
+        return "-"
+    sign = "+" if signed else ""
+    text = f"{spread.median:{sign}.{digits}f}"
+    if spread.low is not None and spread.high is not None and spread.high != spread.low:
+        text += f" [{spread.low:{sign}.{digits}f}..{spread.high:{sign}.{digits}f}]"
+    return text
 
 
-def _note(row: Row) -> str:
-    if row.error:
-        return row.error
-    notes = [] if row.sustained else ["NOT SUSTAINED"]
-    if row.timeout_share:
-        notes.append(f"{row.timeout_share:.1%} timed out")
-    if row.dropped:
-        notes.append(f"{row.dropped} not sent (k6 had {row.rate} in flight)")
-    if row.events_per_request is not None:
-        notes.append(f"{row.events_per_request:.2f} events/req")
+def _note(summary: Summary) -> str:
+    notes = list(summary.errors)
+    if summary.sustained_repeats < summary.repeats:
+        notes.append(f"NOT SUSTAINED in {summary.repeats - summary.sustained_repeats} of {summary.repeats}")
+    if summary.events_per_request.median is not None:
+        notes.append(f"{summary.events_per_request.median:.2f} events/req")
     return ", ".join(notes)
 
 
-def table(rows: list[Row], versions: dict[str, str], args: argparse.Namespace, load: float) -> str:
+def table(
+    summaries: list[Summary],
+    versions: dict[str, str],
+    baselines: dict[str, str],
+    args: argparse.Namespace,
+    load: float,
+) -> str:
     head = (
-        f"Gateway overhead over the simulator (openai/{MODEL}, max_tokens {args.max_tokens}, "
-        f"{args.duration:g} s per run, k6 constant-arrival-rate, timeout {args.timeout:g} s)"
+        f"Gateway overhead over the simulator ({args.duration:g} s per run, {args.repeats} repeats per "
+        f"rate in alternating order, k6 constant-arrival-rate, timeout {args.timeout:g} s, max_tokens "
+        f"{args.max_tokens}); median [min..max] over the repeats"
+    )
+    targets_line = (
+        f"pinned: openai/{MODEL} (42.5 ms, baseline direct); symphony-auto: model auto over "
+        + ", ".join(f"{p}/{m}" for p, m in AUTO_ARMS)
+        + f" at {AUTO_LATENCY_MS} ms each (baseline direct-auto = {'/'.join(AUTO_DIRECT)}); "
+        "floor: bare Starlette+aiohttp relay"
     )
     columns = (
         "rate",
         "target",
-        "latency p50/p95/p99 ms",
-        "overhead p50/p95/p99 ms",
+        "overhead p50 ms",
+        "overhead p95 ms",
+        "overhead p99 ms",
         "failed",
         "CPU ms/req",
+        "of it Redis",
         "RSS MiB",
         "notes",
     )
     lines = [[str(c) for c in columns]]
-    for row in sorted(rows, key=lambda r: (r.rate, ("direct", *GATEWAYS).index(r.target))):
+    for summary in summaries:
+        base = summary.target in ("direct", "direct-auto")
         lines.append(
             [
-                str(row.rate),
-                row.target,
-                _triple(row.p50_ms, row.p95_ms, row.p99_ms),
-                ""
-                if row.target == "direct"
-                else _triple(row.overhead_p50_ms, row.overhead_p95_ms, row.overhead_p99_ms, True),
-                f"{row.failed_share:.1%}",
-                "" if row.cpu_ms_per_request is None else f"{row.cpu_ms_per_request:.2f}",
-                "" if row.rss_mib is None else f"{row.rss_mib:.0f}",
-                _note(row),
+                str(summary.rate),
+                summary.target,
+                f"p50 {_spread(summary.p50_ms)}" if base else _spread(summary.overhead_p50_ms, True),
+                "" if base else _spread(summary.overhead_p95_ms, True),
+                f"p99 {_spread(summary.p99_ms)}" if base else _spread(summary.overhead_p99_ms, True),
+                f"{summary.failed_share.high or 0.0:.1%}",
+                _spread(summary.cpu_ms_per_request, digits=2),
+                _spread(summary.redis_cpu_ms_per_request, digits=2),
+                _spread(summary.rss_mib, digits=0),
+                _note(summary),
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
@@ -732,27 +1022,52 @@ def table(rows: list[Row], versions: dict[str, str], args: argparse.Namespace, l
     body.insert(1, "  ".join("-" * width for width in widths))
     versions_line = "versions: " + ", ".join(f"{name} {version}" for name, version in versions.items())
     load_line = f"1-minute load average before the run: {load:.2f} on {os.cpu_count()} cores"
-    return "\n".join([head, versions_line, load_line, "", *body])
+    return "\n".join([head, targets_line, versions_line, load_line, "", *body])
 
 
 def _rounded(fields: dict[str, Any]) -> dict[str, Any]:
-    return {key: round(value, 3) if isinstance(value, float) else value for key, value in fields.items()}
+    def one(value: Any) -> Any:
+        if isinstance(value, float):
+            return round(value, 3)
+        if isinstance(value, dict):
+            return {key: one(inner) for key, inner in value.items()}
+        return value
+
+    return {key: one(value) for key, value in fields.items()}
 
 
-def as_json(rows: list[Row], versions: dict[str, str], args: argparse.Namespace, load: float) -> str:
+def as_json(
+    rows: list[Row],
+    summaries: list[Summary],
+    versions: dict[str, str],
+    baselines: dict[str, str],
+    args: argparse.Namespace,
+    load: float,
+) -> str:
     config = {
         "rates": args.rates,
+        "repeats": args.repeats,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "timeout_s": args.timeout,
         "max_tokens": args.max_tokens,
         "model": f"{PROVIDER}/{MODEL}",
+        "auto_arms": [f"{p}/{m}" for p, m in AUTO_ARMS],
+        "auto_latency_ms": AUTO_LATENCY_MS,
+        "baselines": baselines,
         "max_failed_share": args.max_failed_share,
         "load_average_1m_before": load,
         "cpus": os.cpu_count(),
+        "smoke": args.smoke,
     }
     return json.dumps(
-        {"config": config, "versions": versions, "rows": [_rounded(asdict(row)) for row in rows]}, indent=2
+        {
+            "config": config,
+            "versions": versions,
+            "summary": [_rounded(asdict(summary)) for summary in summaries],
+            "rows": [_rounded(asdict(row)) for row in rows],
+        },
+        indent=2,
     )
 
 
@@ -782,24 +1097,29 @@ def _gateways(text: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
-            "Measure the latency each gateway adds in front of Symphony's provider simulator "
-            "(through-gateway minus direct, p50/p95/p99), plus failures, CPU per request and RSS, "
-            "for Symphony's proxy, the Portkey gateway and the LiteLLM proxy, in one run."
+            "Measure the latency and CPU each gateway adds in front of Symphony's provider simulator "
+            "(through-gateway minus direct, p50/p95/p99), plus failures, CPU per request (Symphony's "
+            "with its Redis) and RSS, for Symphony's proxy (pinned and routed), a bare relay (the floor), "
+            "the Portkey gateway and the LiteLLM proxy, in one run."
         ),
-        epilog="Run order per rate: direct, symphony, portkey, litellm. Logs: <var-dir>/logs/.",
+        epilog=(
+            "Each rate runs --repeats times, targets in the order direct, direct-auto, floor, symphony, "
+            "symphony-auto, portkey, litellm, reversed on every other repeat. Logs: <var-dir>/logs/."
+        ),
     )
     add = parser.add_argument
     add("--rates", type=_rates, default=[200, 500], help="request rates in req/s (default 200,500)")
     add("--duration", type=float, default=20.0, help="measured seconds per target and rate (default 20)")
     add("--warmup", type=float, default=3.0, help="warm-up seconds before each measured run (default 3)")
+    add("--repeats", type=int, default=3, help="runs of each rate, order alternating (default 3)")
     add(
         "--only",
         type=_gateways,
         default=list(GATEWAYS),
-        help="gateways to run, e.g. symphony,portkey (default all)",
+        help="gateways to run, e.g. symphony,portkey (default all; the floor always runs)",
     )
     add("--timeout", type=float, default=5.0, help="per-request timeout in seconds (default 5)")
-    add("--max-tokens", type=int, default=5, help="max_tokens per request; keep it small (default 5)")
+    add("--max-tokens", type=int, default=5, help="max_tokens per request; keep it 5 (default 5)")
     add(
         "--max-failed-share",
         type=float,
@@ -812,26 +1132,47 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=ROOT / "var" / "bench",
         help="installs, logs and data (default var/bench)",
     )
-    add(
-        "--litellm-spec",
-        default="litellm[proxy]",
-        help="pip requirement for LiteLLM (default litellm[proxy])",
-    )
-    add(
-        "--portkey-spec",
-        default="@portkey-ai/gateway",
-        help="npm package for Portkey (default @portkey-ai/gateway)",
-    )
+    add("--litellm-spec", default=LITELLM_SPEC, help=f"pip requirement for LiteLLM (default {LITELLM_SPEC})")
+    add("--portkey-spec", default=PORTKEY_SPEC, help=f"npm package for Portkey (default {PORTKEY_SPEC})")
     add("--start-timeout", type=float, default=120.0, help="seconds to wait for each process to answer")
+    add(
+        "--smoke",
+        action="store_true",
+        help="2 s at 20 req/s, Symphony and the floor only, one repeat; exit 1 if anything broke",
+    )
     add("--json", action="store_true", help="print JSON instead of the table")
-    return parser.parse_args(argv)
+    add("--serve-relay", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rates, args.duration, args.warmup, args.repeats, args.only = [20], 2.0, 1.0, 1, ["symphony"]
+        args.var_dir = Path(tempfile.mkdtemp(prefix="symphony-bench-smoke-"))
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.serve_relay:
+        serve_relay(int(args.serve_relay[0]), args.serve_relay[1])
+        return 0
     load = load_average()
-    rows, versions = run(args)
-    print(as_json(rows, versions, args, load) if args.json else table(rows, versions, args, load))
+    if args.repeats < 3 and not args.smoke:
+        say(f"{args.repeats} repeat(s): the spread needs at least 3")
+    rows, versions, baselines = run(args)
+    summaries = summarize(rows)
+    if args.json:
+        print(as_json(rows, summaries, versions, baselines, args, load))
+    else:
+        print(table(summaries, versions, baselines, args, load))
+    if args.smoke:
+        problems = smoke_failures(summaries, ("direct", "direct-auto", "floor", "symphony", "symphony-auto"))
+        for problem in problems:
+            say(f"SMOKE FAILED: {problem}")
+        if problems:
+            return 1  # the logs stay in the temporary var dir
+        shutil.rmtree(args.var_dir, ignore_errors=True)
+        say("smoke: every target answered with every figure")
     return 0
 
 
