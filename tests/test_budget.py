@@ -1,38 +1,75 @@
-"""An app's daily budget holds across proxy replicas under concurrent load, within one request's worth."""
+"""An app's daily budget holds across proxy replicas (separate processes) under concurrent load.
+
+The bound the design guarantees (symphony/quotas.py, proxy/quota_guard.py, proxy/fallback.py):
+every attempt reserves its *estimated* cost (prompt estimate + ``max_tokens`` at the arm's
+price, rounded up to a micro-dollar) in the app's ``usd_micros`` bucket, in one atomic script
+that grants only if ``used + estimate <= budget``, and settles it later to the actual cost
+(rounded to a micro-dollar). The app scope is reserved before the provider's and refunded if the
+provider refuses, so the race between the two never adds spend. Hence, with ``e_i`` = actual -
+estimate of attempt ``i`` and ``F`` the attempts in flight when the last grant was made:
+
+    settled spend <= budget + sum(max(e_i, 0) for i in F)
+
+``F`` holds at most one attempt per client (``CONCURRENCY``). One request's estimate error is
+the bound for one request at a time; with ``CONCURRENCY`` in flight it is theirs added up. Here
+every estimate is an upper bound (prompts sized so the proxy's estimate covers the simulator's
+count, answers capped by ``max_tokens``; both checked row by row from ClickHouse), so every
+``e_i <= 0`` and the spend must not pass the budget at all, up to the micro-dollar rounding of
+each settlement.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx
 import openai
+import pytest
+import redis
 
-from proxy.candidates import prompt_tokens
+from symphony import engine_client
 from symphony.app_keys import USD_MICROS
-from symphony.clock import wall_ms
+from symphony.clock import RealClock, wall_ms
 from symphony.quotas import DAY_MS
-from symphony.redis_server import RedisServer
-from tests.proxy_stack import CATALOG, ProxyStack
+from symphony.redis_server import REDIS_ENV, RedisServer, free_port
+from symphony.sim import BackgroundServer
+from symphony.sim import create_app as create_sim_app
+from tests.engineutil import REPO, SHARDS, Engine
+from tests.proxy_stack import CATALOG, ProxyStack, issue_key
 
 APP = "budgeted"
-BUDGET_USD = 0.005  # about two dozen requests at their estimate, more at their actual cost
+BUDGET_USD = 0.005  # a few dozen requests at their estimate, more at their actual cost
 MAX_TOKENS = 64
 REQUESTS = 240
 CONCURRENCY = 24
-MESSAGES: Any = [{"role": "user", "content": "Write two lines about budgets."}]
+REPLICAS = 3
+# Three messages whose lengths are multiples of 4 characters: the proxy estimates 4 tokens a
+# message plus characters / 4; the simulator counts 3 a message, 3 for the reply and characters / 4
+# rounded up; so the estimate equals the count (checked below against what ClickHouse holds).
+MESSAGES: Any = [
+    {"role": "user", "content": "Write two lines about budgets, please."[:32]},
+    {"role": "assistant", "content": "Which budgets, say?"[:16]},
+    {"role": "user", "content": "Daily ones, for one app."},
+]
+assert all(len(m["content"]) % 4 == 0 for m in MESSAGES)
+ESTIMATED_INPUT_TOKENS = sum(len(m["content"]) // 4 + 4 for m in MESSAGES)
 
 
-def one_request_worth() -> float:
-    """The most one request can cost: the dearest arm, a prompt a little above the estimate, every token."""
-    prompt = prompt_tokens({"messages": MESSAGES}) + 8
-    return max(
-        price.cost_usd(prompt, MAX_TOKENS)
-        for spec in CATALOG.providers.values()
-        for price in spec.models.values()
-    )
+def estimate_micros(provider: str, model: str) -> int:
+    """What the proxy reserves for one attempt on the arm, by the rule written above (rounded up)."""
+    price = CATALOG.providers[provider].models[model]
+    usd = (ESTIMATED_INPUT_TOKENS * price.input_per_mtok + MAX_TOKENS * price.output_per_mtok) / 1e6
+    return math.ceil(usd * USD_MICROS)
 
 
 def send(index: int, urls: list[str], key: str) -> str:
@@ -66,26 +103,138 @@ def send(index: int, urls: list[str], key: str) -> str:
         )
 
 
-def test_a_daily_budget_holds_across_three_replicas_under_concurrent_load(redis_server: RedisServer) -> None:
-    with ProxyStack(redis_server, app=APP, limits={"budget_usd_day": BUDGET_USD}) as stack:
-        urls = [stack.url, stack.add_replica().url, stack.add_replica().url]
+def start_proxy(
+    redis_url: str, sim_url: str, var_dir: Path, index: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m symphony proxy`` as its own process, on a fresh port, with no provider key."""
+    port = free_port()
+    log = var_dir / f"proxy-{index}.log"
+    env = {
+        **REDIS_ENV,
+        "PYTHONPATH": str(REPO),
+        "REDIS_URL": redis_url,
+        "SIM_URL": sim_url,
+        "SIMULATED_PROVIDERS": "all",
+        "EVENT_SHARDS": str(SHARDS),
+        "PROXY_PORT": str(port),
+        "VAR_DIR": str(var_dir),
+    }
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "symphony", "proxy"], cwd=REPO, env=env, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"proxy {index} exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"proxy {index} did not answer /health:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def simulator() -> Iterator[str]:
+    server = BackgroundServer(create_sim_app(RealClock(), CATALOG, seed=3)).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def test_a_daily_budget_holds_across_three_replica_processes_under_concurrent_load(
+    redis_server: RedisServer, engine: Engine, simulator: str, tmp_path: Path
+) -> None:
+    engine.start()
+    key = issue_key_for(redis_server)
+    proxies = [start_proxy(redis_server.url, simulator, tmp_path, i) for i in range(REPLICAS)]
+    try:
+        urls = [url for _, url in proxies]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
-            outcomes = list(pool.map(lambda i: send(i, urls, stack.key), range(REQUESTS)))
-        time.sleep(0.5)  # streams' settlements are made when they end, in the background
-        bucket = f"quota:{{app:{APP}}}:usd_micros:1d:{wall_ms() // DAY_MS}"
-        settled_micros = int(stack.redis.get(bucket) or 0)
-        events = stack.events()
+            outcomes = list(pool.map(lambda i: send(i, urls, key), range(REQUESTS)))
+    finally:
+        for process, _ in proxies:  # SIGTERM: finish in-flight requests and settlements, flush events
+            process.send_signal(signal.SIGTERM)
+        codes = [process.wait(timeout=30) for process, _ in proxies]
+    # uvicorn re-raises SIGTERM once its graceful shutdown is complete: that is a clean stop.
+    assert set(codes) <= {0, -signal.SIGTERM}, codes
+    for index in range(REPLICAS):
+        assert "Application shutdown complete" in (tmp_path / f"proxy-{index}.log").read_text()
+
+    client = redis.Redis.from_url(redis_server.url)
+    bucket = f"quota:{{app:{APP}}}:usd_micros:1d:{wall_ms() // DAY_MS}"
+    settled_micros = int(client.get(bucket) or 0)
+    client.close()
+    # How many events the replicas published (each says so as it stops), only to know when
+    # ClickHouse holds them all; the spend itself comes from ClickHouse.
+    published = 0
+    for index in range(REPLICAS):
+        stopped = re.search(
+            r"(\d+) events published, (\d+) dropped", (tmp_path / f"proxy-{index}.log").read_text()
+        )
+        assert stopped is not None and stopped[2] == "0", stopped
+        published += int(stopped[1])
+    rows = wait_for_usage_rows(engine, published)
 
     assert set(outcomes) <= {"ok", "budget_exhausted"}, sorted(set(outcomes))
     served, refused = outcomes.count("ok"), outcomes.count("budget_exhausted")
     assert served >= 10 and refused >= REQUESTS // 4, (served, refused)
-    usages = [u for u in events.usages if u.app == APP]
-    spent = sum(u.cost_usd for u in usages)
-    assert len({u.decision_id for u in usages if u.status == "ok"}) == served
-    assert spent <= BUDGET_USD + one_request_worth(), (spent, BUDGET_USD)
-    assert spent >= BUDGET_USD / 2  # the budget was used, not refused from the start
-    # What Redis holds is what was spent (each settlement rounds to a micro-dollar).
-    assert abs(settled_micros - spent * USD_MICROS) <= len(usages)
+    assert len({decision for decision, _, _, _, _, status, _ in rows if status == "ok"}) == served
+
+    errors = []
+    for _, provider, model, input_tokens, output_tokens, status, cost_usd in rows:
+        # What the simulator counted never passes the proxy's estimate: e_i <= 0 for every attempt.
+        assert input_tokens <= ESTIMATED_INPUT_TOKENS and output_tokens <= MAX_TOKENS, (
+            provider,
+            model,
+            input_tokens,
+            output_tokens,
+            status,
+        )
+        errors.append(cost_usd * USD_MICROS - estimate_micros(provider, model))
+    spent_micros = sum(row[-1] for row in rows) * USD_MICROS
+    in_flight_error = sum(sorted((max(e, 0.0) for e in errors), reverse=True)[:CONCURRENCY])
+    rounding = 0.5 * len(rows)  # each settlement rounds its cost to a micro-dollar
+    budget_micros = BUDGET_USD * USD_MICROS
+    assert spent_micros <= budget_micros + in_flight_error + rounding, (spent_micros, budget_micros)
+    assert spent_micros >= budget_micros / 2  # the budget was used, not refused from the start
+    # What Redis holds is what ClickHouse says was spent, up to the rounding of each settlement.
+    assert abs(settled_micros - spent_micros) <= rounding, (settled_micros, spent_micros)
+
+
+def issue_key_for(redis_server: RedisServer) -> str:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        return issue_key(client, APP, budget_usd_day=BUDGET_USD)
+    finally:
+        client.close()
+
+
+Row = tuple[str, str, str, int, int, str, float]
+
+
+def wait_for_usage_rows(engine: Engine, published: int, timeout: float = 60.0) -> list[Row]:
+    """The app's usage rows in ClickHouse once all ``published`` events (decisions and usage) landed."""
+    landed_sql = "SELECT (SELECT count() FROM decisions FINAL) + (SELECT count() FROM usage FINAL)"
+    deadline = time.monotonic() + timeout
+    landed = engine.count(landed_sql)
+    while landed < published and time.monotonic() < deadline:
+        time.sleep(0.2)
+        landed = engine.count(landed_sql)
+    assert landed == published, (landed, published)
+    sql = (
+        "SELECT decision_id, provider, model, input_tokens, output_tokens, status, cost_usd"
+        f" FROM usage FINAL WHERE app = '{APP}'"
+    )
+    return [
+        (str(d), str(p), str(m), int(i), int(o), str(s), float(c))
+        for d, p, m, i, o, s, c in engine_client.query(engine.url, sql).rows
+    ]
 
 
 def test_an_apps_request_rate_counts_each_request_once_whatever_its_fallbacks(
