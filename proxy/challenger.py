@@ -17,9 +17,7 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from proxy.policy import ChallengerPolicy
-
-CHALLENGER_KEY = "symphony:policy:challenger"
+from symphony.serving import CHALLENGER_KEY, ChallengerPolicy
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
-"""Routing policies: a serving distribution over the candidate arms of one request.
+"""The serving distribution: what each routing policy gives each candidate arm of one request.
 
+One implementation, shared: the proxy serves these probabilities and logs them,
+the learner evaluates policies with the very same numbers.
 ``RoutingPolicy.distribution()`` applies the rules every policy shares: only the
 candidates get probability, scores are normalised, a policy whose scores say
 nothing (all zero) serves uniformly, and ``exploration`` is spread evenly over the
-candidates so each keeps a non-zero probability. A policy fills in ``_scores()``.
+candidates so each keeps a non-zero (floor) probability. A policy fills in ``_scores()``.
 
 >>> from symphony.catalog import Policy
 >>> champion = ChampionPolicy(Policy(name="c", version="1", temperature=0.1, exploration=0.0,
@@ -12,6 +14,11 @@ candidates so each keeps a non-zero probability. A policy fills in ``_scores()``
 [0.731, 0.269]
 >>> ChallengerPolicy.uniform().distribution("chat", ("a/x", "b/y", "c/z"))
 (0.3333333333333333, 0.3333333333333333, 0.3333333333333333)
+>>> by_task = ChallengerPolicy("v2", {"a/x": 1.0}, tasks={"code": {"b/y": 3.0, "a/x": 1.0}}, exploration=0.2)
+>>> [round(p, 3) for p in by_task.distribution("code", ("a/x", "b/y"))]
+[0.3, 0.7]
+>>> [round(p, 3) for p in by_task.distribution("chat", ("a/x", "b/y"))]
+[0.9, 0.1]
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from symphony.catalog import Policy
 from symphony.events import PolicyKind
 
 UNIFORM_VERSION = "uniform"
+# Where the learner publishes the challenger (JSON, ``ChallengerPolicy.from_json``).
+CHALLENGER_KEY = "symphony:policy:challenger"
 # Distinct (task, candidate set) pairs are few; the cache is a bound, not a tuning knob.
 _CACHE_SIZE = 4096
 
@@ -80,13 +89,25 @@ class ChampionPolicy(RoutingPolicy):
 
 
 class ChallengerPolicy(RoutingPolicy):
-    """Weights the learner publishes; uniform over the candidates until it publishes any."""
+    """Weights the learner publishes, per task (``tasks``) or for every task (``weights``).
+
+    Uniform over the candidates until it publishes any; ``exploration`` is the floor
+    share spread over the candidates, as for the champion.
+    """
 
     kind: PolicyKind = "challenger"
 
-    def __init__(self, version: str, weights: Mapping[str, float]) -> None:
-        super().__init__(version, 0.0)
+    def __init__(
+        self,
+        version: str,
+        weights: Mapping[str, float],
+        *,
+        tasks: Mapping[str, Mapping[str, float]] | None = None,
+        exploration: float = 0.0,
+    ) -> None:
+        super().__init__(version, exploration)
         self._weights = dict(weights)
+        self._tasks = {task: dict(table) for task, table in (tasks or {}).items()}
 
     @classmethod
     def uniform(cls) -> ChallengerPolicy:
@@ -94,20 +115,40 @@ class ChallengerPolicy(RoutingPolicy):
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ChallengerPolicy:
-        """``{"version": str, "weights": {"provider/model": w >= 0}}``; ``ValueError`` when it is not."""
+        """``{"version": str, "weights": {arm: w}, "tasks"?: {task: {arm: w}}, "exploration"?: [0, 1)}``.
+
+        Weights are non-negative numbers; ``ValueError`` says what is wrong otherwise.
+        """
         try:
             data: Any = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"not JSON: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("version"), str):
             raise ValueError("expected an object with a string `version`")
-        weights = data.get("weights")
-        if not isinstance(weights, dict) or not all(
-            isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 and math.isfinite(w)
-            for w in weights.values()
-        ):
-            raise ValueError("expected `weights`: an object of arm -> non-negative number")
-        return cls(data["version"], {str(arm): float(w) for arm, w in weights.items()})
+        weights = _weights(data.get("weights"), "`weights`")
+        tasks = data.get("tasks", {})
+        if not isinstance(tasks, dict):
+            raise ValueError("expected `tasks`: an object of task -> weights")
+        exploration = data.get("exploration", 0.0)
+        if not _number(exploration) or not 0.0 <= exploration < 1.0:
+            raise ValueError("expected `exploration`: a number from 0 up to 1")
+        return cls(
+            data["version"],
+            weights,
+            tasks={str(task): _weights(table, f"`tasks.{task}`") for task, table in tasks.items()},
+            exploration=float(exploration),
+        )
 
     def _scores(self, task: str, candidates: Sequence[str]) -> list[float]:
-        return [self._weights.get(arm, 0.0) for arm in candidates]
+        table = self._tasks.get(task, self._weights)
+        return [table.get(arm, 0.0) for arm in candidates]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _weights(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, dict) or not all(_number(w) and w >= 0 for w in value.values()):
+        raise ValueError(f"expected {where}: an object of arm -> non-negative number")
+    return {str(arm): float(w) for arm, w in value.items()}
