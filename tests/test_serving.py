@@ -11,7 +11,8 @@ ARMS = ("a/1", "b/2", "c/3")
 
 def test_a_task_table_wins_over_the_common_weights_and_every_candidate_keeps_its_floor() -> None:
     policy = ChallengerPolicy.from_json(
-        b'{"version": "v", "weights": {"a/1": 1}, "tasks": {"code": {"b/2": 1, "c/3": 3}}, "exploration": 0.3}'
+        b'{"version": "v", "weights": {"a/1": 1},'
+        b' "tasks": {"code": {"b/2": 1, "c/3": 3}}, "exploration": 0.3}'
     )
     # code: 0.7 * (0, 1/4, 3/4) + 0.1 each; chat falls back to the common weights: 0.7 * (1, 0, 0) + 0.1
     assert policy.distribution("code", ARMS) == pytest.approx((0.1, 0.275, 0.625))
