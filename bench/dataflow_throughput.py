@@ -1,29 +1,43 @@
 """Events per second from the stream into ClickHouse, and freshness under a steady load.
 
-Throughput: a stream of ``--events`` usage events, pre-filled over the shards of a
-fresh bundled Redis, is read into chDB by a Bytewax flow running in this process;
-the time runs from the flow's start until the last row is in ClickHouse (the
-writer counts rows as inserts return, then a query confirms the table). In order:
+Traffic is what the proxy writes: per request one ``decision``, one ``usage`` per
+attempt (1 request in 20 falls back after a 429, so it has two), and ``feedback``
+for 1 request in 5 (``MIX``): about 2.25 events per request, each built with the
+event models in ``symphony.events`` and encoded as the proxy encodes them.
 
-- ``naive``: the baseline of PERFORMANCE.md, measured in the same run: the same
-  source (``XREAD COUNT 2000``), ``orjson`` decode, rows inserted through
+Throughput: before each scenario the stream of a fresh bundled Redis is filled
+with about ``--events`` events of that mix, labelled for the scenario (``app`` of
+decisions and usage, ``source`` of feedback); a Bytewax flow running in this process
+reads them into chDB. The time runs from the flow's start until the last row of each
+table is in (the writer counts rows as inserts return), then a query confirms every
+table holds exactly the rows sent. In order:
+
+- ``naive``: the baseline of PERFORMANCE.md, in the same run: the same source
+  (``XREAD COUNT 2000``), ``orjson`` decode, rows inserted per table through
   clickhouse-connect, no validation, no dead letters, no quotas branch;
 - ``ingest``: Symphony's ingest flow (``dataflows.ingest``: batch validation into
   Arrow columns, dead letters, one ``insert_arrow`` per table), 1 and 2 workers;
-- ``engine flow``: the same plus the quotas branch, as ``python -m dataflows.engine``
-  runs it (quota state to Redis, snapshots to ClickHouse), 1 and 2 workers.
+- ``engine flow``: as ``python -m dataflows.engine`` runs it in production: the
+  quotas branch (quota state to Redis, snapshots to ClickHouse) and Bytewax recovery
+  on (a fresh recovery store, a snapshot every epoch of ``EPOCH_INTERVAL``), 1 and 2
+  workers.
 
 Every flow runs with the engine's garbage-collector tuning (``symphony.gc_tuning.tune_gc``).
 
-Freshness: ``python -m dataflows.engine`` as a subprocess; a producer publishes
-decision and usage events at ``--rate`` events/s for ``--seconds``, each stamped
-with the wall time it is sent; one usage event in 20 is a probe that a poller looks
-for through the engine's query API every 20 ms. Freshness is the time from a
+Freshness: ``python -m dataflows.engine`` as a subprocess (recovery on, control-plane
+tokens set as ``symphony up`` sets them); a producer publishes the same mix at
+``--rate`` events/s for ``--seconds``, each stamped with the wall time it is sent;
+the usage event of one request in 20 is a probe that a poller looks for through the
+engine's query API (as the analyst) every 20 ms. Freshness is the time from a
 probe's event time to the first poll that sees it (so it includes up to one poll
-interval and the query itself).
+interval and the query itself). Afterwards every event sent must be in ClickHouse.
+
+``--smoke``: a few seconds at tiny sizes (2,000 events, 3 s at 300 events/s); any
+failure exits non-zero (run by .ci/run).
 
     .venv/bin/python bench/dataflow_throughput.py                     # 200k events, 15 s at 2000/s
     .venv/bin/python bench/dataflow_throughput.py --events 100000 --seconds 10 --json
+    .venv/bin/python bench/dataflow_throughput.py --smoke
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -38,9 +53,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +65,11 @@ import pyarrow as pa
 import redis
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 from typing_extensions import override
 
+from dataflows.engine import EPOCH_INTERVAL, prepare_recovery
 from dataflows.ingest import build_flow
 from dataflows.redis_source import Entry, RedisStreamSource
 from sinks.chdb_config import DATABASE
@@ -61,114 +78,146 @@ from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore
 from sinks.redis_state import QuotaStateSink
 from symphony import clock, engine_client
-from symphony.events import new_id
+from symphony.events import Decision, Event, Feedback, Usage, new_id
 from symphony.gc_tuning import GC_THRESHOLDS, tune_gc
 from symphony.quotas import load_quota_policy
 from symphony.redis_server import RedisServer, free_port
-from symphony.stream import EVENT_FIELD, shard_of, stream_name
+from symphony.stream import EVENT_FIELD, encode, shard_of, stream_name
 
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 4
-EPOCH = timedelta(seconds=1)
-NAIVE_TABLE = "bench_naive_usage"
-USAGE_COLUMNS = [
-    "event_id",
-    "ts",
-    "schema_version",
-    "decision_id",
-    "app",
-    "provider",
-    "model",
-    "attempt",
-    "status",
-    "ttfb_ms",
-    "latency_ms",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "rate_limit",
-    "fallback_from",
-]
-PROVIDERS = [("openai", "gpt-4o"), ("anthropic", "claude-sonnet"), ("google", "gemini-2.5-pro")]
+TABLES = {"decision": "decisions", "usage": "usage", "feedback": "feedback"}
+NAIVE = {table: f"bench_naive_{table}" for table in TABLES.values()}
+# Per request: one decision; a fallback (a 429, then a second attempt) in 1 of FALLBACK_EVERY;
+# feedback for 1 of FEEDBACK_EVERY; the usage event of 1 of PROBE_EVERY is a freshness probe.
+FALLBACK_EVERY = 20
+FEEDBACK_EVERY = 5
+PROBE_EVERY = 20
+MIX = f"decision + usage (2 usage 1 in {FALLBACK_EVERY}) + feedback 1 in {FEEDBACK_EVERY}"
+ARMS = [("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku-latest"), ("gemini", "gemini-2.5-flash")]
 
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def usage_event(i: int, ts: int, app: str = "bench") -> dict[str, Any]:
-    provider, model = PROVIDERS[i % len(PROVIDERS)]
-    return {
-        "type": "usage",
-        "event_id": new_id(ts),
-        "ts": ts,
-        "schema_version": 1,
-        "decision_id": new_id(ts),
-        "app": app,
-        "provider": provider,
-        "model": model,
-        "attempt": 1,
-        "status": "ok",
-        "ttfb_ms": 20.0 + i % 7,
-        "latency_ms": 100.0 + i % 100,
-        "input_tokens": i % 1000,
-        "output_tokens": 10,
-        "cost_usd": 0.0001,
-        "rate_limit": {"x-ratelimit-remaining-requests": "99"},
-        "fallback_from": "",
-    }
+def request_events(i: int, ts: int, label: str, probe_label: str | None = None) -> list[Event]:
+    """The events of request ``i`` at ``ts``: decision, usage per attempt, sometimes feedback."""
+    provider, model = ARMS[i % len(ARMS)]
+    arm = f"{provider}/{model}"
+    decision_id = new_id(ts)
+    candidates = [f"{p}/{m}" for p, m in ARMS]
+    events: list[Event] = [
+        Decision(
+            event_id=new_id(ts),
+            ts=ts,
+            decision_id=decision_id,
+            request_id=new_id(ts),
+            app=label,
+            task="chat",
+            features={"prompt_tokens": float(100 + i % 400), "has_tools": 0.0},
+            candidates=candidates,
+            probabilities=[0.6, 0.25, 0.15],
+            provider=provider,
+            model=model,
+            policy="champion",
+            policy_version="v1",
+            propensity=0.6,
+            quota_remaining={f"{arm}:minute:requests": 0.9},
+            served_by=arm,
+        )
+    ]
+    usage_app = probe_label if probe_label is not None and i % PROBE_EVERY == 0 else label
+    attempts = [("429", provider, model, "")] if i % FALLBACK_EVERY == 1 else []
+    if attempts:
+        provider, model = ARMS[(i + 1) % len(ARMS)]
+        attempts.append(("ok", provider, model, arm))
+    else:
+        attempts = [("ok", provider, model, "")]
+    for attempt, (status, attempt_provider, attempt_model, fallback_from) in enumerate(attempts, 1):
+        events.append(
+            Usage(
+                event_id=new_id(ts),
+                ts=ts,
+                decision_id=decision_id,
+                app=usage_app,
+                provider=attempt_provider,
+                model=attempt_model,
+                attempt=attempt,
+                status=status,  # type: ignore[arg-type]  # one of AttemptStatus
+                ttfb_ms=20.0 + i % 7,
+                latency_ms=100.0 + i % 100,
+                input_tokens=i % 1000,
+                output_tokens=10 if status == "ok" else 0,
+                cost_usd=0.0001 if status == "ok" else 0.0,
+                rate_limit={"x-ratelimit-remaining-requests": "99"},
+                fallback_from=fallback_from,
+            )
+        )
+    if i % FEEDBACK_EVERY == 0:
+        events.append(
+            Feedback(event_id=new_id(ts), ts=ts, decision_id=decision_id, score=(i % 11) / 10, source=label)
+        )
+    return events
 
 
-def decision_event(usage: dict[str, Any]) -> dict[str, Any]:
-    arm = f"{usage['provider']}/{usage['model']}"
-    return {
-        "type": "decision",
-        "event_id": new_id(usage["ts"]),
-        "ts": usage["ts"],
-        "schema_version": 1,
-        "decision_id": usage["decision_id"],
-        "request_id": usage["decision_id"],
-        "app": usage["app"],
-        "task": "chat",
-        "features": {"prompt_tokens": 120.0},
-        "candidates": [arm],
-        "probabilities": [1.0],
-        "provider": usage["provider"],
-        "model": usage["model"],
-        "policy": "champion",
-        "policy_version": "v1",
-        "propensity": 1.0,
-        "served_by": arm,
-    }
-
-
-def xadd_all(client: redis.Redis, events: list[dict[str, Any]]) -> None:
+def xadd_all(client: redis.Redis, events: list[Event]) -> None:
     pipe = client.pipeline(transaction=False)
     for event in events:
-        pipe.xadd(stream_name(shard_of(event["decision_id"], SHARDS)), {EVENT_FIELD: orjson.dumps(event)})
+        decision_id = str(getattr(event, "decision_id", event.event_id))
+        pipe.xadd(stream_name(shard_of(decision_id, SHARDS)), {EVENT_FIELD: encode(event)})
     pipe.execute()
+
+
+def per_table(events: list[Event]) -> dict[str, int]:
+    counts = dict.fromkeys(TABLES.values(), 0)
+    for event in events:
+        counts[TABLES[event.type]] += 1  # type: ignore[attr-defined]  # every event model has a type
+    return counts
+
+
+def fill(redis_url: str, events: int, label: str) -> dict[str, int]:
+    """About ``events`` events of the mix, labelled ``label``, spread over the shards; rows per table."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    base = clock.wall_ms() - 3_600_000
+    totals = dict.fromkeys(TABLES.values(), 0)
+    i = sent = 0
+    try:
+        while sent < events:
+            batch: list[Event] = []
+            while len(batch) < 10_000 and sent + len(batch) < events:
+                batch += request_events(i, base + i, label)
+                i += 1
+            xadd_all(client, batch)
+            for table, count in per_table(batch).items():
+                totals[table] += count
+            sent += len(batch)
+    finally:
+        client.close()
+    return totals
 
 
 # --- throughput -----------------------------------------------------------------------------------
 
 
 class Counter:
-    """Counts rows of one table as inserts return; ``done`` is set, with its time, at ``target``."""
+    """Counts rows per table as inserts return; ``done`` is set, with its time, once every target is met."""
 
-    def __init__(self, table: str, target: int) -> None:
-        self.table = table
-        self.target = target
-        self.rows = 0
+    def __init__(self, targets: dict[str, int]) -> None:
+        self.targets = targets
+        self.rows = dict.fromkeys(targets, 0)
         self.done_at: float | None = None
         self.lock = threading.Lock()
         self.done = threading.Event()
 
     def add(self, table: str, rows: int) -> None:
-        if table != self.table:
+        if table not in self.rows:
             return
         with self.lock:
-            self.rows += rows
-            if self.rows >= self.target and self.done_at is None:
+            self.rows[table] += rows
+            met = all(self.rows[name] >= target for name, target in self.targets.items())
+            if met and self.done_at is None:
                 self.done_at = clock.monotonic()
                 self.done.set()
 
@@ -184,29 +233,47 @@ class CountingWriter:
 
 
 class _NaivePartition(StatelessSinkPartition[list[dict[str, Any]]]):
-    def __init__(self, client: Any, counter: Counter) -> None:
+    def __init__(self, client: Any, columns: dict[str, list[str]], counter: Counter) -> None:
         self._client = client
+        self._columns = columns
         self._counter = counter
 
     @override
     def write_batch(self, items: list[list[dict[str, Any]]]) -> None:
-        rows = [[event[column] for column in USAGE_COLUMNS] for batch in items for event in batch]
-        self._client.insert(NAIVE_TABLE, rows, column_names=USAGE_COLUMNS)
-        self._counter.add(NAIVE_TABLE, len(rows))
+        rows: dict[str, list[list[Any]]] = {table: [] for table in NAIVE.values()}
+        for batch in items:
+            for event in batch:
+                table = NAIVE[TABLES[event["type"]]]
+                rows[table].append([event[column] for column in self._columns[table]])
+        for table, table_rows in rows.items():
+            if table_rows:
+                self._client.insert(table, table_rows, column_names=self._columns[table])
+                self._counter.add(table, len(table_rows))
 
 
 class NaiveSink(DynamicSink[list[dict[str, Any]]]):
-    def __init__(self, client: Any, counter: Counter) -> None:
+    def __init__(self, client: Any, columns: dict[str, list[str]], counter: Counter) -> None:
         self._client = client
+        self._columns = columns
         self._counter = counter
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _NaivePartition:
-        return _NaivePartition(self._client, self._counter)
+        return _NaivePartition(self._client, self._columns, self._counter)
 
 
 def _decode(batch: list[Entry]) -> list[dict[str, Any]]:
     return [orjson.loads(entry.payload or b"{}") for entry in batch]
+
+
+def naive_columns(store: ClickHouseStore) -> dict[str, list[str]]:
+    """Each naive table's columns that the events carry (all of them but those with defaults)."""
+    sample = {event.type: event.model_dump() for event in request_events(0, 0, "x")}  # type: ignore[attr-defined]
+    columns: dict[str, list[str]] = {}
+    for kind, table in TABLES.items():
+        described = [row[0] for row in store.query(f"DESCRIBE TABLE {NAIVE[table]}").rows]
+        columns[NAIVE[table]] = [name for name in described if name in sample[kind]]
+    return columns
 
 
 def naive_flow(redis_url: str, store: ClickHouseStore, counter: Counter, stop: threading.Event) -> Dataflow:
@@ -215,7 +282,8 @@ def naive_flow(redis_url: str, store: ClickHouseStore, counter: Counter, stop: t
     client = clickhouse_connect.get_client(dsn=store.dsn, database=DATABASE)
     flow = Dataflow("naive")
     batches = op.input("read", flow, RedisStreamSource(redis_url, SHARDS, stop=stop))
-    op.output("insert", op.map("decode", batches, _decode), NaiveSink(client, counter))
+    sink = NaiveSink(client, naive_columns(store), counter)
+    op.output("insert", op.map("decode", batches, _decode), sink)
     return flow
 
 
@@ -231,25 +299,36 @@ def ingest_flow(
 class Throughput:
     scenario: str
     workers: int
+    recovery: bool
     events: int
+    decisions: int
+    usage: int
+    feedback: int
     seconds: float
     events_per_s: float
     per_worker: float
     vs_naive: float = 1.0
 
 
-def measure(
-    name: str,
-    workers: int,
-    events: int,
-    table: str,
-    store: ClickHouseStore,
-    build: Callable[[Counter, threading.Event], Dataflow],
-) -> Throughput:
-    store.command(f"TRUNCATE TABLE IF EXISTS {table}")
-    counter = Counter(table, events)
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    workers: int
+    build: Callable[[Counter, threading.Event], Dataflow]
+    tables: dict[str, str]  # event table -> the table this scenario writes it to
+    recovery_dir: Path | None = None
+
+
+def measure(scenario: Scenario, redis_url: str, events: int, store: ClickHouseStore) -> Throughput:
+    label = f"bench-{scenario.name.replace(' ', '-')}-{scenario.workers}"
+    say(f"{scenario.name}, {scenario.workers} worker(s): filling the stream with about {events} events")
+    sent = fill(redis_url, events, label)
+    counter = Counter({scenario.tables[table]: count for table, count in sent.items()})
     stop = threading.Event()
-    flow = build(counter, stop)
+    flow = scenario.build(counter, stop)
+    recovery: RecoveryConfig | None = None
+    if scenario.recovery_dir is not None:
+        recovery = prepare_recovery(scenario.recovery_dir)
 
     def stop_when_done() -> None:
         counter.done.wait()
@@ -257,48 +336,57 @@ def measure(
 
     threading.Thread(target=stop_when_done, daemon=True).start()
     started = clock.monotonic()
-    cli_main(flow, workers_per_process=workers, epoch_interval=EPOCH)  # type: ignore[no-untyped-call]
+    cli_main(  # type: ignore[no-untyped-call]
+        flow, workers_per_process=scenario.workers, epoch_interval=EPOCH_INTERVAL, recovery_config=recovery
+    )
     if counter.done_at is None:
-        raise RuntimeError(f"{name}: only {counter.rows} of {events} rows written")
+        raise RuntimeError(f"{scenario.name}: only {counter.rows} of {counter.targets} rows written")
     seconds = counter.done_at - started
-    visible = int(store.query(f"SELECT count() FROM {table}").rows[0][0])
-    if visible != events:
-        raise RuntimeError(f"{name}: {visible} rows visible, expected {events}")
-    result = Throughput(name, workers, events, seconds, events / seconds, events / seconds / workers)
-    say(f"{name}, {workers} worker(s): {events} events in {seconds:.2f}s = {result.events_per_s:,.0f}/s")
+    for table, expected in sent.items():
+        where = "source" if table == "feedback" else "app"
+        target = scenario.tables[table]
+        visible = int(store.query(f"SELECT count() FROM {target} WHERE {where} = '{label}'").rows[0][0])
+        if visible != expected:
+            raise RuntimeError(f"{scenario.name}: {visible} rows of {label} in {target}, expected {expected}")
+    total = sum(sent.values())
+    result = Throughput(
+        scenario.name,
+        scenario.workers,
+        recovery is not None,
+        total,
+        sent["decisions"],
+        sent["usage"],
+        sent["feedback"],
+        seconds,
+        total / seconds,
+        total / seconds / scenario.workers,
+    )
+    say(f"   {total} events in {seconds:.2f}s = {result.events_per_s:,.0f}/s")
     return result
 
 
 def throughput(redis_url: str, events: int, workdir: Path) -> list[Throughput]:
-    client = redis.Redis.from_url(redis_url)
-    say(f"filling the stream with {events} usage events over {SHARDS} shards")
-    base = clock.wall_ms() - 3_600_000
-    for start in range(0, events, 10_000):
-        xadd_all(client, [usage_event(i, base + i) for i in range(start, min(events, start + 10_000))])
-    client.close()
-    store = ClickHouseStore.connect(f"chdb://{workdir / 'chdb'}")
+    store = ClickHouseStore.connect(f"chdb://{workdir / 'chdb'}", log_dir=workdir / "logs")
     try:
         migrate(store)
-        store.command(
-            f"CREATE TABLE IF NOT EXISTS {NAIVE_TABLE} AS usage ENGINE = MergeTree ORDER BY (ts, event_id)"
-        )
-        results = [
-            measure(
-                "naive",
-                1,
-                events,
-                NAIVE_TABLE,
-                store,
-                lambda counter, stop: naive_flow(redis_url, store, counter, stop),
+        for table, naive in NAIVE.items():
+            store.command(
+                f"CREATE TABLE IF NOT EXISTS {naive} AS {table} ENGINE = MergeTree ORDER BY (ts, event_id)"
             )
+        same = {table: table for table in TABLES.values()}
+
+        def build_ingest(quotas: bool) -> Callable[[Counter, threading.Event], Dataflow]:
+            return lambda counter, stop: ingest_flow(redis_url, store, counter, stop, quotas)
+
+        scenarios = [
+            Scenario("naive", 1, lambda counter, stop: naive_flow(redis_url, store, counter, stop), NAIVE),
+            *(Scenario("ingest", workers, build_ingest(False), same) for workers in (1, 2)),
+            *(
+                Scenario("engine flow", workers, build_ingest(True), same, workdir / f"recovery-{workers}")
+                for workers in (1, 2)
+            ),
         ]
-        for quotas, name in ((False, "ingest"), (True, "engine flow")):
-
-            def build(counter: Counter, stop: threading.Event, quotas: bool = quotas) -> Dataflow:
-                return ingest_flow(redis_url, store, counter, stop, quotas)
-
-            for workers in (1, 2):
-                results.append(measure(name, workers, events, "usage", store, build))
+        results = [measure(scenario, redis_url, events, store) for scenario in scenarios]
     finally:
         store.close()
     baseline = results[0].events_per_s
@@ -313,6 +401,9 @@ class Freshness:
     rate: int
     seconds: float
     events: int
+    decisions: int
+    usage: int
+    feedback: int
     probes: int
     p50_ms: float
     p99_ms: float
@@ -320,113 +411,160 @@ class Freshness:
     poll_ms: int
 
 
-def freshness(redis_url: str, rate: int, seconds: float, workdir: Path, poll_s: float = 0.02) -> Freshness:
+@contextmanager
+def running_engine(redis_url: str, workdir: Path) -> Iterator[str]:
+    """``python -m dataflows.engine`` on its own chDB, with control-plane tokens; the analyst's URL."""
     port = free_port()
     var_dir = workdir / "engine"
     var_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_URL", "SIM_URL")}
+    analyst_token = secrets.token_urlsafe(24)
+    env = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_URL", "SIM_URL", "AUTH_DISABLED")}
     env.update(
         REDIS_URL=redis_url,
         CLICKHOUSE_URL=f"chdb://{var_dir / 'chdb'}",
         VAR_DIR=str(var_dir),
         ENGINE_PORT=str(port),
         EVENT_SHARDS=str(SHARDS),
+        ADMIN_TOKEN=secrets.token_urlsafe(24),
+        ANALYST_TOKEN=analyst_token,
         PYTHONPATH=str(REPO),
     )
-    url = f"http://127.0.0.1:{port}"
-    with (var_dir / "engine.log").open("ab") as log:
+    log_path = var_dir / "engine.log"
+    with log_path.open("ab") as log:
         engine = subprocess.Popen(
             [sys.executable, "-m", "dataflows.engine"], cwd=REPO, env=env, stdout=log, stderr=log
         )
     try:
-        engine_client.wait_until_ready(url, timeout=60)
-        time.sleep(1.0)  # let the dataflow start polling
-        sent: dict[str, int] = {}  # probe decision_id -> event time (ms)
-        seen: dict[str, int] = {}
-        producing = threading.Event()
-        producing.set()
-
-        def poll() -> None:
-            while producing.is_set() or len(seen) < len(sent):
-                pending = [ts for key, ts in list(sent.items()) if key not in seen]
-                if pending:
-                    since = min(pending) - 1
-                    rows = engine_client.query(
-                        url,
-                        "SELECT decision_id FROM usage WHERE app = 'bench-probe'"
-                        f" AND ts >= fromUnixTimestamp64Milli(toInt64({since}))",
-                    ).rows
-                    now = clock.wall_ms()
-                    for (key,) in rows:
-                        seen.setdefault(key, now)
-                time.sleep(poll_s)
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        client = redis.Redis.from_url(redis_url)
-        tick = 0.02
-        per_tick = max(2, round(rate * tick / 2)) * 2  # decision + usage pairs
-        say(f"freshness: {rate} events/s for {seconds:g}s ({per_tick} events every {tick * 1000:.0f} ms)")
-        started = clock.monotonic()
-        i = 0
-        while clock.monotonic() - started < seconds:
-            batch: list[dict[str, Any]] = []
-            for _ in range(per_tick // 2):
-                ts = clock.wall_ms()
-                probe = i % 20 == 0
-                usage = usage_event(i, ts, app="bench-probe" if probe else "bench")
-                if probe:
-                    sent[usage["decision_id"]] = ts
-                batch += [decision_event(usage), usage]
-                i += 1
-            xadd_all(client, batch)
-            next_tick = started + (i * 2 / rate)
-            time.sleep(max(0.0, next_tick - clock.monotonic()))
-        producing.clear()
-        poller.join(timeout=60)
-        client.close()
-        if len(seen) < len(sent):
-            raise RuntimeError(f"only {len(seen)} of {len(sent)} probes became visible")
-        lags = sorted(seen[key] - ts for key, ts in sent.items())
-        return Freshness(
-            rate=rate,
-            seconds=seconds,
-            events=2 * i,
-            probes=len(lags),
-            p50_ms=statistics.median(lags),
-            p99_ms=lags[min(len(lags) - 1, int(0.99 * len(lags)))],
-            max_ms=lags[-1],
-            poll_ms=round(poll_s * 1000),
-        )
+        url = f"http://analyst:{analyst_token}@127.0.0.1:{port}"
+        deadline = clock.monotonic() + 60
+        while not engine_client.is_ready(url):
+            if engine.poll() is not None or clock.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the engine did not start (exit {engine.poll()}); its log ends:\n{tail}")
+            time.sleep(0.1)
+        yield url
     finally:
         engine.send_signal(signal.SIGTERM)
         try:
             engine.wait(timeout=15)
         except subprocess.TimeoutExpired:
             engine.kill()
+            engine.wait()
+
+
+def count_rows(url: str, label: str) -> dict[str, int]:
+    counts = {}
+    for table in TABLES.values():
+        where = f"source = '{label}'" if table == "feedback" else f"app IN ('{label}', '{label}-probe')"
+        counts[table] = int(
+            engine_client.query(url, f"SELECT count() FROM {table} FINAL WHERE {where}").scalar()
+        )
+    return counts
+
+
+def freshness(redis_url: str, rate: int, seconds: float, workdir: Path, poll_s: float = 0.02) -> Freshness:
+    label = "bench-fresh"
+    probe_label = f"{label}-probe"
+    with running_engine(redis_url, workdir) as url:
+        time.sleep(1.0)  # let the dataflow start polling
+        sent: dict[str, int] = {}  # probe decision_id -> event time (ms)
+        seen: dict[str, int] = {}
+        producing = threading.Event()
+        producing.set()
+        failures: list[BaseException] = []
+
+        def poll() -> None:
+            try:
+                while producing.is_set() or len(seen) < len(sent):
+                    pending = [ts for key, ts in list(sent.items()) if key not in seen]
+                    if pending:
+                        since = min(pending) - 1
+                        rows = engine_client.query(
+                            url,
+                            f"SELECT decision_id FROM usage WHERE app = '{probe_label}'"
+                            f" AND ts >= fromUnixTimestamp64Milli(toInt64({since}))",
+                        ).rows
+                        now = clock.wall_ms()
+                        for (key,) in rows:
+                            seen.setdefault(key, now)
+                    time.sleep(poll_s)
+            except BaseException as exc:
+                failures.append(exc)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        client = redis.Redis.from_url(redis_url)
+        tick = 0.02
+        say(f"freshness: {rate} events/s for {seconds:g}s ({MIX})")
+        totals = dict.fromkeys(TABLES.values(), 0)
+        started = clock.monotonic()
+        i = events = 0
+        while clock.monotonic() - started < seconds and not failures:
+            batch: list[Event] = []
+            while len(batch) < max(1, rate * tick):
+                ts = clock.wall_ms()
+                request = request_events(i, ts, label, probe_label)
+                if i % PROBE_EVERY == 0:
+                    sent[request[0].decision_id] = ts  # type: ignore[attr-defined]  # a Decision
+                batch += request
+                i += 1
+            xadd_all(client, batch)
+            for table, count in per_table(batch).items():
+                totals[table] += count
+            events += len(batch)
+            time.sleep(max(0.0, started + events / rate - clock.monotonic()))
+        producing.clear()
+        poller.join(timeout=60)
+        client.close()
+        if failures:
+            raise RuntimeError(f"the poller failed: {failures[0]!r}")
+        if len(seen) < len(sent):
+            raise RuntimeError(f"only {len(seen)} of {len(sent)} probes became visible")
+        deadline = clock.monotonic() + 60
+        while (stored := count_rows(url, label)) != totals:
+            if clock.monotonic() > deadline:
+                raise RuntimeError(f"ClickHouse holds {stored} of the events sent, {totals}")
+            time.sleep(0.5)
+        lags = sorted(seen[key] - ts for key, ts in sent.items())
+        return Freshness(
+            rate=rate,
+            seconds=seconds,
+            events=events,
+            decisions=totals["decisions"],
+            usage=totals["usage"],
+            feedback=totals["feedback"],
+            probes=len(lags),
+            p50_ms=statistics.median(lags),
+            p99_ms=lags[min(len(lags) - 1, int(0.99 * len(lags)))],
+            max_ms=lags[-1],
+            poll_ms=round(poll_s * 1000),
+        )
 
 
 # --- report ---------------------------------------------------------------------------------------
 
 
 def render(rows: list[Throughput], fresh: Freshness | None) -> str:
-    header = ("scenario", "workers", "events", "seconds", "events/s", "per worker", "vs naive")
+    header = ("scenario", "workers", "recovery", "events", "seconds", "events/s", "per worker", "vs naive")
+    widths = (7, 8, 8, 8, 10, 11, 9)
     lines = [
-        f"{header[0]:<14} "
-        + " ".join(f"{h:>{w}}" for h, w in zip(header[1:], (7, 8, 8, 10, 11, 9), strict=True))
+        f"events: {MIX}",
+        f"{header[0]:<14} " + " ".join(f"{h:>{w}}" for h, w in zip(header[1:], widths, strict=True)),
     ]
     for r in rows:
         lines.append(
-            f"{r.scenario:<14} {r.workers:>7} {r.events:>8} {r.seconds:>8.2f} {r.events_per_s:>10,.0f}"
-            f" {r.per_worker:>11,.0f} {r.vs_naive:>8.2f}x"
+            f"{r.scenario:<14} {r.workers:>7} {'on' if r.recovery else 'off':>8} {r.events:>8}"
+            f" {r.seconds:>8.2f}"
+            f" {r.events_per_s:>10,.0f} {r.per_worker:>11,.0f} {r.vs_naive:>8.2f}x"
         )
     if fresh is not None:
         lines += [
             "",
-            f"freshness at {fresh.rate} events/s for {fresh.seconds:g}s ({fresh.events} events,"
-            f" {fresh.probes} probes, polled every {fresh.poll_ms} ms):"
+            f"freshness at {fresh.rate} events/s for {fresh.seconds:g}s ({fresh.events} events:"
+            f" {fresh.decisions} decisions, {fresh.usage} usage, {fresh.feedback} feedback;"
+            f" {fresh.probes} probes, polled every {fresh.poll_ms} ms, engine with recovery):"
             f" p50 {fresh.p50_ms:.0f} ms, p99 {fresh.p99_ms:.0f} ms,"
-            f" max {fresh.max_ms:.0f} ms",
+            f" max {fresh.max_ms:.0f} ms; every event in ClickHouse",
         ]
     return "\n".join(lines)
 
@@ -437,24 +575,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=2000, help="events/s for freshness")
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of the freshness run")
     parser.add_argument("--skip-freshness", action="store_true")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2,000 events, 3 s at 300/s; exit 1 on any failure"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.events, args.rate, args.seconds = 2_000, 300, 3.0
     say(f"load average before: {os.getloadavg()}")
     tune_gc()  # as the engine does; every flow below, the baseline too, runs with it
     say(f"garbage collector thresholds {GC_THRESHOLDS} (the engine's), start-up objects frozen")
-    with tempfile.TemporaryDirectory(prefix="symphony-bench-") as tmp:
-        workdir = Path(tmp)
-        server = RedisServer(port=free_port(), data_dir=workdir / "redis", persist=False).start()
-        try:
-            rows = throughput(server.url, args.events, workdir)
-            redis.Redis.from_url(server.url).flushall()
-            fresh = None if args.skip_freshness else freshness(server.url, args.rate, args.seconds, workdir)
-        finally:
-            server.stop()
+    try:
+        with tempfile.TemporaryDirectory(prefix="symphony-bench-") as tmp:
+            workdir = Path(tmp)
+            server = RedisServer(port=free_port(), data_dir=workdir / "redis", persist=False).start()
+            try:
+                rows = throughput(server.url, args.events, workdir)
+                redis.Redis.from_url(server.url).flushall()
+                fresh = (
+                    None if args.skip_freshness else freshness(server.url, args.rate, args.seconds, workdir)
+                )
+            finally:
+                server.stop()
+    except Exception as exc:
+        if not args.smoke:
+            raise
+        say(f"SMOKE FAILED: {exc!r}")
+        return 1
     if args.json:
         print(
             json.dumps(
-                {"throughput": [asdict(r) for r in rows], "freshness": fresh and asdict(fresh)}, indent=2
+                {"mix": MIX, "throughput": [asdict(r) for r in rows], "freshness": fresh and asdict(fresh)},
+                indent=2,
             )
         )
     else:
