@@ -43,7 +43,7 @@ quotas-matrix *args:
 load *args:
     symphony load "$@"
 
-# Benchmark (by hand, not in CI): the proxy's added latency beside LiteLLM and Portkey, same run
+# Benchmark (full runs by hand; CI runs --smoke): the proxy's added latency and CPU (Redis included), pinned and routed, beside the floor, LiteLLM and Portkey, 3 repeats
 bench-proxy *args:
     python bench/proxy_overhead.py "$@"
 
@@ -51,6 +51,6 @@ bench-proxy *args:
 bench-quota *args:
     python bench/quota_reserve.py "$@"
 
-# Benchmark: events/s from the stream into ClickHouse (1 and 2 workers) and freshness p50/p99
+# Benchmark: events/s from the stream into ClickHouse (every event type; 1 and 2 workers; engine flow with recovery) and freshness p50/p99
 bench-dataflow *args:
     python bench/dataflow_throughput.py "$@"
