@@ -3,7 +3,7 @@
 Public surface: ``create_app(settings)`` and ``run_proxy(settings)``. A request
 flows: inbound API (``openai_api``, ``messages_api``, ``route_execute``) -> ``Job``
 -> ``candidates`` -> ``routing`` (champion/challenger ``policy``) -> ``fallback``
-(attempts over ``adapters``, ``breaker``, ``upstream``) -> the answer in the inbound
+(attempts over ``adapters``, ``health``, ``upstream``) -> the answer in the inbound
 format. The proxy never imports ``dataflows`` or ``sinks``: it talks to the control
 plane only through Redis (events out, challenger policy in).
 """

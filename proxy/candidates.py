@@ -5,9 +5,11 @@ the pinned provider and/or model (``Pin``), the models the caller's app key may 
 (a 403 when none is left), the allowed providers, the arms whose
 capabilities cover what the request needs, those whose estimated cost fits
 ``max_cost_usd``, those expected to answer within ``latency_budget_ms``, and those
-whose provider's breaker lets an attempt through. A step that leaves nothing is
-answered with an ``ApiError`` naming why: a 4xx for what the request asked, a 429
-or 503 with ``retry-after`` when every remaining provider is cooling or failing.
+that ``proxy.health`` lets an attempt through (neither ejected nor cooled, unless the
+pool is in panic). A step that leaves nothing is answered with an ``ApiError`` naming
+why: a 4xx for what the request asked; when every remaining arm is out, a 429 (all
+cooled by their providers' 429s) or 503 that says why each is out and a
+``retry-after`` at which the first of them is back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from proxy import errors
 from proxy.adapters.features import FEATURES, required_capabilities, unsupported
-from proxy.breaker import Breakers
+from proxy.health import Health, Rules
 from proxy.latency import LatencyEstimates
 from symphony.app_keys import AppKey
 from symphony.catalog import Catalog, ModelPrice
@@ -91,8 +93,9 @@ class Candidates:
     """The arms that can be called at all, and the per-request filter over them."""
 
     def __init__(
-        self, catalog: Catalog, providers: Collection[str], breakers: Breakers, latency: LatencyEstimates
+        self, catalog: Catalog, providers: Collection[str], rules: Rules, latency: LatencyEstimates
     ) -> None:
+        """``rules``: how ``self.health``, made over these arms, judges them."""
         self.arms: tuple[Arm, ...] = tuple(
             Arm(provider, model, f"{provider}/{model}", price)
             for provider, spec in catalog.providers.items()
@@ -100,7 +103,7 @@ class Candidates:
             for model, price in spec.models.items()
         )
         self._catalog = catalog
-        self._breakers = breakers
+        self.health = Health(rules, [(arm.provider, arm.name) for arm in self.arms])
         self._latency = latency
 
     def select(
@@ -231,27 +234,27 @@ class Candidates:
         return kept
 
     def _healthy(self, arms: Sequence[Arm], now: float) -> tuple[Arm, ...]:
-        kept = tuple(arm for arm in arms if self._breakers[arm.provider].available(now))
+        health = self.health
+        if health.quiet(now):
+            return tuple(arms)
+        kept = tuple(arm for arm in arms if health.available(arm.provider, arm.name, now))
         if kept:
             return kept
-        breakers = {arm.provider: self._breakers[arm.provider] for arm in arms}
-        wait = min(breaker.retry_in(now) for breaker in breakers.values())
+        wait = min(health.retry_in(arm.provider, arm.name, now) for arm in arms)
         headers = errors.retry_after_header(wait)
-        providers = ", ".join(breakers)
-        if all(breaker.cooling(now) for breaker in breakers.values()):
-            refusal = errors.ApiError(
+        reasons = "; ".join(dict.fromkeys(health.why(arm.provider, arm.name, now) for arm in arms))
+        if all(health.cooled_only(arm.provider, arm.name, now) for arm in arms):
+            raise errors.ApiError(
                 429,
-                f"Every candidate provider is rate-limited ({providers}); retry in {wait:.1f}s.",
+                f"Every candidate is rate-limited by its provider ({reasons}); retry in {wait:.1f} s.",
                 type_="rate_limit_error",
                 code="rate_limit_exceeded",
                 headers=headers,
             )
-        else:
-            refusal = errors.ApiError(
-                503,
-                f"Every candidate provider is failing or cooling down ({providers}); retry in {wait:.1f}s.",
-                type_="api_error",
-                code="providers_unavailable",
-                headers=headers,
-            )
-        raise refusal
+        raise errors.ApiError(
+            503,
+            f"Every candidate is out of rotation ({reasons}); retry in {wait:.1f} s.",
+            type_="api_error",
+            code="providers_unavailable",
+            headers=headers,
+        )

@@ -1,8 +1,10 @@
 """The attempt loop: call the route's arms in order until one answers.
 
-An attempt falls back to the next arm on a 429 (its provider then cools for the
-``retry-after`` it sent), a 5xx or any other provider-side error, a connection
-error, and a first byte later than the time-to-first-token limit. For a stream the
+An attempt falls back to the next arm on a 429, a 5xx or any other provider-side
+error, a connection error, and a first byte later than the time-to-first-token limit;
+each outcome is told to ``proxy.health`` (a 429 with the ``retry-after`` it sent and
+whether its rate-limit headers show a limit used up), which decides what is ejected,
+cooled or given less traffic. For a stream the
 first upstream chunk is awaited before anything reaches the client, so a slow
 provider is abandoned while the next can still serve. For a non-streamed answer the
 first byte is the whole answer, so its limit is the first-token limit plus the
@@ -32,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -47,9 +49,9 @@ from proxy.adapters.base import (
     UpstreamRequest,
 )
 from proxy.attempt import Attempt
-from proxy.breaker import Breaker, Breakers
 from proxy.candidates import Arm, estimated_cost_usd, output_tokens, prompt_tokens
 from proxy.errors import retry_after_header
+from proxy.health import Health, Outcome
 from proxy.job import Job
 from proxy.latency import LatencyEstimates
 from proxy.quota_guard import AppScope, Grant, QuotaGuard, Unavailable
@@ -99,7 +101,6 @@ class _Call:
     adapter: Adapter
     request: UpstreamRequest
     attempt: Attempt
-    breaker: Breaker
     grant: Grant | None
 
 
@@ -125,7 +126,7 @@ class AttemptLoop:
         self,
         http: httpx.AsyncClient,
         adapters: Mapping[str, Adapter],
-        breakers: Breakers,
+        health: Health,
         latency: LatencyEstimates,
         clock: Clock,
         *,
@@ -135,7 +136,7 @@ class AttemptLoop:
     ) -> None:
         self._http = http
         self._adapters = adapters
-        self._breakers = breakers
+        self._health = health
         self._latency = latency
         self._clock = clock
         self._ttft_limit_s = ttft_limit_s
@@ -155,33 +156,33 @@ class AttemptLoop:
         untranslatable = False
         over_quota: list[Refusal | Unavailable] = []
         over_app: list[Refusal] = []  # the caller's app's own budgets and limits
-        for arm in route.arms:
+        health = self._health
+        for arm in _lagging_last(route.arms, health):
             if monotonic() >= deadline:
                 break
-            breaker = self._breakers[arm.provider]
-            if not breaker.begin(monotonic()):
-                continue  # it started cooling or failing since the candidates were chosen
+            if not health.begin(arm.provider, arm.name, monotonic()):
+                continue  # it was ejected or cooled since the candidates were chosen
             adapter = self._adapters[arm.provider]
             try:
                 request = adapter.request(job.body, arm.model, stream=job.stream)
             except UnsupportedFeature as exc:  # the adapter's last guard behind the capability filter
-                breaker.release()
+                health.release(arm.provider)
                 refused = refused or exc
                 continue
             except Exception:  # a body this adapter cannot map: try the next arm rather than fail
                 logger.exception("%s could not map the request", arm.name)
-                breaker.release()
+                health.release(arm.provider)
                 untranslatable = True
                 continue
             grant = await self._reserve(arm, job, app_request=not log.usages)
             if isinstance(grant, Refusal) and job.key is not None and grant.limit.provider == job.key.scope:
-                breaker.release()
+                health.release(arm.provider)
                 over_app.append(grant)
                 if grant.limit.metric == "usd_micros":
                     continue  # a cheaper arm may still fit the budget
                 break  # a request or token rate: every arm counts the same
             if isinstance(grant, Refusal | Unavailable):  # over a cap: this arm is no candidate now
-                breaker.release()
+                health.release(arm.provider)
                 over_quota.append(grant)
                 continue
             attempt = Attempt(
@@ -194,7 +195,7 @@ class AttemptLoop:
                 number=len(log.tried) + 1,
                 fallback_from=log.tried[-1].arm.name if log.tried else "",
             )
-            call = _Call(arm, adapter, request, attempt, breaker, grant)
+            call = _Call(arm, adapter, request, attempt, grant)
             result = await self._attempt(call, job, deadline, log.usages)
             if not isinstance(result, UpstreamFailure):
                 log.served = arm
@@ -243,27 +244,32 @@ class AttemptLoop:
     async def _attempt(
         self, call: _Call, job: Job, deadline: float, usages: list[Usage]
     ) -> Answer | UpstreamStream | UpstreamFailure:
-        """One attempt, its usage event queued and its breaker told (a stream's only at its end)."""
-        attempt, breaker = call.attempt, call.breaker
+        """One attempt, its usage event queued and health told (a stream's only at its end)."""
+        attempt, arm, health = call.attempt, call.arm, self._health
         try:
             result = await self._call(call, job, deadline)
         except BaseException:
             usage = attempt.finish("cancelled")  # the client went away: not the provider's fault
             _queue(usages, usage)
-            breaker.release()
+            health.release(arm.provider)
             self._settle_later(call.grant, usage)
             raise
         if isinstance(result, UpstreamFailure):
             usage = attempt.finish(result.status)
             _queue(usages, usage)
             await self._settle(call.grant, usage)
-            if result.http_status in CLIENT_ERRORS:
-                breaker.release()
-            else:
-                breaker.failure(monotonic(), retry_after_s=result.retry_after_s)
-            logger.debug("attempt %d on %s failed: %s", attempt.number, call.arm.name, result.status)
+            health.record(
+                arm.provider,
+                arm.name,
+                _outcome(result),
+                monotonic(),
+                retry_after_s=result.retry_after_s,
+                exhausted=result.status == "429" and limit_used_up(result.rate_limit),
+            )
+            logger.debug("attempt %d on %s failed: %s", attempt.number, arm.name, result.status)
             return result
-        breaker.success()
+        if isinstance(result, Answer):  # a stream is judged at its end
+            health.record(arm.provider, arm.name, "ok", monotonic())
         if isinstance(result, Answer):
             usage = attempt.finish("ok", result.input_tokens, result.output_tokens)
             _queue(usages, usage)
@@ -278,6 +284,7 @@ class AttemptLoop:
         arm, adapter, attempt = call.arm, call.adapter, call.attempt
         limit_s = min(self._limit_s(arm, job), deadline - monotonic())
         response: httpx.Response | None = None
+        self._health.wait(arm.provider, id(attempt), monotonic(), limit_s)
         try:
             async with asyncio.timeout(limit_s):
                 response = await send(self._http, call.request)
@@ -310,6 +317,7 @@ class AttemptLoop:
             logger.warning("upstream %s unreachable: %r", arm.name, exc)
             return _local_failure("error", 502, f"`{arm.name}` could not be reached.", "upstream_error")
         finally:
+            self._health.answered(arm.provider, id(attempt))
             if response is not None:
                 await response.aclose()
         try:
@@ -344,13 +352,17 @@ class AttemptLoop:
         return self._ttft_limit_s + self._latency.ms_per_token(arm.name) * output_tokens(job.body) / 1000.0
 
     def finish_stream(self, stream: UpstreamStream, status: AttemptStatus) -> Usage | None:
-        """End a served stream's attempt: its usage event, its breaker and latency figures."""
+        """End a served stream's attempt: its usage event, its health outcome and latency figures."""
         translator = stream.translator
         usage = stream.attempt.finish(status, translator.input_tokens, translator.output_tokens)
         self._settle_later(stream.grant, usage)
-        breaker = self._breakers[stream.arm.provider]
+        arm = stream.arm
         if status in ("error", "timeout"):
-            breaker.failure(monotonic())
+            self._health.record(arm.provider, arm.name, "failure", monotonic())
+        elif status == "ok":
+            self._health.record(arm.provider, arm.name, "ok", monotonic())
+        else:
+            self._health.release(arm.provider)
         if usage is not None and status == "ok":
             self._observe(stream.arm, usage, stream=True)
         return usage
@@ -380,7 +392,7 @@ class AttemptLoop:
                 400, "No candidate provider can take this request as it is.", code="untranslatable_request"
             )
         now = monotonic()
-        wait = min(self._breakers[arm.provider].retry_in(now) for arm in route.arms)
+        wait = min(self._health.retry_in(arm.provider, arm.name, now) for arm in route.arms)
         return errors.ApiError(
             503,
             "Every candidate provider is failing or cooling down; retry shortly.",
@@ -425,6 +437,36 @@ def app_limited(app: str, refusals: list[Refusal]) -> errors.ApiError:
     return errors.ApiError(
         429, message, type_="rate_limit_exceeded", code=code, headers=retry_after_header(wait_s)
     )
+
+
+def _lagging_last(arms: tuple[Arm, ...], health: Health) -> Iterator[Arm]:
+    """``arms`` in order, those whose provider is lagging (``Health.lagging``) after the others.
+
+    Checked as each arm comes up, so a provider that starts lagging while earlier arms are
+    tried is still put off."""
+    deferred: list[Arm] | None = None
+    for arm in arms:
+        if health.lagging(arm.provider, monotonic()):
+            deferred = [*(deferred or ()), arm]
+        else:
+            yield arm
+    if deferred is not None:
+        yield from deferred
+
+
+def _outcome(failure: UpstreamFailure) -> Outcome:
+    if failure.http_status in CLIENT_ERRORS:
+        return "neutral"  # the request was bad, not the provider
+    if failure.status == "429":
+        return "throttled"
+    return "timeout" if failure.status == "timeout" else "failure"
+
+
+def limit_used_up(rate_limit: Mapping[str, str]) -> bool:
+    """Whether a provider's rate-limit headers show a limit at zero (``x-ratelimit-remaining-requests: 0``,
+    ``anthropic-ratelimit-tokens-remaining: 0``): the 429 is about that limit, which those headers
+    describe for the model called."""
+    return any("remaining" in name and value.strip() == "0" for name, value in rate_limit.items())
 
 
 def _queue(usages: list[Usage], usage: Usage | None) -> None:

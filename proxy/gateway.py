@@ -27,11 +27,11 @@ from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Adapter, Answer, UpstreamFailure
-from proxy.breaker import Breakers
 from proxy.candidates import Candidates, prompt_tokens
 from proxy.challenger import ChallengerFeed
 from proxy.emitter import EventEmitter
 from proxy.fallback import AttemptLog, AttemptLoop, UpstreamStream
+from proxy.health import Rules
 from proxy.job import Job
 from proxy.latency import LatencyEstimates
 from proxy.policy import ChallengerPolicy, ChampionPolicy
@@ -137,11 +137,9 @@ class Gateway:
         self.scrubber = scrubber if scrubber is not None else Scrubber()
         self.catalog = catalog
         self.adapters = dict(adapters)
-        self.breakers = Breakers(
-            failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_ms / 1000
-        )
         self.latency = LatencyEstimates()
-        self.candidates = Candidates(catalog, self.adapters, self.breakers, self.latency)
+        self.candidates = Candidates(catalog, self.adapters, Rules.from_settings(settings), self.latency)
+        self.health = self.candidates.health
         self.router = Router(champion, self._challenger, settings.traffic_split, rng)
         self._runtime: Runtime | None = None
 
@@ -174,7 +172,7 @@ class Gateway:
         attempts = AttemptLoop(
             http,
             self.adapters,
-            self.breakers,
+            self.health,
             self.latency,
             clock,
             ttft_limit_s=settings.ttft_limit_ms / 1000,
@@ -203,8 +201,10 @@ class Gateway:
         runtime = self.runtime
         now = monotonic()
         candidates = self.candidates.select(job.body, job.pin, job.constraints, now, key=job.key)
+        health = self.health
+        weights = None if health.quiet(now) else health.weights([arm.provider for arm in candidates], now)
         route = self.router.route(
-            job.task, candidates, pinned=job.pin is not None and job.pin.model is not None
+            job.task, candidates, pinned=job.pin is not None and job.pin.model is not None, weights=weights
         )
         ts = runtime.clock.now_ms()
         decision_id = new_id(ts)

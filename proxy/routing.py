@@ -8,6 +8,11 @@ any policy off-line. A pinned model is an ``override`` with propensity 1.
 
 The arms after the chosen one are the fallback order: the other candidates by
 champion probability, highest first.
+
+``weights`` (from ``proxy.health``: a provider answering a share of 429s or failures)
+lower an arm's share: each policy's distribution is multiplied by them and
+renormalised before the draw, and the logged mixture is that of the weighted
+distributions, so the propensities stay the ones actually served.
 """
 
 from __future__ import annotations
@@ -54,7 +59,14 @@ class Router:
         self._split = traffic_split
         self._rng = rng if rng is not None else random.Random()
 
-    def route(self, task: str, candidates: tuple[Arm, ...], *, pinned: bool = False) -> Route:
+    def route(
+        self,
+        task: str,
+        candidates: tuple[Arm, ...],
+        *,
+        pinned: bool = False,
+        weights: tuple[float, ...] | None = None,
+    ) -> Route:
         """Draw an arm among ``candidates``; a pinned single arm is served as an override."""
         if pinned and len(candidates) == 1:
             arm = candidates[0]
@@ -63,6 +75,8 @@ class Router:
         champion = self.champion.distribution(task, names)
         challenger_policy = self._challenger()
         challenger = challenger_policy.distribution(task, names)
+        if weights is not None:
+            champion, challenger = _weighted(champion, weights), _weighted(challenger, weights)
         s = self._split
         mixture = [(1.0 - s) * pc + s * pch for pc, pch in zip(champion, challenger, strict=True)]
         drawer: RoutingPolicy = challenger_policy if self._rng.random() < s else self.champion
@@ -81,6 +95,12 @@ class Router:
         cumulative = list(accumulate(probabilities))
         index = bisect.bisect_right(cumulative, self._rng.random() * cumulative[-1])
         return min(index, len(probabilities) - 1)
+
+
+def _weighted(probabilities: tuple[float, ...], weights: tuple[float, ...]) -> tuple[float, ...]:
+    scaled = [p * w for p, w in zip(probabilities, weights, strict=True)]
+    total = sum(scaled)
+    return tuple(p / total for p in scaled) if total > 0 else probabilities
 
 
 def load_champion(policy_file: Path, catalog: Catalog) -> ChampionPolicy:

@@ -40,15 +40,27 @@ def answers(url: str, timeout: float = 0.5) -> bool:
 
 
 def free_port() -> int:
+    """A port nothing listened on a moment ago. Racy: another process may take it before the
+    caller binds it. Servers that can retry on a taken port (``RedisServer(port=0)``) should."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
+class PortTaken(RuntimeError):
+    """The server could not bind its port: another process holds it."""
+
+
 @dataclass
 class RedisServer:
-    """One bundled redis-server process on ``port``, data kept in ``data_dir``."""
+    """One bundled redis-server process on ``port``, data kept in ``data_dir``.
+
+    ``port=0`` picks a free port at start, and picks another if a concurrent process took it
+    between the pick and redis-server's bind, so parallel tests cannot collide; ``port`` then
+    holds the port actually bound. Either way the server that answers is checked to be this
+    process (its ``process_id``), never another Redis on the same port.
+    """
 
     port: int
     data_dir: Path
@@ -59,7 +71,18 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0, attempts: int = 20) -> RedisServer:
+        if self.port != 0:
+            return self._start_on(self.port, timeout)
+        for _ in range(attempts):
+            try:
+                return self._start_on(free_port(), timeout)
+            except PortTaken:
+                continue
+        raise RuntimeError(f"bundled redis-server found no free port in {attempts} attempts")
+
+    def _start_on(self, port: int, timeout: float) -> RedisServer:
+        self.port = port
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(REDIS_BINARY),
@@ -77,15 +100,22 @@ class RedisServer:
             "yes" if self.persist else "no",
             "--appendfsync",
             "everysec",
+            "--logfile",
+            str(self.log_path.resolve()),
         ]
+        self.log_path.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=REDIS_ENV
         )
         deadline = clock.monotonic() + timeout
-        while not answers(self.url, timeout=0.2):
+        while not self._answers_as_itself():
             if self.process.poll() is not None:
+                output = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+                code, self.process = self.process.returncode, None
+                if "Address already in use" in output:
+                    raise PortTaken(f"port {port} is taken")
                 raise RuntimeError(
-                    f"bundled redis-server exited with {self.process.returncode} on port {self.port}"
+                    f"bundled redis-server exited with {code} on port {port}:\n{output[-2000:]}"
                 )
             if clock.monotonic() > deadline:
                 self.stop()
@@ -94,6 +124,23 @@ class RedisServer:
                 )
             time.sleep(0.05)
         return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis-server.log"
+
+    def _answers_as_itself(self) -> bool:
+        """True when the server answering on ``port`` is this process (not another Redis there)."""
+        assert self.process is not None
+        try:
+            client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=0.2)
+            try:
+                pid = int(client.info("server")["process_id"])
+            finally:
+                client.close()
+        except REDIS_ERRORS:
+            return False
+        return pid == self.process.pid
 
     def stop(self) -> None:
         if self.process is None:

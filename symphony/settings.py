@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     request_deadline_ms: int = Field(default=60_000, ge=1)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_ms: int = Field(default=10_000, ge=1)
+    # Provider health (proxy.health): failure rates over a sliding window, at least breaker_failures
+    # failures before the rate counts, breaker_timeouts timeouts for slowness; no more than
+    # breaker_max_ejected_share of the arms ejected at once; below breaker_panic_share of the arms
+    # available, 429 cooling is ignored.
+    breaker_window_ms: int = Field(default=10_000, ge=100)
+    breaker_failure_rate: float = Field(default=0.5, gt=0.0, le=1.0)
+    breaker_timeouts: int = Field(default=2, ge=1)
+    breaker_max_ejected_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    breaker_panic_share: float = Field(default=0.5, ge=0.0, le=1.0)
 
     # When Redis is unreachable: "open" serves on a local limiter holding quota_local_share of
     # every cap (1/replicas keeps caps across replicas); "closed" refuses until Redis is back.

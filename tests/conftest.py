@@ -1,20 +1,59 @@
-"""Shared fixtures: every test that needs Redis gets its own bundled server on a free port."""
+"""Shared fixtures: every test that needs Redis gets its own bundled server on a free port.
+
+The session starts from a clean environment: no variable that ``Settings`` or a provider
+key would read survives from the developer's shell (a set ``OPENAI_API_KEY`` would send
+real, paid requests from the stack tests; ``AUTH_DISABLED`` or ``TRAFFIC_SPLIT`` would
+change what a test proves), and ``REDIS_URL`` points at a port held closed for the whole
+session, so a test that forgets to pass its own Redis fails instead of using one on 6379.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from symphony.catalog import load_catalog
 from symphony.redis_server import RedisServer, free_port
+from symphony.settings import Settings
 from tests.engineutil import Engine
+
+
+def symphony_variables() -> set[str]:
+    """Every environment variable Settings or the catalog's provider keys would read."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        names.add(name.upper())
+        if isinstance(field.alias, str):
+            names.add(field.alias.upper())
+    for spec in load_catalog().providers.values():
+        names |= {spec.key_env, f"{spec.key_env}_FILE"}
+    return names
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_environment() -> Iterator[str]:
+    """Remove every Symphony variable for the session; REDIS_URL names a port nothing answers on."""
+    held = socket.socket()  # bound, never listening: connections are refused, nobody else can bind it
+    held.bind(("127.0.0.1", 0))
+    dead_url = f"redis://127.0.0.1:{held.getsockname()[1]}/0"
+    saved = {name: os.environ.pop(name) for name in symphony_variables() if name in os.environ}
+    os.environ["REDIS_URL"] = dead_url
+    try:
+        yield dead_url
+    finally:
+        os.environ.pop("REDIS_URL", None)
+        os.environ.update(saved)
+        held.close()
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis", persist=False).start()
+    server = RedisServer(port=0, data_dir=tmp_path / "redis", persist=False).start()
     try:
         yield server
     finally:
@@ -24,7 +63,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis that keeps its data across a stop and start, as a production one does (outage tests)."""
-    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis-persistent", persist=True).start()
+    server = RedisServer(port=0, data_dir=tmp_path / "redis-persistent", persist=True).start()
     try:
         yield server
     finally:

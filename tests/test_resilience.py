@@ -54,38 +54,46 @@ def assert_chain(usages: list[Usage], expected: list[tuple[str, str]]) -> None:
     assert [u.fallback_from for u in usages] == ["", *(arm for arm, _ in expected[:-1])]
 
 
-def test_429_falls_back_and_the_provider_cools_for_retry_after(stack: ProxyStack) -> None:
-    stack.faults("openai", rate_429=1.0)  # the simulator's injected 429s say retry-after: 1
-    first = execute(stack, constraints={"allowed_providers": ["openai", "grok"]})
+def test_429s_fall_back_and_a_provider_refusing_most_cools_for_retry_after(stack: ProxyStack) -> None:
+    # The simulator's injected 429s say retry-after: 1 and show no limit used up, so one 429 only
+    # lowers openai's share; 429s on at least half its attempts (3 or more: breaker_failures)
+    # cool the whole provider for the retry-after it gave.
+    stack.faults("openai", rate_429=1.0)
+    allowed = {"allowed_providers": ["openai", "grok"]}
+    first = execute(stack, constraints=allowed)
     assert first.status_code == 200, first.text
     decision = first.json()["decision"]
     assert decision["chosen"] == FIRST and (decision["provider"], decision["model"]) == (
         "grok",
         "grok-3-mini",
     )
-    assert decision["fallbacks"] == [{"provider": "openai", "model": "gpt-4o-mini", "status": "429"}]
+    assert decision["fallbacks"] == [
+        {"provider": "openai", "model": "gpt-4o-mini", "status": "429"},
+        {"provider": "openai", "model": "gpt-4o", "status": "429"},
+    ]
     assert first.headers["x-symphony-arm"] == "grok/grok-3-mini"
-    # Cooling: openai is no candidate until its retry-after has passed.
-    cooled = execute(stack, constraints={"allowed_providers": ["openai", "grok"]}).json()["decision"]
+    second = execute(stack, constraints=allowed).json()["decision"]
+    assert [f["status"] for f in second["fallbacks"]] == ["429"]  # the third 429: openai cools
+    cooled = execute(stack, constraints=allowed).json()["decision"]
     assert cooled["fallbacks"] == [] and cooled["chosen"] == "grok/grok-3-mini"
     time.sleep(1.1)
     stack.faults("openai")
-    again = execute(stack, constraints={"allowed_providers": ["openai", "grok"]}).json()["decision"]
+    again = execute(stack, constraints=allowed).json()["decision"]
     assert (again["provider"], again["fallbacks"]) == ("openai", [])
     events = stack.events()
     by_id = {d.decision_id: d for d in events.decisions}
     logged = by_id[decision["decision_id"]]
     assert (logged.fallbacks, logged.fallback_statuses, logged.served_by) == (
-        [FIRST],
-        ["429"],
+        [FIRST, "openai/gpt-4o"],
+        ["429", "429"],
         "grok/grok-3-mini",
     )
     assert logged.candidates == ["openai/gpt-4o-mini", "openai/gpt-4o", "grok/grok-3-mini"]
     assert by_id[cooled["decision_id"]].candidates == ["grok/grok-3-mini"]
     chain = attempts_of(events, decision["decision_id"])
-    assert_chain(chain, [(FIRST, "429"), ("grok/grok-3-mini", "ok")])
+    assert_chain(chain, [(FIRST, "429"), ("openai/gpt-4o", "429"), ("grok/grok-3-mini", "ok")])
     assert chain[0].rate_limit["retry-after"] == "1" and chain[0].cost_usd == 0
-    assert stack.sim_app.answers[("openai", 429)] == 1  # cooling kept every other request away
+    assert stack.sim_app.answers[("openai", 429)] == 3  # cooling kept every later request away
 
 
 def test_5xx_falls_back_down_the_champion_order(stack: ProxyStack) -> None:

@@ -1,4 +1,4 @@
-"""Routing: the champion/challenger mixture and its logged propensities, candidate filtering, breakers."""
+"""Routing: the champion/challenger mixture and its logged propensities, candidate filtering."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from proxy import errors
-from proxy.breaker import Breaker, Breakers
 from proxy.candidates import Arm, Candidates, Constraints, Pin, estimated_cost_usd
 from proxy.challenger import CHALLENGER_KEY
+from proxy.health import Rules
 from proxy.latency import LatencyEstimates
 from proxy.policy import ChallengerPolicy, ChampionPolicy
 from proxy.routing import Router
@@ -28,13 +28,19 @@ ALL_PROVIDERS = list(CATALOG.providers)
 MESSAGES = [{"role": "user", "content": "Route me somewhere good."}]
 
 
-def candidates(breakers: Breakers | None = None, latency: LatencyEstimates | None = None) -> Candidates:
-    return Candidates(
-        CATALOG,
-        ALL_PROVIDERS,
-        breakers or Breakers(failures=3, cooldown_s=10.0),
-        latency or LatencyEstimates(),
-    )
+RULES = Rules(
+    window_s=10.0,
+    failures=3,
+    failure_rate=0.5,
+    timeouts=2,
+    cooldown_s=10.0,
+    max_ejected_share=0.5,
+    panic_share=0.5,
+)
+
+
+def candidates(latency: LatencyEstimates | None = None) -> Candidates:
+    return Candidates(CATALOG, ALL_PROVIDERS, RULES, latency or LatencyEstimates())
 
 
 def test_mixture_is_a_distribution_with_an_exploration_floor() -> None:
@@ -152,50 +158,6 @@ def test_capabilities_filter_and_a_pinned_arm_without_one_is_refused() -> None:
         "grok/grok-3-mini",
         "deepseek/deepseek-chat",
     }
-
-
-def test_open_breakers_take_providers_out() -> None:
-    breakers = Breakers(failures=2, cooldown_s=10.0)
-    pool = candidates(breakers)
-    breakers["openai"].failure(0.0)
-    breakers["openai"].failure(0.0)
-    breakers["grok"].failure(0.0, retry_after_s=5.0)
-    kept = names(pool.select({"messages": MESSAGES}, None, Constraints(), 1.0))
-    assert not any(name.startswith(("openai/", "grok/")) for name in kept)
-    assert names(pool.select({"messages": MESSAGES}, None, Constraints(), 6.0)) >= {"grok/grok-3-mini"}
-    with pytest.raises(errors.ApiError) as cooling:
-        pool.select({"messages": MESSAGES}, Pin(provider="grok"), Constraints(), 1.0)
-    assert cooling.value.status == 429 and cooling.value.headers["retry-after"] == "4"
-    with pytest.raises(errors.ApiError) as broken:
-        pool.select({"messages": MESSAGES}, Pin(provider="openai"), Constraints(), 1.0)
-    assert broken.value.status == 503 and broken.value.headers["retry-after"] == "9"
-
-
-def test_breaker_transitions() -> None:
-    breaker = Breaker(failures=3, cooldown_s=10.0)
-    breaker.failure(0.0)
-    breaker.failure(0.0)
-    breaker.success()  # consecutive failures only
-    breaker.failure(1.0)
-    breaker.failure(1.0)
-    assert breaker.state(1.0) == "closed" and breaker.available(1.0)
-    breaker.failure(2.0)
-    assert breaker.state(2.0) == "open" and not breaker.available(11.9)
-    assert breaker.retry_in(2.0) == pytest.approx(10.0)
-    # Half-open: one trial at a time; failure reopens for a full cooldown.
-    assert breaker.state(12.0) == "half_open"
-    assert breaker.begin(12.0) and not breaker.begin(12.0) and not breaker.available(12.0)
-    breaker.failure(12.5)
-    assert breaker.state(13.0) == "open" and breaker.state(22.5) == "half_open"
-    # A trial that says nothing (client error) frees the slot; success closes.
-    assert breaker.begin(22.5)
-    breaker.release()
-    assert breaker.begin(22.6)
-    breaker.success()
-    assert breaker.state(22.7) == "closed" and breaker.begin(22.7) and breaker.begin(22.7)
-    # retry-after cools the provider whatever the state.
-    breaker.failure(30.0, retry_after_s=2.0)
-    assert breaker.state(30.0) == "closed" and not breaker.available(31.9) and breaker.available(32.0)
 
 
 def test_challenger_policy_parsing() -> None:
