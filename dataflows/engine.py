@@ -3,10 +3,13 @@
 ``run_engine`` blocks: it applies the schema migrations, starts the HTTP query
 API (every other process reads ClickHouse through it, and scrapes ``/metrics``),
 then runs the ingest dataflow with Bytewax recovery under ``<var_dir>/recovery``
-until SIGINT or SIGTERM. Beside the dataflow, two threads: the lag monitor
-(``dataflows.lag``) and the stream trimmer (``dataflows.trimming``). Killed
-outright, the engine resumes from its last recovery snapshot on the next start:
-nothing is lost, and replayed events collapse by event_id in ClickHouse.
+until SIGINT or SIGTERM. Beside the dataflow: the lag monitor (``dataflows.lag``,
+a thread), the stream trimmer (``dataflows.trimming``, in a child process of its
+own: ``dataflows.trimmer_process`` says why) and, with embedded chDB, a probe
+that ends the engine with ``EXIT_CLICKHOUSE_FATAL`` as soon as chDB is in its
+fatal state (``sinks.chdb_fatal``). Killed outright, the engine resumes from its
+last recovery snapshot on the next start: nothing is lost, and replayed events
+collapse by event_id in ClickHouse.
 
 Scaling: ``-w N`` runs N worker threads in this process. ``-i I -a "h0:p0;h1:p1"``
 makes it process I of a Bytewax cluster (start every process, same settings, same
@@ -47,8 +50,9 @@ from dataflows.lag import LagMonitor
 from dataflows.metrics import engine_metrics
 from dataflows.query_api import QueryApi
 from dataflows.redis_source import RedisStreamSource
-from dataflows.trimming import Trimmer
+from dataflows.trimmer_process import TrimmerConfig, TrimmerProcess
 from sinks.analyst_sandbox import AnalystLimits
+from sinks.chdb_fatal import ClickHouseFatal, FatalWatch
 from sinks.clickhouse import ClickHouseSink, SinkStats, SinkStopped, Writer
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
@@ -65,6 +69,11 @@ RECOVERY_PARTITIONS = 1
 CONSUMER = FLOW_ID  # the ingest dataflow's name among the stream's consumers
 SOURCE_STEP = f"{FLOW_ID}.read"
 EXIT_STOPPED_IN_OUTAGE = 3  # stopped with an epoch unwritten: its events are read again on restart
+# The embedded ClickHouse (chDB) is in its fatal state, which only a new process clears: exited at once,
+# with the epoch unwritten (read again on restart), for the supervisor to start the engine again.
+EXIT_CLICKHOUSE_FATAL = 4
+
+_fatal_exit = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,7 @@ def run_engine(
         raise ValueError(f"workers must be at least 1, got {workers}")
     cluster = cluster or Cluster()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = settings.var_dir / "logs"
     stop = threading.Event()
     stats = SinkStats()
     with ExitStack() as stack:
@@ -185,10 +195,16 @@ def run_engine(
         embedded = settings.clickhouse_dsn.startswith("chdb://")
         if cluster.leader or not embedded:
             store = ClickHouseStore.connect(
-                settings.clickhouse_dsn, limits=analyst_limits(settings), log_dir=settings.var_dir / "logs"
+                settings.clickhouse_dsn, limits=analyst_limits(settings), log_dir=log_dir
             )
             stack.callback(store.close)
             writer = store
+            if embedded:
+                watch = FatalWatch(
+                    settings.clickhouse_dsn, lambda message: exit_on_clickhouse_fatal(message, log_dir)
+                )
+                watch.start()
+                stack.callback(watch.stop)
         else:
             remote = EngineWriter(settings.engine_url_as("admin"))
             stack.callback(remote.close)
@@ -220,25 +236,62 @@ def run_engine(
         lag.start()
         stack.callback(lag.stop)
         if cluster.leader:
-            trimmer = Trimmer(
-                settings.redis_url, recovery_dir, CONSUMER, SOURCE_STEP, settings.event_shards, trim_interval
+            # In a process of its own: its SQLite must not share this process with Bytewax's.
+            trimmer = TrimmerProcess(
+                TrimmerConfig(
+                    settings.redis_url,
+                    str(recovery_dir),
+                    CONSUMER,
+                    SOURCE_STEP,
+                    settings.event_shards,
+                    trim_interval,
+                )
             )
             trimmer.start()
             stack.callback(trimmer.stop)
         source = RedisStreamSource(settings.redis_url, settings.event_shards, stop=stop, lag=lag)
         quotas = (load_quota_policy(), QuotaStateSink(settings.redis_url))
-        flow = build_flow(source, ClickHouseSink(writer, stop=stop, stats=stats), quotas)
+        sink = ClickHouseSink(writer, stop=stop, stats=stats, stop_on_fatal=embedded and cluster.leader)
+        flow = build_flow(source, sink, quotas)
         tune_gc()
         with _stop_on_signals(stop):
-            cli_main(  # type: ignore[no-untyped-call]
-                flow,
-                workers_per_process=workers,
-                process_id=cluster.process_id if cluster.addresses else None,
-                addresses=list(cluster.addresses) or None,
-                epoch_interval=EPOCH_INTERVAL,
-                recovery_config=recovery,
-            )
+            try:
+                cli_main(  # type: ignore[no-untyped-call]
+                    flow,
+                    workers_per_process=workers,
+                    process_id=cluster.process_id if cluster.addresses else None,
+                    addresses=list(cluster.addresses) or None,
+                    epoch_interval=EPOCH_INTERVAL,
+                    recovery_config=recovery,
+                )
+            except Exception as exc:
+                fatal = _cause(exc, ClickHouseFatal)
+                if fatal is not None:  # before the stack unwinds: closing chDB now could hang
+                    exit_on_clickhouse_fatal(str(fatal), log_dir)
+                raise
         log.info("engine stopped")
+
+
+def exit_on_clickhouse_fatal(message: str, log_dir: Path) -> None:
+    """Log one line and end the process now with ``EXIT_CLICKHOUSE_FATAL``.
+
+    ``os._exit``, not an orderly stop: a thread may be parked in chDB's signal handler
+    and every chDB call fails, so closing the store or finishing the epoch could only
+    hang. Nothing is lost: the epoch is not committed, and its events are read again
+    from the stream by the next engine. Called from whichever thread sees the state first.
+    """
+    if not _fatal_exit.acquire(blocking=False):
+        return  # another thread is already ending the process
+    log.critical(
+        "ClickHouse (chDB) hit a fatal error: %s; see %s; exiting so the supervisor restarts the engine",
+        message,
+        log_dir / "chdb.log",
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_CLICKHOUSE_FATAL)
 
 
 def parse_addresses(text: str) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
+from sinks.chdb_fatal import ClickHouseFatal, fatal_message
 from symphony import clock
 from symphony.quota_eta import Eta
 
@@ -283,6 +284,7 @@ def write_durably(
     stop: threading.Event,
     backoff: Backoff = Backoff(),
     stats: SinkStats | None = None,
+    stop_on_fatal: bool = False,
 ) -> dict[str, int]:
     """``write``, retrying each table until ClickHouse takes it: a batch is never dropped.
 
@@ -291,6 +293,10 @@ def write_durably(
     meanwhile, so the dataflow slows down and the events wait in the stream. If the
     engine is asked to stop during an outage, ``SinkStopped`` is raised: the epoch is
     not committed, so its events are read again from the stream after a restart.
+
+    With ``stop_on_fatal`` (the embedded chDB of this process), chDB's fatal-state
+    error raises ``ClickHouseFatal`` at once instead: that state never clears, so a
+    retry would wait forever. The epoch stays uncommitted, as above.
     """
     pending = merge(batches)
     written: dict[str, int] = {}
@@ -300,6 +306,9 @@ def write_durably(
         try:
             store.insert_arrow(table, data)
         except Exception as exc:  # every transport has its own errors; none may lose the batch
+            fatal = fatal_message(exc) if stop_on_fatal else None
+            if fatal is not None:
+                raise ClickHouseFatal(fatal) from exc
             attempt += 1
             if stats is not None:
                 stats.failed()
@@ -332,15 +341,25 @@ def write_durably(
 
 
 class _ClickHousePartition(StatelessSinkPartition[Tables]):
-    def __init__(self, store: Writer, stop: threading.Event, backoff: Backoff, stats: SinkStats) -> None:
+    def __init__(
+        self, store: Writer, stop: threading.Event, backoff: Backoff, stats: SinkStats, stop_on_fatal: bool
+    ) -> None:
         self._store = store
         self._stop = stop
         self._backoff = backoff
         self._stats = stats
+        self._stop_on_fatal = stop_on_fatal
 
     @override
     def write_batch(self, items: list[Tables]) -> None:
-        write_durably(self._store, items, stop=self._stop, backoff=self._backoff, stats=self._stats)
+        write_durably(
+            self._store,
+            items,
+            stop=self._stop,
+            backoff=self._backoff,
+            stats=self._stats,
+            stop_on_fatal=self._stop_on_fatal,
+        )
 
 
 class ClickHouseSink(DynamicSink[Tables]):
@@ -356,12 +375,14 @@ class ClickHouseSink(DynamicSink[Tables]):
         stop: threading.Event | None = None,
         backoff: Backoff = Backoff(),
         stats: SinkStats | None = None,
+        stop_on_fatal: bool = False,
     ) -> None:
         self._store = store
         self._stop = stop or threading.Event()
         self._backoff = backoff
         self.stats = stats or SinkStats()
+        self._stop_on_fatal = stop_on_fatal
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClickHousePartition:
-        return _ClickHousePartition(self._store, self._stop, self._backoff, self.stats)
+        return _ClickHousePartition(self._store, self._stop, self._backoff, self.stats, self._stop_on_fatal)
