@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from symphony.quota_local import LocalQuotaStore
-from symphony.quota_store import QuotaStore, Refusal, Reservation, retry_after_ms
+from symphony.quota_store import QuotaStore, Refusal, Reservation
 from symphony.quotas import ROLLING, Limit, subscription_window
 
 LIMITS = [
@@ -41,9 +41,9 @@ class ReferenceWindows:
     def reserve(self, now: int, tokens: int) -> tuple[bool, int | None, list[tuple[int, str, int]]]:
         for index, limit in enumerate(LIMITS):
             amount = 1 if limit.metric == "requests" else tokens
-            values, closes_in = self.used(index, now)
+            values, _ = self.used(index, now)
             if amount > 0 and sum(values) + amount > limit.cap:
-                return False, retry_after_ms(limit, values, closes_in, amount, limit.cap, now), []
+                return False, self.room_after(index, now, amount), []
         written = []
         for index, limit in enumerate(LIMITS):
             amount = 1 if limit.metric == "requests" else tokens
@@ -57,6 +57,24 @@ class ReferenceWindows:
                     self.buckets[(index, bucket)] = self.buckets.get((index, bucket), 0) + amount
                 written.append((index, bucket, 0))
         return True, None, written
+
+    def room_after(self, index: int, now: int, amount: int) -> int | None:
+        """Ms until the refused window first has room for ``amount`` with no further writes: a search
+        over the instants its buckets change (every bucket boundary after ``now``), not a formula."""
+        limit = LIMITS[index]
+        if amount > limit.cap:
+            return None
+        window = limit.window
+        if window.reset == "first_use":
+            start, _ = self.first_use[index]
+            return start + window.length_ms - now
+        boundary = now - now % window.sub_ms
+        while boundary <= now + window.length_ms + window.sub_ms:
+            boundary += window.sub_ms
+            held = sum(self.buckets.get((index, bucket), 0) for bucket in window.buckets(boundary))
+            if held + amount <= limit.cap:
+                return boundary - now
+        return None
 
     def _open_window(self, index: int, now: int) -> int:
         """The start of the first-use window in force at ``now``: the open one, or a new one."""
