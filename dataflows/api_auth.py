@@ -1,7 +1,7 @@
 """The control plane's admin boundary: who may call which route of the engine's HTTP API.
 
 Two roles, each with its own token: ``admin`` may call every route; ``analyst`` may
-only read (``/query``, which runs read-only in ClickHouse, and ``/metrics``).
+only read (``/query``, which runs read-only in ClickHouse, ``/metrics`` and ``/learner/metrics``).
 ``/health`` is open. A token comes as ``Authorization: Bearer <token>``, or as the
 password of HTTP Basic credentials (``http://analyst:<token>@host`` in a URL). A missing or
 wrong token is a 401, a role calling a route it may not is a 403. Tokens are
@@ -18,7 +18,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/health"})
-ANALYST_PATHS = frozenset({"/query", "/metrics"})
+ANALYST_PATHS = frozenset({"/query", "/metrics", "/learner/metrics"})
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,8 @@ class TokenGuard:
         if role is None:
             await _refuse(send, 401, "a control-plane token is required: Authorization: Bearer <token>")
         elif role == "analyst" and scope["path"] not in ANALYST_PATHS:
-            await _refuse(
-                send, 403, f"the analyst role may only read (/query, /metrics), not {scope['path']}"
-            )
+            readable = ", ".join(sorted(ANALYST_PATHS))
+            await _refuse(send, 403, f"the analyst role may only read ({readable}), not {scope['path']}")
         else:
             await self._app(scope, receive, send)
 

@@ -41,6 +41,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dataflows.api_auth import TokenGuard, Tokens
+from dataflows.learner_report import MAX_DAYS, MAX_RESAMPLES
 from sinks.analyst_sandbox import new_query_id
 from sinks.clickhouse import SCHEMAS
 from sinks.clickhouse_store import ClickHouseStore, QueryError, SandboxBusy, StoreUnavailable, WriteFaults
@@ -79,6 +80,7 @@ def create_app(
     metrics: Callable[[], str] | None = None,
     accept_writes: bool = False,
     faults: WriteFaults | None = None,
+    learner: Callable[[int, int], dict[str, Any]] | None = None,
 ) -> Starlette:
     """The API; with ``tokens`` every route but /health needs a role (``dataflows.api_auth``)."""
 
@@ -106,6 +108,19 @@ def create_app(
         except StoreUnavailable as exc:
             return _json({"error": f"ClickHouse unavailable: {exc}"}, 503)
         return _json({"columns": result.columns, "rows": result.rows})
+
+    async def learner_metrics(request: Request) -> Response:
+        if learner is None:
+            return _json({"error": "this engine does not evaluate policies (no champion policy loaded)"}, 404)
+        try:
+            days = _bounded_int(request, "days", 7, 1, MAX_DAYS)
+            resamples = _bounded_int(request, "resamples", 1000, 50, MAX_RESAMPLES)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        try:
+            return _json(await run_in_threadpool(learner, days, resamples))
+        except ValueError as exc:  # a malformed challenger in Redis
+            return _json({"error": f"cannot evaluate the published challenger: {exc}"}, 409)
 
     async def prometheus(request: Request) -> Response:
         if metrics is None:
@@ -150,6 +165,7 @@ def create_app(
         Route("/health", health),
         Route("/query", query, methods=["POST"]),
         Route("/metrics", prometheus),
+        Route("/learner/metrics", learner_metrics),
     ]
     if accept_writes:
         routes.append(Route("/insert", insert, methods=["POST"]))
@@ -158,6 +174,15 @@ def create_app(
     middleware = [Middleware(TokenGuard, tokens=tokens)] if tokens is not None else []
     handlers = {HTTPException: _http_error, Exception: _engine_error}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)  # type: ignore[arg-type]
+
+
+def _bounded_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValueError(f"`{name}` must be a whole number from {low} to {high}, not {raw[:20]!r}")
+    return int(raw)
 
 
 async def _finish_unless_client_leaves(
@@ -195,8 +220,16 @@ class QueryApi:
         metrics: Callable[[], str] | None = None,
         accept_writes: bool = False,
         faults: WriteFaults | None = None,
+        learner: Callable[[int, int], dict[str, Any]] | None = None,
     ) -> None:
-        app = create_app(store, tokens=tokens, metrics=metrics, accept_writes=accept_writes, faults=faults)
+        app = create_app(
+            store,
+            tokens=tokens,
+            metrics=metrics,
+            accept_writes=accept_writes,
+            faults=faults,
+            learner=learner,
+        )
         config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="warning")
         self._server = uvicorn.Server(config)
         self._host = host

@@ -110,6 +110,16 @@ class UtilityWeights(_Frozen):
         return self
 
 
+class PromotionCriteria(_Frozen):
+    """When the learner may propose a challenger (``learner.promotion``); the SLOs each window must meet."""
+
+    min_uplift: float = Field(default=0.10, ge=0)
+    consecutive_windows: int = Field(default=2, ge=1)
+    min_samples: int = Field(default=1000, ge=1)
+    slo_p95_ms: float = Field(default=5000.0, gt=0)
+    slo_error_rate: float = Field(default=0.02, ge=0, le=1)
+
+
 class Policy(_Frozen):
     """The champion routing policy: a utility in [0, 1] per arm (``provider/model``) for each task.
 
@@ -126,6 +136,7 @@ class Policy(_Frozen):
     tasks: dict[str, dict[str, float]]
     # How each task values quality, cost and latency (``default`` for tasks without their own).
     utility: dict[str, UtilityWeights] = Field(default_factory=lambda: {"default": UtilityWeights()})
+    promotion: PromotionCriteria = Field(default_factory=PromotionCriteria)
 
     @model_validator(mode="after")
     def _has_default(self) -> Policy:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from symphony import clock
@@ -128,6 +129,23 @@ def cmd_quotas_matrix(settings: Settings, args: argparse.Namespace) -> int:
             f"cannot read quotas: nothing answers at REDIS_URL={settings.redis_url} ({exc})"
         ) from None
     print(report.render(COLUMNS, [row.cells(human=not args.json) for row in rows], as_json=args.json))
+    return 0
+
+
+def cmd_learner_metrics(settings: Settings, args: argparse.Namespace) -> int:
+    from learner import metrics_table
+    from symphony import engine_client, report
+
+    result = engine_client.learner_metrics(settings.engine_url_as("analyst"), args.days, args.resamples)
+    runs = Path("runs")
+    runs.mkdir(exist_ok=True)
+    with (runs / "learner-metrics.jsonl").open("a") as log:
+        log.write(json.dumps(result) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(report.render(metrics_table.COLUMNS, metrics_table.rows(result), as_json=False))
+        print(metrics_table.verdict_line(result))
     return 0
 
 
@@ -313,6 +331,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     matrix.add_argument("--json", action="store_true", help="print rows as JSON (times in ms)")
     matrix.set_defaults(run=cmd_quotas_matrix)
+
+    learner = sub.add_parser(
+        "learner-metrics",
+        help="off-policy evaluation of the challenger (IPS, SNIPS, DR) per 24h window and task; promotion",
+    )
+    learner.add_argument("--days", type=_positive_int, default=7, help="how many days back (default 7)")
+    learner.add_argument(
+        "--resamples",
+        type=_positive_int,
+        default=1000,
+        help="bootstrap resamples per interval (default 1000)",
+    )
+    learner.add_argument("--json", action="store_true", help="print the report as JSON")
+    learner.set_defaults(run=cmd_learner_metrics)
 
     sql = sub.add_parser("sql", help="run read-only SQL against ClickHouse through the engine")
     sql.add_argument("query", help='the SQL, e.g. "SELECT count() FROM usage FINAL"')

@@ -52,9 +52,20 @@ def query(engine_url: str, sql: str, timeout: float = 10) -> QueryResult:
     A token in the URL (``http://analyst:<token>@host:port``) is sent as a bearer token and
     never appears in an error message.
     """
+    body = _call(engine_url, "POST", "/query", timeout, json={"sql": sql})
+    return QueryResult(columns=list(body["columns"]), rows=[list(row) for row in body["rows"]])
+
+
+def learner_metrics(engine_url: str, days: int, resamples: int, timeout: float = 300) -> dict[str, Any]:
+    """The engine's off-policy evaluation of the challenger over the last ``days`` days."""
+    params = {"days": days, "resamples": resamples}
+    return _call(engine_url, "GET", "/learner/metrics", timeout, params=params)
+
+
+def _call(engine_url: str, method: str, path: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
     url, headers = split_credentials(engine_url)
     try:
-        response = httpx.post(f"{url}/query", json={"sql": sql}, headers=headers, timeout=timeout)
+        response = httpx.request(method, f"{url}{path}", headers=headers, timeout=timeout, **kwargs)
     except httpx.HTTPError as exc:
         raise EngineUnavailable(
             f"engine at {url} did not answer ({exc.__class__.__name__}); "
@@ -66,8 +77,9 @@ def query(engine_url: str, sql: str, timeout: float = 10) -> QueryResult:
         body = None
     if response.status_code != 200 or not isinstance(body, dict):
         detail = body.get("error") if isinstance(body, dict) else response.text[:500]
-        raise EngineError(f"query failed ({response.status_code}): {detail}")
-    return QueryResult(columns=list(body["columns"]), rows=[list(row) for row in body["rows"]])
+        what = "query" if path == "/query" else path.lstrip("/")
+        raise EngineError(f"{what} failed ({response.status_code}): {detail}")
+    return body
 
 
 def is_ready(engine_url: str, timeout: float = 1.0) -> bool:

@@ -1,0 +1,77 @@
+"""The learner's report, computed in the engine beside the data: ``GET /learner/metrics``.
+
+Reads the period's logged decisions with their outcomes from ClickHouse
+(``learner.logged``), the challenger the learner last published from Redis (the
+uniform one when none), evaluates it per 24h window and task
+(``learner.evaluation``) and judges promotion (``learner.promotion``) with the
+champion policy file's criteria and SLOs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Protocol
+
+import redis
+
+from learner.evaluation import GroupReport, evaluate, evidence
+from learner.logged import DECISIONS_SQL, Loaded, decisions_from_rows
+from learner.promotion import WINDOW_MS, PromotionRule
+from sinks.clickhouse_store import Rows
+from symphony import clock
+from symphony.catalog import Policy
+from symphony.serving import CHALLENGER_KEY, ChallengerPolicy
+
+MAX_DAYS = 90
+MAX_RESAMPLES = 5000
+
+
+class Reader(Protocol):
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Rows: ...
+
+
+class LearnerReport:
+    def __init__(self, store: Reader, client: redis.Redis, policy: Policy) -> None:
+        self._store = store
+        self._client = client
+        self._policy = policy
+
+    def __call__(self, days: int, resamples: int) -> dict[str, Any]:
+        now = clock.wall_ms()
+        since = now - days * WINDOW_MS
+        loaded = decisions_from_rows(self._store.query(DECISIONS_SQL, {"since_ms": since}).rows, self._policy)
+        challenger = self._challenger()
+        reports = evaluate(loaded.decisions, challenger.distribution, resamples=resamples)
+        criteria = self._policy.promotion
+        rule = PromotionRule(criteria.min_uplift, criteria.consecutive_windows, criteria.min_samples)
+        breached = {start for start, slo in loaded.slo.items() if slo.breached}
+        verdict = rule.verdict(evidence(reports, breached))
+        return {
+            "as_of_ms": now,
+            "days": days,
+            "champion_version": self._policy.version,
+            "challenger_version": challenger.version,
+            "decisions": len(loaded.decisions),
+            "awaiting_feedback": loaded.awaiting_feedback,
+            "windows": [_window(report, loaded) for report in reports],
+            "promotion": {"candidate": verdict.promotion_candidate, "reasons": verdict.reasons},
+        }
+
+    def _challenger(self) -> ChallengerPolicy:
+        raw = self._client.get(CHALLENGER_KEY)
+        if raw is None:
+            return ChallengerPolicy.uniform()
+        return ChallengerPolicy.from_json(raw)
+
+
+def _window(report: GroupReport, loaded: Loaded) -> dict[str, Any]:
+    slo = loaded.slo.get(report.window_start_ms)
+    return {
+        "start_ms": report.window_start_ms,
+        "group": report.group,
+        "samples": report.samples,
+        "champion": report.champion,
+        **{name: asdict(estimate) for name, estimate in report.estimates.items()},
+        "uplift_low": report.uplift_low,
+        "slo": None if slo is None else asdict(slo),
+    }

@@ -1,0 +1,161 @@
+"""``GET /learner/metrics`` end to end: decisions, usage and feedback in chDB, the challenger in Redis.
+
+The engine's API serves the report over a real store and a real Redis. The
+expected numbers are worked out here from the events the test wrote: utility by
+the champion file's formula, which decisions await feedback, which window
+breached its SLO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from dataflows.api_auth import Tokens
+from dataflows.learner_report import LearnerReport
+from dataflows.query_api import QueryApi
+from learner.promotion import WINDOW_MS
+from sinks.clickhouse import to_arrow, write
+from sinks.clickhouse_schema import migrate
+from sinks.clickhouse_store import ClickHouseStore
+from symphony import clock, engine_client
+from symphony.catalog import load_catalog, load_policy
+from symphony.engine_client import EngineError
+from symphony.events import Decision, Feedback, Usage, new_id
+from symphony.redis_server import free_port
+from symphony.serving import CHALLENGER_KEY
+from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN
+
+POLICY = load_policy(Path(__file__).parents[1] / "policies" / "champion.json", load_catalog())
+ARMS = ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"]
+
+
+def request(
+    ts: int, *, chosen: int, policy: str, score: float | None, served: bool = True, latency: float = 500.0
+):  # type: ignore[no-untyped-def]
+    decision_id = new_id(ts)
+    provider, model = ARMS[chosen].split("/")
+    events: dict[str, list[object]] = {
+        "decisions": [
+            Decision(
+                event_id=new_id(ts),
+                ts=ts,
+                decision_id=decision_id,
+                request_id="r",
+                app="tests",
+                task="chat",
+                candidates=ARMS,
+                probabilities=[0.5, 0.5],
+                provider=provider,
+                model=model,
+                policy=policy,
+                policy_version="v",
+                propensity=0.5,
+                served_by=ARMS[chosen] if served else "",
+            )
+        ],
+        "usage": [
+            Usage(
+                event_id=new_id(ts + 1),
+                ts=ts + 1,
+                decision_id=decision_id,
+                app="tests",
+                provider=provider,
+                model=model,
+                attempt=1,
+                status="ok" if served else "5xx",
+                ttfb_ms=10.0,
+                latency_ms=latency,
+                input_tokens=10,
+                output_tokens=10,
+                cost_usd=0.001,
+            )
+        ],
+        "feedback": [],
+    }
+    if score is not None:
+        events["feedback"].append(
+            Feedback(event_id=new_id(ts + 2), ts=ts + 2, decision_id=decision_id, score=score, source="app")
+        )
+    return events
+
+
+@pytest.fixture
+def api(tmp_path: Path, redis_client: redis.Redis) -> Iterator[str]:
+    store = ClickHouseStore.connect(f"chdb://{tmp_path / 'chdb'}", log_dir=tmp_path / "logs")
+    migrate(store)
+    day = clock.wall_ms() // WINDOW_MS * WINDOW_MS - WINDOW_MS  # yesterday, UTC
+    batches = []
+    for i in range(40):  # yesterday: arm 0 scores 1.0, arm 1 scores 0.0; every other one by the challenger
+        batches.append(
+            request(
+                day + i * 1000,
+                chosen=i % 2,
+                policy="challenger" if i % 4 < 2 else "champion",
+                score=1.0 - (i % 2),
+            )
+        )
+    batches.append(request(day + 50_000, chosen=0, policy="champion", score=None))  # awaiting feedback
+    batches.append(request(day + 60_000, chosen=0, policy="override", score=1.0))  # pinned: left out
+    for i in range(10):  # the day before: half the requests fail, an SLO breach
+        batches.append(
+            request(day - WINDOW_MS + i, chosen=0, policy="champion", score=0.5, served=i % 2 == 0)
+        )
+    tables = {name: to_arrow(name, [e for b in batches for e in b[name]])[0] for name in batches[0]}
+    write(store, [tables])
+    port = free_port()
+    server = QueryApi(
+        store,
+        port,
+        tokens=Tokens(ADMIN_TOKEN, ANALYST_TOKEN),
+        learner=LearnerReport(store, redis_client, POLICY),
+    )
+    server.start()
+    try:
+        yield f"http://analyst:{ANALYST_TOKEN}@127.0.0.1:{port}"
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_the_report_evaluates_the_published_challenger_per_window(
+    api: str, redis_client: redis.Redis
+) -> None:
+    redis_client.set(CHALLENGER_KEY, orjson.dumps({"version": "always-0", "weights": {ARMS[0]: 1.0}}))
+    report = engine_client.learner_metrics(api, days=3, resamples=200)
+    assert report["challenger_version"] == "always-0"
+    assert report["champion_version"] == POLICY.version
+    assert report["awaiting_feedback"] == 1
+    windows = {w["start_ms"]: w for w in report["windows"] if w["group"] == "all"}
+    older, yesterday = sorted(windows)
+    assert yesterday - older == WINDOW_MS
+    weights = POLICY.utility_weights("chat")
+    # cost 0.001 of a 0.01 scale, latency 0.5 s of a 10 s scale
+    rest = weights.cost * (1 - 0.001 / weights.cost_scale_usd) + weights.latency * (
+        1 - 0.5 / weights.latency_scale_s
+    )
+    good, bad = weights.quality + rest, rest
+    day = windows[yesterday]
+    assert day["samples"] == 40 and day["champion"] == pytest.approx((good + bad) / 2)
+    # The challenger always picks arm 0 (worth `good`); every logged propensity is 0.5, so SNIPS is exact.
+    assert day["snips"]["value"] == pytest.approx(good)
+    assert day["ips"]["value"] == pytest.approx(good)
+    assert day["slo"]["breached"] is False
+    assert windows[older]["slo"]["error_rate"] == pytest.approx(0.5)
+    assert windows[older]["slo"]["breached"] is True
+    assert report["promotion"]["candidate"] is False
+    assert any("SLO" in reason for reason in report["promotion"]["reasons"])
+
+
+def test_bad_parameters_and_a_malformed_challenger_get_clear_errors(
+    api: str, redis_client: redis.Redis
+) -> None:
+    with pytest.raises(EngineError, match="`days` must be a whole number from 1 to 90"):
+        engine_client.learner_metrics(api, days=0, resamples=200)
+    redis_client.set(CHALLENGER_KEY, b'{"version": "v", "weights": {"a/b": -1}}')
+    with pytest.raises(EngineError, match=r"\(409\).*non-negative"):
+        engine_client.learner_metrics(api, days=3, resamples=200)
