@@ -7,9 +7,10 @@ else), any credentials in either key header, any query string, on every route (G
 /v1/models, /health and /metrics included), and stray paths and methods. Every error is
 JSON in the shape of the SDK that calls the path (Anthropic's under /v1/messages,
 OpenAI's elsewhere). "Any header value" means what HTTP can carry: bytes below 0x20 (tab
-aside) and 0x7F never reach the app (the HTTP parser refuses the request first). The
-proxy runs once for the module in front of the real simulator, with the failed-
-authentication limit raised so the credential fuzzing is not cut short by its own 429s.
+aside) and 0x7F never reach the app: uvicorn's HTTP parser answers them with its own 400
+in text/plain, which the app cannot shape. The proxy runs once for the module in front
+of the real simulator, with the failed- authentication limit raised so the credential
+fuzzing is not cut short by its own 429s.
 """
 
 from __future__ import annotations
