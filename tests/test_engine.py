@@ -149,8 +149,8 @@ def test_restart_after_sigkill_loses_and_duplicates_nothing(
     time.sleep(1.0)  # anything written twice or more would have landed by now
     for table in ("decisions", "usage"):
         final, unique, raw = engine_client.query(engine.url, EXACT.format(t=table)).rows[0]
-        assert (final, unique) == (requests, requests), table
-        assert raw >= requests
+        # Raw rows may exceed ``requests`` (a batch re-sent after the kill); FINAL removes them.
+        assert (final, unique) == (requests, requests), (table, raw)
     assert engine.count("SELECT sum(input_tokens) FROM usage FINAL") == sum(range(requests))
     assert engine.count("SELECT count() FROM dead_letters") == 0
 
