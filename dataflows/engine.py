@@ -47,6 +47,7 @@ from dataflows import trimming
 from dataflows.api_auth import Tokens
 from dataflows.ingest import FLOW_ID, build_flow
 from dataflows.lag import LagMonitor
+from dataflows.learner_report import LearnerReport
 from dataflows.metrics import engine_metrics
 from dataflows.query_api import QueryApi
 from dataflows.redis_source import RedisStreamSource
@@ -58,6 +59,7 @@ from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
 from sinks.redis_state import QuotaStateSink
+from symphony.catalog import load_catalog, load_policy
 from symphony.gc_tuning import tune_gc
 from symphony.quotas import load_quota_policy
 from symphony.settings import Settings, SettingsError, load_settings
@@ -219,6 +221,7 @@ def run_engine(
                 settings.redis_url, socket_timeout=2, socket_connect_timeout=2
             )
             stack.callback(metrics_client.close)
+            champion = load_policy(settings.policy_file, load_catalog())
             api = QueryApi(
                 store,
                 settings.engine_port,
@@ -226,6 +229,7 @@ def run_engine(
                 metrics=lambda: engine_metrics(metrics_client, settings.event_shards, stats),
                 accept_writes=embedded and cluster.processes > 1,
                 faults=store.faults,
+                learner=LearnerReport(store, metrics_client, champion),
             )
             api.start()
             stack.callback(api.stop)

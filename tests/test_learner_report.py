@@ -8,6 +8,10 @@ breached its SLO.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +32,8 @@ from symphony.engine_client import EngineError
 from symphony.events import Decision, Feedback, Usage, new_id
 from symphony.redis_server import free_port
 from symphony.serving import CHALLENGER_KEY
-from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN
+from symphony.stream import publish
+from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN, SHARDS, Engine
 
 POLICY = load_policy(Path(__file__).parents[1] / "policies" / "champion.json", load_catalog())
 ARMS = ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"]
@@ -159,3 +164,23 @@ def test_bad_parameters_and_a_malformed_challenger_get_clear_errors(
     redis_client.set(CHALLENGER_KEY, b'{"version": "v", "weights": {"a/b": -1}}')
     with pytest.raises(EngineError, match=r"\(409\).*non-negative"):
         engine_client.learner_metrics(api, days=3, resamples=200)
+
+
+def test_the_cli_prints_a_running_engines_report_and_keeps_it_in_runs(
+    engine: Engine, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    engine.start()
+    day = clock.wall_ms() // WINDOW_MS * WINDOW_MS - WINDOW_MS
+    batches = [request(day + i, chosen=i % 2, policy="champion", score=1.0) for i in range(30)]
+    publish(redis_client, [e for b in batches for name in b for e in b[name]], SHARDS)  # type: ignore[misc]
+    engine_client.wait_for_count(engine.url, "SELECT count() FROM feedback FINAL", 30)
+    env = {**os.environ, "ENGINE_PORT": str(engine.port), "ANALYST_TOKEN": ANALYST_TOKEN}
+    command = [sys.executable, "-m", "symphony", "learner-metrics", "--days", "2", "--resamples", "100"]
+    table = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split()[:3] == ["window", "group", "n"]
+    assert "promotion candidate: no" in table.stdout and "1 of 2 windows so far" in table.stdout
+    as_json = subprocess.run([*command, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert json.loads(as_json.stdout)["decisions"] == 30
+    kept = (tmp_path / "runs" / "learner-metrics.jsonl").read_text().splitlines()
+    assert len(kept) == 2 and json.loads(kept[1])["challenger_version"] == "uniform"
