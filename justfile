@@ -39,6 +39,10 @@ check:
 quotas-matrix *args:
     symphony quotas-matrix "$@"
 
+# Off-policy evaluation of the challenger per 24h window and task (IPS, SNIPS, DR), and the promotion verdict
+learner-metrics *args:
+    symphony learner-metrics "$@"
+
 # Workload generator: traffic through the proxy at a rate, feedback from the simulator's ground truth
 load *args:
     symphony load "$@"
