@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -157,7 +157,11 @@ class AttemptLoop:
         over_quota: list[Refusal | Unavailable] = []
         over_app: list[Refusal] = []  # the caller's app's own budgets and limits
         health = self._health
-        for arm in _lagging_last(route.arms, health):
+        pending = list(route.arms)
+        while pending:
+            arm = _next_arm(
+                pending, health, after_timeout=bool(log.tried) and log.tried[-1].status == "timeout"
+            )
             if monotonic() >= deadline:
                 break
             if not health.begin(arm.provider, arm.name, monotonic()):
@@ -439,19 +443,18 @@ def app_limited(app: str, refusals: list[Refusal]) -> errors.ApiError:
     )
 
 
-def _lagging_last(arms: tuple[Arm, ...], health: Health) -> Iterator[Arm]:
-    """``arms`` in order, those whose provider is lagging (``Health.lagging``) after the others.
-
-    Checked as each arm comes up, so a provider that starts lagging while earlier arms are
-    tried is still put off."""
-    deferred: list[Arm] | None = None
-    for arm in arms:
-        if health.lagging(arm.provider, monotonic()):
-            deferred = [*(deferred or ()), arm]
-        else:
-            yield arm
-    if deferred is not None:
-        yield from deferred
+def _next_arm(pending: list[Arm], health: Health, *, after_timeout: bool) -> Arm:
+    """Take the next arm to try: the first whose provider is not lagging (``Health.lagging``) and,
+    after a timeout, has answered lately (``Health.proven``); failing that, the first not lagging;
+    failing that, the first."""
+    now = monotonic()
+    for proven_only in (True, False) if after_timeout else (False,):
+        for index, arm in enumerate(pending):
+            if not health.lagging(arm.provider, now) and (
+                not proven_only or health.proven(arm.provider, now)
+            ):
+                return pending.pop(index)
+    return pending.pop(0)
 
 
 def _outcome(failure: UpstreamFailure) -> Outcome:

@@ -26,7 +26,8 @@ so a test can walk the rules through time. The pool is the gateway's arms
 - **Lagging.** A provider with an attempt still waiting for its first byte past half of
   that attempt's limit is lagging: the attempt loop tries it after the other arms, so
   a request that fell back from one hanging provider does not walk into the next one
-  while its timeouts are still on their way.
+  while its timeouts are still on their way. After a timeout, the loop also prefers
+  providers that answered within the window (``proven``) over those not yet seen to.
 
 >>> health = Health(Rules(window_s=10, failures=2, failure_rate=0.5, timeouts=2, cooldown_s=5,
 ...                       max_ejected_share=0.5, panic_share=0.3), [("a", "a/x"), ("b", "b/y")])
@@ -40,6 +41,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -114,7 +116,17 @@ class _Window:
 
 
 class _Provider:
-    __slots__ = ("arms", "bad_until", "ejected_until", "ejections", "reason", "trial", "waiting", "window")
+    __slots__ = (
+        "arms",
+        "bad_until",
+        "ejected_until",
+        "ejections",
+        "last_ok",
+        "reason",
+        "trial",
+        "waiting",
+        "window",
+    )
 
     def __init__(self, arms: int, window_s: float) -> None:
         self.arms = arms
@@ -124,6 +136,7 @@ class _Provider:
         self.trial = False  # the trial attempt after an ejection is in flight
         self.bad_until = 0.0  # the window holds a failure or a 429 until then
         self.reason = ""
+        self.last_ok = -math.inf
         self.waiting: dict[int, float] = {}  # attempt -> when it lags (no first byte by then)
 
 
@@ -208,6 +221,10 @@ class Health:
         waiting = self._providers[provider].waiting
         return bool(waiting) and min(waiting.values()) <= now
 
+    def proven(self, provider: str, now: float) -> bool:
+        """``provider`` answered an attempt within the window."""
+        return now - self._providers[provider].last_ok < self.rules.window_s
+
     # -- attempts --
 
     def wait(self, provider: str, attempt: int, now: float, limit_s: float) -> None:
@@ -254,6 +271,7 @@ class Health:
             self._bad_until = max(self._bad_until, state.bad_until)
         on_trial = state.ejected_until is not None and now >= state.ejected_until
         if outcome == "ok":
+            state.last_ok = now
             if state.ejected_until is not None and on_trial:
                 self._restore(provider, state)
             return
