@@ -58,3 +58,7 @@ bench-quota *args:
 # Benchmark: events/s from the stream into ClickHouse (every event type; 1 and 2 workers; engine flow with recovery) and freshness p50/p99
 bench-dataflow *args:
     python bench/dataflow_throughput.py "$@"
+
+# Benchmark: planning time for 1,000 and 10,000 queued jobs (MILP and greedy) and the greedy plan's gap
+bench-scheduler *args:
+    python bench/scheduler_plan.py "$@"
