@@ -21,7 +21,7 @@ from tests.proxy_stack import CATALOG
 
 RULES = Rules(
     window_s=10.0,
-    failures=2,
+    failures=3,  # above timeouts, so the timeout rule is seen on its own
     failure_rate=0.5,
     timeouts=2,
     cooldown_s=3.0,
@@ -207,10 +207,10 @@ def test_every_provider_flaky_never_empties_the_pool() -> None:
 
 def test_cap_keeps_half_the_pool_and_a_trial_restores() -> None:
     health = Health(RULES, POOL)
-    for t in (0.0, 0.1):
+    for t in (0.0, 0.05, 0.1):
         health.record("a", "a/1", "failure", t)  # a: 2 arms out
     assert not health.available("a", "a/2", 0.2)
-    for t in (0.2, 0.3):
+    for t in (0.2, 0.25, 0.3):
         health.record("d", "d/1", "timeout", t)  # d would make 4 of 6 out: over the cap
     assert health.available("d", "d/1", 0.4)
     assert health.weights(["a", "d"], 0.4) == (0.05, 0.05)
@@ -241,12 +241,12 @@ def test_a_refusal_says_which_limit_from_whom_and_when() -> None:
         pool.select(body, Pin(provider="grok"), Constraints(), 1.0)
     assert cooled.value.status == 429 and cooled.value.headers["retry-after"] == "3"
     assert "grok/grok-3-mini answered 429: its rate limit is used up (retry-after 4 s)" in str(cooled.value)
-    for t in (1.0, 1.1):
+    for t in (1.0, 1.05, 1.1):
         health.record("openai", "openai/gpt-4o", "failure", t)
     with pytest.raises(errors.ApiError) as ejected:
         pool.select(body, Pin(provider="openai"), Constraints(), 2.0)
     assert ejected.value.status == 503 and ejected.value.headers["retry-after"] == "3"
-    assert "openai is ejected for 3 s: 2 of 2 attempts failed in 10 s" in str(ejected.value)
+    assert "openai is ejected for 3 s: 3 of 3 attempts failed in 10 s" in str(ejected.value)
     everyone = {arm.name for arm in pool.select(body, None, Constraints(), 2.0)}
     assert not any(name.startswith(("openai/", "grok/")) for name in everyone)
     assert pool.select(body, Pin(provider="grok"), Constraints(), 4.0)  # the retry-after holds
