@@ -69,6 +69,7 @@ def test_forecaster_is_the_mean_per_hour_of_day() -> None:
     history = [
         PastWindow("openai", DAY0, DAY0 + 3 * H, 3000),  # 1000 in each of hours 0, 1, 2
         PastWindow("openai", DAY0 + 24 * H, DAY0 + 27 * H, 6000),  # 2000 in each, next day
+        PastWindow("openai", DAY0 + 3 * H, DAY0 + 4 * H, 1000),  # hour 3, first day
         PastWindow("openai", DAY0 + 27 * H, DAY0 + 30 * H, 0),  # hours 3-5 observed, quiet
         PastWindow("gemini", DAY0 + 5 * H, DAY0 + 6 * H, 700),
     ]
@@ -76,7 +77,8 @@ def test_forecaster_is_the_mean_per_hour_of_day() -> None:
     day = DAY0 + 7 * 24 * H
     assert forecast("openai", day, day + H) == 1500
     assert forecast("openai", day, day + 3 * H) == 4500
-    assert forecast("openai", day + 2 * H + 30 * MIN, day + 4 * H) == 750  # half of hour 2, quiet hour 3
+    assert forecast("openai", day + 2 * H + 30 * MIN, day + 4 * H) == 750 + 500  # half of hour 2, hour 3
+    assert forecast("openai", day + 4 * H, day + 6 * H) == 0  # observed, quiet
     assert forecast("openai", day + 6 * H, day + 7 * H) == 0  # never observed
     assert forecast("gemini", day + 5 * H, day + 5 * H + 15 * MIN) == 175
     assert forecast("anthropic", day, day + 24 * H) == 0
