@@ -57,12 +57,12 @@ from typing import Any
 import httpx
 import redis
 
+from simulator.latency import latency_for
 from symphony import clock
 from symphony.app_keys import AppKey, create_key
 from symphony.catalog import load_catalog
 from symphony.quotas import QUOTAS_FILE
 from symphony.redis_server import RedisServer, free_port
-from symphony.sim.latency import latency_for
 
 ROOT = Path(__file__).resolve().parent.parent
 K6_SCRIPT = Path(__file__).resolve().parent / "k6" / "chat_overhead.js"
@@ -354,7 +354,7 @@ def symphony_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
     }
     service = Service(
         "symphony",
-        [sys.executable, "-m", "symphony", "proxy"],
+        [sys.executable, "-m", "cli", "proxy"],
         f"http://127.0.0.1:{port}/health",
         stack.var / "logs" / "symphony.log",
         env,
@@ -703,7 +703,7 @@ def running_stack(var: Path, timeout: float) -> Iterator[tuple[Stack, Service]]:
     sim_port = free_port()
     sim = Service(
         "sim",
-        [sys.executable, "-m", "symphony", "sim"],
+        [sys.executable, "-m", "cli", "sim"],
         f"http://127.0.0.1:{sim_port}/health",
         var / "logs" / "sim.log",
         {"SIM_PORT": str(sim_port), "REDIS_URL": server.url, "VAR_DIR": str(var / "sim")},

@@ -37,7 +37,7 @@ def test_the_parent_environment_does_not_reach_a_test_or_its_proxy(
     log = tmp_path / "proxy.log"
     with log.open("wb") as out:
         proxy = subprocess.Popen(
-            [sys.executable, "-m", "symphony", "proxy"], cwd=REPO, env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "cli", "proxy"], cwd=REPO, env=env, stdout=out, stderr=out
         )
     try:
         url = f"http://127.0.0.1:{port}"

@@ -21,15 +21,15 @@ def _parent_and_args(pid: str) -> tuple[int, list[str]] | None:
 
 
 def part_pids(up_pid: int) -> dict[str, int]:
-    """``{part: pid}`` of the live children ``python -m symphony <part>`` of the `symphony up` process."""
+    """``{part: pid}`` of the live children ``python -m cli <part>`` of the `symphony up` process."""
     found: dict[str, int] = {}
     for entry in Path("/proc").iterdir():
         seen = _parent_and_args(entry.name) if entry.name.isdigit() else None
         if seen is None or seen[0] != up_pid:
             continue
         args = seen[1]
-        if "symphony" in args and args.index("symphony") + 1 < len(args):
-            part = args[args.index("symphony") + 1]
+        if "cli" in args and args.index("cli") + 1 < len(args):
+            part = args[args.index("cli") + 1]
             if part in PARTS:
                 found[part] = int(entry.name)
     return found

@@ -28,14 +28,14 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.app import create_app
+from simulator import BackgroundServer
+from simulator import create_app as create_sim_app
 from symphony.app_keys import AppKey, create_key
 from symphony.catalog import Catalog, load_catalog
 from symphony.clock import RealClock, wall_ms
 from symphony.events import Decision, Feedback, Usage, parse_event
 from symphony.redis_server import RedisServer, free_port
 from symphony.settings import Settings
-from symphony.sim import BackgroundServer
-from symphony.sim import create_app as create_sim_app
 from symphony.stream import STREAM_PREFIX
 
 CATALOG = load_catalog()

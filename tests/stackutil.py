@@ -92,7 +92,7 @@ def symphony_up(stack: StackEnv, *args: str) -> Iterator[subprocess.Popen[bytes]
     log_path = stack.var_dir.parent / "up.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "symphony", "up", *args], env=stack.env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "cli", "up", *args], env=stack.env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         wait_until_up(log_path, process)

@@ -31,12 +31,12 @@ from proxy.adapters.gemini import GeminiAdapter
 from proxy.adapters.openai_compat import OpenAICompatAdapter, SseRelay, exhausted_reset_s
 from proxy.adapters.registry import SIMULATOR_KEY, build_adapters
 from proxy.adapters.sse import DONE, SseEvent, SseParser
+from simulator import BackgroundServer
+from simulator import create_app as create_sim_app
+from simulator.generation import count_input_tokens
 from symphony.catalog import load_catalog
 from symphony.clock import RealClock
 from symphony.settings import Settings
-from symphony.sim import BackgroundServer
-from symphony.sim import create_app as create_sim_app
-from symphony.sim.generation import count_input_tokens
 
 CATALOG = load_catalog()
 CAPABILITIES = {

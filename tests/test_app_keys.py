@@ -94,7 +94,7 @@ def test_cli_create_list_revoke(redis_server: RedisServer) -> None:
 
     def symphony(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "symphony", *args], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=60
         )
 
     created = symphony(

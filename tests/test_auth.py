@@ -14,15 +14,15 @@ import openai
 import pytest
 import redis
 
+from cli.supervisor import AUTH_DISABLED_WARNING, Stack
 from proxy.app import create_app
 from proxy.auth_failures import AuthFailures
 from proxy.key_cache import TTL_S
+from simulator import BackgroundServer
 from symphony.app_keys import revoke_key, split_key
 from symphony.clock import wall_ms
 from symphony.redis_server import RedisServer
 from symphony.settings import Settings
-from symphony.sim import BackgroundServer
-from symphony.supervisor import AUTH_DISABLED_WARNING, Stack
 from tests.proxy_stack import ProxyStack, bearer
 
 HI: Any = [{"role": "user", "content": "hi"}]

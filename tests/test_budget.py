@@ -37,13 +37,13 @@ import openai
 import pytest
 import redis
 
+from simulator import BackgroundServer
+from simulator import create_app as create_sim_app
 from symphony import engine_client
 from symphony.app_keys import USD_MICROS
 from symphony.clock import RealClock, wall_ms
 from symphony.quotas import DAY_MS
 from symphony.redis_server import REDIS_ENV, RedisServer, free_port
-from symphony.sim import BackgroundServer
-from symphony.sim import create_app as create_sim_app
 from tests.engineutil import REPO, SHARDS, Engine
 from tests.proxy_stack import CATALOG, ProxyStack, issue_key
 
@@ -106,7 +106,7 @@ def send(index: int, urls: list[str], key: str) -> str:
 def start_proxy(
     redis_url: str, sim_url: str, var_dir: Path, index: int
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m symphony proxy`` as its own process, on a fresh port, with no provider key."""
+    """``python -m cli proxy`` as its own process, on a fresh port, with no provider key."""
     port = free_port()
     log = var_dir / f"proxy-{index}.log"
     env = {
@@ -121,7 +121,7 @@ def start_proxy(
     }
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "symphony", "proxy"], cwd=REPO, env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "cli", "proxy"], cwd=REPO, env=env, stdout=out, stderr=out
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import redis
 
+from cli.dev_key import DEV_APP, ensure_dev_key
 from symphony.app_keys import load_key, revoke_key, split_key
-from symphony.dev_key import DEV_APP, ensure_dev_key
 from symphony.secret_files import read_secret
 
 

@@ -11,8 +11,9 @@ import orjson
 import pytest
 import redis
 
+from cli import demo
 from dataflows.redis_source import RedisStreamSource
-from symphony import demo, engine_client
+from symphony import engine_client
 from symphony.engine_client import EngineError
 from symphony.redis_server import RedisServer
 from symphony.stream import publish, publish_raw

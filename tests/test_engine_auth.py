@@ -48,7 +48,7 @@ def test_the_engine_will_not_start_an_open_api_without_saying_so(engine: Engine)
         CLICKHOUSE_URL=f"chdb://{engine.var_dir / 'chdb'}",
     )
     refused = subprocess.run(
-        [sys.executable, "-m", "symphony", "engine"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli", "engine"], env=env, capture_output=True, text=True, timeout=60
     )
     assert refused.returncode == 2
     assert "ADMIN_TOKEN" in refused.stderr and "AUTH_DISABLED=true" in refused.stderr

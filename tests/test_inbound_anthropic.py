@@ -33,12 +33,12 @@ from proxy.inbound.anthropic_messages import (
     to_messages_response,
 )
 from proxy.inbound.anthropic_stream import MessagesStream
+from simulator import BackgroundServer
+from simulator import create_app as create_sim_app
+from simulator.generation import count_input_tokens
 from symphony.catalog import load_catalog
 from symphony.clock import RealClock
 from symphony.settings import Settings
-from symphony.sim import BackgroundServer
-from symphony.sim import create_app as create_sim_app
-from symphony.sim.generation import count_input_tokens
 
 CATALOG = load_catalog()
 IMAGE_B64 = "iVBORw0KGgo="

@@ -22,10 +22,10 @@ import httpx
 import pytest
 import redis
 
+from cli.load import LoadConfig, run_load
+from simulator.wire import masked
 from symphony import engine_client
-from symphony.load import LoadConfig, run_load
 from symphony.redis_server import RedisServer
-from symphony.sim.wire import masked
 from tests.engineutil import Engine
 from tests.proxy_stack import CATALOG, ProxyStack, bearer
 

@@ -175,7 +175,7 @@ def test_the_cli_prints_a_running_engines_report_and_keeps_it_in_runs(
     publish(redis_client, [e for b in batches for name in b for e in b[name]], SHARDS)  # type: ignore[misc]
     engine_client.wait_for_count(engine.url, "SELECT count() FROM feedback FINAL", 30)
     env = {**os.environ, "ENGINE_PORT": str(engine.port), "ANALYST_TOKEN": ANALYST_TOKEN}
-    command = [sys.executable, "-m", "symphony", "learner-metrics", "--days", "2", "--resamples", "100"]
+    command = [sys.executable, "-m", "cli", "learner-metrics", "--days", "2", "--resamples", "100"]
     table = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split()[:3] == ["window", "group", "n"]

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from cli.load import INBOUNDS, LoadConfig, main, parse_weights, percentile, run_load
 from symphony.catalog import load_catalog
-from symphony.load import INBOUNDS, LoadConfig, main, parse_weights, percentile, run_load
 from symphony.redis_server import RedisServer
 from tests.proxy_stack import ProxyStack
 

@@ -18,10 +18,10 @@ from proxy.app import create_app
 from proxy.emitter import EventEmitter
 from proxy.policy import ChampionPolicy
 from proxy.routing import load_champion
+from simulator import BackgroundServer, latency
 from symphony.events import Usage, new_id
 from symphony.redis_server import RedisServer, free_port
 from symphony.settings import Settings
-from symphony.sim import BackgroundServer, latency
 from symphony.stream import STREAM_PREFIX
 from tests.proxy_stack import CATALOG, SHARDS, ProxyStack, bearer, issue_key, read_events
 

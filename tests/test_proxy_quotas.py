@@ -13,7 +13,7 @@ import openai
 import pytest
 import redis
 
-from symphony.load import LoadConfig, run_load
+from cli.load import LoadConfig, run_load
 from symphony.quotas import load_quota_policy
 from symphony.redis_server import RedisServer
 from tests.engineutil import Engine

@@ -9,7 +9,7 @@ import sys
 
 import redis
 
-from symphony.quota_matrix import format_ms, quota_matrix
+from cli.quota_matrix import format_ms, quota_matrix
 from symphony.quota_store import QuotaStore
 from symphony.quotas import load_quota_policy
 from symphony.redis_server import RedisServer
@@ -67,7 +67,7 @@ def test_format_ms_reads_like_a_duration() -> None:
 def test_cli_prints_json_rows(redis_server: RedisServer) -> None:
     env = {**os.environ, "REDIS_URL": redis_server.url}
     result = subprocess.run(
-        [sys.executable, "-m", "symphony", "quotas-matrix", "--json"],
+        [sys.executable, "-m", "cli", "quotas-matrix", "--json"],
         env=env,
         capture_output=True,
         text=True,

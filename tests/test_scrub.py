@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from proxy.scrub import MASK, Scrubber, install_log_scrubber
-from symphony.sim.wire import masked
+from simulator.wire import masked
 
 PROVIDER_KEY = "sk-proj-Q2w3E4r5T6y7U8i9O0pLkJhGfDsA"
 APP_KEY = "sk-sym-abcd1234-" + "Zx_9" * 10 + "Zx9"

@@ -53,7 +53,7 @@ def test_flags_accept_the_usual_spellings(monkeypatch: pytest.MonkeyPatch) -> No
 def test_invalid_setting_stops_up_before_any_process_starts(tmp_path: Path) -> None:
     stack = stack_env(tmp_path, TRAFFIC_SPLIT="lots")
     result = subprocess.run(
-        [sys.executable, "-m", "symphony", "up"], env=stack.env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli", "up"], env=stack.env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
     assert "TRAFFIC_SPLIT" in result.stderr

@@ -20,10 +20,10 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from simulator import BackgroundServer, create_app
+from simulator.generation import count_input_tokens
 from symphony.catalog import load_catalog
 from symphony.clock import RealClock, monotonic
-from symphony.sim import BackgroundServer, create_app
-from symphony.sim.generation import count_input_tokens
 
 CATALOG = load_catalog()
 CLAUDE, GEMINI = "claude-3-5-haiku-latest", "gemini-2.5-flash"

@@ -9,10 +9,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from simulator import BackgroundServer, create_app, latency
+from simulator.generation import count_input_tokens
 from symphony.catalog import load_catalog
 from symphony.clock import RealClock, SimulatedClock, monotonic, wall_ms
-from symphony.sim import BackgroundServer, create_app, latency
-from symphony.sim.generation import count_input_tokens
 
 CATALOG = load_catalog()
 SYSTEM, QUESTION = "You are terse.", "Which provider should serve this request, and why?"

@@ -22,7 +22,7 @@ def sql(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
         "ANALYST_TOKEN": ANALYST_TOKEN,
     }
     return subprocess.run(
-        [sys.executable, "-m", "symphony", "sql", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli", "sql", *args], env=env, capture_output=True, text=True, timeout=60
     )
 
 

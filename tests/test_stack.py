@@ -122,7 +122,7 @@ def test_events_survive_a_restart_of_the_whole_stack(tmp_path: Path) -> None:
 def test_demo_prints_a_report_read_back_from_clickhouse_and_exits(tmp_path: Path) -> None:
     stack = stack_env(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "symphony", "demo", "--requests", "24", "--duration", "1", "--json"],
+        [sys.executable, "-m", "cli", "demo", "--requests", "24", "--duration", "1", "--json"],
         env=stack.env,
         capture_output=True,
         text=True,

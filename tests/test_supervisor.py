@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from symphony.child_env import may_receive
-from symphony.redis_server import answers
-from symphony.restart_policy import (
+from cli.child_env import may_receive
+from cli.restart_policy import (
     RESTART_FIRST_DELAY_S,
     RESTART_MAX_DELAY_S,
     RESTART_WINDOW_S,
@@ -20,6 +19,7 @@ from symphony.restart_policy import (
     RestartHistory,
     RestartPolicy,
 )
+from symphony.redis_server import answers
 from tests.partsutil import PARTS, environ_of, part_pids, wait_for_new_pid
 from tests.stackutil import processes_of, stack_env, symphony_up
 

@@ -33,8 +33,8 @@ from typing import Any, Literal
 import httpx
 import httpx_aiohttp
 
+from cli.report import render_table
 from symphony.clock import monotonic
-from symphony.report import render_table
 from symphony.secret_files import read_secret
 from symphony.settings import Settings, load_settings
 

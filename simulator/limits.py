@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulator.wire import LimitSnapshot
 from symphony.clock import Clock
-from symphony.sim.wire import LimitSnapshot
 
 WINDOW_MS = 60_000
 

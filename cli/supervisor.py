@@ -1,11 +1,11 @@
 """``symphony up``: start Redis (if needed), the simulator, the engine and the proxy.
 
-Each part runs as its own process (``python -m symphony <part>``) with its log in
-``var/logs/<part>.log`` and only the environment its row of ``symphony.child_env``
+Each part runs as its own process (``python -m cli <part>``) with its log in
+``var/logs/<part>.log`` and only the environment its row of ``cli.child_env``
 allows (the engine holds no provider key, the proxy no control-plane token).
 
 While the stack runs, ``supervise`` restarts a part that dies, after a backoff
-(``symphony.restart_policy``), and says so in its own output: the part, how it
+(``cli.restart_policy``), and says so in its own output: the part, how it
 ended, the attempt, the delay and the part's log. The other parts keep running
 meanwhile: the proxy answers while the engine restarts, and the engine picks up
 the events published meanwhile from the stream. A part that cannot stay up (more
@@ -18,7 +18,7 @@ the stack started itself. Children get SIGTERM when the supervisor dies, however
 it dies, so nothing is left running.
 
 Before the proxy starts, the stack makes sure a development key exists (app
-``dev``, ``symphony.dev_key``): a new one is printed once and kept in
+``dev``, ``cli.dev_key``): a new one is printed once and kept in
 ``var/dev-key`` (mode 0600). With ``AUTH_DISABLED=true`` there is none, and a
 warning says so at every start. The simulator stands in for every provider that
 has no key in the environment, unless ``SIMULATED_PROVIDERS`` says otherwise.
@@ -44,12 +44,12 @@ import redis
 from pydantic import SecretStr
 from redis import Redis
 
+from cli.child_env import child_env
+from cli.dev_key import DEV_APP, ensure_dev_key
+from cli.restart_policy import RestartHistory, RestartPolicy
 from symphony import clock
 from symphony.catalog import load_catalog
-from symphony.child_env import child_env
-from symphony.dev_key import DEV_APP, ensure_dev_key
 from symphony.redis_server import RedisServer, answers, port_of
-from symphony.restart_policy import RestartHistory, RestartPolicy
 from symphony.secret_files import read_secret, write_secret
 from symphony.settings import Settings, load_provider_keys
 
@@ -237,7 +237,7 @@ class Stack:
     def _launch(self, part: Part) -> None:
         log = part.log_path(self.settings.var_dir).open("ab")
         part.process = subprocess.Popen(
-            [sys.executable, "-m", "symphony", *part.args],
+            [sys.executable, "-m", "cli", *part.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -248,7 +248,7 @@ class Stack:
         log.close()
 
     def _child_env(self, part: str) -> dict[str, str]:
-        """What ``part`` may receive (``symphony.child_env``) of our environment, with the stack's
+        """What ``part`` may receive (``cli.child_env``) of our environment, with the stack's
         control-plane tokens and the simulator standing in for keyless providers."""
         env = os.environ.copy()
         for role in ("admin", "analyst"):

@@ -21,9 +21,9 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulator.generation import Completion, Prompt, Tool, ToolMode
+from simulator.wire import Frame, LimitSnapshot, Reply, SimError, decode_json, sse, stream_word, validate
 from symphony.clock import utc_datetime
-from symphony.sim.generation import Completion, Prompt, Tool, ToolMode
-from symphony.sim.wire import Frame, LimitSnapshot, Reply, SimError, decode_json, sse, stream_word, validate
 
 API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")  # "2023-06-01"; newer SDKs send newer dates
 ERROR_TYPES = {

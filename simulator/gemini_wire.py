@@ -22,8 +22,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from symphony.sim.generation import JSON_OBJECT_SCHEMA, Completion, Prompt, Tool, ToolMode
-from symphony.sim.wire import Frame, LimitSnapshot, Reply, SimError, decode_json, validate
+from simulator.generation import JSON_OBJECT_SCHEMA, Completion, Prompt, Tool, ToolMode
+from simulator.wire import Frame, LimitSnapshot, Reply, SimError, decode_json, validate
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",

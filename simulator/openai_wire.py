@@ -16,8 +16,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from symphony.sim.generation import JSON_OBJECT_SCHEMA, Completion, Prompt, Tool, ToolMode, text_of
-from symphony.sim.wire import (
+from simulator.generation import JSON_OBJECT_SCHEMA, Completion, Prompt, Tool, ToolMode, text_of
+from simulator.wire import (
     Frame,
     LimitSnapshot,
     Reply,

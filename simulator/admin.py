@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from symphony.sim.faults import FaultSpec
-from symphony.sim.limits import Limits
-from symphony.sim.serving import Simulator
-from symphony.sim.truth import truth_table
+from simulator.faults import FaultSpec
+from simulator.limits import Limits
+from simulator.serving import Simulator
+from simulator.truth import truth_table
 
 JSON = "application/json"
 M = TypeVar("M", bound=BaseModel)

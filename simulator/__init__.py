@@ -6,7 +6,7 @@ Public surface: ``create_app`` (the ASGI app, for tests and embedding),
 app on uvicorn in a thread, for tests and the demo).
 """
 
-from symphony.sim.app import create_app, run_simulator
-from symphony.sim.background import BackgroundServer
+from simulator.app import create_app, run_simulator
+from simulator.background import BackgroundServer
 
 __all__ = ["BackgroundServer", "create_app", "run_simulator"]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import openai
 import redis
 
+from cli.dev_key import DEV_APP
 from symphony import engine_client
 from symphony.clock import shared_clock
-from symphony.dev_key import DEV_APP
 from symphony.engine_client import QueryResult
 from symphony.settings import Settings
 

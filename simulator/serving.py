@@ -20,14 +20,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from simulator.faults import FAULT_RETRY_AFTER_S, Faults
+from simulator.generation import plan_completion
+from simulator.latency import Latency, Pacer, latency_for
+from simulator.limits import RateLimited, RateLimiter
+from simulator.wire import LimitSnapshot, Reply, SimError, Wire, masked
 from symphony.catalog import Catalog
 from symphony.clock import Clock, event_seconds_to_real, sleep
 from symphony.events import new_id
-from symphony.sim.faults import FAULT_RETRY_AFTER_S, Faults
-from symphony.sim.generation import plan_completion
-from symphony.sim.latency import Latency, Pacer, latency_for
-from symphony.sim.limits import RateLimited, RateLimiter
-from symphony.sim.wire import LimitSnapshot, Reply, SimError, Wire, masked
 
 JSON = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from symphony.sim.generation import Completion, Prompt
+from simulator.generation import Completion, Prompt
 
 # A frame of a streamed answer and how many new tokens it carries (for pacing).
 Frame = tuple[bytes, int]

@@ -21,8 +21,8 @@ from symphony.settings import Settings, SettingsError, load_settings
 if TYPE_CHECKING:
     import redis
 
+    from cli.supervisor import Stack
     from symphony.app_keys import AppKey
-    from symphony.supervisor import Stack
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -33,7 +33,7 @@ def _say(message: str) -> None:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from symphony.supervisor import running_stack
+    from cli.supervisor import running_stack
 
     with running_stack(settings, speed=args.speed, workers=args.workers, say=_say) as stack:
         key = "any key (auth is disabled)" if stack.dev_key is None else f"the key in {settings.dev_key_file}"
@@ -50,7 +50,7 @@ def _wait_until_interrupted(stack: Stack, seconds: float | None) -> None:
 
     A part that cannot stay up raises ``StackError``: the stack stops and ``main`` exits 1.
     """
-    from symphony.supervisor import supervise
+    from cli.supervisor import supervise
 
     try:
         supervise(stack, seconds)
@@ -59,8 +59,8 @@ def _wait_until_interrupted(stack: Stack, seconds: float | None) -> None:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from symphony import demo, report
-    from symphony.supervisor import running_stack
+    from cli import demo, report
+    from cli.supervisor import running_stack
 
     started = clock.monotonic()
     with running_stack(settings, speed=args.speed, say=_say) as stack:
@@ -81,7 +81,7 @@ def _log_to_stderr() -> None:
 
 
 def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
-    from symphony.sim import run_simulator
+    from simulator import run_simulator
 
     _log_to_stderr()
     run_simulator(settings)
@@ -107,7 +107,8 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
-    from symphony import engine_client, report
+    from cli import report
+    from symphony import engine_client
 
     result = engine_client.query(settings.engine_url_as("analyst"), args.query)
     print(report.render(result.columns, result.rows, as_json=args.json))
@@ -117,8 +118,8 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_quotas_matrix(settings: Settings, args: argparse.Namespace) -> int:
     import redis
 
-    from symphony import report
-    from symphony.quota_matrix import COLUMNS, quota_matrix
+    from cli import report
+    from cli.quota_matrix import COLUMNS, quota_matrix
     from symphony.quotas import load_quota_policy
 
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
@@ -133,8 +134,9 @@ def cmd_quotas_matrix(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_learner_metrics(settings: Settings, args: argparse.Namespace) -> int:
+    from cli import report
     from learner import metrics_table
-    from symphony import engine_client, report
+    from symphony import engine_client
 
     result = engine_client.learner_metrics(settings.engine_url_as("analyst"), args.days, args.resamples)
     runs = Path("runs")
@@ -199,7 +201,7 @@ def _public(record: AppKey, *, human: bool = False) -> dict[str, object]:
 
 
 def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
-    from symphony import report
+    from cli import report
     from symphony.app_keys import list_keys
 
     rows = [list(_public(record, human=not args.json).values()) for record in list_keys(_redis(settings))]
@@ -318,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--json", action="store_true", help="print the revoked record as JSON")
     revoke.set_defaults(run=cmd_keys_revoke)
 
-    from symphony import load
+    from cli import load
 
     load_parser = sub.add_parser(
         "load", help="workload generator: traffic through the proxy, feedback from truth"
@@ -376,8 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from cli.supervisor import StackError
     from symphony.engine_client import EngineError
-    from symphony.supervisor import StackError
 
     try:
         code: int = args.run(settings, args)

@@ -19,16 +19,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from simulator.admin import Admin, AdminError, admin_error
+from simulator.anthropic_wire import AnthropicWire
+from simulator.gemini_wire import GeminiWire
+from simulator.openai_wire import OpenAIWire, error_body
+from simulator.serving import JSON, Simulator
+from simulator.wire import Wire
 from symphony.catalog import Catalog, load_catalog
 from symphony.catalog import Wire as WireName
 from symphony.clock import Clock, shared_clock
 from symphony.settings import Settings
-from symphony.sim.admin import Admin, AdminError, admin_error
-from symphony.sim.anthropic_wire import AnthropicWire
-from symphony.sim.gemini_wire import GeminiWire
-from symphony.sim.openai_wire import OpenAIWire, error_body
-from symphony.sim.serving import JSON, Simulator
-from symphony.sim.wire import Wire
 
 WIRES: dict[WireName, Wire] = {"openai": OpenAIWire(), "anthropic": AnthropicWire(), "gemini": GeminiWire()}
 GENERATE_PATHS: dict[WireName, str] = {

@@ -1,3 +1,0 @@
-from symphony.cli import main
-
-raise SystemExit(main())
