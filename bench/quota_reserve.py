@@ -38,8 +38,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from symphony import clock
-from symphony.quota_store import AsyncQuotaStore, Reservation
-from symphony.quotas import DAY_MS, Limit, load_quota_policy
+from symphony.quotas import DAY_MS, AsyncQuotaStore, Limit, Reservation, load_quota_policy
 from symphony.redis_server import RedisServer, free_port
 
 PROVIDER, MODEL = "openai", "gpt-4o"  # the arm with the most windows in the policy

@@ -31,8 +31,7 @@ from sinks.clickhouse import (
 )
 from symphony import clock
 from symphony.events import EVENT_ADAPTER, EVENT_TYPES, SCHEMA_VERSION, Decision, Feedback, Usage
-from symphony.quota_eta import QuotaUpdate
-from symphony.quotas import QuotaPolicy
+from symphony.quotas import QuotaPolicy, QuotaUpdate
 
 MAX_REASON = 1000
 FLOW_ID = "ingest"

@@ -5,9 +5,9 @@ is plain picklable state in a Bytewax stateful step). Items are a batch's usage
 events of one provider, in stream order, so the per-item cost of the dataflow is
 paid per batch and provider, not per event. For each usage event:
 
-- the windows of ``symphony.quotas`` are replayed from the event (event time);
+- the windows of ``symphony.quotas.rules`` are replayed from the event (event time);
 - the provider's reported limits are reconciled against the policy
-  (``symphony.reconciler``), which may propose a runtime cap;
+  (``symphony.quotas.reconciler``), which may propose a runtime cap;
 - at most once per ``PUBLISH_EVERY_MS`` of event time, or at once when a cap
   changes, a ``QuotaUpdate`` goes out: the ETAs of every window and the runtime
   cap adjustments, for Redis (``symphony:eta:*``, ``symphony:caps:*``) and for the
@@ -23,9 +23,14 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from symphony.events import Usage
-from symphony.quota_eta import ProviderUsage, QuotaUpdate
-from symphony.quotas import QuotaPolicy
-from symphony.reconciler import OBSERVED_LIMIT_HEADERS, Adjustment, Reconciler
+from symphony.quotas import (
+    OBSERVED_LIMIT_HEADERS,
+    Adjustment,
+    ProviderUsage,
+    QuotaPolicy,
+    QuotaUpdate,
+    Reconciler,
+)
 
 PUBLISH_EVERY_MS = 5_000
 

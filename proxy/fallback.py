@@ -61,7 +61,7 @@ from proxy.upstream import TRANSPORT_ERRORS, is_timeout, send
 from symphony.app_keys import USD_MICROS
 from symphony.clock import Clock, monotonic
 from symphony.events import AttemptStatus, Usage
-from symphony.quota_store import Refusal
+from symphony.quotas import Refusal
 
 logger = logging.getLogger(__name__)
 

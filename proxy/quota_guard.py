@@ -1,6 +1,6 @@
 """The proxy's quota gate: reserve before an attempt, settle after it, whatever Redis is doing.
 
-Reservations go to Redis (one atomic script, ``symphony.quota_store``), so caps hold
+Reservations go to Redis (one atomic script, ``symphony.quotas.store``), so caps hold
 across every proxy replica.
 
 An attempt counts against two scopes: the calling app's budgets and rate limits
@@ -19,7 +19,7 @@ An app's request counts once however many arms serve it: the first attempt
 reserves a request, fallback attempts reserve tokens and spend only.
 
 When Redis cannot be reached the gate follows the configured rule: ``open`` keeps
-serving on the in-process twin (``symphony.quota_local``) holding a share of every
+serving on the in-process twin (``symphony.quotas.local``) holding a share of every
 cap; ``closed`` refuses until Redis answers again. Either way it says so in the log once per interval, and
 tries Redis again after a short pause, so it recovers by itself. Settlements of
 Redis reservations that fail meanwhile are kept and replayed on recovery, so the
@@ -49,9 +49,15 @@ import redis.asyncio as aioredis
 
 from symphony import clock
 from symphony.clock import Clock
-from symphony.quota_local import LocalQuotaStore
-from symphony.quota_store import AsyncQuotaStore, Refusal, Reservation, ReservationLost
-from symphony.quotas import Limit, QuotaPolicy
+from symphony.quotas import (
+    AsyncQuotaStore,
+    Limit,
+    LocalQuotaStore,
+    QuotaPolicy,
+    Refusal,
+    Reservation,
+    ReservationLost,
+)
 from symphony.redis_server import REDIS_ERRORS
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The windows model: each provider's subscription windows over a horizon, as plannable slots.
 
 The windows, their token budgets and their reset rules come from the quota policy
-(``symphony.quotas``: the ``tokens`` cap of each provider's subscription window):
+(``symphony.quotas.rules``: the ``tokens`` cap of each provider's subscription window):
 
 - a ``fixed`` window is one slot per window the horizon touches, aligned exactly as
   the quota store aligns its buckets (``Window.buckets`` / ``Window.bucket_start_ms``);

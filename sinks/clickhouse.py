@@ -21,7 +21,7 @@ from typing_extensions import override
 
 from sinks.chdb_fatal import ClickHouseFatal, fatal_message
 from symphony import clock
-from symphony.quota_eta import Eta
+from symphony.quotas import Eta
 
 log = logging.getLogger(__name__)
 

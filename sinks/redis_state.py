@@ -15,8 +15,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
-from symphony.quota_eta import Eta, QuotaUpdate
-from symphony.reconciler import RUNTIME_CAP_TTL_MS, Adjustment
+from symphony.quotas import RUNTIME_CAP_TTL_MS, Adjustment, Eta, QuotaUpdate
 
 log = logging.getLogger("symphony.reconciler")
 

@@ -10,7 +10,7 @@ once, at creation.
 An app's budgets (USD per UTC day and per calendar month) and rate limits
 (requests and tokens per rolling minute) are quota ``Limit``s under the scope
 ``app:<name>``, so they are reserved and settled by the same script as the
-provider quotas (``symphony.quota_store``) and hold across every proxy replica.
+provider quotas (``symphony.quotas.store``) and hold across every proxy replica.
 """
 
 from __future__ import annotations

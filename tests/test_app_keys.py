@@ -10,7 +10,7 @@ import sys
 import redis
 
 from symphony.app_keys import AppKey, create_key, list_keys, load_key, matches, revoke_key, split_key
-from symphony.quota_store import QuotaStore, Refusal, Reservation
+from symphony.quotas import QuotaStore, Refusal, Reservation
 from symphony.redis_server import RedisServer
 
 T0 = 1_767_225_600_000

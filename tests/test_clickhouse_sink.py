@@ -20,7 +20,7 @@ from sinks.clickhouse import (
 from sinks.clickhouse_schema import MIGRATIONS, MIGRATIONS_TABLE, current_version, migrate
 from sinks.clickhouse_store import ClickHouseStore, QueryError, check_read_only
 from symphony.events import EVENT_TYPES, Decision, Feedback, Usage, new_id
-from symphony.quota_eta import Eta
+from symphony.quotas import Eta
 
 BASE_TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

@@ -12,8 +12,7 @@ import redis.asyncio as aioredis
 from proxy import quota_guard
 from proxy.quota_guard import Grant, QuotaGuard, Unavailable
 from symphony.clock import RealClock
-from symphony.quota_store import Refusal
-from symphony.quotas import load_quota_policy
+from symphony.quotas import Refusal, load_quota_policy
 from symphony.redis_server import RedisServer
 
 

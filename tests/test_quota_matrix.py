@@ -10,8 +10,7 @@ import sys
 import redis
 
 from cli.quota_matrix import format_ms, quota_matrix
-from symphony.quota_store import QuotaStore
-from symphony.quotas import load_quota_policy
+from symphony.quotas import QuotaStore, load_quota_policy
 from symphony.redis_server import RedisServer
 
 NOW = 1_767_225_600_000 + 35_000  # 35 s into a minute

@@ -9,9 +9,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from symphony.quota_local import LocalQuotaStore
-from symphony.quota_store import QuotaStore, Refusal, Reservation
-from symphony.quotas import ROLLING, Limit, subscription_window
+from symphony.quotas import (
+    ROLLING,
+    Limit,
+    LocalQuotaStore,
+    QuotaStore,
+    Refusal,
+    Reservation,
+    subscription_window,
+)
 
 LIMITS = [
     Limit("openai", "requests", ROLLING["minute"], 5),
@@ -24,7 +30,7 @@ START = 1_767_225_600_000
 
 @dataclass
 class ReferenceWindows:
-    """The semantics of symphony/quotas.py, written plainly: dicts of buckets, no Redis."""
+    """The semantics of symphony/quotas/rules.py, written plainly: dicts of buckets, no Redis."""
 
     buckets: dict[tuple[int, str], int] = field(default_factory=dict)
     first_use: dict[int, tuple[int, int]] = field(default_factory=dict)  # limit -> (start, used)

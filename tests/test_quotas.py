@@ -1,4 +1,4 @@
-"""Quota reservations against a real Redis: the semantics of symphony/quotas.py, held under concurrency."""
+"""Quota reservations against a real Redis: the semantics of symphony/quotas/rules.py, under concurrency."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from multiprocessing.synchronize import Barrier
 import pytest
 import redis
 
-from symphony.quota_store import RESERVE_LUA, QuotaStore, Refusal, Reservation
 from symphony.quotas import (
     MINUTE_MS,
     ROLLING,
@@ -18,6 +17,7 @@ from symphony.quotas import (
     load_quota_policy,
     subscription_window,
 )
+from symphony.quotas.store import RESERVE_LUA, QuotaStore, Refusal, Reservation
 from symphony.redis_server import RedisServer
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a whole week boundary is not needed: buckets are relative
@@ -222,7 +222,7 @@ def test_a_replayed_settlement_changes_nothing(redis_client: redis.Redis) -> Non
 def test_a_reservation_whose_reply_was_lost_is_cancelled_only_if_it_was_made(
     redis_client: redis.Redis,
 ) -> None:
-    from symphony.quota_store import Amounts, plan_reservation
+    from symphony.quotas.store import Amounts, plan_reservation
 
     store = QuotaStore(redis_client)
     limits = small_limits()

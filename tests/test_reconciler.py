@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from symphony.quotas import ROLLING, Limit
-from symphony.reconciler import REFRESH_AFTER_MS, Reconciler, observed_limits
+from symphony.quotas.reconciler import REFRESH_AFTER_MS, Reconciler, observed_limits
 
 RPM = Limit("openai", "requests", ROLLING["minute"], 5000)
 TPM = Limit("openai", "tokens", ROLLING["minute"], 2_000_000)

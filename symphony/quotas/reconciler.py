@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from symphony.quotas import Limit
+from symphony.quotas.rules import Limit
 
 RUNTIME_CAP_TTL_MS = 60 * 60 * 1000
 # Refresh a runtime cap's TTL well before it expires while the provider keeps reporting it.

@@ -1,7 +1,7 @@
 """An in-process twin of the Redis quota store, for when Redis cannot be reached.
 
 Same windows, same all-or-nothing reservation and settlement as
-``symphony.quota_store`` (see ``symphony.quotas`` for the semantics), held in
+``symphony.quotas.store`` (see ``symphony.quotas.rules`` for the semantics), held in
 dictionaries. It only sees this process's traffic, so each cap is scaled by the
 share of traffic one replica may take (``share``, e.g. 1/3 with three replicas):
 caps hold across replicas while every replica runs on its local limiter.
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from symphony.quota_store import Amounts, Refusal, Reservation, reservation_of, retry_after_ms
-from symphony.quotas import Limit
+from symphony.quotas.rules import Limit
+from symphony.quotas.store import Amounts, Refusal, Reservation, reservation_of, retry_after_ms
 
 MAX_REMEMBERED_SETTLEMENTS = 100_000
 

@@ -1,7 +1,7 @@
 """Live quota state from usage events: what each window holds, when it resets, when it runs out.
 
 ``ProviderUsage`` replays a provider's usage events into the windows of
-``symphony.quotas`` (event time, the same buckets as the reservations) and answers,
+``symphony.quotas.rules`` (event time, the same buckets as the reservations) and answers,
 for each limit, the ``Eta``: used, remaining under the cap in force, time to reset
 (when the window next frees room: the oldest bucket leaving a rolling window, the
 end of a fixed window, the close of a first-use window) and time to exhaustion at
@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from symphony.quotas import MINUTE_MS, Limit
-from symphony.reconciler import Adjustment
+from symphony.quotas.reconciler import Adjustment
+from symphony.quotas.rules import MINUTE_MS, Limit
 
 BURN_WINDOW_MS = MINUTE_MS
 

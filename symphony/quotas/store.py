@@ -1,7 +1,7 @@
 """Atomic quota reservations in Redis: one script call per request, one per settlement.
 
 The semantics (windows, buckets, keys, runtime caps) are written down in
-``symphony.quotas``. This module turns a list of ``Limit``s into one Lua call that
+``symphony.quotas.rules``. This module turns a list of ``Limit``s into one Lua call that
 checks every window and writes all of them or none, and computes, for a refusal,
 when the refused window will have room again (the retry-after a client gets).
 
@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from symphony.quotas import Limit, Metric, next_month_start_ms
+from symphony.quotas.rules import Limit, Metric, next_month_start_ms
 from symphony.redis_server import REDIS_ERRORS
 
 # KEYS[1]: the reservation's marker; then, per limit, its runtime-cap key and the bucket keys
