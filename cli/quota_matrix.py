@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
+from symphony.keys import eta_key
 from symphony.quotas import MINUTE_MS, ROLLING, Limit, QuotaPolicy
 
 COLUMNS = (
@@ -101,9 +102,7 @@ def _reset_in(limit: Limit, values: list[int], closes_in: int | None, now: int) 
 
 
 def _burn_per_min(client: redis.Redis, limit: Limit, now: int) -> tuple[float, str]:
-    published = client.hget(
-        f"symphony:eta:{{{limit.provider}}}:{limit.metric_key}:{limit.window.name}", "burn_per_min"
-    )
+    published = client.hget(eta_key(limit.provider, limit.metric_key, limit.window.name), "burn_per_min")
     if published:
         return float(published), "dataflow"
     minute = Limit(limit.provider, limit.metric, ROLLING["minute"], limit.cap, limit.model)

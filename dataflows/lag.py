@@ -32,12 +32,11 @@ from typing import Any
 import redis
 
 from symphony import clock
+from symphony.keys import LAG_PREFIX, TRIMMED_KEY
 from symphony.stream import stream_name
 
 log = logging.getLogger(__name__)
 
-LAG_PREFIX = "symphony:metrics:lag:"
-TRIMMED_KEY = "symphony:stream:trimmed"  # hash: shard -> entries removed by trimming so far
 MEASURE_EVERY_S = 1.0
 
 

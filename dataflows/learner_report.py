@@ -20,7 +20,8 @@ from learner.promotion import WINDOW_MS, PromotionRule
 from sinks.clickhouse_store import Rows
 from symphony import clock
 from symphony.catalog import Policy
-from symphony.serving import CHALLENGER_KEY, ChallengerPolicy
+from symphony.keys import CHALLENGER_KEY
+from symphony.serving import ChallengerPolicy
 
 MAX_DAYS = 90
 MAX_RESAMPLES = 5000

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import redis
 
 from dataflows.lag import Lag, read_lags
-from dataflows.trimming import CONSUMERS_KEY, safe_offsets
+from dataflows.trimming import safe_offsets
 from sinks.clickhouse import SinkStats
 from symphony import clock
+from symphony.keys import CONSUMERS_KEY
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -28,7 +28,8 @@ from typing_extensions import override
 
 from dataflows.lag import Cursor, LagMonitor
 from symphony import clock
-from symphony.stream import EVENT_FIELD, STREAM_PREFIX, stream_name
+from symphony.keys import STREAM_PREFIX
+from symphony.stream import EVENT_FIELD, stream_name
 
 log = logging.getLogger(__name__)
 

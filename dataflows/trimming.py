@@ -32,14 +32,13 @@ from pathlib import Path
 
 import redis
 
-from dataflows.lag import TRIMMED_KEY, parse_id
+from dataflows.lag import parse_id
 from dataflows.redis_source import resume_point
-from symphony.stream import STREAM_PREFIX, stream_name
+from symphony.keys import CONSUMERS_KEY, OFFSETS_PREFIX, STREAM_PREFIX, TRIMMED_KEY
+from symphony.stream import stream_name
 
 log = logging.getLogger(__name__)
 
-CONSUMERS_KEY = "symphony:consumers"
-OFFSETS_PREFIX = "symphony:offsets:"
 TRIM_EVERY_S = 5.0
 
 

@@ -24,12 +24,13 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from symphony import clock
+from symphony.keys import AUTH_FAILURE_PREFIX
 from symphony.redis_server import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
-KEY_PREFIX = "symphony:authfail:"
+KEY_PREFIX = AUTH_FAILURE_PREFIX
 MAX_TRACKED = 10_000  # addresses held locally before expired ones are dropped
 
 

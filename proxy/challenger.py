@@ -17,7 +17,8 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from symphony.serving import CHALLENGER_KEY, ChallengerPolicy
+from symphony.keys import CHALLENGER_KEY
+from symphony.serving import ChallengerPolicy
 
 log = logging.getLogger(__name__)
 

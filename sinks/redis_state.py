@@ -15,6 +15,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
+from symphony import keys
 from symphony.quotas import RUNTIME_CAP_TTL_MS, Adjustment, Eta, QuotaUpdate
 
 log = logging.getLogger("symphony.reconciler")
@@ -23,7 +24,7 @@ ETA_TTL_MS = 7 * 24 * 60 * 60 * 1000
 
 
 def eta_key(eta: Eta) -> str:
-    return f"symphony:eta:{{{eta.provider}}}:{eta.metric}:{eta.window}"
+    return keys.eta_key(eta.provider, eta.metric, eta.window)
 
 
 def apply_adjustment(client: redis.Redis, adjustment: Adjustment) -> None:

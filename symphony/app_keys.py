@@ -25,12 +25,13 @@ from typing import TypeVar
 
 import redis
 
+from symphony.keys import APP_KEYS_INDEX, app_key_record
 from symphony.quotas import DAY_MS, MONTH, ROLLING, Limit, subscription_window
 
 T = TypeVar("T")
 
 KEY_PATTERN = re.compile(r"sk-sym-([A-Za-z0-9]{8})-([A-Za-z0-9_-]{43})")
-INDEX_KEY = "symphony:appkeys"
+INDEX_KEY = APP_KEYS_INDEX
 PREFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 USD_MICROS = 1_000_000
 DAY = subscription_window("1d", "fixed")
@@ -38,7 +39,7 @@ assert DAY.length_ms == DAY_MS
 
 
 def record_key(prefix: str) -> str:
-    return f"symphony:appkeys:{prefix}"
+    return app_key_record(prefix)
 
 
 def digest(key: str) -> str:

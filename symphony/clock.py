@@ -25,7 +25,7 @@ from typing import Protocol
 
 import redis
 
-CLOCK_KEY = "symphony:clock"
+from symphony.keys import CLOCK_KEY
 
 
 def wall_ms() -> int:

@@ -35,7 +35,6 @@ from symphony.events import PolicyKind
 
 UNIFORM_VERSION = "uniform"
 # Where the learner publishes the challenger (JSON, ``ChallengerPolicy.from_json``).
-CHALLENGER_KEY = "symphony:policy:challenger"
 # Distinct (task, candidate set) pairs are few; the cache is a bound, not a tuning knob.
 _CACHE_SIZE = 4096
 

@@ -14,8 +14,8 @@ import redis
 import redis.asyncio as aioredis
 
 from symphony.events import Event
+from symphony.keys import STREAM_PREFIX
 
-STREAM_PREFIX = "symphony:events:"
 EVENT_FIELD = b"e"
 
 

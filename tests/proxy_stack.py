@@ -34,9 +34,9 @@ from symphony.app_keys import AppKey, create_key
 from symphony.catalog import Catalog, load_catalog
 from symphony.clock import RealClock, wall_ms
 from symphony.events import Decision, Feedback, Usage, parse_event
+from symphony.keys import STREAM_PREFIX
 from symphony.redis_server import RedisServer, free_port
 from symphony.settings import Settings
-from symphony.stream import STREAM_PREFIX
 
 CATALOG = load_catalog()
 SHARDS = 4

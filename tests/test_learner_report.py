@@ -30,8 +30,8 @@ from symphony import clock, engine_client
 from symphony.catalog import load_catalog, load_policy
 from symphony.engine_client import EngineError
 from symphony.events import Decision, Feedback, Usage, new_id
+from symphony.keys import CHALLENGER_KEY
 from symphony.redis_server import free_port
-from symphony.serving import CHALLENGER_KEY
 from symphony.stream import publish
 from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN, SHARDS, Engine
 

@@ -20,9 +20,9 @@ from proxy.policy import ChampionPolicy
 from proxy.routing import load_champion
 from simulator import BackgroundServer, latency
 from symphony.events import Usage, new_id
+from symphony.keys import STREAM_PREFIX
 from symphony.redis_server import RedisServer, free_port
 from symphony.settings import Settings
-from symphony.stream import STREAM_PREFIX
 from tests.proxy_stack import CATALOG, SHARDS, ProxyStack, bearer, issue_key, read_events
 
 CHAMPION: ChampionPolicy = load_champion(Settings().policy_file, CATALOG)

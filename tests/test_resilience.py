@@ -17,8 +17,8 @@ import orjson
 import pytest
 import redis
 
-from proxy.challenger import CHALLENGER_KEY
 from symphony.events import Usage
+from symphony.keys import CHALLENGER_KEY
 from symphony.redis_server import RedisServer
 from tests.proxy_stack import Events, ProxyStack
 

@@ -14,12 +14,12 @@ import redis
 
 from proxy import errors
 from proxy.candidates import Arm, Candidates, Constraints, Pin, estimated_cost_usd
-from proxy.challenger import CHALLENGER_KEY
 from proxy.health import Rules
 from proxy.latency import LatencyEstimates
 from proxy.policy import ChallengerPolicy, ChampionPolicy
 from proxy.routing import Router
 from symphony.catalog import load_policy
+from symphony.keys import CHALLENGER_KEY
 from symphony.redis_server import RedisServer
 from tests.proxy_stack import CATALOG, ProxyStack
 

@@ -18,9 +18,9 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 
 from dataflows import trimming
-from dataflows.lag import TRIMMED_KEY
 from dataflows.redis_source import Entry, RedisStreamSource
 from symphony import engine_client
+from symphony.keys import TRIMMED_KEY
 from symphony.redis_server import RedisServer
 from symphony.stream import publish, publish_raw, stream_name
 from tests.engineutil import SHARDS, Engine, events, exact

@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from symphony.catalog import POLICIES_DIR
 from symphony.clock import utc_datetime
+from symphony.keys import quota_bucket_key, runtime_cap_key
 
 QUOTAS_FILE = POLICIES_DIR / "quotas.v1.json"
 
@@ -142,11 +143,11 @@ class Limit:
         return f"{scope} {self.metric} per {self.window.name}"
 
     def key(self, bucket: str) -> str:
-        return f"quota:{{{self.provider}}}:{self.metric_key}:{self.window.name}:{bucket}"
+        return quota_bucket_key(self.provider, self.metric_key, self.window.name, bucket)
 
     @property
     def runtime_cap_key(self) -> str:
-        return f"symphony:caps:{{{self.provider}}}:{self.metric_key}:{self.window.name}"
+        return runtime_cap_key(self.provider, self.metric_key, self.window.name)
 
 
 class _Frozen(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from symphony.keys import reservation_marker_key
 from symphony.quotas.rules import Limit, Metric, next_month_start_ms
 from symphony.redis_server import REDIS_ERRORS
 
@@ -210,7 +211,7 @@ class ReservePlan:
 def marker_key(keys: Sequence[str], token: str) -> str:
     """``symphony:reservation:{<scope>}:<token>``, in the same Cluster slot as the buckets."""
     tag = keys[0][keys[0].index("{") : keys[0].index("}") + 1] if keys else "{none}"
-    return f"symphony:reservation:{tag}:{token}"
+    return reservation_marker_key(tag, token)
 
 
 def new_token() -> str:

@@ -1,0 +1,55 @@
+"""Every Redis key the project reads or writes, named in one place.
+
+Keys that share a Redis Cluster slot carry the provider (or the reservation's scope) in
+braces, ``{<provider>}``, the hash tag. Constants are whole keys or prefixes (ending in
+``:``); functions build the keys that carry parts.
+"""
+
+from __future__ import annotations
+
+# The shared clock (``symphony.clock``): a hash of ``start_ms``, ``anchor_ms``, ``speed``.
+CLOCK_KEY = "symphony:clock"
+
+# App keys (``symphony.app_keys``): the set of prefixes, and one hash per key.
+APP_KEYS_INDEX = "symphony:appkeys"
+
+
+def app_key_record(prefix: str) -> str:
+    """``symphony:appkeys:<prefix>``: one app key's record."""
+    return f"symphony:appkeys:{prefix}"
+
+
+# The event stream (``symphony.stream``): shards ``symphony:events:<n>``.
+STREAM_PREFIX = "symphony:events:"
+
+# The challenger policy the learner publishes and the proxy serves (``symphony.serving``).
+CHALLENGER_KEY = "symphony:policy:challenger"
+
+# Failed authentications per address and minute (``proxy.edge.auth_failures``).
+AUTH_FAILURE_PREFIX = "symphony:authfail:"
+
+# Stream lag and trimming (``dataflows.lag``, ``dataflows.trimming``).
+LAG_PREFIX = "symphony:metrics:lag:"
+TRIMMED_KEY = "symphony:stream:trimmed"  # hash: shard -> entries removed by trimming so far
+CONSUMERS_KEY = "symphony:consumers"
+OFFSETS_PREFIX = "symphony:offsets:"
+
+
+def quota_bucket_key(provider: str, metric: str, window: str, bucket: str) -> str:
+    """``quota:{<provider>}:<metric>:<window>:<bucket>``: one bucket of a quota window."""
+    return f"quota:{{{provider}}}:{metric}:{window}:{bucket}"
+
+
+def runtime_cap_key(provider: str, metric: str, window: str) -> str:
+    """``symphony:caps:{<provider>}:<metric>:<window>``: a runtime cap, with a TTL."""
+    return f"symphony:caps:{{{provider}}}:{metric}:{window}"
+
+
+def reservation_marker_key(tag: str, token: str) -> str:
+    """``symphony:reservation:{<scope>}:<token>``: a reservation's marker, beside its buckets."""
+    return f"symphony:reservation:{tag}:{token}"
+
+
+def eta_key(provider: str, metric: str, window: str) -> str:
+    """``symphony:eta:{<provider>}:<metric>:<window>``: a window's published ETA (a hash)."""
+    return f"symphony:eta:{{{provider}}}:{metric}:{window}"
