@@ -7,9 +7,9 @@ Errors are answered in the shape the caller's SDK expects: Anthropic's under
 ``/v1/messages``, OpenAI's everywhere else, unknown paths included.
 
 Before any route: headers larger than ``MAX_HEADER_BYTES`` are a 431
-(``proxy.header_limit``), then every path but ``/health`` and ``/metrics`` needs an
-app key (``proxy.auth``). Every log record the process writes is scrubbed of the
-provider keys and of app keys (``proxy.scrub``).
+(``proxy.edge.header_limit``), then every path but ``/health`` and ``/metrics`` needs an
+app key (``proxy.edge.auth``). Every log record the process writes is scrubbed of the
+provider keys and of app keys (``proxy.edge.scrub``).
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ from starlette.routing import Route
 
 from proxy import errors
 from proxy.adapters.registry import build_adapters
-from proxy.auth import Authenticator, AuthMiddleware
-from proxy.auth_failures import AuthFailures
-from proxy.feedback import FeedbackApi
+from proxy.api.feedback import FeedbackApi
+from proxy.api.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_response
+from proxy.api.openai_api import OpenAIApi
+from proxy.api.route_execute import RouteExecuteApi
+from proxy.edge.auth import Authenticator, AuthMiddleware
+from proxy.edge.auth_failures import AuthFailures
+from proxy.edge.header_limit import HeaderLimitMiddleware
+from proxy.edge.key_cache import AppKeyCache
+from proxy.edge.scrub import Scrubber, install_log_scrubber
 from proxy.gateway import Gateway
-from proxy.header_limit import HeaderLimitMiddleware
-from proxy.key_cache import AppKeyCache
-from proxy.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_response
-from proxy.openai_api import OpenAIApi
-from proxy.route_execute import RouteExecuteApi
-from proxy.routing import load_champion
-from proxy.scrub import Scrubber, install_log_scrubber
+from proxy.routing.router import load_champion
 from symphony.catalog import Catalog, load_catalog
 from symphony.settings import Settings, load_provider_keys
 

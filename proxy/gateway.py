@@ -27,23 +27,23 @@ from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Adapter, Answer, UpstreamFailure
-from proxy.candidates import Candidates, prompt_tokens
-from proxy.challenger import ChallengerFeed
+from proxy.attempts.attempt_loop import AttemptLog, AttemptLoop, UpstreamStream
+from proxy.attempts.quota_gate import QuotaGuard
+from proxy.attempts.stream_relay import RelayResponse, Render
+from proxy.attempts.upstream import new_http_client
+from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
-from proxy.fallback import AttemptLog, AttemptLoop, UpstreamStream
-from proxy.health import Rules
 from proxy.job import Job
-from proxy.latency import LatencyEstimates
-from proxy.policy import ChallengerPolicy, ChampionPolicy
-from proxy.quota_guard import QuotaGuard
-from proxy.routing import Route, Router
-from proxy.scrub import Scrubber
-from proxy.streaming import RelayResponse, Render
-from proxy.upstream import new_http_client
+from proxy.routing.candidates import Candidates, prompt_tokens
+from proxy.routing.challenger import ChallengerFeed
+from proxy.routing.health import Rules
+from proxy.routing.latency import LatencyEstimates
+from proxy.routing.router import Route, Router
 from symphony.catalog import Catalog, resolve_policy_path
 from symphony.clock import Clock, RealClock, monotonic, shared_clock
 from symphony.events import AttemptStatus, Decision, new_id
 from symphony.quotas import load_quota_policy
+from symphony.serving import ChallengerPolicy, ChampionPolicy
 from symphony.settings import Settings
 
 log = logging.getLogger(__name__)

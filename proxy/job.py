@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.candidates import NO_CONSTRAINTS, Constraints, Pin
+from proxy.routing.candidates import NO_CONSTRAINTS, Constraints, Pin
 from symphony.app_keys import AppKey
 
 

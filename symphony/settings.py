@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     request_deadline_ms: int = Field(default=60_000, ge=1)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_ms: int = Field(default=10_000, ge=1)
-    # Provider health (proxy.health): failure rates over a sliding window, at least breaker_failures
+    # Provider health (proxy.routing.health): failure rates over a sliding window, at least breaker_failures
     # failures before the rate counts, breaker_timeouts timeouts for slowness; no more than
     # breaker_max_ejected_share of the arms ejected at once; below breaker_panic_share of the arms
     # available, 429 cooling is ignored.

@@ -16,8 +16,8 @@ import redis
 
 from cli.supervisor import AUTH_DISABLED_WARNING, Stack
 from proxy.app import create_app
-from proxy.auth_failures import AuthFailures
-from proxy.key_cache import TTL_S
+from proxy.edge.auth_failures import AuthFailures
+from proxy.edge.key_cache import TTL_S
 from simulator import BackgroundServer
 from symphony.app_keys import revoke_key, split_key
 from symphony.clock import wall_ms

@@ -1,6 +1,7 @@
 """An app's daily budget holds across proxy replicas (separate processes) under concurrent load.
 
-The bound the design guarantees (symphony/quotas/rules.py, proxy/quota_guard.py, proxy/fallback.py):
+The bound the design guarantees (symphony/quotas/rules.py, proxy/attempts/quota_gate.py,
+proxy/attempts/attempt_loop.py):
 every attempt reserves its *estimated* cost (prompt estimate + ``max_tokens`` at the arm's
 price, rounded up to a micro-dollar) in the app's ``usd_micros`` bucket, in one atomic script
 that grants only if ``used + estimate <= budget``, and settles it later to the actual cost

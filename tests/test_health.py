@@ -1,4 +1,4 @@
-"""``proxy.health`` against a plain model of its rules, written here from the rules alone.
+"""``proxy.routing.health`` against a plain model of its rules, written here from the rules alone.
 
 The plain model keeps every attempt in a list and recomputes everything from it (the
 window, the cap, the panic rule, the traffic shares); the implementation keeps bucket
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from proxy import errors
-from proxy.candidates import Candidates, Constraints, Pin
-from proxy.health import Health, Outcome, Rules
-from proxy.latency import LatencyEstimates
+from proxy.routing.candidates import Candidates, Constraints, Pin
+from proxy.routing.health import Health, Outcome, Rules
+from proxy.routing.latency import LatencyEstimates
 from tests.proxy_stack import CATALOG
 
 RULES = Rules(

@@ -25,14 +25,14 @@ from proxy.adapters.anthropic import AnthropicAdapter
 from proxy.adapters.base import Adapter
 from proxy.adapters.registry import build_adapters
 from proxy.adapters.sse import SseParser
-from proxy.inbound.anthropic_messages import (
+from proxy.api.messages_stream import MessagesStream
+from proxy.api.messages_translate import (
     MessagesError,
     anthropic_error,
     anthropic_error_body,
     parse_messages_request,
     to_messages_response,
 )
-from proxy.inbound.anthropic_stream import MessagesStream
 from simulator import BackgroundServer
 from simulator import create_app as create_sim_app
 from simulator.generation import count_input_tokens

@@ -16,12 +16,12 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from proxy.app import create_app
 from proxy.emitter import EventEmitter
-from proxy.policy import ChampionPolicy
-from proxy.routing import load_champion
+from proxy.routing.router import load_champion
 from simulator import BackgroundServer, latency
 from symphony.events import Usage, new_id
 from symphony.keys import STREAM_PREFIX
 from symphony.redis_server import RedisServer, free_port
+from symphony.serving import ChampionPolicy
 from symphony.settings import Settings
 from tests.proxy_stack import CATALOG, SHARDS, ProxyStack, bearer, issue_key, read_events
 

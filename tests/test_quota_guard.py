@@ -9,8 +9,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from proxy import quota_guard
-from proxy.quota_guard import Grant, QuotaGuard, Unavailable
+from proxy.attempts import quota_gate
+from proxy.attempts.quota_gate import Grant, QuotaGuard, Unavailable
 from symphony.clock import RealClock
 from symphony.quotas import Refusal, load_quota_policy
 from symphony.redis_server import RedisServer
@@ -31,8 +31,8 @@ def test_fail_open_serves_locally_then_settles_in_redis_once_it_returns(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(quota_guard, "RETRY_REDIS_AFTER_S", 0.05)
-    caplog.set_level(logging.WARNING, logger="proxy.quota_guard")
+    monkeypatch.setattr(quota_gate, "RETRY_REDIS_AFTER_S", 0.05)
+    caplog.set_level(logging.WARNING, logger="proxy.attempts.quota_gate")
 
     async def scenario() -> list[Grant]:
         guard, client = new_guard(persistent_redis.url, "open")
@@ -77,7 +77,7 @@ def test_local_limiter_holds_its_share_of_the_cap(persistent_redis: RedisServer)
 def test_fail_closed_refuses_until_redis_is_back(
     persistent_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(quota_guard, "RETRY_REDIS_AFTER_S", 0.05)
+    monkeypatch.setattr(quota_gate, "RETRY_REDIS_AFTER_S", 0.05)
 
     async def scenario() -> None:
         guard, client = new_guard(persistent_redis.url, "closed")

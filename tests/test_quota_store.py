@@ -1,6 +1,6 @@
 """Reservations and settlements across a Redis outage: each reaches the buckets exactly once.
 
-These drive the proxy's quota gate (``proxy.quota_guard``) over a real Redis that is
+These drive the proxy's quota gate (``proxy.attempts.quota_gate``) over a real Redis that is
 stopped and started again (``persistent_redis`` keeps its data, as a production one
 does), through a client made as the proxy makes it (``from_url``, no retries), so the
 connections it pooled before the outage are really dead after it.
@@ -14,8 +14,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from proxy import quota_guard
-from proxy.quota_guard import Grant, QuotaGuard
+from proxy.attempts import quota_gate
+from proxy.attempts.quota_gate import Grant, QuotaGuard
 from symphony.clock import RealClock
 from symphony.quotas import load_quota_policy
 from symphony.redis_server import RedisServer
@@ -56,8 +56,8 @@ def test_a_failure_while_kept_settlements_replay_loses_none_and_replays_none_twi
     the outage (dead now), which marks Redis down again; request B's reservation then
     succeeds and B would start replaying the same queue while A is still at it.
     """
-    monkeypatch.setattr(quota_guard, "RETRY_REDIS_AFTER_S", 0.0)  # B tries Redis at once, as after the pause
-    monkeypatch.setattr(quota_guard, "RECOVERY_PROBE_S", 60.0)  # no background replay: only A and B
+    monkeypatch.setattr(quota_gate, "RETRY_REDIS_AFTER_S", 0.0)  # B tries Redis at once, as after the pause
+    monkeypatch.setattr(quota_gate, "RECOVERY_PROBE_S", 60.0)  # no background replay: only A and B
 
     async def scenario() -> int:
         guard, client = new_guard(persistent_redis.url)
@@ -98,7 +98,7 @@ def test_settlements_kept_during_an_outage_reach_redis_without_further_traffic(
     persistent_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The last requests of a burst settle while Redis is away; nothing follows them."""
-    monkeypatch.setattr(quota_guard, "RECOVERY_PROBE_S", 0.05)
+    monkeypatch.setattr(quota_gate, "RECOVERY_PROBE_S", 0.05)
 
     async def scenario() -> None:
         guard, client = new_guard(persistent_redis.url)

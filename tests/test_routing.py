@@ -13,14 +13,14 @@ import pytest
 import redis
 
 from proxy import errors
-from proxy.candidates import Arm, Candidates, Constraints, Pin, estimated_cost_usd
-from proxy.health import Rules
-from proxy.latency import LatencyEstimates
-from proxy.policy import ChallengerPolicy, ChampionPolicy
-from proxy.routing import Router
+from proxy.routing.candidates import Arm, Candidates, Constraints, Pin, estimated_cost_usd
+from proxy.routing.health import Rules
+from proxy.routing.latency import LatencyEstimates
+from proxy.routing.router import Router
 from symphony.catalog import load_policy
 from symphony.keys import CHALLENGER_KEY
 from symphony.redis_server import RedisServer
+from symphony.serving import ChallengerPolicy, ChampionPolicy
 from tests.proxy_stack import CATALOG, ProxyStack
 
 POLICY = load_policy(Path(__file__).resolve().parent.parent / "policies" / "champion.json", CATALOG)

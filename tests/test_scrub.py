@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from proxy.scrub import MASK, Scrubber, install_log_scrubber
+from proxy.edge.scrub import MASK, Scrubber, install_log_scrubber
 from simulator.wire import masked
 
 PROVIDER_KEY = "sk-proj-Q2w3E4r5T6y7U8i9O0pLkJhGfDsA"

@@ -3,7 +3,7 @@
 The canonical form is this API's own, so answers, streams and provider errors go
 back as the bytes the gateway holds. ``model`` is ``auto`` (Symphony routes) or a
 catalog model, plain or as ``provider/model`` (pinned). The calling app is the one
-its key belongs to (``proxy.auth``); the header ``x-symphony-task`` names the task.
+its key belongs to (``proxy.edge.auth``); the header ``x-symphony-task`` names the task.
 ``GET /v1/models`` lists only the models the caller's key may use.
 """
 
@@ -13,13 +13,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.adapters.base import Answer, UpstreamFailure
-from proxy.auth import caller_of
-from proxy.body import MAX_BODY_BYTES, parse_chat_request, read_limited
+from proxy.api.model_names import models_body, pin_for_model
+from proxy.attempts.stream_relay import Render
+from proxy.edge.auth import caller_of
+from proxy.edge.body import MAX_BODY_BYTES, parse_chat_request, read_limited
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
 from proxy.job import Job
-from proxy.models import models_body, pin_for_model
-from proxy.streaming import Render
 
 JSON = "application/json"
 TASK_HEADER = "x-symphony-task"

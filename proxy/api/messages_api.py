@@ -2,9 +2,9 @@
 
 The request is translated to the canonical form and routed like any other, so any
 provider can serve it; the answer, the stream and every error are translated back
-to Anthropic's shapes (``proxy.inbound``), so the ``anthropic``
+to Anthropic's shapes (``proxy.api.messages_translate``, ``proxy.api.messages_stream``), so the ``anthropic``
 SDK raises its own exception types. The caller's Symphony key comes as ``x-api-key``
-or ``Authorization: Bearer`` (``proxy.auth``); ``anthropic-version`` is accepted;
+or ``Authorization: Bearer`` (``proxy.edge.auth``); ``anthropic-version`` is accepted;
 ``model`` is ``auto`` or a catalog model.
 """
 
@@ -17,22 +17,22 @@ from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
-from proxy.auth import caller_of
-from proxy.body import MAX_BODY_BYTES, read_limited
-from proxy.errors import retry_after_header
-from proxy.gateway import Gateway, Outcome
-from proxy.inbound.anthropic_messages import (
+from proxy.api.messages_stream import MessagesStream
+from proxy.api.messages_translate import (
     MessagesError,
     anthropic_error,
     anthropic_error_body,
     parse_messages_request,
     to_messages_response,
 )
-from proxy.inbound.anthropic_stream import MessagesStream
+from proxy.api.model_names import pin_for_model
+from proxy.api.openai_api import JSON, task_of
+from proxy.attempts.stream_relay import Render
+from proxy.edge.auth import caller_of
+from proxy.edge.body import MAX_BODY_BYTES, read_limited
+from proxy.errors import retry_after_header
+from proxy.gateway import Gateway, Outcome
 from proxy.job import Job
-from proxy.models import pin_for_model
-from proxy.openai_api import JSON, task_of
-from proxy.streaming import Render
 
 MESSAGES_PATH = "/v1/messages"
 

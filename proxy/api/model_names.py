@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection
 import orjson
 
 from proxy import errors
-from proxy.candidates import Pin
+from proxy.routing.candidates import Pin
 from symphony.catalog import Catalog
 
 # Symphony picks the arm.

@@ -1,7 +1,7 @@
 """Requests whose headers are too large in all are answered 431 before anything reads them.
 
 The size is what the headers take on the wire: each name and value, plus ``": "``
-and the line end. Bodies are limited where they are read (``proxy.body``).
+and the line end. Bodies are limited where they are read (``proxy.edge.body``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy import errors
-from proxy.auth import Render
+from proxy.edge.auth import Render
 
 MAX_HEADER_BYTES = 16 << 10
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from proxy.adapters.sse import SseParser
-from proxy.inbound.anthropic_messages import ERROR_TYPES, STOP_REASONS, error_type, message_id
+from proxy.api.messages_translate import ERROR_TYPES, STOP_REASONS, error_type, message_id
 
 
 def event(name: str, payload: dict[str, Any]) -> bytes:

@@ -11,7 +11,7 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy.body import parse_object, read_limited, validate
+from proxy.edge.body import parse_object, read_limited, validate
 from proxy.gateway import Gateway
 from proxy.schemas import ClosedModel
 from symphony.events import Feedback, new_id

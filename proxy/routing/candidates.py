@@ -5,7 +5,7 @@ the pinned provider and/or model (``Pin``), the models the caller's app key may 
 (a 403 when none is left), the allowed providers, the arms whose
 capabilities cover what the request needs, those whose estimated cost fits
 ``max_cost_usd``, those expected to answer within ``latency_budget_ms``, and those
-that ``proxy.health`` lets an attempt through (neither ejected nor cooled, unless the
+that ``proxy.routing.health`` lets an attempt through (neither ejected nor cooled, unless the
 pool is in panic). A step that leaves nothing is answered with an ``ApiError`` naming
 why: a 4xx for what the request asked; when every remaining arm is out, a 429 (all
 cooled by their providers' 429s) or 503 that says why each is out and a
@@ -20,8 +20,8 @@ from typing import Any
 
 from proxy import errors
 from proxy.adapters.features import FEATURES, required_capabilities, unsupported
-from proxy.health import Health, Rules
-from proxy.latency import LatencyEstimates
+from proxy.routing.health import Health, Rules
+from proxy.routing.latency import LatencyEstimates
 from symphony.app_keys import AppKey
 from symphony.catalog import Catalog, ModelPrice
 

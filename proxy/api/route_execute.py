@@ -26,15 +26,15 @@ from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
-from proxy.auth import caller_of
-from proxy.body import MAX_BODY_BYTES, parse_object, read_limited, validate
-from proxy.candidates import Constraints, Pin
+from proxy.api.openai_api import JSON
+from proxy.attempts.stream_relay import Render
+from proxy.edge.auth import caller_of
+from proxy.edge.body import MAX_BODY_BYTES, parse_object, read_limited, validate
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
 from proxy.job import Job
-from proxy.openai_api import JSON
+from proxy.routing.candidates import Constraints, Pin
 from proxy.schemas import ChatCompletionRequest, ClosedModel
-from proxy.streaming import Render
 from symphony.catalog import Catalog
 
 NATIVE_FIELDS = ("task", "constraints", "overrides")

@@ -19,8 +19,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy import errors
-from proxy.fallback import UpstreamStream
-from proxy.upstream import TRANSPORT_ERRORS, is_timeout
+from proxy.attempts.attempt_loop import UpstreamStream
+from proxy.attempts.upstream import TRANSPORT_ERRORS, is_timeout
 from symphony.events import AttemptStatus
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 An attempt falls back to the next arm on a 429, a 5xx or any other provider-side
 error, a connection error, and a first byte later than the time-to-first-token limit;
-each outcome is told to ``proxy.health`` (a 429 with the ``retry-after`` it sent and
+each outcome is told to ``proxy.routing.health`` (a 429 with the ``retry-after`` it sent and
 whether its rate-limit headers show a limit used up), which decides what is ejected,
 cooled or given less traffic. For a stream the
 first upstream chunk is awaited before anything reaches the client, so a slow
@@ -17,14 +17,14 @@ Each attempt ends in one ``Usage`` event (attempt number, status, ``fallback_fro
 gateway can emit the decision, which records the fallbacks, first.
 
 Each attempt first reserves the caller's app budgets and limits and the provider's
-caps (``proxy.quota_guard``): the estimated tokens and the estimated cost at the
+caps (``proxy.attempts.quota_gate``): the estimated tokens and the estimated cost at the
 arm's price, settled afterwards from the actual usage and cost. An arm over the
 app's spend budget is skipped (a cheaper one may fit); over the app's request or
 token rate, no arm can serve, and the request is refused at once. When nothing
 could be attempted, an app's refusal is a 429 ``budget_exhausted`` or
 ``app_rate_limited`` naming the window; otherwise, the providers' ``quota_exhausted``.
 
-A provider's error body reaches the client only scrubbed (``proxy.scrub``), and a
+A provider's error body reaches the client only scrubbed (``proxy.edge.scrub``), and a
 provider that refuses Symphony's own key (401, 403) is the operator's problem, not
 the caller's: it is a 502 ``upstream_auth_error`` that says nothing of the key.
 """
@@ -48,16 +48,16 @@ from proxy.adapters.base import (
     UpstreamFailure,
     UpstreamRequest,
 )
-from proxy.attempt import Attempt
-from proxy.candidates import Arm, estimated_cost_usd, output_tokens, prompt_tokens
+from proxy.attempts.attempt import Attempt
+from proxy.attempts.quota_gate import AppScope, Grant, QuotaGuard, Unavailable
+from proxy.attempts.upstream import TRANSPORT_ERRORS, is_timeout, send
+from proxy.edge.scrub import Scrubber
 from proxy.errors import retry_after_header
-from proxy.health import Health, Outcome
 from proxy.job import Job
-from proxy.latency import LatencyEstimates
-from proxy.quota_guard import AppScope, Grant, QuotaGuard, Unavailable
-from proxy.routing import Route
-from proxy.scrub import Scrubber
-from proxy.upstream import TRANSPORT_ERRORS, is_timeout, send
+from proxy.routing.candidates import Arm, estimated_cost_usd, output_tokens, prompt_tokens
+from proxy.routing.health import Health, Outcome
+from proxy.routing.latency import LatencyEstimates
+from proxy.routing.router import Route
 from symphony.app_keys import USD_MICROS
 from symphony.clock import Clock, monotonic
 from symphony.events import AttemptStatus, Usage

@@ -9,7 +9,7 @@ any policy off-line. A pinned model is an ``override`` with propensity 1.
 The arms after the chosen one are the fallback order: the other candidates by
 champion probability, highest first.
 
-``weights`` (from ``proxy.health``: a provider answering a share of 429s or failures)
+``weights`` (from ``proxy.routing.health``: a provider answering a share of 429s or failures)
 lower an arm's share: each policy's distribution is multiplied by them and
 renormalised before the draw, and the logged mixture is that of the weighted
 distributions, so the propensities stay the ones actually served.
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 
-from proxy.candidates import Arm
-from proxy.policy import ChallengerPolicy, ChampionPolicy, RoutingPolicy
+from proxy.routing.candidates import Arm
 from symphony.catalog import Catalog, load_policy, resolve_policy_path
 from symphony.events import PolicyKind
+from symphony.serving import ChallengerPolicy, ChampionPolicy, RoutingPolicy
 
 OVERRIDE_VERSION = "override"
 

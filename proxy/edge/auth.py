@@ -11,9 +11,9 @@ event carries (``x-symphony-app`` is ignored).
 Answers, in the caller's SDK's error shape (``render``): 401 for a missing,
 malformed, unknown or revoked key (the body never repeats a key, only a
 well-formed key's public prefix), 429 once an address fails too often
-(``proxy.auth_failures``), 503 when keys cannot be read at all
-(``proxy.key_cache``). A key used for a model it may not use is refused later,
-with 403, where models are chosen (``proxy.candidates``).
+(``proxy.edge.auth_failures``), 503 when keys cannot be read at all
+(``proxy.edge.key_cache``). A key used for a model it may not use is refused later,
+with 403, where models are chosen (``proxy.routing.candidates``).
 
 With ``AUTH_DISABLED=true`` no key is asked for: the caller is the app named by
 ``x-symphony-app`` (else ``default``), with no limits.
@@ -30,8 +30,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy import errors
-from proxy.auth_failures import AuthFailures
-from proxy.key_cache import AppKeyCache, KeyStoreUnavailable
+from proxy.edge.auth_failures import AuthFailures
+from proxy.edge.key_cache import AppKeyCache, KeyStoreUnavailable
 from symphony.app_keys import AppKey, matches, split_key
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics"})

@@ -9,7 +9,7 @@ loses its secret. Providers echo a masked key when they refuse one (OpenAI's
 are pieces of a real key.
 
 The proxy scrubs provider error bodies before a client sees them
-(``proxy.fallback``) and every log record its process writes
+(``proxy.attempts.attempt_loop``) and every log record its process writes
 (``install_log_scrubber``): the message with its arguments and any exception text
 are scrubbed when the record is made, so no handler, formatter or test capture
 ever holds the raw text.

@@ -5,7 +5,7 @@ unknown fields, a 400 whose message names the field, e.g. ``messages.0.content.1
 ``MessagesRequest.to_canonical`` turns it into a canonical (OpenAI) request, the reverse
 of ``proxy.adapters.anthropic``; ``to_messages_response`` turns a canonical answer into
 an Anthropic ``message``; ``anthropic_error_body`` and ``anthropic_error`` render errors
-so the ``anthropic`` SDK raises its own exception types. Streams: ``anthropic_stream``.
+so the ``anthropic`` SDK raises its own exception types. Streams: ``messages_stream``.
 
 ``output_config.format`` (structured output) becomes ``response_format`` json_schema.
 What the canonical form cannot carry is refused, not dropped: extended thinking,
