@@ -107,7 +107,7 @@ def check(client: httpx.Client, path: str, body: bytes) -> None:
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_malformed_bodies_never_get_a_5xx(proxy: ProxyStack, path: str) -> None:
-    with httpx.Client(base_url=proxy.url, timeout=30, headers=proxy.edge.auth) as client:
+    with httpx.Client(base_url=proxy.url, timeout=30, headers=proxy.auth) as client:
 
         @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(body=bodies(path))
@@ -280,7 +280,7 @@ def test_headers_and_query_strings_on_every_route_never_get_a_5xx(proxy: ProxySt
             check_answer(method, path, answer, (query, headers))
 
         run()
-        assert client.get("/v1/models", headers=proxy.edge.auth).status_code == 200
+        assert client.get("/v1/models", headers=proxy.auth).status_code == 200
 
 
 def test_any_credentials_on_every_route_never_get_a_5xx(proxy: ProxyStack) -> None:
@@ -299,7 +299,7 @@ def test_any_credentials_on_every_route_never_get_a_5xx(proxy: ProxyStack) -> No
                 assert answer.status_code in (401, 429), (auth, answer.status_code, answer.text[:300])
 
         run()
-        assert client.get("/v1/models", headers=proxy.edge.auth).status_code == 200
+        assert client.get("/v1/models", headers=proxy.auth).status_code == 200
 
 
 def test_stray_paths_and_methods_answer_in_the_callers_shape(proxy: ProxyStack) -> None:
