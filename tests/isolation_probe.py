@@ -1,4 +1,4 @@
-"""Run only by tests/test_isolation.py, in a pytest whose parent environment holds a provider key
+"""Run only by tests/system/test_isolation.py, in a pytest whose parent environment holds a provider key
 and AUTH_DISABLED: neither may reach the test's settings, nor a proxy process a test starts the
 way the stack helpers do (copying ``os.environ``)."""
 

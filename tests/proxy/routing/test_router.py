@@ -23,7 +23,7 @@ from symphony.redis_server import RedisServer
 from symphony.serving import ChallengerPolicy, ChampionPolicy
 from tests.proxy_stack import CATALOG, ProxyStack
 
-POLICY = load_policy(Path(__file__).resolve().parent.parent / "policies" / "champion.json", CATALOG)
+POLICY = load_policy(Path(__file__).resolve().parents[3] / "policies" / "champion.json", CATALOG)
 ALL_PROVIDERS = list(CATALOG.providers)
 MESSAGES = [{"role": "user", "content": "Route me somewhere good."}]
 

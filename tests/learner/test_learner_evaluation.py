@@ -2,7 +2,7 @@
 
 Decisions are drawn the way the proxy serves them (champion or challenger by the
 traffic split, the chosen arm's mixture probability logged); the truth is the
-plain sum over the world's table (``tests/test_off_policy.py``).
+plain sum over the world's table (``tests/learner/test_off_policy.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from learner.evaluation import LoggedDecision, evaluate, evidence, reward_model, windows
 from learner.promotion import WINDOW_MS, PromotionRule
-from tests.test_off_policy import BETTER, CHAMPION, MEAN_REWARD, TASK_SHARE, true_value
+from tests.learner.test_off_policy import BETTER, CHAMPION, MEAN_REWARD, TASK_SHARE, true_value
 
 TASKS = ("chat", "code", "search")
 ARMS = ("a/1", "b/2", "c/3", "d/4")

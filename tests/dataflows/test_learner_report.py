@@ -35,7 +35,7 @@ from symphony.redis_server import free_port
 from symphony.stream import publish
 from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN, SHARDS, Engine
 
-POLICY = load_policy(Path(__file__).parents[1] / "policies" / "champion.json", load_catalog())
+POLICY = load_policy(Path(__file__).parents[2] / "policies" / "champion.json", load_catalog())
 ARMS = ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"]
 
 

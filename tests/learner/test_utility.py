@@ -36,7 +36,7 @@ def test_weights_must_sum_to_one() -> None:
 
 
 def test_the_champion_file_has_weights_for_every_task_it_routes() -> None:
-    policy = load_policy(Path(__file__).parents[1] / "policies" / "champion.json", load_catalog())
+    policy = load_policy(Path(__file__).parents[2] / "policies" / "champion.json", load_catalog())
     for task in policy.tasks:
         weights = policy.utility_weights(task)
         assert weights.quality + weights.cost + weights.latency == pytest.approx(1.0)

@@ -2,7 +2,7 @@
 
 The producer keeps publishing throughout; trimming runs every half second, so
 every restart also resumes on a stream trimmed below its recovery snapshot. The
-seed is printed: ``CRASH_SEED=<seed> pytest tests/test_engine_crash.py`` replays
+seed is printed: ``CRASH_SEED=<seed> pytest tests/system/test_engine_crash.py`` replays
 the same kill points.
 """
 
