@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from symphony import clock, engine_client
 from symphony.catalog import load_catalog, load_policy
 from symphony.events import Decision, Feedback, Usage, new_id
 from symphony.serving import CHALLENGER_KEY, ChallengerPolicy
-from symphony.stream import publish
+from symphony.stream import publish, stream_name
 from tests.engineutil import BASE_TS, SHARDS, Engine
 
 POLICY = load_policy(Path(__file__).parents[1] / "policies" / "champion.json", load_catalog())
@@ -119,3 +120,44 @@ def test_the_engine_learns_which_arm_is_better_and_publishes_it(
     assert challenger.version.startswith("learned-")
     good, bad = challenger.distribution("chat", (GOOD, BAD))
     assert good > 0.9 > bad
+
+
+def wait_for_challenger(redis_client: redis.Redis, newer_than: str = "") -> ChallengerPolicy:
+    deadline = clock.monotonic() + 30
+    while clock.monotonic() < deadline:
+        raw = redis_client.get(CHALLENGER_KEY)
+        if raw is not None and (policy := ChallengerPolicy.from_json(raw)).version > newer_than:
+            return policy
+        time.sleep(0.1)
+    raise AssertionError(f"no challenger newer than {newer_than!r} was published")
+
+
+def test_what_the_learner_knows_survives_a_sigkill(
+    engine: Engine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEARNER_ENABLED", "true")
+    engine.start()
+    before: list[Decision | Usage | Feedback] = []
+    for i in range(400):  # GOOD answers well, BAD badly
+        arm = GOOD if i % 2 else BAD
+        before += one_request(BASE_TS + i * 600, arm, 0.9 if arm == GOOD else 0.3)
+    publish(redis_client, before, SHARDS)
+    engine_client.wait_for_count(engine.url, "SELECT count() FROM feedback FINAL", 400, timeout=60)
+    first = wait_for_challenger(redis_client)
+    time.sleep(2.5)  # an epoch or two later, the learner's state is in a recovery snapshot
+    assert engine.process is not None
+    engine.process.send_signal(signal.SIGKILL)
+    engine.process.wait()
+    engine.process = None
+    for shard in range(SHARDS):  # nothing to replay: what the learner knows must come from its snapshot
+        redis_client.xtrim(stream_name(shard), maxlen=0)
+    engine.start()
+    # Sixty requests where the two arms swap: enough to flip an empty learner, not one that remembers.
+    after: list[Decision | Usage | Feedback] = []
+    for i in range(60):
+        arm = GOOD if i % 2 else BAD
+        after += one_request(BASE_TS + 400 * 600 + 120_000 + i * 1000, arm, 0.0 if arm == GOOD else 1.0)
+    publish(redis_client, after, SHARDS)
+    second = wait_for_challenger(redis_client, newer_than=first.version)
+    good, bad = second.distribution("chat", (GOOD, BAD))
+    assert good > bad, (good, bad)
