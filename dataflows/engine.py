@@ -58,7 +58,7 @@ from sinks.clickhouse import ClickHouseSink, SinkStats, SinkStopped, Writer
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
-from sinks.redis_state import QuotaStateSink
+from sinks.redis_state import ChallengerSink, QuotaStateSink
 from symphony.catalog import load_catalog, load_policy
 from symphony.gc_tuning import tune_gc
 from symphony.quotas import load_quota_policy
@@ -255,8 +255,13 @@ def run_engine(
             stack.callback(trimmer.stop)
         source = RedisStreamSource(settings.redis_url, settings.event_shards, stop=stop, lag=lag)
         quotas = (load_quota_policy(), QuotaStateSink(settings.redis_url))
+        learner = (
+            (load_policy(settings.policy_file, load_catalog()), ChallengerSink(settings.redis_url))
+            if settings.learner_enabled
+            else None
+        )
         sink = ClickHouseSink(writer, stop=stop, stats=stats, stop_on_fatal=embedded and cluster.leader)
-        flow = build_flow(source, sink, quotas)
+        flow = build_flow(source, sink, quotas, learner)
         tune_gc()
         with _stop_on_signals(stop):
             try:

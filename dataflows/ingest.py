@@ -17,6 +17,7 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import Sink
 from pydantic import ValidationError
 
+from dataflows.learner import learner_updates
 from dataflows.quotas import quota_updates
 from dataflows.redis_source import Entry, SourceState
 from sinks.clickhouse import (
@@ -30,8 +31,10 @@ from sinks.clickhouse import (
     to_arrow,
 )
 from symphony import clock
+from symphony.catalog import Policy
 from symphony.events import EVENT_ADAPTER, EVENT_TYPES, SCHEMA_VERSION, Decision, Feedback, Usage
 from symphony.quotas import QuotaPolicy, QuotaUpdate
+from symphony.serving import PublishedChallenger
 
 MAX_REASON = 1000
 FLOW_ID = "ingest"
@@ -84,6 +87,7 @@ def describe(exc: ValidationError) -> str:
 class Validated:
     tables: Tables  # Arrow columns per table, dead letters included
     usage: list[Usage]  # the batch's valid usage events, for the quotas branch
+    events: list[AnyEvent]  # every valid event of the batch, for the learner branch
 
 
 def validate(entries: Sequence[Entry]) -> Validated:
@@ -111,19 +115,22 @@ def validate(entries: Sequence[Entry]) -> Validated:
 
     tables: Tables = {}
     usage: list[Usage] = []
+    valid: list[AnyEvent] = []
     for table, batch in events.items():
         if not batch:
             continue
         tables[table], rejected = to_arrow(table, batch)
         for index, reason in rejected:
             reject(sources[table][index], reason)
+        # Only what ClickHouse takes feeds the other branches: a dead letter is no event.
+        refused = {index for index, _ in rejected}
+        kept = [e for i, e in enumerate(batch) if i not in refused] if refused else batch
+        valid.extend(kept)
         if table == EVENT_TABLES["usage"]:
-            # Only what ClickHouse takes feeds the quotas: a dead letter is no usage.
-            refused = {index for index, _ in rejected}
-            usage = [e for i, e in enumerate(batch) if i not in refused and isinstance(e, Usage)]
+            usage = [e for e in kept if isinstance(e, Usage)]
     if dead:
         tables[DEAD_LETTERS] = dead_letters_to_arrow(dead)
-    return Validated(tables, usage)
+    return Validated(tables, usage, valid)
 
 
 def snapshot_tables(update: QuotaUpdate) -> Tables:
@@ -134,6 +141,7 @@ def build_flow(
     source: FixedPartitionedSource[list[Entry], SourceState],
     sink: Sink[Tables],
     quotas: tuple[QuotaPolicy, Sink[QuotaUpdate]] | None = None,
+    learner: tuple[Policy, Sink[PublishedChallenger]] | None = None,
 ) -> Dataflow:
     flow = Dataflow(FLOW_ID)
     batches = op.input("read", flow, source)
@@ -150,4 +158,10 @@ def build_flow(
         op.output("write_quota_state", updates, state_sink)
         op.output("write_quota_snapshots", op.map("snapshot_tables", updates, snapshot_tables), sink)
         # {"quota_snapshots": pa.Table}
+    if learner is not None:
+        champion, challenger_sink = learner
+        valid = op.filter_map("learner_events", validated, lambda v: v.events or None)
+        # [Decision | Usage | Feedback, ...]: the batch's valid events
+        op.output("publish_challenger", learner_updates(valid, champion), challenger_sink)
+        # PublishedChallenger(version, payload) -> symphony:policy:challenger
     return flow

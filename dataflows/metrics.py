@@ -83,6 +83,7 @@ def lag_metrics(lags: list[Lag]) -> list[Metric]:
 def sink_metrics(stats: SinkStats) -> list[Metric]:
     with stats.lock:
         rows = dict(stats.rows)
+        batches = dict(stats.batches)
         retries = stats.retries
         failing_since = stats.failing_since
     return [
@@ -91,6 +92,12 @@ def sink_metrics(stats: SinkStats) -> list[Metric]:
             "counter",
             "Rows this process wrote to ClickHouse, per table (replays after a restart included).",
             [({"table": table}, float(count)) for table, count in sorted(rows.items())],
+        ),
+        Metric(
+            "symphony_sink_batches_total",
+            "counter",
+            "Batches each dataflow worker of this process wrote to ClickHouse.",
+            [({"worker": str(worker)}, float(count)) for worker, count in sorted(batches.items())],
         ),
         Metric(
             "symphony_sink_retries_total",

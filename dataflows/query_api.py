@@ -12,7 +12,8 @@ an unknown path is a 404, a wrong method a 405, a failure of the engine a 503.
 Two routes exist only when the engine turns them on: ``POST /insert?table=T`` (an
 Arrow IPC stream body), through which the other processes of a cluster write to
 the chDB this process owns (``sinks.engine_writer``); and ``POST /faults`` (test
-only: ``{"outage_s": 3}`` or ``{"lost_acks": 2}``, see ``WriteFaults``). The server
+only: ``{"outage_s": 3}``, ``{"lost_acks": 2}`` or ``{"die_after_insert": "decisions"}``,
+see ``WriteFaults``). The server
 runs in a daemon thread of the engine process, on 127.0.0.1 only, without signal
 handlers of its own.
 """
@@ -153,12 +154,16 @@ def create_app(
             body = None
         try:
             outage_s, lost_acks = float(body.get("outage_s", 0)), int(body.get("lost_acks", 0))
+            die = str(body.get("die_after_insert", ""))
         except (AttributeError, TypeError, ValueError):
-            return _json({"error": 'expected {"outage_s": seconds} or {"lost_acks": count}'}, 400)
+            expected = '{"outage_s": seconds}, {"lost_acks": count} or {"die_after_insert": table}'
+            return _json({"error": f"expected {expected}"}, 400)
         if outage_s:
             faults.outage(outage_s)
         if lost_acks:
             faults.lost_acks(lost_acks)
+        if die:
+            faults.die_after_insert(die)
         return _json({"status": "ok"})
 
     routes = [

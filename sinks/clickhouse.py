@@ -261,6 +261,7 @@ class SinkStats:
     """What the sinks of this process have done, for ``GET /metrics`` (updated under one lock)."""
 
     rows: dict[str, int] = field(default_factory=dict)  # table -> rows written
+    batches: dict[int, int] = field(default_factory=dict)  # dataflow worker -> batches it wrote
     retries: int = 0  # failed attempts that were retried
     failing_since: float | None = None  # monotonic time of the first failure of the current outage
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -269,6 +270,10 @@ class SinkStats:
         with self.lock:
             self.rows[table] = self.rows.get(table, 0) + rows
             self.failing_since = None
+
+    def batch_written(self, worker: int) -> None:
+        with self.lock:
+            self.batches[worker] = self.batches.get(worker, 0) + 1
 
     def failed(self) -> None:
         with self.lock:
@@ -342,8 +347,15 @@ def write_durably(
 
 class _ClickHousePartition(StatelessSinkPartition[Tables]):
     def __init__(
-        self, store: Writer, stop: threading.Event, backoff: Backoff, stats: SinkStats, stop_on_fatal: bool
+        self,
+        store: Writer,
+        stop: threading.Event,
+        backoff: Backoff,
+        stats: SinkStats,
+        stop_on_fatal: bool,
+        worker: int,
     ) -> None:
+        self._worker = worker
         self._store = store
         self._stop = stop
         self._backoff = backoff
@@ -360,6 +372,7 @@ class _ClickHousePartition(StatelessSinkPartition[Tables]):
             stats=self._stats,
             stop_on_fatal=self._stop_on_fatal,
         )
+        self._stats.batch_written(self._worker)
 
 
 class ClickHouseSink(DynamicSink[Tables]):
@@ -385,4 +398,6 @@ class ClickHouseSink(DynamicSink[Tables]):
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClickHousePartition:
-        return _ClickHousePartition(self._store, self._stop, self._backoff, self.stats, self._stop_on_fatal)
+        return _ClickHousePartition(
+            self._store, self._stop, self._backoff, self.stats, self._stop_on_fatal, worker_index
+        )

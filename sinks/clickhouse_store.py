@@ -15,6 +15,7 @@ statement; ClickHouse is the defence.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -91,6 +92,8 @@ class WriteFaults:
     table, with the error clickhouse-connect raises for a server that does not
     answer. ``lost_acks(n)``: the next ``n`` inserts land, then fail as if the reply
     were lost (a timeout after the server committed), so the writer sends them again.
+    ``die_after_insert(table)``: the process dies (exit 137, as a SIGKILL) right after
+    the next insert into ``table`` lands, before Bytewax can snapshot its epoch.
     Reads are not affected. Enabled only by ``python -m dataflows.engine --test-faults``.
     """
 
@@ -98,6 +101,7 @@ class WriteFaults:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._lost_acks = 0
+        self._die_after: str | None = None
 
     def outage(self, seconds: float) -> None:
         with self._lock:
@@ -107,6 +111,10 @@ class WriteFaults:
         with self._lock:
             self._lost_acks = count
 
+    def die_after_insert(self, table: str) -> None:
+        with self._lock:
+            self._die_after = table
+
     def before_insert(self) -> None:
         with self._lock:
             left = self._down_until - clock.monotonic()
@@ -114,8 +122,10 @@ class WriteFaults:
             time.sleep(min(left, 0.05))  # a refused connection still takes a moment
             raise OperationalError(f"injected outage: ClickHouse unreachable for another {left:.1f}s")
 
-    def after_insert(self) -> None:
+    def after_insert(self, table: str) -> None:
         with self._lock:
+            if self._die_after == table:
+                os._exit(137)  # no cleanup, no snapshot: what a SIGKILL at this instant leaves
             lost = self._lost_acks > 0
             self._lost_acks -= int(lost)
         if lost:
@@ -199,7 +209,7 @@ class ClickHouseStore:
         with self._lock:
             self._writer.insert_arrow(table, data)
         if self.faults is not None:
-            self.faults.after_insert()
+            self.faults.after_insert(table)
 
     def close(self) -> None:
         self._sandbox.close()

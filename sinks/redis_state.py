@@ -16,7 +16,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
 from symphony import keys
+from symphony.keys import CHALLENGER_KEY
 from symphony.quotas import RUNTIME_CAP_TTL_MS, Adjustment, Eta, QuotaUpdate
+from symphony.serving import PublishedChallenger
 
 log = logging.getLogger("symphony.reconciler")
 
@@ -80,3 +82,29 @@ class QuotaStateSink(DynamicSink[QuotaUpdate]):
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _QuotaStatePartition:
         return _QuotaStatePartition(redis.Redis.from_url(self._redis_url))
+
+
+class _ChallengerPartition(StatelessSinkPartition[PublishedChallenger]):
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    @override
+    def write_batch(self, items: list[PublishedChallenger]) -> None:
+        latest = items[-1]  # each replaces the one before
+        self._client.set(CHALLENGER_KEY, latest.payload)
+        log.info("published challenger %s", latest.version)
+
+    @override
+    def close(self) -> None:
+        self._client.close()
+
+
+class ChallengerSink(DynamicSink[PublishedChallenger]):
+    """The learner's challenger into Redis, where every proxy replica reads it."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+
+    @override
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ChallengerPartition:
+        return _ChallengerPartition(redis.Redis.from_url(self._redis_url))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,7 +35,16 @@ from symphony.catalog import Policy
 from symphony.events import PolicyKind
 
 UNIFORM_VERSION = "uniform"
-# Where the learner publishes the challenger (JSON, ``ChallengerPolicy.from_json``).
+
+
+@dataclass(frozen=True)
+class PublishedChallenger:
+    """A challenger as the learner publishes it: its version and the JSON every proxy replica reads."""
+
+    version: str
+    payload: bytes
+
+
 # Distinct (task, candidate set) pairs are few; the cache is a bound, not a tuning knob.
 _CACHE_SIZE = 4096
 

@@ -99,6 +99,9 @@ def test_one_worker_two_workers_and_two_processes_give_the_same_tables(
     try:
         two_workers.start()
         assert tables(two_workers, expected) == one
+        batches = two_workers.metrics()
+        for worker in ("0", "1"):  # both workers wrote: the shards were shared between them
+            assert batches.get(f'symphony_sink_batches_total{{worker="{worker}"}}', 0) > 0, batches
     finally:
         two_workers.kill()
 

@@ -255,7 +255,8 @@ def send(
     body = json.dumps(VALID[path]).encode() if method == "POST" and path in VALID else b""
     merged = {"content-type": b"application/json", **headers, **auth}
     url = f"{path}?{query}" if query else path
-    return client.request(method, url, content=body, headers=merged)
+    raw = {name.encode(): value for name, value in merged.items()}
+    return client.request(method, url, content=body, headers=raw)
 
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)

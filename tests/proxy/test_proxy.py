@@ -18,14 +18,17 @@ from proxy.app import create_app
 from proxy.emitter import EventEmitter
 from proxy.routing.router import load_champion
 from simulator import BackgroundServer, latency
+from symphony.catalog import load_policy, resolve_policy_path
 from symphony.events import Usage, new_id
 from symphony.keys import STREAM_PREFIX
 from symphony.redis_server import RedisServer, free_port
 from symphony.serving import ChampionPolicy
 from symphony.settings import Settings
+from tests import reference
 from tests.proxy_stack import CATALOG, SHARDS, ProxyStack, bearer, issue_key, read_events
 
 CHAMPION: ChampionPolicy = load_champion(Settings().policy_file, CATALOG)
+POLICY = load_policy(resolve_policy_path(Settings().policy_file), CATALOG)
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Route me somewhere good."}]
 ROBOT: Any = [{"role": "robot", "content": "x"}]  # a role neither API knows
 
@@ -108,7 +111,9 @@ def test_every_request_gives_one_decision_and_one_usage(stack: ProxyStack) -> No
     assert set(by_decision) == {d.decision_id for d in decisions} == set(received)
 
     arms = [f"{provider}/{model}" for provider, spec in CATALOG.providers.items() for model in spec.models]
-    expected = CHAMPION.distribution("summarise", tuple(arms))
+    expected = reference.champion_distribution(
+        POLICY.utilities("summarise"), arms, POLICY.temperature, POLICY.exploration
+    )
     for decision in decisions:
         got, usage = received[decision.decision_id], by_decision[decision.decision_id]
         arm = f"{decision.provider}/{decision.model}"
@@ -122,7 +127,11 @@ def test_every_request_gives_one_decision_and_one_usage(stack: ProxyStack) -> No
         assert usage.status == "ok" and usage.attempt == 1 and usage.fallback_from == ""
         assert (usage.input_tokens, usage.output_tokens) == (got.prompt_tokens, got.completion_tokens)
         price = CATALOG.arm(usage.provider, usage.model)
-        assert usage.cost_usd == pytest.approx(price.cost_usd(got.prompt_tokens, got.completion_tokens))
+        assert usage.cost_usd == pytest.approx(
+            reference.cost_usd(
+                price.input_per_mtok, price.output_per_mtok, got.prompt_tokens, got.completion_tokens
+            )
+        )
         assert 0 < usage.ttfb_ms <= usage.latency_ms
         assert decision.ts <= usage.ts
 

@@ -466,7 +466,9 @@ def test_truth_covers_every_arm_with_different_winners(sim: BackgroundServer) ->
 
 
 async def _statuses(url: str, headers: dict[str, str], body: dict[str, Any], n: int) -> list[int]:
-    async with httpx.AsyncClient(timeout=10) as client:
+    # n requests share the client's 100 pooled connections: waiting for one is not the simulator's time,
+    # so it has no limit (a loaded machine made 400 requests wait past 10 s for the pool).
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, pool=None)) as client:
         answers = await asyncio.gather(*(client.post(url, headers=headers, json=body) for _ in range(n)))
     return [answer.status_code for answer in answers]
 

@@ -21,6 +21,7 @@ from symphony.catalog import load_policy
 from symphony.keys import CHALLENGER_KEY
 from symphony.redis_server import RedisServer
 from symphony.serving import ChallengerPolicy, ChampionPolicy
+from tests import reference
 from tests.proxy_stack import CATALOG, ProxyStack
 
 POLICY = load_policy(Path(__file__).resolve().parents[3] / "policies" / "champion.json", CATALOG)
@@ -55,16 +56,18 @@ def test_mixture_is_a_distribution_with_an_exploration_floor() -> None:
         assert route.candidates == list(names)
         assert sum(route.probabilities) == pytest.approx(1.0)
         assert min(route.probabilities) >= floor > 0
+        champ_probabilities = reference.champion_distribution(
+            POLICY.utilities(task), names, POLICY.temperature, POLICY.exploration
+        )
+        challenger_probabilities = [5 / 6, 1 / 6] + [0.0] * (len(names) - 2)
         expected = [
             0.75 * pc + 0.25 * pch
-            for pc, pch in zip(
-                champion.distribution(task, names), challenger.distribution(task, names), strict=True
-            )
+            for pc, pch in zip(champ_probabilities, challenger_probabilities, strict=True)
         ]
         assert route.probabilities == pytest.approx(expected)
         assert route.propensity == route.probabilities[names.index(route.chosen.name)]
         # Fallbacks: every other candidate once, by champion probability.
-        champ = dict(zip(names, champion.distribution(task, names), strict=True))
+        champ = dict(zip(names, champ_probabilities, strict=True))
         rest = [arm.name for arm in route.arms[1:]]
         assert sorted(rest) == sorted(set(names) - {route.chosen.name})
         assert [champ[name] for name in rest] == sorted((champ[name] for name in rest), reverse=True)

@@ -1,4 +1,5 @@
-"""Quota reservations against a real Redis: the semantics of symphony/quotas/rules.py, under concurrency."""
+"""Quota reservations against a real Redis: the semantics of symphony/quotas/rules.py, held under
+concurrency."""
 
 from __future__ import annotations
 

@@ -1,0 +1,164 @@
+"""The learner branch: events joined in event time, learned with River, the challenger published to Redis."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from dataflows.learner import FEEDBACK_TIMEOUT_MS, PUBLISH_EVERY_MS, LearnerState
+from symphony import clock, engine_client
+from symphony.catalog import load_catalog, load_policy
+from symphony.events import Decision, Feedback, Usage, new_id
+from symphony.keys import CHALLENGER_KEY
+from symphony.serving import ChallengerPolicy
+from symphony.stream import publish, stream_name
+from tests.engineutil import BASE_TS, SHARDS, Engine
+
+POLICY = load_policy(Path(__file__).parents[2] / "policies" / "champion.json", load_catalog())
+GOOD, BAD = "openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"
+CANDIDATES = [GOOD, BAD]
+
+
+def one_request(
+    ts: int, arm: str, score: float | None, *, served: bool = True, policy: str = "champion"
+) -> list[Decision | Usage | Feedback]:
+    decision_id = new_id(ts)
+    provider, model = arm.split("/")
+    events: list[Decision | Usage | Feedback] = [
+        Decision(
+            event_id=new_id(ts),
+            ts=ts,
+            decision_id=decision_id,
+            request_id="r",
+            app="tests",
+            task="chat",
+            candidates=CANDIDATES,
+            probabilities=[0.5, 0.5],
+            provider=provider,
+            model=model,
+            policy=policy,
+            policy_version="v",
+            propensity=0.5,
+            served_by=arm if served else "",
+        ),
+        Usage(
+            event_id=new_id(ts + 1),
+            ts=ts + 1,
+            decision_id=decision_id,
+            app="tests",
+            provider=provider,
+            model=model,
+            attempt=1,
+            status="ok" if served else "5xx",
+            ttfb_ms=10.0,
+            latency_ms=200.0,
+            input_tokens=10,
+            output_tokens=10,
+            cost_usd=0.0001,
+        ),
+    ]
+    if score is not None:
+        events.append(
+            Feedback(event_id=new_id(ts + 2), ts=ts + 2, decision_id=decision_id, score=score, source="app")
+        )
+    return events
+
+
+def test_a_decision_is_learned_once_whatever_order_its_events_come_in() -> None:
+    state = LearnerState()
+    decision, usage, feedback = one_request(BASE_TS, GOOD, 1.0)
+    state.add([feedback], POLICY)
+    state.add([usage], POLICY)
+    assert state.learned == 0 and len(state.pending) == 1
+    state.add([decision], POLICY)
+    assert state.learned == 1 and state.pending == {}
+    assert state.estimates.observations("chat", GOOD) == 1
+
+
+def test_failures_count_at_once_overrides_teach_nothing_and_silence_times_out() -> None:
+    state = LearnerState()
+    state.add(one_request(BASE_TS, BAD, None, served=False), POLICY)  # no attempt answered: utility 0
+    assert state.estimates.mean("chat", BAD) == 0.0
+    state.add(one_request(BASE_TS + 1000, GOOD, 1.0, policy="override"), POLICY)
+    assert state.estimates.observations("chat", GOOD) == 0 and state.pending == {}
+    state.add(one_request(BASE_TS + 2000, GOOD, None), POLICY)  # feedback never comes
+    assert len(state.pending) == 1
+    state.add(one_request(BASE_TS + 2000 + FEEDBACK_TIMEOUT_MS + 10, GOOD, 1.0), POLICY)
+    assert state.timed_out == 1 and state.pending == {}
+
+
+def test_a_challenger_is_published_at_most_once_per_period_of_event_time() -> None:
+    state = LearnerState()
+    first = state.add(one_request(BASE_TS, GOOD, 1.0), POLICY)
+    assert [p.version for p in first] == [f"learned-{BASE_TS + 2}"]
+    assert state.add(one_request(BASE_TS + PUBLISH_EVERY_MS - 100, GOOD, 1.0), POLICY) == []
+    assert len(state.add(one_request(BASE_TS + PUBLISH_EVERY_MS + 10, GOOD, 1.0), POLICY)) == 1
+
+
+def test_the_engine_learns_which_arm_is_better_and_publishes_it(
+    engine: Engine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEARNER_ENABLED", "true")
+    engine.start()
+    rng = random.Random(5)
+    events: list[Decision | Usage | Feedback] = []
+    for i in range(400):  # four minutes of event time
+        arm = GOOD if i % 2 else BAD
+        quality = 0.9 if arm == GOOD else 0.3
+        events += one_request(BASE_TS + i * 600, arm, float(rng.random() < quality))
+    publish(redis_client, events, SHARDS)
+    engine_client.wait_for_count(engine.url, "SELECT count() FROM feedback FINAL", 400, timeout=60)
+    deadline = clock.monotonic() + 30
+    while (raw := redis_client.get(CHALLENGER_KEY)) is None and clock.monotonic() < deadline:
+        time.sleep(0.1)
+    assert raw is not None, "no challenger published"
+    challenger = ChallengerPolicy.from_json(raw)
+    assert challenger.version.startswith("learned-")
+    good, bad = challenger.distribution("chat", (GOOD, BAD))
+    assert good > 0.9 > bad
+
+
+def wait_for_challenger(redis_client: redis.Redis, newer_than: str = "") -> ChallengerPolicy:
+    deadline = clock.monotonic() + 30
+    while clock.monotonic() < deadline:
+        raw = redis_client.get(CHALLENGER_KEY)
+        if raw is not None and (policy := ChallengerPolicy.from_json(raw)).version > newer_than:
+            return policy
+        time.sleep(0.1)
+    raise AssertionError(f"no challenger newer than {newer_than!r} was published")
+
+
+def test_what_the_learner_knows_survives_a_sigkill(
+    engine: Engine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEARNER_ENABLED", "true")
+    engine.start()
+    before: list[Decision | Usage | Feedback] = []
+    for i in range(400):  # GOOD answers well, BAD badly
+        arm = GOOD if i % 2 else BAD
+        before += one_request(BASE_TS + i * 600, arm, 0.9 if arm == GOOD else 0.3)
+    publish(redis_client, before, SHARDS)
+    engine_client.wait_for_count(engine.url, "SELECT count() FROM feedback FINAL", 400, timeout=60)
+    first = wait_for_challenger(redis_client)
+    time.sleep(2.5)  # an epoch or two later, the learner's state is in a recovery snapshot
+    assert engine.process is not None
+    engine.process.send_signal(signal.SIGKILL)
+    engine.process.wait()
+    engine.process = None
+    for shard in range(SHARDS):  # nothing to replay: what the learner knows must come from its snapshot
+        redis_client.xtrim(stream_name(shard), maxlen=0)
+    engine.start()
+    # Sixty requests where the two arms swap: enough to flip an empty learner, not one that remembers.
+    after: list[Decision | Usage | Feedback] = []
+    for i in range(60):
+        arm = GOOD if i % 2 else BAD
+        after += one_request(BASE_TS + 400 * 600 + 120_000 + i * 1000, arm, 0.0 if arm == GOOD else 1.0)
+    publish(redis_client, after, SHARDS)
+    second = wait_for_challenger(redis_client, newer_than=first.version)
+    good, bad = second.distribution("chat", (GOOD, BAD))
+    assert good > bad, (good, bad)
