@@ -178,7 +178,9 @@ def create_app(
         routes.append(Route("/faults", inject, methods=["POST"]))
     middleware = [Middleware(TokenGuard, tokens=tokens)] if tokens is not None else []
     handlers = {HTTPException: _http_error, Exception: _engine_error}
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)  # type: ignore[arg-type]
+    app.router.redirect_slashes = False  # `/query/` is a JSON 404, not an empty redirect
+    return app
 
 
 def _bounded_int(request: Request, name: str, default: int, low: int, high: int) -> int:

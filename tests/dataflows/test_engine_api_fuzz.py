@@ -69,7 +69,12 @@ authorization = st.one_of(
     st.binary(max_size=60).map(lambda raw: b"Basic " + raw),
 )
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    # Integers JSON can carry as 64-bit numbers (orjson refuses larger ones before anything is sent).
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
     ),
