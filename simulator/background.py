@@ -8,8 +8,13 @@ hang never would) and the app's lifespan shutdown runs.
 
 from __future__ import annotations
 
+import asyncio
+import io
+import socket
+import sys
 import threading
 import time
+import traceback
 from types import TracebackType
 
 import uvicorn
@@ -19,6 +24,16 @@ from symphony.clock import monotonic
 from symphony.redis_server import free_port
 
 GRACEFUL_SHUTDOWN_S = 5
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, keeping its event loop so a stuck shutdown can say what it waits for."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
 
 class BackgroundServer:
@@ -36,7 +51,7 @@ class BackgroundServer:
             log_level="warning",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)
 
     @property
@@ -62,7 +77,21 @@ class BackgroundServer:
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
-            raise RuntimeError(f"server on {self.url} did not stop within {timeout}s")
+            waits_for = self._what_it_waits_for()
+            raise RuntimeError(f"server on {self.url} did not stop within {timeout}s\n{waits_for}")
+
+    def _what_it_waits_for(self) -> str:
+        """The server thread's stack and every task of its loop (read from this thread: best effort)."""
+        out = io.StringIO()
+        frame = sys._current_frames().get(self._thread.ident or 0)
+        if frame is not None:
+            out.write("server thread:\n" + "".join(traceback.format_stack(frame)))
+        loop = self._server.loop
+        tasks = asyncio.all_tasks(loop) if loop is not None else set()
+        for task in tasks:
+            out.write(f"task {task.get_name()}:\n")
+            task.print_stack(file=out)
+        return out.getvalue()
 
     def __enter__(self) -> BackgroundServer:
         return self.start()

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from simulator.generation import JSON_OBJECT_SCHEMA, Completion, Prompt, Tool, ToolMode
-from simulator.wire import Frame, LimitSnapshot, Reply, SimError, decode_json, validate
+from simulator.wire import Frame, LimitSnapshot, Quota, Reply, SimError, decode_json, validate
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -124,10 +124,29 @@ class GenerateRequest(_Open):
     generation_config: GenerationConfig | None = None
 
 
+# Gemini's quotas are per project and model; a 429 names the one it hit (google.rpc.QuotaFailure).
+QUOTA_IDS = {
+    "requests": "GenerateRequestsPerMinutePerProjectPerModel",
+    "tokens": "GenerateContentInputTokensPerModelPerMinute",
+}
+
+
 def error_body(
-    status: int, message: str, *, field: str | None = None, retry_after_s: int | None = None
+    status: int,
+    message: str,
+    *,
+    field: str | None = None,
+    retry_after_s: int | None = None,
+    quota: Quota | None = None,
 ) -> bytes:
     details: list[dict[str, Any]] = []
+    if quota is not None:
+        violation = {
+            "quotaMetric": f"generativelanguage.googleapis.com/generate_content_{quota.metric}",
+            "quotaId": QUOTA_IDS[quota.metric],
+            "quotaDimensions": {"location": "global", "model": quota.model},
+        }
+        details.append({"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]})
     if retry_after_s is not None:
         details.append(
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after_s}s"}
@@ -181,7 +200,13 @@ class GeminiWire:
         return stream_frames(reply)
 
     def error(self, error: SimError) -> bytes:
-        return error_body(error.status, error.message, field=error.param, retry_after_s=error.retry_after_s)
+        return error_body(
+            error.status,
+            error.message,
+            field=error.param,
+            retry_after_s=error.retry_after_s,
+            quota=error.quota,
+        )
 
     def limit_headers(self, snapshot: LimitSnapshot) -> dict[str, str]:
         return {}

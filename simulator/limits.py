@@ -35,6 +35,7 @@ class RateLimited(Exception):
         super().__init__(f"rate limit reached for {what} per minute")
         self.snapshot = snapshot
         self.what = what
+        self.model = ""  # the model asked for, when the caller knows it
 
     @property
     def retry_after_s(self) -> int:

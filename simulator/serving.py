@@ -24,7 +24,7 @@ from simulator.faults import FAULT_RETRY_AFTER_S, Faults
 from simulator.generation import plan_completion
 from simulator.latency import Latency, Pacer, latency_for
 from simulator.limits import RateLimited, RateLimiter
-from simulator.wire import LimitSnapshot, Reply, SimError, Wire, masked
+from simulator.wire import LimitSnapshot, Quota, Reply, SimError, Wire, masked
 from symphony.catalog import Catalog
 from symphony.clock import Clock, event_seconds_to_real, sleep
 from symphony.events import new_id
@@ -62,7 +62,10 @@ class Simulator:
                 return await self._generate(provider, wire, request)
             except RateLimited as limited:
                 message, retry_after_s = _limit_message(provider, limited), limited.retry_after_s
-                error = SimError(429, message, code="rate_limit_exceeded", retry_after_s=retry_after_s)
+                quota = Quota(limited.model, limited.what)
+                error = SimError(
+                    429, message, code="rate_limit_exceeded", retry_after_s=retry_after_s, quota=quota
+                )
                 return self._error(wire, error, limited.snapshot)
             except SimError as error:
                 return self._error(wire, error, self.limits.peek(provider))
@@ -110,7 +113,11 @@ class Simulator:
             status = self.faults.server_status(wire.server_error_statuses)
             raise SimError(status, "The server had an error while processing your request (injected fault).")
         completion = plan_completion(self.rng, provider, prompt)
-        snapshot = self.limits.admit(provider, completion.prompt_tokens, completion.completion_tokens)
+        try:
+            snapshot = self.limits.admit(provider, completion.prompt_tokens, completion.completion_tokens)
+        except RateLimited as limited:
+            limited.model = prompt.model
+            raise
         now_ms = self.clock.now_ms()
         reply = Reply(new_id(now_ms), now_ms, prompt.model, completion, include_usage=prompt.include_usage)
         latency = latency_for(provider, prompt.model)

@@ -32,6 +32,7 @@ class SimError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after_s: int | None = None,
+        quota: Quota | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -39,6 +40,15 @@ class SimError(Exception):
         self.param = param
         self.code = code
         self.retry_after_s = retry_after_s
+        self.quota = quota
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The limit a 429 is about: a model's requests or tokens per minute (Gemini names it)."""
+
+    model: str
+    metric: str  # "requests" or "tokens"
 
 
 @dataclass(frozen=True)

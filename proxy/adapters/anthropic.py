@@ -30,7 +30,14 @@ import orjson
 
 from proxy.adapters import canonical
 from proxy.adapters.anthropic_stream import JSON_TOOL, AnthropicStream, finish_reason, input_tokens
-from proxy.adapters.base import Adapter, Answer, UnsupportedFeature, UpstreamFailure, UpstreamRequest
+from proxy.adapters.base import (
+    Adapter,
+    Answer,
+    UnsupportedFeature,
+    UpstreamFailure,
+    UpstreamRequest,
+    headers_show_limit_used_up,
+)
 from proxy.adapters.failures import (
     RETRY_AFTER,
     MalformedAnswer,
@@ -306,12 +313,14 @@ class AnthropicAdapter(Adapter):
         canonical_body = error_body(
             message, error_type(http_status), code=code if isinstance(code, str) else None
         )
+        rate_limit = self.rate_limits(headers)
         return UpstreamFailure(
             attempt_status(http_status),
             http_status,
             retry_after_s(headers),
             canonical_body,
-            self.rate_limits(headers),
+            rate_limit,
+            model_limit_used_up=http_status == 429 and headers_show_limit_used_up(rate_limit),
         )
 
     def rate_limits(self, headers: Mapping[str, str]) -> dict[str, str]:

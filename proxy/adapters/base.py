@@ -58,6 +58,9 @@ class UpstreamFailure:
     retry_after_s: float | None
     body: bytes  # OpenAI-shaped {"error": {...}}
     rate_limit: dict[str, str] = field(default_factory=dict)
+    # A 429 about one of the model's own limits (used up until the retry-after): cool that model,
+    # not the provider. From the rate-limit headers, or the quota a Gemini error names.
+    model_limit_used_up: bool = False
 
 
 class StreamTranslator(ABC):
@@ -111,3 +114,9 @@ class Adapter(ABC):
     @abstractmethod
     def rate_limits(self, headers: Mapping[str, str]) -> dict[str, str]:
         """The rate-limit headers this provider sends, as observed."""
+
+
+def headers_show_limit_used_up(rate_limit: Mapping[str, str]) -> bool:
+    """Whether a provider's rate-limit headers show a limit at zero (``x-ratelimit-remaining-requests: 0``,
+    ``anthropic-ratelimit-tokens-remaining: 0``): those headers describe the model called."""
+    return any("remaining" in name and value.strip() == "0" for name, value in rate_limit.items())

@@ -46,6 +46,7 @@ from proxy.adapters.features import check_capabilities
 from proxy.adapters.gemini_stream import GeminiStream, answer_parts, call_id, finish_reason, usage_tokens
 
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
 _GENERATION = {
     "temperature": "temperature",
     "top_p": "topP",
@@ -263,18 +264,33 @@ class GeminiAdapter(Adapter):
             error = {}
         message = error["message"] if isinstance(error.get("message"), str) else describe(body, http_status)
         status = error.get("status") if isinstance(error.get("status"), str) else None
-        retry = retry_delay_s(error.get("details"))
+        details = error.get("details")
+        retry = retry_delay_s(details)
         return UpstreamFailure(
             attempt_status(http_status),
             http_status,
             retry if retry is not None else retry_after_s(headers),
             error_body(message, error_type(http_status), code=status),
             self.rate_limits(headers),
+            model_limit_used_up=http_status == 429 and names_a_model_quota(details),
         )
 
     def rate_limits(self, headers: Mapping[str, str]) -> dict[str, str]:
         """Gemini sends no rate-limit headers; only ``retry-after`` if a proxy in between adds one."""
         return {name.lower(): value for name, value in headers.items() if name.lower() == RETRY_AFTER}
+
+
+def names_a_model_quota(details: object) -> bool:
+    """Whether a ``google.rpc.QuotaFailure`` detail names a quota of one model (Gemini's per-minute
+    quotas are per project and model: ``quotaDimensions.model``)."""
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and detail.get("@type") == QUOTA_FAILURE:
+            violations = detail.get("violations")
+            for violation in violations if isinstance(violations, list) else []:
+                dimensions = violation.get("quotaDimensions") if isinstance(violation, dict) else None
+                if isinstance(dimensions, dict) and isinstance(dimensions.get("model"), str):
+                    return True
+    return False
 
 
 def retry_delay_s(details: object) -> float | None:

@@ -20,7 +20,14 @@ from typing import Any
 
 import orjson
 
-from proxy.adapters.base import Adapter, Answer, StreamTranslator, UpstreamFailure, UpstreamRequest
+from proxy.adapters.base import (
+    Adapter,
+    Answer,
+    StreamTranslator,
+    UpstreamFailure,
+    UpstreamRequest,
+    headers_show_limit_used_up,
+)
 from proxy.adapters.failures import (
     RETRY_AFTER,
     RETRY_AFTER_MS,
@@ -161,8 +168,14 @@ class OpenAICompatAdapter(Adapter):
         retry = retry_after_s(headers)
         if retry is None and http_status == 429:
             retry = exhausted_reset_s(headers)
+        rate_limit = self.rate_limits(headers)
         return UpstreamFailure(
-            attempt_status(http_status), http_status, retry, body, self.rate_limits(headers)
+            attempt_status(http_status),
+            http_status,
+            retry,
+            body,
+            rate_limit,
+            model_limit_used_up=http_status == 429 and headers_show_limit_used_up(rate_limit),
         )
 
     def rate_limits(self, headers: Mapping[str, str]) -> dict[str, str]:

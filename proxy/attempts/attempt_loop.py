@@ -35,7 +35,7 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -268,7 +268,7 @@ class AttemptLoop:
                 _outcome(result),
                 monotonic(),
                 retry_after_s=result.retry_after_s,
-                exhausted=result.status == "429" and limit_used_up(result.rate_limit),
+                exhausted=result.model_limit_used_up,
             )
             logger.debug("attempt %d on %s failed: %s", attempt.number, arm.name, result.status)
             return result
@@ -346,9 +346,7 @@ class AttemptLoop:
         body = self._scrubber.bytes(failure.body)
         if body is failure.body:
             return failure
-        return UpstreamFailure(
-            failure.status, failure.http_status, failure.retry_after_s, body, failure.rate_limit
-        )
+        return replace(failure, body=body)
 
     def _limit_s(self, arm: Arm, job: Job) -> float:
         if job.stream:
@@ -463,13 +461,6 @@ def _outcome(failure: UpstreamFailure) -> Outcome:
     if failure.status == "429":
         return "throttled"
     return "timeout" if failure.status == "timeout" else "failure"
-
-
-def limit_used_up(rate_limit: Mapping[str, str]) -> bool:
-    """Whether a provider's rate-limit headers show a limit at zero (``x-ratelimit-remaining-requests: 0``,
-    ``anthropic-ratelimit-tokens-remaining: 0``): the 429 is about that limit, which those headers
-    describe for the model called."""
-    return any("remaining" in name and value.strip() == "0" for name, value in rate_limit.items())
 
 
 def _queue(usages: list[Usage], usage: Usage | None) -> None:

@@ -65,6 +65,37 @@ def test_auto_routing_skips_an_arm_over_quota(redis_server: RedisServer, tmp_pat
         assert stack.sim_app.answers[("openai", 200)] <= 1
 
 
+def test_a_gemini_429_naming_the_models_quota_cools_it_and_a_bare_429_does_not(
+    redis_server: RedisServer,
+) -> None:
+    gemini = "gemini/gemini-2.5-flash"
+    with ProxyStack(redis_server) as stack:
+        client = stack.openai()
+
+        def ask_gemini() -> openai.RateLimitError:
+            with pytest.raises(openai.RateLimitError) as refused:
+                client.chat.completions.create(
+                    model=gemini, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+                )
+            return refused.value
+
+        # An injected 429 names no quota: one of them is no reason to stop sending.
+        stack.faults("gemini", rate_429=1.0)
+        ask_gemini()
+        ask_gemini()
+        assert stack.sim_app.answers[("gemini", 429)] == 2
+        stack.faults("gemini", rate_429=0.0)
+
+        # The real limit's 429 carries a QuotaFailure for the model: the model is cooled for its retryDelay.
+        httpx.put(f"{stack.sim.url}/admin/limits/gemini", json={"tpm": 1}).raise_for_status()
+        ask_gemini()
+        assert stack.sim_app.answers[("gemini", 429)] == 3
+        cooled = ask_gemini()
+        assert stack.sim_app.answers[("gemini", 429)] == 3  # refused by the proxy, not sent
+        assert f"{gemini} answered 429: its rate limit is used up" in cooled.message
+        assert 1 <= int(cooled.response.headers["retry-after"]) <= 60
+
+
 def test_reported_lower_limit_is_reconciled_and_then_never_exceeded(
     redis_server: RedisServer, engine: Engine
 ) -> None:

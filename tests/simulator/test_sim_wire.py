@@ -438,8 +438,13 @@ def test_rate_limit_headers_count_down_and_limits_bite(sim: BackgroundServer) ->
     with pytest.raises(genai_errors.ClientError) as exhausted:
         google.models.generate_content(model=GEMINI, contents="a long enough prompt to spend tokens")
     assert exhausted.value.code == 429 and exhausted.value.status == "RESOURCE_EXHAUSTED"
-    [retry] = exhausted.value.details["error"]["details"]
+    [quota, retry] = exhausted.value.details["error"]["details"]
     assert retry["@type"].endswith("RetryInfo") and retry["retryDelay"].endswith("s")
+    # The quota hit is the model's, as Gemini's per-project-per-model quotas are named.
+    assert quota["@type"].endswith("QuotaFailure")
+    [violation] = quota["violations"]
+    assert violation["quotaId"] == "GenerateContentInputTokensPerModelPerMinute"
+    assert violation["quotaDimensions"]["model"] == GEMINI
 
 
 def test_admin_validation(sim: BackgroundServer) -> None:

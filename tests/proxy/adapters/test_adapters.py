@@ -335,6 +335,11 @@ def test_openai_failure_passes_error_bodies_and_retry_after() -> None:
         "x-ratelimit-remaining-requests": "0",
         "x-ratelimit-reset-requests": "1s",
     }
+    assert failure.model_limit_used_up  # remaining-requests 0: the model's limit, to be cooled
+    assert not adapter.failure(
+        429, {**headers, "x-ratelimit-remaining-requests": "4"}, error
+    ).model_limit_used_up
+    assert not adapter.failure(503, headers, error).model_limit_used_up
     # Without retry-after, the reset of the exhausted budget tells when to retry.
     no_retry = {**headers, "x-ratelimit-reset-requests": "6m0s"}
     del no_retry["retry-after"]
