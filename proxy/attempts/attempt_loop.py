@@ -159,9 +159,7 @@ class AttemptLoop:
         health = self._health
         pending = list(route.arms)
         while pending:
-            arm = _next_arm(
-                pending, health, after_timeout=bool(log.tried) and log.tried[-1].status == "timeout"
-            )
+            arm = _next_arm(pending, health, log.tried[-1].status if log.tried else None)
             if monotonic() >= deadline:
                 break
             if not health.begin(arm.provider, arm.name, monotonic()):
@@ -441,17 +439,25 @@ def app_limited(app: str, refusals: list[Refusal]) -> errors.ApiError:
     )
 
 
-def _next_arm(pending: list[Arm], health: Health, *, after_timeout: bool) -> Arm:
-    """Take the next arm to try: the first whose provider is not lagging (``Health.lagging``) and,
-    after a timeout, has answered lately (``Health.proven``); failing that, the first not lagging;
-    failing that, the first."""
+def _next_arm(pending: list[Arm], health: Health, after: AttemptStatus | None) -> Arm:
+    """Take the next arm to try, ``after`` the last attempt's status (``None`` for the first).
+
+    The first whose provider is not lagging (``Health.lagging``), nor, for a fallback, already
+    probed while unproven (``Health.probed``), and, after a timeout, has answered lately
+    (``Health.proven``); failing that, the first not lagging; failing that, the first.
+    """
     now = monotonic()
-    for proven_only in (True, False) if after_timeout else (False,):
+
+    def ready(provider: str) -> bool:
+        return not health.lagging(provider, now) and (after is None or not health.probed(provider, now))
+
+    for proven_only in (True, False) if after == "timeout" else (False,):
         for index, arm in enumerate(pending):
-            if not health.lagging(arm.provider, now) and (
-                not proven_only or health.proven(arm.provider, now)
-            ):
+            if ready(arm.provider) and (not proven_only or health.proven(arm.provider, now)):
                 return pending.pop(index)
+    for index, arm in enumerate(pending):
+        if not health.lagging(arm.provider, now):
+            return pending.pop(index)
     return pending.pop(0)
 
 

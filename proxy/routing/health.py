@@ -26,10 +26,11 @@ so a test can walk the rules through time. The pool is the gateway's arms
 - **Lagging.** A provider with an attempt still waiting for its first byte past half of
   that attempt's limit is lagging: the attempt loop tries it after the other arms, so
   a request that fell back from one hanging provider does not walk into the next one
-  while its timeouts are still on their way. So is a provider that has not answered within
-  the window (not ``proven``) once ``UNPROVEN_PROBES`` attempts wait on it: a burst probes
-  it rather than all waiting out its limit at once. After a timeout, the loop also prefers
-  proven providers over those not yet seen to answer.
+  while its timeouts are still on their way. A fallback also passes over a provider that has
+  not answered within the window (not ``proven``) while ``UNPROVEN_PROBES`` attempts wait on
+  it (``probed``): a burst falling back together probes it rather than all waiting out its
+  limit at once. (A first attempt goes to the arm the policy drew, so what was served is what
+  was logged.) After a timeout, the loop also prefers proven providers.
 
 >>> health = Health(Rules(window_s=10, failures=2, failure_rate=0.5, timeouts=2, cooldown_s=5,
 ...                       max_ejected_share=0.5, panic_share=0.3), [("a", "a/x"), ("b", "b/y")])
@@ -56,8 +57,8 @@ BUCKETS = 10
 MAX_BACKOFF = 8  # the longest ejection is this many cooldowns
 MIN_WEIGHT = 0.05  # a provider's traffic share is never cut below this factor
 DEFAULT_RETRY_AFTER_S = 1.0  # a 429 that cools but names no wait
-# A provider with no answer in the window takes this many attempts waiting at once before it
-# lags: a burst of requests probes it instead of all waiting out its first-token limit together.
+# A provider with no answer in the window takes this many fallbacks waiting at once; further
+# fallbacks try it last: a burst probes it instead of all waiting out its first-token limit.
 UNPROVEN_PROBES = 2
 
 
@@ -222,14 +223,14 @@ class Health:
         return None if all(f == 1.0 for f in factors) else factors
 
     def lagging(self, provider: str, now: float) -> bool:
-        """An attempt on ``provider`` has waited past half its limit for a first byte, or the
-        provider has not answered within the window and already has ``UNPROVEN_PROBES`` waiting."""
+        """An attempt on ``provider`` has waited past half its limit for a first byte."""
         waiting = self._providers[provider].waiting
-        if not waiting:
-            return False
-        return min(waiting.values()) <= now or (
-            len(waiting) >= UNPROVEN_PROBES and not self.proven(provider, now)
-        )
+        return bool(waiting) and min(waiting.values()) <= now
+
+    def probed(self, provider: str, now: float) -> bool:
+        """``provider`` has not answered within the window and ``UNPROVEN_PROBES`` attempts wait on it."""
+        waiting = self._providers[provider].waiting
+        return len(waiting) >= UNPROVEN_PROBES and not self.proven(provider, now)
 
     def proven(self, provider: str, now: float) -> bool:
         """``provider`` answered an attempt within the window."""

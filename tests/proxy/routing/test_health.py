@@ -228,19 +228,19 @@ def test_lagging_providers_are_named_while_they_wait() -> None:
     assert not health.lagging("b", 1.0)
 
 
-def test_an_unproven_provider_takes_a_few_probes_then_lags_until_it_answers() -> None:
+def test_an_unproven_provider_is_probed_by_two_attempts_until_it_answers() -> None:
     health = Health(RULES, POOL)
     health.wait("b", 1, 0.0, 2.0)
-    assert not health.lagging("b", 0.1)  # one probe waiting
+    assert not health.probed("b", 0.1)  # one probe waiting
     health.wait("b", 2, 0.0, 2.0)
-    assert health.lagging("b", 0.1)  # two waiting and b has never answered: the rest go elsewhere
+    assert health.probed("b", 0.1) and not health.lagging("b", 0.1)  # two, and b never answered
     health.answered("b", 1)
     health.answered("b", 2)
     health.record("b", "b/1", "ok", 0.2)
     for attempt in (3, 4, 5):
         health.wait("b", attempt, 0.2, 100.0)
-    assert not health.lagging("b", 0.3)  # b answered within the window: any number may wait
-    assert health.lagging("b", 0.3 + RULES.window_s)  # its answer has left the window
+    assert not health.probed("b", 0.3)  # b answered within the window: any number may wait
+    assert health.probed("b", 0.3 + RULES.window_s)  # its answer has left the window
 
 
 def _candidates() -> Candidates:
