@@ -132,7 +132,13 @@ class QuotaGuard:
 
     @property
     def degraded(self) -> bool:
+        """Redis was found unreachable and not yet found back (the drain of the backlog may still run)."""
         return self._degraded
+
+    @property
+    def backlog(self) -> int:
+        """Reservations to cancel and settlements to replay once Redis is back (popped as each lands)."""
+        return len(self._unconfirmed) + len(self._pending) + self._draining
 
     async def reserve(
         self,

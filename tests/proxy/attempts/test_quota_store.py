@@ -109,7 +109,8 @@ def test_settlements_kept_during_an_outage_reach_redis_without_further_traffic(
         assert guard.degraded
         await asyncio.to_thread(persistent_redis.start)
         async with asyncio.timeout(10):  # the guard's own probe: it retries within its backoff cap
-            while guard.degraded:
+            # Not degraded once the drain begins; the backlog is empty once the last settlement landed.
+            while guard.degraded or guard.backlog:
                 await asyncio.sleep(0.05)
         await client.aclose()
 
