@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from symphony.catalog import Catalog, load_catalog
@@ -23,8 +23,6 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 ACCEPTS: dict[str, str] = {
     "REDIS_URL": "a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379/0",
     "CLICKHOUSE_URL": "chdb:///absolute/dir for embedded chDB, or an http(s):// ClickHouse URL",
-    "TEMPO_ENDPOINT": "an http(s):// OTLP/HTTP endpoint, or empty",
-    "SLACK_WEBHOOK_URL": "an http(s):// URL, or empty",
     "TRAFFIC_SPLIT": "a number from 0 to 1 (the share of requests served by the challenger)",
     "EVENT_SHARDS": "a whole number from 1 to 64",
     "QUOTA_FAIL_MODE": "open or closed",
@@ -47,15 +45,11 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     clickhouse_url: str = ""
     var_dir: Path = Path("var")
-    tempo_endpoint: AnyHttpUrl | None = None
-    slack_webhook_url: AnyHttpUrl | None = None
-    pagerduty_routing_key: str | None = None
+    # Tracing, alert destinations and the scheduler, chaos and evidence flags arrive with their
+    # features: a setting that nothing reads would be a switch that does nothing.
 
     learner_enabled: bool = False
     traffic_split: float = Field(default=0.1, ge=0.0, le=1.0)
-    scheduler_enabled: bool = False
-    chaos_in_ci: bool = False
-    evidence_bundles: bool = False
 
     proxy_host: str = "127.0.0.1"
     proxy_port: Port = 8700
@@ -136,9 +130,6 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "tempo_endpoint",
-        "slack_webhook_url",
-        "pagerduty_routing_key",
         "admin_token",
         "analyst_token",
         mode="before",

@@ -28,7 +28,7 @@ def test_defaults_point_at_embedded_chdb_under_var(monkeypatch: pytest.MonkeyPat
         ("REDIS_URL", "localhost:6379", "redis://"),
         ("CLICKHOUSE_URL", "clickhouse.internal", "chdb:///"),
         ("PROXY_PORT", "70000", "port number"),
-        ("TEMPO_ENDPOINT", "not a url", "http"),
+        ("MAX_HEADER_BYTES", "12", "bytes from 1024"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(
@@ -43,11 +43,10 @@ def test_bad_value_names_the_variable_and_what_it_accepts(
 
 
 def test_flags_accept_the_usual_spellings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SCHEDULER_ENABLED", "yes")
-    monkeypatch.setenv("EVIDENCE_BUNDLES", "0")
-    settings = load_settings()
-    assert settings.scheduler_enabled is True
-    assert settings.evidence_bundles is False
+    monkeypatch.setenv("LEARNER_ENABLED", "yes")
+    assert load_settings().learner_enabled is True
+    monkeypatch.setenv("LEARNER_ENABLED", "0")
+    assert load_settings().learner_enabled is False
 
 
 def test_invalid_setting_stops_up_before_any_process_starts(tmp_path: Path) -> None:
