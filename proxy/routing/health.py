@@ -35,8 +35,8 @@ so a test can walk the rules through time. The pool is the gateway's arms
 >>> health = Health(Rules(window_s=10, failures=2, failure_rate=0.5, timeouts=2, cooldown_s=5,
 ...                       max_ejected_share=0.5, panic_share=0.3), [("a", "a/x"), ("b", "b/y")])
 >>> health.record("a", "a/x", "failure", 0.0); health.record("a", "a/x", "failure", 0.1)
->>> health.available("a", "a/x", 0.2), health.retry_in("a", "a/x", 0.2)
-(False, 4.8)
+>>> health.available("a", "a/x", 0.2), round(health.retry_in("a", "a/x", 0.2), 3)  # out until 0.1 + 5
+(False, 4.9)
 >>> health.record("b", "b/y", "timeout", 0.3); health.record("b", "b/y", "timeout", 0.4)
 >>> health.available("b", "b/y", 0.5)  # ejecting b too would leave nothing: over the cap
 True
