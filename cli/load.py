@@ -429,7 +429,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
         print(message, file=stream, flush=True)
 
     proxy_url = args.proxy_url or settings.proxy_url
-    report = run_load(proxy_url, args.simulator_url or settings.simulator_url, config, say=say)
+    report = run_load(proxy_url, args.simulator_url or settings.resolved_sim_url, config, say=say)
     print(json.dumps(report.to_dict(), indent=2) if args.json else render_report(report), flush=True)
     return 0
 

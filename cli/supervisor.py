@@ -160,7 +160,7 @@ class Stack:
         return [
             Part(name, url, args, RestartHistory(self.restart_policy))
             for name, url, args in (
-                ("sim", f"{s.simulator_url}/health", ["sim"]),
+                ("sim", f"{s.resolved_sim_url}/health", ["sim"]),
                 ("engine", f"{s.engine_url}/health", ["engine", "-w", str(self.workers)]),
                 ("proxy", f"{s.proxy_url}/health", ["proxy"]),
             )

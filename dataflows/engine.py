@@ -194,17 +194,16 @@ def run_engine(
     stats = SinkStats()
     with ExitStack() as stack:
         writer: Writer
-        embedded = settings.clickhouse_dsn.startswith("chdb://")
+        embedded = settings.resolved_clickhouse_url.startswith("chdb://")
         if cluster.leader or not embedded:
             store = ClickHouseStore.connect(
-                settings.clickhouse_dsn, limits=analyst_limits(settings), log_dir=log_dir
+                settings.resolved_clickhouse_url, limits=analyst_limits(settings), log_dir=log_dir
             )
             stack.callback(store.close)
             writer = store
             if embedded:
-                watch = FatalWatch(
-                    settings.clickhouse_dsn, lambda message: exit_on_clickhouse_fatal(message, log_dir)
-                )
+                url = settings.resolved_clickhouse_url
+                watch = FatalWatch(url, lambda message: exit_on_clickhouse_fatal(message, log_dir))
                 watch.start()
                 stack.callback(watch.stop)
         else:

@@ -2,7 +2,7 @@
 
 Public surface: ``create_app(settings)`` and ``run_proxy(settings)``. A request
 flows: ``edge`` (limits, auth, scrubbing) -> inbound API (``api.openai_api``,
-``api.messages_api``, ``api.route_execute``) -> ``Job`` -> ``routing.candidates`` ->
+``api.messages_api``, ``api.route_execute``) -> ``RoutedRequest`` -> ``routing.candidates`` ->
 ``routing.router`` (champion/challenger, ``symphony.serving``) -> ``attempts.attempt_loop``
 (attempts over ``adapters``, ``routing.health``, ``attempts.quota_gate``,
 ``attempts.upstream``) -> the answer in the inbound format. The proxy never imports

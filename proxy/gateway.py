@@ -4,7 +4,7 @@
 clock and opens the pooled upstream client, the Redis client, the event emitter
 and the challenger feed; ``stop()`` flushes every queued event and closes them.
 
-``execute(job, inbound)`` routes one canonical request (``Job``) and answers in the
+``execute(routed, inbound)`` routes one canonical request (``RoutedRequest``) and answers in the
 inbound API's format (``Inbound``). It logs one ``Decision`` event per routed
 request, emitted once the attempt loop is over so it can record the fallbacks,
 followed by one ``Usage`` event per attempt (a served stream's when it ends).
@@ -33,7 +33,7 @@ from proxy.attempts.stream_relay import RelayResponse, Render
 from proxy.attempts.upstream import new_http_client
 from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
-from proxy.job import Job
+from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Candidates, prompt_tokens
 from proxy.routing.challenger import ChallengerFeed
 from proxy.routing.health import Rules
@@ -197,23 +197,22 @@ class Gateway:
             runtime.emitter.dropped,
         )
 
-    async def execute(self, job: Job, inbound: Inbound) -> Response:
+    async def execute(self, routed: RoutedRequest, inbound: Inbound) -> Response:
         runtime = self.runtime
         now = monotonic()
-        candidates = self.candidates.select(job.body, job.pin, job.constraints, now, key=job.key)
+        candidates = self.candidates.select(routed.body, routed.pin, routed.constraints, now, key=routed.key)
         health = self.health
         weights = None if health.quiet(now) else health.weights([arm.provider for arm in candidates], now)
-        route = self.router.route(
-            job.task, candidates, pinned=job.pin is not None and job.pin.model is not None, weights=weights
-        )
+        pinned = routed.pin is not None and routed.pin.model is not None
+        route = self.router.route(routed.task, candidates, pinned=pinned, weights=weights)
         ts = runtime.clock.now_ms()
         decision_id = new_id(ts)
         attempt_log = AttemptLog()
         deadline = now + self.settings.request_deadline_ms / 1000
         try:
-            result = await runtime.attempts.run(job, route, decision_id, deadline, attempt_log)
+            result = await runtime.attempts.run(routed, route, decision_id, deadline, attempt_log)
         finally:
-            self._log_decision(runtime, job, route, decision_id, ts, attempt_log)
+            self._log_decision(runtime, routed, route, decision_id, ts, attempt_log)
         outcome = Outcome(decision_id, route, attempt_log)
         if isinstance(result, Answer):
             return inbound.answer(result, outcome)
@@ -245,14 +244,20 @@ class Gateway:
             runtime.emitter.emit(usage)
 
     def _log_decision(
-        self, runtime: Runtime, job: Job, route: Route, decision_id: str, ts: int, attempt_log: AttemptLog
+        self,
+        runtime: Runtime,
+        routed: RoutedRequest,
+        route: Route,
+        decision_id: str,
+        ts: int,
+        attempt_log: AttemptLog,
     ) -> None:
         if not attempt_log.usages and attempt_log.served is None:
             return  # nothing was attempted
-        messages = job.body.get("messages")
+        messages = routed.body.get("messages")
         features = {
             "messages": float(len(messages) if isinstance(messages, list) else 0),
-            "prompt_tokens": float(prompt_tokens(job.body)),
+            "prompt_tokens": float(prompt_tokens(routed.body)),
         }
         chosen = route.chosen
         runtime.emitter.emit(
@@ -261,8 +266,8 @@ class Gateway:
                 ts=ts,
                 decision_id=decision_id,
                 request_id=new_id(ts),
-                app=job.app,
-                task=job.task,
+                app=routed.app,
+                task=routed.task,
                 features=features,
                 candidates=route.candidates,
                 probabilities=route.probabilities,
@@ -271,8 +276,8 @@ class Gateway:
                 policy=route.policy,
                 policy_version=route.policy_version,
                 propensity=route.propensity,
-                overrides=job.overrides,
-                stream=job.stream,
+                overrides=routed.overrides,
+                stream=routed.stream,
                 fallbacks=[tried.arm.name for tried in attempt_log.tried],
                 fallback_statuses=[tried.status for tried in attempt_log.tried],
                 served_by=attempt_log.served.name if attempt_log.served is not None else "",

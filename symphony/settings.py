@@ -139,12 +139,13 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
     @property
-    def clickhouse_dsn(self) -> str:
+    def resolved_clickhouse_url(self) -> str:
         """The ClickHouse target: the setting, or chDB in ``var/chdb`` by default."""
         return self.clickhouse_url or f"chdb://{(self.var_dir / 'chdb').resolve()}"
 
     @property
-    def simulator_url(self) -> str:
+    def resolved_sim_url(self) -> str:
+        """The simulator's base URL: the setting, or the local one on ``sim_port``."""
         return self.sim_url or f"http://127.0.0.1:{self.sim_port}"
 
     @property

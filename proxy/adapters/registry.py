@@ -48,7 +48,7 @@ def build_adapters(catalog: Catalog, settings: Settings, keys: Mapping[str, Secr
     for name, spec in catalog.providers.items():
         key = keys.get(name)
         if settings.simulated(name):
-            base_url = spec.simulated_base_url(settings.simulator_url, name)
+            base_url = spec.simulated_base_url(settings.resolved_sim_url, name)
             api_key = key.get_secret_value() if key is not None else SIMULATOR_KEY
             adapters[name] = build_adapter(name, spec, base_url, api_key)
         elif key is not None:

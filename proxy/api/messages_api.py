@@ -32,7 +32,7 @@ from proxy.edge.auth import caller_of
 from proxy.edge.body import MAX_BODY_BYTES, read_limited
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
-from proxy.job import Job
+from proxy.routed_request import RoutedRequest
 
 MESSAGES_PATH = "/v1/messages"
 
@@ -88,7 +88,7 @@ class MessagesApi:
             raise errors.ApiError(exc.status, exc.message) from None
         pin = pin_for_model(self._gateway.catalog, messages.model)
         caller = caller_of(request)
-        job = Job(
+        routed = RoutedRequest(
             body=body,
             app=caller.app,
             key=caller.key,
@@ -98,4 +98,4 @@ class MessagesApi:
             pin=pin,
             overrides={"model": messages.model} if pin is not None else {},
         )
-        return await self._gateway.execute(job, ANTHROPIC_FORMAT)
+        return await self._gateway.execute(routed, ANTHROPIC_FORMAT)

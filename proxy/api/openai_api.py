@@ -19,7 +19,7 @@ from proxy.edge.auth import caller_of
 from proxy.edge.body import MAX_BODY_BYTES, parse_chat_request, read_limited
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
-from proxy.job import Job
+from proxy.routed_request import RoutedRequest
 
 JSON = "application/json"
 TASK_HEADER = "x-symphony-task"
@@ -57,7 +57,7 @@ class OpenAIApi:
         data, chat = parse_chat_request(await read_limited(request, self._max_body_bytes))
         pin = pin_for_model(self._gateway.catalog, chat.model)
         caller = caller_of(request)
-        job = Job(
+        routed = RoutedRequest(
             body=data,
             app=caller.app,
             key=caller.key,
@@ -67,7 +67,7 @@ class OpenAIApi:
             pin=pin,
             overrides={"model": chat.model} if pin is not None else {},
         )
-        return await self._gateway.execute(job, OPENAI_FORMAT)
+        return await self._gateway.execute(routed, OPENAI_FORMAT)
 
     async def models(self, request: Request) -> Response:
         key = caller_of(request).key

@@ -32,7 +32,7 @@ from proxy.edge.auth import caller_of
 from proxy.edge.body import MAX_BODY_BYTES, parse_object, read_limited, validate
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
-from proxy.job import Job
+from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Constraints, Pin
 from proxy.schemas import ChatCompletionRequest, ClosedModel
 from symphony.catalog import Catalog
@@ -142,7 +142,7 @@ class RouteExecuteApi:
         catalog = self._gateway.catalog
         overrides = native.overrides.model_dump(exclude_none=True)
         caller = caller_of(request)
-        job = Job(
+        routed = RoutedRequest(
             body={name: value for name, value in data.items() if name not in NATIVE_FIELDS},
             app=caller.app,
             key=caller.key,
@@ -153,4 +153,4 @@ class RouteExecuteApi:
             constraints=_constraints(catalog, native.constraints),
             overrides=overrides,
         )
-        return await self._gateway.execute(job, NATIVE_FORMAT)
+        return await self._gateway.execute(routed, NATIVE_FORMAT)

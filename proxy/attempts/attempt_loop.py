@@ -53,7 +53,7 @@ from proxy.attempts.quota_gate import AppScope, Grant, QuotaGuard, Unavailable
 from proxy.attempts.upstream import TRANSPORT_ERRORS, is_timeout, send
 from proxy.edge.scrub import Scrubber
 from proxy.errors import retry_after_header
-from proxy.job import Job
+from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Arm, estimated_cost_usd, output_tokens, prompt_tokens
 from proxy.routing.health import Health, Outcome
 from proxy.routing.latency import LatencyEstimates
@@ -145,7 +145,7 @@ class AttemptLoop:
         self._settling: set[asyncio.Task[None]] = set()
 
     async def run(
-        self, job: Job, route: Route, decision_id: str, deadline: float, log: AttemptLog
+        self, routed: RoutedRequest, route: Route, decision_id: str, deadline: float, log: AttemptLog
     ) -> Answer | UpstreamStream | UpstreamFailure:
         """Try ``route.arms`` in order: the first answer, else the last failure.
 
@@ -166,7 +166,7 @@ class AttemptLoop:
                 continue  # it was ejected or cooled since the candidates were chosen
             adapter = self._adapters[arm.provider]
             try:
-                request = adapter.request(job.body, arm.model, stream=job.stream)
+                request = adapter.request(routed.body, arm.model, stream=routed.stream)
             except UnsupportedFeature as exc:  # the adapter's last guard behind the capability filter
                 health.release(arm.provider)
                 refused = refused or exc
@@ -176,8 +176,9 @@ class AttemptLoop:
                 health.release(arm.provider)
                 untranslatable = True
                 continue
-            grant = await self._reserve(arm, job, app_request=not log.usages)
-            if isinstance(grant, Refusal) and job.key is not None and grant.limit.provider == job.key.scope:
+            grant = await self._reserve(arm, routed, app_request=not log.usages)
+            own_key = routed.key
+            if isinstance(grant, Refusal) and own_key is not None and grant.limit.provider == own_key.scope:
                 health.release(arm.provider)
                 over_app.append(grant)
                 if grant.limit.metric == "usd_micros":
@@ -189,7 +190,7 @@ class AttemptLoop:
                 continue
             attempt = Attempt(
                 decision_id=decision_id,
-                app=job.app,
+                app=routed.app,
                 provider=arm.provider,
                 model=arm.model,
                 price=arm.price,
@@ -198,7 +199,7 @@ class AttemptLoop:
                 fallback_from=log.tried[-1].arm.name if log.tried else "",
             )
             call = _Call(arm, adapter, request, attempt, grant)
-            result = await self._attempt(call, job, deadline, log.usages)
+            result = await self._attempt(call, routed, deadline, log.usages)
             if not isinstance(result, UpstreamFailure):
                 log.served = arm
                 return result
@@ -210,21 +211,21 @@ class AttemptLoop:
             return self._deadline_failure()
         if last is None:
             if over_app and refused is None:
-                raise app_limited(job.app, over_app)
+                raise app_limited(routed.app, over_app)
             if over_quota and refused is None:
                 raise quota_exhausted(over_quota)
             raise self._nothing_attempted(route, refused, untranslatable=untranslatable)
         return last
 
     async def _reserve(
-        self, arm: Arm, job: Job, *, app_request: bool
+        self, arm: Arm, routed: RoutedRequest, *, app_request: bool
     ) -> Grant | Refusal | Unavailable | None:
         """The attempt's reservation; ``app_request`` False once an attempt counted the app's request."""
         if self._quota is None:
             return None
-        estimate = prompt_tokens(job.body) + output_tokens(job.body)
-        cost_micros = math.ceil(estimated_cost_usd(arm, job.body) * USD_MICROS)
-        app = AppScope(job.key.scope, job.key.limits()) if job.key is not None else None
+        estimate = prompt_tokens(routed.body) + output_tokens(routed.body)
+        cost_micros = math.ceil(estimated_cost_usd(arm, routed.body) * USD_MICROS)
+        app = AppScope(routed.key.scope, routed.key.limits()) if routed.key is not None else None
         return await self._quota.reserve(
             arm.provider, arm.model, estimate, cost_micros=cost_micros, app=app, app_request=app_request
         )
@@ -244,12 +245,12 @@ class AttemptLoop:
         task.add_done_callback(self._settling.discard)
 
     async def _attempt(
-        self, call: _Call, job: Job, deadline: float, usages: list[Usage]
+        self, call: _Call, routed: RoutedRequest, deadline: float, usages: list[Usage]
     ) -> Answer | UpstreamStream | UpstreamFailure:
         """One attempt, its usage event queued and health told (a stream's only at its end)."""
         attempt, arm, health = call.attempt, call.arm, self._health
         try:
-            result = await self._call(call, job, deadline)
+            result = await self._call(call, routed, deadline)
         except BaseException:
             usage = attempt.finish("cancelled")  # the client went away: not the provider's fault
             _queue(usages, usage)
@@ -281,10 +282,10 @@ class AttemptLoop:
         return result
 
     async def _call(
-        self, call: _Call, job: Job, deadline: float
+        self, call: _Call, routed: RoutedRequest, deadline: float
     ) -> Answer | UpstreamStream | UpstreamFailure:
         arm, adapter, attempt = call.arm, call.adapter, call.attempt
-        limit_s = min(self._limit_s(arm, job), deadline - monotonic())
+        limit_s = min(self._limit_s(arm, routed), deadline - monotonic())
         response: httpx.Response | None = None
         self._health.wait(arm.provider, id(attempt), monotonic(), limit_s)
         try:
@@ -294,7 +295,7 @@ class AttemptLoop:
                 if not response.is_success:
                     body = await response.aread()
                     return self._failure(arm, adapter.failure(response.status_code, response.headers, body))
-                if job.stream:
+                if routed.stream:
                     chunks = response.aiter_raw()
                     first = await anext(chunks, b"")
                     attempt.first_byte()
@@ -302,7 +303,7 @@ class AttemptLoop:
                         return _local_failure(
                             "error", 502, f"`{arm.name}` sent an empty stream.", "upstream_error"
                         )
-                    translator = adapter.stream(arm.model, include_usage=job.include_usage)
+                    translator = adapter.stream(arm.model, include_usage=routed.include_usage)
                     stream = UpstreamStream(arm, attempt, translator, response, chunks, first, call.grant)
                     response = None  # handed over: the relay closes it
                     return stream
@@ -346,10 +347,10 @@ class AttemptLoop:
             return failure
         return replace(failure, body=body)
 
-    def _limit_s(self, arm: Arm, job: Job) -> float:
-        if job.stream:
+    def _limit_s(self, arm: Arm, routed: RoutedRequest) -> float:
+        if routed.stream:
             return self._ttft_limit_s
-        return self._ttft_limit_s + self._latency.ms_per_token(arm.name) * output_tokens(job.body) / 1000.0
+        return self._ttft_limit_s + self._latency.ms_per_token(arm.name) * output_tokens(routed.body) / 1000.0
 
     def finish_stream(self, stream: UpstreamStream, status: AttemptStatus) -> Usage | None:
         """End a served stream's attempt: its usage event, its health outcome and latency figures."""

@@ -14,7 +14,7 @@ def test_defaults_point_at_embedded_chdb_under_var(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("VAR_DIR", str(tmp_path))
     monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
     settings = load_settings()
-    assert settings.clickhouse_dsn == f"chdb://{tmp_path.resolve()}/chdb"
+    assert settings.resolved_clickhouse_url == f"chdb://{tmp_path.resolve()}/chdb"
     assert settings.traffic_split == 0.1
     assert settings.learner_enabled is False
 

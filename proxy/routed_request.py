@@ -10,7 +10,7 @@ from symphony.app_keys import AppKey
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
+class RoutedRequest:
     body: dict[str, Any]  # an OpenAI chat-completions request; each attempt sets its own model
     app: str  # the caller's app, from its key
     task: str
