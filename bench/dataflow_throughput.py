@@ -81,7 +81,8 @@ from symphony import clock, engine_client
 from symphony.events import Decision, Event, Feedback, Usage, new_id
 from symphony.gc_tuning import GC_THRESHOLDS, tune_gc
 from symphony.quotas import load_quota_policy
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer
+from symphony.settings import ENGINE_PORT_FILE
 from symphony.stream import EVENT_FIELD, encode, shard_of, stream_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -414,7 +415,6 @@ class Freshness:
 @contextmanager
 def running_engine(redis_url: str, workdir: Path) -> Iterator[str]:
     """``python -m dataflows.engine`` on its own chDB, with control-plane tokens; the analyst's URL."""
-    port = free_port()
     var_dir = workdir / "engine"
     var_dir.mkdir()
     analyst_token = secrets.token_urlsafe(24)
@@ -423,7 +423,6 @@ def running_engine(redis_url: str, workdir: Path) -> Iterator[str]:
         REDIS_URL=redis_url,
         CLICKHOUSE_URL=f"chdb://{var_dir / 'chdb'}",
         VAR_DIR=str(var_dir),
-        ENGINE_PORT=str(port),
         EVENT_SHARDS=str(SHARDS),
         ADMIN_TOKEN=secrets.token_urlsafe(24),
         ANALYST_TOKEN=analyst_token,
@@ -432,15 +431,22 @@ def running_engine(redis_url: str, workdir: Path) -> Iterator[str]:
     log_path = var_dir / "engine.log"
     with log_path.open("ab") as log:
         engine = subprocess.Popen(
-            [sys.executable, "-m", "dataflows.engine"], cwd=REPO, env=env, stdout=log, stderr=log
+            # On a port the OS picks, written to var_dir once it listens: no race for a free port.
+            [sys.executable, "-m", "dataflows.engine", "--any-port"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=log,
         )
     try:
-        url = f"http://analyst:{analyst_token}@127.0.0.1:{port}"
+        port_file, url = var_dir / ENGINE_PORT_FILE, ""
         deadline = clock.monotonic() + 60
-        while not engine_client.is_ready(url):
+        while not (url and engine_client.is_ready(url)):
             if engine.poll() is not None or clock.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"the engine did not start (exit {engine.poll()}); its log ends:\n{tail}")
+            if not url and port_file.exists():
+                url = f"http://analyst:{analyst_token}@127.0.0.1:{int(port_file.read_text())}"
             time.sleep(0.1)
         yield url
     finally:
@@ -588,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="symphony-bench-") as tmp:
             workdir = Path(tmp)
-            server = RedisServer(port=free_port(), data_dir=workdir / "redis", persist=False).start()
+            server = RedisServer(port=0, data_dir=workdir / "redis", persist=False).start()
             try:
                 rows = throughput(server.url, args.events, workdir)
                 redis.Redis.from_url(server.url).flushall()

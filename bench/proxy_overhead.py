@@ -698,7 +698,7 @@ def check_routing(target: Target, max_tokens: int, tries: int = 12) -> list[str]
 @contextmanager
 def running_stack(var: Path, timeout: float) -> Iterator[tuple[Stack, Service]]:
     """A fresh Redis (no persistence) and the simulator, stopped on exit."""
-    server = RedisServer(port=free_port(), data_dir=var / "redis", persist=False).start()
+    server = RedisServer(port=0, data_dir=var / "redis", persist=False).start()
     assert server.process is not None
     sim_port = free_port()
     sim = Service(

@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 
 from symphony import clock
 from symphony.quotas import DAY_MS, AsyncQuotaStore, Limit, Reservation, load_quota_policy
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer
 
 PROVIDER, MODEL = "openai", "gpt-4o"  # the arm with the most windows in the policy
 UNREACHABLE = 2**50  # a cap no run of this bench can reach
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     # (ops are 1 ms apart), so grant rows that fell back to the policy's caps would show refusals.
     at_least = minute_request_cap(load_quota_policy().limits(PROVIDER, MODEL)) + 50 if args.smoke else 0
     with tempfile.TemporaryDirectory() as scratch:
-        server = RedisServer(port=free_port(), data_dir=Path(scratch), persist=False).start()
+        server = RedisServer(port=0, data_dir=Path(scratch), persist=False).start()
         try:
             results, requests_granted = asyncio.run(measure(server.url, clients, duration, warmup, at_least))
         finally:

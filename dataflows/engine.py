@@ -62,7 +62,7 @@ from sinks.redis_state import ChallengerSink, QuotaStateSink
 from symphony.catalog import load_catalog, load_policy
 from symphony.gc_tuning import tune_gc
 from symphony.quotas import load_quota_policy
-from symphony.settings import Settings, SettingsError, load_settings
+from symphony.settings import ENGINE_PORT_FILE, Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +179,14 @@ def run_engine(
     *,
     trim_interval: float = trimming.TRIM_EVERY_S,
     test_faults: bool = False,
+    any_port: bool = False,
 ) -> None:
     """Run the engine until SIGINT or SIGTERM; raise if ClickHouse or the API port is unusable.
 
     Must run in the main thread (it installs the signal handlers). ``test_faults``
     adds the test-only ``POST /faults`` route (``WriteFaults``) to the query API.
+    ``any_port`` (tests): the query API listens on a port the OS picks, not ENGINE_PORT,
+    and the engine writes it to ``<var_dir>/ENGINE_PORT_FILE`` once it listens.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -223,7 +226,7 @@ def run_engine(
             champion = load_policy(settings.policy_file, load_catalog())
             api = QueryApi(
                 store,
-                settings.engine_port,
+                0 if any_port else settings.engine_port,
                 tokens=api_tokens(settings),
                 metrics=lambda: engine_metrics(metrics_client, settings.event_shards, stats),
                 accept_writes=embedded and cluster.processes > 1,
@@ -232,6 +235,8 @@ def run_engine(
             )
             api.start()
             stack.callback(api.stop)
+            if any_port:
+                write_port_file(settings.var_dir, api.port)
         recovery_dir = settings.var_dir / "recovery"
         recovery = prepare_recovery(recovery_dir)
         _register(settings.redis_url)
@@ -280,6 +285,13 @@ def run_engine(
         log.info("engine stopped")
 
 
+def write_port_file(var_dir: Path, port: int) -> None:
+    """``port`` in ``<var_dir>/ENGINE_PORT_FILE``, whole or not at all (a reader polls for it)."""
+    partial = var_dir / f"{ENGINE_PORT_FILE}.partial"
+    partial.write_text(f"{port}\n")
+    partial.replace(var_dir / ENGINE_PORT_FILE)
+
+
 def exit_on_clickhouse_fatal(message: str, log_dir: Path) -> None:
     """Log one line and end the process now with ``EXIT_CLICKHOUSE_FATAL``.
 
@@ -326,6 +338,9 @@ def main(argv: list[str] | None = None) -> None:
         help=f"seconds between stream trims (default {trimming.TRIM_EVERY_S:g})",
     )
     parser.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
+    # Tests: the query API on a port the OS picks (written to <VAR_DIR>/engine-port), so parallel
+    # tests never race each other for a free ENGINE_PORT.
+    parser.add_argument("--any-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per insert through process 0
@@ -337,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
             cluster=cluster,
             trim_interval=args.trim_interval,
             test_faults=args.test_faults,
+            any_port=args.any_port,
         )
     except Exception as exc:
         stopped = _cause(exc, SinkStopped)

@@ -215,7 +215,11 @@ async def _engine_error(request: Request, exc: Exception) -> Response:
 
 
 class QueryApi:
-    """The query API served from a daemon thread; ``start`` returns once it accepts connections."""
+    """The query API served from a daemon thread; ``start`` returns once it accepts connections.
+
+    ``port`` 0: a port the OS picks at the bind (no race with another process for a free
+    port, as tests want); ``port`` then tells which.
+    """
 
     def __init__(
         self,
@@ -243,6 +247,11 @@ class QueryApi:
         self._port = port
         self._thread: threading.Thread | None = None
 
+    @property
+    def port(self) -> int:
+        """The port it listens on: after ``start``, the one the OS picked if it was given 0."""
+        return self._port
+
     def start(self, timeout: float = 10.0) -> None:
         # Bind here, in the caller's thread, so a busy port is a clear error at start.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -252,6 +261,7 @@ class QueryApi:
         except OSError as exc:
             sock.close()
             raise RuntimeError(f"engine query API cannot listen on {self._host}:{self._port}: {exc}") from exc
+        self._port = sock.getsockname()[1]
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="engine-query-api", daemon=True
         )

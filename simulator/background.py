@@ -4,6 +4,10 @@ The server runs its own event loop (uvloop, httptools) in a daemon thread, so th
 caller's thread stays free for blocking clients. ``stop()`` asks uvicorn to exit
 gracefully: in-flight requests get ``GRACEFUL_SHUTDOWN_S`` to finish (a simulated
 hang never would) and the app's lifespan shutdown runs.
+
+The listening socket is bound here, not by uvicorn: without ``port`` the OS picks a free
+one at the bind itself, so no other process can take it between a pick and the bind (as
+with ``free_port()``), and ``url`` is known before ``start()``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from symphony.clock import monotonic
-from symphony.redis_server import free_port
 
 GRACEFUL_SHUTDOWN_S = 5
 
@@ -36,10 +39,26 @@ class _Server(uvicorn.Server):
         await super().serve(sockets)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: one the OS picks), not listening yet."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As uvicorn's own bind does: an explicit port a previous server just left is usable again.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class BackgroundServer:
+    """``app`` on ``host:port``; without ``port``, on a port the OS picks when the socket binds."""
+
     def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
-        self.port = port if port is not None else free_port()
+        self._socket = bind(host, port or 0)
+        self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
             app,
             host=self.host,
@@ -52,7 +71,12 @@ class BackgroundServer:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         self._server = _Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},  # uvicorn listens on it, and closes it at shutdown
+            name=f"uvicorn-{self.port}",
+            daemon=True,
+        )
 
     @property
     def url(self) -> str:
@@ -76,6 +100,8 @@ class BackgroundServer:
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if not self._server.started and not self._thread.is_alive():
+            self._socket.close()  # never served (or failed at start-up): uvicorn did not close it
         if self._thread.is_alive():
             waits_for = self._what_it_waits_for()
             raise RuntimeError(f"server on {self.url} did not stop within {timeout}s\n{waits_for}")

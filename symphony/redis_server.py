@@ -41,7 +41,11 @@ def answers(url: str, timeout: float = 0.5) -> bool:
 
 def free_port() -> int:
     """A port nothing listened on a moment ago. Racy: another process may take it before the
-    caller binds it. Servers that can retry on a taken port (``RedisServer(port=0)``) should."""
+    caller binds it. A server that can bind port 0 itself should (``BackgroundServer``,
+    ``QueryApi``, the engine's ``--any-port``); one that cannot retries on a taken port
+    (``RedisServer(port=0)``, ``tests.stackutil.symphony_up``). Left to this: ports a process
+    must be told before it binds and that nothing retries (Bytewax cluster addresses, a
+    ``cli proxy`` a test starts alone, the gateways of ``bench/proxy_overhead.py``)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

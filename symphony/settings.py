@@ -33,6 +33,8 @@ ACCEPTS: dict[str, str] = {
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
+# Under VAR_DIR: the port an engine started with ``--any-port`` (tests) listens on, once it does.
+ENGINE_PORT_FILE = "engine-port"
 
 
 class SettingsError(Exception):

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from symphony.catalog import load_catalog
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer
 from symphony.settings import Settings
 from tests.engineutil import Engine
 
@@ -81,8 +81,8 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def engine(redis_server: RedisServer, tmp_path: Path) -> Iterator[Engine]:
-    """An engine (not started yet) on a free port, its data under tmp_path/var, reading redis_server."""
-    engine = Engine(redis_server.url, tmp_path / "var", free_port())
+    """An engine (not started; it picks its port at start), data in tmp_path/var, reading redis_server."""
+    engine = Engine(redis_server.url, tmp_path / "var")
     engine.var_dir.mkdir()
     try:
         yield engine

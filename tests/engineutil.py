@@ -7,6 +7,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import httpx
 from symphony import engine_client
 from symphony.engine_client import EngineError
 from symphony.events import Decision, Event, Usage, new_id
+from symphony.settings import ENGINE_PORT_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 4
@@ -26,15 +28,26 @@ ANALYST_TOKEN = secrets.token_urlsafe(24)
 
 @dataclass
 class Engine:
-    """``python -m dataflows.engine`` on its own port, with its data under ``var_dir``."""
+    """``python -m dataflows.engine`` on its own port, with its data under ``var_dir``.
+
+    ``port`` 0 (the default): at each start the engine listens on a port its OS picks
+    (``--any-port``, so parallel tests never race for a free port) and ``start`` reads it back
+    from ``var_dir``; ``port`` then holds it. Another ``port`` is ENGINE_PORT: a cluster's
+    followers need the leader's, and they serve no query API themselves.
+    """
 
     redis_url: str
     var_dir: Path
-    port: int
+    port: int = 0
     process: subprocess.Popen[bytes] | None = None
     args: list[str] = field(default_factory=list)  # e.g. ["-w", "2"], ["--test-faults"]
     wait_ready: bool = True  # False for a cluster process other than 0 (no query API)
     name: str = "engine"
+    any_port: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.any_port = self.port == 0
+        assert self.wait_ready or not self.any_port, "only an engine serving the query API can pick its port"
 
     @property
     def url(self) -> str:
@@ -50,20 +63,24 @@ class Engine:
         return self.var_dir / f"{self.name}.log"
 
     def start(self) -> Engine:
-        env = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_URL", "SIM_URL")}
+        env = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_URL", "SIM_URL", "ENGINE_PORT")}
         env.update(
             REDIS_URL=self.redis_url,
             CLICKHOUSE_URL=f"chdb://{self.var_dir / 'chdb'}",
             VAR_DIR=str(self.var_dir),
-            ENGINE_PORT=str(self.port),
             EVENT_SHARDS=str(SHARDS),
             ADMIN_TOKEN=ADMIN_TOKEN,
             ANALYST_TOKEN=ANALYST_TOKEN,
             PYTHONPATH=str(REPO),
         )
+        args = [*self.args, "--any-port"] if self.any_port else self.args
+        if not self.any_port:
+            env["ENGINE_PORT"] = str(self.port)
+        if self.any_port:
+            self.port_file.unlink(missing_ok=True)  # a previous start's: not this one's port
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "dataflows.engine", *self.args],
+                [sys.executable, "-m", "dataflows.engine", *args],
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -72,11 +89,29 @@ class Engine:
         if not self.wait_ready:
             return self
         try:
+            if self.any_port:
+                self.port = self._read_port(timeout=30)
             engine_client.wait_until_ready(self.url, timeout=30)
         except EngineError:
             self.kill()
             raise AssertionError(f"engine did not start:\n{self.log.read_text()[-3000:]}") from None
         return self
+
+    @property
+    def port_file(self) -> Path:
+        return self.var_dir / ENGINE_PORT_FILE
+
+    def _read_port(self, timeout: float) -> int:
+        """The port the engine wrote once its query API listened; EngineError if it never did."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while not self.port_file.exists():
+            if self.process.poll() is not None:
+                raise EngineError(f"engine exited with {self.process.returncode} before it listened")
+            if time.monotonic() > deadline:
+                raise EngineError(f"engine wrote no {self.port_file} within {timeout}s")
+            time.sleep(0.05)
+        return int(self.port_file.read_text())
 
     def stop(self) -> int:
         assert self.process is not None

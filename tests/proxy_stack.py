@@ -35,7 +35,7 @@ from symphony.catalog import Catalog, load_catalog
 from symphony.clock import RealClock, wall_ms
 from symphony.events import Decision, Feedback, Usage, parse_event
 from symphony.keys import STREAM_PREFIX
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer
 from symphony.settings import Settings
 
 CATALOG = load_catalog()
@@ -129,16 +129,16 @@ class ProxyStack:
         expected = sim_keys if sim_keys is not None else keys
         self.sim_app = CountingApp(create_sim_app(RealClock(), catalog, seed=seed, keys=expected))
         self.sim = BackgroundServer(self.sim_app)
-        port = free_port()
+        # No proxy_port: the app never reads it (only `proxy.app.run` binds by it), and the proxy
+        # below binds a port the OS picks, which no pick made beforehand could be sure of.
         self.settings = Settings(
             redis_url=redis_server.url,
             sim_url=self.sim.url,
-            proxy_port=port,
             event_shards=SHARDS,
             simulated_providers="all",
             **settings,
         )
-        self.proxy = BackgroundServer(self._proxy_app(), port=port)
+        self.proxy = BackgroundServer(self._proxy_app())
         self.replicas: list[BackgroundServer] = []
         self.redis = redis.Redis.from_url(redis_server.url)
         self.key = issue_key(self.redis, app, **(limits or {}))

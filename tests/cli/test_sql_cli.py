@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -51,6 +52,10 @@ def test_reads_as_a_table_or_json_and_refuses_every_write(engine: Engine, redis_
 
 
 def test_says_what_to_do_when_the_engine_is_not_running(engine: Engine) -> None:
-    refused = sql(engine, "SELECT 1")
+    # A port bound but never listening: connections to it are refused, and no server can take it meanwhile.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        engine.port = held.getsockname()[1]
+        refused = sql(engine, "SELECT 1")
     assert refused.returncode == 1
     assert f"engine at http://127.0.0.1:{engine.port}" in refused.stderr

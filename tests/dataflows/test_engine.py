@@ -86,6 +86,15 @@ def test_events_reach_clickhouse_exactly_once(engine: Engine, redis_client: redi
     assert engine.stop() == 0
 
 
+def test_an_engine_left_to_pick_its_port_listens_on_the_one_it_reports(engine: Engine) -> None:
+    engine.start()  # the fixture's engine: port 0, so `--any-port`
+    assert engine.port != 0 and int(engine.port_file.read_text()) == engine.port
+    assert httpx.get(f"{engine.url}/health").json() == {"status": "ok"}
+    engine.kill()
+    with pytest.raises(httpx.ConnectError):  # it was this engine that answered there
+        httpx.get(f"{engine.url}/health")
+
+
 def test_query_api(engine: Engine) -> None:
     engine.start()
     assert httpx.get(f"{engine.url}/health").json() == {"status": "ok"}

@@ -21,7 +21,6 @@ from dataflows.api_auth import Tokens
 from dataflows.query_api import QueryApi
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
-from symphony.redis_server import free_port
 from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN
 
 PATHS = [
@@ -45,10 +44,9 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = ClickHouseStore.connect(f"chdb://{root / 'chdb'}", log_dir=root / "logs")
     migrate(store)
     store.faults = WriteFaults()
-    port = free_port()
     api = QueryApi(
         store,
-        port,
+        0,
         tokens=Tokens(ADMIN_TOKEN, ANALYST_TOKEN),
         metrics=lambda: "symphony_up 1\n",
         accept_writes=True,
@@ -56,7 +54,7 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     api.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{api.port}"
     finally:
         api.stop()
         store.close()

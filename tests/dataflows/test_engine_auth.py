@@ -40,11 +40,13 @@ def test_roles_decide_what_each_caller_may_do(engine: Engine) -> None:
 
 
 def test_the_engine_will_not_start_an_open_api_without_saying_so(engine: Engine) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("ADMIN_TOKEN", "ANALYST_TOKEN", "AUTH_DISABLED")}
+    # No ENGINE_PORT (the fixture's engine picks its port only when it starts): the default will do,
+    # since the engine refuses to run before it binds anything.
+    dropped = ("ADMIN_TOKEN", "ANALYST_TOKEN", "AUTH_DISABLED", "ENGINE_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(
         REDIS_URL=engine.redis_url,
         VAR_DIR=str(engine.var_dir),
-        ENGINE_PORT=str(engine.port),
         CLICKHOUSE_URL=f"chdb://{engine.var_dir / 'chdb'}",
     )
     refused = subprocess.run(

@@ -64,10 +64,7 @@ def tables(engine: Engine, expected: dict[str, int]) -> dict[str, object]:
 
 @pytest.fixture
 def redis_urls(tmp_path: Path) -> Iterator[list[str]]:
-    servers = [
-        RedisServer(port=free_port(), data_dir=tmp_path / f"redis{i}", persist=False).start()
-        for i in range(2)
-    ]
+    servers = [RedisServer(port=0, data_dir=tmp_path / f"redis{i}", persist=False).start() for i in range(2)]
     try:
         yield [server.url for server in servers]
     finally:
@@ -93,7 +90,7 @@ def test_one_worker_two_workers_and_two_processes_give_the_same_tables(
     assert one["feedback"][:2] == (feedback, feedback)  # type: ignore[index]
     engine.stop()
 
-    two_workers = Engine(redis_urls[0], tmp_path / "w2", free_port(), args=["-w", "2"])
+    two_workers = Engine(redis_urls[0], tmp_path / "w2", args=["-w", "2"])
     two_workers.var_dir.mkdir()
     fill(two_workers.redis_url, work)
     try:
@@ -106,21 +103,29 @@ def test_one_worker_two_workers_and_two_processes_give_the_same_tables(
         two_workers.kill()
 
     # Two processes on one chDB: process 1 writes through process 0, which owns the directory.
-    var_dir, port = tmp_path / "cluster", free_port()
+    var_dir = tmp_path / "cluster"
     var_dir.mkdir()
+    # Bytewax's own cluster ports stay free_port() picks (racy): every process must be told all of
+    # them before any binds. The query API's port is the leader's pick, which the follower then gets.
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
-    leader = Engine(redis_urls[1], var_dir, port, args=["-i", "0", "-a", addresses])
-    follower = Engine(
-        redis_urls[1], var_dir, port, args=["-i", "1", "-a", addresses], wait_ready=False, name="engine1"
-    )
+    leader = Engine(redis_urls[1], var_dir, args=["-i", "0", "-a", addresses])
     fill(leader.redis_url, work)
+    follower: Engine | None = None
     try:
         leader.start()
-        follower.start()
+        follower = Engine(
+            redis_urls[1],
+            var_dir,
+            leader.port,
+            args=["-i", "1", "-a", addresses],
+            wait_ready=False,
+            name="engine1",
+        ).start()
         assert tables(leader, expected) == one
         own = leader.metrics()['symphony_sink_rows_written_total{table="usage"}']
         assert 0 < own < REQUESTS  # the rest came from process 1, through process 0's /insert
     finally:
-        follower.kill()
+        if follower is not None:
+            follower.kill()
         leader.kill()
-    assert "Traceback" not in follower.log.read_text()
+    assert follower is not None and "Traceback" not in follower.log.read_text()

@@ -31,7 +31,6 @@ from symphony.catalog import load_catalog, load_policy
 from symphony.engine_client import EngineError
 from symphony.events import Decision, Feedback, Usage, new_id
 from symphony.keys import CHALLENGER_KEY
-from symphony.redis_server import free_port
 from symphony.stream import publish
 from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN, SHARDS, Engine
 
@@ -112,16 +111,15 @@ def api(tmp_path: Path, redis_client: redis.Redis) -> Iterator[str]:
         )
     tables = {name: to_arrow(name, [e for b in batches for e in b[name]])[0] for name in batches[0]}
     write(store, [tables])
-    port = free_port()
     server = QueryApi(
         store,
-        port,
+        0,
         tokens=Tokens(ADMIN_TOKEN, ANALYST_TOKEN),
         learner=LearnerReport(store, redis_client, POLICY),
     )
     server.start()
     try:
-        yield f"http://analyst:{ANALYST_TOKEN}@127.0.0.1:{port}"
+        yield f"http://analyst:{ANALYST_TOKEN}@127.0.0.1:{server.port}"
     finally:
         server.stop()
         store.close()

@@ -36,9 +36,7 @@ def can_call_tools(arm: str) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyStack]:
-    from symphony.redis_server import free_port
-
-    server = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp("redis"), persist=False).start()
+    server = RedisServer(port=0, data_dir=tmp_path_factory.mktemp("redis"), persist=False).start()
     try:
         with ProxyStack(server) as running:
             yield running

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer
 from tests.proxy_stack import ProxyStack
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -86,7 +86,7 @@ def bodies(path: str) -> st.SearchStrategy[bytes]:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyStack]:
-    server = RedisServer(port=free_port(), data_dir=Path(tmp_path_factory.mktemp("redis")), persist=False)
+    server = RedisServer(port=0, data_dir=Path(tmp_path_factory.mktemp("redis")), persist=False)
     server.start()
     try:
         with ProxyStack(server, auth_failures_per_minute=1_000_000) as stack:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from simulator import BackgroundServer, latency
 from symphony.catalog import load_policy, resolve_policy_path
 from symphony.events import Usage, new_id
 from symphony.keys import STREAM_PREFIX
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer
 from symphony.serving import ChampionPolicy
 from symphony.settings import Settings
 from tests import reference
@@ -236,20 +237,21 @@ def test_upstream_errors_reach_the_sdk_as_its_own(stack: ProxyStack) -> None:
 
 
 def test_unreachable_upstream_is_502(redis_server: RedisServer, redis_client: redis.Redis) -> None:
-    port = free_port()
-    settings = Settings(
-        redis_url=redis_server.url,
-        sim_url=f"http://127.0.0.1:{free_port()}",
-        proxy_port=port,
-        event_shards=SHARDS,
-        simulated_providers="all",
-    )
-    with BackgroundServer(create_app(settings), port=port) as proxy:
-        response = httpx.post(
-            f"{proxy.url}/v1/chat/completions",
-            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
-            headers=bearer(issue_key(redis_client)),
+    # The upstream's port is bound but never listening: connections are refused, and no server can take it.
+    with socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        settings = Settings(
+            redis_url=redis_server.url,
+            sim_url=f"http://127.0.0.1:{upstream.getsockname()[1]}",
+            event_shards=SHARDS,
+            simulated_providers="all",
         )
+        with BackgroundServer(create_app(settings)) as proxy:
+            response = httpx.post(
+                f"{proxy.url}/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+                headers=bearer(issue_key(redis_client)),
+            )
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
     client = redis.Redis.from_url(redis_server.url)

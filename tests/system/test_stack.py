@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -80,6 +81,20 @@ def test_requests_through_the_proxy_reach_clickhouse_exactly_once(tmp_path: Path
     stored_tokens = sorted((int(r[5]), int(r[6])) for r in rows)
     assert stored_tokens == sent_tokens
     assert sum(c for _, _, c in seen) > 0
+
+
+def test_up_starts_again_on_new_ports_when_another_process_took_one(tmp_path: Path) -> None:
+    stack = stack_env(tmp_path)
+    with socket.socket() as thief:  # takes the engine's port after the pick, as a parallel test could
+        thief.bind(("127.0.0.1", int(stack.env["ENGINE_PORT"])))
+        thief.listen()
+        taken = thief.getsockname()[1]
+        with symphony_up(stack) as up:
+            assert int(stack.env["ENGINE_PORT"]) != taken
+            assert engine_client.query(stack.engine_url, "SELECT 1").scalar() == 1
+            assert up.poll() is None
+    said = (tmp_path / "up.log").read_text()
+    assert f"engine query API cannot listen on 127.0.0.1:{taken}" in said  # the first start, in the log
 
 
 def test_sigterm_stops_every_process_it_started(tmp_path: Path) -> None:
