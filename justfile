@@ -43,6 +43,10 @@ quotas-matrix *args:
 learner-metrics *args:
     symphony learner-metrics "$@"
 
+# Propose the learner's challenger as the next champion: `--dry-run` prints the policy diff; else a branch and a PR
+learner-promote *args:
+    symphony learner-promote "$@"
+
 # Workload generator: traffic through the proxy at a rate, feedback from the simulator's ground truth
 load *args:
     symphony load "$@"

@@ -348,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     learner.add_argument("--json", action="store_true", help="print the report as JSON")
     learner.set_defaults(run=cmd_learner_metrics)
 
+    from cli import learner_promote
+
+    promote = sub.add_parser(
+        "learner-promote",
+        help="propose the learner's challenger as the next champion: a branch, a commit and a pull request",
+        description=(learner_promote.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    learner_promote.add_arguments(promote)
+    promote.set_defaults(run=learner_promote.command)
+
     sql = sub.add_parser("sql", help="run read-only SQL against ClickHouse through the engine")
     sql.add_argument("query", help='the SQL, e.g. "SELECT count() FROM usage FINAL"')
     sql.add_argument("--json", action="store_true", help="print rows as JSON")
@@ -379,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"symphony: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from cli.supervisor import StackError
+    from learner.pull_request import PromotionError
     from symphony.engine_client import EngineError
 
     try:
@@ -386,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:  # a part found a setting it cannot run with
         print(f"symphony: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (EngineError, StackUnavailable, UsageProblem) as exc:
+    except (EngineError, StackUnavailable, UsageProblem, PromotionError) as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return 1
     except StackError as exc:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +147,12 @@ class ChallengerPolicy(RoutingPolicy):
             tasks={str(task): _weights(table, f"`tasks.{task}`") for task, table in tasks.items()},
             exploration=float(exploration),
         )
+
+    def tables(self, tasks: Iterable[str]) -> dict[str, dict[str, float]]:
+        """The weights it serves each of ``tasks`` and each task of its own (empty tables left out)."""
+        every = {*tasks, *self._tasks}
+        served = {task: self._tasks.get(task, self._weights) for task in sorted(every)}
+        return {task: dict(table) for task, table in served.items() if table}
 
     def _scores(self, task: str, candidates: Sequence[str]) -> list[float]:
         table = self._tasks.get(task, self._weights)

@@ -21,6 +21,7 @@ from symphony.catalog import load_catalog
 from symphony.redis_server import RedisServer
 from symphony.settings import Settings
 from tests.engineutil import Engine
+from tests.github_standin import FakeGitHub, Remote, make_repo, serve_github
 
 
 def symphony_variables() -> set[str]:
@@ -88,3 +89,16 @@ def engine(redis_server: RedisServer, tmp_path: Path) -> Iterator[Engine]:
         yield engine
     finally:
         engine.kill()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Remote:
+    """A git checkout on ``main`` with the shipped champion, its ``origin`` a local bare repository."""
+    return make_repo(tmp_path)
+
+
+@pytest.fixture
+def github(repo: Remote) -> Iterator[FakeGitHub]:
+    """A local stand-in for the GitHub REST API that records its calls (``tests/github_standin.py``)."""
+    with serve_github(repo) as fake:
+        yield fake

@@ -1,8 +1,7 @@
 """Promotion as a pull request, with real git in a temporary repository and a local stand-in for GitHub.
 
-The repository's remote is a local bare repository. The stand-in for the GitHub REST
-API is a real HTTP server on a free port that records every call and, like GitHub,
-answers 422 when the pull request's head branch is not on the remote.
+The fixtures ``repo`` and ``github`` (``tests/github_standin.py``): a checkout whose remote is
+a local bare repository, and a real HTTP server standing in for the GitHub REST API.
 """
 
 from __future__ import annotations
@@ -11,12 +10,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
-import subprocess
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,120 +18,12 @@ import pytest
 from learner.policy_diff import propose
 from learner.pull_request import GitHub, PromotionError, base_champion, plan_promotion, promote
 from symphony.catalog import Policy, load_catalog
+from tests.github_standin import REPOSITORY, TOKEN, FakeGitHub, Remote, git
 
 CHAMPION_FILE = Path(__file__).parents[2] / "policies" / "champion.json"
-TOKEN = "ghp_test0123456789secret"
-REPOSITORY = "acme/symphony"
 VERSION = "2026-12-01.1"
 BRANCH = f"learner/promote-{VERSION}"
 DAY = 86_400_000
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-@dataclass
-class Remote:
-    work: Path  # the caller's checkout
-    bare: Path  # its `origin`
-    base: str  # main's commit
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Remote:
-    bare, work = tmp_path / "origin.git", tmp_path / "work"
-    subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(bare)], check=True)
-    subprocess.run(["git", "init", "--quiet", "-b", "main", str(work)], check=True)
-    git(work, "config", "user.name", "Operator")
-    git(work, "config", "user.email", "operator@example.com")
-    (work / "policies").mkdir()
-    shutil.copy(CHAMPION_FILE, work / "policies" / "champion.json")
-    (work / "README.md").write_text("symphony\n")
-    git(work, "add", "policies/champion.json", "README.md")
-    git(work, "commit", "--quiet", "-m", "champion")
-    git(work, "remote", "add", "origin", str(bare))
-    git(work, "push", "--quiet", "origin", "main")
-    return Remote(work, bare, git(work, "rev-parse", "main"))
-
-
-@dataclass
-class Call:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class FakeGitHub:
-    """Records calls; answers ``status`` (201: a pull request, if the head is on ``bare``)."""
-
-    bare: Path
-    url: str = ""
-    status: int = 201
-    calls: list[Call] = field(default_factory=list)
-
-    def answer(self, call: Call) -> tuple[int, dict[str, Any]]:
-        if self.status == 401:
-            return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
-        if self.status != 201:
-            return self.status, {
-                "message": "Validation Failed",
-                "errors": [
-                    {"resource": "PullRequest", "code": "custom", "message": "A pull request already exists"}
-                ],
-            }
-        head = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(self.bare),
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                f"refs/heads/{call.body['head']}",
-            ],
-            capture_output=True,
-            check=False,
-        )
-        if head.returncode != 0:
-            return 422, {"message": "Validation Failed", "errors": [{"field": "head", "code": "invalid"}]}
-        return 201, {"number": 7, "html_url": f"https://github.com/{REPOSITORY}/pull/7"}
-
-
-@pytest.fixture
-def github(repo: Remote) -> Iterator[FakeGitHub]:
-    fake = FakeGitHub(repo.bare)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            call = Call("POST", self.path, dict(self.headers.items()), json.loads(self.rfile.read(length)))
-            fake.calls.append(call)
-            status, body = fake.answer(call)
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/api/v3"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def report(champion_version: str, *, candidate: bool = True) -> dict[str, Any]:
