@@ -6,9 +6,10 @@ secret (``SETTINGS``). Secrets go only where they are used:
 
 - provider keys (each catalog provider's ``key_env`` and ``<key_env>_FILE``): the
   proxy, which calls the providers (``proxy.app`` reads them);
-- the control-plane tokens (the ``SecretStr`` settings, ``ADMIN_TOKEN`` and
-  ``ANALYST_TOKEN``) and the alert destinations: the engine, which serves the
-  control-plane API and sends alerts.
+- ``DECISION_KEY``, which signs decision ids: the proxy, which issues them and
+  verifies them on feedback;
+- the control-plane tokens (``ADMIN_TOKEN``, ``ANALYST_TOKEN``) and the alert
+  destinations: the engine, which serves the control-plane API and sends alerts.
 
 The simulator gets no secret: it takes whatever key a request carries. Anything
 else in the parent's environment (another tool's token, say) reaches no part.
@@ -44,6 +45,9 @@ def _secret_settings() -> frozenset[str]:
     )
 
 
+PROXY_SECRETS = Variables(frozenset({"DECISION_KEY"}))
+
+
 def _provider_keys() -> frozenset[str]:
     envs = [spec.key_env.upper() for spec in load_catalog().providers.values()]
     return frozenset(envs + [f"{env}_FILE" for env in envs])
@@ -56,12 +60,13 @@ SYSTEM = Variables(
     ),
     prefixes=("LC_", "PYTHON"),
 )
-CONTROL_PLANE_TOKENS = Variables(_secret_settings())
+CONTROL_PLANE_TOKENS = Variables(_secret_settings() - PROXY_SECRETS.names)
 ALERT_DESTINATIONS = Variables(frozenset({"SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"}))
 PROVIDER_KEYS = Variables(_provider_keys())
 SETTINGS = Variables(
     frozenset(name.upper() for name in Settings.model_fields)
     - CONTROL_PLANE_TOKENS.names
+    - PROXY_SECRETS.names
     - ALERT_DESTINATIONS.names
 )
 
@@ -69,7 +74,7 @@ SETTINGS = Variables(
 MAY_RECEIVE: dict[str, tuple[Variables, ...]] = {
     "sim": (SYSTEM, SETTINGS),
     "engine": (SYSTEM, SETTINGS, CONTROL_PLANE_TOKENS, ALERT_DESTINATIONS),
-    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS),
+    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS, PROXY_SECRETS),
 }
 
 

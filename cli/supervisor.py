@@ -127,6 +127,7 @@ class Stack:
         finally:
             client.close()
         self._ensure_control_plane_tokens()
+        self._ensure_decision_key()
         for part in self._make_parts():
             self._launch(part)
             self.parts.append(part)
@@ -234,6 +235,16 @@ class Stack:
                 f"tokens   control-plane admin and analyst tokens in {self.settings.var_dir} (mode 0600)"
             )
 
+    def _ensure_decision_key(self) -> None:
+        """The proxy's decision-id key: the setting's, else made once under var/ (a restart keeps it,
+        so feedback on decisions made before the restart still verifies)."""
+        if self.settings.decision_key is not None:
+            return
+        path = self.settings.decision_key_file
+        key = read_secret(path) or secrets.token_urlsafe(32)
+        write_secret(path, key)
+        self.settings = self.settings.model_copy(update={"decision_key": SecretStr(key)})
+
     def _launch(self, part: Part) -> None:
         log = part.log_path(self.settings.var_dir).open("ab")
         part.process = subprocess.Popen(
@@ -251,10 +262,10 @@ class Stack:
         """What ``part`` may receive (``cli.child_env``) of our environment, with the stack's
         control-plane tokens and the simulator standing in for keyless providers."""
         env = os.environ.copy()
-        for role in ("admin", "analyst"):
-            token = getattr(self.settings, f"{role}_token")
-            if token is not None:
-                env[f"{role.upper()}_TOKEN"] = token.get_secret_value()
+        for name in ("admin_token", "analyst_token", "decision_key"):
+            secret = getattr(self.settings, name)
+            if secret is not None:
+                env[name.upper()] = secret.get_secret_value()
         if "SIMULATED_PROVIDERS" not in env:
             catalog = load_catalog()
             keyed = load_provider_keys(catalog, env)

@@ -36,6 +36,7 @@ from proxy.api.feedback import FeedbackApi
 from proxy.api.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_response
 from proxy.api.openai_api import OpenAIApi
 from proxy.api.route_execute import RouteExecuteApi
+from proxy.decision_ids import DecisionIds
 from proxy.edge.auth import Authenticator, AuthMiddleware
 from proxy.edge.auth_failures import AuthFailures
 from proxy.edge.header_limit import HeaderLimitMiddleware
@@ -114,6 +115,7 @@ def create_app(
         adapters,
         rng=rng,
         scrubber=Scrubber(secrets),
+        decision_ids=_decision_ids(settings),
     )
     if not adapters:
         log.warning("no provider has a key or the simulator: every routed request will be refused")
@@ -147,6 +149,16 @@ def create_app(
         Middleware(AuthMiddleware, authenticator=_authenticator(settings, gateway), render=render_error),
     ]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
+
+
+def _decision_ids(settings: Settings) -> DecisionIds:
+    if settings.decision_key is not None:
+        return DecisionIds(settings.decision_key.get_secret_value().encode())
+    log.warning(
+        "DECISION_KEY is not set: this process signs decision ids with a key of its own, so feedback on "
+        "them is refused by other replicas; set DECISION_KEY (the same on every replica)"
+    )
+    return DecisionIds(os.urandom(32))
 
 
 def _authenticator(settings: Settings, gateway: Gateway) -> Authenticator | None:

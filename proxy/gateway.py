@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from proxy.attempts.attempt_loop import AttemptLog, AttemptLoop, UpstreamStream
 from proxy.attempts.quota_gate import QuotaGuard
 from proxy.attempts.stream_relay import RelayResponse, Render
 from proxy.attempts.upstream import new_http_client
+from proxy.decision_ids import DecisionIds
 from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
 from proxy.routed_request import RoutedRequest
@@ -132,9 +134,11 @@ class Gateway:
         *,
         rng: random.Random | None = None,
         scrubber: Scrubber | None = None,
+        decision_ids: DecisionIds | None = None,
     ) -> None:
         self.settings = settings
         self.scrubber = scrubber if scrubber is not None else Scrubber()
+        self.decision_ids = decision_ids if decision_ids is not None else DecisionIds(os.urandom(32))
         self.catalog = catalog
         self.adapters = dict(adapters)
         self.latency = LatencyEstimates()
@@ -206,7 +210,7 @@ class Gateway:
         pinned = routed.pin is not None and routed.pin.model is not None
         route = self.router.route(routed.task, candidates, pinned=pinned, weights=weights)
         ts = runtime.clock.now_ms()
-        decision_id = new_id(ts)
+        decision_id = self.decision_ids.issue(ts, routed.app)
         attempt_log = AttemptLog()
         deadline = now + self.settings.request_deadline_ms / 1000
         try:

@@ -30,6 +30,7 @@ ACCEPTS: dict[str, str] = {
     "SIMULATED_PROVIDERS": "all, none, or a comma list of catalog providers (openai,anthropic,...)",
     "AUTH_FAILURES_PER_MINUTE": "a whole number of at least 1 (failed authentications per client address)",
     "MAX_HEADER_BYTES": "a whole number of bytes from 1024 to 1048576",
+    "DECISION_KEY": "a secret of at least 16 characters, the same on every proxy replica",
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
@@ -93,6 +94,9 @@ class Settings(BaseSettings):
     # read (query, metrics). `symphony up` makes both (var/admin-token, var/analyst-token) unless set.
     admin_token: SecretStr | None = None
     analyst_token: SecretStr | None = None
+    # The proxy's key for decision ids (proxy.decision_ids): the same on every replica, so feedback
+    # on a decision is verified wherever it lands. `symphony up` makes one (var/decision-key) unless set.
+    decision_key: SecretStr | None = None
     # Limits on every analyst query (`symphony sql`, the engine's /query), enforced by ClickHouse;
     # the error of a query that passes one names its setting.
     analyst_max_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
@@ -131,7 +135,15 @@ class Settings(BaseSettings):
             raise ValueError("must start with chdb:///, http:// or https://")
         return value
 
+    @field_validator("decision_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("too short")
+        return value
+
     @field_validator(
+        "decision_key",
         "admin_token",
         "analyst_token",
         mode="before",
@@ -171,6 +183,10 @@ class Settings(BaseSettings):
 
     def token_file(self, role: Literal["admin", "analyst"]) -> Path:
         return self.var_dir / f"{role}-token"
+
+    @property
+    def decision_key_file(self) -> Path:
+        return self.var_dir / "decision-key"
 
     @property
     def proxy_url(self) -> str:

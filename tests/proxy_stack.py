@@ -14,6 +14,7 @@ shard of the event stream.
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ class ProxyStack:
             sim_url=self.sim.url,
             event_shards=SHARDS,
             simulated_providers="all",
+            decision_key=SecretStr(
+                secrets.token_urlsafe(32)
+            ),  # one for every replica, as `symphony up` makes
             **settings,
         )
         self.proxy = BackgroundServer(self._proxy_app())

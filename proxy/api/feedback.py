@@ -2,6 +2,10 @@
 
 Body ``{"decision_id": str, "score": 0..1, "source": str}`` (``source`` defaults to
 ``api``); the answer is 202, since the event is queued, not yet stored.
+
+Only the app that made a decision may score it (``proxy.decision_ids``: the id carries a
+tag bound to that app): a malformed id is a 400, an id this app was not given a 404, and
+neither reaches the event stream. Scores may be sent again; the learner reads the latest.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy import errors
+from proxy.decision_ids import well_formed
+from proxy.edge.auth import caller_of
 from proxy.edge.body import parse_object, read_limited, validate
 from proxy.gateway import Gateway
 from proxy.schemas import ClosedModel
@@ -31,6 +38,7 @@ class FeedbackApi:
 
     async def post(self, request: Request) -> Response:
         feedback = validate(FeedbackRequest, parse_object(await read_limited(request, FEEDBACK_MAX_BYTES)))
+        self._check_owner(feedback.decision_id, caller_of(request).app)
         runtime = self._gateway.runtime
         ts = runtime.clock.now_ms()
         runtime.emitter.emit(
@@ -44,3 +52,20 @@ class FeedbackApi:
         )
         body = orjson.dumps({"status": "accepted", "decision_id": feedback.decision_id})
         return Response(body, status_code=202, media_type="application/json")
+
+    def _check_owner(self, decision_id: str, app: str) -> None:
+        if not well_formed(decision_id):
+            raise errors.ApiError(
+                400,
+                "`decision_id` must be the id from an answer's x-symphony-decision-id header "
+                "(26 characters, '-', 16 characters).",
+                param="decision_id",
+                code="invalid_decision_id",
+            )
+        if not self._gateway.decision_ids.issued_to(decision_id, app):
+            raise errors.ApiError(
+                404,
+                f"No decision {decision_id} was made for this app.",
+                param="decision_id",
+                code="decision_not_found",
+            )

@@ -135,6 +135,10 @@ def test_each_part_holds_only_the_environment_its_table_allows(tmp_path: Path) -
     assert {k: env["proxy"][k] for k in PROVIDER_KEYS} == PROVIDER_KEYS
     assert env["proxy"]["ANTHROPIC_API_KEY_FILE"] == str(key_file)
     assert {k: env["engine"][k] for k in (*TOKENS, *ALERTS)} == {**TOKENS, **ALERTS}
+    # The decision-id key `symphony up` made: the proxy's alone.
+    decision_key = (stack.var_dir / "decision-key").read_text().strip()
+    assert env["proxy"]["DECISION_KEY"] == decision_key
+    assert _holding(env["engine"], [decision_key]) == _holding(env["sim"], [decision_key]) == []
 
 
 def _holding(environ: dict[str, str], secrets: list[str]) -> list[str]:

@@ -116,7 +116,15 @@ def test_malformed_bodies_never_get_a_5xx(proxy: ProxyStack, path: str) -> None:
 
         run()
         # The proxy is still whole: a valid request is served.
-        assert client.post(path, json=VALID[path]).status_code in (200, 202)
+        assert client.post(path, json=valid(client, path)).status_code in (200, 202)
+
+
+def valid(client: httpx.Client, path: str) -> dict[str, Any]:
+    """The valid body for ``path``; feedback scores a decision the proxy just made for this app."""
+    if path != "/v1/feedback":
+        return VALID[path]
+    answer = client.post("/v1/chat/completions", json=VALID["/v1/chat/completions"])
+    return {**VALID[path], "decision_id": answer.headers["x-symphony-decision-id"]}
 
 
 # ------------------------------------------------------------- headers, query strings, GET routes

@@ -422,14 +422,3 @@ def test_native_endpoints_refuse_bad_input_naming_the_field(stack: ProxyStack) -
         assert param is None or param in error["message"], (case, error)
     events = stack.events()
     assert events.decisions == events.usages == events.feedback == []
-
-
-def test_feedback_is_a_feedback_event(stack: ProxyStack) -> None:
-    answer = httpx.post(
-        f"{stack.url}/v1/feedback",
-        json={"decision_id": "01JD", "score": 1, "source": "thumbs"},
-        headers=stack.auth,
-    )
-    assert answer.status_code == 202 and answer.json() == {"status": "accepted", "decision_id": "01JD"}
-    (feedback,) = stack.events().feedback
-    assert (feedback.decision_id, feedback.score, feedback.source) == ("01JD", 1.0, "thumbs")
