@@ -4,7 +4,8 @@ Reads the period's logged decisions with their outcomes from ClickHouse
 (``learner.logged``), the challenger the learner last published from Redis (the
 uniform one when none), evaluates it per 24h window and task
 (``learner.evaluation``) and judges promotion (``learner.promotion``) with the
-champion policy file's criteria and SLOs.
+champion policy file's criteria and SLOs. Each evaluation is kept in ``learner_metrics``
+(``sinks.learner_metrics``; analysts read ``v_learner_windows``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Protocol
 
+import pyarrow as pa
 import redis
 
 from learner.evaluation import GroupReport, evaluate, evidence
 from learner.logged import DECISIONS_SQL, Loaded, decisions_from_rows
 from learner.promotion import WINDOW_MS, PromotionRule
+from sinks.clickhouse import LEARNER_METRICS
 from sinks.clickhouse_store import Rows
+from sinks.learner_metrics import report_table
 from symphony import clock
 from symphony.catalog import Policy
 from symphony.keys import CHALLENGER_KEY
@@ -27,12 +31,14 @@ MAX_DAYS = 90
 MAX_RESAMPLES = 5000
 
 
-class Reader(Protocol):
+class Store(Protocol):
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Rows: ...
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None: ...
 
 
 class LearnerReport:
-    def __init__(self, store: Reader, client: redis.Redis, policy: Policy) -> None:
+    def __init__(self, store: Store, client: redis.Redis, policy: Policy) -> None:
         self._store = store
         self._client = client
         self._policy = policy
@@ -47,7 +53,7 @@ class LearnerReport:
         rule = PromotionRule(criteria.min_uplift, criteria.consecutive_windows, criteria.min_samples)
         breached = {start for start, slo in loaded.slo.items() if slo.breached}
         verdict = rule.verdict(evidence(reports, breached))
-        return {
+        report = {
             "as_of_ms": now,
             "days": days,
             "champion_version": self._policy.version,
@@ -57,6 +63,8 @@ class LearnerReport:
             "windows": [_window(report, loaded) for report in reports],
             "promotion": {"candidate": verdict.promotion_candidate, "reasons": verdict.reasons},
         }
+        self._store.insert_arrow(LEARNER_METRICS, report_table(report))
+        return report
 
     def _challenger(self) -> ChallengerPolicy:
         raw = self._client.get(CHALLENGER_KEY)

@@ -39,6 +39,7 @@ ALARM_AFTER_ATTEMPTS = 5
 
 DEAD_LETTERS = "dead_letters"
 QUOTA_SNAPSHOTS = "quota_snapshots"
+LEARNER_METRICS = "learner_metrics"
 
 # table -> Arrow schema, in the table's column order
 SCHEMAS: dict[str, pa.Schema] = {
@@ -120,6 +121,28 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("reset_in_ms", pa.int64()),
             ("exhaust_in_ms", pa.int64()),
             ("burn_per_min", FLOAT),
+        ]
+    ),
+    # One row per evaluation, 24h window, group (all, task:..., model:...) and estimator.
+    LEARNER_METRICS: pa.schema(
+        [
+            ("as_of", TIMESTAMP),
+            ("window_start", TIMESTAMP),
+            ("group", STRING),
+            ("champion_version", STRING),
+            ("challenger_version", STRING),
+            ("estimator", STRING),
+            ("value", FLOAT),
+            ("low", FLOAT),
+            ("high", FLOAT),
+            ("samples", pa.uint64()),
+            ("effective_samples", FLOAT),
+            ("champion", FLOAT),
+            ("uplift_low", FLOAT),
+            ("slo_p95_ms", FLOAT),
+            ("slo_error_rate", FLOAT),
+            ("slo_breached", pa.bool_()),
+            ("promotion_candidate", pa.bool_()),
         ]
     ),
 }

@@ -145,6 +145,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(4, "analyst views v1 (dashboards/views/001)", sql_file(VIEWS_DIR / "001_analyst_views.sql")),
+    Migration(
+        5,
+        "learner metrics",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS learner_metrics (
+                as_of DateTime64(3, 'UTC'),
+                window_start DateTime64(3, 'UTC'),
+                group LowCardinality(String),
+                champion_version LowCardinality(String),
+                challenger_version LowCardinality(String),
+                estimator LowCardinality(String),
+                value Float64,
+                low Float64,
+                high Float64,
+                samples UInt64,
+                effective_samples Float64,
+                champion Float64,
+                uplift_low Float64,
+                slo_p95_ms Nullable(Float64),
+                slo_error_rate Nullable(Float64),
+                slo_breached Nullable(Bool),
+                promotion_candidate Bool
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(window_start)
+            ORDER BY (challenger_version, window_start, group, estimator, as_of)
+            """,
+        ),
+    ),
+    Migration(6, "analyst views v2 (dashboards/views/002)", sql_file(VIEWS_DIR / "002_learner_views.sql")),
 )
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from sinks.clickhouse import to_arrow, write
+from sinks.clickhouse import LEARNER_METRICS, to_arrow, write
 from sinks.clickhouse_schema import MIGRATIONS, VIEWS_DIR, migrate, sql_file
 from sinks.clickhouse_store import ClickHouseStore
+from sinks.learner_metrics import report_table
 from symphony.events import Decision, Feedback, Usage, new_id
 
 BOARD = Path(__file__).resolve().parents[1] / "dashboards" / "grafana" / "symphony.json"
@@ -100,6 +101,8 @@ def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
             "feedback": to_arrow("feedback", feedback)[0],
         }
         write(store, [batch, batch])  # delivered twice: the views read FINAL
+        for as_of, value in ((BASE_TS, 0.60), (BASE_TS + 3_600_000, 0.66)):  # two evaluations of one window
+            store.insert_arrow(LEARNER_METRICS, report_table(learner_report(as_of, value)))
         yield store
     finally:
         store.close()
@@ -110,13 +113,36 @@ def rows(store: ClickHouseStore, sql: str) -> list[dict[str, Any]]:
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
 
 
+def learner_report(as_of_ms: int, dr: float) -> dict[str, Any]:
+    """A learner report (``dataflows.learner_report``'s shape) with one window of the whole traffic."""
+    estimate = {"value": dr, "low": dr - 0.03, "high": dr + 0.03, "samples": 400, "effective_samples": 180.0}
+    window = {
+        "start_ms": BASE_TS,
+        "group": "all",
+        "samples": 400,
+        "champion": 0.5,
+        "dr": estimate,
+        "ips": estimate,
+        "snips": estimate,
+        "uplift_low": 0.1,
+        "slo": {"p95_ms": 900.0, "error_rate": 0.01, "breached": False},
+    }
+    return {
+        "as_of_ms": as_of_ms,
+        "champion_version": "c1",
+        "challenger_version": "learned-1",
+        "windows": [window],
+        "promotion": {"candidate": False, "reasons": []},
+    }
+
+
 def test_view_files_are_applied_by_a_migration() -> None:
     files = sorted(VIEWS_DIR.glob("*.sql"))
-    assert [f.name for f in files] == ["001_analyst_views.sql"]
+    assert [f.name for f in files] == ["001_analyst_views.sql", "002_learner_views.sql"]
     applied = {statement for migration in MIGRATIONS for statement in migration.statements}
     for path in files:
         assert set(sql_file(path)) <= applied, path.name
-    assert len(view_names()) == len(set(view_names())) == 8
+    assert len(view_names()) == len(set(view_names())) == 9
 
 
 def test_every_view_answers_on_sample_data(store: ClickHouseStore) -> None:
@@ -158,6 +184,11 @@ def test_every_view_answers_on_sample_data(store: ClickHouseStore) -> None:
         store, "SELECT sum(feedback) AS n, sum(mean_score * feedback) AS total FROM v_feedback_hourly"
     )
     assert scores == [{"n": 2, "total": 1.5}]
+
+    learned = rows(store, "SELECT * FROM v_learner_windows WHERE estimator = 'dr'")
+    assert [(r["value"], r["samples"], round(r["uplift"], 6)) for r in learned] == [
+        (0.66, 400, 0.32)
+    ]  # latest
 
 
 def grafana_sql(raw: str) -> str:

@@ -153,6 +153,29 @@ def test_the_report_evaluates_the_published_challenger_per_window(
     assert report["promotion"]["candidate"] is False
     assert any("SLO" in reason for reason in report["promotion"]["reasons"])
 
+    # The evaluation is kept in learner_metrics, one row per window, group and estimator, for analysts.
+    kept = engine_client.query(
+        api,
+        "SELECT toUnixTimestamp64Milli(window_start), estimator, value, low, high, challenger_version, "
+        "slo_breached, promotion_candidate FROM learner_metrics WHERE group = 'all' "
+        "ORDER BY window_start, estimator",
+    )
+    expected = [
+        [
+            start,
+            name,
+            w[name]["value"],
+            w[name]["low"],
+            w[name]["high"],
+            "always-0",
+            w["slo"]["breached"],
+            False,
+        ]
+        for start, w in sorted(windows.items())
+        for name in ("dr", "ips", "snips")
+    ]
+    assert kept.rows == expected
+
 
 def test_bad_parameters_and_a_malformed_challenger_get_clear_errors(
     api: str, redis_client: redis.Redis
