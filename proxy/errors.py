@@ -1,7 +1,9 @@
 """Errors answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 
 Handlers raise ``ApiError``; the app turns it into a response. Bad input is always
-a 4xx whose message and ``param`` name the field (``messages.0.role``).
+a 4xx whose message and ``param`` name the field (``messages.0.role``). The body is
+built by ``error_body``, the adapters' (``proxy.adapters.failures``), so the proxy has
+one builder for this shape.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from proxy.adapters.failures import error_body as error_body
+
 INVALID_REQUEST = "invalid_request_error"
-
-
-def error_body(message: str, type_: str, param: str | None, code: str | None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
 class ApiError(Exception):

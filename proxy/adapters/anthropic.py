@@ -48,7 +48,6 @@ from proxy.adapters.failures import (
     json_object,
     retry_after_s,
 )
-from proxy.adapters.features import check_capabilities
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -58,31 +57,20 @@ IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 # Models that refuse a request setting both temperature and top_p.
 ONE_SAMPLING_PARAMETER = frozenset({"claude-sonnet-4-5"})
 
-_MAPPED = (
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "n",
-)
-_NO_EQUIVALENT = ("logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "seed")
-
 
 class AnthropicAdapter(Adapter):
-    def request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
-        if self.capabilities is not None:
-            check_capabilities(self.provider, self.capabilities.get(model, frozenset()), body)
-        canonical.refuse_set(self.provider, body, _NO_EQUIVALENT)
-        canonical.refuse_unknown(self.provider, body, _MAPPED + _NO_EQUIVALENT)
-        if body.get("n") not in (None, 1):
-            raise UnsupportedFeature(self.provider, "several choices per request (n > 1)", "n")
+    mapped_params = canonical.MAPPED_PARAMS | {"temperature", "top_p", "top_k"}
+    refused_params = (
+        "logprobs",
+        "top_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "seed",
+    )
+    never_capabilities = frozenset({"multiple_choices"})
+
+    def _provider_request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
         system, messages = self._messages(body.get("messages") or [])
         out: dict[str, Any] = {
             "model": model,
@@ -107,32 +95,24 @@ class AnthropicAdapter(Adapter):
 
     def _messages(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(system blocks, turns): each canonical message becomes blocks in a turn of its role."""
-        system: list[dict[str, Any]] = []
-        turns: list[dict[str, Any]] = []
-        for index, message in enumerate(messages):
-            role = message.get("role")
-            if role in ("system", "developer"):
-                text = canonical.text_of(message.get("content"))
-                if text:
-                    system.append({"type": "text", "text": text})
-                continue
-            if role == "user":
-                blocks = self._user_blocks(message.get("content"), index)
-            elif role == "assistant":
-                blocks = self._assistant_blocks(message)
-            elif role == "tool":
-                role, blocks = "user", [self._tool_result(message)]
-            else:
-                raise UnsupportedFeature(
-                    self.provider, f"messages with role {role!r}", f"messages.{index}.role"
-                )
-            if not blocks:
-                continue
-            if turns and turns[-1]["role"] == role:
-                turns[-1]["content"].extend(blocks)
-            else:
-                turns.append({"role": role, "content": blocks})
-        return system, turns
+        system = [{"type": "text", "text": text} for text in canonical.system_texts(messages)]
+        turns = (
+            self._turn(message, index)
+            for index, message in enumerate(messages)
+            if message.get("role") not in canonical.SYSTEM_ROLES
+        )
+        return system, canonical.merge_turns(turns, "content")
+
+    def _turn(self, message: Mapping[str, Any], index: int) -> tuple[str, list[dict[str, Any]]]:
+        """One canonical message as (Anthropic role, blocks)."""
+        role = message.get("role")
+        if role == "user":
+            return "user", self._user_blocks(message.get("content"), index)
+        if role == "assistant":
+            return "assistant", self._assistant_blocks(message)
+        if role == "tool":
+            return "user", [self._tool_result(message)]
+        raise UnsupportedFeature(self.provider, f"messages with role {role!r}", f"messages.{index}.role")
 
     def _user_blocks(self, content: object, index: int) -> list[dict[str, Any]]:
         if isinstance(content, str):

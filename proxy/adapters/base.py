@@ -9,6 +9,9 @@ bytes through almost untouched, and only Anthropic and Gemini translate.
 
 An adapter does no I/O: the gateway sends what ``request()`` builds over its one
 pooled client and feeds the answer back through ``response()`` or ``stream()``.
+``request()`` applies the rules every wire format shares (the catalog's capabilities,
+the parameters the adapter declares it refuses or does not know) and then calls the
+adapter's own ``_provider_request()``.
 The simulator is each adapter's in-memory twin: it speaks the provider's real
 wire format, so an adapter tested against it is tested against that format.
 """
@@ -18,19 +21,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from proxy.adapters.features import (
+    CAPABILITIES,
+    IGNORED_PARAMS,
+    check_capabilities,
+    refuse_set,
+    refuse_unknown,
+)
+from proxy.adapters.features import UnsupportedFeature as UnsupportedFeature
 from symphony.events import AttemptStatus
-
-
-class UnsupportedFeature(Exception):
-    """The request uses something this provider cannot do; answered as a 400 naming it."""
-
-    def __init__(self, provider: str, feature: str, param: str | None = None) -> None:
-        super().__init__(f"{provider} cannot serve this request: {feature} is not supported by {provider}.")
-        self.provider = provider
-        self.feature = feature
-        self.param = param
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,23 @@ class StreamTranslator(ABC):
 
 
 class Adapter(ABC):
-    """One provider's wire format. ``base_url`` is the real endpoint or the simulator's twin."""
+    """One provider's wire format. ``base_url`` is the real endpoint or the simulator's twin.
+
+    A subclass declares in the class attributes below what its wire format cannot carry;
+    ``request()`` refuses that before the subclass's ``_provider_request()`` builds the body.
+    """
+
+    # The canonical parameters the provider request maps. None: the wire format is the canonical
+    # one and every parameter passes; else a set parameter outside these, ``refused_params`` and
+    # ``ignored_params`` is refused.
+    mapped_params: ClassVar[frozenset[str] | None] = None
+    # Parameters with no equivalent: refused when set to more than their neutral value (the first in
+    # this order is named).
+    refused_params: ClassVar[tuple[str, ...]] = ()
+    # Parameters with no meaning for the answer's content: left behind when not mapped.
+    ignored_params: ClassVar[frozenset[str]] = IGNORED_PARAMS
+    # Capabilities no model of this wire format has, whatever the catalog says (multiple_choices: n > 1).
+    never_capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -95,9 +112,27 @@ class Adapter(ABC):
         # model -> what Symphony can serve on it (the catalog's); None: no catalog, no check.
         self.capabilities = capabilities
 
-    @abstractmethod
     def request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
-        """The provider request for a canonical body; raises ``UnsupportedFeature``."""
+        """The provider request for a canonical body; raises ``UnsupportedFeature``.
+
+        The shared rules, in order: the model's catalog capabilities, the parameters with no
+        equivalent, the parameters not known, the capabilities the wire format never has.
+        """
+        if self.capabilities is not None:
+            check_capabilities(self.provider, self.capabilities.get(model, frozenset()), body)
+        refuse_set(self.provider, body, self.refused_params)
+        if self.mapped_params is not None:
+            refuse_unknown(
+                self.provider, body, self.mapped_params.union(self.refused_params, self.ignored_params)
+            )
+        if self.never_capabilities:
+            check_capabilities(self.provider, CAPABILITIES - self.never_capabilities, body)
+        return self._provider_request(body, model, stream=stream)
+
+    @abstractmethod
+    def _provider_request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
+        """The provider request for a body that passed the shared rules; raises ``UnsupportedFeature``
+        for what only this wire format refuses."""
 
     @abstractmethod
     def response(self, body: bytes) -> Answer:

@@ -2,8 +2,10 @@
 
 The Anthropic and Gemini adapters share these: what a request asks for (its
 parameters, text, images, token limit, stop sequences) and the shape of the
-``chat.completion`` body they answer with. A parameter a translating adapter does
-not map must be refused (``refuse_unknown``), never dropped on the way.
+``chat.completion`` body they answer with, and the turns both build (``merge_turns``:
+both providers want user and assistant turns to alternate). A parameter a translating
+adapter does not map is refused by ``Adapter.request`` (its ``mapped_params``), never
+dropped on the way.
 """
 
 from __future__ import annotations
@@ -11,18 +13,31 @@ from __future__ import annotations
 import binascii
 import re
 from base64 import b64decode
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from proxy.adapters.base import UnsupportedFeature
+from proxy.adapters.features import UnsupportedFeature
 from proxy.adapters.sse import usage_object
 from symphony.clock import wall_ms
 
-# Parameters with no meaning for the answer's content: safe to leave behind.
-IGNORED_PARAMS = frozenset({"model", "stream", "stream_options", "store", "metadata", "service_tier", "user"})
+SYSTEM_ROLES = ("system", "developer")
+# The parameters both translating adapters map (with this module's readers); each adds its sampling ones.
+MAPPED_PARAMS = frozenset(
+    {
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "n",  # 1 only: Adapter.request refuses more (never_capabilities)
+    }
+)
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 
 
@@ -32,19 +47,28 @@ class InlineImage:
     data: str  # base64
 
 
-def refuse_unknown(provider: str, body: Mapping[str, Any], mapped: Iterable[str]) -> None:
-    """Raise ``UnsupportedFeature`` for the first set parameter that is neither mapped nor ignorable."""
-    known = IGNORED_PARAMS | frozenset(mapped)
-    for name, value in body.items():
-        if name not in known and value is not None:
-            raise UnsupportedFeature(provider, f"the `{name}` parameter", name)
+def system_texts(messages: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The non-empty texts of the ``system`` and ``developer`` messages, in order."""
+    texts = (text_of(m.get("content")) for m in messages if m.get("role") in SYSTEM_ROLES)
+    return [text for text in texts if text]
 
 
-def refuse_set(provider: str, body: Mapping[str, Any], names: Iterable[str]) -> None:
-    """Raise for a parameter with no equivalent that is set to more than its neutral value."""
-    for name in names:
-        if body.get(name) not in (None, 0, 0.0, False, {}, []):
-            raise UnsupportedFeature(provider, f"the `{name}` parameter", name)
+def merge_turns(turns: Iterable[tuple[str, Sequence[dict[str, Any]]]], key: str) -> list[dict[str, Any]]:
+    """``(role, items)`` pairs as ``{"role": role, key: items}`` turns that alternate, as Anthropic and
+    Gemini want: a turn with no items is dropped, consecutive turns of one role become one.
+
+    >>> merge_turns([("user", [1]), ("user", [2]), ("model", []), ("model", [3])], "parts")
+    [{'role': 'user', 'parts': [1, 2]}, {'role': 'model', 'parts': [3]}]
+    """
+    merged: list[dict[str, Any]] = []
+    for role, items in turns:
+        if not items:
+            continue
+        if merged and merged[-1]["role"] == role:
+            merged[-1][key].extend(items)
+        else:
+            merged.append({"role": role, key: list(items)})
+    return merged
 
 
 def inline_image(url: str) -> InlineImage | None:

@@ -2,7 +2,9 @@
 
 The canonical error body is OpenAI's ``{"error": {"message", "type", "param", "code"}}``,
 so the ``openai`` SDK raises its own exception types; the ``type`` follows the HTTP
-status, which is also what the Anthropic-format inbound endpoint maps from.
+status (``error_type``), which is also what the Anthropic-format inbound endpoint maps
+from, with its own table. ``error_body`` and ``error_type`` are the proxy's only ones:
+``proxy.errors`` and ``proxy.api`` import them from here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from symphony.events import AttemptStatus
 RETRY_AFTER = "retry-after"
 RETRY_AFTER_MS = "retry-after-ms"
 
-_ERROR_TYPES = {
+# HTTP status -> the canonical error type; one not listed: api_error from 500, else invalid_request_error.
+ERROR_TYPES: Mapping[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
@@ -47,14 +50,19 @@ def attempt_status(http_status: int) -> AttemptStatus:
     return "error"
 
 
-def error_type(http_status: int) -> str:
-    """The canonical error ``type`` for an HTTP status."""
-    if http_status in _ERROR_TYPES:
-        return _ERROR_TYPES[http_status]
+def error_type(http_status: int, types: Mapping[int, str] = ERROR_TYPES) -> str:
+    """The error ``type`` for an HTTP status in a wire format's table (the canonical one by default).
+
+    >>> error_type(429), error_type(502), error_type(418)
+    ('rate_limit_error', 'api_error', 'invalid_request_error')
+    """
+    if http_status in types:
+        return types[http_status]
     return "api_error" if http_status >= 500 else "invalid_request_error"
 
 
-def error_body(message: str, type_: str, *, code: str | None = None, param: str | None = None) -> bytes:
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> bytes:
+    """A canonical error body: ``{"error": {"message", "type", "param", "code"}}``."""
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 

@@ -1,10 +1,11 @@
-"""What a canonical (OpenAI-format) request needs from the arm that serves it.
+"""What a canonical (OpenAI-format) request needs from the arm that serves it, and the refusals.
 
 ``required_capabilities`` reads a request body and names the catalog capabilities
 it uses (``symphony.catalog.Capability``); routing keeps only the arms whose
-capabilities cover them, and every adapter calls ``check_capabilities`` as the last
-guard, so a feature an arm cannot serve is refused with a 400 that names it instead
-of being dropped on the way.
+capabilities cover them, and ``Adapter.request`` calls ``check_capabilities`` as the
+last guard, so a feature an arm cannot serve is refused with a 400 that names it
+instead of being dropped on the way. ``refuse_set`` and ``refuse_unknown`` refuse the
+parameters a wire format has no equivalent for or does not know (``UnsupportedFeature``).
 
 The body has been validated by the inbound endpoint, but this module still reads it
 defensively: a shape it does not expect needs nothing rather than crashing.
@@ -15,7 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from proxy.adapters.base import UnsupportedFeature
+
+class UnsupportedFeature(Exception):
+    """The request uses something this provider cannot do; answered as a 400 naming it."""
+
+    def __init__(self, provider: str, feature: str, param: str | None = None) -> None:
+        super().__init__(f"{provider} cannot serve this request: {feature} is not supported by {provider}.")
+        self.provider = provider
+        self.feature = feature
+        self.param = param
+
 
 # capability -> (what the client asked for, in words; the request parameter that asks for it)
 FEATURES: dict[str, tuple[str, str]] = {
@@ -30,6 +40,9 @@ FEATURES: dict[str, tuple[str, str]] = {
     "stop": ("stop sequences (stop)", "stop"),
     "top_k": ("top-k sampling (top_k)", "top_k"),
 }
+CAPABILITIES = frozenset(FEATURES)
+# Parameters with no meaning for the answer's content: a translating adapter may leave them behind.
+IGNORED_PARAMS = frozenset({"model", "stream", "stream_options", "store", "metadata", "service_tier", "user"})
 _PART_CAPABILITY = {"image_url": "vision", "input_audio": "audio", "file": "files"}
 _TOOL_ROLES = {"tool", "function"}
 
@@ -83,3 +96,18 @@ def check_capabilities(provider: str, capabilities: frozenset[str], body: Mappin
     missing = required_capabilities(body) - capabilities
     if missing:
         raise unsupported(provider, min(missing, key=list(FEATURES).index))
+
+
+def refuse_unknown(provider: str, body: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Raise ``UnsupportedFeature`` for the first set parameter that is not in ``known``."""
+    known = frozenset(known)
+    for name, value in body.items():
+        if name not in known and value is not None:
+            raise UnsupportedFeature(provider, f"the `{name}` parameter", name)
+
+
+def refuse_set(provider: str, body: Mapping[str, Any], names: Iterable[str]) -> None:
+    """Raise for a parameter with no equivalent that is set to more than its neutral value."""
+    for name in names:
+        if body.get(name) not in (None, 0, 0.0, False, {}, []):
+            raise UnsupportedFeature(provider, f"the `{name}` parameter", name)

@@ -42,7 +42,6 @@ from proxy.adapters.failures import (
     parse_duration,
     retry_after_s,
 )
-from proxy.adapters.features import check_capabilities
 from proxy.adapters.gemini_stream import GeminiStream, answer_parts, call_id, finish_reason, usage_tokens
 
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
@@ -55,30 +54,15 @@ _GENERATION = {
     "presence_penalty": "presencePenalty",
     "frequency_penalty": "frequencyPenalty",
 }
-_MAPPED = (
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "n",
-    *_GENERATION,
-)
-_NO_EQUIVALENT = ("logprobs", "top_logprobs", "logit_bias")
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
 
 class GeminiAdapter(Adapter):
-    def request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
-        if self.capabilities is not None:
-            check_capabilities(self.provider, self.capabilities.get(model, frozenset()), body)
-        canonical.refuse_set(self.provider, body, _NO_EQUIVALENT)
-        canonical.refuse_unknown(self.provider, body, _MAPPED + _NO_EQUIVALENT)
-        if body.get("n") not in (None, 1):
-            raise UnsupportedFeature(self.provider, "several choices per request (n > 1)", "n")
+    mapped_params = canonical.MAPPED_PARAMS | frozenset(_GENERATION)
+    refused_params = ("logprobs", "top_logprobs", "logit_bias")
+    never_capabilities = frozenset({"multiple_choices"})
+
+    def _provider_request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
         if body.get("parallel_tool_calls") is False:
             raise UnsupportedFeature(self.provider, "parallel_tool_calls: false", "parallel_tool_calls")
         system, contents = self._contents(body.get("messages") or [])
@@ -102,33 +86,27 @@ class GeminiAdapter(Adapter):
 
     def _contents(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(system parts, contents), looking up each tool result's function name by its call id."""
-        names: dict[str, str] = {}
-        system: list[dict[str, Any]] = []
-        contents: list[dict[str, Any]] = []
-        for index, message in enumerate(messages):
-            role = message.get("role")
-            if role in ("system", "developer"):
-                text = canonical.text_of(message.get("content"))
-                if text:
-                    system.append({"text": text})
-                continue
-            if role == "user":
-                parts = self._user_parts(message.get("content"), index)
-            elif role == "assistant":
-                role, parts = "model", self._model_parts(message, names)
-            elif role == "tool":
-                role, parts = "user", [self._function_response(message, names, index)]
-            else:
-                raise UnsupportedFeature(
-                    self.provider, f"messages with role {role!r}", f"messages.{index}.role"
-                )
-            if not parts:
-                continue
-            if contents and contents[-1]["role"] == role:
-                contents[-1]["parts"].extend(parts)
-            else:
-                contents.append({"role": role, "parts": parts})
-        return system, contents
+        names: dict[str, str] = {}  # filled in order, as the turns are read
+        system = [{"text": text} for text in canonical.system_texts(messages)]
+        contents = (
+            self._content(message, index, names)
+            for index, message in enumerate(messages)
+            if message.get("role") not in canonical.SYSTEM_ROLES
+        )
+        return system, canonical.merge_turns(contents, "parts")
+
+    def _content(
+        self, message: Mapping[str, Any], index: int, names: dict[str, str]
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """One canonical message as (Gemini role, parts)."""
+        role = message.get("role")
+        if role == "user":
+            return "user", self._user_parts(message.get("content"), index)
+        if role == "assistant":
+            return "model", self._model_parts(message, names)
+        if role == "tool":
+            return "user", [self._function_response(message, names, index)]
+        raise UnsupportedFeature(self.provider, f"messages with role {role!r}", f"messages.{index}.role")
 
     def _user_parts(self, content: object, index: int) -> list[dict[str, Any]]:
         if isinstance(content, str):

@@ -8,7 +8,7 @@ drops again when the client did not ask for it.
 
 What differs between these providers is in ``QUIRKS`` (parameter names they do not
 know) and in the catalog's capabilities (what each model can serve), which
-``request()`` checks before anything is sent.
+``Adapter.request()`` checks before anything is sent.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from proxy.adapters.failures import (
     parse_duration,
     retry_after_s,
 )
-from proxy.adapters.features import check_capabilities
 from proxy.adapters.sse import DONE
 
 RATE_LIMIT_PREFIX = "x-ratelimit-"
@@ -131,9 +130,7 @@ class OpenAICompatAdapter(Adapter):
     def quirks(self) -> Quirks:
         return QUIRKS.get(self.provider, OPENAI)
 
-    def request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
-        if self.capabilities is not None:
-            check_capabilities(self.provider, self.capabilities.get(model, frozenset()), body)
+    def _provider_request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
         out = {**body, "model": model, "stream": stream}
         if stream:
             # Always ask for the usage chunk so the usage event has token counts.

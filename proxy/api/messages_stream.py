@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 
+from proxy.adapters.failures import error_type
 from proxy.adapters.sse import SseParser
-from proxy.api.messages_translate import ERROR_TYPES, STOP_REASONS, error_type, message_id
+from proxy.api.messages_translate import ERROR_TYPES, STOP_REASONS, message_id
 
 
 def event(name: str, payload: dict[str, Any]) -> bytes:
@@ -157,7 +158,11 @@ class MessagesStream:
         self._done = True
         code = error.get("code")
         # A provider's own Anthropic error type (e.g. overloaded_error) is kept; else one by status.
-        kind = code if code in ERROR_TYPES.values() else error_type(code if isinstance(code, int) else 500)
+        kind = (
+            code
+            if code in ERROR_TYPES.values()
+            else error_type(code if isinstance(code, int) else 500, ERROR_TYPES)
+        )
         message = str(error.get("message") or "stream error")
         return event("error", {"type": "error", "error": {"type": kind, "message": message}})
 

@@ -15,22 +15,19 @@ effort levels, images inside tool results, documents and server tools. A tool re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
+from proxy.adapters.failures import ERROR_TYPES as CANONICAL_ERROR_TYPES
+from proxy.adapters.failures import error_type
+
+# Anthropic's error types by HTTP status, read with ``proxy.adapters.failures.error_type(status,
+# ERROR_TYPES)``: the canonical table's (its names are Anthropic's) plus timeout_error for a 504;
+# api_error is listed too, so that the values name every Anthropic type (``messages_stream`` reads them).
+ERROR_TYPES: Mapping[int, str] = {**CANONICAL_ERROR_TYPES, 500: "api_error", 504: "timeout_error"}
 STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -51,22 +48,18 @@ class MessagesError(Exception):
     def __init__(self, status: int, message: str, *, type_: str | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.type = type_ or error_type(status)
+        self.type = type_ or error_type(status, ERROR_TYPES)
         self.message = message
 
     def body(self) -> bytes:
         return anthropic_error_body(self.status, self.type, self.message)
 
 
-def error_type(status: int) -> str:
-    if status in ERROR_TYPES:
-        return ERROR_TYPES[status]
-    return "api_error" if status >= 500 else "invalid_request_error"
-
-
 def anthropic_error_body(status: int, type_: str | None, message: str) -> bytes:
     """``{"type": "error", "error": {"type", "message"}}``; the type follows ``status`` if not given."""
-    return orjson.dumps({"type": "error", "error": {"type": type_ or error_type(status), "message": message}})
+    return orjson.dumps(
+        {"type": "error", "error": {"type": type_ or error_type(status, ERROR_TYPES), "message": message}}
+    )
 
 
 def anthropic_error(status: int, canonical_body: bytes) -> bytes:

@@ -134,6 +134,44 @@ def test_check_capabilities_names_the_first_missing_feature() -> None:
     check_capabilities("openai", CAPABILITIES["openai"]["gpt-4o"], body)
 
 
+NO_CATALOG = {
+    "anthropic": AnthropicAdapter("anthropic", "https://api.anthropic.com/v1", "ak"),
+    "gemini": GeminiAdapter("gemini", "https://g.example/v1beta", "gk"),
+}
+
+
+@pytest.mark.parametrize(
+    ("provider", "extra", "param", "feature"),
+    [
+        ("anthropic", {"n": 2}, "n", "several choices per request (n > 1)"),
+        ("anthropic", {"seed": 7}, "seed", "the `seed` parameter"),
+        ("anthropic", {"reasoning_effort": "high"}, "reasoning_effort", "the `reasoning_effort` parameter"),
+        ("gemini", {"n": 3}, "n", "several choices per request (n > 1)"),
+        ("gemini", {"logit_bias": {"1": 2}}, "logit_bias", "the `logit_bias` parameter"),
+        ("gemini", {"functions": [{"name": "f"}]}, "functions", "the `functions` parameter"),
+    ],
+)
+def test_the_base_class_refuses_what_a_wire_format_cannot_carry_without_a_catalog(
+    provider: str, extra: dict[str, Any], param: str, feature: str
+) -> None:
+    """``Adapter.request`` applies the declared refusals even when no catalog narrows the models."""
+    body = {"messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(UnsupportedFeature) as refused:
+        NO_CATALOG[provider].request(body, "some-model", stream=False)
+    assert refused.value.param == param
+    assert (
+        str(refused.value)
+        == f"{provider} cannot serve this request: {feature} is not supported by {provider}."
+    )
+
+
+def test_the_openai_format_passes_every_parameter_without_a_catalog() -> None:
+    adapter = OpenAICompatAdapter("openai", "https://api.openai.com/v1", "sk")
+    body = {"messages": [{"role": "user", "content": "hi"}], "n": 2, "seed": 7, "reasoning_effort": "high"}
+    sent = orjson.loads(adapter.request(body, "gpt-4o", stream=False).body)
+    assert (sent["n"], sent["seed"], sent["reasoning_effort"]) == (2, 7, "high")
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 
