@@ -66,3 +66,7 @@ bench-dataflow *args:
 # Benchmark: planning time for 1,000 and 10,000 queued jobs (MILP and greedy) and the greedy plan's gap
 bench-scheduler *args:
     python bench/scheduler_plan.py "$@"
+
+# Live rollback: `just flags --learner off`, `--traffic-split 0`, `--reset`; no options prints them
+flags *args:
+    symphony flags "$@"

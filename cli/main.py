@@ -220,6 +220,45 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
+    """Show the live flags, or change them on every replica and the engine (within a second or two)."""
+    from dataclasses import asdict
+
+    from symphony.flags import FlagError, Flags
+    from symphony.keys import FLAGS_KEY
+
+    client = _redis(settings)
+    wanted = (("learner_enabled", _on_off(args.learner)), ("traffic_split", args.traffic_split))
+    changes = {name: value for name, value in wanted if value is not None}
+    defaults = Flags(settings.learner_enabled, settings.traffic_split)
+    try:
+        for name, value in changes.items():
+            defaults.with_value(name, value)  # refuse a bad value before anything is written
+    except FlagError as exc:
+        raise UsageProblem(str(exc)) from None
+    if args.reset:
+        client.delete(FLAGS_KEY)
+    for name, value in changes.items():
+        client.hset(FLAGS_KEY, name, value)
+    stored: dict[bytes, bytes] = client.hgetall(FLAGS_KEY)  # type: ignore[assignment]
+    live = defaults.merged(stored)
+    overridden = sorted(name.decode() for name in stored)
+    if args.json:
+        shown = {**asdict(live), "challenger_share": live.challenger_share, "overridden": overridden}
+        print(json.dumps(shown))
+        return 0
+    source = f"live: {', '.join(overridden)}" if overridden else "from the environment"
+    print(
+        f"learner_enabled={str(live.learner_enabled).lower()} traffic_split={live.traffic_split:g} "
+        f"(challenger share {live.challenger_share:g}; {source})"
+    )
+    return 0
+
+
+def _on_off(value: str | None) -> str | None:
+    return None if value is None else str(value == "on").lower()
+
+
 KEY_COLUMNS = (
     "prefix",
     "app",
@@ -358,6 +397,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     learner_promote.add_arguments(promote)
     promote.set_defaults(run=learner_promote.command)
+
+    flags = sub.add_parser(
+        "flags",
+        help="live rollback: show or set learner_enabled and traffic_split on every replica and the engine",
+        description=(
+            "Without options, print the live flags. --learner off serves the champion alone and stops the "
+            "learner publishing; --traffic-split 0 serves the champion alone. Every proxy replica and the "
+            "engine read the flags every second; --reset returns to the environment's values."
+        ),
+    )
+    flags.add_argument("--learner", choices=("on", "off"), help="turn the learner on or off")
+    flags.add_argument("--traffic-split", metavar="SHARE", help="the challenger's share of requests, 0 to 1")
+    flags.add_argument("--reset", action="store_true", help="drop the live values: the environment's hold")
+    flags.add_argument("--json", action="store_true", help="print the flags as JSON")
+    flags.set_defaults(run=cmd_flags)
 
     sql = sub.add_parser("sql", help="run read-only SQL against ClickHouse through the engine")
     sql.add_argument("query", help='the SQL, e.g. "SELECT count() FROM usage FINAL"')

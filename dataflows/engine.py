@@ -60,6 +60,7 @@ from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
 from sinks.redis_state import ChallengerSink, QuotaStateSink
 from symphony.catalog import load_catalog, load_policy
+from symphony.flags import Flags
 from symphony.gc_tuning import tune_gc
 from symphony.quotas import load_quota_policy
 from symphony.settings import ENGINE_PORT_FILE, Settings, SettingsError, load_settings
@@ -259,10 +260,11 @@ def run_engine(
             stack.callback(trimmer.stop)
         source = RedisStreamSource(settings.redis_url, settings.event_shards, stop=stop, lag=lag)
         quotas = (load_quota_policy(), QuotaStateSink(settings.redis_url))
+        # Always built, so the live flag can turn it on; off, it publishes nothing (ChallengerSink).
+        defaults = Flags(settings.learner_enabled, settings.traffic_split)
         learner = (
-            (load_policy(settings.policy_file, load_catalog()), ChallengerSink(settings.redis_url))
-            if settings.learner_enabled
-            else None
+            load_policy(settings.policy_file, load_catalog()),
+            ChallengerSink(settings.redis_url, defaults),
         )
         sink = ClickHouseSink(writer, stop=stop, stats=stats, stop_on_fatal=embedded and cluster.leader)
         flow = build_flow(source, sink, quotas, learner)

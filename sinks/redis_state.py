@@ -16,7 +16,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
 from symphony import keys
-from symphony.keys import CHALLENGER_KEY
+from symphony.flags import Flags
+from symphony.keys import CHALLENGER_KEY, FLAGS_KEY
 from symphony.quotas import RUNTIME_CAP_TTL_MS, Adjustment, Eta, QuotaUpdate
 from symphony.serving import PublishedChallenger
 
@@ -85,12 +86,16 @@ class QuotaStateSink(DynamicSink[QuotaUpdate]):
 
 
 class _ChallengerPartition(StatelessSinkPartition[PublishedChallenger]):
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, defaults: Flags) -> None:
         self._client = client
+        self._defaults = defaults
 
     @override
     def write_batch(self, items: list[PublishedChallenger]) -> None:
         latest = items[-1]  # each replaces the one before
+        if not self._defaults.merged(self._client.hgetall(FLAGS_KEY)).learner_enabled:
+            log.info("learner disabled (live flag): challenger %s not published", latest.version)
+            return
         self._client.set(CHALLENGER_KEY, latest.payload)
         log.info("published challenger %s", latest.version)
 
@@ -100,11 +105,13 @@ class _ChallengerPartition(StatelessSinkPartition[PublishedChallenger]):
 
 
 class ChallengerSink(DynamicSink[PublishedChallenger]):
-    """The learner's challenger into Redis, where every proxy replica reads it."""
+    """The learner's challenger into Redis, where every proxy replica reads it, unless the live
+    flag ``learner_enabled`` (``symphony.flags``, over ``defaults``) says the learner is off."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, defaults: Flags) -> None:
         self._redis_url = redis_url
+        self._defaults = defaults
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ChallengerPartition:
-        return _ChallengerPartition(redis.Redis.from_url(self._redis_url))
+        return _ChallengerPartition(redis.Redis.from_url(self._redis_url), self._defaults)

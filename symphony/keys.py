@@ -25,6 +25,9 @@ STREAM_PREFIX = "symphony:events:"
 # The challenger policy the learner publishes and the proxy serves (``symphony.serving``).
 CHALLENGER_KEY = "symphony:policy:challenger"
 
+# Live rollback flags (``symphony.flags``): a hash of flag -> value, over the settings' defaults.
+FLAGS_KEY = "symphony:flags"
+
 # Failed authentications per address and minute (``proxy.edge.auth_failures``).
 AUTH_FAILURE_PREFIX = "symphony:authfail:"
 

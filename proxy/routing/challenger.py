@@ -1,11 +1,13 @@
-"""The challenger distribution, read from Redis in the background.
+"""The challenger distribution and the live flags, read from Redis in the background.
 
 The learner publishes ``symphony:policy:challenger`` as JSON ``{"version": str,
 "weights": {"provider/model": w}}``. A task polls it every ``interval_s`` and swaps
 in the new policy when the version changes, so a request never waits on Redis for
 it. Until anything is published the challenger is uniform; when the key goes away
 it becomes uniform again; when Redis is unreachable or the value is malformed the
-last good policy keeps serving.
+last good policy keeps serving. The same read fetches the live rollback flags
+(``symphony.flags``): ``flags.challenger_share`` is the share the router gives the
+challenger, so ``symphony flags --traffic-split 0`` reaches every replica within a poll.
 """
 
 from __future__ import annotations
@@ -17,19 +19,22 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from symphony.keys import CHALLENGER_KEY
+from symphony.flags import Flags
+from symphony.keys import CHALLENGER_KEY, FLAGS_KEY
 from symphony.serving import ChallengerPolicy
 
 log = logging.getLogger(__name__)
 
 
 class ChallengerFeed:
-    def __init__(self, client: aioredis.Redis, *, interval_s: float = 1.0) -> None:
+    def __init__(self, client: aioredis.Redis, defaults: Flags, *, interval_s: float = 1.0) -> None:
         self._client = client
+        self._defaults = defaults
         self._interval_s = interval_s
         self._raw: bytes | str | None = None
         self._task: asyncio.Task[None] | None = None
         self.current = ChallengerPolicy.uniform()
+        self.flags = defaults
 
     def __call__(self) -> ChallengerPolicy:
         return self.current
@@ -48,10 +53,14 @@ class ChallengerFeed:
 
     async def refresh(self) -> None:
         try:
-            raw = await self._client.get(CHALLENGER_KEY)
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(CHALLENGER_KEY)
+                pipe.hgetall(FLAGS_KEY)
+                raw, flags = await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("challenger policy unreadable (%s); keeping version %s", exc, self.current.version)
             return
+        self._set_flags(self._defaults.merged(flags))
         if raw == self._raw:
             return
         self._raw = raw
@@ -69,6 +78,13 @@ class ChallengerFeed:
             )
             return
         log.info("challenger policy version %s", self.current.version)
+
+    def _set_flags(self, flags: Flags) -> None:
+        if flags != self.flags:
+            log.warning(
+                "live flags: learner_enabled=%s traffic_split=%g", flags.learner_enabled, flags.traffic_split
+            )
+        self.flags = flags
 
     async def _poll(self) -> None:
         while True:

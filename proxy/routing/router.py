@@ -1,7 +1,8 @@
 """Which arm serves a request, with what probability, and in what order the others follow.
 
-A share ``traffic_split`` of requests is drawn by the challenger, the rest by the
-champion. Whichever draws, the decision logs the distribution actually served, the
+A share of requests (``challenger_share()``: ``TRAFFIC_SPLIT``, or the live flags
+of ``symphony.flags``) is drawn by the challenger, the rest by the champion.
+Whichever draws, the decision logs the distribution actually served, the
 mixture ``(1 - s) * p_champion + s * p_challenger`` over the candidates, and the
 chosen arm's probability under it (its propensity), so the learner can evaluate
 any policy off-line. A pinned model is an ``override`` with propensity 1.
@@ -51,12 +52,12 @@ class Router:
         self,
         champion: ChampionPolicy,
         challenger: Callable[[], ChallengerPolicy],
-        traffic_split: float,
+        challenger_share: Callable[[], float],
         rng: random.Random | None = None,
     ) -> None:
         self.champion = champion
         self._challenger = challenger
-        self._split = traffic_split
+        self._share = challenger_share
         self._rng = rng if rng is not None else random.Random()
 
     def route(
@@ -77,7 +78,7 @@ class Router:
         challenger = challenger_policy.distribution(task, names)
         if weights is not None:
             champion, challenger = _weighted(champion, weights), _weighted(challenger, weights)
-        s = self._split
+        s = self._share()
         mixture = [(1.0 - s) * pc + s * pch for pc, pch in zip(champion, challenger, strict=True)]
         drawer: RoutingPolicy = challenger_policy if self._rng.random() < s else self.champion
         index = self._draw(champion if drawer is self.champion else challenger)

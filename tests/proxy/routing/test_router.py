@@ -49,7 +49,7 @@ def test_mixture_is_a_distribution_with_an_exploration_floor() -> None:
     arms = candidates().arms
     names = tuple(arm.name for arm in arms)
     challenger = ChallengerPolicy("c1", {names[0]: 5.0, names[1]: 1.0})  # zero for every other arm
-    router = Router(champion, lambda: challenger, 0.25, random.Random(1))
+    router = Router(champion, lambda: challenger, lambda: 0.25, random.Random(1))
     floor = 0.75 * POLICY.exploration / len(arms)
     for task in ("chat", "code", "an-unknown-task"):
         route = router.route(task, arms)
@@ -85,7 +85,7 @@ def test_challenger_serves_its_share_and_draws_match_the_mixture() -> None:
     arms = candidates().arms
     names = [arm.name for arm in arms]
     challenger = ChallengerPolicy.uniform()
-    router = Router(ChampionPolicy(POLICY), lambda: challenger, 0.3, random.Random(7))
+    router = Router(ChampionPolicy(POLICY), lambda: challenger, lambda: 0.3, random.Random(7))
     n = 6000
     routes = [router.route("chat", arms) for _ in range(n)]
     share = sum(route.policy == "challenger" for route in routes) / n
@@ -98,7 +98,9 @@ def test_challenger_serves_its_share_and_draws_match_the_mixture() -> None:
 
 def test_a_pinned_model_is_an_override_with_propensity_one() -> None:
     arms = candidates().select({"messages": MESSAGES}, Pin("openai", "gpt-4o"), Constraints(), 0.0)
-    route = Router(ChampionPolicy(POLICY), ChallengerPolicy.uniform, 0.5).route("chat", arms, pinned=True)
+    route = Router(ChampionPolicy(POLICY), ChallengerPolicy.uniform, lambda: 0.5).route(
+        "chat", arms, pinned=True
+    )
     assert [arm.name for arm in route.arms] == ["openai/gpt-4o"]
     assert (route.policy, route.propensity, route.probabilities) == ("override", 1.0, [1.0])
 
