@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.edge.body import parse_object, read_limited, validate
-from proxy.gateway import Gateway
+from proxy.resources import ResourceSlot
 from proxy.schemas import ClosedModel
 from symphony.events import Feedback, new_id
 
@@ -26,14 +26,14 @@ class FeedbackRequest(ClosedModel):
 
 
 class FeedbackApi:
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, resources: ResourceSlot) -> None:
+        self._resources = resources
 
     async def post(self, request: Request) -> Response:
         feedback = validate(FeedbackRequest, parse_object(await read_limited(request, FEEDBACK_MAX_BYTES)))
-        runtime = self._gateway.runtime
-        ts = runtime.clock.now_ms()
-        runtime.emitter.emit(
+        resources = self._resources.get()
+        ts = resources.clock.now_ms()
+        resources.emitter.emit(
             Feedback(
                 event_id=new_id(ts),
                 ts=ts,
