@@ -10,6 +10,10 @@ Before any route: headers larger than ``MAX_HEADER_BYTES`` are a 431
 (``proxy.edge.header_limit``), then every path but ``/health`` and ``/metrics`` needs an
 app key (``proxy.edge.auth``). Every log record the process writes is scrubbed of the
 provider keys and of app keys (``proxy.edge.scrub``).
+
+The lifespan owns what the process holds open (``proxy.resources``: clock, upstream
+client, Redis client, emitter): it opens them, hands them to the gateway and to the
+parts made with the routes (through a ``ResourceSlot``), and closes them last.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from proxy.edge.header_limit import HeaderLimitMiddleware
 from proxy.edge.key_cache import AppKeyCache
 from proxy.edge.scrub import Scrubber, install_log_scrubber
 from proxy.gateway import Gateway
+from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
 from symphony.catalog import Catalog, load_catalog
 from symphony.settings import Settings, load_provider_keys
@@ -108,6 +113,7 @@ def create_app(
     secrets = [key.get_secret_value() for key in keys.values()]
     install_log_scrubber(secrets)
     adapters = build_adapters(catalog, settings, keys)
+    decision_ids = _decision_ids(settings)
     gateway = Gateway(
         settings,
         catalog,
@@ -115,24 +121,31 @@ def create_app(
         adapters,
         rng=rng,
         scrubber=Scrubber(secrets),
-        decision_ids=_decision_ids(settings),
+        decision_ids=decision_ids,
     )
     if not adapters:
         log.warning("no provider has a key or the simulator: every routed request will be refused")
+    resources = ResourceSlot()
     openai_api = OpenAIApi(gateway)
     messages_api = MessagesApi(gateway)
     route_api = RouteExecuteApi(gateway)
-    feedback_api = FeedbackApi(gateway)
+    feedback_api = FeedbackApi(resources, decision_ids)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if settings.auth_disabled:
             log.warning(AUTH_DISABLED_WARNING)
-        await gateway.start()
+        opened = await Resources.open(settings)
         try:
-            yield
+            await gateway.start(opened)
+            resources.fill(opened)
+            try:
+                yield
+            finally:
+                resources.fill(None)
+                await gateway.stop()
         finally:
-            await gateway.stop()
+            await opened.close()
 
     routes = [
         Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
@@ -146,7 +159,7 @@ def create_app(
     handlers = {errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
     middleware = [
         Middleware(HeaderLimitMiddleware, render=render_error, max_bytes=settings.max_header_bytes),
-        Middleware(AuthMiddleware, authenticator=_authenticator(settings, gateway), render=render_error),
+        Middleware(AuthMiddleware, authenticator=_authenticator(settings, resources), render=render_error),
     ]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
 
@@ -161,12 +174,12 @@ def _decision_ids(settings: Settings) -> DecisionIds:
     return DecisionIds(os.urandom(32))
 
 
-def _authenticator(settings: Settings, gateway: Gateway) -> Authenticator | None:
+def _authenticator(settings: Settings, resources: ResourceSlot) -> Authenticator | None:
     if settings.auth_disabled:
         return None
 
     def client() -> aioredis.Redis:
-        return gateway.runtime.redis
+        return resources.get().redis
 
     keys = AppKeyCache(client, fail_mode=settings.quota_fail_mode)
     return Authenticator(keys, AuthFailures(client, settings.auth_failures_per_minute))

@@ -62,6 +62,11 @@ def body_too_large(limit: int) -> ApiError:
     )
 
 
+def not_started() -> ApiError:
+    """A request before the app's lifespan has started the proxy, or after it stopped it."""
+    return ApiError(503, "The proxy is not started.", type_="api_error", code="not_ready")
+
+
 def model_not_found(model: str) -> ApiError:
     return ApiError(
         404,

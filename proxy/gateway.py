@@ -1,54 +1,50 @@
 """The gateway core, the same for every inbound API: candidates, route, attempts, answer.
 
-``Gateway`` is built without I/O; ``start()`` (app lifespan) reads the shared
-clock and opens the pooled upstream client, the Redis client, the event emitter
-and the challenger feed; ``stop()`` flushes every queued event and closes them.
+``Gateway`` is built without I/O; ``start(resources)`` (app lifespan) is handed the
+resources the lifespan opened (``proxy.resources``: clock, upstream client, Redis client,
+emitter) and builds the quota gate, the attempt loop and the challenger feed over them;
+``stop()`` stops the feed and the loop (the lifespan closes the resources).
 
 ``execute(routed, inbound)`` routes one canonical request (``RoutedRequest``) and answers in the
 inbound API's format (``Inbound``). It logs one ``Decision`` event per routed
-request, emitted once the attempt loop is over so it can record the fallbacks,
-followed by one ``Usage`` event per attempt (a served stream's when it ends).
+request from what the attempt loop returns (``Attempts``), so it can record the fallbacks,
+followed by one ``Usage`` event per attempt (a served stream's when it ends, from the stream).
 Requests refused before any attempt (bad input, no candidate) emit nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-import redis
-import redis.asyncio as aioredis
 from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Adapter, Answer, UpstreamFailure
-from proxy.attempts.attempt_loop import AttemptLog, AttemptLoop, UpstreamStream
+from proxy.attempts.attempt_loop import AttemptLoop, Attempts, Interrupted, UpstreamStream
 from proxy.attempts.quota_gate import QuotaGuard
 from proxy.attempts.stream_relay import RelayResponse, Render
-from proxy.attempts.upstream import new_http_client
 from proxy.decision_ids import DecisionIds
 from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
+from proxy.resources import Resources
 from proxy.routed_request import RoutedRequest
-from proxy.routing.candidates import Candidates, prompt_tokens
+from proxy.routing.candidates import Candidates
 from proxy.routing.challenger import ChallengerFeed
+from proxy.routing.champion_file import ChampionFile
 from proxy.routing.health import Rules
 from proxy.routing.latency import LatencyEstimates
 from proxy.routing.router import Route, Router
 from symphony.catalog import Catalog, resolve_policy_path
-from symphony.clock import Clock, RealClock, monotonic, shared_clock
-from symphony.events import AttemptStatus, Decision, new_id
+from symphony.clock import Clock, monotonic
+from symphony.events import Decision, new_id
+from symphony.flags import Flags
 from symphony.quotas import load_quota_policy
 from symphony.serving import ChallengerPolicy, ChampionPolicy
 from symphony.settings import Settings
-
-log = logging.getLogger(__name__)
 
 DECISION_HEADER = "x-symphony-decision-id"
 ARM_HEADER = "x-symphony-arm"
@@ -61,23 +57,23 @@ class Outcome:
 
     decision_id: str
     route: Route
-    log: AttemptLog
+    attempts: Attempts
 
     @property
     def arm(self) -> str:
         """The arm that answered, else the one the policy chose."""
-        return (self.log.served or self.route.chosen).name
+        return (self.attempts.served or self.route.chosen).name
 
     @property
     def model(self) -> str:
-        return (self.log.served or self.route.chosen).model
+        return (self.attempts.served or self.route.chosen).model
 
     def headers(self) -> dict[str, str]:
         return {DECISION_HEADER: self.decision_id, ARM_HEADER: self.arm, POLICY_HEADER: self.route.policy}
 
     def summary(self) -> dict[str, Any]:
         """The decision as the native API reports it."""
-        served = self.log.served
+        served = self.attempts.served
         return {
             "decision_id": self.decision_id,
             "provider": served.provider if served is not None else None,
@@ -87,7 +83,8 @@ class Outcome:
             "policy_version": self.route.policy_version,
             "propensity": self.route.propensity,
             "fallbacks": [
-                {"provider": t.arm.provider, "model": t.arm.model, "status": t.status} for t in self.log.tried
+                {"provider": t.arm.provider, "model": t.arm.model, "status": t.status}
+                for t in self.attempts.tried
             ],
         }
 
@@ -102,26 +99,15 @@ class Inbound(Protocol):
     def failure(self, failure: UpstreamFailure, outcome: Outcome) -> Response: ...
 
 
-@dataclass
-class Runtime:
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    """What the gateway serves with once started: handed resources, and the parts built over them."""
+
     clock: Clock
-    http: httpx.AsyncClient
-    redis: aioredis.Redis
     emitter: EventEmitter
     challenger: ChallengerFeed
-    attempts: AttemptLoop
     quota: QuotaGuard
-
-
-def _read_clock(redis_url: str) -> Clock:
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
-    try:
-        return shared_clock(client)
-    except redis.RedisError as exc:
-        log.warning("could not read the shared clock from Redis (%s); using real time", exc)
-        return RealClock()
-    finally:
-        client.close()
+    attempts: AttemptLoop
 
 
 class Gateway:
@@ -144,127 +130,112 @@ class Gateway:
         self.latency = LatencyEstimates()
         self.candidates = Candidates(catalog, self.adapters, Rules.from_settings(settings), self.latency)
         self.health = self.candidates.health
-        self.router = Router(champion, self._challenger, settings.traffic_split, rng)
-        self._runtime: Runtime | None = None
+        self.flags = Flags(settings.learner_enabled, settings.traffic_split)  # the environment's
+        self.router = Router(champion, self._challenger, self._challenger_share, rng)
+        self.champion_file = ChampionFile(
+            resolve_policy_path(settings.policy_file), catalog, self._serve_champion
+        )
+        self._serving: _Serving | None = None
 
     def _challenger(self) -> ChallengerPolicy:
-        runtime = self._runtime
-        return runtime.challenger.current if runtime is not None else ChallengerPolicy.uniform()
+        serving = self._serving
+        return serving.challenger.current if serving is not None else ChallengerPolicy.uniform()
 
-    @property
-    def runtime(self) -> Runtime:
-        if self._runtime is None:
-            raise errors.ApiError(503, "The proxy is not started.", type_="api_error", code="not_ready")
-        return self._runtime
+    def _challenger_share(self) -> float:
+        serving = self._serving
+        flags = serving.challenger.flags if serving is not None else self.flags
+        return flags.challenger_share
 
-    async def start(self) -> None:
+    def _serve_champion(self, champion: ChampionPolicy) -> None:
+        self.router.champion = champion
+
+    def _started(self) -> _Serving:
+        if self._serving is None:
+            raise errors.not_started()
+        return self._serving
+
+    async def start(self, resources: Resources) -> None:
         settings = self.settings
-        clock = await asyncio.to_thread(_read_clock, settings.redis_url)
-        http = new_http_client()
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
-        emitter = EventEmitter(client, settings.event_shards)
-        emitter.start()
-        challenger = ChallengerFeed(client)
+        challenger = ChallengerFeed(resources.redis, self.flags)
         await challenger.start()
+        self.champion_file.start()
         quota = QuotaGuard(
-            client,
+            resources.redis,
             load_quota_policy(resolve_policy_path(settings.quota_policy_file)),
-            clock,
+            resources.clock,
             fail_mode=settings.quota_fail_mode,
             local_share=settings.quota_local_share,
         )
         attempts = AttemptLoop(
-            http,
+            resources.http,
             self.adapters,
             self.health,
             self.latency,
-            clock,
+            resources.clock,
+            resources.emitter,
+            quota,
             ttft_limit_s=settings.ttft_limit_ms / 1000,
-            quota=quota,
             scrubber=self.scrubber,
         )
-        self._runtime = Runtime(clock, http, client, emitter, challenger, attempts, quota)
+        self._serving = _Serving(resources.clock, resources.emitter, challenger, quota, attempts)
 
     async def stop(self) -> None:
-        runtime, self._runtime = self._runtime, None
-        if runtime is None:
-            return
-        try:
-            await runtime.challenger.close()
-            await runtime.emitter.close()
-        finally:
-            await runtime.http.aclose()
-            await runtime.redis.aclose()
-        log.info(
-            "proxy stopped: %d events published, %d dropped",
-            runtime.emitter.published,
-            runtime.emitter.dropped,
-        )
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.attempts.close()
+            await serving.challenger.close()
+            await self.champion_file.close()
 
     async def execute(self, routed: RoutedRequest, inbound: Inbound) -> Response:
-        runtime = self.runtime
+        serving = self._started()
         now = monotonic()
-        candidates = self.candidates.select(routed.body, routed.pin, routed.constraints, now, key=routed.key)
+        route = self._route(routed, now)
+        ts = serving.clock.now_ms()
+        decision_id = self.decision_ids.issue(ts, routed.app)
+        deadline = now + self.settings.request_deadline_ms / 1000
+        attempts = await serving.attempts.run(routed, route, decision_id, deadline)
+        if attempts.attempted:
+            self._log_decision(serving.emitter, routed, route, decision_id, ts, attempts)
+        return _answer(inbound, Outcome(decision_id, route, attempts))
+
+    def _route(self, routed: RoutedRequest, now: float) -> Route:
+        candidates = self.candidates.select(
+            routed.body, routed.pin, routed.constraints, now, key=routed.key, estimate=routed.estimate
+        )
         health = self.health
         weights = None if health.quiet(now) else health.weights([arm.provider for arm in candidates], now)
         pinned = routed.pin is not None and routed.pin.model is not None
-        route = self.router.route(routed.task, candidates, pinned=pinned, weights=weights)
-        ts = runtime.clock.now_ms()
-        decision_id = self.decision_ids.issue(ts, routed.app)
-        attempt_log = AttemptLog()
-        deadline = now + self.settings.request_deadline_ms / 1000
-        try:
-            result = await runtime.attempts.run(routed, route, decision_id, deadline, attempt_log)
-        finally:
-            self._log_decision(runtime, routed, route, decision_id, ts, attempt_log)
-        outcome = Outcome(decision_id, route, attempt_log)
-        if isinstance(result, Answer):
-            return inbound.answer(result, outcome)
-        if isinstance(result, UpstreamStream):
-            return RelayResponse(
-                result,
-                render=inbound.stream_renderer(outcome),
-                finish=self._finish_stream,
-                headers=outcome.headers(),
-            )
-        return inbound.failure(result, outcome)
+        return self.router.route(routed.task, candidates, pinned=pinned, weights=weights)
 
     def metrics(self) -> dict[str, float]:
         """Counters for ``GET /metrics``: events, and how the quota gate is doing."""
-        runtime = self.runtime
+        serving = self._started()
+        emitter, quota = serving.emitter, serving.quota
         return {
-            "symphony_events_published_total": runtime.emitter.published,
-            "symphony_events_dropped_total": runtime.emitter.dropped,
-            "symphony_events_pending": runtime.emitter.pending,
-            "symphony_quota_degraded": float(runtime.quota.degraded),
-            "symphony_quota_local_grants_total": runtime.quota.local_grants,
-            "symphony_quota_local_tokens_total": runtime.quota.local_tokens,
+            "symphony_events_published_total": emitter.published,
+            "symphony_events_dropped_total": emitter.dropped,
+            "symphony_events_pending": emitter.pending,
+            "symphony_quota_degraded": float(quota.degraded),
+            "symphony_quota_local_grants_total": quota.local_grants,
+            "symphony_quota_local_tokens_total": quota.local_tokens,
         }
 
-    def _finish_stream(self, stream: UpstreamStream, status: AttemptStatus) -> None:
-        runtime = self._runtime
-        usage = runtime.attempts.finish_stream(stream, status) if runtime is not None else None
-        if runtime is not None and usage is not None:
-            runtime.emitter.emit(usage)
-
+    @staticmethod
     def _log_decision(
-        self,
-        runtime: Runtime,
+        emitter: EventEmitter,
         routed: RoutedRequest,
         route: Route,
         decision_id: str,
         ts: int,
-        attempt_log: AttemptLog,
+        attempts: Attempts,
     ) -> None:
-        if not attempt_log.usages and attempt_log.served is None:
-            return  # nothing was attempted
         messages = routed.body.get("messages")
         features = {
             "messages": float(len(messages) if isinstance(messages, list) else 0),
-            "prompt_tokens": float(prompt_tokens(routed.body)),
+            "prompt_tokens": float(routed.estimate.prompt_tokens),
         }
         chosen = route.chosen
-        runtime.emitter.emit(
+        emitter.emit(
             Decision(
                 event_id=new_id(ts),
                 ts=ts,
@@ -282,10 +253,22 @@ class Gateway:
                 propensity=route.propensity,
                 overrides=routed.overrides,
                 stream=routed.stream,
-                fallbacks=[tried.arm.name for tried in attempt_log.tried],
-                fallback_statuses=[tried.status for tried in attempt_log.tried],
-                served_by=attempt_log.served.name if attempt_log.served is not None else "",
+                fallbacks=[tried.arm.name for tried in attempts.tried],
+                fallback_statuses=[tried.status for tried in attempts.tried],
+                served_by=attempts.served.name if attempts.served is not None else "",
             )
         )
-        for usage in attempt_log.usages:
-            runtime.emitter.emit(usage)
+        for usage in attempts.usages:
+            emitter.emit(usage)
+
+
+def _answer(inbound: Inbound, outcome: Outcome) -> Response:
+    """The attempts' result in the inbound API's format; what interrupted them is raised again."""
+    result = outcome.attempts.result
+    if isinstance(result, Interrupted):
+        raise result.error
+    if isinstance(result, Answer):
+        return inbound.answer(result, outcome)
+    if isinstance(result, UpstreamStream):
+        return RelayResponse(result, render=inbound.stream_renderer(outcome), headers=outcome.headers())
+    return inbound.failure(result, outcome)

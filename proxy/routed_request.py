@@ -1,11 +1,16 @@
-"""One request to route, in canonical form, whatever API it came in through."""
+"""One request to route, in canonical form, whatever API it came in through.
+
+Its token estimate (``TokenEstimate``: prompt and answer size) is read from the body once,
+when the request is made, and carried to every step that needs it (the cost constraint, each
+attempt's quota reservation and time limit, the decision's features); each arm prices it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.routing.candidates import NO_CONSTRAINTS, Constraints, Pin
+from proxy.routing.candidates import NO_CONSTRAINTS, Constraints, Pin, TokenEstimate
 from symphony.app_keys import AppKey
 
 
@@ -20,3 +25,7 @@ class RoutedRequest:
     constraints: Constraints = NO_CONSTRAINTS
     overrides: dict[str, str] = field(default_factory=dict)  # as the decision event logs them
     key: AppKey | None = None  # the caller's key: its budgets, limits and allowed models (None: auth off)
+    estimate: TokenEstimate = field(init=False)  # read from ``body`` once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "estimate", TokenEstimate.of(self.body))  # frozen: set once, here

@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     # Tracing, alert destinations and the scheduler, chaos and evidence flags arrive with their
     # features: a setting that nothing reads would be a switch that does nothing.
 
-    learner_enabled: bool = False
-    traffic_split: float = Field(default=0.1, ge=0.0, le=1.0)
+    learner_enabled: bool = True
+    traffic_split: float = Field(default=0.05, ge=0.0, le=1.0)
 
     proxy_host: str = "127.0.0.1"
     proxy_port: Port = 8700

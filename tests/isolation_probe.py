@@ -25,7 +25,7 @@ def test_the_parent_environment_does_not_reach_a_test_or_its_proxy(
 ) -> None:
     assert not set(LEAKED) & set(os.environ)
     settings = Settings()
-    assert not settings.auth_disabled and settings.traffic_split == 0.1
+    assert not settings.auth_disabled and settings.traffic_split == 0.05
     assert load_provider_keys(load_catalog(), os.environ) == {}
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_server.url, "PROXY_PORT": str(port), "PYTHONPATH": str(REPO)}

@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy import errors
-from proxy.decision_ids import well_formed
+from proxy.decision_ids import DecisionIds, well_formed
 from proxy.edge.auth import caller_of
 from proxy.edge.body import parse_object, read_limited, validate
-from proxy.gateway import Gateway
+from proxy.resources import ResourceSlot
 from proxy.schemas import ClosedModel
 from symphony.events import Feedback, new_id
 
@@ -33,15 +33,16 @@ class FeedbackRequest(ClosedModel):
 
 
 class FeedbackApi:
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, resources: ResourceSlot, decision_ids: DecisionIds) -> None:
+        self._resources = resources
+        self._decision_ids = decision_ids
 
     async def post(self, request: Request) -> Response:
         feedback = validate(FeedbackRequest, parse_object(await read_limited(request, FEEDBACK_MAX_BYTES)))
         self._check_owner(feedback.decision_id, caller_of(request).app)
-        runtime = self._gateway.runtime
-        ts = runtime.clock.now_ms()
-        runtime.emitter.emit(
+        resources = self._resources.get()
+        ts = resources.clock.now_ms()
+        resources.emitter.emit(
             Feedback(
                 event_id=new_id(ts),
                 ts=ts,
@@ -62,7 +63,7 @@ class FeedbackApi:
                 param="decision_id",
                 code="invalid_decision_id",
             )
-        if not self._gateway.decision_ids.issued_to(decision_id, app):
+        if not self._decision_ids.issued_to(decision_id, app):
             raise errors.ApiError(
                 404,
                 f"No decision {decision_id} was made for this app.",

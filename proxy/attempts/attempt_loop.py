@@ -12,17 +12,18 @@ time the arm takes per token (``LatencyEstimates``) for the answer's size bound.
 The request deadline bounds the whole loop; a 4xx that says the request itself is
 bad (400, 413, 422) goes back to the client at once.
 
-Each attempt ends in one ``Usage`` event (attempt number, status, ``fallback_from``
-= the arm tried before it). The loop returns them instead of emitting them, so the
-gateway can emit the decision, which records the fallbacks, first.
+``run`` returns what happened (``Attempts``): the answer, the stream or the last
+failure, the failed attempts, and one ``Usage`` event per finished attempt (attempt
+number, status, ``fallback_from`` = the arm tried before it). It returns the events
+instead of emitting them, so the gateway can emit the decision, which records the
+fallbacks, first; a served stream's event comes at its end, after the decision, so the
+stream's ``finish`` (bound here, called by ``proxy.attempts.stream_relay``) emits it.
 
-Each attempt first reserves the caller's app budgets and limits and the provider's
-caps (``proxy.attempts.quota_gate``): the estimated tokens and the estimated cost at the
-arm's price, settled afterwards from the actual usage and cost. An arm over the
-app's spend budget is skipped (a cheaper one may fit); over the app's request or
-token rate, no arm can serve, and the request is refused at once. When nothing
-could be attempted, an app's refusal is a 429 ``budget_exhausted`` or
-``app_rate_limited`` naming the window; otherwise, the providers' ``quota_exhausted``.
+Each attempt is first admitted by the quota gate (``proxy.attempts.quota_gate``), which
+reserves the request's estimate at the arm's price, settled afterwards from the actual
+usage and cost. An arm the gate refuses is skipped, except that over the app's request
+or token rate no arm can serve, so the loop stops. When nothing could be attempted,
+the gate's refusals make the error (``refused_error``).
 
 A provider's error body reaches the client only scrubbed (``proxy.edge.scrub``), and a
 provider that refuses Symphony's own key (401, 403) is the operator's problem, not
@@ -33,9 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import httpx
 
@@ -49,19 +50,19 @@ from proxy.adapters.base import (
     UpstreamRequest,
 )
 from proxy.attempts.attempt import Attempt
-from proxy.attempts.quota_gate import AppScope, Grant, QuotaGuard, Unavailable
+from proxy.attempts.quota_gate import AppRate, Grant, QuotaGuard, QuotaRefusal, refused_error
 from proxy.attempts.upstream import TRANSPORT_ERRORS, is_timeout, send
 from proxy.edge.scrub import Scrubber
+from proxy.emitter import EventEmitter
 from proxy.errors import retry_after_header
 from proxy.routed_request import RoutedRequest
-from proxy.routing.candidates import Arm, estimated_cost_usd, output_tokens, prompt_tokens
+from proxy.routing.candidates import Arm
 from proxy.routing.health import Health, Outcome
 from proxy.routing.latency import LatencyEstimates
 from proxy.routing.router import Route
 from symphony.app_keys import USD_MICROS
 from symphony.clock import Clock, monotonic
 from symphony.events import AttemptStatus, Usage
-from symphony.quotas import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -80,17 +81,42 @@ class Tried:
     http_status: int
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class UpstreamStream:
-    """A stream whose first chunk has arrived; nothing has reached the client yet."""
+    """A stream whose first chunk has arrived; nothing has reached the client yet.
+
+    ``finish(status)`` ends its attempt (the usage event, settlement, health), once, whatever
+    ends the stream; it is bound when the stream is made, so the relay needs nothing else.
+    """
 
     arm: Arm
-    attempt: Attempt
     translator: StreamTranslator
     response: httpx.Response
     chunks: AsyncIterator[bytes]
     first: bytes
-    grant: Grant | None = None
+    finish: Callable[[AttemptStatus], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """Something was raised once an attempt had started (the client going away cancels the
+    request); the caller logs the attempts made, then raises ``error`` again."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Attempts:
+    """What the loop did for one request."""
+
+    result: Answer | UpstreamStream | UpstreamFailure | Interrupted
+    tried: tuple[Tried, ...]  # failed attempts, in order
+    usages: tuple[Usage, ...]  # finished attempts' events (a served stream's is emitted at its end)
+    served: Arm | None  # the arm that answered
+
+    @property
+    def attempted(self) -> bool:
+        return bool(self.usages) or self.served is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,20 +127,37 @@ class _Call:
     adapter: Adapter
     request: UpstreamRequest
     attempt: Attempt
-    grant: Grant | None
+    grant: Grant
 
 
 @dataclass(slots=True)
-class AttemptLog:
-    """What the loop did, kept by the caller so that it survives a cancelled request."""
+class _Record:
+    """What the loop has done so far for one request (the loop's own, turned into ``Attempts``)."""
 
-    tried: list[Tried] = field(default_factory=list)  # failed attempts, in order
-    usages: list[Usage] = field(default_factory=list)  # finished attempts' events, to emit after the decision
-    served: Arm | None = None  # the arm that answered
+    tried: list[Tried] = field(default_factory=list)
+    usages: list[Usage] = field(default_factory=list)
+    served: Arm | None = None
+
+    def add(self, usage: Usage | None) -> None:
+        if usage is not None:
+            self.usages.append(usage)
+
+    def attempts(self, result: Answer | UpstreamStream | UpstreamFailure | Interrupted) -> Attempts:
+        return Attempts(result, tuple(self.tried), tuple(self.usages), self.served)
+
+
+@dataclass(slots=True)
+class _Skipped:
+    """Why arms were not attempted: what ``ApiError`` answers a request none was attempted for."""
+
+    unsupported: UnsupportedFeature | None = None  # the first adapter refusal
+    untranslatable: bool = False  # an adapter failed to map the body
+    refusals: list[QuotaRefusal] = field(default_factory=list)
 
     @property
-    def attempts(self) -> int:
-        return len(self.tried) + (self.served is not None)
+    def app_over_rate(self) -> bool:
+        """The app is over its request or token rate: every arm counts the same, stop."""
+        return bool(self.refusals) and isinstance(self.refusals[-1], AppRate)
 
 
 def _local_failure(status: AttemptStatus, http_status: int, message: str, code: str) -> UpstreamFailure:
@@ -129,9 +172,10 @@ class AttemptLoop:
         health: Health,
         latency: LatencyEstimates,
         clock: Clock,
+        emitter: EventEmitter,
+        quota: QuotaGuard,
         *,
         ttft_limit_s: float,
-        quota: QuotaGuard | None = None,
         scrubber: Scrubber | None = None,
     ) -> None:
         self._http = http
@@ -139,127 +183,125 @@ class AttemptLoop:
         self._health = health
         self._latency = latency
         self._clock = clock
-        self._ttft_limit_s = ttft_limit_s
+        self._emitter = emitter
         self._quota = quota
+        self._ttft_limit_s = ttft_limit_s
         self._scrubber = scrubber if scrubber is not None else Scrubber()
         self._settling: set[asyncio.Task[None]] = set()
+        self._closed = False
 
-    async def run(
-        self, routed: RoutedRequest, route: Route, decision_id: str, deadline: float, log: AttemptLog
-    ) -> Answer | UpstreamStream | UpstreamFailure:
-        """Try ``route.arms`` in order: the first answer, else the last failure.
+    def close(self) -> None:
+        """The resources are closing: a stream that ends from now on has nothing to settle or emit with."""
+        self._closed = True
 
-        ``ApiError`` when no attempt could even start.
+    async def run(self, routed: RoutedRequest, route: Route, decision_id: str, deadline: float) -> Attempts:
+        """Try ``route.arms`` in order: the first answer, else the last failure, and what was tried.
+
+        ``ApiError`` when no attempt could even start. What is raised once one has started comes
+        back as ``Interrupted``, so the attempts made are logged before it is raised again.
         """
+        record = _Record()
+        try:
+            result = await self._try_arms(routed, route, decision_id, deadline, record)
+        except BaseException as exc:
+            if not record.usages:
+                raise  # nothing was attempted: nothing to log
+            return record.attempts(Interrupted(exc))
+        return record.attempts(result)
+
+    async def _try_arms(
+        self, routed: RoutedRequest, route: Route, decision_id: str, deadline: float, record: _Record
+    ) -> Answer | UpstreamStream | UpstreamFailure:
         last: UpstreamFailure | None = None
-        refused: UnsupportedFeature | None = None
-        untranslatable = False
-        over_quota: list[Refusal | Unavailable] = []
-        over_app: list[Refusal] = []  # the caller's app's own budgets and limits
-        health = self._health
+        skipped = _Skipped()
         pending = list(route.arms)
         while pending:
-            arm = _next_arm(pending, health, log.tried[-1].status if log.tried else None)
+            arm = _next_arm(pending, self._health, record.tried[-1].status if record.tried else None)
             if monotonic() >= deadline:
                 break
-            if not health.begin(arm.provider, arm.name, monotonic()):
-                continue  # it was ejected or cooled since the candidates were chosen
-            adapter = self._adapters[arm.provider]
-            try:
-                request = adapter.request(routed.body, arm.model, stream=routed.stream)
-            except UnsupportedFeature as exc:  # the adapter's last guard behind the capability filter
-                health.release(arm.provider)
-                refused = refused or exc
+            call = await self._prepare(arm, routed, decision_id, record, skipped)
+            if call is None:
+                if skipped.app_over_rate:
+                    break
                 continue
-            except Exception:  # a body this adapter cannot map: try the next arm rather than fail
-                logger.exception("%s could not map the request", arm.name)
-                health.release(arm.provider)
-                untranslatable = True
-                continue
-            grant = await self._reserve(arm, routed, app_request=not log.usages)
-            own_key = routed.key
-            if isinstance(grant, Refusal) and own_key is not None and grant.limit.provider == own_key.scope:
-                health.release(arm.provider)
-                over_app.append(grant)
-                if grant.limit.metric == "usd_micros":
-                    continue  # a cheaper arm may still fit the budget
-                break  # a request or token rate: every arm counts the same
-            if isinstance(grant, Refusal | Unavailable):  # over a cap: this arm is no candidate now
-                health.release(arm.provider)
-                over_quota.append(grant)
-                continue
-            attempt = Attempt(
-                decision_id=decision_id,
-                app=routed.app,
-                provider=arm.provider,
-                model=arm.model,
-                price=arm.price,
-                clock=self._clock,
-                number=len(log.tried) + 1,
-                fallback_from=log.tried[-1].arm.name if log.tried else "",
-            )
-            call = _Call(arm, adapter, request, attempt, grant)
-            result = await self._attempt(call, routed, deadline, log.usages)
+            result = await self._attempt(call, routed, deadline, record)
             if not isinstance(result, UpstreamFailure):
-                log.served = arm
+                record.served = arm
                 return result
-            log.tried.append(Tried(arm, result.status, result.http_status))
+            record.tried.append(Tried(arm, result.status, result.http_status))
             last = result
             if result.http_status in CLIENT_ERRORS:
                 return result
         if monotonic() >= deadline:
             return self._deadline_failure()
         if last is None:
-            if over_app and refused is None:
-                raise app_limited(routed.app, over_app)
-            if over_quota and refused is None:
-                raise quota_exhausted(over_quota)
-            raise self._nothing_attempted(route, refused, untranslatable=untranslatable)
+            raise self._nothing_attempted(routed, route, skipped)
         return last
 
-    async def _reserve(
-        self, arm: Arm, routed: RoutedRequest, *, app_request: bool
-    ) -> Grant | Refusal | Unavailable | None:
-        """The attempt's reservation; ``app_request`` False once an attempt counted the app's request."""
-        if self._quota is None:
+    async def _prepare(
+        self, arm: Arm, routed: RoutedRequest, decision_id: str, record: _Record, skipped: _Skipped
+    ) -> _Call | None:
+        """The attempt on ``arm``, admitted by health, its adapter and the quota gate; else None,
+        and ``skipped`` says why."""
+        health = self._health
+        if not health.begin(arm.provider, arm.name, monotonic()):
+            return None  # it was ejected or cooled since the candidates were chosen
+        adapter = self._adapters[arm.provider]
+        try:
+            request = adapter.request(routed.body, arm.model, stream=routed.stream)
+        except UnsupportedFeature as exc:  # the adapter's last guard behind the capability filter
+            health.release(arm.provider)
+            skipped.unsupported = skipped.unsupported or exc
             return None
-        estimate = prompt_tokens(routed.body) + output_tokens(routed.body)
-        cost_micros = math.ceil(estimated_cost_usd(arm, routed.body) * USD_MICROS)
-        app = AppScope(routed.key.scope, routed.key.limits()) if routed.key is not None else None
-        return await self._quota.reserve(
-            arm.provider, arm.model, estimate, cost_micros=cost_micros, app=app, app_request=app_request
+        except Exception:  # a body this adapter cannot map: try the next arm rather than fail
+            logger.exception("%s could not map the request", arm.name)
+            health.release(arm.provider)
+            skipped.untranslatable = True
+            return None
+        grant = await self._quota.admit(arm, routed, first_attempt=not record.usages)
+        if not isinstance(grant, Grant):
+            health.release(arm.provider)
+            skipped.refusals.append(grant)
+            return None
+        attempt = Attempt(
+            decision_id=decision_id,
+            app=routed.app,
+            provider=arm.provider,
+            model=arm.model,
+            price=arm.price,
+            clock=self._clock,
+            number=len(record.tried) + 1,
+            fallback_from=record.tried[-1].arm.name if record.tried else "",
         )
+        return _Call(arm, adapter, request, attempt, grant)
 
-    async def _settle(self, grant: Grant | None, usage: Usage | None) -> None:
-        if self._quota is not None and grant is not None:
-            tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
-            cost_micros = round(usage.cost_usd * USD_MICROS) if usage is not None else 0
-            await self._quota.settle(grant, tokens, cost_micros)
+    async def _settle(self, grant: Grant, usage: Usage | None) -> None:
+        tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
+        cost_micros = round(usage.cost_usd * USD_MICROS) if usage is not None else 0
+        await self._quota.settle(grant, tokens, cost_micros)
 
-    def _settle_later(self, grant: Grant | None, usage: Usage | None) -> None:
+    def _settle_later(self, grant: Grant, usage: Usage | None) -> None:
         """Settle from synchronous code (a stream's end): a task, kept until it is done."""
-        if self._quota is None or grant is None:
-            return
         task = asyncio.get_running_loop().create_task(self._settle(grant, usage))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
     async def _attempt(
-        self, call: _Call, routed: RoutedRequest, deadline: float, usages: list[Usage]
+        self, call: _Call, routed: RoutedRequest, deadline: float, record: _Record
     ) -> Answer | UpstreamStream | UpstreamFailure:
-        """One attempt, its usage event queued and health told (a stream's only at its end)."""
+        """One attempt, its usage event recorded and health told (a stream's only at its end)."""
         attempt, arm, health = call.attempt, call.arm, self._health
         try:
             result = await self._call(call, routed, deadline)
         except BaseException:
             usage = attempt.finish("cancelled")  # the client went away: not the provider's fault
-            _queue(usages, usage)
+            record.add(usage)
             health.release(arm.provider)
             self._settle_later(call.grant, usage)
             raise
         if isinstance(result, UpstreamFailure):
             usage = attempt.finish(result.status)
-            _queue(usages, usage)
+            record.add(usage)
             await self._settle(call.grant, usage)
             health.record(
                 arm.provider,
@@ -273,9 +315,8 @@ class AttemptLoop:
             return result
         if isinstance(result, Answer):  # a stream is judged at its end
             health.record(arm.provider, arm.name, "ok", monotonic())
-        if isinstance(result, Answer):
             usage = attempt.finish("ok", result.input_tokens, result.output_tokens)
-            _queue(usages, usage)
+            record.add(usage)
             await self._settle(call.grant, usage)
             if usage is not None:
                 self._observe(call.arm, usage, stream=False)
@@ -304,7 +345,8 @@ class AttemptLoop:
                             "error", 502, f"`{arm.name}` sent an empty stream.", "upstream_error"
                         )
                     translator = adapter.stream(arm.model, include_usage=routed.include_usage)
-                    stream = UpstreamStream(arm, attempt, translator, response, chunks, first, call.grant)
+                    finish = partial(self._finish_stream, call, translator)
+                    stream = UpstreamStream(arm, translator, response, chunks, first, finish)
                     response = None  # handed over: the relay closes it
                     return stream
                 attempt.first_byte()
@@ -350,23 +392,26 @@ class AttemptLoop:
     def _limit_s(self, arm: Arm, routed: RoutedRequest) -> float:
         if routed.stream:
             return self._ttft_limit_s
-        return self._ttft_limit_s + self._latency.ms_per_token(arm.name) * output_tokens(routed.body) / 1000.0
+        answer_ms = self._latency.ms_per_token(arm.name) * routed.estimate.output_tokens
+        return self._ttft_limit_s + answer_ms / 1000.0
 
-    def finish_stream(self, stream: UpstreamStream, status: AttemptStatus) -> Usage | None:
-        """End a served stream's attempt: its usage event, its health outcome and latency figures."""
-        translator = stream.translator
-        usage = stream.attempt.finish(status, translator.input_tokens, translator.output_tokens)
-        self._settle_later(stream.grant, usage)
-        arm = stream.arm
+    def _finish_stream(self, call: _Call, translator: StreamTranslator, status: AttemptStatus) -> None:
+        """End a served stream's attempt: its usage event, settlement, health outcome and latency figures."""
+        if self._closed:
+            return
+        usage = call.attempt.finish(status, translator.input_tokens, translator.output_tokens)
+        if usage is None:
+            return  # finished already
+        self._settle_later(call.grant, usage)
+        arm = call.arm
         if status in ("error", "timeout"):
             self._health.record(arm.provider, arm.name, "failure", monotonic())
         elif status == "ok":
             self._health.record(arm.provider, arm.name, "ok", monotonic())
+            self._observe(arm, usage, stream=True)
         else:
             self._health.release(arm.provider)
-        if usage is not None and status == "ok":
-            self._observe(stream.arm, usage, stream=True)
-        return usage
+        self._emitter.emit(usage)  # after the decision: the gateway logged it when the stream was served
 
     def _observe(self, arm: Arm, usage: Usage, *, stream: bool) -> None:
         self._latency.observe(
@@ -383,12 +428,13 @@ class AttemptLoop:
             "timeout", 504, "No provider answered within the request deadline.", "deadline_exceeded"
         )
 
-    def _nothing_attempted(
-        self, route: Route, refused: UnsupportedFeature | None, *, untranslatable: bool
-    ) -> errors.ApiError:
-        if refused is not None:
-            return errors.ApiError(400, str(refused), param=refused.param, code="unsupported_feature")
-        if untranslatable:
+    def _nothing_attempted(self, routed: RoutedRequest, route: Route, skipped: _Skipped) -> errors.ApiError:
+        unsupported = skipped.unsupported
+        if unsupported is not None:
+            return errors.ApiError(400, str(unsupported), param=unsupported.param, code="unsupported_feature")
+        if skipped.refusals:
+            return refused_error(routed.app, skipped.refusals)
+        if skipped.untranslatable:
             return errors.ApiError(
                 400, "No candidate provider can take this request as it is.", code="untranslatable_request"
             )
@@ -401,43 +447,6 @@ class AttemptLoop:
             code="providers_unavailable",
             headers=retry_after_header(wait),
         )
-
-
-def quota_exhausted(refusals: list[Refusal | Unavailable]) -> errors.ApiError:
-    """Every candidate is over a cap: 429, retry after the earliest moment one has room again."""
-    waits = [r.retry_after_ms for r in refusals if r.retry_after_ms is not None]
-    wait_s = min(waits) / 1000 if waits else None
-    reasons = "; ".join(dict.fromkeys(r.message for r in refusals))
-    when = f" Retry after {math.ceil(wait_s)} s." if wait_s is not None else ""
-    return errors.ApiError(
-        429,
-        f"Every candidate is over its quota ({reasons}).{when}",
-        type_="rate_limit_exceeded",
-        code="quota_exhausted",
-        headers=retry_after_header(wait_s),
-    )
-
-
-def app_limited(app: str, refusals: list[Refusal]) -> errors.ApiError:
-    """The caller's app is over its own budget or rate: 429, retry when the window has room again."""
-    waits = [r.retry_after_ms for r in refusals if r.retry_after_ms is not None]
-    wait_s = min(waits) / 1000 if waits else None
-    limit, cap, used = refusals[0].limit, refusals[0].cap, refusals[0].used
-    when = f" Retry after {math.ceil(wait_s)} s." if wait_s is not None else ""
-    if limit.metric == "usd_micros":
-        window = {"1d": "UTC day", "month": "calendar month (UTC)"}.get(limit.window.name, limit.window.name)
-        message = (
-            f"App `{app}` has spent its budget for this {window}: "
-            f"${used / USD_MICROS:.4f} of ${cap / USD_MICROS:.4f}, with requests in flight counted "
-            f"at their estimate.{when}"
-        )
-        code = "budget_exhausted"
-    else:
-        message = f"App `{app}` is over its limit of {cap} {limit.metric} per {limit.window.name}.{when}"
-        code = "app_rate_limited"
-    return errors.ApiError(
-        429, message, type_="rate_limit_exceeded", code=code, headers=retry_after_header(wait_s)
-    )
 
 
 def _next_arm(pending: list[Arm], health: Health, after: AttemptStatus | None) -> Arm:
@@ -468,8 +477,3 @@ def _outcome(failure: UpstreamFailure) -> Outcome:
     if failure.status == "429":
         return "throttled"
     return "timeout" if failure.status == "timeout" else "failure"
-
-
-def _queue(usages: list[Usage], usage: Usage | None) -> None:
-    if usage is not None:
-        usages.append(usage)

@@ -1,4 +1,12 @@
-"""The proxy's quota gate: reserve before an attempt, settle after it, whatever Redis is doing.
+"""The proxy's quota gate: admit an attempt or refuse it, settle after it, whatever Redis is doing.
+
+``admit(arm, request)`` reserves the request's estimated tokens and its cost at the arm's
+price, and answers a ``Grant`` or a typed refusal: ``AppBudget`` (the caller's app has
+spent its budget at this arm's price; a cheaper arm may fit), ``AppRate`` (the app is over
+its request or token rate; every arm counts the same), ``ProviderCap`` (this arm's provider
+is over a cap) or ``Unavailable`` (fail-closed and Redis unreachable). When no arm could be
+admitted, ``refused_error`` is the 429 those refusals imply: the app's ``budget_exhausted``
+or ``app_rate_limited`` naming the window, else the providers' ``quota_exhausted``.
 
 Reservations go to Redis (one atomic script, ``symphony.quotas.store``), so caps hold
 across every proxy replica.
@@ -41,13 +49,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import redis.asyncio as aioredis
 
+from proxy import errors
+from proxy.errors import retry_after_header
+from proxy.routed_request import RoutedRequest
+from proxy.routing.candidates import Arm
 from symphony import clock
+from symphony.app_keys import USD_MICROS
 from symphony.clock import Clock
 from symphony.quotas import (
     AsyncQuotaStore,
@@ -103,6 +118,30 @@ class Unavailable:
         return "the quota store is unreachable (fail-closed)"
 
 
+@dataclass(frozen=True, slots=True)
+class AppBudget:
+    """The caller's app is over its spend budget at this arm's price: a cheaper arm may fit."""
+
+    refusal: Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class AppRate:
+    """The caller's app is over its request or token rate: no arm can serve it now."""
+
+    refusal: Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCap:
+    """The arm's provider is over one of its caps: this arm is no candidate now."""
+
+    refusal: Refusal
+
+
+QuotaRefusal = AppBudget | AppRate | ProviderCap | Unavailable
+
+
 class QuotaGuard:
     def __init__(
         self,
@@ -139,6 +178,22 @@ class QuotaGuard:
     def backlog(self) -> int:
         """Reservations to cancel and settlements to replay once Redis is back (popped as each lands)."""
         return len(self._unconfirmed) + len(self._pending) + self._draining
+
+    async def admit(self, arm: Arm, request: RoutedRequest, *, first_attempt: bool) -> Grant | QuotaRefusal:
+        """Reserve ``request``'s estimate on ``arm``; its app's request counts on the first attempt only."""
+        estimate = request.estimate
+        cost_micros = math.ceil(estimate.cost_usd(arm) * USD_MICROS)
+        key = request.key
+        app = AppScope(key.scope, key.limits()) if key is not None else None
+        tokens = estimate.tokens
+        outcome = await self.reserve(
+            arm.provider, arm.model, tokens, cost_micros=cost_micros, app=app, app_request=first_attempt
+        )
+        if not isinstance(outcome, Refusal):
+            return outcome
+        if app is None or outcome.limit.provider != app.name:
+            return ProviderCap(outcome)
+        return AppBudget(outcome) if outcome.limit.metric == "usd_micros" else AppRate(outcome)
 
     async def reserve(
         self,
@@ -309,3 +364,60 @@ class QuotaGuard:
                 return None
             replayed += 1
         return cancelled, replayed
+
+
+def refused_error(app: str, refusals: Sequence[QuotaRefusal]) -> errors.ApiError:
+    """The 429 for a request no arm was admitted for: the app's own limit first, else the providers'."""
+    over_app = [r.refusal for r in refusals if isinstance(r, AppBudget | AppRate)]
+    if over_app:
+        return app_limited(app, over_app)
+    return quota_exhausted(
+        [
+            r.refusal if isinstance(r, ProviderCap) else r
+            for r in refusals
+            if not isinstance(r, AppBudget | AppRate)
+        ]
+    )
+
+
+def quota_exhausted(refusals: Sequence[Refusal | Unavailable]) -> errors.ApiError:
+    """Every candidate is over a cap: 429, retry after the earliest moment one has room again."""
+    wait_s = _earliest_retry_s(refusals)
+    reasons = "; ".join(dict.fromkeys(r.message for r in refusals))
+    return errors.ApiError(
+        429,
+        f"Every candidate is over its quota ({reasons}).{_retry_after(wait_s)}",
+        type_="rate_limit_exceeded",
+        code="quota_exhausted",
+        headers=retry_after_header(wait_s),
+    )
+
+
+def app_limited(app: str, refusals: Sequence[Refusal]) -> errors.ApiError:
+    """The caller's app is over its own budget or rate: 429, retry when the window has room again."""
+    wait_s = _earliest_retry_s(refusals)
+    limit, cap, used = refusals[0].limit, refusals[0].cap, refusals[0].used
+    when = _retry_after(wait_s)
+    if limit.metric == "usd_micros":
+        window = {"1d": "UTC day", "month": "calendar month (UTC)"}.get(limit.window.name, limit.window.name)
+        message = (
+            f"App `{app}` has spent its budget for this {window}: "
+            f"${used / USD_MICROS:.4f} of ${cap / USD_MICROS:.4f}, with requests in flight counted "
+            f"at their estimate.{when}"
+        )
+        code = "budget_exhausted"
+    else:
+        message = f"App `{app}` is over its limit of {cap} {limit.metric} per {limit.window.name}.{when}"
+        code = "app_rate_limited"
+    return errors.ApiError(
+        429, message, type_="rate_limit_exceeded", code=code, headers=retry_after_header(wait_s)
+    )
+
+
+def _earliest_retry_s(refusals: Sequence[Refusal | Unavailable]) -> float | None:
+    waits = [r.retry_after_ms for r in refusals if r.retry_after_ms is not None]
+    return min(waits) / 1000 if waits else None
+
+
+def _retry_after(wait_s: float | None) -> str:
+    return f" Retry after {math.ceil(wait_s)} s." if wait_s is not None else ""

@@ -4,9 +4,10 @@ The attempt loop hands over an ``UpstreamStream`` whose first chunk has arrived.
 ``canonical_events`` turns it into OpenAI chunk events through the adapter's
 translator (byte pass-through for OpenAI-format providers); the inbound API may
 re-render those (Anthropic's events, the native API's leading decision event).
-``RelayResponse`` sends the result and ends the attempt whatever ends the stream:
-its natural end, an upstream read error (the client then gets an error event, as
-OpenAI sends one), or the client going away (``cancelled``).
+``RelayResponse`` sends the result and ends the attempt through the stream's own
+``finish``, whatever ends the stream: its natural end, an upstream read error (the
+client then gets an error event, as OpenAI sends one), or the client going away
+(``cancelled``).
 """
 
 from __future__ import annotations
@@ -86,11 +87,9 @@ class RelayResponse(StreamingResponse):
         stream: UpstreamStream,
         *,
         render: Render | None,
-        finish: Callable[[UpstreamStream, AttemptStatus], None],
         headers: Mapping[str, str],
     ) -> None:
         self._stream = stream
-        self._finish = finish
         self._state = StreamState()
         events = canonical_events(stream, self._state)
         super().__init__(
@@ -103,6 +102,6 @@ class RelayResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._finish(self._stream, self._state.status)
+            self._stream.finish(self._state.status)
             with anyio.CancelScope(shield=True):
                 await self._stream.response.aclose()

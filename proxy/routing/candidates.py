@@ -85,8 +85,27 @@ def output_tokens(body: Mapping[str, Any]) -> int:
     return ESTIMATED_OUTPUT_TOKENS
 
 
+@dataclass(frozen=True, slots=True)
+class TokenEstimate:
+    """A request's size before it is sent: read once from the body, priced per arm."""
+
+    prompt_tokens: int
+    output_tokens: int
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> TokenEstimate:
+        return cls(prompt_tokens(body), output_tokens(body))
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+    def cost_usd(self, arm: Arm) -> float:
+        return arm.price.cost_usd(self.prompt_tokens, self.output_tokens)
+
+
 def estimated_cost_usd(arm: Arm, body: Mapping[str, Any]) -> float:
-    return arm.price.cost_usd(prompt_tokens(body), output_tokens(body))
+    return TokenEstimate.of(body).cost_usd(arm)
 
 
 class Candidates:
@@ -114,10 +133,12 @@ class Candidates:
         now: float,
         *,
         key: AppKey | None = None,
+        estimate: TokenEstimate | None = None,
     ) -> tuple[Arm, ...]:
         """The candidates for ``body`` (catalog order); ``ApiError`` when none is left.
 
         ``key`` is the caller's app key: only the models it allows are candidates.
+        ``estimate`` is ``body``'s, when the caller has it already.
         """
         arms = self._pinned(pin) if pin is not None else self.arms
         if key is not None and key.models:
@@ -126,7 +147,8 @@ class Candidates:
             arms = self._allowed(arms, constraints.allowed_providers)
         arms = self._capable(arms, body, pinned=pin is not None and pin.model is not None)
         if constraints.max_cost_usd is not None:
-            arms = self._affordable(arms, body, constraints.max_cost_usd)
+            estimate = estimate if estimate is not None else TokenEstimate.of(body)
+            arms = self._affordable(arms, estimate, constraints.max_cost_usd)
         if constraints.latency_budget_ms is not None:
             arms = self._fast_enough(arms, constraints.latency_budget_ms)
         return self._healthy(arms, now)
@@ -206,14 +228,14 @@ class Candidates:
             code="unsupported_feature",
         )
 
-    def _affordable(self, arms: Sequence[Arm], body: Mapping[str, Any], limit: float) -> tuple[Arm, ...]:
-        costs = [estimated_cost_usd(arm, body) for arm in arms]
+    def _affordable(self, arms: Sequence[Arm], estimate: TokenEstimate, limit: float) -> tuple[Arm, ...]:
+        costs = [estimate.cost_usd(arm) for arm in arms]
         kept = tuple(arm for arm, cost in zip(arms, costs, strict=True) if cost <= limit)
         if not kept:
             raise errors.ApiError(
                 400,
                 f"No candidate arm fits constraints.max_cost_usd={limit:g}: the cheapest is estimated at "
-                f"${min(costs):.6f} for this prompt and {output_tokens(body)} output tokens.",
+                f"${min(costs):.6f} for this prompt and {estimate.output_tokens} output tokens.",
                 param="constraints.max_cost_usd",
                 code="no_candidate",
             )

@@ -15,8 +15,8 @@ def test_defaults_point_at_embedded_chdb_under_var(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
     settings = load_settings()
     assert settings.resolved_clickhouse_url == f"chdb://{tmp_path.resolve()}/chdb"
-    assert settings.traffic_split == 0.1
-    assert settings.learner_enabled is False
+    assert settings.traffic_split == 0.05  # the release pack's pre-flight defaults
+    assert settings.learner_enabled is True
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,79 @@
+"""What the proxy process holds open while it serves; the app's lifespan owns it.
+
+``Resources.open(settings)`` reads the shared clock (``symphony.clock``; real time when
+Redis does not answer) and opens the pooled upstream client (``proxy.attempts.upstream``),
+the Redis client and the event emitter (``proxy.emitter``); ``close()`` publishes every
+queued event, then closes the clients. The lifespan hands them to the parts that use them:
+the gateway when it starts, and, through a ``ResourceSlot``, the parts that are made with
+the routes, before the lifespan runs (the app-key checks, the feedback API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import httpx
+import redis
+import redis.asyncio as aioredis
+
+from proxy import errors
+from proxy.attempts.upstream import new_http_client
+from proxy.emitter import EventEmitter
+from symphony.clock import Clock, RealClock, shared_clock
+from symphony.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    clock: Clock
+    http: httpx.AsyncClient
+    redis: aioredis.Redis
+    emitter: EventEmitter
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Resources:
+        clock = await asyncio.to_thread(_read_clock, settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        emitter = EventEmitter(client, settings.event_shards)
+        emitter.start()
+        return cls(clock, new_http_client(), client, emitter)
+
+    async def close(self) -> None:
+        try:
+            await self.emitter.close()
+        finally:
+            await self.http.aclose()
+            await self.redis.aclose()
+        log.info(
+            "proxy stopped: %d events published, %d dropped", self.emitter.published, self.emitter.dropped
+        )
+
+
+class ResourceSlot:
+    """The resources while the lifespan holds them open; a 503 ``not_ready`` before and after."""
+
+    def __init__(self) -> None:
+        self._resources: Resources | None = None
+
+    def fill(self, resources: Resources | None) -> None:
+        self._resources = resources
+
+    def get(self) -> Resources:
+        if self._resources is None:
+            raise errors.not_started()
+        return self._resources
+
+
+def _read_clock(redis_url: str) -> Clock:
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    try:
+        return shared_clock(client)
+    except redis.RedisError as exc:
+        log.warning("could not read the shared clock from Redis (%s); using real time", exc)
+        return RealClock()
+    finally:
+        client.close()
