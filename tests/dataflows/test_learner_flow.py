@@ -13,11 +13,12 @@ import redis
 from dataflows.learner import FEEDBACK_TIMEOUT_MS, PUBLISH_EVERY_MS, LearnerState
 from symphony import clock, engine_client
 from symphony.catalog import load_catalog, load_policy
-from symphony.events import Decision, Feedback, Usage, new_id
+from symphony.events import Decision, Feedback, Usage
 from symphony.keys import CHALLENGER_KEY
 from symphony.serving import ChallengerPolicy
 from symphony.stream import publish, stream_name
 from tests.engineutil import BASE_TS, SHARDS, Engine
+from tests.logged_requests import logged_request
 
 POLICY = load_policy(Path(__file__).parents[2] / "policies" / "champion.json", load_catalog())
 GOOD, BAD = "openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"
@@ -27,46 +28,7 @@ CANDIDATES = [GOOD, BAD]
 def one_request(
     ts: int, arm: str, score: float | None, *, served: bool = True, policy: str = "champion"
 ) -> list[Decision | Usage | Feedback]:
-    decision_id = new_id(ts)
-    provider, model = arm.split("/")
-    events: list[Decision | Usage | Feedback] = [
-        Decision(
-            event_id=new_id(ts),
-            ts=ts,
-            decision_id=decision_id,
-            request_id="r",
-            app="tests",
-            task="chat",
-            candidates=CANDIDATES,
-            probabilities=[0.5, 0.5],
-            provider=provider,
-            model=model,
-            policy=policy,
-            policy_version="v",
-            propensity=0.5,
-            served_by=arm if served else "",
-        ),
-        Usage(
-            event_id=new_id(ts + 1),
-            ts=ts + 1,
-            decision_id=decision_id,
-            app="tests",
-            provider=provider,
-            model=model,
-            attempt=1,
-            status="ok" if served else "5xx",
-            ttfb_ms=10.0,
-            latency_ms=200.0,
-            input_tokens=10,
-            output_tokens=10,
-            cost_usd=0.0001,
-        ),
-    ]
-    if score is not None:
-        events.append(
-            Feedback(event_id=new_id(ts + 2), ts=ts + 2, decision_id=decision_id, score=score, source="app")
-        )
-    return events
+    return logged_request(ts, arm, CANDIDATES, score, served=served, policy=policy)
 
 
 def test_a_decision_is_learned_once_whatever_order_its_events_come_in() -> None:

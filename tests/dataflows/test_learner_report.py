@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,16 +24,17 @@ from dataflows.api_auth import Tokens
 from dataflows.learner_report import LearnerReport
 from dataflows.query_api import QueryApi
 from learner.promotion import WINDOW_MS
-from sinks.clickhouse import to_arrow, write
+from sinks.clickhouse import EVENT_TABLES, to_arrow, write
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore
 from symphony import clock, engine_client
 from symphony.catalog import load_catalog, load_policy
 from symphony.engine_client import EngineError
-from symphony.events import Decision, Feedback, Usage, new_id
 from symphony.keys import CHALLENGER_KEY
+from symphony.serving import ChallengerPolicy
 from symphony.stream import publish
 from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN, SHARDS, Engine
+from tests.logged_requests import logged_request
 
 POLICY = load_policy(Path(__file__).parents[2] / "policies" / "champion.json", load_catalog())
 ARMS = ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"]
@@ -40,52 +42,15 @@ ARMS = ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"]
 
 def request(
     ts: int, *, chosen: int, policy: str, score: float | None, served: bool = True, latency: float = 500.0
-):  # type: ignore[no-untyped-def]
-    decision_id = new_id(ts)
-    provider, model = ARMS[chosen].split("/")
-    events: dict[str, list[object]] = {
-        "decisions": [
-            Decision(
-                event_id=new_id(ts),
-                ts=ts,
-                decision_id=decision_id,
-                request_id="r",
-                app="tests",
-                task="chat",
-                candidates=ARMS,
-                probabilities=[0.5, 0.5],
-                provider=provider,
-                model=model,
-                policy=policy,
-                policy_version="v",
-                propensity=0.5,
-                served_by=ARMS[chosen] if served else "",
-            )
-        ],
-        "usage": [
-            Usage(
-                event_id=new_id(ts + 1),
-                ts=ts + 1,
-                decision_id=decision_id,
-                app="tests",
-                provider=provider,
-                model=model,
-                attempt=1,
-                status="ok" if served else "5xx",
-                ttfb_ms=10.0,
-                latency_ms=latency,
-                input_tokens=10,
-                output_tokens=10,
-                cost_usd=0.001,
-            )
-        ],
-        "feedback": [],
-    }
-    if score is not None:
-        events["feedback"].append(
-            Feedback(event_id=new_id(ts + 2), ts=ts + 2, decision_id=decision_id, score=score, source="app")
-        )
-    return events
+) -> dict[str, list[object]]:
+    """One request's events by table; cost 0.001 USD and ``latency`` ms, which the utilities below assume."""
+    events = logged_request(
+        ts, ARMS[chosen], ARMS, score, served=served, policy=policy, latency_ms=latency, cost_usd=0.001
+    )
+    tables: dict[str, list[object]] = {"decisions": [], "usage": [], "feedback": []}
+    for event in events:
+        tables[EVENT_TABLES[event.type]].append(event)
+    return tables
 
 
 @pytest.fixture
@@ -195,6 +160,12 @@ def test_the_cli_prints_a_running_engines_report_and_keeps_it_in_runs(
     batches = [request(day + i, chosen=i % 2, policy="champion", score=1.0) for i in range(30)]
     publish(redis_client, [e for b in batches for name in b for e in b[name]], SHARDS)  # type: ignore[misc]
     engine_client.wait_for_count(engine.url, "SELECT count() FROM feedback FINAL", 30)
+    # The learner (on by default) publishes a challenger from these; the report evaluates that one.
+    deadline = clock.monotonic() + 30
+    while (published := redis_client.get(CHALLENGER_KEY)) is None and clock.monotonic() < deadline:
+        time.sleep(0.1)
+    assert published is not None, "the learner published no challenger"
+    challenger_version = ChallengerPolicy.from_json(published).version
     env = {**os.environ, "ENGINE_PORT": str(engine.port), "ANALYST_TOKEN": ANALYST_TOKEN}
     command = [sys.executable, "-m", "cli", "learner-metrics", "--days", "2", "--resamples", "100"]
     table = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -204,4 +175,4 @@ def test_the_cli_prints_a_running_engines_report_and_keeps_it_in_runs(
     as_json = subprocess.run([*command, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert json.loads(as_json.stdout)["decisions"] == 30
     kept = (tmp_path / "runs" / "learner-metrics.jsonl").read_text().splitlines()
-    assert len(kept) == 2 and json.loads(kept[1])["challenger_version"] == "uniform"
+    assert len(kept) == 2 and json.loads(kept[1])["challenger_version"] == challenger_version
