@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from symphony import clock
+from symphony.background_thread import BackgroundThread
 from symphony.keys import LAG_PREFIX, TRIMMED_KEY
 from symphony.stream import stream_name
 
@@ -131,17 +132,18 @@ def position_from(info: StreamInfo, entry_id: str) -> int | None:
     return None
 
 
-class LagMonitor:
+class LagMonitor(BackgroundThread):
     """Measures and publishes the lag of this process's source partitions, once a second."""
 
+    thread_name = "lag-monitor"
+
     def __init__(self, redis_url: str, consumer: str, interval: float = MEASURE_EVERY_S) -> None:
+        super().__init__()
         self._redis_url = redis_url
         self._consumer = consumer
         self._interval = interval
         self._cursors: dict[int, Cursor] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def register(self, cursor: Cursor) -> None:
         with self._lock:
@@ -200,15 +202,6 @@ class LagMonitor:
             publish.hset(key, mapping=lag.fields())  # type: ignore[arg-type]
         publish.execute()
         return lags
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="lag-monitor", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def _run(self) -> None:
         client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)

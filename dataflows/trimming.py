@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import pickle
 import sqlite3
-import threading
 from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
@@ -34,6 +33,7 @@ import redis
 
 from dataflows.lag import parse_id
 from dataflows.redis_source import resume_point
+from symphony.background_thread import BackgroundThread
 from symphony.keys import CONSUMERS_KEY, OFFSETS_PREFIX, STREAM_PREFIX, TRIMMED_KEY
 from symphony.stream import stream_name
 
@@ -159,8 +159,10 @@ def trim(client: redis.Redis, shards: int) -> dict[int, int]:
     return removed
 
 
-class Trimmer:
+class Trimmer(BackgroundThread):
     """Publishes this engine's safe offsets and trims the shards, every few seconds, in a thread."""
+
+    thread_name = "stream-trimmer"
 
     def __init__(
         self,
@@ -171,14 +173,13 @@ class Trimmer:
         shards: int,
         interval: float = TRIM_EVERY_S,
     ) -> None:
+        super().__init__()
         self._redis_url = redis_url
         self._recovery_dir = recovery_dir
         self._consumer = consumer
         self._step_id = step_id
         self._shards = shards
         self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self, client: redis.Redis) -> dict[int, int]:
         """Register, publish the committed offsets (none for a new store), trim."""
@@ -189,15 +190,6 @@ class Trimmer:
         if removed:
             log.info("trimmed %s entries below the safe offsets %s", removed, offsets)
         return removed
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="stream-trimmer", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def _run(self) -> None:
         client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)

@@ -17,11 +17,12 @@ the embedded engine, which dies with this process, needs the engine to restart.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import clickhouse_connect
+
+from symphony.background_thread import BackgroundThread
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def fatal_message(exc: BaseException) -> str | None:
     return None
 
 
-class FatalWatch:
+class FatalWatch(BackgroundThread):
     """A thread that runs ``SELECT 1`` on its own chDB handle every ``interval`` seconds.
 
     ``on_fatal`` is called once, with ClickHouse's message, when the probe gets the
@@ -57,6 +58,8 @@ class FatalWatch:
     stuck thread can hold the probe up.
     """
 
+    thread_name = "chdb-fatal-watch"
+
     def __init__(
         self,
         dsn: str,
@@ -64,21 +67,11 @@ class FatalWatch:
         interval: float = PROBE_EVERY_S,
         open_handle: Callable[[str], Any] | None = None,
     ) -> None:
+        super().__init__()
         self._dsn = dsn
         self._on_fatal = on_fatal
         self._interval = interval
         self._open = open_handle or (lambda dsn: clickhouse_connect.get_client(dsn=dsn))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="chdb-fatal-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def _run(self) -> None:
         handle: Any = None
