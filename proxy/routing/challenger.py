@@ -12,13 +12,12 @@ challenger, so ``symphony flags --traffic-split 0`` reaches every replica within
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from proxy.periodic import Periodic
 from symphony.flags import Flags
 from symphony.keys import CHALLENGER_KEY, FLAGS_KEY
 from symphony.serving import ChallengerPolicy
@@ -30,9 +29,8 @@ class ChallengerFeed:
     def __init__(self, client: aioredis.Redis, defaults: Flags, *, interval_s: float = 1.0) -> None:
         self._client = client
         self._defaults = defaults
-        self._interval_s = interval_s
         self._raw: bytes | str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._poll = Periodic("symphony-challenger-feed", interval_s, self.refresh)
         self.current = ChallengerPolicy.uniform()
         self.flags = defaults
 
@@ -42,14 +40,10 @@ class ChallengerFeed:
     async def start(self) -> None:
         """Read once now (a published policy serves from the first request), then poll."""
         await self.refresh()
-        self._task = asyncio.create_task(self._poll(), name="symphony-challenger-feed")
+        self._poll.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._poll.close()
 
     async def refresh(self) -> None:
         try:
@@ -85,8 +79,3 @@ class ChallengerFeed:
                 "live flags: learner_enabled=%s traffic_split=%g", flags.learner_enabled, flags.traffic_split
             )
         self.flags = flags
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.refresh()

@@ -10,12 +10,11 @@ catalog) is said once and the champion being served keeps serving.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from proxy.periodic import Periodic
 from symphony.catalog import Catalog, load_policy
 from symphony.serving import ChampionPolicy
 
@@ -34,19 +33,14 @@ class ChampionFile:
         self._path = path
         self._catalog = catalog
         self._on_change = on_change
-        self._interval_s = interval_s
         self._seen = self._stamp()
-        self._task: asyncio.Task[None] | None = None
+        self._poll = Periodic("symphony-champion-file", interval_s, self._check)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._poll(), name="symphony-champion-file")
+        self._poll.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._poll.close()
 
     def check(self) -> None:
         """Load the file if it changed since the last look; serve it if it is valid."""
@@ -71,7 +65,5 @@ class ChampionFile:
             return None
         return stat.st_mtime_ns, stat.st_size
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            self.check()
+    async def _check(self) -> None:
+        self.check()
