@@ -9,7 +9,8 @@ the recovery snapshots like the quotas branch. For each batch of events:
   once when no attempt answered (utility 0);
 - a complete decision's utility (``learner.utility``, the champion file's weights
   for its task) updates the River estimates (``learner.bandit``) for the arm that
-  served it; decisions an override pinned teach nothing;
+  served it, per task and per task in the request's context (the size of its prompt,
+  ``symphony.serving.context_of``); decisions an override pinned teach nothing;
 - a decision still incomplete ``FEEDBACK_TIMEOUT_MS`` of event time after its
   first event is dropped and counted as timed out; events that come after their
   decision was learned are ignored for as long;
@@ -25,11 +26,11 @@ from dataclasses import dataclass, field
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from learner.bandit import ArmEstimates, challenger_json, challenger_tables
+from learner.bandit import ArmEstimates, challenger_json, challenger_tables, contextual_tables
 from learner.utility import Outcome, utility
 from symphony.catalog import Policy
 from symphony.events import Decision, Feedback, Usage
-from symphony.serving import PublishedChallenger
+from symphony.serving import PublishedChallenger, context_of
 
 FEEDBACK_TIMEOUT_MS = 24 * 3600 * 1000
 PUBLISH_EVERY_MS = 60_000
@@ -60,6 +61,8 @@ class Pending:
 @dataclass
 class LearnerState:
     estimates: ArmEstimates = field(default_factory=ArmEstimates)
+    # The same per request context (``symphony.serving.context_of`` the decision's features).
+    by_context: dict[str, ArmEstimates] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)
     done: dict[str, int] = field(default_factory=dict)  # completed decisions: late events are ignored
     learned: int = 0
@@ -76,7 +79,8 @@ class LearnerState:
         if self.learned and self.watermark - self.published_at >= PUBLISH_EVERY_MS:
             self.published_at = self.watermark
             version = f"learned-{self.watermark}"
-            payload = challenger_json(version, challenger_tables(self.estimates))
+            contexts = contextual_tables(self.by_context)
+            payload = challenger_json(version, challenger_tables(self.estimates), contexts=contexts)
             return [PublishedChallenger(version, payload)]
         return []
 
@@ -103,8 +107,15 @@ class LearnerState:
             return
         value = utility(policy.utility_weights(decision.task), outcome)
         if value is not None:
-            self.estimates.learn(decision.task, f"{decision.provider}/{decision.model}", value)
+            arm = f"{decision.provider}/{decision.model}"
+            self.estimates.learn(decision.task, arm, value)
+            context = context_of(decision.features)
+            self.by_context.setdefault(context, ArmEstimates()).learn(decision.task, arm, value)
             self.learned += 1
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A snapshot from before contexts were learned restores with none learned yet."""
+        self.__dict__.update({"by_context": {}, **state})
 
     def _time_out(self) -> None:
         expired = [d for d, p in self.pending.items() if self.watermark - p.first_seen > FEEDBACK_TIMEOUT_MS]

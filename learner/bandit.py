@@ -101,11 +101,38 @@ def challenger_tables(
     return tables
 
 
+def contextual_tables(
+    by_context: Mapping[str, ArmEstimates], *, min_observations: int = MIN_OBSERVATIONS
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per context, ``challenger_tables`` for the tasks where it knows enough: at least two arms
+    seen ``min_observations`` times in that context. Elsewhere the task's own table serves."""
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    for context, estimates in sorted(by_context.items()):
+        known = {
+            task
+            for task in estimates.tasks
+            if sum(estimates.observations(task, arm) >= min_observations for arm in estimates.arms(task)) >= 2
+        }
+        per_task = challenger_tables(estimates, min_observations=min_observations)
+        if known:
+            tables[context] = {task: per_task[task] for task in sorted(known)}
+    return tables
+
+
 def challenger_json(
-    version: str, tables: Mapping[str, Mapping[str, float]], *, exploration: float = DEFAULT_EXPLORATION
+    version: str,
+    tables: Mapping[str, Mapping[str, float]],
+    *,
+    contexts: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+    exploration: float = DEFAULT_EXPLORATION,
 ) -> bytes:
-    """What the learner publishes at ``symphony.serving.CHALLENGER_KEY``."""
+    """What the learner publishes at ``symphony.serving.CHALLENGER_KEY``: per task, and per task in
+    each context (``contexts`` is context -> task -> table; published as task -> context -> table)."""
+    by_task: dict[str, dict[str, Mapping[str, float]]] = {}
+    for context, per_task in (contexts or {}).items():
+        for task, table in per_task.items():
+            by_task.setdefault(task, {})[context] = table
     return orjson.dumps(
-        {"version": version, "weights": {}, "tasks": tables, "exploration": exploration},
+        {"version": version, "weights": {}, "tasks": tables, "contexts": by_task, "exploration": exploration},
         option=orjson.OPT_SORT_KEYS,
     )

@@ -2,8 +2,8 @@
 
 Input: decisions as the proxy logged them (candidates, the logging mixture's
 probability of each, the chosen arm, which policy served) with their utility
-(``learner.utility``), and the challenger as a function from a request's task and
-candidates to its serving distribution. Decisions an override pinned are left
+(``learner.utility``), and the challenger as a function from a request's task,
+candidates and context to its serving distribution. Decisions an override pinned are left
 out: no policy chose them. Output per window and group (``all``, ``task:<name>``):
 the champion's on-policy value, the challenger's IPS, SNIPS and DR estimates with
 bootstrap intervals and effective sample sizes, and the uplift's lower bound that
@@ -25,7 +25,8 @@ import numpy as np
 from learner.off_policy import ESTIMATORS, Estimate, Logged, estimate
 from learner.promotion import WINDOW_MS, WindowEvidence, uplift_lower_bound
 
-TargetPolicy = Callable[[str, tuple[str, ...]], Sequence[float]]
+# (task, candidates, context) -> the policy's distribution: ``RoutingPolicy.distribution``.
+TargetPolicy = Callable[[str, tuple[str, ...], str], Sequence[float]]
 PRIOR_WEIGHT = 5.0
 
 
@@ -38,6 +39,7 @@ class LoggedDecision:
     chosen: str
     policy: str  # champion | challenger | override
     utility: float
+    context: str = ""  # ``symphony.serving.context_of`` the decision's logged features
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def to_logged(decisions: Sequence[LoggedDecision], target: TargetPolicy, model: 
     rewards, logging, chosen_target, q_chosen, q_target = [], [], [], [], []
     for d in decisions:
         index = d.candidates.index(d.chosen)
-        distribution = target(d.task, d.candidates)
+        distribution = target(d.task, d.candidates, d.context)
         q = [model.get((d.task, arm), _task_prior(model, d.task)) for arm in d.candidates]
         rewards.append(d.utility)
         logging.append(d.probabilities[index])

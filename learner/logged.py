@@ -21,6 +21,7 @@ from learner.evaluation import LoggedDecision
 from learner.promotion import WINDOW_MS
 from learner.utility import Outcome, utility
 from symphony.catalog import Policy, PromotionCriteria
+from symphony.serving import context_of
 
 # {since_ms:Int64} bounds the event time; joins are by decision_id, never by arrival.
 DECISIONS_SQL = """
@@ -35,7 +36,8 @@ SELECT
     u.cost_usd,
     u.latency_ms,
     f.has_score,
-    f.score
+    f.score,
+    d.features
 FROM (SELECT * FROM decisions FINAL WHERE ts >= fromUnixTimestamp64Milli({since_ms:Int64})) AS d
 LEFT JOIN (
     SELECT decision_id, sum(cost_usd) AS cost_usd, sum(latency_ms) AS latency_ms
@@ -86,7 +88,21 @@ def slo_by_window(rows: Sequence[Sequence[Any]], criteria: PromotionCriteria) ->
 
 def decisions_from_rows(rows: Sequence[Sequence[Any]], policy: Policy) -> Loaded:
     decisions, waiting = [], 0
-    for ts, task, candidates, probabilities, chosen, kind, served, cost, latency, has_score, score in rows:
+    for row in rows:
+        (
+            ts,
+            task,
+            candidates,
+            probabilities,
+            chosen,
+            kind,
+            served,
+            cost,
+            latency,
+            has_score,
+            score,
+            features,
+        ) = row
         outcome = Outcome(
             served=bool(served),
             score=float(score) if has_score else None,
@@ -108,6 +124,7 @@ def decisions_from_rows(rows: Sequence[Sequence[Any]], policy: Policy) -> Loaded
                 chosen=str(chosen),
                 policy=str(kind),
                 utility=value,
+                context=context_of(features or {}),
             )
         )
     return Loaded(decisions, waiting, slo_by_window(rows, policy.promotion))

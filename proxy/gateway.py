@@ -43,7 +43,7 @@ from symphony.clock import Clock, monotonic
 from symphony.events import Decision, new_id
 from symphony.flags import Flags
 from symphony.quotas import load_quota_policy
-from symphony.serving import ChallengerPolicy, ChampionPolicy
+from symphony.serving import ChallengerPolicy, ChampionPolicy, context_of
 from symphony.settings import Settings
 
 DECISION_HEADER = "x-symphony-decision-id"
@@ -205,7 +205,8 @@ class Gateway:
         health = self.health
         weights = None if health.quiet(now) else health.weights([arm.provider for arm in candidates], now)
         pinned = routed.pin is not None and routed.pin.model is not None
-        return self.router.route(routed.task, candidates, pinned=pinned, weights=weights)
+        context = context_of(routed.features())
+        return self.router.route(routed.task, candidates, pinned=pinned, weights=weights, context=context)
 
     def metrics(self) -> dict[str, float]:
         """Counters for ``GET /metrics``: events, and how the quota gate is doing."""
@@ -229,11 +230,6 @@ class Gateway:
         ts: int,
         attempts: Attempts,
     ) -> None:
-        messages = routed.body.get("messages")
-        features = {
-            "messages": float(len(messages) if isinstance(messages, list) else 0),
-            "prompt_tokens": float(routed.estimate.prompt_tokens),
-        }
         chosen = route.chosen
         emitter.emit(
             Decision(
@@ -243,7 +239,7 @@ class Gateway:
                 request_id=new_id(ts),
                 app=routed.app,
                 task=routed.task,
-                features=features,
+                features=routed.features(),
                 candidates=route.candidates,
                 probabilities=route.probabilities,
                 provider=chosen.provider,

@@ -29,3 +29,12 @@ class RoutedRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "estimate", TokenEstimate.of(self.body))  # frozen: set once, here
+
+    def features(self) -> dict[str, float]:
+        """What the decision logs of the request; its routing context is read from these
+        (``symphony.serving.context_of``), by the proxy now and by the learner later."""
+        messages = self.body.get("messages")
+        return {
+            "messages": float(len(messages) if isinstance(messages, list) else 0),
+            "prompt_tokens": float(self.estimate.prompt_tokens),
+        }

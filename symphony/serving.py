@@ -19,6 +19,18 @@ candidates so each keeps a non-zero (floor) probability. A policy fills in ``_sc
 [0.3, 0.7]
 >>> [round(p, 3) for p in by_task.distribution("chat", ("a/x", "b/y"))]
 [0.9, 0.1]
+
+The challenger is contextual: besides the task, a request's context (``context_of``: the
+size of its prompt, ``short``, ``medium`` or ``long``) may select its own table, so the same
+task can prefer one arm for short prompts and another for long ones. The proxy computes
+the context from the features it logs with the decision; the learner from those same
+logged features, so both use one distribution.
+
+>>> sized = ChallengerPolicy("v3", {}, contexts={"code": {"long": {"b/y": 1.0}}})
+>>> sized.distribution("code", ("a/x", "b/y"), context_of({"prompt_tokens": 5000.0}))
+(0.0, 1.0)
+>>> sized.distribution("code", ("a/x", "b/y"), context_of({"prompt_tokens": 20.0}))
+(0.5, 0.5)
 """
 
 from __future__ import annotations
@@ -35,6 +47,16 @@ from symphony.catalog import Policy
 from symphony.events import PolicyKind
 
 UNIFORM_VERSION = "uniform"
+# Prompt sizes (estimated prompt tokens) that make a request's context: below 256, below 2048, more.
+CONTEXT_LIMITS = ((256, "short"), (2048, "medium"))
+LONGEST_CONTEXT = "long"
+CONTEXTS = (*(name for _limit, name in CONTEXT_LIMITS), LONGEST_CONTEXT)
+
+
+def context_of(features: Mapping[str, float]) -> str:
+    """A request's context from its logged features: the size of its prompt."""
+    tokens = features.get("prompt_tokens", 0.0)
+    return next((name for limit, name in CONTEXT_LIMITS if tokens < limit), LONGEST_CONTEXT)
 
 
 @dataclass(frozen=True)
@@ -55,21 +77,22 @@ class RoutingPolicy(ABC):
     def __init__(self, version: str, exploration: float) -> None:
         self.version = version
         self.exploration = exploration
-        self._cache: dict[tuple[str, tuple[str, ...]], tuple[float, ...]] = {}
+        self._cache: dict[tuple[str, str, tuple[str, ...]], tuple[float, ...]] = {}
 
-    def distribution(self, task: str, candidates: tuple[str, ...]) -> tuple[float, ...]:
-        """Serving probability of each candidate (same order); sums to 1."""
-        key = (task, candidates)
+    def distribution(self, task: str, candidates: tuple[str, ...], context: str = "") -> tuple[float, ...]:
+        """Serving probability of each candidate (same order) for a request of ``task`` in ``context``
+        (``context_of``; a policy may ignore it); sums to 1."""
+        key = (task, context, candidates)
         cached = self._cache.get(key)
         if cached is None:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
-            cached = self._cache[key] = self._distribution(task, candidates)
+            cached = self._cache[key] = self._distribution(task, candidates, context)
         return cached
 
-    def _distribution(self, task: str, candidates: tuple[str, ...]) -> tuple[float, ...]:
+    def _distribution(self, task: str, candidates: tuple[str, ...], context: str) -> tuple[float, ...]:
         n = len(candidates)
-        scores = self._scores(task, candidates)
+        scores = self._scores(task, candidates, context)
         total = sum(scores)
         if not (total > 0 and math.isfinite(total)):
             return tuple(1.0 / n for _ in candidates)
@@ -77,7 +100,7 @@ class RoutingPolicy(ABC):
         return tuple((1.0 - self.exploration) * score / total + share for score in scores)
 
     @abstractmethod
-    def _scores(self, task: str, candidates: Sequence[str]) -> list[float]:
+    def _scores(self, task: str, candidates: Sequence[str], context: str) -> list[float]:
         """A non-negative score per candidate, any scale."""
 
 
@@ -90,8 +113,8 @@ class ChampionPolicy(RoutingPolicy):
         super().__init__(policy.version, policy.exploration)
         self._policy = policy
 
-    def _scores(self, task: str, candidates: Sequence[str]) -> list[float]:
-        table = self._policy.utilities(task)
+    def _scores(self, task: str, candidates: Sequence[str], context: str) -> list[float]:
+        table = self._policy.utilities(task)  # the champion's tables are per task only
         utilities = [table.get(arm, 0.0) for arm in candidates]
         top = max(utilities)  # shifting by the maximum keeps exp() from overflowing
         return [math.exp((u - top) / self._policy.temperature) for u in utilities]
@@ -112,11 +135,16 @@ class ChallengerPolicy(RoutingPolicy):
         weights: Mapping[str, float],
         *,
         tasks: Mapping[str, Mapping[str, float]] | None = None,
+        contexts: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
         exploration: float = 0.0,
     ) -> None:
         super().__init__(version, exploration)
         self._weights = dict(weights)
         self._tasks = {task: dict(table) for task, table in (tasks or {}).items()}
+        self._contexts = {
+            task: {context: dict(table) for context, table in by_context.items()}
+            for task, by_context in (contexts or {}).items()
+        }
 
     @classmethod
     def uniform(cls) -> ChallengerPolicy:
@@ -124,7 +152,8 @@ class ChallengerPolicy(RoutingPolicy):
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ChallengerPolicy:
-        """``{"version": str, "weights": {arm: w}, "tasks"?: {task: {arm: w}}, "exploration"?: [0, 1)}``.
+        """``{"version": str, "weights": {arm: w}, "tasks"?: {task: {arm: w}},
+        "contexts"?: {task: {context: {arm: w}}}, "exploration"?: [0, 1)}``.
 
         Weights are non-negative numbers; ``ValueError`` says what is wrong otherwise.
         """
@@ -145,6 +174,7 @@ class ChallengerPolicy(RoutingPolicy):
             data["version"],
             weights,
             tasks={str(task): _weights(table, f"`tasks.{task}`") for task, table in tasks.items()},
+            contexts=_contexts(data.get("contexts", {})),
             exploration=float(exploration),
         )
 
@@ -154,8 +184,8 @@ class ChallengerPolicy(RoutingPolicy):
         served = {task: self._tasks.get(task, self._weights) for task in sorted(every)}
         return {task: dict(table) for task, table in served.items() if table}
 
-    def _scores(self, task: str, candidates: Sequence[str]) -> list[float]:
-        table = self._tasks.get(task, self._weights)
+    def _scores(self, task: str, candidates: Sequence[str], context: str) -> list[float]:
+        table = self._contexts.get(task, {}).get(context) or self._tasks.get(task, self._weights)
         return [table.get(arm, 0.0) for arm in candidates]
 
 
@@ -167,3 +197,15 @@ def _weights(value: Any, where: str) -> dict[str, float]:
     if not isinstance(value, dict) or not all(_number(w) and w >= 0 for w in value.values()):
         raise ValueError(f"expected {where}: an object of arm -> non-negative number")
     return {str(arm): float(w) for arm, w in value.items()}
+
+
+def _contexts(value: Any) -> dict[str, dict[str, dict[str, float]]]:
+    if not isinstance(value, dict) or not all(isinstance(by, dict) for by in value.values()):
+        raise ValueError("expected `contexts`: an object of task -> context -> weights")
+    unknown = sorted({str(c) for by in value.values() for c in by} - set(CONTEXTS))
+    if unknown:
+        raise ValueError(f"unknown contexts {', '.join(unknown)}: the contexts are {', '.join(CONTEXTS)}")
+    return {
+        str(task): {str(c): _weights(table, f"`contexts.{task}.{c}`") for c, table in by.items()}
+        for task, by in value.items()
+    }

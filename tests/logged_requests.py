@@ -15,6 +15,7 @@ def logged_request(
     policy: str = "champion",
     latency_ms: float = 200.0,
     cost_usd: float = 0.0001,
+    prompt_tokens: float = 10.0,
 ) -> list[Decision | Usage | Feedback]:
     """``arm`` drawn among ``candidates`` (uniformly) at ``ts``; no feedback when ``score`` is None."""
     decision_id = new_id(ts)
@@ -36,6 +37,7 @@ def logged_request(
             policy_version="v",
             propensity=share,
             served_by=arm if served else "",
+            features={"messages": 1.0, "prompt_tokens": prompt_tokens},
         ),
         Usage(
             event_id=new_id(ts + 1),

@@ -67,15 +67,16 @@ class Router:
         *,
         pinned: bool = False,
         weights: tuple[float, ...] | None = None,
+        context: str = "",
     ) -> Route:
         """Draw an arm among ``candidates``; a pinned single arm is served as an override."""
         if pinned and len(candidates) == 1:
             arm = candidates[0]
             return Route(candidates, "override", OVERRIDE_VERSION, [arm.name], [1.0], 1.0)
         names = tuple(arm.name for arm in candidates)
-        champion = self.champion.distribution(task, names)
+        champion = self.champion.distribution(task, names, context)
         challenger_policy = self._challenger()
-        challenger = challenger_policy.distribution(task, names)
+        challenger = challenger_policy.distribution(task, names, context)
         if weights is not None:
             champion, challenger = _weighted(champion, weights), _weighted(challenger, weights)
         s = self._share()

@@ -11,11 +11,12 @@ import pytest
 import redis
 
 from dataflows.learner import FEEDBACK_TIMEOUT_MS, PUBLISH_EVERY_MS, LearnerState
+from learner.bandit import MIN_OBSERVATIONS
 from symphony import clock, engine_client
 from symphony.catalog import load_catalog, load_policy
 from symphony.events import Decision, Feedback, Usage
 from symphony.keys import CHALLENGER_KEY
-from symphony.serving import ChallengerPolicy
+from symphony.serving import ChallengerPolicy, context_of
 from symphony.stream import publish, stream_name
 from tests.engineutil import BASE_TS, SHARDS, Engine
 from tests.logged_requests import logged_request
@@ -52,6 +53,27 @@ def test_failures_count_at_once_overrides_teach_nothing_and_silence_times_out() 
     assert len(state.pending) == 1
     state.add(one_request(BASE_TS + 2000 + FEEDBACK_TIMEOUT_MS + 10, GOOD, 1.0), POLICY)
     assert state.timed_out == 1 and state.pending == {}
+
+
+def test_the_challenger_prefers_per_context_the_arm_that_is_better_there() -> None:
+    """GOOD answers short prompts well and long ones badly; BAD the other way round."""
+    state = LearnerState()
+    events: list[Decision | Usage | Feedback] = []
+    for i in range(4 * MIN_OBSERVATIONS):
+        arm = GOOD if i % 2 else BAD
+        long_prompt = i % 4 >= 2
+        good_here = (arm == GOOD) != long_prompt
+        tokens = 5000.0 if long_prompt else 50.0
+        events += logged_request(
+            BASE_TS + i * 100, arm, CANDIDATES, 1.0 if good_here else 0.0, prompt_tokens=tokens
+        )
+    [published] = state.add(events, POLICY)
+    challenger = ChallengerPolicy.from_json(published.payload)
+    short = challenger.distribution("chat", (GOOD, BAD), context_of({"prompt_tokens": 50.0}))
+    long = challenger.distribution("chat", (GOOD, BAD), context_of({"prompt_tokens": 5000.0}))
+    assert short[0] > 0.9 and long[1] > 0.9, (short, long)
+    overall = challenger.distribution("chat", (GOOD, BAD))  # no context: the task's table, a tie
+    assert overall == pytest.approx((0.5, 0.5))
 
 
 def test_a_challenger_is_published_at_most_once_per_period_of_event_time() -> None:

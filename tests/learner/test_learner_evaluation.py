@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learner.evaluation import LoggedDecision, evaluate, evidence, reward_model, windows
+from learner.evaluation import LoggedDecision, evaluate, evidence, reward_model, to_logged, windows
 from learner.promotion import WINDOW_MS, PromotionRule
+from symphony.serving import ChallengerPolicy
 from tests.learner.test_off_policy import BETTER, CHAMPION, MEAN_REWARD, TASK_SHARE, true_value
 
 TASKS = ("chat", "code", "search")
@@ -20,7 +21,7 @@ SPLIT = 0.3
 
 
 def table_policy(table: list[list[float]]):  # type: ignore[no-untyped-def]
-    def distribution(task: str, candidates: tuple[str, ...]) -> list[float]:
+    def distribution(task: str, candidates: tuple[str, ...], context: str = "") -> list[float]:
         row = table[TASKS.index(task)]
         return [row[ARMS.index(arm)] for arm in candidates]
 
@@ -81,3 +82,20 @@ def test_the_reward_model_shrinks_rare_arms_towards_their_task() -> None:
     # task mean 0.1; a/1: (1 + 5 * 0.1) / (1 + 5); b/2: (0 + 5 * 0.1) / (9 + 5)
     assert model[("chat", "a/1")] == pytest.approx(1.5 / 6)
     assert model[("chat", "b/2")] == pytest.approx(0.5 / 14)
+
+
+def test_a_contextual_challenger_is_evaluated_in_each_decisions_context() -> None:
+    """A challenger that sends short prompts to a/1 and long ones to b/2 is worth what those arms earned
+    in those contexts: IPS by hand, each decision weighted by the target's probability in its context."""
+    sized = ChallengerPolicy("v", {}, contexts={"chat": {"short": {"a/1": 1.0}, "long": {"b/2": 1.0}}})
+    decisions = [
+        LoggedDecision(1, "chat", ARMS, (0.25,) * 4, "a/1", "champion", 0.9, context="short"),
+        LoggedDecision(2, "chat", ARMS, (0.25,) * 4, "a/1", "champion", 0.2, context="long"),
+        LoggedDecision(3, "chat", ARMS, (0.25,) * 4, "b/2", "champion", 0.8, context="long"),
+        LoggedDecision(4, "chat", ARMS, (0.25,) * 4, "c/3", "champion", 0.5, context="short"),
+    ]
+    logged = to_logged(decisions, sized.distribution, reward_model(decisions))
+    assert list(logged.target) == [1.0, 0.0, 1.0, 0.0]
+    assert float(np.mean(logged.rewards * logged.target / logged.logging)) == pytest.approx(
+        (0.9 + 0.8) * 4 / 4
+    )

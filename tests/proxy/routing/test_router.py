@@ -20,7 +20,7 @@ from proxy.routing.router import Router
 from symphony.catalog import load_policy
 from symphony.keys import CHALLENGER_KEY
 from symphony.redis_server import RedisServer
-from symphony.serving import ChallengerPolicy, ChampionPolicy
+from symphony.serving import ChallengerPolicy, ChampionPolicy, context_of
 from tests import reference
 from tests.proxy_stack import CATALOG, ProxyStack
 
@@ -243,3 +243,30 @@ def test_challenger_feed_follows_redis(redis_server: RedisServer, redis_client: 
         redis_client.set(CHALLENGER_KEY, b"not json")  # malformed: the last good version keeps serving
         time.sleep(1.3)
         assert served_by() == ("v2", "venice/llama-3.3-70b")
+
+
+def test_the_challenger_serves_each_request_in_its_context(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    contexts = {"chat": {"short": {"grok/grok-3-mini": 1.0}, "long": {"deepseek/deepseek-chat": 1.0}}}
+    redis_client.set(CHALLENGER_KEY, orjson.dumps({"version": "sized", "weights": {}, "contexts": contexts}))
+    prompts = {"short": "hi", "long": "lorem ipsum " * 2000}  # about 6,000 tokens by the proxy's estimate
+    with (
+        ProxyStack(redis_server, traffic_split=1.0) as stack,
+        httpx.Client(timeout=30, headers=stack.auth) as client,
+    ):
+        for prompt in prompts.values():
+            body = {"task": "chat", "messages": [{"role": "user", "content": prompt}], "max_tokens": 5}
+            answer = client.post(f"{stack.base_url}/route/execute", json=body)
+            assert answer.status_code == 200, answer.text
+        events = stack.events()
+    challenger = ChallengerPolicy.from_json(
+        orjson.dumps({"version": "sized", "weights": {}, "contexts": contexts})
+    )
+    served = {}
+    for decision in sorted(events.decisions, key=lambda d: d.ts):
+        context = context_of(decision.features)
+        served[context] = f"{decision.provider}/{decision.model}"
+        expected = challenger.distribution("chat", tuple(decision.candidates), context)
+        assert decision.probabilities == pytest.approx(expected)  # the logged numbers are the served ones
+    assert served == {"short": "grok/grok-3-mini", "long": "deepseek/deepseek-chat"}
