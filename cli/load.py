@@ -9,7 +9,9 @@ sent to the proxy's OpenAI-compatible ``/v1/chat/completions`` or
 Anthropic-compatible ``/v1/messages``, streamed or not. From each answer the
 generator reads ``x-symphony-decision-id`` and ``x-symphony-arm`` and posts a
 feedback score to ``/v1/feedback``: the arm's ground-truth quality for the task
-(``GET /admin/truth`` on the simulator) plus Gaussian noise, clipped to [0, 1].
+(``GET /admin/truth`` on the simulator) plus Gaussian noise, clipped to [0, 1], for a
+share of the answers (``--feedback-share``: the others are never scored), each after
+an exponential delay (``--feedback-delay``, its mean in seconds), as users' scores come.
 
 The demo, the chaos tests and the benchmarks drive ``run_load``; ``main`` is the
 command line (``symphony load --rate 50 --duration 30 --tasks chat=0.5,code=0.5``).
@@ -66,6 +68,7 @@ class LoadConfig:
     max_tokens: int = 64
     feedback_share: float = 1.0  # share of successful answers that get a feedback score
     feedback_noise: float = 0.1  # standard deviation of the noise added to the true quality
+    feedback_delay_s: float = 0.0  # mean of the exponential delay before a score is sent (0: at once)
     timeout_s: float = 30.0
     seed: int | None = None
     api_key: str = "auth-disabled"  # the app key every request (and feedback post) carries
@@ -83,6 +86,7 @@ class LoadConfig:
             "max_tokens": self.max_tokens >= 1,
             "feedback_share": 0 <= self.feedback_share <= 1,
             "feedback_noise": self.feedback_noise >= 0,
+            "feedback_delay_s": self.feedback_delay_s >= 0,
             "timeout_s": self.timeout_s > 0,
             "progress_s": self.progress_s > 0,
         }
@@ -161,12 +165,15 @@ class _LoadRun:
         self._arms: Counter[str] = Counter()
         self._latencies: list[float] = []
         self._sent = self._ok = self._feedback_posted = self._in_flight = 0
+        self._delayed_feedback: set[asyncio.Task[None]] = set()  # scores on their way, awaited at the end
 
     async def run(self) -> LoadReport:
         started = monotonic()
         progress = asyncio.create_task(self._progress(started))
         try:
             await self._send_all(started)
+            if self._delayed_feedback:
+                await asyncio.gather(*self._delayed_feedback)
         finally:
             progress.cancel()
         return self._report(monotonic() - started)
@@ -203,7 +210,7 @@ class _LoadRun:
             outcome = await self._call(request)
             self._tally(outcome)
             if outcome.failure is None and outcome.decision_id and outcome.arm:
-                await self._feedback(outcome.decision_id, outcome.arm, request.task)
+                self._score_later(outcome.decision_id, outcome.arm, request.task)
         finally:
             self._in_flight -= 1
             slots.release()
@@ -257,6 +264,19 @@ class _LoadRun:
         self._latencies.append(outcome.latency_s * 1000)
         if outcome.arm:
             self._arms[outcome.arm] += 1
+
+    def _score_later(self, decision_id: str, arm: str, task: str) -> None:
+        """Send the score after a delay drawn now (as a user's thumbs come a while later), off the slot."""
+        mean = self._config.feedback_delay_s
+        delay = self._rng.expovariate(1.0 / mean) if mean > 0 else 0.0
+        task_ = asyncio.create_task(self._feedback_after(delay, decision_id, arm, task))
+        self._delayed_feedback.add(task_)
+        task_.add_done_callback(self._delayed_feedback.discard)
+
+    async def _feedback_after(self, delay_s: float, decision_id: str, arm: str, task: str) -> None:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        await self._feedback(decision_id, arm, task)
 
     async def _feedback(self, decision_id: str, arm: str, task: str) -> None:
         quality = self._truth.get(arm, {}).get(task)
@@ -366,6 +386,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
     parser.add_argument("--feedback-share", type=float, default=defaults.feedback_share)
     parser.add_argument("--feedback-noise", type=float, default=defaults.feedback_noise)
+    parser.add_argument(
+        "--feedback-delay",
+        type=float,
+        default=defaults.feedback_delay_s,
+        help="mean seconds before a score is sent (exponential; default 0: at once)",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--api-key", default="", help="the app key to send (default: the development key in var/dev-key)"
@@ -388,6 +414,7 @@ def config_from_args(args: argparse.Namespace, api_key: str) -> LoadConfig:
         max_tokens=args.max_tokens,
         feedback_share=args.feedback_share,
         feedback_noise=args.feedback_noise,
+        feedback_delay_s=args.feedback_delay,
         seed=args.seed,
         api_key=api_key,
     )

@@ -73,6 +73,30 @@ def test_load_counts_failures_by_status_and_posts_no_feedback(stack: ProxyStack)
     assert report.feedback_posted == 0 and report.latency_ms == {"p50": 0.0, "p95": 0.0, "p99": 0.0}
 
 
+def test_feedback_comes_late_for_some_answers_and_never_for_others(stack: ProxyStack) -> None:
+    config = LoadConfig(
+        rate=40,
+        duration=1,
+        max_tokens=4,
+        feedback_share=0.5,
+        feedback_delay_s=0.5,
+        seed=9,
+        progress_s=0.5,
+        api_key=stack.key,
+    )
+    report = run_load(stack.url, stack.sim.url, config, say=lambda _: None)
+    assert report.ok == 40 and 10 <= report.feedback_posted <= 30 and report.feedback_failed == {}
+    events = stack.events()
+    assert (
+        len(events.feedback) == report.feedback_posted
+    )  # every score sent, even those still waiting at the end
+    decided = {d.decision_id: d.ts for d in events.decisions}
+    lags = sorted(f.ts - decided[f.decision_id] for f in events.feedback)
+    assert (
+        lags[len(lags) // 2] >= 150
+    )  # median of an exponential with a 500 ms mean: about 350 ms after the answer
+
+
 def test_main_prints_a_json_report(stack: ProxyStack, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--rate", "10", "--duration", "1", "--tasks", "summarize=2,extract", "--apps", "cli"]
     argv += ["--proxy-url", stack.url, "--simulator-url", stack.sim.url, "--json", "--seed", "3"]
