@@ -63,6 +63,10 @@ bench-quota *args:
 bench-dataflow *args:
     python bench/dataflow_throughput.py "$@"
 
+# Benchmark: events/s through the ingest flow with the learner branch beside the same flow without it, and the learner step alone (3 repeats)
+bench-learner *args:
+    python bench/learner_throughput.py "$@"
+
 # Benchmark: planning time for 1,000 and 10,000 queued jobs (MILP and greedy) and the greedy plan's gap
 bench-scheduler *args:
     python bench/scheduler_plan.py "$@"

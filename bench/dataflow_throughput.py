@@ -43,6 +43,7 @@ failure exits non-zero (run by .ci/run).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import secrets
@@ -61,15 +62,26 @@ from typing import Any
 
 import bytewax.operators as op
 import orjson
-import pyarrow as pa
 import redis
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.recovery import RecoveryConfig
-from bytewax.run import cli_main
+from flowbench import (
+    MIX,
+    PROBE_EVERY,
+    SHARDS,
+    TABLES,
+    Counter,
+    CountingWriter,
+    check_rows,
+    fill,
+    per_table,
+    request_events,
+    run_until_written,
+    say,
+    xadd_all,
+)
 from typing_extensions import override
 
-from dataflows.engine import EPOCH_INTERVAL, prepare_recovery
 from dataflows.ingest import build_flow
 from dataflows.redis_source import Entry, RedisStreamSource
 from sinks.chdb_config import DATABASE
@@ -78,159 +90,23 @@ from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore
 from sinks.redis_state import QuotaStateSink
 from symphony import clock, engine_client
-from symphony.events import Decision, Event, Feedback, Usage, new_id
+from symphony.events import Event
 from symphony.gc_tuning import GC_THRESHOLDS, tune_gc
 from symphony.quotas import load_quota_policy
 from symphony.redis_server import RedisServer
 from symphony.settings import ENGINE_PORT_FILE
-from symphony.stream import EVENT_FIELD, encode, shard_of, stream_name
 
 REPO = Path(__file__).resolve().parents[1]
-SHARDS = 4
-TABLES = {"decision": "decisions", "usage": "usage", "feedback": "feedback"}
 NAIVE = {table: f"bench_naive_{table}" for table in TABLES.values()}
-# Per request: one decision; a fallback (a 429, then a second attempt) in 1 of FALLBACK_EVERY;
-# feedback for 1 of FEEDBACK_EVERY; the usage event of 1 of PROBE_EVERY is a freshness probe.
-FALLBACK_EVERY = 20
-FEEDBACK_EVERY = 5
-PROBE_EVERY = 20
-MIX = f"decision + usage (2 usage 1 in {FALLBACK_EVERY}) + feedback 1 in {FEEDBACK_EVERY}"
-ARMS = [("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku-latest"), ("gemini", "gemini-2.5-flash")]
 
 
-def say(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def request_events(i: int, ts: int, label: str, probe_label: str | None = None) -> list[Event]:
-    """The events of request ``i`` at ``ts``: decision, usage per attempt, sometimes feedback."""
-    provider, model = ARMS[i % len(ARMS)]
-    arm = f"{provider}/{model}"
-    decision_id = new_id(ts)
-    candidates = [f"{p}/{m}" for p, m in ARMS]
-    events: list[Event] = [
-        Decision(
-            event_id=new_id(ts),
-            ts=ts,
-            decision_id=decision_id,
-            request_id=new_id(ts),
-            app=label,
-            task="chat",
-            features={"prompt_tokens": float(100 + i % 400), "has_tools": 0.0},
-            candidates=candidates,
-            probabilities=[0.6, 0.25, 0.15],
-            provider=provider,
-            model=model,
-            policy="champion",
-            policy_version="v1",
-            propensity=0.6,
-            quota_remaining={f"{arm}:minute:requests": 0.9},
-            served_by=arm,
-        )
-    ]
-    usage_app = probe_label if probe_label is not None and i % PROBE_EVERY == 0 else label
-    attempts = [("429", provider, model, "")] if i % FALLBACK_EVERY == 1 else []
-    if attempts:
-        provider, model = ARMS[(i + 1) % len(ARMS)]
-        attempts.append(("ok", provider, model, arm))
-    else:
-        attempts = [("ok", provider, model, "")]
-    for attempt, (status, attempt_provider, attempt_model, fallback_from) in enumerate(attempts, 1):
-        events.append(
-            Usage(
-                event_id=new_id(ts),
-                ts=ts,
-                decision_id=decision_id,
-                app=usage_app,
-                provider=attempt_provider,
-                model=attempt_model,
-                attempt=attempt,
-                status=status,  # type: ignore[arg-type]  # one of AttemptStatus
-                ttfb_ms=20.0 + i % 7,
-                latency_ms=100.0 + i % 100,
-                input_tokens=i % 1000,
-                output_tokens=10 if status == "ok" else 0,
-                cost_usd=0.0001 if status == "ok" else 0.0,
-                rate_limit={"x-ratelimit-remaining-requests": "99"},
-                fallback_from=fallback_from,
-            )
-        )
-    if i % FEEDBACK_EVERY == 0:
-        events.append(
-            Feedback(event_id=new_id(ts), ts=ts, decision_id=decision_id, score=(i % 11) / 10, source=label)
-        )
-    return events
-
-
-def xadd_all(client: redis.Redis, events: list[Event]) -> None:
-    pipe = client.pipeline(transaction=False)
-    for event in events:
-        decision_id = str(getattr(event, "decision_id", event.event_id))
-        pipe.xadd(stream_name(shard_of(decision_id, SHARDS)), {EVENT_FIELD: encode(event)})
-    pipe.execute()
-
-
-def per_table(events: list[Event]) -> dict[str, int]:
-    counts = dict.fromkeys(TABLES.values(), 0)
-    for event in events:
-        counts[TABLES[event.type]] += 1  # type: ignore[attr-defined]  # every event model has a type
-    return counts
-
-
-def fill(redis_url: str, events: int, label: str) -> dict[str, int]:
-    """About ``events`` events of the mix, labelled ``label``, spread over the shards; rows per table."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushall()
+def requests(label: str) -> Iterator[list[Event]]:
+    """The mix, one request a millisecond from an hour ago."""
     base = clock.wall_ms() - 3_600_000
-    totals = dict.fromkeys(TABLES.values(), 0)
-    i = sent = 0
-    try:
-        while sent < events:
-            batch: list[Event] = []
-            while len(batch) < 10_000 and sent + len(batch) < events:
-                batch += request_events(i, base + i, label)
-                i += 1
-            xadd_all(client, batch)
-            for table, count in per_table(batch).items():
-                totals[table] += count
-            sent += len(batch)
-    finally:
-        client.close()
-    return totals
+    return (request_events(i, base + i, label) for i in itertools.count())
 
 
 # --- throughput -----------------------------------------------------------------------------------
-
-
-class Counter:
-    """Counts rows per table as inserts return; ``done`` is set, with its time, once every target is met."""
-
-    def __init__(self, targets: dict[str, int]) -> None:
-        self.targets = targets
-        self.rows = dict.fromkeys(targets, 0)
-        self.done_at: float | None = None
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-
-    def add(self, table: str, rows: int) -> None:
-        if table not in self.rows:
-            return
-        with self.lock:
-            self.rows[table] += rows
-            met = all(self.rows[name] >= target for name, target in self.targets.items())
-            if met and self.done_at is None:
-                self.done_at = clock.monotonic()
-                self.done.set()
-
-
-class CountingWriter:
-    def __init__(self, store: ClickHouseStore, counter: Counter) -> None:
-        self._store = store
-        self._counter = counter
-
-    def insert_arrow(self, table: str, data: pa.Table) -> None:
-        self._store.insert_arrow(table, data)
-        self._counter.add(table, data.num_rows)
 
 
 class _NaivePartition(StatelessSinkPartition[list[dict[str, Any]]]):
@@ -323,37 +199,19 @@ class Scenario:
 def measure(scenario: Scenario, redis_url: str, events: int, store: ClickHouseStore) -> Throughput:
     label = f"bench-{scenario.name.replace(' ', '-')}-{scenario.workers}"
     say(f"{scenario.name}, {scenario.workers} worker(s): filling the stream with about {events} events")
-    sent = fill(redis_url, events, label)
+    sent = fill(redis_url, requests(label), events)
     counter = Counter({scenario.tables[table]: count for table, count in sent.items()})
-    stop = threading.Event()
-    flow = scenario.build(counter, stop)
-    recovery: RecoveryConfig | None = None
-    if scenario.recovery_dir is not None:
-        recovery = prepare_recovery(scenario.recovery_dir)
-
-    def stop_when_done() -> None:
-        counter.done.wait()
-        stop.set()
-
-    threading.Thread(target=stop_when_done, daemon=True).start()
-    started = clock.monotonic()
-    cli_main(  # type: ignore[no-untyped-call]
-        flow, workers_per_process=scenario.workers, epoch_interval=EPOCH_INTERVAL, recovery_config=recovery
-    )
-    if counter.done_at is None:
-        raise RuntimeError(f"{scenario.name}: only {counter.rows} of {counter.targets} rows written")
-    seconds = counter.done_at - started
-    for table, expected in sent.items():
-        where = "source" if table == "feedback" else "app"
-        target = scenario.tables[table]
-        visible = int(store.query(f"SELECT count() FROM {target} WHERE {where} = '{label}'").rows[0][0])
-        if visible != expected:
-            raise RuntimeError(f"{scenario.name}: {visible} rows of {label} in {target}, expected {expected}")
+    run = run_until_written(scenario.build, counter, scenario.workers, scenario.recovery_dir, scenario.name)
+    seconds = run.written_s
+    try:
+        check_rows(store, label, sent, scenario.tables)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{scenario.name}: {exc}") from exc
     total = sum(sent.values())
     result = Throughput(
         scenario.name,
         scenario.workers,
-        recovery is not None,
+        scenario.recovery_dir is not None,
         total,
         sent["decisions"],
         sent["usage"],
