@@ -20,8 +20,10 @@ the recovery snapshots like the quotas branch. For each batch of events:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -35,27 +37,52 @@ from symphony.serving import PublishedChallenger, context_of
 FEEDBACK_TIMEOUT_MS = 24 * 3600 * 1000
 PUBLISH_EVERY_MS = 60_000
 KEY = "learner"
+_Entry = TypeVar("_Entry")
 
 
-@dataclass
-class Pending:
+class Pending(NamedTuple):
+    """What a decision still waiting for its outcome needs, in plain values: immutable, so a
+    snapshot copies the table of them, not each one (Bytewax copies the state every epoch)."""
+
     first_seen: int  # the event time of its first event, whichever came first
-    decision: Decision | None = None
-    usage: list[Usage] = field(default_factory=list)
+    decided: bool = False  # its decision event has come
+    task: str = ""
+    arm: str = ""
+    policy: str = ""
+    served: bool = False
+    context: str = ""
+    answered: bool = False  # an attempt answered (usage with status ok)
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
     score: float | None = None
+
+    def joined(self, event: Decision | Usage | Feedback) -> Pending:
+        if isinstance(event, Decision):
+            return self._replace(
+                decided=True,
+                task=event.task,
+                arm=f"{event.provider}/{event.model}",
+                policy=event.policy,
+                served=bool(event.served_by),
+                context=context_of(event.features),
+            )
+        if isinstance(event, Usage):
+            return self._replace(
+                answered=self.answered or event.status == "ok",
+                cost_usd=self.cost_usd + event.cost_usd,
+                latency_ms=self.latency_ms + event.latency_ms,
+            )
+        return self._replace(score=event.score)
 
     def outcome(self) -> Outcome | None:
         """The decision's outcome once everything it needs has come."""
-        if self.decision is None:
+        if not self.decided:
             return None
-        if not self.decision.served_by:
+        if not self.served:
             return Outcome(served=False, score=None, cost_usd=0.0, latency_ms=0.0)
-        answered = any(u.status == "ok" for u in self.usage)
-        if self.score is None or not answered:
+        if self.score is None or not self.answered:
             return None
-        cost = sum(u.cost_usd for u in self.usage)
-        latency = sum(u.latency_ms for u in self.usage)
-        return Outcome(served=True, score=self.score, cost_usd=cost, latency_ms=latency)
+        return Outcome(served=True, score=self.score, cost_usd=self.cost_usd, latency_ms=self.latency_ms)
 
 
 @dataclass
@@ -63,6 +90,7 @@ class LearnerState:
     estimates: ArmEstimates = field(default_factory=ArmEstimates)
     # The same per request context (``symphony.serving.context_of`` the decision's features).
     by_context: dict[str, ArmEstimates] = field(default_factory=dict)
+    # Both in the order decisions were first seen, which is about event time: timing out stops early.
     pending: dict[str, Pending] = field(default_factory=dict)
     done: dict[str, int] = field(default_factory=dict)  # completed decisions: late events are ignored
     learned: int = 0
@@ -84,47 +112,59 @@ class LearnerState:
             return [PublishedChallenger(version, payload)]
         return []
 
+    def __deepcopy__(self, memo: dict[int, object]) -> LearnerState:
+        """Bytewax's snapshot: the tables copied as tables (their entries are immutable), the River
+        estimates (small: tasks x arms x contexts) deeply."""
+        return LearnerState(
+            estimates=copy.deepcopy(self.estimates, memo),
+            by_context=copy.deepcopy(self.by_context, memo),
+            pending=dict(self.pending),
+            done=dict(self.done),
+            learned=self.learned,
+            timed_out=self.timed_out,
+            watermark=self.watermark,
+            published_at=self.published_at,
+        )
+
     def _join(self, event: Decision | Usage | Feedback) -> None:
         if event.decision_id in self.done:
             return
-        pending = self.pending.setdefault(event.decision_id, Pending(event.ts))
-        if isinstance(event, Decision):
-            pending.decision = event
-        elif isinstance(event, Usage):
-            pending.usage.append(event)
-        else:
-            pending.score = event.score
+        pending = self.pending.get(event.decision_id) or Pending(event.ts)
+        self.pending[event.decision_id] = pending.joined(event)
 
     def _learn_if_complete(self, decision_id: str, policy: Policy) -> None:
         pending = self.pending.get(decision_id)
         outcome = pending.outcome() if pending is not None else None
-        if pending is None or outcome is None or pending.decision is None:
+        if pending is None or outcome is None:
             return
         del self.pending[decision_id]
         self.done[decision_id] = pending.first_seen
-        decision = pending.decision
-        if decision.policy == "override":
+        if pending.policy == "override":
             return
-        value = utility(policy.utility_weights(decision.task), outcome)
+        value = utility(policy.utility_weights(pending.task), outcome)
         if value is not None:
-            arm = f"{decision.provider}/{decision.model}"
-            self.estimates.learn(decision.task, arm, value)
-            context = context_of(decision.features)
-            self.by_context.setdefault(context, ArmEstimates()).learn(decision.task, arm, value)
+            self.estimates.learn(pending.task, pending.arm, value)
+            self.by_context.setdefault(pending.context, ArmEstimates()).learn(
+                pending.task, pending.arm, value
+            )
             self.learned += 1
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        """A snapshot from before contexts were learned restores with none learned yet."""
-        self.__dict__.update({"by_context": {}, **state})
-
     def _time_out(self) -> None:
-        expired = [d for d, p in self.pending.items() if self.watermark - p.first_seen > FEEDBACK_TIMEOUT_MS]
-        for decision_id in expired:
-            del self.pending[decision_id]
-        self.timed_out += len(expired)
-        forgotten = [d for d, seen in self.done.items() if self.watermark - seen > FEEDBACK_TIMEOUT_MS]
-        for decision_id in forgotten:
-            del self.done[decision_id]
+        """Drop what waited past the timeout: from the oldest, stopping at the first still in time (an
+        entry first seen out of order is dropped a little late, never early)."""
+        self.timed_out += _drop_older(self.pending, lambda p: p.first_seen, self.watermark)
+        _drop_older(self.done, lambda seen: seen, self.watermark)
+
+
+def _drop_older(table: dict[str, _Entry], first_seen: Callable[[_Entry], int], watermark: int) -> int:
+    expired = []
+    for key, entry in table.items():
+        if watermark - first_seen(entry) <= FEEDBACK_TIMEOUT_MS:
+            break
+        expired.append(key)
+    for key in expired:
+        del table[key]
+    return len(expired)
 
 
 def _learn(
