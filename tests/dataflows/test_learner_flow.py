@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import signal
 import time
@@ -74,6 +75,17 @@ def test_the_challenger_prefers_per_context_the_arm_that_is_better_there() -> No
     assert short[0] > 0.9 and long[1] > 0.9, (short, long)
     overall = challenger.distribution("chat", (GOOD, BAD))  # no context: the task's table, a tie
     assert overall == pytest.approx((0.5, 0.5))
+
+
+def test_a_snapshot_is_the_state_as_it_was() -> None:
+    """Bytewax snapshots the state with deepcopy every epoch; later events must not reach the copy."""
+    state = LearnerState()
+    state.add(one_request(BASE_TS, GOOD, None), POLICY)  # waiting for its feedback
+    snapshot = copy.deepcopy(state)
+    state.add(one_request(BASE_TS + 1000, BAD, 1.0), POLICY)
+    assert state.learned == 1 and len(state.done) == 1 and len(state.pending) == 1
+    assert snapshot.learned == 0 and snapshot.done == {} and len(snapshot.pending) == 1
+    assert snapshot.estimates.observations("chat", BAD) == 0
 
 
 def test_a_challenger_is_published_at_most_once_per_period_of_event_time() -> None:
