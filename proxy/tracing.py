@@ -101,19 +101,24 @@ class _CountingBatchProcessor(BatchSpanProcessor):
     ``BatchProcessor`` (``tests/proxy/test_tracing.py`` fails if that changes).
     """
 
-    def __init__(self, exporter: SpanExporter) -> None:
+    def __init__(
+        self, exporter: SpanExporter, max_queue: int = MAX_QUEUE_SPANS, max_batch: int = MAX_BATCH_SPANS
+    ) -> None:
         super().__init__(
             exporter,
-            max_queue_size=MAX_QUEUE_SPANS,
+            max_queue_size=max_queue,
             schedule_delay_millis=SCHEDULE_DELAY_MS,
-            max_export_batch_size=MAX_BATCH_SPANS,
+            max_export_batch_size=max_batch,
         )
+        self._max_queue = max_queue
         self.queue_dropped = 0
 
     def on_end(self, span: ReadableSpan) -> None:
         queue = self._batch_processor._queue
-        if len(queue) >= MAX_QUEUE_SPANS:
-            self.queue_dropped += 1  # the queue lets its oldest span go for this one
+        # The queue lets its oldest span go for this one. Unlocked: should the exporter's thread take
+        # a batch at this very moment, one span too many is counted, which beats locking every request.
+        if len(queue) >= self._max_queue:
+            self.queue_dropped += 1
         super().on_end(span)
 
     def shutdown_within(self, timeout_ms: int) -> None:
@@ -126,9 +131,9 @@ class _CountingBatchProcessor(BatchSpanProcessor):
 class Tracing:
     """The process's tracer, its batch processor, and what they exported and dropped."""
 
-    def __init__(self, exporter: SpanExporter) -> None:
+    def __init__(self, exporter: SpanExporter, *, max_queue: int = MAX_QUEUE_SPANS) -> None:
         self._exporter = _CountingExporter(exporter)
-        self._processor = _CountingBatchProcessor(self._exporter)
+        self._processor = _CountingBatchProcessor(self._exporter, max_queue, min(max_queue, MAX_BATCH_SPANS))
         # Its own provider, not the global one: each app (tests run several) exports on its own.
         self._provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
         self._provider.add_span_processor(self._processor)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,8 +19,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from proxy.tracing import traces_url
+from proxy.tracing import Tracing, traces_url
 from symphony.redis_server import RedisServer, free_port
 from symphony.settings import SettingsError, load_settings
 from tests.proxy_stack import ProxyStack
@@ -316,3 +318,33 @@ def test_the_endpoint_setting_takes_an_http_url_or_nothing() -> None:
     assert traces_url("http://tempo:4318") == "http://tempo:4318/v1/traces"
     assert traces_url("http://tempo:4318/") == "http://tempo:4318/v1/traces"
     assert traces_url("http://collector/otlp/v1/traces") == "http://collector/otlp/v1/traces"
+
+
+class StuckExporter(SpanExporter):
+    """A back end that hangs until released, then refuses: what a dead Tempo looks like from here."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        self.release.wait(10)
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+def test_spans_a_full_queue_drops_are_counted_and_so_are_those_left_at_close() -> None:
+    exporter = StuckExporter()
+    tracing = Tracing(exporter, max_queue=8)  # and batches of 8: a full queue wakes the exporter
+    for index in range(8):
+        tracing.tracer.start_span(f"span {index}").end()
+    assert exporter.entered.wait(5)  # it took those 8 and hangs
+    for index in range(32):
+        tracing.tracer.start_span(f"span {index}").end()
+    assert tracing.dropped == 32 - 8  # the queue holds 8 again; the others were let go
+    exporter.release.set()
+    tracing.close()
+    assert tracing.exported == 0 and tracing.dropped == 40
