@@ -117,7 +117,8 @@ class _CountingBatchProcessor(BatchSpanProcessor):
         queue = self._batch_processor._queue
         # The queue lets its oldest span go for this one. Unlocked: should the exporter's thread take
         # a batch at this very moment, one span too many is counted, which beats locking every request.
-        if len(queue) >= self._max_queue:
+        sampled = span.context is not None and span.context.trace_flags.sampled
+        if sampled and len(queue) >= self._max_queue:  # the SDK queues sampled spans only
             self.queue_dropped += 1
         super().on_end(span)
 
