@@ -132,6 +132,7 @@ class Measured:
 def measure(bench: po.Bench, target: po.Target, rate: int, duration_s: float) -> Measured:
     """One measured run after its warm-up; the traced proxy's spans counted over the run alone."""
     if bench.warmup_s > 0:
+        po.say(f"{rate} req/s -> {target.name}: {bench.warmup_s:g}s warm-up")
         log = bench.stack.var / "logs" / f"k6-{target.name}-{rate}-warmup.log"
         po.run_k6(target, po.LoadSpec(rate, bench.warmup_s, bench.timeout_s, bench.max_tokens), log)
     traced = target.name == "symphony-traced"

@@ -10,6 +10,10 @@ inbound API's format (``Inbound``). It logs one ``Decision`` event per routed
 request from what the attempt loop returns (``Attempts``), so it can record the fallbacks,
 followed by one ``Usage`` event per attempt (a served stream's when it ends, from the stream).
 Requests refused before any attempt (bad input, no candidate) emit nothing.
+
+With tracing on (``proxy.tracing``), the routing decision gets its own span, and the decision
+goes on the request's server span, whose trace and span ids the ``Decision`` event carries;
+off, the gateway holds no tracer and does none of it.
 """
 
 from __future__ import annotations

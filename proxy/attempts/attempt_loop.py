@@ -25,6 +25,11 @@ usage and cost. An arm the gate refuses is skipped, except that over the app's r
 or token rate no arm can serve, so the loop stops. When nothing could be attempted,
 the gate's refusals make the error (``refused_error``).
 
+With tracing on (a ``tracer``), each admission gets a span, and each attempt a CLIENT span
+whose ``traceparent`` goes on the upstream request; it ends with the attempt's usage event (a
+served stream's at the stream's end). The quota snapshot of the decision (``Attempts.quota_remaining``)
+is the last grant's, traced or not.
+
 A provider's error body reaches the client only scrubbed (``proxy.edge.scrub``), and a
 provider that refuses Symphony's own key (401, 403) is the operator's problem, not
 the caller's: it is a 502 ``upstream_auth_error`` that says nothing of the key.
