@@ -55,6 +55,10 @@ load *args:
 bench-proxy *args:
     python bench/proxy_overhead.py "$@"
 
+# Benchmark: the proxy's overhead and CPU per request with tracing off and on (exporting to a local receiver), same run
+bench-tracing *args:
+    python bench/tracing_overhead.py "$@"
+
 # Benchmark: quota reservations per second and p99 beside a plain INCR, same run
 bench-quota *args:
     python bench/quota_reserve.py "$@"

@@ -10,6 +10,10 @@ inbound API's format (``Inbound``). It logs one ``Decision`` event per routed
 request from what the attempt loop returns (``Attempts``), so it can record the fallbacks,
 followed by one ``Usage`` event per attempt (a served stream's when it ends, from the stream).
 Requests refused before any attempt (bad input, no candidate) emit nothing.
+
+With tracing on (``proxy.tracing``), the routing decision gets its own span, and the decision
+goes on the request's server span, whose trace and span ids the ``Decision`` event carries;
+off, the gateway holds no tracer and does none of it.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 from starlette.responses import Response
 
-from proxy import errors
+from proxy import errors, tracing
 from proxy.adapters.base import Adapter, Answer, UpstreamFailure
 from proxy.attempts.attempt_loop import AttemptLoop, Attempts, Interrupted, UpstreamStream
 from proxy.attempts.quota_gate import QuotaGuard
@@ -38,6 +44,7 @@ from proxy.routing.champion_file import ChampionFile
 from proxy.routing.health import Rules
 from proxy.routing.latency import LatencyEstimates
 from proxy.routing.router import Route, Router
+from proxy.tracing import Tracing
 from symphony.catalog import Catalog, resolve_policy_path
 from symphony.clock import Clock, monotonic
 from symphony.events import Decision, new_id
@@ -108,6 +115,7 @@ class _Serving:
     challenger: ChallengerFeed
     quota: QuotaGuard
     attempts: AttemptLoop
+    tracing: Tracing | None  # None: tracing is off
 
 
 class Gateway:
@@ -176,8 +184,11 @@ class Gateway:
             quota,
             ttft_limit_s=settings.ttft_limit_ms / 1000,
             scrubber=self.scrubber,
+            tracer=resources.tracing.tracer if resources.tracing is not None else None,
         )
-        self._serving = _Serving(resources.clock, resources.emitter, challenger, quota, attempts)
+        self._serving = _Serving(
+            resources.clock, resources.emitter, challenger, quota, attempts, resources.tracing
+        )
 
     async def stop(self) -> None:
         serving, self._serving = self._serving, None
@@ -189,14 +200,41 @@ class Gateway:
     async def execute(self, routed: RoutedRequest, inbound: Inbound) -> Response:
         serving = self._started()
         now = monotonic()
-        route = self._route(routed, now)
-        ts = serving.clock.now_ms()
-        decision_id = self.decision_ids.issue(ts, routed.app)
+        tracer = serving.tracing.tracer if serving.tracing is not None else None
+        if tracer is None:
+            route, decision_id, ts = self._decide(serving, routed, now)
+        else:
+            route, decision_id, ts = self._decide_traced(tracer, serving, routed, now)
         deadline = now + self.settings.request_deadline_ms / 1000
         attempts = await serving.attempts.run(routed, route, decision_id, deadline)
         if attempts.attempted:
-            self._log_decision(serving.emitter, routed, route, decision_id, ts, attempts)
+            trace_ids = (
+                ("", "") if tracer is None else _annotate_request(routed, route, decision_id, attempts)
+            )
+            self._log_decision(serving.emitter, routed, route, decision_id, ts, attempts, trace_ids)
         return _answer(inbound, Outcome(decision_id, route, attempts))
+
+    def _decide(self, serving: _Serving, routed: RoutedRequest, now: float) -> tuple[Route, str, int]:
+        """The route, and the decision's id and event time."""
+        route = self._route(routed, now)
+        ts = serving.clock.now_ms()
+        return route, self.decision_ids.issue(ts, routed.app), ts
+
+    def _decide_traced(
+        self, tracer: Tracer, serving: _Serving, routed: RoutedRequest, now: float
+    ) -> tuple[Route, str, int]:
+        with tracing.start_route(tracer) as span:
+            route, decision_id, ts = self._decide(serving, routed, now)
+            tracing.annotate_route(
+                span,
+                decision_id=decision_id,
+                policy=route.policy,
+                policy_version=route.policy_version,
+                chosen=route.chosen.name,
+                propensity=route.propensity,
+                candidates=route.candidates,
+            )
+        return route, decision_id, ts
 
     def _route(self, routed: RoutedRequest, now: float) -> Route:
         candidates = self.candidates.select(
@@ -209,10 +247,12 @@ class Gateway:
         return self.router.route(routed.task, candidates, pinned=pinned, weights=weights, context=context)
 
     def metrics(self) -> dict[str, float]:
-        """Counters for ``GET /metrics``: events, and how the quota gate is doing."""
+        """Counters for ``GET /metrics``: events, spans (0 with tracing off), and the quota gate."""
         serving = self._started()
-        emitter, quota = serving.emitter, serving.quota
+        emitter, quota, spans = serving.emitter, serving.quota, serving.tracing
         return {
+            "symphony_spans_exported_total": spans.exported if spans is not None else 0,
+            "symphony_spans_dropped_total": spans.dropped if spans is not None else 0,
             "symphony_events_published_total": emitter.published,
             "symphony_events_dropped_total": emitter.dropped,
             "symphony_events_pending": emitter.pending,
@@ -229,6 +269,7 @@ class Gateway:
         decision_id: str,
         ts: int,
         attempts: Attempts,
+        trace_ids: tuple[str, str],
     ) -> None:
         chosen = route.chosen
         emitter.emit(
@@ -248,7 +289,10 @@ class Gateway:
                 policy_version=route.policy_version,
                 propensity=route.propensity,
                 overrides=routed.overrides,
+                quota_remaining=attempts.quota_remaining,
                 stream=routed.stream,
+                trace_id=trace_ids[0],
+                span_id=trace_ids[1],
                 fallbacks=[tried.arm.name for tried in attempts.tried],
                 fallback_statuses=[tried.status for tried in attempts.tried],
                 served_by=attempts.served.name if attempts.served is not None else "",
@@ -256,6 +300,24 @@ class Gateway:
         )
         for usage in attempts.usages:
             emitter.emit(usage)
+
+
+def _annotate_request(
+    routed: RoutedRequest, route: Route, decision_id: str, attempts: Attempts
+) -> tuple[str, str]:
+    """The decision on the request's server span (the current span); its trace and span ids."""
+    span = trace.get_current_span()
+    served = attempts.served
+    tracing.annotate_request(
+        span,
+        decision_id=decision_id,
+        policy_version=route.policy_version,
+        requested_model=str(routed.body.get("model", "")),
+        overrides=routed.overrides,
+        quota_remaining=attempts.quota_remaining,
+        served=(served.provider, served.model) if served is not None else None,
+    )
+    return tracing.span_ids(span)
 
 
 def _answer(inbound: Inbound, outcome: Outcome) -> Response:

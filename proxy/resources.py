@@ -2,8 +2,9 @@
 
 ``Resources.open(settings)`` reads the shared clock (``symphony.clock``; real time when
 Redis does not answer) and opens the pooled upstream client (``proxy.attempts.upstream``),
-the Redis client and the event emitter (``proxy.emitter``); ``close()`` publishes every
-queued event, then closes the clients. The lifespan hands them to the parts that use them:
+the Redis client, the event emitter (``proxy.emitter``) and, when ``TEMPO_ENDPOINT`` is set,
+tracing (``proxy.tracing``); ``close()`` publishes every queued event, then closes the clients,
+then sends the spans still queued (bounded, in a thread). The lifespan hands them to the parts that use them:
 the gateway when it starts, and, through a ``ResourceSlot``, the parts that are made with
 the routes, before the lifespan runs (the app-key checks, the feedback API).
 """
@@ -21,6 +22,7 @@ import redis.asyncio as aioredis
 from proxy import errors
 from proxy.attempts.upstream import new_http_client
 from proxy.emitter import EventEmitter
+from proxy.tracing import Tracing
 from symphony.clock import Clock, RealClock, shared_clock
 from symphony.settings import Settings
 
@@ -33,6 +35,7 @@ class Resources:
     http: httpx.AsyncClient
     redis: aioredis.Redis
     emitter: EventEmitter
+    tracing: Tracing | None = None  # None: tracing is off
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
@@ -40,7 +43,7 @@ class Resources:
         client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
         emitter = EventEmitter(client, settings.event_shards)
         emitter.start()
-        return cls(clock, new_http_client(), client, emitter)
+        return cls(clock, new_http_client(), client, emitter, Tracing.from_settings(settings))
 
     async def close(self) -> None:
         try:
@@ -48,6 +51,8 @@ class Resources:
         finally:
             await self.http.aclose()
             await self.redis.aclose()
+            if self.tracing is not None:
+                await asyncio.to_thread(self.tracing.close)
         log.info(
             "proxy stopped: %d events published, %d dropped", self.emitter.published, self.emitter.dropped
         )
@@ -61,6 +66,10 @@ class ResourceSlot:
 
     def fill(self, resources: Resources | None) -> None:
         self._resources = resources
+
+    def peek(self) -> Resources | None:
+        """The resources, or None outside the lifespan (for parts that do without them)."""
+        return self._resources
 
     def get(self) -> Resources:
         if self._resources is None:

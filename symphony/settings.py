@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,7 @@ ACCEPTS: dict[str, str] = {
     "AUTH_FAILURES_PER_MINUTE": "a whole number of at least 1 (failed authentications per client address)",
     "MAX_HEADER_BYTES": "a whole number of bytes from 1024 to 1048576",
     "DECISION_KEY": "a secret of at least 16 characters, the same on every proxy replica",
+    "TEMPO_ENDPOINT": "empty (tracing off) or an http(s):// OTLP/HTTP URL, e.g. http://tempo:4318",
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
@@ -48,8 +50,11 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     clickhouse_url: str = ""
     var_dir: Path = Path("var")
-    # Tracing, alert destinations and the scheduler, chaos and evidence flags arrive with their
+    # Alert destinations and the scheduler, chaos and evidence flags arrive with their
     # features: a setting that nothing reads would be a switch that does nothing.
+    # The proxy's spans go over OTLP/HTTP to this endpoint (`/v1/traces` is added unless given);
+    # empty turns tracing off (proxy.tracing).
+    tempo_endpoint: str = ""
 
     learner_enabled: bool = True
     traffic_split: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -133,6 +138,16 @@ class Settings(BaseSettings):
     def _clickhouse_scheme(cls, value: str) -> str:
         if value and not value.startswith(("chdb:///", "http://", "https://")):
             raise ValueError("must start with chdb:///, http:// or https://")
+        return value
+
+    @field_validator("tempo_endpoint")
+    @classmethod
+    def _tempo_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be empty or an http:// or https:// URL with a host")
         return value
 
     @field_validator("decision_key")

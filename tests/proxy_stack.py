@@ -6,10 +6,10 @@ bundled Redis the test got from ``redis_server``, and issues an app key
 ``stack.anthropic()`` send. Provider keys given as ``keys`` travel to the simulator,
 which then accepts only those (``sim_keys`` to make it expect others). More
 proxies on the same Redis and simulator: ``stack.add_replica()``. The simulator is wrapped in
-``CountingApp``, which only counts what the simulator answered (per provider and
+``CountingApp``, which counts what the simulator answered (per provider and
 status), so a test can hold the proxy's usage events against what really happened
-upstream. ``events()`` stops the proxy, which flushes its queue, and reads every
-shard of the event stream.
+upstream, and records the ``traceparent`` each request carried. ``events()`` stops the
+proxy, which flushes its queue, and reads every shard of the event stream.
 """
 
 from __future__ import annotations
@@ -44,11 +44,15 @@ SHARDS = 4
 
 
 class CountingApp:
-    """Counts the simulator's generation answers by (provider, status); hung requests count when they end."""
+    """Counts the simulator's generation answers by (provider, status); hung requests count when they end.
+
+    ``traceparents`` records the W3C ``traceparent`` each generation request carried ("" if none).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
         self.answers: Counter[tuple[str, int]] = Counter()
+        self.traceparents: list[str] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -56,6 +60,8 @@ class CountingApp:
             await self._app(scope, receive, send)
             return
         provider = path.strip("/").split("/", 1)[0]
+        headers = dict(scope["headers"])
+        self.traceparents.append(headers.get(b"traceparent", b"").decode())
         status = 0  # the client went away before any answer
 
         async def counting_send(message: Message) -> None:

@@ -25,6 +25,11 @@ usage and cost. An arm the gate refuses is skipped, except that over the app's r
 or token rate no arm can serve, so the loop stops. When nothing could be attempted,
 the gate's refusals make the error (``refused_error``).
 
+With tracing on (a ``tracer``), each admission gets a span, and each attempt a CLIENT span
+whose ``traceparent`` goes on the upstream request; it ends with the attempt's usage event (a
+served stream's at the stream's end). The quota snapshot of the decision (``Attempts.quota_remaining``)
+is the last grant's, traced or not.
+
 A provider's error body reaches the client only scrubbed (``proxy.edge.scrub``), and a
 provider that refuses Symphony's own key (401, 403) is the operator's problem, not
 the caller's: it is a 502 ``upstream_auth_error`` that says nothing of the key.
@@ -39,8 +44,9 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 import httpx
+from opentelemetry.trace import Span, Tracer
 
-from proxy import errors
+from proxy import errors, tracing
 from proxy.adapters.base import (
     Adapter,
     Answer,
@@ -113,10 +119,16 @@ class Attempts:
     tried: tuple[Tried, ...]  # failed attempts, in order
     usages: tuple[Usage, ...]  # finished attempts' events (a served stream's is emitted at its end)
     served: Arm | None  # the arm that answered
+    granted: Grant | None = None  # the last attempt's quota grant (the served one's, if any)
 
     @property
     def attempted(self) -> bool:
         return bool(self.usages) or self.served is not None
+
+    @property
+    def quota_remaining(self) -> dict[str, float]:
+        """What the last reservation saw: per limit, the room left once it was made."""
+        return self.granted.remaining if self.granted is not None else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +137,23 @@ class _Call:
 
     arm: Arm
     adapter: Adapter
-    request: UpstreamRequest
+    upstream: UpstreamRequest
     attempt: Attempt
     grant: Grant
+    span: Span | None  # the attempt's CLIENT span; None with tracing off
+
+    @property
+    def request(self) -> UpstreamRequest:
+        """What to send: with tracing on, the attempt's span travels as the request's ``traceparent``."""
+        if self.span is None:
+            return self.upstream
+        upstream = self.upstream
+        return replace(upstream, headers={**upstream.headers, **tracing.trace_headers(self.span)})
+
+    def end_span(self, usage: Usage | None, *, stream: bool) -> None:
+        """End the span with the attempt's usage event; nothing when the event was made already."""
+        if self.span is not None and usage is not None:
+            tracing.end_attempt(self.span, usage, stream=stream)
 
 
 @dataclass(slots=True)
@@ -137,13 +163,14 @@ class _Record:
     tried: list[Tried] = field(default_factory=list)
     usages: list[Usage] = field(default_factory=list)
     served: Arm | None = None
+    granted: Grant | None = None
 
     def add(self, usage: Usage | None) -> None:
         if usage is not None:
             self.usages.append(usage)
 
     def attempts(self, result: Answer | UpstreamStream | UpstreamFailure | Interrupted) -> Attempts:
-        return Attempts(result, tuple(self.tried), tuple(self.usages), self.served)
+        return Attempts(result, tuple(self.tried), tuple(self.usages), self.served, self.granted)
 
 
 @dataclass(slots=True)
@@ -177,6 +204,7 @@ class AttemptLoop:
         *,
         ttft_limit_s: float,
         scrubber: Scrubber | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._http = http
         self._adapters = adapters
@@ -189,6 +217,7 @@ class AttemptLoop:
         self._scrubber = scrubber if scrubber is not None else Scrubber()
         self._settling: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._tracer = tracer  # None: tracing is off
 
     def close(self) -> None:
         """The resources are closing: a stream that ends from now on has nothing to settle or emit with."""
@@ -258,11 +287,12 @@ class AttemptLoop:
             health.release(arm.provider)
             skipped.untranslatable = True
             return None
-        grant = await self._quota.admit(arm, routed, first_attempt=not record.usages)
+        grant = await self._admit(arm, routed, first_attempt=not record.usages)
         if not isinstance(grant, Grant):
             health.release(arm.provider)
             skipped.refusals.append(grant)
             return None
+        record.granted = grant
         attempt = Attempt(
             decision_id=decision_id,
             app=routed.app,
@@ -273,7 +303,28 @@ class AttemptLoop:
             number=len(record.tried) + 1,
             fallback_from=record.tried[-1].arm.name if record.tried else "",
         )
-        return _Call(arm, adapter, request, attempt, grant)
+        tracer = self._tracer
+        span = (
+            None if tracer is None else tracing.start_attempt(tracer, arm.provider, arm.model, attempt.number)
+        )
+        return _Call(arm, adapter, request, attempt, grant, span)
+
+    async def _admit(self, arm: Arm, routed: RoutedRequest, *, first_attempt: bool) -> Grant | QuotaRefusal:
+        """The quota gate's answer for ``arm``; with tracing on, in its own span."""
+        if self._tracer is None:
+            return await self._quota.admit(arm, routed, first_attempt=first_attempt)
+        span = tracing.start_quota(self._tracer, arm.provider, arm.model)
+        try:
+            grant = await self._quota.admit(arm, routed, first_attempt=first_attempt)
+        except BaseException as exc:
+            span.record_exception(exc)
+            tracing.end_quota(span, "error", {})
+            raise
+        if isinstance(grant, Grant):
+            tracing.end_quota(span, "granted", grant.remaining)
+        else:
+            tracing.end_quota(span, type(grant).__name__, {})
+        return grant
 
     async def _settle(self, grant: Grant, usage: Usage | None) -> None:
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
@@ -296,12 +347,14 @@ class AttemptLoop:
         except BaseException:
             usage = attempt.finish("cancelled")  # the client went away: not the provider's fault
             record.add(usage)
+            call.end_span(usage, stream=routed.stream)
             health.release(arm.provider)
             self._settle_later(call.grant, usage)
             raise
         if isinstance(result, UpstreamFailure):
             usage = attempt.finish(result.status)
             record.add(usage)
+            call.end_span(usage, stream=routed.stream)
             await self._settle(call.grant, usage)
             health.record(
                 arm.provider,
@@ -317,6 +370,7 @@ class AttemptLoop:
             health.record(arm.provider, arm.name, "ok", monotonic())
             usage = attempt.finish("ok", result.input_tokens, result.output_tokens)
             record.add(usage)
+            call.end_span(usage, stream=False)
             await self._settle(call.grant, usage)
             if usage is not None:
                 self._observe(call.arm, usage, stream=False)
@@ -398,10 +452,13 @@ class AttemptLoop:
     def _finish_stream(self, call: _Call, translator: StreamTranslator, status: AttemptStatus) -> None:
         """End a served stream's attempt: its usage event, settlement, health outcome and latency figures."""
         if self._closed:
+            if call.span is not None:
+                call.span.end()  # unexported, most likely: tracing closes with the resources
             return
         usage = call.attempt.finish(status, translator.input_tokens, translator.output_tokens)
         if usage is None:
             return  # finished already
+        call.end_span(usage, stream=True)
         self._settle_later(call.grant, usage)
         arm = call.arm
         if status in ("error", "timeout"):

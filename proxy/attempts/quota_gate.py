@@ -98,6 +98,12 @@ class Grant:
     local: bool  # the provider's was reserved on the local limiter while Redis was unreachable
     app: Held | None = None  # the app's, when it has limits
 
+    @property
+    def remaining(self) -> dict[str, float]:
+        """What the reservations saw: per limit (the app's and the provider's), the room left after them."""
+        pairs = self.reservation.remaining + (self.app.reservation.remaining if self.app is not None else ())
+        return {name: float(room) for name, room in pairs}
+
 
 @dataclass(frozen=True, slots=True)
 class AppScope:

@@ -49,6 +49,7 @@ class LocalQuotaStore:
         requests: int = 1,
     ) -> Reservation | Refusal:
         reserved = Amounts(tokens, cost_micros, requests)
+        remaining: list[int] = []
         for limit in limits:
             amount = reserved.of(limit.metric)
             values, closes_in = self._values(limit, now_ms)
@@ -57,8 +58,9 @@ class LocalQuotaStore:
                 return Refusal(
                     limit, cap, sum(values), retry_after_ms(limit, values, closes_in, amount, cap, now_ms)
                 )
+            remaining.append(cap - sum(values) - amount)
         starts = [self._write(limit, now_ms, reserved.of(limit.metric)) for limit in limits]
-        return reservation_of(limits, now_ms, provider, model, reserved, starts)
+        return reservation_of(limits, now_ms, provider, model, reserved, starts, remaining=remaining)
 
     def _write(self, limit: Limit, now_ms: int, amount: int) -> int:
         """Add ``amount`` to the current bucket; the first-use window's start, else 0."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -30,13 +30,14 @@ from symphony.redis_server import REDIS_ERRORS
 # A first-use window is one hash {start, used}: it reopens (used = 0) once `now` passes
 # start + length, so its reset follows event time even when the clock is simulated.
 # A granted reservation sets its marker to 'r', so one whose reply was lost can be found and
-# cancelled later. Returns {1, start per limit (0 unless first-use)} when every window had room
+# cancelled later. Returns {1, start per limit (0 unless first-use), room left per limit after
+# this reservation (the cap in force minus what its window holds)} when every window had room
 # and all were written, else {0, index of the refused limit (1-based), cap in force, ms until a
 # first-use window closes, bucket values...}.
 RESERVE_LUA = """
 local now, limits = tonumber(ARGV[1]), tonumber(ARGV[2])
 local k, a = 2, 4
-local writes, starts = {}, {}
+local writes, starts, left = {}, {}, {}
 for i = 1, limits do
   local n, cap = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local amount, ttl, span = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
@@ -67,6 +68,7 @@ for i = 1, limits do
     return reply
   end
   starts[i] = start
+  left[i] = cap - used - amount
   writes[#writes + 1] = {KEYS[k + 1], amount, ttl, span, start, used}
   k = k + 1 + n
 end
@@ -81,7 +83,10 @@ for _, w in ipairs(writes) do
 end
 redis.call('SET', KEYS[1], 'r', 'PX', ARGV[3])
 local reply = {1}
-for i = 1, limits do reply[i + 1] = starts[i] end
+for i = 1, limits do
+  reply[i + 1] = starts[i]
+  reply[limits + i + 1] = left[i]
+end
 return reply
 """
 
@@ -147,6 +152,8 @@ class Reservation:
     settle_metrics: tuple[Metric, ...]
     settle_args: tuple[int, ...]  # per key: its first-use window's start (else 0), its TTL
     token: str = ""  # names the reservation's marker
+    # What the reservation saw: per limit (by name), the room left in its window once it was made.
+    remaining: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     @property
     def marker_key(self) -> str:
@@ -199,8 +206,12 @@ class ReservePlan:
     reserved: Amounts
     token: str
 
-    def reservation(self, provider: str, model: str, starts: Sequence[int]) -> Reservation:
-        return reservation_of(self.limits, self.now_ms, provider, model, self.reserved, starts, self.token)
+    def reservation(
+        self, provider: str, model: str, starts: Sequence[int], remaining: Sequence[int] = ()
+    ) -> Reservation:
+        return reservation_of(
+            self.limits, self.now_ms, provider, model, self.reserved, starts, self.token, remaining
+        )
 
     def unconfirmed(self, provider: str, model: str) -> Reservation:
         """The reservation this plan made if its reply was lost: cancel it once Redis is back."""
@@ -226,6 +237,7 @@ def reservation_of(
     reserved: Amounts,
     starts: Sequence[int],
     token: str = "",
+    remaining: Sequence[int] = (),
 ) -> Reservation:
     """The record of a granted reservation: which buckets settlement must correct.
 
@@ -237,7 +249,8 @@ def reservation_of(
     args = tuple(
         value for limit, start in zip(limits, starts, strict=True) for value in (start, limit.window.ttl_ms)
     )
-    return Reservation(provider, model, reserved, keys, metrics, args, token or new_token())
+    left = tuple((limit.name, room) for limit, room in zip(limits, remaining, strict=False))
+    return Reservation(provider, model, reserved, keys, metrics, args, token or new_token(), left)
 
 
 def plan_reservation(limits: Sequence[Limit], now_ms: int, reserved: Amounts) -> ReservePlan:
@@ -279,7 +292,9 @@ def retry_after_ms(
 
 def _outcome(plan: ReservePlan, reply: list[Any], provider: str, model: str) -> Reservation | Refusal:
     if int(reply[0]) == 1:
-        return plan.reservation(provider, model, [int(v) for v in reply[1:]])
+        count = len(plan.limits)
+        values = [int(v) for v in reply[1:]]
+        return plan.reservation(provider, model, values[:count], values[count:])
     index, cap, closes_in = int(reply[1]) - 1, int(reply[2]), int(reply[3])
     values = [int(v) for v in reply[4:]]
     limit = plan.limits[index]

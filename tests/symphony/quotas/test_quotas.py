@@ -14,6 +14,7 @@ from symphony.quotas import (
     MINUTE_MS,
     ROLLING,
     Limit,
+    LocalQuotaStore,
     QuotaPolicy,
     load_quota_policy,
     subscription_window,
@@ -240,3 +241,17 @@ def test_a_reservation_whose_reply_was_lost_is_cancelled_only_if_it_was_made(
     assert int(redis_client.get(minute_key) or 0) == 0
     assert int(redis_client.hget(limits[2].key("current"), "used") or 0) == 0
     assert sum(int(redis_client.get(k) or 0) for k in redis_client.keys("quota:{openai}:requests:*")) == 0
+
+
+def test_a_grant_says_what_room_each_of_its_windows_had_left_in_redis_and_locally(
+    redis_client: redis.Redis,
+) -> None:
+    limits = small_limits()
+    names = [limit.name for limit in limits]
+    for store in (QuotaStore(redis_client), LocalQuotaStore()):
+        first = store.reserve(limits, T0, provider="openai", model="gpt-4o-mini", tokens=40)
+        second = store.reserve(limits, T0 + 1000, provider="openai", model="gpt-4o-mini", tokens=25)
+        assert isinstance(first, Reservation) and isinstance(second, Reservation)
+        assert first.remaining == tuple(zip(names, [4, 60, 110], strict=True))
+        assert second.remaining == tuple(zip(names, [3, 35, 85], strict=True))
+        redis_client.flushdb()

@@ -1,0 +1,352 @@
+"""The proxy's spans (OpenTelemetry), exported over OTLP/HTTP to ``TEMPO_ENDPOINT``.
+
+Tracing is on when ``TEMPO_ENDPOINT`` is set and off otherwise. Off, nothing in this module
+runs per request: the app installs no ``TracingMiddleware`` and the gateway and the attempt
+loop hold no tracer (each checks ``None`` once). On, one trace per proxied request:
+
+- ``POST <path>`` (SERVER, resource ``service.name=symphony-proxy``): the inbound request,
+  the child of the client's W3C ``traceparent`` when it sent one; it ends once the response,
+  a stream included, is sent. The gateway adds the decision (``symphony.decision_id``,
+  ``symphony.policy_version``, ``symphony.overrides``, ``symphony.quota_remaining``) and the
+  GenAI request (``gen_ai.operation.name``, ``gen_ai.request.model``, the serving provider and
+  model), and logs its trace and span ids in the ``Decision`` event;
+- ``symphony.route`` (INTERNAL): the routing decision;
+- ``symphony.quota.reserve`` (INTERNAL): one per admission by the quota gate;
+- ``chat <model>`` (CLIENT): one per provider attempt, with the OpenTelemetry GenAI attributes
+  (``gen_ai.*``, ``error.type`` on a failure, ``gen_ai.response.time_to_first_chunk`` for a
+  stream); its ``traceparent`` goes on the upstream request; a streamed attempt's ends with
+  the stream.
+
+Map-valued attributes (quota snapshot, overrides) are JSON strings: span attributes hold
+scalars and lists only.
+
+Export never blocks a request: ended spans go to a ``BatchSpanProcessor``'s bounded queue and
+its own thread sends them. When the back end is down, spans are dropped (a full queue, a batch
+whose export failed, what is left at shutdown) and counted (``dropped``, on ``/metrics``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
+
+import orjson
+from opentelemetry import context, trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, format_span_id, format_trace_id
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from symphony.events import AttemptStatus, Usage
+from symphony.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: Final = "symphony-proxy"
+TRACES_PATH: Final = "/v1/traces"
+# The inbound APIs that route a request; /health, /metrics, /v1/models and feedback get no span.
+TRACED_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/route/execute"})
+# Room for about 4 s of spans at 500 req/s (4 to 5 spans each) while an export is slow.
+MAX_QUEUE_SPANS: Final = 8192
+MAX_BATCH_SPANS: Final = 512
+SCHEDULE_DELAY_MS: Final = 1000
+# An export (retries included) gives up after this, so a dead back end costs a batch, not the queue.
+EXPORT_TIMEOUT_S: Final = 3.0
+SHUTDOWN_TIMEOUT_MS: Final = 4000
+
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
+
+
+def traces_url(endpoint: str) -> str:
+    """The OTLP/HTTP traces URL: ``endpoint`` as given if it names ``/v1/traces``, else that path added."""
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith(TRACES_PATH) else endpoint + TRACES_PATH
+
+
+class _CountingExporter(SpanExporter):
+    """Counts what the exporter sent and what it gave up on (a failed batch is dropped)."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+        self.exported = 0
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:  # the processor would log and drop it: count it first
+            log.exception("exporting %d spans failed", len(spans))
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self.exported += len(spans)
+        else:
+            self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class _CountingBatchProcessor(BatchSpanProcessor):
+    """A ``BatchSpanProcessor`` that counts the spans its full queue drops, which the SDK only logs.
+
+    The SDK offers no count and no shutdown timeout on this class, so both reach into its
+    ``BatchProcessor`` (``tests/proxy/test_tracing.py`` fails if that changes).
+    """
+
+    def __init__(
+        self, exporter: SpanExporter, max_queue: int = MAX_QUEUE_SPANS, max_batch: int = MAX_BATCH_SPANS
+    ) -> None:
+        super().__init__(
+            exporter,
+            max_queue_size=max_queue,
+            schedule_delay_millis=SCHEDULE_DELAY_MS,
+            max_export_batch_size=max_batch,
+        )
+        self._max_queue = max_queue
+        self.queue_dropped = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._batch_processor._queue
+        # The queue lets its oldest span go for this one. Unlocked: should the exporter's thread take
+        # a batch at this very moment, one span too many is counted, which beats locking every request.
+        sampled = span.context is not None and span.context.trace_flags.sampled
+        if sampled and len(queue) >= self._max_queue:  # the SDK queues sampled spans only
+            self.queue_dropped += 1
+        super().on_end(span)
+
+    def shutdown_within(self, timeout_ms: int) -> None:
+        """Export what is queued, for at most ``timeout_ms``; what is left then counts as dropped."""
+        processor = self._batch_processor
+        processor.shutdown(timeout_millis=timeout_ms)
+        self.queue_dropped += len(processor._queue)
+
+
+class Tracing:
+    """The process's tracer, its batch processor, and what they exported and dropped."""
+
+    def __init__(self, exporter: SpanExporter, *, max_queue: int = MAX_QUEUE_SPANS) -> None:
+        self._exporter = _CountingExporter(exporter)
+        self._processor = _CountingBatchProcessor(self._exporter, max_queue, min(max_queue, MAX_BATCH_SPANS))
+        # Its own provider, not the global one: each app (tests run several) exports on its own.
+        self._provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+        self._provider.add_span_processor(self._processor)
+        self.tracer: Tracer = self._provider.get_tracer("symphony.proxy")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tracing | None:
+        """Tracing to ``settings.tempo_endpoint``; None (off) when it is empty."""
+        if not settings.tempo_endpoint:
+            return None
+        url = traces_url(settings.tempo_endpoint)
+        log.info("tracing on: spans go to %s", url)
+        return cls(OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S))
+
+    @property
+    def exported(self) -> int:
+        return self._exporter.exported
+
+    @property
+    def dropped(self) -> int:
+        return self._exporter.failed + self._processor.queue_dropped
+
+    def close(self) -> None:
+        """Send what is queued (bounded), then stop; blocking, so the lifespan runs it in a thread."""
+        self._processor.shutdown_within(SHUTDOWN_TIMEOUT_MS)
+        log.info("tracing stopped: %d spans exported, %d dropped", self.exported, self.dropped)
+
+
+# --------------------------------------------------------------------------- the server span
+
+
+class TracingMiddleware:
+    """Opens the SERVER span of each proxied request, the current span while the request runs.
+
+    ``tracing`` is read per request (the lifespan opens it); installed only when tracing is on.
+    """
+
+    def __init__(self, app: ASGIApp, *, tracing: Callable[[], Tracing | None]) -> None:
+        self._app = app
+        self._tracing = tracing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracing = self._tracing() if scope["type"] == "http" and scope["path"] in TRACED_PATHS else None
+        if tracing is None:
+            await self._app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        span = tracing.tracer.start_span(
+            f"{method} {path}",
+            context=_client_context(scope["headers"]),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "http.route": path, "url.path": path},
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_status)
+        except BaseException as exc:
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.set_status(StatusCode.ERROR)
+            raise
+        finally:
+            context.detach(token)
+            _end_server_span(span, status)
+
+
+def _client_context(headers: Sequence[tuple[bytes, bytes]]) -> context.Context | None:
+    """The client's trace from its ``traceparent`` (and ``tracestate``); None starts a new trace."""
+    carrier: dict[str, str] = {}
+    for name, value in headers:
+        if name in (b"traceparent", b"tracestate"):
+            carrier[name.decode()] = value.decode("latin-1")
+    return _PROPAGATOR.extract(carrier) if "traceparent" in carrier else None
+
+
+def _end_server_span(span: Span, status: int) -> None:
+    if status:
+        span.set_attribute("http.response.status_code", status)
+    if status >= 500:  # a 4xx is the client's doing, not the server's error (HTTP conventions)
+        span.set_attribute("error.type", str(status))
+        span.set_status(StatusCode.ERROR)
+    span.end()
+
+
+def span_ids(span: Span) -> tuple[str, str]:
+    """``span``'s trace id and span id in hex, as OpenTelemetry prints them; empty if it has none."""
+    ids = span.get_span_context()
+    if not ids.is_valid:
+        return "", ""
+    return format_trace_id(ids.trace_id), format_span_id(ids.span_id)
+
+
+def annotate_request(
+    span: Span,
+    *,
+    decision_id: str,
+    policy_version: str,
+    requested_model: str,
+    overrides: Mapping[str, str],
+    quota_remaining: Mapping[str, float],
+    served: tuple[str, str] | None,
+) -> None:
+    """The decision and the GenAI request on the server span; ``served`` is (provider, model)."""
+    span.set_attributes(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": requested_model,
+            "symphony.decision_id": decision_id,
+            "symphony.policy_version": policy_version,
+            "symphony.overrides": _json(overrides),
+            "symphony.quota_remaining": _json(quota_remaining),
+        }
+    )
+    if served is not None:
+        span.set_attributes({"gen_ai.provider.name": served[0], "gen_ai.response.model": served[1]})
+
+
+def _json(value: Mapping[str, object]) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+# --------------------------------------------------------------------------- child spans
+
+
+def start_route(tracer: Tracer) -> Span:
+    return tracer.start_span("symphony.route")
+
+
+def annotate_route(
+    span: Span,
+    *,
+    decision_id: str,
+    policy: str,
+    policy_version: str,
+    chosen: str,
+    propensity: float,
+    candidates: Sequence[str],
+) -> None:
+    span.set_attributes(
+        {
+            "symphony.decision_id": decision_id,
+            "symphony.policy": policy,
+            "symphony.policy_version": policy_version,
+            "symphony.chosen": chosen,
+            "symphony.propensity": propensity,
+            "symphony.candidates": list(candidates),
+        }
+    )
+
+
+def start_quota(tracer: Tracer, provider: str, model: str) -> Span:
+    return tracer.start_span(
+        "symphony.quota.reserve",
+        attributes={"gen_ai.provider.name": provider, "gen_ai.request.model": model},
+    )
+
+
+def end_quota(span: Span, outcome: str, remaining: Mapping[str, float]) -> None:
+    """``outcome``: ``granted`` or the refusal's kind; ``remaining``: what a grant's reservations saw."""
+    span.set_attribute("symphony.quota.outcome", outcome)
+    if remaining:
+        span.set_attribute("symphony.quota_remaining", _json(remaining))
+    span.end()
+
+
+def start_attempt(tracer: Tracer, provider: str, model: str, number: int) -> Span:
+    """A provider attempt's CLIENT span (GenAI inference span: ``{operation} {model}``)."""
+    return tracer.start_span(
+        f"chat {model}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "symphony.attempt": number,
+        },
+    )
+
+
+def trace_headers(span: Span) -> dict[str, str]:
+    """The W3C headers that make ``span`` the parent of the provider's work."""
+    ids = span.get_span_context()
+    headers = {"traceparent": f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"}
+    if ids.trace_state:
+        headers["tracestate"] = ids.trace_state.to_header()
+    return headers
+
+
+def end_attempt(span: Span, usage: Usage, *, stream: bool) -> None:
+    """End an attempt's span from its usage event (called once: the event is made once)."""
+    span.set_attributes(
+        {
+            "gen_ai.response.model": usage.model,
+            "gen_ai.usage.input_tokens": usage.input_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "symphony.attempt.status": usage.status,
+        }
+    )
+    if stream:
+        span.set_attribute("gen_ai.response.time_to_first_chunk", usage.ttfb_ms / 1000)
+    _mark_failure(span, usage.status)
+    span.end()
+
+
+def _mark_failure(span: Span, status: AttemptStatus) -> None:
+    if status != "ok":
+        span.set_attribute("error.type", status)
+        span.set_status(StatusCode.ERROR)
