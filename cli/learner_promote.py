@@ -22,7 +22,6 @@ import os
 import re
 import subprocess
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from learner.pull_request import (
     plan_promotion,
     promote,
 )
+from symphony import clock
 from symphony.catalog import load_catalog
 from symphony.keys import CHALLENGER_KEY
 from symphony.serving import UNIFORM_VERSION, ChallengerPolicy
@@ -165,7 +165,7 @@ def _published_challenger(settings: Settings) -> bytes | None:
 
 
 def _default_version(challenger_version: str) -> str:
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    today = clock.utc_datetime(clock.wall_ms()).strftime("%Y-%m-%d")
     return f"{today}-{_NOT_IN_A_VERSION.sub('-', challenger_version).strip('-.') or 'challenger'}"
 
 
