@@ -11,7 +11,6 @@ models in ``symphony.events`` and encoded as the proxy encodes them.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -225,26 +224,3 @@ def check_rows(store: ClickHouseStore, label: str, sent: dict[str, int], tables:
         visible = int(store.query(f"SELECT count() FROM {target} WHERE {where} = '{label}'").rows[0][0])
         if visible != expected:
             raise RuntimeError(f"{visible} rows of {label} in {target}, expected {expected}")
-
-
-@dataclass(frozen=True)
-class Spread:
-    """The median over the repeats and the range (min, max); None when no repeat had the figure."""
-
-    median: float | None
-    low: float | None
-    high: float | None
-
-    @staticmethod
-    def of(values: Sequence[float | None]) -> Spread:
-        known = [value for value in values if value is not None]
-        if not known:
-            return Spread(None, None, None)
-        return Spread(statistics.median(known), min(known), max(known))
-
-    @property
-    def relative(self) -> float | None:
-        """The range as a share of the median: (max - min) / median."""
-        if self.median is None or self.low is None or self.high is None or not self.median:
-            return None
-        return (self.high - self.low) / self.median

@@ -66,7 +66,6 @@ from flowbench import (
     TABLES,
     Counter,
     CountingWriter,
-    Spread,
     check_rows,
     fill,
     per_table,
@@ -75,6 +74,7 @@ from flowbench import (
     say,
     shard,
 )
+from spread import Spread
 
 from dataflows.ingest import AnyEvent, build_flow
 from dataflows.learner import LearnerState

@@ -43,7 +43,6 @@ import os
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from typing import Any
 
 import httpx
 import redis
+from spread import Spread
 
 from simulator.latency import latency_for
 from symphony import clock
@@ -838,22 +838,6 @@ def _unavailable(
 
 
 @dataclass(frozen=True)
-class Spread:
-    """The median over the repeats and the range (min, max); None when no repeat had the figure."""
-
-    median: float | None
-    low: float | None
-    high: float | None
-
-    @staticmethod
-    def of(values: Sequence[float | None]) -> Spread:
-        known = [value for value in values if value is not None]
-        if not known:
-            return Spread(None, None, None)
-        return Spread(statistics.median(known), min(known), max(known))
-
-
-@dataclass(frozen=True)
 class Summary:
     rate: int
     target: str
@@ -1036,6 +1020,22 @@ def _rounded(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: one(value) for key, value in fields.items()}
 
 
+def run_config(args: argparse.Namespace, load: float) -> dict[str, Any]:
+    """What a run was asked to do and on what machine: the ``config`` of every k6 bench's JSON."""
+    return {
+        "rates": args.rates,
+        "repeats": args.repeats,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "timeout_s": args.timeout,
+        "max_tokens": args.max_tokens,
+        "model": f"{PROVIDER}/{MODEL}",
+        "load_average_1m_before": load,
+        "cpus": os.cpu_count(),
+        "smoke": args.smoke,
+    }
+
+
 def as_json(
     rows: list[Row],
     summaries: list[Summary],
@@ -1045,20 +1045,11 @@ def as_json(
     load: float,
 ) -> str:
     config = {
-        "rates": args.rates,
-        "repeats": args.repeats,
-        "duration_s": args.duration,
-        "warmup_s": args.warmup,
-        "timeout_s": args.timeout,
-        "max_tokens": args.max_tokens,
-        "model": f"{PROVIDER}/{MODEL}",
+        **run_config(args, load),
         "auto_arms": [f"{p}/{m}" for p, m in AUTO_ARMS],
         "auto_latency_ms": AUTO_LATENCY_MS,
         "baselines": baselines,
         "max_failed_share": args.max_failed_share,
-        "load_average_1m_before": load,
-        "cpus": os.cpu_count(),
-        "smoke": args.smoke,
     }
     return json.dumps(
         {

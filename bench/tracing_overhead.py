@@ -357,17 +357,8 @@ def as_json(
     load: float,
 ) -> str:
     config = {
-        "rates": args.rates,
-        "repeats": args.repeats,
-        "duration_s": args.duration,
-        "warmup_s": args.warmup,
-        "timeout_s": args.timeout,
-        "max_tokens": args.max_tokens,
-        "model": f"{po.PROVIDER}/{po.MODEL}",
+        **po.run_config(args, load),
         "goal": {"overhead_p50_ms": GOAL_P50_MS, "cpu_share": GOAL_CPU_SHARE},
-        "load_average_1m_before": load,
-        "cpus": os.cpu_count(),
-        "smoke": args.smoke,
     }
     return json.dumps(
         {
