@@ -4,7 +4,9 @@ Reads the period's logged decisions with their outcomes from ClickHouse
 (``learner.logged``), the challenger the learner last published from Redis (the
 uniform one when none), evaluates it per 24h window and task
 (``learner.evaluation``) and judges promotion (``learner.promotion``) with the
-champion policy file's criteria and SLOs. Each evaluation is kept in ``learner_metrics``
+champion policy file's criteria and SLOs. Time is event time (the shared clock, so a
+simulated week is judged in its own days), and only windows that have ended are judged:
+a window in progress holds part of a day's traffic. Each evaluation is kept in ``learner_metrics``
 (``sinks.learner_metrics``; analysts read ``v_learner_windows``).
 """
 
@@ -44,7 +46,7 @@ class LearnerReport:
         self._policy = policy
 
     def __call__(self, days: int, resamples: int) -> dict[str, Any]:
-        now = clock.wall_ms()
+        now = clock.shared_clock(self._client).now_ms()
         since = now - days * WINDOW_MS
         loaded = decisions_from_rows(self._store.query(DECISIONS_SQL, {"since_ms": since}).rows, self._policy)
         challenger = self._challenger()
@@ -52,7 +54,8 @@ class LearnerReport:
         criteria = self._policy.promotion
         rule = PromotionRule(criteria.min_uplift, criteria.consecutive_windows, criteria.min_samples)
         breached = {start for start, slo in loaded.slo.items() if slo.breached}
-        verdict = rule.verdict(evidence(reports, breached))
+        ended = [r for r in reports if r.window_start_ms + WINDOW_MS <= now]
+        verdict = rule.verdict(evidence(ended, breached))
         report = {
             "as_of_ms": now,
             "days": days,
@@ -60,7 +63,7 @@ class LearnerReport:
             "challenger_version": challenger.version,
             "decisions": len(loaded.decisions),
             "awaiting_feedback": loaded.awaiting_feedback,
-            "windows": [_window(report, loaded) for report in reports],
+            "windows": [_window(report, loaded, now) for report in reports],
             "promotion": {"candidate": verdict.promotion_candidate, "reasons": verdict.reasons},
         }
         self._store.insert_arrow(LEARNER_METRICS, report_table(report))
@@ -73,10 +76,11 @@ class LearnerReport:
         return ChallengerPolicy.from_json(raw)
 
 
-def _window(report: GroupReport, loaded: Loaded) -> dict[str, Any]:
+def _window(report: GroupReport, loaded: Loaded, now_ms: int) -> dict[str, Any]:
     slo = loaded.slo.get(report.window_start_ms)
     return {
         "start_ms": report.window_start_ms,
+        "ended": report.window_start_ms + WINDOW_MS <= now_ms,
         "group": report.group,
         "samples": report.samples,
         "champion": report.champion,

@@ -142,6 +142,21 @@ def test_the_report_evaluates_the_published_challenger_per_window(
     assert kept.rows == expected
 
 
+def test_time_is_the_shared_clocks_and_a_window_in_progress_is_shown_but_not_judged(
+    api: str, redis_client: redis.Redis
+) -> None:
+    redis_client.set(CHALLENGER_KEY, orjson.dumps({"version": "always-0", "weights": {ARMS[0]: 1.0}}))
+    yesterday = clock.wall_ms() // WINDOW_MS * WINDOW_MS - WINDOW_MS
+    clock.publish_clock(redis_client, start_ms=yesterday + WINDOW_MS // 2, speed=1.0)  # yesterday noon
+    report = engine_client.learner_metrics(api, days=3, resamples=100)
+    assert report["as_of_ms"] - (yesterday + WINDOW_MS // 2) < 60_000
+    ended = {w["start_ms"]: w["ended"] for w in report["windows"] if w["group"] == "all"}
+    assert ended == {yesterday - WINDOW_MS: True, yesterday: False}
+    # Only the day before yesterday is judged: one window of the two the rule needs.
+    assert "1 of 2 windows so far" in report["promotion"]["reasons"]
+    assert not any(str(yesterday) in reason for reason in report["promotion"]["reasons"])
+
+
 def test_bad_parameters_and_a_malformed_challenger_get_clear_errors(
     api: str, redis_client: redis.Redis
 ) -> None:
