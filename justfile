@@ -47,6 +47,10 @@ learner-metrics *args:
 learner-promote *args:
     symphony learner-promote "$@"
 
+# A simulated week (7 days in about 6 minutes) on a stack of its own: traffic, the learner, its report and the promotion's diff; `--promote` commits it
+learner-week *args:
+    symphony learner-week "$@"
+
 # Workload generator: traffic through the proxy at a rate, feedback from the simulator's ground truth
 load *args:
     symphony load "$@"

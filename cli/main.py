@@ -398,6 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
     learner_promote.add_arguments(promote)
     promote.set_defaults(run=learner_promote.command)
 
+    from cli import learner_week
+
+    week = sub.add_parser(
+        "learner-week",
+        help="a simulated week end to end on a stack of its own: traffic, learner, report, promotion",
+        description=(learner_week.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    learner_week.add_arguments(week)
+    week.set_defaults(run=learner_week.command)
+
     flags = sub.add_parser(
         "flags",
         help="live rollback: show or set learner_enabled and traffic_split on every replica and the engine",

@@ -154,7 +154,8 @@ def test_time_is_the_shared_clocks_and_a_window_in_progress_is_shown_but_not_jud
     assert ended == {yesterday - WINDOW_MS: True, yesterday: False}
     # Only the day before yesterday is judged: one window of the two the rule needs.
     assert "1 of 2 windows so far" in report["promotion"]["reasons"]
-    assert not any(str(yesterday) in reason for reason in report["promotion"]["reasons"])
+    day = f"{clock.utc_datetime(yesterday):%Y-%m-%d}"
+    assert not any(day in reason for reason in report["promotion"]["reasons"])
 
 
 def test_bad_parameters_and_a_malformed_challenger_get_clear_errors(
