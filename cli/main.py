@@ -228,7 +228,11 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     from symphony.keys import FLAGS_KEY
 
     client = _redis(settings)
-    wanted = (("learner_enabled", _on_off(args.learner)), ("traffic_split", args.traffic_split))
+    wanted = (
+        ("learner_enabled", _on_off(args.learner)),
+        ("traffic_split", args.traffic_split),
+        ("challenger_frozen", _on_off(args.freeze)),
+    )
     changes = {name: value for name, value in wanted if value is not None}
     defaults = Flags(settings.learner_enabled, settings.traffic_split)
     try:
@@ -250,6 +254,7 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     source = f"live: {', '.join(overridden)}" if overridden else "from the environment"
     print(
         f"learner_enabled={str(live.learner_enabled).lower()} traffic_split={live.traffic_split:g} "
+        f"challenger_frozen={str(live.challenger_frozen).lower()} "
         f"(challenger share {live.challenger_share:g}; {source})"
     )
     return 0
@@ -420,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flags.add_argument("--learner", choices=("on", "off"), help="turn the learner on or off")
     flags.add_argument("--traffic-split", metavar="SHARE", help="the challenger's share of requests, 0 to 1")
+    flags.add_argument(
+        "--freeze",
+        choices=("on", "off"),
+        help="on: the learner keeps learning but publishes nothing; the published challenger keeps serving",
+    )
     flags.add_argument("--reset", action="store_true", help="drop the live values: the environment's hold")
     flags.add_argument("--json", action="store_true", help="print the flags as JSON")
     flags.set_defaults(run=cmd_flags)
