@@ -25,12 +25,14 @@ import json
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from cli import learner_promote, load, report
 from cli.supervisor import running_stack
@@ -39,7 +41,10 @@ from learner.promotion import WINDOW_MS
 from learner.pull_request import Plan, PromotionError, Result, promote
 from simulator.truth import SCENARIOS
 from symphony import clock, engine_client
+from symphony.catalog import load_catalog, load_policy
+from symphony.keys import CHALLENGER_KEY, FLAGS_KEY
 from symphony.redis_server import RedisServer, free_port
+from symphony.serving import ChallengerPolicy
 from symphony.settings import Settings, load_settings
 
 # Where the champion is wrong (reasoning and extract fall to its `default` table) beside a task it knows.
@@ -59,6 +64,11 @@ class WeekConfig:
     seed: int = 7
     resamples: int = 1000
     scenario: str = "champion-wrong"  # the simulator's truth (``simulator.truth.SCENARIOS``)
+    # Experiments: a fixed challenger ("champion" for the champion's twin, or a file), frozen for the week;
+    # the challenger's share at start; the day (0 = the first) from which it serves every request.
+    challenger: str | None = None
+    traffic_split: float | None = None
+    on_policy_from_day: int | None = None
 
     def __post_init__(self) -> None:
         if self.days < 2:
@@ -69,6 +79,10 @@ class WeekConfig:
             raise ValueError("--rate must be above 0 and at most 500 requests a second")
         if self.scenario not in SCENARIOS:
             raise ValueError(f"--scenario must be one of {', '.join(SCENARIOS)}")
+        if self.traffic_split is not None and not 0 <= self.traffic_split <= 1:
+            raise ValueError("--traffic-split must be from 0 to 1")
+        if self.on_policy_from_day is not None and not 0 < self.on_policy_from_day < self.days:
+            raise ValueError("--on-policy-from-day must be a day of the week after the first")
 
     @property
     def speed(self) -> float:
@@ -126,13 +140,14 @@ def week_settings(var_dir: Path, redis_url: str) -> Settings:
 
 def run_week(
     config: WeekConfig,
+    fixed: ChallengerPolicy | None = None,
     *,
     var_dir: Path,
     args: argparse.Namespace,
     say: Callable[[str], None],
 ) -> WeekRun:
-    """The week on a fresh stack, then its promotion planned while the stack still runs (the plan reads
-    the challenger the learner published, from the week's Redis)."""
+    """The week on a fresh stack (``fixed``: the frozen challenger of an experiment), then its promotion
+    planned while the stack still runs (the plan reads the challenger published in the week's Redis)."""
     shutil.rmtree(var_dir, ignore_errors=True)
     timer = _Timer()
     redis_server = RedisServer(port=0, data_dir=var_dir / "redis", persist=False).start()
@@ -146,8 +161,11 @@ def run_week(
         with running_stack(stack_settings, speed=config.speed, start_ms=start_ms, say=say) as stack:
             timer.lap("stack_start")
             _set_truth(stack_settings.resolved_sim_url, SCENARIOS[config.scenario])
+            switch = _set_experiment(stack_settings, config, fixed, start_ms)
             traffic = _traffic(stack_settings, config, stack.dev_key, say)
             timer.lap("traffic")
+            if switch is not None:
+                switch.cancel()
             _wait_for_events(stack_settings, traffic, say)
             timer.lap("ingest_wait")
             say(f"evaluating the challenger over {config.days} days ({config.resamples} bootstrap resamples)")
@@ -180,6 +198,50 @@ def _plan(
         return learner_promote.plan_for(evaluation, challenger, args), ""
     except PromotionError as exc:
         return None, str(exc)
+
+
+def _set_experiment(
+    settings: Settings, config: WeekConfig, fixed: ChallengerPolicy | None, start_ms: int
+) -> threading.Timer | None:
+    """Publish and freeze ``config``'s challenger, set its share, and schedule the switch to on-policy
+    (returned, to cancel if the week ends first)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        if fixed is not None:
+            client.hset(FLAGS_KEY, "challenger_frozen", "true")  # before the learner's first publication
+            client.set(CHALLENGER_KEY, fixed.to_json())
+        if config.traffic_split is not None:
+            client.hset(FLAGS_KEY, "traffic_split", str(config.traffic_split))
+        if config.on_policy_from_day is None:
+            return None
+        at_ms = start_ms + config.on_policy_from_day * WINDOW_MS
+        delay_s = (at_ms - clock.shared_clock(client).now_ms()) / 1000 / config.speed
+    finally:
+        client.close()
+    switch = threading.Timer(max(0.0, delay_s), _serve_the_challenger_alone, args=(settings.redis_url,))
+    switch.daemon = True
+    switch.start()
+    return switch
+
+
+def _serve_the_challenger_alone(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.hset(FLAGS_KEY, "traffic_split", "1")
+    finally:
+        client.close()
+
+
+def fixed_challenger(settings: Settings, source: str) -> ChallengerPolicy:
+    """``--challenger``: ``champion`` (its twin) or a challenger file, read before anything starts."""
+    if source == "champion":
+        catalog = load_catalog()
+        champion = load_policy(settings.policy_file, catalog)
+        return ChallengerPolicy.like(champion, catalog.arms, "champion-twin")
+    try:
+        return ChallengerPolicy.from_json(Path(source).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--challenger {source}: {exc}") from None
 
 
 def _set_truth(simulator_url: str, scenario: Mapping[str, Mapping[str, float]]) -> None:
@@ -261,6 +323,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resamples", type=int, default=defaults.resamples, help="bootstrap resamples")
     parser.add_argument(
+        "--challenger",
+        metavar="champion|FILE",
+        help="experiments: serve this fixed challenger all week (frozen: the learner publishes nothing);"
+        " `champion` is the champion's twin, for an A/A test",
+    )
+    parser.add_argument("--traffic-split", type=float, help="the challenger's share (default TRAFFIC_SPLIT)")
+    parser.add_argument(
+        "--on-policy-from-day",
+        type=int,
+        metavar="DAY",
+        help="from this day (0 = the first) serve the challenger alone",
+    )
+    parser.add_argument(
         "--var-dir", type=Path, default=Path("var/learner-week"), help="the week's state (emptied at start)"
     )
     learner_promote.add_target_arguments(parser)
@@ -282,6 +357,9 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
             seed=args.seed,
             resamples=args.resamples,
             scenario=args.scenario,
+            challenger=args.challenger,
+            traffic_split=args.traffic_split,
+            on_policy_from_day=args.on_policy_from_day,
         )
     except ValueError as exc:
         print(f"symphony learner-week: {exc}", file=sys.stderr)
@@ -291,7 +369,12 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(message, file=stream, flush=True)
 
-    week = run_week(config, var_dir=args.var_dir, args=args, say=say)
+    try:
+        fixed = None if config.challenger is None else fixed_challenger(settings, config.challenger)
+    except ValueError as exc:
+        print(f"symphony learner-week: {exc}", file=sys.stderr)
+        return 2
+    week = run_week(config, fixed, var_dir=args.var_dir, args=args, say=say)
     if week.plan is not None and args.promote:
         week.promotion = promote(week.plan)
     _keep(week)

@@ -46,10 +46,5 @@ DEFAULT_QUALITY = 0.6
 
 def truth_table(catalog: Catalog) -> dict[str, dict[str, float]]:
     """``{"provider/model": {task: quality in [0, 1]}}`` for every arm in the catalog."""
-    table: dict[str, dict[str, float]] = {}
-    for provider, spec in catalog.providers.items():
-        for model in spec.models:
-            arm = f"{provider}/{model}"
-            row = QUALITY.get(arm, (DEFAULT_QUALITY,) * len(TASKS))
-            table[arm] = dict(zip(TASKS, row, strict=True))
-    return table
+    default = (DEFAULT_QUALITY,) * len(TASKS)
+    return {arm: dict(zip(TASKS, QUALITY.get(arm, default), strict=True)) for arm in catalog.arms}

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from simulator.truth import CHAMPION_WRONG
 from tests.github_standin import Remote, git
 
@@ -87,3 +89,24 @@ def test_a_short_week_finds_where_the_champion_is_wrong_and_commits_the_truths_b
         table = proposed["tasks"][task]
         assert max(table, key=table.__getitem__) in best_arms(task)
     assert git(repo.work, "rev-parse", "--abbrev-ref", "HEAD") == "main"  # the checkout untouched
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--days", "1"), "--days must be at least 2"),
+        (("--minutes", "0.1"), "--minutes must be from 0.5 to 120"),
+        (("--rate", "0"), "--rate must be above 0"),
+        (("--traffic-split", "1.5"), "--traffic-split must be from 0 to 1"),
+        (("--on-policy-from-day", "7"), "--on-policy-from-day must be a day of the week after the first"),
+        (("--challenger", "missing.json"), "--challenger missing.json: [Errno 2]"),
+        (("--scenario", "sunny"), "invalid choice: 'sunny'"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_starts(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    command = [sys.executable, "-m", "cli", "learner-week", "--var-dir", str(tmp_path / "var"), *args]
+    ran = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2 and message in ran.stderr, ran.stderr
+    assert not (tmp_path / "var").exists()
