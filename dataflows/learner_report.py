@@ -4,10 +4,12 @@ Reads the period's logged decisions with their outcomes from ClickHouse
 (``learner.logged``), the challenger the learner last published from Redis (the
 uniform one when none), evaluates it per 24h window and task
 (``learner.evaluation``) and judges promotion (``learner.promotion``) with the
-champion policy file's criteria and SLOs. Time is event time (the shared clock, so a
-simulated week is judged in its own days), and only windows that have ended are judged:
-a window in progress holds part of a day's traffic. Each evaluation is kept in ``learner_metrics``
-(``sinks.learner_metrics``; analysts read ``v_learner_windows``).
+champion policy file's criteria and SLOs: a window breached them when its own p95 or error
+rate did, or when an SLO alert (``dataflows.slo``, table ``alerts``) fired in it. Time is
+event time (the shared clock, so a simulated week is judged in its own days), and only
+windows that have ended are judged: a window in progress holds part of a day's traffic.
+Each evaluation is kept in ``learner_metrics`` (``sinks.learner_metrics``; analysts read
+``v_learner_windows``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from symphony.keys import CHALLENGER_KEY
 from symphony.serving import ChallengerPolicy
 
 MAX_DAYS = 90
+ALERTS_SQL = """
+SELECT toUnixTimestamp64Milli(started_at) FROM alerts FINAL
+WHERE status = 'firing' AND started_at >= fromUnixTimestamp64Milli({since_ms:Int64})
+"""
 MAX_RESAMPLES = 5000
 
 
@@ -53,7 +59,8 @@ class LearnerReport:
         reports = evaluate(loaded.decisions, challenger.distribution, resamples=resamples)
         criteria = self._policy.promotion
         rule = PromotionRule(criteria.min_uplift, criteria.consecutive_windows, criteria.min_samples)
-        breached = {start for start, slo in loaded.slo.items() if slo.breached}
+        alerts = self._alerts_by_window(since)
+        breached = {start for start, slo in loaded.slo.items() if slo.breached} | set(alerts)
         ended = [r for r in reports if r.window_start_ms + WINDOW_MS <= now]
         verdict = rule.verdict(evidence(ended, breached))
         report = {
@@ -63,11 +70,20 @@ class LearnerReport:
             "challenger_version": challenger.version,
             "decisions": len(loaded.decisions),
             "awaiting_feedback": loaded.awaiting_feedback,
-            "windows": [_window(report, loaded, now) for report in reports],
+            "windows": [_window(report, loaded, now, alerts) for report in reports],
             "promotion": {"candidate": verdict.promotion_candidate, "reasons": verdict.reasons},
         }
         self._store.insert_arrow(LEARNER_METRICS, report_table(report))
         return report
+
+    def _alerts_by_window(self, since_ms: int) -> dict[int, int]:
+        """SLO alerts (``dataflows.slo``) that fired in each window, by window start: a breach."""
+        rows = self._store.query(ALERTS_SQL, {"since_ms": since_ms}).rows
+        counts: dict[int, int] = {}
+        for (started,) in rows:
+            window = int(started) - int(started) % WINDOW_MS
+            counts[window] = counts.get(window, 0) + 1
+        return counts
 
     def _challenger(self) -> ChallengerPolicy:
         raw = self._client.get(CHALLENGER_KEY)
@@ -76,7 +92,7 @@ class LearnerReport:
         return ChallengerPolicy.from_json(raw)
 
 
-def _window(report: GroupReport, loaded: Loaded, now_ms: int) -> dict[str, Any]:
+def _window(report: GroupReport, loaded: Loaded, now_ms: int, alerts: dict[int, int]) -> dict[str, Any]:
     slo = loaded.slo.get(report.window_start_ms)
     return {
         "start_ms": report.window_start_ms,
@@ -87,4 +103,5 @@ def _window(report: GroupReport, loaded: Loaded, now_ms: int) -> dict[str, Any]:
         **{name: asdict(estimate) for name, estimate in report.estimates.items()},
         "uplift_low": report.uplift_low,
         "slo": None if slo is None else asdict(slo),
+        "slo_alerts": alerts.get(report.window_start_ms, 0),
     }

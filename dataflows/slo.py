@@ -32,6 +32,7 @@ from bytewax.dataflow import Stream
 
 from symphony.alerts import Alert, Objective, SloThresholds
 from symphony.events import Decision, Feedback, Usage
+from symphony.settings import Settings
 
 KEY = "slo"
 FAILED = frozenset({"5xx", "timeout", "error"})
@@ -68,7 +69,7 @@ class SloState:
         if self.judged_at is not None and self.watermark - self.judged_at < slo.step_ms:
             return []
         self.judged_at = self.watermark
-        self._forget_before(self.watermark - slo.window_ms)
+        self._forget_before(self.watermark - slo.window_ms, slo.window_ms)
         return [alert for arm in sorted(self.attempts) for alert in self._judge(arm, slo)]
 
     def __deepcopy__(self, memo: dict[int, object]) -> SloState:
@@ -91,14 +92,14 @@ class SloState:
             )
             self.attempts.setdefault(f"{event.provider}/{event.model}", deque()).append(attempt)
 
-    def _forget_before(self, start: int) -> None:
+    def _forget_before(self, start: int, window_ms: int) -> None:
         for attempts in self.attempts.values():
             while attempts and attempts[0].ts < start:
                 attempts.popleft()
-        # Traces are kept a window longer: an attempt's decision may come after it.
+        # Traces are kept a window longer: an attempt's decision event may come after it.
         stale = []
         for decision_id, (ts, _) in self.traces.items():
-            if ts >= start - (self.watermark - start):
+            if ts >= start - window_ms:
                 break
             stale.append(decision_id)
         for decision_id in stale:
@@ -191,6 +192,16 @@ class SloState:
             decision_id=decision_id,
             first=opened is None,
         )
+
+
+def slo_thresholds(settings: Settings) -> SloThresholds:
+    return SloThresholds(
+        p95_latency_ms=settings.slo_p95_ms,
+        error_rate=settings.slo_error_rate,
+        window_ms=round(settings.slo_window_s * 1000),
+        step_ms=round(settings.slo_step_s * 1000),
+        min_attempts=settings.slo_min_attempts,
+    )
 
 
 def threshold_of(objective: Objective, slo: SloThresholds) -> float:

@@ -175,6 +175,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(6, "analyst views v2 (dashboards/views/002)", sql_file(VIEWS_DIR / "002_learner_views.sql")),
+    Migration(
+        7,
+        "SLO alerts",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS alerts (
+                at DateTime64(3, 'UTC'),
+                alert_id String,
+                status LowCardinality(String),
+                alertname LowCardinality(String),
+                provider LowCardinality(String),
+                model LowCardinality(String),
+                objective LowCardinality(String),
+                value Float64,
+                threshold Float64,
+                started_at DateTime64(3, 'UTC'),
+                window_ms UInt64,
+                attempts UInt64,
+                trace_id String,
+                decision_id String,
+                trace_url String
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(started_at)
+            ORDER BY (alert_id, status)
+            """,
+        ),
+    ),
 )
 
 

@@ -47,14 +47,15 @@ FIXED = {
     "exploration": 0.1,
 }
 
-pytestmark = pytest.mark.by_hand
+pytestmark = [pytest.mark.by_hand, pytest.mark.timeout(3600)]  # minutes each, by design
 
 
 def week(tmp_path: Path, *args: str) -> dict[str, Any]:
     command = [sys.executable, "-m", "cli", "learner-week", "--feedback-share", "1", "--json", *args]
     command += ["--var-dir", str(tmp_path / "var")]
     ran = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
-    assert ran.returncode in (0, 1), ran.stderr[-3000:]  # 1: not a promotion candidate
+    # 1 is also "not a promotion candidate", with the run on stdout
+    assert ran.returncode in (0, 1) and ran.stdout.startswith("{"), ran.stderr[-3000:]
     run: dict[str, Any] = json.loads(ran.stdout)
     return run
 
