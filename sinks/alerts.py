@@ -216,7 +216,7 @@ class Delivery(BackgroundThread):
             except httpx.HTTPError as exc:
                 if attempt == 2:
                     self.dropped += len(alerts)
-                    log.warning("%s did not take %d alert(s): %s", destination.name, len(alerts), exc)
+                    log.warning("%s did not take %d alert(s): %s", destination.name, len(alerts), _why(exc))
                 elif self._stop.wait(0.5):
                     return
 
@@ -233,6 +233,13 @@ def alert_destinations(settings: Settings) -> list[Destination]:
         key = settings.pagerduty_routing_key.get_secret_value()
         destinations.append(PagerDuty(key, template, settings.pagerduty_events_url))
     return destinations
+
+
+def _why(exc: httpx.HTTPError) -> str:
+    """What went wrong, without the URL: a Slack webhook's URL is its secret."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__
 
 
 class AlertSink(DynamicSink[Alert]):
