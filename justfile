@@ -61,6 +61,10 @@ learner-promote *args:
 learner-week *args:
     symphony learner-week "$@"
 
+# The performance gate: k6 at a constant rate against /v1/route/execute on a stack of its own; thresholds from policies/gates.v1.json; exits 1 on a breach
+perf-run *args:
+    symphony perf-run "$@"
+
 # Workload generator: traffic through the proxy at a rate, feedback from the simulator's ground truth
 load *args:
     symphony load "$@"

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -35,7 +33,7 @@ import httpx
 import redis
 
 from cli import learner_promote, load, report
-from cli.supervisor import running_stack
+from cli.own_stack import own_stack
 from learner import metrics_table
 from learner.promotion import WINDOW_MS
 from learner.pull_request import Plan, PromotionError, Result, promote
@@ -43,9 +41,8 @@ from simulator.truth import SCENARIOS
 from symphony import clock, engine_client
 from symphony.catalog import load_catalog, load_policy
 from symphony.keys import CHALLENGER_KEY, FLAGS_KEY
-from symphony.redis_server import RedisServer, free_port
 from symphony.serving import ChallengerPolicy
-from symphony.settings import Settings, load_settings
+from symphony.settings import Settings
 
 # Where the champion is wrong (reasoning and extract fall to its `default` table) beside a task it knows.
 SCENARIO_TASKS: dict[str, float] = {"reasoning": 0.4, "extract": 0.3, "chat": 0.3}
@@ -117,27 +114,6 @@ class WeekRun:
         }
 
 
-def week_settings(var_dir: Path, redis_url: str) -> Settings:
-    """The user's settings on a stack of the week's own: its Redis, var dir and ClickHouse, free ports.
-
-    Set in this process's environment, which is where ``running_stack`` hands settings to the
-    parts it starts (each receives its row of ``cli.child_env``): this command owns its process.
-    """
-    os.environ.update(
-        {
-            "VAR_DIR": str(var_dir),
-            "REDIS_URL": redis_url,
-            "CLICKHOUSE_URL": "",
-            "PROXY_PORT": str(free_port()),
-            "SIM_PORT": str(free_port()),
-            "ENGINE_PORT": str(free_port()),
-            "SIM_URL": "",
-            "SIMULATED_PROVIDERS": "all",
-        }
-    )
-    return load_settings()
-
-
 def run_week(
     config: WeekConfig,
     fixed: ChallengerPolicy | None = None,
@@ -148,34 +124,28 @@ def run_week(
 ) -> WeekRun:
     """The week on a fresh stack (``fixed``: the frozen challenger of an experiment), then its promotion
     planned while the stack still runs (the plan reads the challenger published in the week's Redis)."""
-    shutil.rmtree(var_dir, ignore_errors=True)
     timer = _Timer()
-    redis_server = RedisServer(port=0, data_dir=var_dir / "redis", persist=False).start()
-    try:
-        stack_settings = week_settings(var_dir, redis_server.url)
-        start_ms = config.start_ms(clock.wall_ms())
-        say(
-            f"a simulated {config.days}-day week from {clock.utc_datetime(start_ms):%Y-%m-%d} UTC, "
-            f"{config.speed:.0f}x real time ({config.minutes:g} minutes of traffic at {config.rate:g}/s)"
+    start_ms = config.start_ms(clock.wall_ms())
+    say(
+        f"a simulated {config.days}-day week from {clock.utc_datetime(start_ms):%Y-%m-%d} UTC, "
+        f"{config.speed:.0f}x real time ({config.minutes:g} minutes of traffic at {config.rate:g}/s)"
+    )
+    with own_stack(var_dir, speed=config.speed, start_ms=start_ms, say=say) as (settings, stack):
+        timer.lap("stack_start")
+        _set_truth(settings.resolved_sim_url, SCENARIOS[config.scenario])
+        switch = _set_experiment(settings, config, fixed, start_ms)
+        traffic = _traffic(settings, config, stack.dev_key, say)
+        timer.lap("traffic")
+        if switch is not None:
+            switch.cancel()
+        _wait_for_events(settings, traffic, say)
+        timer.lap("ingest_wait")
+        say(f"evaluating the challenger over {config.days} days ({config.resamples} bootstrap resamples)")
+        evaluation = engine_client.learner_metrics(
+            settings.engine_url_as("analyst"), config.days + 1, config.resamples
         )
-        with running_stack(stack_settings, speed=config.speed, start_ms=start_ms, say=say) as stack:
-            timer.lap("stack_start")
-            _set_truth(stack_settings.resolved_sim_url, SCENARIOS[config.scenario])
-            switch = _set_experiment(stack_settings, config, fixed, start_ms)
-            traffic = _traffic(stack_settings, config, stack.dev_key, say)
-            timer.lap("traffic")
-            if switch is not None:
-                switch.cancel()
-            _wait_for_events(stack_settings, traffic, say)
-            timer.lap("ingest_wait")
-            say(f"evaluating the challenger over {config.days} days ({config.resamples} bootstrap resamples)")
-            evaluation = engine_client.learner_metrics(
-                stack_settings.engine_url_as("analyst"), config.days + 1, config.resamples
-            )
-            timer.lap("evaluation")
-            plan, blocked = _plan(stack_settings, evaluation, args)
-    finally:
-        redis_server.stop()
+        timer.lap("evaluation")
+        plan, blocked = _plan(settings, evaluation, args)
     return WeekRun(config, start_ms, traffic, evaluation, plan, blocked, timer.laps)
 
 

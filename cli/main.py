@@ -403,6 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
     learner_promote.add_arguments(promote)
     promote.set_defaults(run=learner_promote.command)
 
+    from cli import perf_run
+
+    perf = sub.add_parser(
+        "perf-run",
+        help="the performance gate: k6 against /v1/route/execute on a stack of its own, PASS or FAIL",
+        description=(perf_run.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    perf_run.add_arguments(perf)
+    perf.set_defaults(run=perf_run.command)
+
     from cli import learner_week
 
     week = sub.add_parser(
