@@ -123,9 +123,27 @@ class PromotionRule:
         return reasons
 
 
+def uplift_text(value: float | None) -> str:
+    """An uplift bound as people read it. None (JSON's rendering of -inf) or -inf: the window had no
+    decision the champion served, so there is nothing to compare with.
+
+    >>> uplift_text(0.1234), uplift_text(None), uplift_text(float("-inf"))
+    ('+12.3%', 'n/a', 'n/a')
+    """
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:+.1%}"
+
+
 def _day(start_ms: int) -> str:
     """A window by its UTC start, as people name it."""
     return f"{clock.utc_datetime(start_ms):%Y-%m-%d %H:%M} UTC"
 
 
-__all__ = ["Estimate", "PromotionRule", "Verdict", "WindowEvidence", "uplift_lower_bound", "window_evidence"]
+__all__ = [
+    "Estimate",
+    "PromotionRule",
+    "Verdict",
+    "WindowEvidence",
+    "uplift_lower_bound",
+    "uplift_text",
+    "window_evidence",
+]
