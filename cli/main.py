@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from symphony import clock
 from symphony.settings import Settings, SettingsError, load_settings
@@ -394,47 +394,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cli import learner_promote
 
-    promote = sub.add_parser(
+    _module_command(
+        sub,
         "learner-promote",
-        help="propose the learner's challenger as the next champion: a branch, a commit and a pull request",
-        description=(learner_promote.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        learner_promote,
+        "propose the learner's challenger as the next champion: a branch, a commit and a pull request",
     )
-    learner_promote.add_arguments(promote)
-    promote.set_defaults(run=learner_promote.command)
 
     from cli import perf_run
 
-    perf = sub.add_parser(
+    _module_command(
+        sub,
         "perf-run",
-        help="the performance gate: k6 against /v1/route/execute on a stack of its own, PASS or FAIL",
-        description=(perf_run.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        perf_run,
+        "the performance gate: k6 against /v1/route/execute on a stack of its own, PASS or FAIL",
     )
-    perf_run.add_arguments(perf)
-    perf.set_defaults(run=perf_run.command)
 
     from cli import chaos_run
 
-    chaos = sub.add_parser(
+    _module_command(
+        sub,
         "chaos-run",
-        help="the chaos gate: fault scenarios against a stack of its own, PASS or FAIL each",
-        description=(chaos_run.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        chaos_run,
+        "the chaos gate: fault scenarios against a stack of its own, PASS or FAIL each",
     )
-    chaos_run.add_arguments(chaos)
-    chaos.set_defaults(run=chaos_run.command)
 
     from cli import learner_week
 
-    week = sub.add_parser(
+    _module_command(
+        sub,
         "learner-week",
-        help="a simulated week end to end on a stack of its own: traffic, learner, report, promotion",
-        description=(learner_week.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        learner_week,
+        "a simulated week end to end on a stack of its own: traffic, learner, report, promotion",
     )
-    learner_week.add_arguments(week)
-    week.set_defaults(run=learner_week.command)
 
     flags = sub.add_parser(
         "flags",
@@ -461,6 +453,27 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--json", action="store_true", help="print rows as JSON")
     sql.set_defaults(run=cmd_sql)
     return parser
+
+
+class _CommandModule(Protocol):
+    """A command in a module of its own: its docstring's second paragraph on is its --help."""
+
+    __doc__: str | None
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def command(self, settings: Settings, args: argparse.Namespace) -> int: ...
+
+
+def _module_command(sub: Any, name: str, module: _CommandModule, help_text: str) -> None:
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=(module.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    parser.set_defaults(run=module.command)
 
 
 def _positive_float(text: str) -> float:
