@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI-compatible),
 ``POST /v1/messages`` (Anthropic-compatible), ``POST /v1/route/execute`` (native,
-the decision in the answer), ``POST /v1/feedback``, ``GET /health``, ``GET /metrics``.
+the decision in the answer), ``POST /v1/feedback``, ``POST /v1/jobs``, ``GET`` and ``DELETE
+/v1/jobs/{id}`` (deferrable jobs), ``GET /health``, ``GET /metrics``.
 Errors are answered in the shape the caller's SDK expects: Anthropic's under
 ``/v1/messages``, OpenAI's everywhere else, unknown paths included.
 
@@ -40,6 +41,7 @@ from starlette.routing import Route
 from proxy import errors
 from proxy.adapters.registry import build_adapters
 from proxy.api.feedback import FeedbackApi
+from proxy.api.jobs_api import JobsApi
 from proxy.api.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_response
 from proxy.api.openai_api import OpenAIApi
 from proxy.api.route_execute import RouteExecuteApi
@@ -134,6 +136,7 @@ def create_app(
     messages_api = MessagesApi(gateway)
     route_api = RouteExecuteApi(gateway)
     feedback_api = FeedbackApi(resources, decision_ids)
+    jobs_api = JobsApi(resources, catalog)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -157,6 +160,9 @@ def create_app(
         Route(MESSAGES_PATH, messages_api.create, methods=["POST"]),
         Route("/v1/route/execute", route_api.execute, methods=["POST"]),
         Route("/v1/feedback", feedback_api.post, methods=["POST"]),
+        Route("/v1/jobs", jobs_api.create, methods=["POST"]),
+        Route("/v1/jobs/{job_id}", jobs_api.get, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", jobs_api.cancel, methods=["DELETE"]),
         Route("/health", _health, methods=["GET"]),
         Route("/metrics", _metrics_endpoint(gateway), methods=["GET"]),
     ]
