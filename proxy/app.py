@@ -46,9 +46,10 @@ from proxy.api.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_r
 from proxy.api.openai_api import OpenAIApi
 from proxy.api.route_execute import RouteExecuteApi
 from proxy.decision_ids import DecisionIds
-from proxy.edge.auth import Authenticator, AuthMiddleware
+from proxy.edge.auth import Authenticator, AuthMiddleware, DispatchCheck, no_dispatches
 from proxy.edge.auth_failures import AuthFailures
 from proxy.edge.header_limit import HeaderLimitMiddleware
+from proxy.edge.job_dispatch import JobDispatches
 from proxy.edge.key_cache import AppKeyCache
 from proxy.edge.scrub import Scrubber, install_log_scrubber
 from proxy.gateway import Gateway
@@ -167,9 +168,15 @@ def create_app(
         Route("/metrics", _metrics_endpoint(gateway), methods=["GET"]),
     ]
     handlers = {errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
+    app_keys = _key_cache(settings, resources)
     middleware = [
         Middleware(HeaderLimitMiddleware, render=render_error, max_bytes=settings.max_header_bytes),
-        Middleware(AuthMiddleware, authenticator=_authenticator(settings, resources), render=render_error),
+        Middleware(
+            AuthMiddleware,
+            authenticator=_authenticator(settings, resources, app_keys),
+            render=render_error,
+            dispatches=_dispatches(settings, resources, app_keys),
+        ),
     ]
     if settings.tempo_endpoint:  # off, no request pays for tracing, not even a check
         middleware.insert(0, Middleware(TracingMiddleware, tracing=partial(_tracing, resources)))
@@ -191,15 +198,29 @@ def _decision_ids(settings: Settings) -> DecisionIds:
     return DecisionIds(os.urandom(32))
 
 
-def _authenticator(settings: Settings, resources: ResourceSlot) -> Authenticator | None:
+def _key_cache(settings: Settings, resources: ResourceSlot) -> AppKeyCache | None:
     if settings.auth_disabled:
+        return None
+    return AppKeyCache(lambda: resources.get().redis, fail_mode=settings.quota_fail_mode)
+
+
+def _authenticator(
+    settings: Settings, resources: ResourceSlot, keys: AppKeyCache | None
+) -> Authenticator | None:
+    if keys is None:
         return None
 
     def client() -> aioredis.Redis:
         return resources.get().redis
 
-    keys = AppKeyCache(client, fail_mode=settings.quota_fail_mode)
     return Authenticator(keys, AuthFailures(client, settings.auth_failures_per_minute))
+
+
+def _dispatches(settings: Settings, resources: ResourceSlot, keys: AppKeyCache | None) -> DispatchCheck:
+    """Job dispatches from the scheduler, when this proxy has the dispatcher's token."""
+    if settings.dispatcher_token is None:
+        return no_dispatches
+    return JobDispatches(settings.dispatcher_token.get_secret_value(), resources, lambda: keys)
 
 
 def run_proxy(settings: Settings) -> None:

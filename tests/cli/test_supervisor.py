@@ -139,6 +139,13 @@ def test_each_part_holds_only_the_environment_its_table_allows(tmp_path: Path) -
     decision_key = (stack.var_dir / "decision-key").read_text().strip()
     assert env["proxy"]["DECISION_KEY"] == decision_key
     assert _holding(env["engine"], [decision_key]) == _holding(env["sim"], [decision_key]) == []
+    # The dispatcher's token `symphony up` made: the scheduler's, which sends jobs, and the proxy's, which
+    # checks it; the scheduler holds no other secret.
+    dispatcher_token = (stack.var_dir / "dispatcher-token").read_text().strip()
+    assert env["proxy"]["DISPATCHER_TOKEN"] == env["scheduler"]["DISPATCHER_TOKEN"] == dispatcher_token
+    assert _holding(env["engine"], [dispatcher_token]) == _holding(env["sim"], [dispatcher_token]) == []
+    others = [*provider_secrets, *control_secrets, decision_key, *UNRELATED.values()]
+    assert _holding(env["scheduler"], others) == []
 
 
 def _holding(environ: dict[str, str], secrets: list[str]) -> list[str]:

@@ -115,7 +115,7 @@ BAD_INPUT = [
     (spec(request={"messages": [{"role": "robot", "content": "hi"}]}), "request.messages.0.role"),
     (spec(request={**REQUEST, "stream": True}), "request.stream"),
     (spec(request={**REQUEST, "model": "gpt-99"}), "request.model"),
-    (spec(request={**REQUEST, "model": "gemini-1.5-flash"}, providers=["openai"]), "request.model"),
+    (spec(request={**REQUEST, "model": "gemini-2.5-flash"}, providers=["openai"]), "request.model"),
     (spec(request="summarise"), "request"),
     (spec(deadline_ms=1_000), "deadline_ms"),
     ("past", "deadline_ms"),
