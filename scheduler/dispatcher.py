@@ -397,4 +397,5 @@ async def serve(settings: Settings) -> None:
 
 def run_dispatcher(settings: Settings) -> None:
     """Run the scheduler process until SIGTERM or SIGINT (blocking)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per job sent
     asyncio.run(serve(settings))
