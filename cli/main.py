@@ -114,6 +114,21 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scheduler_plan(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from cli.scheduler_plan import render, scheduler_plan
+
+    try:
+        rows, totals = scheduler_plan(settings, args.horizon)
+    except redis.ConnectionError as exc:
+        raise StackUnavailable(
+            f"cannot read the job queue: nothing answers at REDIS_URL={settings.redis_url} ({exc})"
+        ) from None
+    print(render(rows, totals, as_json=args.json))
+    return 0
+
+
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     from cli import report
     from symphony import engine_client
@@ -389,6 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     matrix.add_argument("--json", action="store_true", help="print rows as JSON (times in ms)")
     matrix.set_defaults(run=cmd_quotas_matrix)
+
+    from cli import scheduler_plan
+
+    plan = sub.add_parser(
+        "scheduler-plan",
+        help="the queued jobs' plan per provider and window: budget, forecast, jobs, utilisation, overflow",
+        description=(scheduler_plan.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scheduler_plan.add_arguments(plan)
+    plan.set_defaults(run=cmd_scheduler_plan)
 
     learner = sub.add_parser(
         "learner-metrics",

@@ -49,7 +49,7 @@ from scheduler.planner import plan
 from scheduler.problem import Job as PlanJob
 from scheduler.problem import Plan, Problem
 from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, Slot, slots, subscription_limit
-from symphony.catalog import Catalog, load_catalog
+from symphony.catalog import Catalog, load_catalog, resolve_policy_path
 from symphony.clock import Clock, monotonic, shared_clock
 from symphony.flags import Flags
 from symphony.jobs import Job, JobStore
@@ -368,6 +368,7 @@ async def serve(settings: Settings) -> None:
             clock,
             settings.dispatcher_token.get_secret_value(),
             defaults=Flags(settings.learner_enabled, settings.traffic_split, settings.scheduler_enabled),
+            policy=load_quota_policy(resolve_policy_path(settings.quota_policy_file)),
         )
         config = uvicorn.Config(
             _health_app(dispatcher),
