@@ -64,6 +64,7 @@ DISPATCH_HEADER = "x-symphony-dispatch"
 TICK_S = 0.2
 REPLAN_S = 5.0
 HEARTBEAT_S = 0.5
+RECOVER_S = 1.0  # how often it looks for running jobs whose dispatcher died
 CONCURRENCY = 16
 
 
@@ -202,6 +203,7 @@ class Dispatcher:
         self._due: list[Due] = []
         self._seen: tuple[int, bool] | None = None  # (queue version, enabled) of the last plan
         self._planned_at = -float("inf")
+        self._recovered_at = -float("inf")
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.last: Schedule | None = None
         self.sent = 0
@@ -239,8 +241,10 @@ class Dispatcher:
     async def tick(self) -> None:
         """One round: fail the interrupted, replan when due, send what is due now."""
         now = self._clock.now_ms()
-        for job_id in await self.store.fail_interrupted(now):
-            log.warning("job %s was running when its dispatcher died: failed as interrupted", job_id)
+        if monotonic() - self._recovered_at >= RECOVER_S:
+            self._recovered_at = monotonic()
+            for job_id in await self.store.fail_interrupted(now):
+                log.warning("job %s was running when its dispatcher died: failed as interrupted", job_id)
         flags = self._defaults.merged(cast(Mapping[Any, Any], await self._client.hgetall(FLAGS_KEY)))
         seen = (await self.store.version(), flags.scheduler_enabled)
         if seen != self._seen or monotonic() - self._planned_at >= self._replan_s:
@@ -257,9 +261,8 @@ class Dispatcher:
         self._due = made.due
         by_id = {job.id: job for job in made.jobs}
         for due in made.due:
-            job = by_id[due.job_id]
-            if due.provider and (job.planned_provider, job.planned_ms) != (due.provider, due.at_ms):
-                await self.store.mark_planned(job.id, due.provider, due.at_ms, now)
+            if due.provider and _moved(by_id[due.job_id], due, now):
+                await self.store.mark_planned(due.job_id, due.provider, due.at_ms, now)
 
     def _send_due(self, now: int) -> None:
         waiting = []
@@ -307,6 +310,14 @@ class Dispatcher:
             await self.store.finish(job, self.owner, now, status=200, result=answer.json())
         else:
             await self.store.finish(job, self.owner, now, status=answer.status_code, error=_message(answer))
+
+
+def _moved(job: Job, due: Due, now: int) -> bool:
+    """Whether the plan changed for ``job``: another provider, or another time (a job already due stays
+    planned at the time it first became due, however many rounds it waits for a free dispatch)."""
+    if job.planned_provider != due.provider or job.planned_ms is None:
+        return True
+    return not (job.planned_ms <= now and due.at_ms <= now) and job.planned_ms != due.at_ms
 
 
 def _message(answer: httpx.Response) -> str:

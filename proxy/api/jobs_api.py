@@ -14,7 +14,7 @@ The answer is 201 with the job (``Job.public``); ``GET`` gives its state and, wh
 queued or planned (200 with the job; 409 once it runs or has ended). Only the app that created
 a job sees it: another app's id, a malformed id and an unknown one are the same 404. Bad input
 is a 400 naming the field (``request.messages.0.role``, ``deadline_ms``, ``providers.1``...);
-a job its app key may not run (no model of it allowed) is a 403.
+a job its app key may not run (no model of it allowed) is a 403; a 503 when Redis does not answer.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ from proxy import errors
 from proxy.api.openai_api import JSON
 from proxy.edge.auth import Caller, caller_of
 from proxy.edge.body import parse_object, read_limited, validate
+from proxy.edge.job_dispatch import jobs_unavailable
 from proxy.resources import ResourceSlot
 from proxy.schemas import ChatCompletionRequest, ClosedModel
 from symphony.catalog import Catalog
 from symphony.jobs import Job, JobStore, new_job_id, well_formed
+from symphony.redis_server import REDIS_ERRORS
 
 JOB_MAX_BYTES = 1 << 20
 MAX_JOB_TOKENS = 2_000_000
@@ -93,7 +95,10 @@ class JobsApi:
             created_ms=now,
             updated_ms=now,
         )
-        await self._store().create(job)
+        try:
+            await self._store().create(job)
+        except REDIS_ERRORS:
+            raise jobs_unavailable() from None
         return Response(orjson.dumps(job.public()), status_code=201, media_type=JSON)
 
     async def get(self, request: Request) -> Response:
@@ -105,7 +110,10 @@ class JobsApi:
         caller = caller_of(request)
         if not well_formed(job_id):
             raise _not_found(job_id)
-        outcome = await self._store().cancel(job_id, caller.app, self._resources.get().clock.now_ms())
+        try:
+            outcome = await self._store().cancel(job_id, caller.app, self._resources.get().clock.now_ms())
+        except REDIS_ERRORS:
+            raise jobs_unavailable() from None
         if outcome == "missing":
             raise _not_found(job_id)
         if outcome != "cancelled":
@@ -119,7 +127,10 @@ class JobsApi:
 
     async def _own(self, request: Request) -> Job:
         job_id = request.path_params["job_id"]
-        job = await self._store().get(job_id) if well_formed(job_id) else None
+        try:
+            job = await self._store().get(job_id) if well_formed(job_id) else None
+        except REDIS_ERRORS:
+            raise jobs_unavailable() from None
         if job is None or job.app != caller_of(request).app:
             raise _not_found(job_id)
         return job

@@ -13,7 +13,7 @@ and it runs only on the providers the dispatch allows (``proxy.api.openai_api``)
 
 Refusals: 401 for a missing or wrong token or a job whose key is gone or revoked, 403 for any
 path but chat completions, 409 when the job is not admitted (not running, another claim's
-nonce, already admitted).
+nonce, already admitted), 503 when Redis does not answer.
 """
 
 from __future__ import annotations
@@ -29,9 +29,21 @@ from proxy.edge.key_cache import AppKeyCache
 from proxy.resources import ResourceSlot
 from symphony.app_keys import AppKey
 from symphony.jobs import Job, JobStore
+from symphony.redis_server import REDIS_ERRORS
 
 DISPATCH_HEADER = "x-symphony-dispatch"
 DISPATCH_PATH = "/v1/chat/completions"
+
+
+def jobs_unavailable() -> errors.ApiError:
+    """Redis, where jobs live, does not answer."""
+    return errors.ApiError(
+        503,
+        "Jobs cannot be read or written right now; retry shortly.",
+        type_="api_error",
+        code="jobs_unavailable",
+        headers=errors.retry_after_header(1),
+    )
 
 
 def _refused(message: str) -> errors.ApiError:
@@ -55,9 +67,12 @@ class JobDispatches:
             )
         job_id = headers.get(JOB_HEADER, "")
         resources = self._resources.get()
-        admitted = await JobStore(resources.redis).admit(
-            job_id, headers.get(DISPATCH_HEADER, ""), resources.clock.now_ms()
-        )
+        try:
+            admitted = await JobStore(resources.redis).admit(
+                job_id, headers.get(DISPATCH_HEADER, ""), resources.clock.now_ms()
+            )
+        except REDIS_ERRORS:
+            raise jobs_unavailable() from None
         if not isinstance(admitted, Job):
             raise errors.ApiError(
                 409,

@@ -116,7 +116,16 @@ def test_the_plan_per_window_from_the_queue_in_redis(
 def test_with_the_scheduler_off_every_job_is_overflow_sent_at_once(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    redis_client.hset("symphony:flags", "scheduler_enabled", "false")
+    env = {**os.environ, "REDIS_URL": redis_server.url}
+    flags = subprocess.run(
+        [sys.executable, "-m", "cli", "flags", "--scheduler", "off", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert flags.returncode == 0 and json.loads(flags.stdout)["scheduler_enabled"] is False, flags.stderr
+    assert redis_client.hget("symphony:flags", "scheduler_enabled") == b"false"
     queue(redis_server, [Job("job_a", "app", REQUEST, 2**41, 2_000, ("openai",))])
     shown = json.loads(plan(redis_server, "--json").stdout)
     assert shown["scheduler_enabled"] is False and shown["windows"] == []

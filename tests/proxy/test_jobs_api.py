@@ -167,3 +167,11 @@ def test_a_key_that_may_use_none_of_the_jobs_models_is_a_403(stack: ProxyStack) 
 def test_no_key_is_a_401(stack: ProxyStack) -> None:
     answer = httpx.post(f"{stack.base_url}/jobs", json=spec(), timeout=30)
     assert answer.status_code == 401
+
+
+def test_jobs_are_a_503_while_redis_does_not_answer(stack: ProxyStack, redis_server: RedisServer) -> None:
+    job_id = create(stack, spec()).json()["id"]  # the key is read (and kept, QUOTA_FAIL_MODE=open)
+    redis_server.stop()
+    for answer in (create(stack, spec()), get(stack, job_id), cancel(stack, job_id)):
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "jobs_unavailable" and answer.headers["retry-after"] == "1"
