@@ -18,8 +18,10 @@ claimed (``JobStore.claim``: queued or planned -> running, atomically, only whil
 dispatcher's heartbeat lives), then posted to the proxy's ``/v1/chat/completions`` with the
 dispatcher's token and the claim (``proxy.edge.job_dispatch``), so it gets the routing,
 quotas, events and traces of interactive traffic as the job's app. The answer ends the job:
-``done`` with the chat.completion, else ``failed`` with the proxy's error (a refused or failed
-job is not retried: it might have run). At most once: a job found ``running`` whose
+``done`` with the chat.completion, else ``failed`` with the proxy's error (a job the proxy
+admitted is not retried: it might have run). A dispatch the proxy never admitted (it could not
+be reached, it was not ready, it refused the dispatcher's token) is released back to the queue
+and tried again ``RETRY_S`` later. At most once: a job found ``running`` whose
 dispatcher stopped beating (it crashed) is failed as ``interrupted`` and never sent again.
 """
 
@@ -65,6 +67,7 @@ TICK_S = 0.2
 REPLAN_S = 5.0
 HEARTBEAT_S = 0.5
 RECOVER_S = 1.0  # how often it looks for running jobs whose dispatcher died
+RETRY_S = 5.0  # real seconds before a job whose dispatch was not admitted is tried again
 CONCURRENCY = 16
 
 
@@ -205,6 +208,7 @@ class Dispatcher:
         self._planned_at = -float("inf")
         self._recovered_at = -float("inf")
         self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self._held: dict[str, float] = {}  # job id -> when (monotonic) it may be tried again
         self.last: Schedule | None = None
         self.sent = 0
 
@@ -254,6 +258,7 @@ class Dispatcher:
 
     async def replan(self, now: int, enabled: bool) -> None:
         self._planned_at = monotonic()
+        self._held = {job_id: until for job_id, until in self._held.items() if until > self._planned_at}
         made = await plan_queue(
             self._client, now, catalog=self._catalog, policy=self._policy, enabled=enabled
         )
@@ -267,7 +272,8 @@ class Dispatcher:
     def _send_due(self, now: int) -> None:
         waiting = []
         for due in self._due:
-            if due.at_ms <= now and len(self.in_flight) < self._concurrency:
+            held = self._held.get(due.job_id, 0.0) > monotonic()
+            if due.at_ms <= now and len(self.in_flight) < self._concurrency and not held:
                 if due.job_id not in self.in_flight:
                     self.in_flight[due.job_id] = asyncio.create_task(self._send(due))
             else:
@@ -291,25 +297,25 @@ class Dispatcher:
             return  # cancelled, or claimed by another dispatcher, since the plan
         self.sent += 1
         headers = {"authorization": f"Bearer {self._token}", JOB_HEADER: job.id, DISPATCH_HEADER: nonce}
+        headers["content-type"] = "application/json"
         try:
             answer = await self._http.post(
-                "/v1/chat/completions",
-                content=orjson.dumps(job.request),
-                headers={
-                    **headers,
-                    "content-type": "application/json",
-                },
+                "/v1/chat/completions", content=orjson.dumps(job.request), headers=headers
             )
         except httpx.HTTPError as exc:
-            await self.store.finish(
-                job, self.owner, self._clock.now_ms(), status=None, error=f"dispatch: {exc!r}"
-            )
-            return
-        now = self._clock.now_ms()
-        if answer.status_code == 200:
-            await self.store.finish(job, self.owner, now, status=200, result=answer.json())
+            status, error = None, f"dispatch: {exc!r}"
         else:
-            await self.store.finish(job, self.owner, now, status=answer.status_code, error=_message(answer))
+            if answer.status_code == 200:
+                await self.store.finish(
+                    job, self.owner, self._clock.now_ms(), status=200, result=answer.json()
+                )
+                return
+            status, error = answer.status_code, _message(answer)
+        if await self.store.release(job.id, self.owner, self._clock.now_ms()):
+            self._held[job.id] = monotonic() + RETRY_S
+            log.warning("job %s was not admitted by the proxy (%s: %s); queued again", job.id, status, error)
+            return
+        await self.store.finish(job, self.owner, self._clock.now_ms(), status=status, error=error)
 
 
 def _moved(job: Job, due: Due, now: int) -> bool:

@@ -16,7 +16,10 @@ proxy *admits* the dispatch once: the nonce must match and no dispatch may have 
 admitted before, so even a dispatcher that sent twice would reach a provider once. A job
 found ``running`` whose dispatcher no longer beats (its heartbeat key expired: it crashed)
 is never sent again: ``fail_interrupted`` fails it with the error ``interrupted``, because
-nobody can tell whether the provider ran it. A job that ends (done, failed, cancelled) is
+nobody can tell whether the provider ran it. Only a dispatch the proxy never admitted (it could
+not be reached, or refused the dispatcher) may be ``release``d back to the queue, by the
+dispatcher that claimed it: the release and the admission are each one script on the same
+record, so once released the old claim can never be admitted. A job that ends (done, failed, cancelled) is
 kept for ``RETENTION_MS`` of real time, then expires.
 """
 
@@ -91,6 +94,18 @@ redis.call('HSET', KEYS[1], 'state', ARGV[3], 'finished_ms', ARGV[4], 'updated_m
 if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+# KEYS: job, queue, running. ARGV: id, owner, now.
+# A dispatch the proxy never admitted did not run: its dispatcher may put the job back in the queue.
+RELEASE_LUA = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'owner', 'admitted_ms', 'deadline_ms')
+if f[1] ~= 'running' or f[2] ~= ARGV[2] or (f[3] and f[3] ~= '') then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'owner', '', 'nonce', '', 'provider', '', 'started_ms', '',
+  'updated_ms', ARGV[3])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[2], f[4], ARGV[1])
 return 1
 """
 
@@ -246,6 +261,7 @@ class JobStore:
         self._admit = client.register_script(ADMIT_LUA)
         self._finish = client.register_script(FINISH_LUA)
         self._interrupt = client.register_script(INTERRUPT_LUA)
+        self._release = client.register_script(RELEASE_LUA)
         self._cancel = client.register_script(CANCEL_LUA)
 
     async def create(self, job: Job) -> None:
@@ -320,6 +336,11 @@ class JobStore:
         keys = [job_key(job.id), JOBS_RUNNING]
         args: list[str | int] = [job.id, owner, state, now_ms, RETENTION_MS, *_flat(fields)]
         return bool(await self._finish(keys=keys, args=args))
+
+    async def release(self, job_id: str, owner: str, now_ms: int) -> bool:
+        """Put a job this dispatcher claimed back in the queue, if the proxy never admitted its dispatch."""
+        keys = [job_key(job_id), JOBS_QUEUE, JOBS_RUNNING]
+        return bool(await self._release(keys=keys, args=[job_id, owner, now_ms]))
 
     async def fail_interrupted(self, now_ms: int) -> list[str]:
         """Fail every running job whose dispatcher is dead (``interrupted``); their ids."""

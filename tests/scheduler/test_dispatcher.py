@@ -24,7 +24,7 @@ from symphony.flags import Flags
 from symphony.jobs import Job, JobStore
 from symphony.keys import FLAGS_KEY
 from symphony.quotas import load_quota_policy
-from symphony.redis_server import RedisServer
+from symphony.redis_server import RedisServer, free_port
 from tests.proxy_stack import ProxyStack, bearer
 
 H = 3_600_000
@@ -193,3 +193,34 @@ def test_scheduler_off_sends_at_once_live_and_keeps_the_queue(
     # the baseline: at once, into the window open now (it had 500 tokens left), not at OpenAI's next window
     assert found.started_ms < min(found.created_ms + LATE, NEXT_OPENAI)
     client.close()
+
+
+def test_a_dispatch_the_proxy_never_admitted_goes_back_to_the_queue(
+    stack: ProxyStack, clock: Clock, redis_server: RedisServer
+) -> None:
+    """The proxy unreachable, or refusing the dispatcher's token: the job was not run, so it waits again."""
+    job_id = create(stack, NEXT_OPENAI + 2 * H, providers=["gemini"])
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    async def main(base_url: str, token: str) -> Job | None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+            dispatcher = Dispatcher(client, http, clock, token, defaults=Flags(True, 0.05))
+            stop = asyncio.Event()
+            running = asyncio.create_task(dispatcher.run(stop))
+            await asyncio.sleep(1.5)
+            stop.set()
+            await running
+            assert dispatcher.sent >= 1
+            found = await JobStore(client).get(job_id)
+        await client.aclose()
+        return found
+
+    for base_url, token in ((dead, "any-token-any-token"), (stack.url, "not-the-dispatcher-token")):
+        found = asyncio.run(main(base_url, token))
+        assert found is not None, base_url
+        assert found.state in ("queued", "planned") and (found.owner, found.admitted_ms) == ("", None), found
+    assert stack.sim_app.total() == 0
+    # With the right token it then runs, once.
+    [done] = run_dispatcher(stack, clock, [job_id], timeout_s=30).values()
+    assert done.state == "done" and stack.sim_app.total() == 1

@@ -152,3 +152,27 @@ def test_only_its_app_cancels_a_job_and_only_while_it_waits(redis_server: RedisS
         assert await store.claim(created.id, "d1", "", T0) is None
 
     run(redis_server, scenario)
+
+
+def test_a_dispatch_never_admitted_is_released_and_its_old_claim_never_admitted(
+    redis_server: RedisServer,
+) -> None:
+    async def scenario(store: JobStore, client: aioredis.Redis) -> None:
+        created = job()
+        await store.create(created)
+        await store.heartbeat("d1")
+        first = await store.claim(created.id, "d1", "openai", T0)
+        assert first is not None
+        assert not await store.release(created.id, "d2", T0 + 1)  # only its claimer releases it
+        assert await store.release(created.id, "d1", T0 + 1)
+        released = await store.get(created.id)
+        assert released is not None and (released.state, released.owner, released.nonce) == ("queued", "", "")
+        assert [j.id for j in await store.waiting()] == [created.id] and await store.running() == []
+        assert await store.admit(created.id, first, T0 + 2) == "state"  # the old claim, arriving late
+        second = await store.claim(created.id, "d1", "gemini", T0 + 3)
+        assert second is not None and second != first
+        assert await store.admit(created.id, first, T0 + 4) == "nonce"
+        assert isinstance(await store.admit(created.id, second, T0 + 5), Job)
+        assert not await store.release(created.id, "d1", T0 + 6)  # admitted: it may have run
+
+    run(redis_server, scenario)
