@@ -247,7 +247,7 @@ class Dispatcher:
         now = self._clock.now_ms()
         if monotonic() - self._recovered_at >= RECOVER_S:
             self._recovered_at = monotonic()
-            for job_id in await self.store.fail_interrupted(now):
+            for job_id in await self.store.fail_interrupted(now, alive=self.owner):
                 log.warning("job %s was running when its dispatcher died: failed as interrupted", job_id)
         flags = self._defaults.merged(cast(Mapping[Any, Any], await self._client.hgetall(FLAGS_KEY)))
         seen = (await self.store.version(), flags.scheduler_enabled)

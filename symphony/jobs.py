@@ -342,11 +342,16 @@ class JobStore:
         keys = [job_key(job_id), JOBS_QUEUE, JOBS_RUNNING]
         return bool(await self._release(keys=keys, args=[job_id, owner, now_ms]))
 
-    async def fail_interrupted(self, now_ms: int) -> list[str]:
-        """Fail every running job whose dispatcher is dead (``interrupted``); their ids."""
+    async def fail_interrupted(self, now_ms: int, alive: str = "") -> list[str]:
+        """Fail every running job whose dispatcher is dead (``interrupted``); their ids.
+
+        ``alive`` is the caller's own owner id: its jobs are spared even if its heartbeat lapsed (a
+        long pause of its process), since it knows they are in flight and will finish them."""
         failed = []
         for job_id in await self.running():
             owner = _text(await self._client.hget(job_key(job_id), "owner") or b"")
+            if alive and owner == alive:
+                continue
             keys = [job_key(job_id), JOBS_RUNNING, dispatcher_heartbeat_key(owner)]
             if await self._interrupt(keys=keys, args=[job_id, now_ms, RETENTION_MS]):
                 failed.append(job_id)

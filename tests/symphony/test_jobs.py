@@ -126,6 +126,7 @@ def test_a_running_job_of_a_dead_dispatcher_is_failed_as_interrupted_never_resen
         assert await store.claim(orphan.id, "crashed", "", T0) is not None
         assert await store.claim(alive.id, "alive", "", T0) is not None
         await asyncio.sleep(0.1)  # the crashed dispatcher's heartbeat expires
+        assert await store.fail_interrupted(T0 + 9, alive="crashed") == []  # its own jobs, to a live claimer
         assert await store.fail_interrupted(T0 + 10) == [orphan.id]
         failed = await store.get(orphan.id)
         assert failed is not None and (failed.state, failed.error) == ("failed", INTERRUPTED)
