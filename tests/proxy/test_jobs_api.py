@@ -175,3 +175,14 @@ def test_jobs_are_a_503_while_redis_does_not_answer(stack: ProxyStack, redis_ser
     for answer in (create(stack, spec()), get(stack, job_id), cancel(stack, job_id)):
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"]["code"] == "jobs_unavailable" and answer.headers["retry-after"] == "1"
+
+
+def test_a_job_survives_restarts_of_the_proxy_and_of_redis(persistent_redis: RedisServer) -> None:
+    with ProxyStack(persistent_redis) as first:
+        job = create(first, spec()).json()
+    persistent_redis.stop()
+    persistent_redis.start()
+    with ProxyStack(persistent_redis) as second:  # another proxy, another key of the same app
+        read = get(second, job["id"])
+        assert read.status_code == 200, read.text
+        assert read.json() == job
