@@ -155,6 +155,7 @@ class Job:
     providers: tuple[str, ...] = ()
     models: tuple[str, ...] = ()  # catalog arms, "provider/model"
     key_prefix: str = ""  # the app key it was created with ("" when auth is off)
+    task: str = "chat"  # the task its request is routed and learned as (``x-symphony-task``)
     state: JobState = "queued"
     created_ms: int = 0
     updated_ms: int = 0
@@ -202,6 +203,7 @@ class Job:
             providers=tuple(p for p in text.get("providers", "").split(",") if p),
             models=tuple(m for m in text.get("models", "").split(",") if m),
             key_prefix=text.get("key_prefix", ""),
+            task=text.get("task") or "chat",
             state=cast(JobState, text["state"]),
             created_ms=int(text.get("created_ms") or 0),
             updated_ms=int(text.get("updated_ms") or 0),
@@ -226,6 +228,7 @@ class Job:
             "state": self.state,
             "deadline_ms": self.deadline_ms,
             "tokens": self.tokens,
+            "task": self.task,
             "providers": list(self.providers),
             "models": list(self.models),
             "created_ms": self.created_ms,

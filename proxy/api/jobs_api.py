@@ -7,7 +7,8 @@ records and their states). The body of ``POST``::
     {"request": {...an OpenAI chat-completions body, not streamed...},
      "deadline_ms": <event time, UTC ms, in the future, within 30 days>,
      "tokens": <estimated tokens in all, 1 to 2,000,000>,
-     "providers": ["openai", ...] | "models": ["openai/gpt-4o-mini", ...]}   (optional, not both)
+     "providers": ["openai", ...] | "models": ["openai/gpt-4o-mini", ...],   (optional, not both)
+     "task": "summaries"}   (optional: the task it is routed and learned as, like x-symphony-task; "chat")
 
 The answer is 201 with the job (``Job.public``); ``GET`` gives its state and, when done,
 ``result`` (the chat.completion), when failed, ``error``. ``DELETE`` cancels a job that is
@@ -49,6 +50,7 @@ class JobSpec(ClosedModel):
     tokens: int = Field(gt=0, le=MAX_JOB_TOKENS)
     providers: list[str] | None = Field(default=None, min_length=1)
     models: list[str] | None = Field(default=None, min_length=1)
+    task: str = Field(default="chat", min_length=1, max_length=64)
 
 
 def _bad(param: str, message: str, code: str = "invalid_value") -> errors.ApiError:
@@ -92,6 +94,7 @@ class JobsApi:
             providers=providers,
             models=models,
             key_prefix=caller.key.prefix if caller.key is not None else "",
+            task=spec.task,
             created_ms=now,
             updated_ms=now,
         )

@@ -90,7 +90,7 @@ class OpenAIApi:
             body=data,
             app=caller.app,
             key=key,
-            task=task_of(request),
+            task=caller.job.task if caller.job is not None else task_of(request),
             stream=chat.stream,
             include_usage=chat.include_usage,
             pin=pin,

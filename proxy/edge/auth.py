@@ -54,6 +54,7 @@ class JobGrant:
     request: dict[str, Any]
     providers: frozenset[str] | None  # None: any provider its key allows
     models: tuple[str, ...]  # "provider/model"; empty: any
+    task: str = "chat"
 
 
 @dataclass(frozen=True, slots=True)

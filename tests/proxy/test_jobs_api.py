@@ -133,6 +133,7 @@ BAD_INPUT = [
     (spec(models=["openai/claude-3-5-haiku-latest"]), "models.0"),
     (spec(providers=["openai"], models=["gpt-4o-mini"]), "models"),
     (spec(deadline=123), "deadline"),
+    (spec(task=""), "task"),
 ]
 
 
