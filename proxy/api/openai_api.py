@@ -84,8 +84,10 @@ class OpenAIApi:
         pin = pin_for_model(self._gateway.catalog, chat.model)
         caller = caller_of(request)
         constraints, key = NO_CONSTRAINTS, caller.key
+        overrides = {"model": chat.model} if pin is not None else {}
         if caller.job is not None:
             constraints, key = _job_limits(caller, caller.job, data)
+            overrides["job"] = caller.job.id  # the decision says which job it served
         routed = RoutedRequest(
             body=data,
             app=caller.app,
@@ -95,7 +97,7 @@ class OpenAIApi:
             include_usage=chat.include_usage,
             pin=pin,
             constraints=constraints,
-            overrides={"model": chat.model} if pin is not None else {},
+            overrides=overrides,
         )
         return await self._gateway.execute(routed, OPENAI_FORMAT)
 

@@ -74,6 +74,7 @@ def test_a_claimed_job_is_served_once_as_its_app_on_its_claimed_provider(stack: 
     [decision] = stack.events().decisions
     assert (decision.app, decision.task, decision.provider) == ("tests", "summaries", "gemini")
     assert all(arm.startswith("gemini/") for arm in decision.candidates)
+    assert decision.overrides == {"job": job_id}
     assert sum(count for (provider, _), count in stack.sim_app.answers.items()) == 1
 
 
