@@ -283,8 +283,12 @@ class Dispatcher:
     async def _send(self, due: Due) -> None:
         try:
             await self._dispatch(due)
-        except Exception:
+        except Exception as exc:
             log.exception("dispatching job %s failed", due.job_id)
+            with contextlib.suppress(Exception):  # best effort: else it waits for this process to end
+                job = await self.store.get(due.job_id)
+                if job is not None and job.state == "running" and job.owner == self.owner:
+                    await self._give_back(job, None, f"dispatcher error: {exc!r}")
         finally:
             self.in_flight.pop(due.job_id, None)
 
@@ -311,6 +315,10 @@ class Dispatcher:
                 )
                 return
             status, error = answer.status_code, _message(answer)
+        await self._give_back(job, status, error)
+
+    async def _give_back(self, job: Job, status: int | None, error: str) -> None:
+        """A dispatch that did not succeed: back in the queue if the proxy never admitted it, else failed."""
         if await self.store.release(job.id, self.owner, self._clock.now_ms()):
             self._held[job.id] = monotonic() + RETRY_S
             log.warning("job %s was not admitted by the proxy (%s: %s); queued again", job.id, status, error)
