@@ -49,6 +49,10 @@ check:
 quotas-matrix *args:
     symphony quotas-matrix "$@"
 
+# The plan of the queued jobs per provider and window: `just scheduler-plan --horizon 12h --dry-run [--json]`
+scheduler-plan *args:
+    symphony scheduler-plan "$@"
+
 # Off-policy evaluation of the challenger per 24h window and task (IPS, SNIPS, DR), and the promotion verdict
 learner-metrics *args:
     symphony learner-metrics "$@"

@@ -8,6 +8,8 @@ secret (``SETTINGS``). Secrets go only where they are used:
   proxy, which calls the providers (``proxy.app`` reads them);
 - ``DECISION_KEY``, which signs decision ids: the proxy, which issues them and
   verifies them on feedback;
+- ``DISPATCHER_TOKEN``, with which the scheduler sends jobs through the proxy as their apps:
+  the scheduler, which sends them, and the proxy, which checks it;
 - the control-plane tokens (``ADMIN_TOKEN``, ``ANALYST_TOKEN``) and the alert
   destinations: the engine, which serves the control-plane API and sends alerts.
 
@@ -46,6 +48,7 @@ def _secret_settings() -> frozenset[str]:
 
 
 PROXY_SECRETS = Variables(frozenset({"DECISION_KEY"}))
+DISPATCH_SECRETS = Variables(frozenset({"DISPATCHER_TOKEN"}))
 
 
 def _provider_keys() -> frozenset[str]:
@@ -60,13 +63,14 @@ SYSTEM = Variables(
     ),
     prefixes=("LC_", "PYTHON"),
 )
-CONTROL_PLANE_TOKENS = Variables(_secret_settings() - PROXY_SECRETS.names)
+CONTROL_PLANE_TOKENS = Variables(_secret_settings() - PROXY_SECRETS.names - DISPATCH_SECRETS.names)
 ALERT_DESTINATIONS = Variables(frozenset({"SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"}))
 PROVIDER_KEYS = Variables(_provider_keys())
 SETTINGS = Variables(
     frozenset(name.upper() for name in Settings.model_fields)
     - CONTROL_PLANE_TOKENS.names
     - PROXY_SECRETS.names
+    - DISPATCH_SECRETS.names
     - ALERT_DESTINATIONS.names
 )
 
@@ -74,7 +78,8 @@ SETTINGS = Variables(
 MAY_RECEIVE: dict[str, tuple[Variables, ...]] = {
     "sim": (SYSTEM, SETTINGS),
     "engine": (SYSTEM, SETTINGS, CONTROL_PLANE_TOKENS, ALERT_DESTINATIONS),
-    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS, PROXY_SECRETS),
+    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS, PROXY_SECRETS, DISPATCH_SECRETS),
+    "scheduler": (SYSTEM, SETTINGS, DISPATCH_SECRETS),
 }
 
 

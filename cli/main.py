@@ -106,6 +106,29 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler.dispatcher import run_dispatcher
+
+    _log_to_stderr()
+    run_dispatcher(settings)
+    return 0
+
+
+def cmd_scheduler_plan(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from cli.scheduler_plan import render, scheduler_plan
+
+    try:
+        rows, totals = scheduler_plan(settings, args.horizon)
+    except redis.ConnectionError as exc:
+        raise StackUnavailable(
+            f"cannot read the job queue: nothing answers at REDIS_URL={settings.redis_url} ({exc})"
+        ) from None
+    print(render(rows, totals, as_json=args.json))
+    return 0
+
+
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     from cli import report
     from symphony import engine_client
@@ -231,10 +254,11 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     wanted = (
         ("learner_enabled", _on_off(args.learner)),
         ("traffic_split", args.traffic_split),
+        ("scheduler_enabled", _on_off(args.scheduler)),
         ("challenger_frozen", _on_off(args.freeze)),
     )
     changes = {name: value for name, value in wanted if value is not None}
-    defaults = Flags(settings.learner_enabled, settings.traffic_split)
+    defaults = Flags(settings.learner_enabled, settings.traffic_split, settings.scheduler_enabled)
     try:
         for name, value in changes.items():
             defaults.with_value(name, value)  # refuse a bad value before anything is written
@@ -254,6 +278,7 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     source = f"live: {', '.join(overridden)}" if overridden else "from the environment"
     print(
         f"learner_enabled={str(live.learner_enabled).lower()} traffic_split={live.traffic_split:g} "
+        f"scheduler_enabled={str(live.scheduler_enabled).lower()} "
         f"challenger_frozen={str(live.challenger_frozen).lower()} "
         f"(challenger share {live.challenger_share:g}; {source})"
     )
@@ -325,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sim", help="run the provider simulator").set_defaults(run=cmd_sim)
     sub.add_parser("proxy", help="run the proxy (data plane)").set_defaults(run=cmd_proxy)
+    sub.add_parser(
+        "scheduler",
+        help="run the scheduler: plan queued jobs into usage windows and send them through the proxy",
+    ).set_defaults(run=cmd_scheduler)
     engine = sub.add_parser("engine", help="run the control plane: dataflows into ClickHouse, query API")
     engine.add_argument("-w", "--workers", type=_positive_int, default=1, help="dataflow workers (default 1)")
     engine.add_argument(
@@ -378,6 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--json", action="store_true", help="print rows as JSON (times in ms)")
     matrix.set_defaults(run=cmd_quotas_matrix)
 
+    from cli import scheduler_plan
+
+    plan = sub.add_parser(
+        "scheduler-plan",
+        help="the queued jobs' plan per provider and window: budget, forecast, jobs, utilisation, overflow",
+        description=(scheduler_plan.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scheduler_plan.add_arguments(plan)
+    plan.set_defaults(run=cmd_scheduler_plan)
+
     learner = sub.add_parser(
         "learner-metrics",
         help="off-policy evaluation of the challenger (IPS, SNIPS, DR) per 24h window and task; promotion",
@@ -430,15 +470,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     flags = sub.add_parser(
         "flags",
-        help="live rollback: show or set learner_enabled and traffic_split on every replica and the engine",
+        help="live rollback: show or set learner_enabled, traffic_split and scheduler_enabled",
         description=(
             "Without options, print the live flags. --learner off serves the champion alone and stops the "
-            "learner publishing; --traffic-split 0 serves the champion alone. Every proxy replica and the "
-            "engine read the flags every second; --reset returns to the environment's values."
+            "learner publishing; --traffic-split 0 serves the champion alone; --scheduler off sends queued "
+            "jobs at once (the baseline). Every proxy replica, the engine and the scheduler read the flags "
+            "every second; --reset returns to the environment's values."
         ),
     )
     flags.add_argument("--learner", choices=("on", "off"), help="turn the learner on or off")
     flags.add_argument("--traffic-split", metavar="SHARE", help="the challenger's share of requests, 0 to 1")
+    flags.add_argument(
+        "--scheduler", choices=("on", "off"), help="plan jobs into windows (on) or send them at once (off)"
+    )
     flags.add_argument(
         "--freeze",
         choices=("on", "off"),
