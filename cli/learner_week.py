@@ -99,7 +99,7 @@ class WeekRun:
     traffic: load.LoadReport
     report: dict[str, Any]  # the learner's, as `symphony learner-metrics --json` prints it
     plan: Plan | None
-    blocked: str  # why there is no plan
+    blocked: str  # why there is no plan, or why --promote committed nothing
     timings_s: dict[str, float]
     promotion: Result | None = None
 
@@ -253,7 +253,7 @@ def render(week: WeekRun) -> str:
         report.render(metrics_table.COLUMNS, metrics_table.rows(week.report), as_json=False),
         metrics_table.verdict_line(week.report),
     ]
-    if week.plan is None:
+    if week.plan is None or week.blocked:
         parts.append(f"no promotion: {week.blocked}")
     else:
         dry_run = week.promotion is None
@@ -344,7 +344,10 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     week = run_week(config, fixed, var_dir=args.var_dir, args=args, say=say)
     if week.plan is not None and args.promote:
-        week.promotion = promote(week.plan)
+        try:
+            week.promotion = promote(week.plan)
+        except PromotionError as exc:  # not a candidate: the run is still printed and kept
+            week.blocked = str(exc)
     _keep(week)
     print(json.dumps(week.to_dict(), indent=2) if args.json else render(week), flush=True)
     return 0 if week.report["promotion"]["candidate"] else 1
