@@ -195,6 +195,8 @@ class Settings(BaseSettings):
         "dispatcher_token",
         "admin_token",
         "analyst_token",
+        "slack_webhook_url",
+        "pagerduty_routing_key",
         mode="before",
     )
     @classmethod

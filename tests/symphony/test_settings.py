@@ -59,3 +59,13 @@ def test_invalid_setting_stops_up_before_any_process_starts(tmp_path: Path) -> N
     assert "a number from 0 to 1" in result.stderr
     assert processes_of(stack.var_dir) == []
     assert not (stack.var_dir / "logs").exists()
+
+
+def test_an_empty_alert_destination_is_no_destination(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sinks.alerts import alert_destinations
+
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "")
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "")
+    settings = load_settings()
+    assert settings.slack_webhook_url is None and settings.pagerduty_routing_key is None
+    assert alert_destinations(settings) == []
