@@ -9,7 +9,9 @@ secret (``SETTINGS``). Secrets go only where they are used:
 - ``DECISION_KEY``, which signs decision ids: the proxy, which issues them and
   verifies them on feedback;
 - the control-plane tokens (``ADMIN_TOKEN``, ``ANALYST_TOKEN``) and the alert
-  destinations: the engine, which serves the control-plane API and sends alerts.
+  destinations: the engine, which serves the control-plane API and sends alerts;
+- ``SPANS_TOKEN``, which may only post spans to the control plane: the proxy, which
+  sends them, and the engine, which checks it.
 
 The simulator gets no secret: it takes whatever key a request carries. Anything
 else in the parent's environment (another tool's token, say) reaches no part.
@@ -46,6 +48,8 @@ def _secret_settings() -> frozenset[str]:
 
 
 PROXY_SECRETS = Variables(frozenset({"DECISION_KEY"}))
+# Shared by the two ends of one channel: the proxy posts spans with it, the engine checks it.
+SPAN_WRITER = Variables(frozenset({"SPANS_TOKEN"}))
 
 
 def _provider_keys() -> frozenset[str]:
@@ -60,21 +64,22 @@ SYSTEM = Variables(
     ),
     prefixes=("LC_", "PYTHON"),
 )
-CONTROL_PLANE_TOKENS = Variables(_secret_settings() - PROXY_SECRETS.names)
+CONTROL_PLANE_TOKENS = Variables(_secret_settings() - PROXY_SECRETS.names - SPAN_WRITER.names)
 ALERT_DESTINATIONS = Variables(frozenset({"SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"}))
 PROVIDER_KEYS = Variables(_provider_keys())
 SETTINGS = Variables(
     frozenset(name.upper() for name in Settings.model_fields)
     - CONTROL_PLANE_TOKENS.names
     - PROXY_SECRETS.names
+    - SPAN_WRITER.names
     - ALERT_DESTINATIONS.names
 )
 
 # The table: part -> what it may receive.
 MAY_RECEIVE: dict[str, tuple[Variables, ...]] = {
     "sim": (SYSTEM, SETTINGS),
-    "engine": (SYSTEM, SETTINGS, CONTROL_PLANE_TOKENS, ALERT_DESTINATIONS),
-    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS, PROXY_SECRETS),
+    "engine": (SYSTEM, SETTINGS, CONTROL_PLANE_TOKENS, SPAN_WRITER, ALERT_DESTINATIONS),
+    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS, PROXY_SECRETS, SPAN_WRITER),
 }
 
 

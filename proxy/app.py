@@ -6,7 +6,8 @@ the decision in the answer), ``POST /v1/feedback``, ``GET /health``, ``GET /metr
 Errors are answered in the shape the caller's SDK expects: Anthropic's under
 ``/v1/messages``, OpenAI's everywhere else, unknown paths included.
 
-With ``TEMPO_ENDPOINT`` set, each routed request first gets its server span
+With tracing on (a spans token for the control plane, or ``TEMPO_ENDPOINT``; see
+``proxy.tracing``), each routed request first gets its server span
 (``proxy.tracing.TracingMiddleware``, outermost, so a refused request is traced too).
 Before any route: headers larger than ``MAX_HEADER_BYTES`` are a 431
 (``proxy.edge.header_limit``), then every path but ``/health`` and ``/metrics`` needs an
@@ -52,7 +53,7 @@ from proxy.edge.scrub import Scrubber, install_log_scrubber
 from proxy.gateway import Gateway
 from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
-from proxy.tracing import Tracing, TracingMiddleware
+from proxy.tracing import Tracing, TracingMiddleware, tracing_on
 from symphony.catalog import Catalog, load_catalog
 from symphony.settings import Settings, load_provider_keys
 
@@ -165,7 +166,7 @@ def create_app(
         Middleware(HeaderLimitMiddleware, render=render_error, max_bytes=settings.max_header_bytes),
         Middleware(AuthMiddleware, authenticator=_authenticator(settings, resources), render=render_error),
     ]
-    if settings.tempo_endpoint:  # off, no request pays for tracing, not even a check
+    if tracing_on(settings):  # off, no request pays for tracing, not even a check
         middleware.insert(0, Middleware(TracingMiddleware, tracing=partial(_tracing, resources)))
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
 

@@ -32,7 +32,7 @@ ACCEPTS: dict[str, str] = {
     "AUTH_FAILURES_PER_MINUTE": "a whole number of at least 1 (failed authentications per client address)",
     "MAX_HEADER_BYTES": "a whole number of bytes from 1024 to 1048576",
     "DECISION_KEY": "a secret of at least 16 characters, the same on every proxy replica",
-    "TEMPO_ENDPOINT": "empty (tracing off) or an http(s):// OTLP/HTTP URL, e.g. http://tempo:4318",
+    "TEMPO_ENDPOINT": "empty (no Tempo) or an http(s):// OTLP/HTTP URL, e.g. http://tempo:4318",
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
@@ -52,8 +52,8 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     # Alert destinations and the scheduler, chaos and evidence flags arrive with their
     # features: a setting that nothing reads would be a switch that does nothing.
-    # The proxy's spans go over OTLP/HTTP to this endpoint (`/v1/traces` is added unless given);
-    # empty turns tracing off (proxy.tracing).
+    # The proxy's spans also go over OTLP/HTTP to this endpoint (`/v1/traces` is added unless
+    # given), beside the control plane (spans_token below); proxy.tracing.
     tempo_endpoint: str = ""
 
     learner_enabled: bool = True
@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # read (query, metrics). `symphony up` makes both (var/admin-token, var/analyst-token) unless set.
     admin_token: SecretStr | None = None
     analyst_token: SecretStr | None = None
+    # The proxy's token for posting spans to the control plane's POST /v1/traces, and nothing else
+    # (dataflows.api_auth); the proxy exports spans to the control plane when it holds one.
+    # `symphony up` makes one (var/spans-token) unless set.
+    spans_token: SecretStr | None = None
     # The proxy's key for decision ids (proxy.decision_ids): the same on every replica, so feedback
     # on a decision is verified wherever it lands. `symphony up` makes one (var/decision-key) unless set.
     decision_key: SecretStr | None = None
@@ -161,6 +165,7 @@ class Settings(BaseSettings):
         "decision_key",
         "admin_token",
         "analyst_token",
+        "spans_token",
         mode="before",
     )
     @classmethod
@@ -196,8 +201,13 @@ class Settings(BaseSettings):
         token = setting.get_secret_value() if setting is not None else read_secret(self.token_file(role))
         return f"http://{role}:{token}@127.0.0.1:{self.engine_port}" if token else self.engine_url
 
-    def token_file(self, role: Literal["admin", "analyst"]) -> Path:
+    def token_file(self, role: Literal["admin", "analyst", "spans"]) -> Path:
         return self.var_dir / f"{role}-token"
+
+    @property
+    def engine_traces_url(self) -> str:
+        """The control plane's OTLP/HTTP traces endpoint, where the proxy's spans go."""
+        return f"{self.engine_url}/v1/traces"
 
     @property
     def decision_key_file(self) -> Path:

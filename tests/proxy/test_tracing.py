@@ -338,7 +338,7 @@ class StuckExporter(SpanExporter):
 
 def test_spans_a_full_queue_drops_are_counted_and_so_are_those_left_at_close() -> None:
     exporter = StuckExporter()
-    tracing = Tracing(exporter, max_queue=8)  # and batches of 8: a full queue wakes the exporter
+    tracing = Tracing({"stuck": exporter}, max_queue=8)  # and batches of 8: a full queue wakes the exporter
     for index in range(8):
         tracing.tracer.start_span(f"span {index}").end()
     assert exporter.entered.wait(5)  # it took those 8 and hangs
