@@ -180,7 +180,7 @@ def create_app(
         Route("/learner/metrics", learner_metrics),
     ]
     if spans is not None:
-        routes.append(Route(TRACES_PATH, TracesEndpoint(spans), methods=["POST"]))
+        routes.append(Route(TRACES_PATH, TracesEndpoint(spans).post, methods=["POST"]))
     if accept_writes:
         routes.append(Route("/insert", insert, methods=["POST"]))
     if faults is not None:

@@ -47,7 +47,7 @@ class TracesEndpoint:
     def __init__(self, writer: SpanWriter) -> None:
         self._writer = writer
 
-    async def __call__(self, request: Request) -> Response:
+    async def post(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if content_type != PROTOBUF:
             return _status(
