@@ -33,6 +33,7 @@ ACCEPTS: dict[str, str] = {
     "MAX_HEADER_BYTES": "a whole number of bytes from 1024 to 1048576",
     "DECISION_KEY": "a secret of at least 16 characters, the same on every proxy replica",
     "TEMPO_ENDPOINT": "empty (no Tempo) or an http(s):// OTLP/HTTP URL, e.g. http://tempo:4318",
+    "TEMPO_QUERY_URL": "empty (TEMPO_ENDPOINT's host, port 3200) or Tempo's http(s):// API URL",
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
@@ -55,6 +56,9 @@ class Settings(BaseSettings):
     # The proxy's spans also go over OTLP/HTTP to this endpoint (`/v1/traces` is added unless
     # given), beside the control plane (spans_token below); proxy.tracing.
     tempo_endpoint: str = ""
+    # Tempo's HTTP API (search), for `symphony trace-coverage`; default: TEMPO_ENDPOINT's host on
+    # Tempo's HTTP port, 3200.
+    tempo_query_url: str = ""
 
     learner_enabled: bool = True
     traffic_split: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -144,7 +148,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with chdb:///, http:// or https://")
         return value
 
-    @field_validator("tempo_endpoint")
+    @field_validator("tempo_endpoint", "tempo_query_url")
     @classmethod
     def _tempo_url(cls, value: str) -> str:
         if not value:
@@ -203,6 +207,14 @@ class Settings(BaseSettings):
 
     def token_file(self, role: Literal["admin", "analyst", "spans"]) -> Path:
         return self.var_dir / f"{role}-token"
+
+    @property
+    def resolved_tempo_query_url(self) -> str:
+        """Tempo's HTTP API: the setting, else TEMPO_ENDPOINT's host on port 3200; empty without Tempo."""
+        if self.tempo_query_url or not self.tempo_endpoint:
+            return self.tempo_query_url
+        parts = urlsplit(self.tempo_endpoint)
+        return f"{parts.scheme}://{parts.hostname}:3200"
 
     @property
     def engine_traces_url(self) -> str:
