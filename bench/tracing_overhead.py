@@ -42,6 +42,7 @@ from typing import Any
 
 import httpx
 import proxy_overhead as po
+from prometheus_client.parser import text_string_to_metric_families
 
 TARGETS = ("direct", "symphony", "symphony-traced")
 GOAL_P50_MS = 0.2
@@ -109,11 +110,11 @@ def proxy_target(
 def span_counts(target: po.Target) -> dict[str, float]:
     """The proxy's span counters from its ``/metrics``."""
     base = target.url.split("/v1/", 1)[0]
-    lines = httpx.get(f"{base}/metrics", timeout=5.0).text.splitlines()
-    values = dict(line.split(" ", 1) for line in lines if line)
+    families = text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=5.0).text)
+    samples = [sample for family in families for sample in family.samples]  # summed over destinations
     return {
-        "exported": float(values["symphony_spans_exported_total"]),
-        "dropped": float(values["symphony_spans_dropped_total"]),
+        "exported": sum(s.value for s in samples if s.name == "symphony_spans_exported_total"),
+        "dropped": sum(s.value for s in samples if s.name == "symphony_spans_dropped_total"),
     }
 
 

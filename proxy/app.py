@@ -51,9 +51,10 @@ from proxy.edge.header_limit import HeaderLimitMiddleware
 from proxy.edge.key_cache import AppKeyCache
 from proxy.edge.scrub import Scrubber, install_log_scrubber
 from proxy.gateway import Gateway
+from proxy.metrics import ProxyMetrics, RequestTimer
 from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
-from proxy.tracing import Tracing, TracingMiddleware, tracing_on
+from proxy.tracing import TRACED_PATHS, Tracing, TracingMiddleware, tracing_on
 from symphony.catalog import Catalog, load_catalog
 from symphony.settings import Settings, load_provider_keys
 
@@ -93,12 +94,12 @@ async def _health(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-def _metrics_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
-    async def metrics(request: Request) -> Response:
-        lines = [f"{name} {value:g}" for name, value in gateway.metrics().items()]
-        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+def _metrics_endpoint(metrics: ProxyMetrics) -> Callable[[Request], Awaitable[Response]]:
+    async def scrape(request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
 
-    return metrics
+    return scrape
 
 
 def create_app(
@@ -159,13 +160,15 @@ def create_app(
         Route("/v1/route/execute", route_api.execute, methods=["POST"]),
         Route("/v1/feedback", feedback_api.post, methods=["POST"]),
         Route("/health", _health, methods=["GET"]),
-        Route("/metrics", _metrics_endpoint(gateway), methods=["GET"]),
+        Route("/metrics", _metrics_endpoint(gateway.prometheus), methods=["GET"]),
     ]
     handlers = {errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
     middleware = [
         Middleware(HeaderLimitMiddleware, render=render_error, max_bytes=settings.max_header_bytes),
         Middleware(AuthMiddleware, authenticator=_authenticator(settings, resources), render=render_error),
     ]
+    # Timed inside the server span (its trace is the exemplar), outside everything else.
+    middleware.insert(0, Middleware(RequestTimer, metrics=gateway.prometheus, paths=TRACED_PATHS))
     if tracing_on(settings):  # off, no request pays for tracing, not even a check
         middleware.insert(0, Middleware(TracingMiddleware, tracing=partial(_tracing, resources)))
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)

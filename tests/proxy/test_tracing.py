@@ -21,6 +21,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.tracing import Tracing, traces_url
 from symphony.redis_server import RedisServer, free_port
@@ -268,9 +269,10 @@ def test_a_streamed_attempts_span_ends_with_the_stream_and_a_failure_has_its_err
 
 
 def _metric(stack: ProxyStack, name: str) -> float:
+    """A sample's value summed over its labels (spans: every destination), from the Prometheus text."""
     text = httpx.get(f"{stack.url}/metrics").text
-    values = dict(line.split(" ", 1) for line in text.splitlines() if line)
-    return float(values[name])
+    families = text_string_to_metric_families(text)
+    return sum(s.value for family in families for s in family.samples if s.name == name)
 
 
 def test_with_the_receiver_down_requests_succeed_and_the_dropped_spans_are_counted(
