@@ -139,6 +139,10 @@ def test_each_part_holds_only_the_environment_its_table_allows(tmp_path: Path) -
     decision_key = (stack.var_dir / "decision-key").read_text().strip()
     assert env["proxy"]["DECISION_KEY"] == decision_key
     assert _holding(env["engine"], [decision_key]) == _holding(env["sim"], [decision_key]) == []
+    # The spans token `symphony up` made: the proxy posts spans with it, the engine checks it.
+    spans_token = (stack.var_dir / "spans-token").read_text().strip()
+    assert env["proxy"]["SPANS_TOKEN"] == env["engine"]["SPANS_TOKEN"] == spans_token
+    assert _holding(env["sim"], [spans_token]) == []
 
 
 def _holding(environ: dict[str, str], secrets: list[str]) -> list[str]:
