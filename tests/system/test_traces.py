@@ -13,9 +13,13 @@ from typing import Any
 
 import httpx
 import openai
+import redis
 
 from cli.trace_coverage import TRACEQL
 from symphony import engine_client
+from symphony.clock import shared_clock
+from symphony.events import Decision, new_id
+from symphony.stream import publish
 from tests.stackutil import stack_env, symphony_up
 from tests.tempo_standin import TempoStandIn
 
@@ -56,6 +60,34 @@ def wait_for(engine_url: str, sql: str, expected: int, timeout: float = 60.0) ->
     engine_client.wait_for_count(engine_url, sql, expected, timeout=timeout)
 
 
+def untraced_decision(redis_url: str) -> Decision:
+    """A decision whose spans were lost (as when both back ends were down), published as the proxy does."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ts = shared_clock(client).now_ms()
+        decision = Decision(
+            event_id=new_id(ts),
+            ts=ts,
+            decision_id=new_id(ts),
+            request_id=new_id(ts),
+            app="dev",
+            task="chat",
+            candidates=["openai/gpt-4o-mini"],
+            probabilities=[1.0],
+            provider="openai",
+            model="gpt-4o-mini",
+            policy="champion",
+            policy_version="v1",
+            propensity=1.0,
+            trace_id="f" * 32,  # a trace no back end ever got
+            span_id="e" * 16,
+        )
+        publish(client, [decision], 4)
+    finally:
+        client.close()
+    return decision
+
+
 def test_every_request_is_a_trace_in_clickhouse_and_tempo_joined_to_its_decision(tmp_path: Path) -> None:
     with TempoStandIn() as tempo:
         stack = stack_env(tmp_path, TEMPO_ENDPOINT=tempo.url, TEMPO_QUERY_URL=tempo.url)
@@ -72,8 +104,9 @@ def test_every_request_is_a_trace_in_clickhouse_and_tempo_joined_to_its_decision
                         pass
                 else:
                     client.chat.completions.create(model="auto", messages=messages, max_tokens=16)
+            lost = untraced_decision(stack.redis_url)
             url = stack.engine_url
-            wait_for(url, "SELECT count() FROM decisions FINAL", REQUESTS)
+            wait_for(url, "SELECT count() FROM decisions FINAL", REQUESTS + 1)
             wait_for(url, "SELECT count() FROM otel_traces FINAL WHERE SpanKind = 'Server'", REQUESTS)
             wait_for(url, "SELECT count() FROM otel_traces FINAL WHERE SpanKind = 'Client'", REQUESTS)
             decisions = rows(
@@ -97,11 +130,14 @@ def test_every_request_is_a_trace_in_clickhouse_and_tempo_joined_to_its_decision
 
     # Each decision's trace: its server span (the decision's span id), and under it the route,
     # the quota reservation and the provider attempt, each in ClickHouse with its attributes.
-    assert len(decisions) == REQUESTS
+    assert len(decisions) == REQUESTS + 1
     by_trace: dict[str, list[dict[str, Any]]] = {}
     for span in spans:
         by_trace.setdefault(span["TraceId"], []).append(span)
+    assert lost.trace_id not in by_trace
     for decision in decisions:
+        if decision["decision_id"] == lost.decision_id:
+            continue
         trace = by_trace[decision["trace_id"]]
         (server,) = [s for s in trace if s["SpanKind"] == "Server"]
         assert server["SpanId"] == decision["span_id"] and server["ParentSpanId"] == ""
@@ -122,16 +158,19 @@ def test_every_request_is_a_trace_in_clickhouse_and_tempo_joined_to_its_decision
         assert int(served["gen_ai.usage.output_tokens"]) > 0
         assert children["symphony.route"]["SpanAttributes"]["symphony.decision_id"] == decision["decision_id"]
 
-    # Coverage, from `symphony trace-coverage`, against counts made here another way.
+    # Coverage, from `symphony trace-coverage`, against counts made here another way: every request's
+    # trace, and not the decision whose spans were lost.
     assert coverage.returncode == 0, coverage.stderr
     reports = {report["source"]: report for report in json.loads(coverage.stdout)}
     stored = {(s["TraceId"], s["SpanId"]) for s in server_spans}
     independent = sum((d["trace_id"], d["span_id"]) in stored for d in decisions)
+    assert independent == REQUESTS
     clickhouse = reports["clickhouse"]
-    assert (clickhouse["decisions"], clickhouse["traced"]) == (REQUESTS, independent)
-    assert clickhouse["coverage"] == round(independent / REQUESTS, 4) >= 0.95
+    assert (clickhouse["decisions"], clickhouse["traced"]) == (REQUESTS + 1, independent)
+    assert clickhouse["coverage"] == round(independent / (REQUESTS + 1), 4) >= 0.95
     in_tempo = sum(d["trace_id"] in tempo.traces for d in decisions)
-    assert (reports["tempo"]["decisions"], reports["tempo"]["traced"]) == (REQUESTS, in_tempo)
+    assert in_tempo == REQUESTS
+    assert (reports["tempo"]["decisions"], reports["tempo"]["traced"]) == (REQUESTS + 1, in_tempo)
     assert reports["tempo"]["coverage"] >= 0.95 and reports["tempo"]["truncated"] is False
     (search,) = tempo.searches
     assert search["q"] == TRACEQL == '{ resource.service.name = "symphony-proxy" }'
