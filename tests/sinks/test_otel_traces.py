@@ -72,7 +72,9 @@ def test_spans_land_in_the_exporters_columns_with_ids_kinds_attributes_events_an
     by_name = {row[0]: dict(zip(rows.columns, row, strict=True)) for row in rows.rows}
     assert len(rows.rows) == 3  # once each, though sent twice
     by_span = {s.name: s for s in spans}
-    server, attempt, route = (by_name[n] for n in ("POST /v1/chat/completions", "chat gpt-4o", "symphony.route"))
+    server, attempt, route = (
+        by_name[n] for n in ("POST /v1/chat/completions", "chat gpt-4o", "symphony.route")
+    )
     sdk_server = by_span["POST /v1/chat/completions"]
     assert sdk_server.context is not None
     assert server["TraceId"] == format_trace_id(sdk_server.context.trace_id)
@@ -109,7 +111,9 @@ def test_a_payload_that_is_not_a_request_or_has_bad_ids_is_refused_with_where_an
         spans_table(b"\xff\xff\xff not protobuf")
     request = encode_spans(make_spans())
     request.resource_spans[0].scope_spans[0].spans[1].trace_id = b"\x01" * 8
-    with pytest.raises(SpanPayloadError, match=r"resource_spans\[0\]\.scope_spans\[0\]\.spans\[1\]\.trace_id"):
+    with pytest.raises(
+        SpanPayloadError, match=r"resource_spans\[0\]\.scope_spans\[0\]\.spans\[1\]\.trace_id"
+    ):
         spans_table(request.SerializeToString())
     request = encode_spans(make_spans())
     request.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x00" * 8
