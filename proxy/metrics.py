@@ -104,7 +104,10 @@ class ProxyMetrics:
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The metrics in the format ``accept`` asks for, and its content type."""
-        encoder, content_type = choose_encoder(accept)
+        try:
+            encoder, content_type = choose_encoder(accept)
+        except (TypeError, ValueError):  # a version it cannot compare ("version=abc"): the plain text
+            encoder, content_type = choose_encoder("")
         return encoder(self.registry), content_type
 
 

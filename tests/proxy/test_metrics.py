@@ -38,6 +38,9 @@ def test_latency_histograms_carry_the_requests_trace_id_as_an_exemplar_in_openme
         assert answer.status_code == 200, answer.text
         scraped = httpx.get(f"{stack.url}/metrics", headers={"accept": OPENMETRICS})
         plain = httpx.get(f"{stack.url}/metrics")
+        odd = httpx.get(
+            f"{stack.url}/metrics", headers={"accept": "application/openmetrics-text; version=abc"}
+        )
         (decision,) = stack.events().decisions
 
     assert scraped.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
@@ -60,6 +63,7 @@ def test_latency_histograms_carry_the_requests_trace_id_as_an_exemplar_in_openme
     assert counts["symphony_request_duration_seconds_count"] == 1
     assert counts["symphony_provider_attempt_duration_seconds_count"] == 1
     assert "trace_id" not in plain.text
+    assert odd.status_code == 200 and odd.headers["content-type"].startswith("text/plain; version=0.0.4")
 
 
 def test_with_tracing_off_the_histograms_count_without_exemplars(redis_server: RedisServer) -> None:
