@@ -2,7 +2,8 @@
 
 One run starts a Redis server, the simulator, an OTLP/HTTP receiver that accepts every export
 and discards it, and two proxies in front of the same simulator: ``symphony`` (tracing off,
-no ``TEMPO_ENDPOINT``) and ``symphony-traced`` (``TEMPO_ENDPOINT`` at the receiver). For every
+no ``TEMPO_ENDPOINT`` nor ``SPANS_TOKEN``) and ``symphony-traced`` (``TEMPO_ENDPOINT`` at the
+receiver, one destination as ``symphony up``'s default, the control plane, is one). For every
 rate k6 drives the simulator straight (``direct``, the baseline) and each proxy, pinned to
 openai/gpt-4o-mini with ``max_tokens`` 5 (a deterministic 42.5 ms answer), non-streaming,
 ``--repeats`` times with the order alternating. The conventions and the helpers are
@@ -166,10 +167,17 @@ def run(args: argparse.Namespace) -> list[Measured]:
         po.smoke_check(direct, args.max_tokens)
         targets = {
             "direct": direct,
-            # Off explicitly: an endpoint in the caller's environment would trace both.
-            "symphony": proxy_target(stack, "symphony", exits, args.start_timeout, {"TEMPO_ENDPOINT": ""}),
+            # Off explicitly: an endpoint or a spans token in the caller's environment would trace both.
+            "symphony": proxy_target(
+                stack, "symphony", exits, args.start_timeout, {"TEMPO_ENDPOINT": "", "SPANS_TOKEN": ""}
+            ),
+            # One destination, the receiver, as `symphony up`'s default has one (the control plane).
             "symphony-traced": proxy_target(
-                stack, "symphony-traced", exits, args.start_timeout, {"TEMPO_ENDPOINT": receiver.url}
+                stack,
+                "symphony-traced",
+                exits,
+                args.start_timeout,
+                {"TEMPO_ENDPOINT": receiver.url, "SPANS_TOKEN": ""},
             ),
         }
         bench = po.Bench(stack, sim.pid, args.warmup, args.timeout, args.max_tokens, args.max_failed_share)
