@@ -119,7 +119,7 @@ def cmd_trace_coverage(settings: Settings, args: argparse.Namespace) -> int:
     import redis
 
     from cli import report
-    from cli.trace_coverage import COLUMNS, TempoError, trace_coverage
+    from cli.trace_coverage import COLUMNS, HUMAN_COLUMNS, TempoError, trace_coverage
 
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
     try:
@@ -138,7 +138,8 @@ def cmd_trace_coverage(settings: Settings, args: argparse.Namespace) -> int:
         )
     except TempoError as exc:
         raise StackUnavailable(str(exc)) from None
-    print(report.render(COLUMNS, [r.row() for r in reports], as_json=args.json))
+    columns = COLUMNS if args.json else HUMAN_COLUMNS
+    print(report.render(columns, [r.row(human=not args.json) for r in reports], as_json=args.json))
     return 0
 
 

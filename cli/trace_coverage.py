@@ -23,13 +23,14 @@ from typing import Any
 
 import httpx
 
-from symphony import engine_client
+from symphony import clock, engine_client
 
 SERVICE = "symphony-proxy"
 TRACEQL = f'{{ resource.service.name = "{SERVICE}" }}'
 TEMPO_MARGIN_S = 60
 TEMPO_TIMEOUT_S = 30.0
 COLUMNS = ("source", "decisions", "traced", "coverage", "window_start_ms", "window_end_ms", "truncated")
+HUMAN_COLUMNS = ("source", "decisions", "traced", "coverage", "window_start", "window_end", "truncated")
 
 # Decisions in the window, and those whose server span is in otel_traces (ids as OpenTelemetry prints them).
 CLICKHOUSE_SQL = """
@@ -66,9 +67,15 @@ class Coverage:
         """traced / decisions; None when the window holds no decision."""
         return self.traced / self.decisions if self.decisions else None
 
-    def row(self) -> list[Any]:
-        share = None if self.share is None else round(self.share, 4)
-        return [self.source, self.decisions, self.traced, share, self.since_ms, self.until_ms, self.truncated]
+    def row(self, *, human: bool = False) -> list[Any]:
+        """The report's cells: for people, coverage in percent and the window in UTC; else numbers."""
+        share: Any = None if self.share is None else round(self.share, 4)
+        since: Any = self.since_ms
+        until: Any = self.until_ms
+        if human:
+            share = "-" if self.share is None else f"{100 * self.share:.1f} %"
+            since, until = (clock.utc_datetime(ms).isoformat(timespec="seconds") for ms in (since, until))
+        return [self.source, self.decisions, self.traced, share, since, until, self.truncated]
 
 
 def from_clickhouse(engine_url: str, since_ms: int, until_ms: int) -> Coverage:
