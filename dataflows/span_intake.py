@@ -58,8 +58,8 @@ class TracesEndpoint:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip"):
             return _status(415, code_pb2.INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
+        body = await _read_at_most(request, MAX_BODY_BYTES)
+        if body is None:
             return _too_large()
         try:
             payload = _gunzip(body) if encoding == "gzip" else body
@@ -76,6 +76,21 @@ class TracesEndpoint:
                 headers={"retry-after": str(RETRY_AFTER_S)},
             )
         return Response(ExportTraceServiceResponse().SerializeToString(), media_type=PROTOBUF)
+
+
+async def _read_at_most(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it passes ``limit`` bytes (never held whole in memory then)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _TooLarge(Exception):

@@ -80,4 +80,6 @@ def test_a_malformed_payload_is_a_400_that_says_what_is_wrong_and_nothing_of_it_
     assert not_gzip.status_code == 400 and "not gzip" in status_message(not_gzip)
     as_json = post(engine, b"{}", SPANS_TOKEN, **{"content-type": "application/json"})
     assert as_json.status_code == 415 and "application/x-protobuf" in status_message(as_json)
+    too_large = post(engine, b"\0" * ((16 << 20) + 1), SPANS_TOKEN)
+    assert too_large.status_code == 413 and "over 16777216 bytes" in status_message(too_large)
     assert engine.count("SELECT count() FROM otel_traces") == 0
