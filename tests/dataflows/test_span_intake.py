@@ -82,4 +82,11 @@ def test_a_malformed_payload_is_a_400_that_says_what_is_wrong_and_nothing_of_it_
     assert as_json.status_code == 415 and "application/x-protobuf" in status_message(as_json)
     too_large = post(engine, b"\0" * ((16 << 20) + 1), SPANS_TOKEN)
     assert too_large.status_code == 413 and "over 16777216 bytes" in status_message(too_large)
+    # Chunked, with no length declared: cut off once past the limit.
+    chunked = httpx.post(
+        f"{engine.bare_url}/v1/traces",
+        content=iter([b"\0" * (6 << 20)] * 3),
+        headers={**PROTOBUF, "authorization": f"Bearer {SPANS_TOKEN}"},
+    )
+    assert chunked.status_code == 413 and "content-length" not in chunked.request.headers
     assert engine.count("SELECT count() FROM otel_traces") == 0
