@@ -350,3 +350,16 @@ def test_spans_a_full_queue_drops_are_counted_and_so_are_those_left_at_close() -
     exporter.release.set()
     tracing.close()
     assert tracing.exported == 0 and tracing.dropped == 40
+
+
+def test_two_destinations_down_close_within_one_bound_and_each_counts_its_own_drops() -> None:
+    stuck = {"control_plane": StuckExporter(), "tempo": StuckExporter()}
+    tracing = Tracing(dict(stuck), max_queue=8)
+    for index in range(8):
+        tracing.tracer.start_span(f"span {index}").end()
+    assert all(exporter.entered.wait(5) for exporter in stuck.values())  # both hang on their batch
+    started = time.monotonic()
+    tracing.close()
+    elapsed = time.monotonic() - started
+    assert elapsed < 4.0 + 2.0, elapsed  # one shutdown bound (4 s) for both, not one after the other
+    assert tracing.counts() == {"control_plane": (0, 8), "tempo": (0, 8)}
