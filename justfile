@@ -17,9 +17,19 @@ up *args:
 demo *args:
     symphony demo "$@"
 
-# Run the whole test suite
-test *args:
+# Run the whole test suite (installs Debian's Alertmanager first if it is missing: the SLO alert test runs one)
+test *args: test-deps
     pytest "$@"
+
+# What the tests need from outside PyPI: Debian's prometheus-alertmanager (apt, as root or with sudo)
+test-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v prometheus-alertmanager >/dev/null && exit 0
+    as_root=$([ "$(id -u)" = 0 ] || echo sudo)
+    echo "installing prometheus-alertmanager (apt-get) for the SLO alert test"
+    $as_root apt-get install -y -q prometheus-alertmanager >/dev/null \
+        || { $as_root apt-get update -q && $as_root apt-get install -y -q prometheus-alertmanager >/dev/null; }
 
 # App keys: `just keys create --app NAME [--budget-usd-day X] [--rpm N] [--models ...]`, `list`, `revoke PREFIX`
 keys *args:
@@ -50,6 +60,14 @@ learner-metrics *args:
 # Propose the learner's challenger as the next champion: `--dry-run` prints the policy diff; else a branch and a PR
 learner-promote *args:
     symphony learner-promote "$@"
+
+# A simulated week (7 days in about 6 minutes) on a stack of its own: traffic, the learner, its report and the promotion's diff; `--promote` commits it
+learner-week *args:
+    symphony learner-week "$@"
+
+# The performance gate: k6 at a constant rate against /v1/route/execute on a stack of its own; thresholds from policies/gates.v1.json; exits 1 on a breach
+perf-run *args:
+    symphony perf-run "$@"
 
 # Workload generator: traffic through the proxy at a rate, feedback from the simulator's ground truth
 load *args:

@@ -50,15 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the plan and the policy diff; write nothing"
     )
-    parser.add_argument(
-        "--version", help="the new champion's version (default: <UTC date>-<challenger version>)"
-    )
-    parser.add_argument(
-        "--base", default=DEFAULT_BASE, help=f"the branch holding the champion (default {DEFAULT_BASE})"
-    )
-    parser.add_argument(
-        "--repo", type=Path, default=Path("."), help="the repository (default: the current one)"
-    )
+    add_target_arguments(parser)
     parser.add_argument("--report", type=Path, help="a saved learner report (JSON, or .jsonl: its last line)")
     parser.add_argument(
         "--challenger", type=Path, help="the published challenger as JSON (default: from Redis)"
@@ -71,10 +63,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the plan (and the result) as JSON")
 
 
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a promotion goes: shared with ``symphony learner-week``."""
+    parser.add_argument(
+        "--version", help="the new champion's version (default: <UTC date>-<challenger version>)"
+    )
+    parser.add_argument(
+        "--base", default=DEFAULT_BASE, help=f"the branch holding the champion (default {DEFAULT_BASE})"
+    )
+    parser.add_argument(
+        "--repo", type=Path, default=Path("."), help="the repository (default: the current one)"
+    )
+
+
 def command(settings: Settings, args: argparse.Namespace) -> int:
-    repo = _toplevel(args.repo)
     report = _report(settings, args)
-    challenger = _challenger(settings, args.challenger)
+    challenger = published_challenger(settings, args.challenger)
+    plan = plan_for(report, challenger, args)
+    result = None if args.dry_run else promote(plan, force=args.force)
+    print(render(plan, result, as_json=args.json, dry_run=args.dry_run))
+    return 0
+
+
+def plan_for(report: Mapping[str, Any], challenger: ChallengerPolicy, args: argparse.Namespace) -> Plan:
+    """The promotion of ``challenger``, which ``report`` must have evaluated, onto ``args``' target."""
+    repo = _toplevel(args.repo)
     evaluated = report.get("challenger_version")
     if evaluated != challenger.version:
         raise PromotionError(
@@ -84,12 +97,9 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     champion, _ = base_champion(repo, args.base)
     version = args.version or _default_version(challenger.version)
     proposed = propose(champion, challenger.tables(champion.tasks), version)
-    plan = plan_promotion(
+    return plan_promotion(
         repo, proposed, report, base=args.base, github=github_from_env(os.environ), catalog=load_catalog()
     )
-    result = None if args.dry_run else promote(plan, force=args.force)
-    print(_render(plan, result, as_json=args.json, dry_run=args.dry_run))
-    return 0
 
 
 def github_from_env(env: Mapping[str, str]) -> GitHub | None:
@@ -127,7 +137,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _challenger(settings: Settings, path: Path | None) -> ChallengerPolicy:
+def published_challenger(settings: Settings, path: Path | None = None) -> ChallengerPolicy:
     if path is not None:
         try:
             return ChallengerPolicy.from_json(path.read_bytes())
@@ -169,9 +179,9 @@ def _default_version(challenger_version: str) -> str:
     return f"{today}-{_NOT_IN_A_VERSION.sub('-', challenger_version).strip('-.') or 'challenger'}"
 
 
-def _render(plan: Plan, result: Result | None, *, as_json: bool, dry_run: bool) -> str:
+def render(plan: Plan, result: Result | None, *, as_json: bool, dry_run: bool) -> str:
     if as_json:
-        return json.dumps(_as_dict(plan, result), indent=2)
+        return json.dumps(as_dict(plan, result), indent=2)
     if dry_run or result is None:
         return f"dry run: nothing written\n{plan.describe()}\n\n{plan.diff}"
     done = f"committed {result.commit[:12]} on branch {result.branch}"
@@ -180,7 +190,7 @@ def _render(plan: Plan, result: Result | None, *, as_json: bool, dry_run: bool) 
     return f"{done}\nno pull request (GITHUB_TOKEN and GITHUB_REPOSITORY are not both set): push it yourself"
 
 
-def _as_dict(plan: Plan, result: Result | None) -> dict[str, Any]:
+def as_dict(plan: Plan, result: Result | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "champion_version": plan.champion_version,
         "version": plan.version,

@@ -256,7 +256,11 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     from symphony.keys import FLAGS_KEY
 
     client = _redis(settings)
-    wanted = (("learner_enabled", _on_off(args.learner)), ("traffic_split", args.traffic_split))
+    wanted = (
+        ("learner_enabled", _on_off(args.learner)),
+        ("traffic_split", args.traffic_split),
+        ("challenger_frozen", _on_off(args.freeze)),
+    )
     changes = {name: value for name, value in wanted if value is not None}
     defaults = Flags(settings.learner_enabled, settings.traffic_split)
     try:
@@ -278,6 +282,7 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     source = f"live: {', '.join(overridden)}" if overridden else "from the environment"
     print(
         f"learner_enabled={str(live.learner_enabled).lower()} traffic_split={live.traffic_split:g} "
+        f"challenger_frozen={str(live.challenger_frozen).lower()} "
         f"(challenger share {live.challenger_share:g}; {source})"
     )
     return 0
@@ -436,6 +441,28 @@ def build_parser() -> argparse.ArgumentParser:
     learner_promote.add_arguments(promote)
     promote.set_defaults(run=learner_promote.command)
 
+    from cli import perf_run
+
+    perf = sub.add_parser(
+        "perf-run",
+        help="the performance gate: k6 against /v1/route/execute on a stack of its own, PASS or FAIL",
+        description=(perf_run.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    perf_run.add_arguments(perf)
+    perf.set_defaults(run=perf_run.command)
+
+    from cli import learner_week
+
+    week = sub.add_parser(
+        "learner-week",
+        help="a simulated week end to end on a stack of its own: traffic, learner, report, promotion",
+        description=(learner_week.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    learner_week.add_arguments(week)
+    week.set_defaults(run=learner_week.command)
+
     flags = sub.add_parser(
         "flags",
         help="live rollback: show or set learner_enabled and traffic_split on every replica and the engine",
@@ -447,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flags.add_argument("--learner", choices=("on", "off"), help="turn the learner on or off")
     flags.add_argument("--traffic-split", metavar="SHARE", help="the challenger's share of requests, 0 to 1")
+    flags.add_argument(
+        "--freeze",
+        choices=("on", "off"),
+        help="on: the learner keeps learning but publishes nothing; the published challenger keeps serving",
+    )
     flags.add_argument("--reset", action="store_true", help="drop the live values: the environment's hold")
     flags.add_argument("--json", action="store_true", help="print the flags as JSON")
     flags.set_defaults(run=cmd_flags)

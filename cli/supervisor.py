@@ -112,6 +112,7 @@ class Stack:
     speed: float = 1.0
     workers: int = 1
     say: Callable[[str], None] = print
+    start_ms: int | None = None  # the simulated clock's first instant (None: now)
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     parts: list[Part] = field(default_factory=list)
     redis: RedisServer | None = None
@@ -122,7 +123,7 @@ class Stack:
         self._ensure_redis()
         client = redis.Redis.from_url(self.settings.redis_url)
         try:
-            clock.publish_clock(client, speed=self.speed)
+            clock.publish_clock(client, start_ms=self.start_ms, speed=self.speed)
             self._ensure_dev_key(client)
         finally:
             client.close()
@@ -327,13 +328,19 @@ def running_stack(
     settings: Settings,
     *,
     speed: float = 1.0,
+    start_ms: int | None = None,
     workers: int = 1,
     say: Callable[[str], None] = print,
     restart_policy: RestartPolicy | None = None,
 ) -> Iterator[Stack]:
     """The whole stack, stopped on exit whatever happens (SIGTERM included)."""
     stack = Stack(
-        settings, speed=speed, workers=workers, say=say, restart_policy=restart_policy or RestartPolicy()
+        settings,
+        speed=speed,
+        workers=workers,
+        say=say,
+        start_ms=start_ms,
+        restart_policy=restart_policy or RestartPolicy(),
     )
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:

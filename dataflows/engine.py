@@ -51,7 +51,9 @@ from dataflows.learner_report import LearnerReport
 from dataflows.metrics import engine_metrics
 from dataflows.query_api import QueryApi
 from dataflows.redis_source import RedisStreamSource
+from dataflows.slo import slo_thresholds
 from dataflows.trimmer_process import TrimmerConfig, TrimmerProcess
+from sinks.alerts import AlertSink, Delivery, alert_destinations
 from sinks.analyst_sandbox import AnalystLimits
 from sinks.chdb_fatal import ClickHouseFatal, FatalWatch
 from sinks.clickhouse import ClickHouseSink, SinkStats, SinkStopped, Writer
@@ -276,7 +278,11 @@ def run_engine(
             ChallengerSink(settings.redis_url, defaults),
         )
         sink = ClickHouseSink(writer, stop=stop, stats=stats, stop_on_fatal=embedded and cluster.leader)
-        flow = build_flow(source, sink, quotas, learner)
+        delivery = Delivery(alert_destinations(settings))
+        delivery.start()
+        stack.callback(delivery.stop)
+        slo = (slo_thresholds(settings), settings.resolved_trace_url_template, AlertSink(delivery))
+        flow = build_flow(source, sink, quotas, learner, slo)
         tune_gc()
         with _stop_on_signals(stop):
             try:

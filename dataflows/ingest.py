@@ -20,17 +20,21 @@ from pydantic import ValidationError
 from dataflows.learner import learner_updates
 from dataflows.quotas import quota_updates
 from dataflows.redis_source import Entry, SourceState
+from dataflows.slo import slo_alerts
 from sinks.clickhouse import (
+    ALERTS,
     DEAD_LETTERS,
     EVENT_TABLES,
     QUOTA_SNAPSHOTS,
     DeadLetter,
     Tables,
+    alerts_to_arrow,
     dead_letters_to_arrow,
     quota_snapshots_to_arrow,
     to_arrow,
 )
 from symphony import clock
+from symphony.alerts import Alert, SloThresholds
 from symphony.catalog import Policy
 from symphony.events import EVENT_ADAPTER, EVENT_TYPES, SCHEMA_VERSION, Decision, Feedback, Usage
 from symphony.quotas import QuotaPolicy, QuotaUpdate
@@ -142,6 +146,7 @@ def build_flow(
     sink: Sink[Tables],
     quotas: tuple[QuotaPolicy, Sink[QuotaUpdate]] | None = None,
     learner: tuple[Policy, Sink[PublishedChallenger]] | None = None,
+    slo: tuple[SloThresholds, str, Sink[Alert]] | None = None,
 ) -> Dataflow:
     flow = Dataflow(FLOW_ID)
     batches = op.input("read", flow, source)
@@ -158,10 +163,21 @@ def build_flow(
         op.output("write_quota_state", updates, state_sink)
         op.output("write_quota_snapshots", op.map("snapshot_tables", updates, snapshot_tables), sink)
         # {"quota_snapshots": pa.Table}
+    valid = op.filter_map("learner_events", validated, lambda v: v.events or None)
+    # [Decision | Usage | Feedback, ...]: the batch's valid events
     if learner is not None:
         champion, challenger_sink = learner
-        valid = op.filter_map("learner_events", validated, lambda v: v.events or None)
-        # [Decision | Usage | Feedback, ...]: the batch's valid events
         op.output("publish_challenger", learner_updates(valid, champion), challenger_sink)
         # PublishedChallenger(version, payload) -> symphony:policy:challenger
+    if slo is not None:
+        thresholds, trace_url_template, alert_sink = slo
+        alerts = slo_alerts(valid, thresholds)
+        # Alert(status, objective, provider, model, value, ...): fired, refreshed, resolved
+        op.output("send_alerts", alerts, alert_sink)
+        transitions = op.filter("alert_transitions", alerts, lambda alert: alert.transition)
+        tables = op.map(
+            "alert_tables", transitions, lambda a: {ALERTS: alerts_to_arrow([a], trace_url_template)}
+        )
+        op.output("write_alerts", tables, sink)
+        # {"alerts": pa.Table}
     return flow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from learner.promotion import uplift_text
 from symphony import clock
 
 COLUMNS = ["window", "group", "n", "champion", "ips", "snips", "dr (95% CI)", "ess", "uplift low", "slo"]
@@ -26,7 +27,7 @@ def _row(window: dict[str, Any]) -> list[Any]:
         round(window["snips"]["value"], 4),
         f"{dr['value']:.4f} [{dr['low']:.4f}, {dr['high']:.4f}]",
         round(dr["effective_samples"], 1),
-        f"{window['uplift_low']:+.1%}",
+        uplift_text(window["uplift_low"]),
         health,
     ]
 

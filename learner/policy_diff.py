@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from learner.promotion import uplift_text
 from symphony.catalog import Policy
 
 DECIMALS = 4
@@ -228,7 +229,7 @@ def _evidence(report: Mapping[str, Any]) -> list[str]:
         estimates = " | ".join(_estimate(window[name]) for name in ESTIMATORS)
         lines.append(
             f"| {_when(window['start_ms'])} | {window['group']} | {window['samples']}"
-            f" | {window['champion']:.4f} | {estimates} | {window['uplift_low']:+.1%} | "
+            f" | {window['champion']:.4f} | {estimates} | {uplift_text(window['uplift_low'])} | "
             + (
                 "- | - | no data |"
                 if slo is None

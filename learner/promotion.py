@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from learner.off_policy import BOOTSTRAP_RESAMPLES, Estimate, Logged, doubly_robust, resample_indices
+from symphony import clock
 
 WINDOW_MS = 24 * 3600 * 1000
 
@@ -100,7 +101,8 @@ class PromotionRule:
             reasons.append(f"{len(recent)} of {self.consecutive_windows} windows so far")
         for earlier, later in itertools.pairwise(recent):
             if later.start_ms - earlier.start_ms != WINDOW_MS:
-                reasons.append(f"windows at {earlier.start_ms} and {later.start_ms} are not consecutive")
+                between = f"{_day(earlier.start_ms)} and {_day(later.start_ms)}"
+                reasons.append(f"windows {between} are not consecutive")
         for window in recent:
             reasons.extend(self._window_reasons(window))
         return Verdict(not reasons, reasons)
@@ -109,16 +111,39 @@ class PromotionRule:
         reasons = []
         if window.uplift_low < self.min_uplift:
             reasons.append(
-                f"window {window.start_ms}: uplift lower bound {window.uplift_low:+.1%}"
+                f"window {_day(window.start_ms)}: uplift lower bound {window.uplift_low:+.1%}"
                 f" is below {self.min_uplift:+.0%}"
             )
         if window.samples < self.min_samples:
             reasons.append(
-                f"window {window.start_ms}: {window.samples} decisions, fewer than {self.min_samples}"
+                f"window {_day(window.start_ms)}: {window.samples} decisions, fewer than {self.min_samples}"
             )
         if window.slo_breached:
-            reasons.append(f"window {window.start_ms}: an SLO was breached")
+            reasons.append(f"window {_day(window.start_ms)}: an SLO was breached")
         return reasons
 
 
-__all__ = ["Estimate", "PromotionRule", "Verdict", "WindowEvidence", "uplift_lower_bound", "window_evidence"]
+def uplift_text(value: float | None) -> str:
+    """An uplift bound as people read it. None (JSON's rendering of -inf) or -inf: the window had no
+    decision the champion served, so there is nothing to compare with.
+
+    >>> uplift_text(0.1234), uplift_text(None), uplift_text(float("-inf"))
+    ('+12.3%', 'n/a', 'n/a')
+    """
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:+.1%}"
+
+
+def _day(start_ms: int) -> str:
+    """A window by its UTC start, as people name it."""
+    return f"{clock.utc_datetime(start_ms):%Y-%m-%d %H:%M} UTC"
+
+
+__all__ = [
+    "Estimate",
+    "PromotionRule",
+    "Verdict",
+    "WindowEvidence",
+    "uplift_lower_bound",
+    "uplift_text",
+    "window_evidence",
+]

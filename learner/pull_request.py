@@ -44,6 +44,7 @@ import httpx
 from pydantic import ValidationError
 
 from learner.policy_diff import render_diff
+from learner.promotion import uplift_text
 from symphony.catalog import Catalog, Policy
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,9 @@ def plan_promotion(
 
 def _evidence_line(report: Mapping[str, Any]) -> str:
     windows = [w for w in report.get("windows") or [] if w.get("group") == "all"]
-    bounds = ", ".join(f"{w['uplift_low']:+.1%}" for w in sorted(windows, key=lambda w: int(w["start_ms"])))
+    bounds = ", ".join(
+        uplift_text(w["uplift_low"]) for w in sorted(windows, key=lambda w: int(w["start_ms"]))
+    )
     return (
         f"Challenger {report.get('challenger_version', '?')}; uplift lower bounds per 24h window:"
         f" {bounds or 'none'}. The pull request carries the full policy diff and evidence."

@@ -7,7 +7,10 @@
 - ``GET /admin/limits``; ``PUT /admin/limits/{provider}`` with ``{"rpm", "tpm"}``
   (unnamed fields take the generous defaults); ``DELETE /admin/limits`` restores the
   defaults and starts fresh windows.
-- ``GET /admin/truth``: ground-truth quality per arm and task.
+- ``GET /admin/truth``: ground-truth quality per arm and task; ``PUT /admin/truth/{task}``
+  with ``{"provider/model": quality, ...}`` sets those arms' quality for the task (others
+  keep theirs; a task not in the table is added, its unnamed arms at the default quality);
+  ``DELETE /admin/truth`` restores the built-in table.
 
 Bad input is a 400 whose ``error.field`` names the field; an unknown provider a 404.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, RootModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,10 +28,16 @@ from starlette.routing import Route
 from simulator.faults import FaultSpec
 from simulator.limits import Limits
 from simulator.serving import Simulator
-from simulator.truth import truth_table
+from simulator.truth import DEFAULT_QUALITY, truth_table
 
 JSON = "application/json"
 M = TypeVar("M", bound=BaseModel)
+
+
+class TaskQuality(RootModel[dict[str, float]]):
+    """Quality in [0, 1] per arm for one task."""
+
+    root: dict[str, float] = Field(min_length=1)
 
 
 class AdminError(Exception):
@@ -74,6 +83,8 @@ class Admin:
             Route("/admin/limits", self.reset_limits, methods=["DELETE"]),
             Route("/admin/limits/{provider}", self.put_limits, methods=["PUT"]),
             Route("/admin/truth", self.truth, methods=["GET"]),
+            Route("/admin/truth", self.reset_truth, methods=["DELETE"]),
+            Route("/admin/truth/{task}", self.put_truth, methods=["PUT"]),
         ]
 
     def _provider(self, request: Request) -> str:
@@ -109,6 +120,22 @@ class Admin:
         return _json(_dump(self._sim.limits.limits()))
 
     async def truth(self, request: Request) -> Response:
+        return _json(self._truth)
+
+    async def put_truth(self, request: Request) -> Response:
+        task: str = request.path_params["task"]
+        quality = (await _parse(TaskQuality, request)).root
+        for arm, value in quality.items():
+            if arm not in self._truth:
+                raise AdminError(404, f"unknown arm {arm!r}: arms are provider/model from the catalog", arm)
+            if not 0.0 <= value <= 1.0:
+                raise AdminError(400, f"{arm}: quality must be from 0 to 1, got {value}", arm)
+        for arm, row in self._truth.items():
+            row[task] = quality.get(arm, row.get(task, DEFAULT_QUALITY))
+        return _json({arm: row[task] for arm, row in self._truth.items()})
+
+    async def reset_truth(self, request: Request) -> Response:
+        self._truth = truth_table(self._sim.catalog)
         return _json(self._truth)
 
 

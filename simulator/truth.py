@@ -25,16 +25,26 @@ QUALITY: dict[str, tuple[float, ...]] = {
     "grok/grok-3-mini": (0.74, 0.70, 0.68, 0.70, 0.90),
     "deepseek/deepseek-chat": (0.73, 0.86, 0.71, 0.89, 0.80),
 }
+# A world where the champion's table is wrong about two tasks (``PUT /admin/truth/{task}``, used by
+# ``symphony learner-week``): for reasoning and extraction, the arms its `default` table ranks first
+# answer badly and two it ranks low answer best. Arms not named keep their quality above.
+CHAMPION_WRONG: dict[str, dict[str, float]] = {
+    task: {
+        "openai/gpt-4o-mini": 0.35,
+        "anthropic/claude-3-5-haiku-latest": 0.35,
+        "gemini/gemini-2.5-flash": 0.35,
+        "grok/grok-3-mini": 0.95,
+        "deepseek/deepseek-chat": 0.92,
+    }
+    for task in ("reasoning", "extract")
+}
+# Named worlds for the workload tools: task -> arm -> quality, over the built-in table.
+SCENARIOS: dict[str, dict[str, dict[str, float]]] = {"built-in": {}, "champion-wrong": CHAMPION_WRONG}
 # An arm the table does not know (a model added to the catalog later) is middling at everything.
 DEFAULT_QUALITY = 0.6
 
 
 def truth_table(catalog: Catalog) -> dict[str, dict[str, float]]:
     """``{"provider/model": {task: quality in [0, 1]}}`` for every arm in the catalog."""
-    table: dict[str, dict[str, float]] = {}
-    for provider, spec in catalog.providers.items():
-        for model in spec.models:
-            arm = f"{provider}/{model}"
-            row = QUALITY.get(arm, (DEFAULT_QUALITY,) * len(TASKS))
-            table[arm] = dict(zip(TASKS, row, strict=True))
-    return table
+    default = (DEFAULT_QUALITY,) * len(TASKS)
+    return {arm: dict(zip(TASKS, QUALITY.get(arm, default), strict=True)) for arm in catalog.arms}

@@ -22,6 +22,7 @@ from typing_extensions import override
 from sinks import otel_traces
 from sinks.chdb_fatal import ClickHouseFatal, fatal_message
 from symphony import clock
+from symphony.alerts import Alert
 from symphony.quotas import Eta
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ ALARM_AFTER_ATTEMPTS = 5
 DEAD_LETTERS = "dead_letters"
 QUOTA_SNAPSHOTS = "quota_snapshots"
 LEARNER_METRICS = "learner_metrics"
+ALERTS = "alerts"
 
 # table -> Arrow schema, in the table's column order
 SCHEMAS: dict[str, pa.Schema] = {
@@ -146,6 +148,26 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("promotion_candidate", pa.bool_()),
         ]
     ),
+    # One row per SLO alert transition: fired, resolved (dataflows.slo).
+    ALERTS: pa.schema(
+        [
+            ("at", TIMESTAMP),
+            ("alert_id", STRING),
+            ("status", STRING),
+            ("alertname", STRING),
+            ("provider", STRING),
+            ("model", STRING),
+            ("objective", STRING),
+            ("value", FLOAT),
+            ("threshold", FLOAT),
+            ("started_at", TIMESTAMP),
+            ("window_ms", pa.uint64()),
+            ("attempts", pa.uint64()),
+            ("trace_id", STRING),
+            ("decision_id", STRING),
+            ("trace_url", STRING),
+        ]
+    ),
     # The proxy's spans, in the OpenTelemetry collector's ClickHouse exporter schema.
     otel_traces.OTEL_TRACES: otel_traces.SCHEMA,
 }
@@ -239,6 +261,30 @@ def quota_snapshots_to_arrow(etas: Sequence[Eta]) -> pa.Table:
     rows = [{**{name: getattr(eta, name) for name in Eta.__slots__}, "as_of": eta.as_of_ms} for eta in etas]
     columns = [pa.array([_saturate(row[f.name], f.type) for row in rows], type=f.type) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def alerts_to_arrow(alerts: Sequence[Alert], trace_url_template: str) -> pa.Table:
+    rows = [
+        {
+            "at": a.at_ms,
+            "alert_id": a.alert_id,
+            "status": a.status,
+            "alertname": a.name,
+            "provider": a.provider,
+            "model": a.model,
+            "objective": a.objective,
+            "value": a.value,
+            "threshold": a.threshold,
+            "started_at": a.started_ms,
+            "window_ms": a.window_ms,
+            "attempts": a.attempts,
+            "trace_id": a.trace_id,
+            "decision_id": a.decision_id,
+            "trace_url": a.trace_url(trace_url_template),
+        }
+        for a in alerts
+    ]
+    return pa.Table.from_pylist(rows, schema=SCHEMAS[ALERTS])
 
 
 def merge(batches: Iterable[Mapping[str, pa.Table]]) -> Tables:

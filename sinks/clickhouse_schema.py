@@ -175,13 +175,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(6, "analyst views v2 (dashboards/views/002)", sql_file(VIEWS_DIR / "002_learner_views.sql")),
+    Migration(
+        7,
+        "SLO alerts",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS alerts (
+                at DateTime64(3, 'UTC'),
+                alert_id String,
+                status LowCardinality(String),
+                alertname LowCardinality(String),
+                provider LowCardinality(String),
+                model LowCardinality(String),
+                objective LowCardinality(String),
+                value Float64,
+                threshold Float64,
+                started_at DateTime64(3, 'UTC'),
+                window_ms UInt64,
+                attempts UInt64,
+                trace_id String,
+                decision_id String,
+                trace_url String
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(started_at)
+            ORDER BY (alert_id, status)
+            """,
+        ),
+    ),
     # The OpenTelemetry collector's ClickHouse exporter schema (its traces_table.sql, column for
     # column, and its trace-id lookup table and view), so Grafana's ClickHouse data source reads
     # the proxy's spans as it reads the collector's. One change: ReplacingMergeTree with the span's
     # ids at the end of the sort key (the primary key is the exporter's), so a batch the proxy's
     # exporter sends twice (a lost reply, a retry) is one row per span under FINAL.
     Migration(
-        7,
+        8,
         "otel_traces (OpenTelemetry collector ClickHouse exporter schema)",
         (
             """

@@ -93,8 +93,10 @@ class _ChallengerPartition(StatelessSinkPartition[PublishedChallenger]):
     @override
     def write_batch(self, items: list[PublishedChallenger]) -> None:
         latest = items[-1]  # each replaces the one before
-        if not self._defaults.merged(self._client.hgetall(FLAGS_KEY)).learner_enabled:
-            log.info("learner disabled (live flag): challenger %s not published", latest.version)
+        flags = self._defaults.merged(self._client.hgetall(FLAGS_KEY))
+        if not flags.publishes:
+            why = "learner disabled" if not flags.learner_enabled else "challenger frozen"
+            log.info("%s (live flag): challenger %s not published", why, latest.version)
             return
         self._client.set(CHALLENGER_KEY, latest.payload)
         log.info("published challenger %s", latest.version)
@@ -106,7 +108,7 @@ class _ChallengerPartition(StatelessSinkPartition[PublishedChallenger]):
 
 class ChallengerSink(DynamicSink[PublishedChallenger]):
     """The learner's challenger into Redis, where every proxy replica reads it, unless the live
-    flag ``learner_enabled`` (``symphony.flags``, over ``defaults``) says the learner is off."""
+    flags (``symphony.flags``, over ``defaults``) say the learner is off or the challenger frozen."""
 
     def __init__(self, redis_url: str, defaults: Flags) -> None:
         self._redis_url = redis_url

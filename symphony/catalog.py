@@ -77,6 +77,11 @@ class Catalog(_Frozen):
     def arm(self, provider: str, model: str) -> ModelPrice:
         return self.providers[provider].models[model]
 
+    @property
+    def arms(self) -> list[str]:
+        """Every arm as ``provider/model``, in the catalog's order."""
+        return [f"{name}/{model}" for name, spec in self.providers.items() for model in spec.models]
+
     def has(self, provider: str, model: str) -> bool:
         spec = self.providers.get(provider)
         return spec is not None and model in spec.models

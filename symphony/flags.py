@@ -8,6 +8,9 @@ everywhere within seconds, without a restart and without losing an event:
 - ``learner_enabled=false``: the engine's learner publishes no challenger, and the proxy
   serves the champion alone (the challenger's share is 0 whatever ``traffic_split`` says);
 - ``traffic_split=0``: the proxy serves the champion alone; the learner keeps learning.
+- ``challenger_frozen=true``: the learner keeps learning but publishes nothing, so every
+  replica keeps serving the challenger published last (to evaluate a fixed policy, or
+  to hold one while investigating). Not set by the environment: it starts false.
 
 A value in Redis that is not valid is ignored (the default holds) and said once.
 
@@ -31,7 +34,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-FLAG_NAMES = ("learner_enabled", "traffic_split")
+FLAG_NAMES = ("learner_enabled", "traffic_split", "challenger_frozen")
 _warned: set[tuple[str, str]] = set()
 
 
@@ -43,6 +46,12 @@ class FlagError(ValueError):
 class Flags:
     learner_enabled: bool
     traffic_split: float
+    challenger_frozen: bool = False
+
+    @property
+    def publishes(self) -> bool:
+        """Whether the learner may publish a new challenger."""
+        return self.learner_enabled and not self.challenger_frozen
 
     @property
     def challenger_share(self) -> float:
@@ -63,17 +72,19 @@ class Flags:
     def with_value(self, name: str, value: str) -> Flags:
         """These flags with ``name`` set from its text; ``FlagError`` if either is not valid."""
         if name == "learner_enabled":
-            return replace(self, learner_enabled=parse_bool(value))
+            return replace(self, learner_enabled=parse_bool(value, name))
+        if name == "challenger_frozen":
+            return replace(self, challenger_frozen=parse_bool(value, name))
         if name == "traffic_split":
             return replace(self, traffic_split=parse_share(value))
         raise FlagError(f"unknown flag {name!r}: the flags are {', '.join(FLAG_NAMES)}")
 
 
-def parse_bool(value: str) -> bool:
+def parse_bool(value: str, name: str) -> bool:
     lowered = value.strip().lower()
     if lowered in TRUE or lowered in FALSE:
         return lowered in TRUE
-    raise FlagError(f"learner_enabled={value!r}: expected true or false")
+    raise FlagError(f"{name}={value!r}: expected true or false")
 
 
 def parse_share(value: str) -> float:

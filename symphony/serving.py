@@ -151,6 +151,38 @@ class ChallengerPolicy(RoutingPolicy):
         return cls(UNIFORM_VERSION, {})
 
     @classmethod
+    def like(cls, champion: Policy, arms: Iterable[str], version: str) -> ChallengerPolicy:
+        """The champion's own distribution over ``arms`` (the catalog's) as a challenger: an A/A test's.
+
+        >>> policy = Policy(name="c", version="1", temperature=0.1, exploration=0.05,
+        ...                 tasks={"default": {"a/x": 0.7, "b/y": 0.6}, "code": {"b/y": 0.9, "c/z": 0.2}})
+        >>> arms = ("a/x", "b/y", "c/z")
+        >>> twin = ChallengerPolicy.like(policy, arms, "aa")
+        >>> all(abs(p - q) < 1e-12 for task in ("code", "chat") for p, q in zip(
+        ...     twin.distribution(task, arms), ChampionPolicy(policy).distribution(task, arms)))
+        True
+        """
+        tables = {}
+        for task in champion.tasks:
+            utilities = {arm: champion.utilities(task).get(arm, 0.0) for arm in arms}
+            top = max(utilities.values())
+            tables[task] = {arm: math.exp((u - top) / champion.temperature) for arm, u in utilities.items()}
+        return cls(version, tables["default"], tasks=tables, exploration=champion.exploration)
+
+    def to_json(self) -> bytes:
+        """What ``from_json`` reads back."""
+        return orjson.dumps(
+            {
+                "version": self.version,
+                "weights": self._weights,
+                "tasks": self._tasks,
+                "contexts": self._contexts,
+                "exploration": self.exploration,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+    @classmethod
     def from_json(cls, raw: bytes | str) -> ChallengerPolicy:
         """``{"version": str, "weights": {arm: w}, "tasks"?: {task: {arm: w}},
         "contexts"?: {task: {context: {arm: w}}}, "exploration"?: [0, 1)}``.

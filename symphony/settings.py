@@ -34,6 +34,9 @@ ACCEPTS: dict[str, str] = {
     "DECISION_KEY": "a secret of at least 16 characters, the same on every proxy replica",
     "TEMPO_ENDPOINT": "empty (no Tempo) or an http(s):// OTLP/HTTP URL, e.g. http://tempo:4318",
     "TEMPO_QUERY_URL": "empty (TEMPO_ENDPOINT's host, port 3200) or Tempo's http(s):// API URL",
+    "ALERTMANAGER_URL": "empty (no Alertmanager) or an http(s):// URL, e.g. http://alertmanager:9093",
+    "TRACE_URL_TEMPLATE": "empty, or an http(s):// URL holding {trace_id}, e.g. https://grafana/trace/{trace_id}",
+    "SLO_ERROR_RATE": "a number above 0 and at most 1",
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
@@ -59,6 +62,21 @@ class Settings(BaseSettings):
     # Tempo's HTTP API (search), for `symphony trace-coverage`; default: TEMPO_ENDPOINT's host on
     # Tempo's HTTP port, 3200.
     tempo_query_url: str = ""
+
+    # SLOs per arm (dataflows.slo), judged in event time over a sliding window every step.
+    slo_p95_ms: float = Field(default=5000.0, gt=0.0)
+    slo_error_rate: float = Field(default=0.02, gt=0.0, le=1.0)
+    slo_window_s: float = Field(default=300.0, gt=0.0)
+    slo_step_s: float = Field(default=60.0, gt=0.0)
+    slo_min_attempts: int = Field(default=20, ge=1)
+    # Where alerts go (sinks.alerts); with none set they land in ClickHouse `alerts` only.
+    alertmanager_url: str = ""
+    slack_webhook_url: SecretStr | None = None
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    # The trace link an alert carries, `{trace_id}` filled in (a Grafana or Tempo URL); empty: the
+    # control plane's own `/traces/{trace_id}`.
+    trace_url_template: str = ""
 
     learner_enabled: bool = True
     traffic_split: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -148,14 +166,21 @@ class Settings(BaseSettings):
             raise ValueError("must start with chdb:///, http:// or https://")
         return value
 
-    @field_validator("tempo_endpoint", "tempo_query_url")
+    @field_validator("tempo_endpoint", "tempo_query_url", "alertmanager_url", "pagerduty_events_url")
     @classmethod
-    def _tempo_url(cls, value: str) -> str:
+    def _http_url(cls, value: str) -> str:
         if not value:
             return value
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be empty or an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("trace_url_template")
+    @classmethod
+    def _trace_template(cls, value: str) -> str:
+        if value and (not value.startswith(("http://", "https://")) or "{trace_id}" not in value):
+            raise ValueError("must be empty or an http(s):// URL holding {trace_id}")
         return value
 
     @field_validator("decision_key")
@@ -194,6 +219,10 @@ class Settings(BaseSettings):
     @property
     def engine_url(self) -> str:
         return f"http://127.0.0.1:{self.engine_port}"
+
+    @property
+    def resolved_trace_url_template(self) -> str:
+        return self.trace_url_template or f"{self.engine_url}/traces/{{trace_id}}"
 
     def engine_url_as(self, role: Literal["admin", "analyst"]) -> str:
         """The engine's URL carrying a role's token (``http://analyst:<token>@…``), if one is known.

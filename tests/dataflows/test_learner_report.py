@@ -24,10 +24,11 @@ from dataflows.api_auth import Tokens
 from dataflows.learner_report import LearnerReport
 from dataflows.query_api import QueryApi
 from learner.promotion import WINDOW_MS
-from sinks.clickhouse import EVENT_TABLES, to_arrow, write
+from sinks.clickhouse import ALERTS, EVENT_TABLES, alerts_to_arrow, to_arrow, write
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore
 from symphony import clock, engine_client
+from symphony.alerts import Alert
 from symphony.catalog import load_catalog, load_policy
 from symphony.engine_client import EngineError
 from symphony.keys import CHALLENGER_KEY
@@ -54,7 +55,13 @@ def request(
 
 
 @pytest.fixture
-def api(tmp_path: Path, redis_client: redis.Redis) -> Iterator[str]:
+def api(served: tuple[str, ClickHouseStore]) -> str:
+    return served[0]
+
+
+@pytest.fixture
+def served(tmp_path: Path, redis_client: redis.Redis) -> Iterator[tuple[str, ClickHouseStore]]:
+    """The report's API over a store holding two days of requests (the store, to add to it)."""
     store = ClickHouseStore.connect(f"chdb://{tmp_path / 'chdb'}", log_dir=tmp_path / "logs")
     migrate(store)
     day = clock.wall_ms() // WINDOW_MS * WINDOW_MS - WINDOW_MS  # yesterday, UTC
@@ -84,7 +91,7 @@ def api(tmp_path: Path, redis_client: redis.Redis) -> Iterator[str]:
     )
     server.start()
     try:
-        yield f"http://analyst:{ANALYST_TOKEN}@127.0.0.1:{server.port}"
+        yield f"http://analyst:{ANALYST_TOKEN}@127.0.0.1:{server.port}", store
     finally:
         server.stop()
         store.close()
@@ -140,6 +147,51 @@ def test_the_report_evaluates_the_published_challenger_per_window(
         for name in ("dr", "ips", "snips")
     ]
     assert kept.rows == expected
+
+
+def test_time_is_the_shared_clocks_and_a_window_in_progress_is_shown_but_not_judged(
+    api: str, redis_client: redis.Redis
+) -> None:
+    redis_client.set(CHALLENGER_KEY, orjson.dumps({"version": "always-0", "weights": {ARMS[0]: 1.0}}))
+    yesterday = clock.wall_ms() // WINDOW_MS * WINDOW_MS - WINDOW_MS
+    clock.publish_clock(redis_client, start_ms=yesterday + WINDOW_MS // 2, speed=1.0)  # yesterday noon
+    report = engine_client.learner_metrics(api, days=3, resamples=100)
+    assert report["as_of_ms"] - (yesterday + WINDOW_MS // 2) < 60_000
+    ended = {w["start_ms"]: w["ended"] for w in report["windows"] if w["group"] == "all"}
+    assert ended == {yesterday - WINDOW_MS: True, yesterday: False}
+    # Only the day before yesterday is judged: one window of the two the rule needs.
+    assert "1 of 2 windows so far" in report["promotion"]["reasons"]
+    day = f"{clock.utc_datetime(yesterday):%Y-%m-%d}"
+    assert not any(day in reason for reason in report["promotion"]["reasons"])
+
+
+def test_an_slo_alert_that_fired_in_a_window_is_a_breach_of_it(
+    served: tuple[str, ClickHouseStore], redis_client: redis.Redis
+) -> None:
+    api, store = served
+    yesterday = clock.wall_ms() // WINDOW_MS * WINDOW_MS - WINDOW_MS
+    fired = Alert(
+        "firing",
+        "error_rate",
+        "grok",
+        "grok-3-mini",
+        0.3,
+        0.02,
+        yesterday + 3_600_000,
+        yesterday + 3_600_000,
+        300_000,
+        40,
+        "",
+        "",
+        first=True,
+    )
+    write(store, [{ALERTS: alerts_to_arrow([fired], "")}])
+    redis_client.set(CHALLENGER_KEY, orjson.dumps({"version": "always-0", "weights": {ARMS[0]: 1.0}}))
+    report = engine_client.learner_metrics(api, days=3, resamples=100)
+    window = next(w for w in report["windows"] if w["start_ms"] == yesterday and w["group"] == "all")
+    assert window["slo_alerts"] == 1 and window["slo"]["breached"] is False  # its own p95 and errors are fine
+    day = f"{clock.utc_datetime(yesterday):%Y-%m-%d}"
+    assert f"window {day} 00:00 UTC: an SLO was breached" in report["promotion"]["reasons"]
 
 
 def test_bad_parameters_and_a_malformed_challenger_get_clear_errors(

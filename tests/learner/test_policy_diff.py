@@ -29,7 +29,7 @@ def estimate(value: float, low: float, high: float, ess: float) -> dict[str, flo
     return {"value": value, "low": low, "high": high, "samples": 0, "effective_samples": ess}
 
 
-def window(start_ms: int, group: str, samples: int, uplift_low: float, slo: Any) -> dict[str, Any]:
+def window(start_ms: int, group: str, samples: int, uplift_low: float | None, slo: Any) -> dict[str, Any]:
     return {
         "start_ms": start_ms,
         "group": group,
@@ -185,3 +185,10 @@ def test_a_verdict_against_promotion_lists_its_reasons_and_a_breach_is_marked() 
     text = render_diff(CHAMPION, propose(CHAMPION, TABLES, "2"), report)
     assert "Verdict: **not a promotion candidate**:\n- window 86400000: an SLO was breached\n" in text
     assert "| +4.0% | 7200 | 3.10% | **breached** |" in text
+
+
+def test_a_window_the_champion_served_nothing_in_has_no_uplift_to_show() -> None:
+    # The challenger served every request (traffic split 1): the report's bound is -inf, null in JSON.
+    report = {**REPORT, "windows": [window(DAY, "all", 900, None, MET)]}
+    text = render_diff(CHAMPION, propose(CHAMPION, TABLES, "2"), report)
+    assert "| n/a | 1800 | 0.40% | met |" in text

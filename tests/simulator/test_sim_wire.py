@@ -470,6 +470,29 @@ def test_truth_covers_every_arm_with_different_winners(sim: BackgroundServer) ->
     assert len(winners) >= 3
 
 
+def test_truth_for_a_task_is_set_checked_and_restored(sim: BackgroundServer) -> None:
+    built_in = httpx.get(f"{sim.url}/admin/truth").json()
+    try:
+        changed = httpx.put(f"{sim.url}/admin/truth/reasoning", json={"grok/grok-3-mini": 0.1})
+        assert changed.status_code == 200 and changed.json()["grok/grok-3-mini"] == 0.1
+        truth = httpx.get(f"{sim.url}/admin/truth").json()
+        assert truth["grok/grok-3-mini"] == built_in["grok/grok-3-mini"] | {"reasoning": 0.1}
+        assert {arm: row for arm, row in truth.items() if arm != "grok/grok-3-mini"} == {
+            arm: row for arm, row in built_in.items() if arm != "grok/grok-3-mini"
+        }
+        poetry = httpx.put(f"{sim.url}/admin/truth/poetry", json={"openai/gpt-4o": 0.9}).json()
+        assert poetry["openai/gpt-4o"] == 0.9 and poetry["venice/llama-3.3-70b"] == 0.6
+        unknown = httpx.put(f"{sim.url}/admin/truth/chat", json={"openai/gpt-9": 0.5})
+        assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "openai/gpt-9"
+        out_of_range = httpx.put(f"{sim.url}/admin/truth/chat", json={"openai/gpt-4o": 1.5})
+        assert out_of_range.status_code == 400 and out_of_range.json()["error"]["field"] == "openai/gpt-4o"
+        assert httpx.put(f"{sim.url}/admin/truth/chat", json={}).status_code == 400
+        assert httpx.put(f"{sim.url}/admin/truth/chat", json={"openai/gpt-4o": "high"}).status_code == 400
+    finally:
+        restored = httpx.delete(f"{sim.url}/admin/truth")
+    assert restored.status_code == 200 and restored.json() == built_in
+
+
 async def _statuses(url: str, headers: dict[str, str], body: dict[str, Any], n: int) -> list[int]:
     # n requests share the client's 100 pooled connections: waiting for one is not the simulator's time,
     # so it has no limit (a loaded machine made 400 requests wait past 10 s for the pool).

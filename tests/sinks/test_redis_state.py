@@ -28,3 +28,22 @@ def test_the_challenger_is_published_only_while_the_learner_is_on(
         assert redis_client.get(CHALLENGER_KEY) is not None
     finally:
         partition.close()
+
+
+def test_a_frozen_challenger_keeps_serving_while_the_learner_publishes_nothing(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    sink = ChallengerSink(redis_server.url, Flags(learner_enabled=True, traffic_split=0.05))
+    partition = sink.build("challenger", 0, 1)
+    frozen = b'{"version": "frozen", "weights": {}}'
+    try:
+        redis_client.set(CHALLENGER_KEY, frozen)
+        redis_client.hset(FLAGS_KEY, "challenger_frozen", "true")
+        partition.write_batch([PublishedChallenger("learned-1", b'{"version": "learned-1", "weights": {}}')])
+        assert redis_client.get(CHALLENGER_KEY) == frozen
+        redis_client.hset(FLAGS_KEY, "challenger_frozen", "off")
+        partition.write_batch([PublishedChallenger("learned-2", b'{"version": "learned-2", "weights": {}}')])
+        assert redis_client.get(CHALLENGER_KEY) == b'{"version": "learned-2", "weights": {}}'
+    finally:
+        redis_client.delete(FLAGS_KEY, CHALLENGER_KEY)
+        partition.close()

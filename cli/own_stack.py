@@ -1,0 +1,53 @@
+"""A stack of a command's own: fresh state, its own bundled Redis, every part on a free port.
+
+For the commands that run a whole experiment or gate (``learner-week``, ``perf-run``): they
+run beside a developer's stack, never on it, and always from a clean slate.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cli.supervisor import Stack, running_stack
+from symphony.redis_server import RedisServer, free_port
+from symphony.settings import Settings, load_settings
+
+
+@contextmanager
+def own_stack(
+    var_dir: Path, *, say: Callable[[str], None], speed: float = 1.0, start_ms: int | None = None
+) -> Iterator[tuple[Settings, Stack]]:
+    """The whole stack on the simulator with its state in ``var_dir`` (emptied first)."""
+    shutil.rmtree(var_dir, ignore_errors=True)
+    redis_server = RedisServer(port=0, data_dir=var_dir / "redis", persist=False).start()
+    try:
+        settings = _own_settings(var_dir, redis_server.url)
+        with running_stack(settings, speed=speed, start_ms=start_ms, say=say) as stack:
+            yield settings, stack
+    finally:
+        redis_server.stop()
+
+
+def _own_settings(var_dir: Path, redis_url: str) -> Settings:
+    """The user's settings with the stack's own Redis, var dir, embedded ClickHouse and free ports.
+
+    Set in this process's environment, which is where ``running_stack`` hands settings to the
+    parts it starts (each receives its row of ``cli.child_env``): the command owns its process.
+    """
+    os.environ.update(
+        {
+            "VAR_DIR": str(var_dir),
+            "REDIS_URL": redis_url,
+            "CLICKHOUSE_URL": "",
+            "PROXY_PORT": str(free_port()),
+            "SIM_PORT": str(free_port()),
+            "ENGINE_PORT": str(free_port()),
+            "SIM_URL": "",
+            "SIMULATED_PROVIDERS": "all",
+        }
+    )
+    return load_settings()
