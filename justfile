@@ -69,6 +69,10 @@ learner-week *args:
 perf-run *args:
     symphony perf-run "$@"
 
+# The chaos gate: 429 storm, 5xx burst, slow first byte, hanging and down providers, all partly failing, a Redis restart, an engine crash; PASS/FAIL each (`--short` for CI)
+chaos-run *args:
+    symphony chaos-run "$@"
+
 # Workload generator: traffic through the proxy at a rate, feedback from the simulator's ground truth
 load *args:
     symphony load "$@"

@@ -452,6 +452,17 @@ def build_parser() -> argparse.ArgumentParser:
     perf_run.add_arguments(perf)
     perf.set_defaults(run=perf_run.command)
 
+    from cli import chaos_run
+
+    chaos = sub.add_parser(
+        "chaos-run",
+        help="the chaos gate: fault scenarios against a stack of its own, PASS or FAIL each",
+        description=(chaos_run.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    chaos_run.add_arguments(chaos)
+    chaos.set_defaults(run=chaos_run.command)
+
     from cli import learner_week
 
     week = sub.add_parser(

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cli.supervisor import Stack, running_stack
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import free_port
 from symphony.settings import Settings, load_settings
 
 
@@ -21,19 +21,16 @@ from symphony.settings import Settings, load_settings
 def own_stack(
     var_dir: Path, *, say: Callable[[str], None], speed: float = 1.0, start_ms: int | None = None
 ) -> Iterator[tuple[Settings, Stack]]:
-    """The whole stack on the simulator with its state in ``var_dir`` (emptied first)."""
+    """The whole stack on the simulator with its state in ``var_dir`` (emptied first); the stack
+    starts its own bundled Redis (``stack.redis``), as ``symphony up`` does when none answers."""
     shutil.rmtree(var_dir, ignore_errors=True)
-    redis_server = RedisServer(port=0, data_dir=var_dir / "redis", persist=False).start()
-    try:
-        settings = _own_settings(var_dir, redis_server.url)
-        with running_stack(settings, speed=speed, start_ms=start_ms, say=say) as stack:
-            yield settings, stack
-    finally:
-        redis_server.stop()
+    settings = _own_settings(var_dir)
+    with running_stack(settings, speed=speed, start_ms=start_ms, say=say) as stack:
+        yield settings, stack
 
 
-def _own_settings(var_dir: Path, redis_url: str) -> Settings:
-    """The user's settings with the stack's own Redis, var dir, embedded ClickHouse and free ports.
+def _own_settings(var_dir: Path) -> Settings:
+    """The user's settings with a Redis of the stack's own, its var dir, embedded ClickHouse, free ports.
 
     Set in this process's environment, which is where ``running_stack`` hands settings to the
     parts it starts (each receives its row of ``cli.child_env``): the command owns its process.
@@ -41,7 +38,7 @@ def _own_settings(var_dir: Path, redis_url: str) -> Settings:
     os.environ.update(
         {
             "VAR_DIR": str(var_dir),
-            "REDIS_URL": redis_url,
+            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
             "CLICKHOUSE_URL": "",
             "PROXY_PORT": str(free_port()),
             "SIM_PORT": str(free_port()),

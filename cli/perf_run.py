@@ -18,63 +18,21 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
+from cli.gates import ARTIFACTS, GATES_FILE, Check, PerfGate, load_gates
 from cli.own_stack import own_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "k6" / "route_execute.js"
-GATES_FILE = Path("policies/gates.v1.json")
-ARTIFACTS = Path("runs/gates")
 K6_THRESHOLDS_CROSSED = 99
 ANSWERED = "http_req_duration{expected_response:true}"
 
 
-class PerfGate(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rate: float = Field(gt=0, le=2000)
-    duration_s: float = Field(gt=0, le=3600)
-    p95_ms: float = Field(gt=0)
-    p99_ms: float = Field(gt=0)
-    error_rate: float = Field(ge=0, le=1)
-
-
-class Gates(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    version: str
-    perf: PerfGate
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    measured: float
-    bound: str
-    ok: bool
-
-    def line(self) -> str:
-        return f"{'PASS' if self.ok else 'FAIL'}  {self.name:<16} {self.measured:10.2f}  (bound {self.bound})"
-
-
 def load_gate(path: Path, overrides: dict[str, float]) -> PerfGate:
-    """The ``perf`` gate of ``path`` with ``overrides``; ``ValueError`` names what is wrong."""
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the gates file {path}: {exc}") from None
-    try:
-        gates = Gates.model_validate(raw)
-        return PerfGate.model_validate(gates.perf.model_dump() | overrides)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise ValueError(f"{path}: {where}: {error['msg']}") from None
+    return load_gates(path, overrides).perf
 
 
 def k6_binary() -> str:
