@@ -1,9 +1,9 @@
 """The control plane's admin boundary: who may call which route of the engine's HTTP API.
 
 Three roles, each with its own token: ``admin`` may call every route; ``analyst`` may
-only read (``/query``, which runs read-only in ClickHouse, ``/metrics`` and ``/learner/metrics``);
-``spans`` (the proxy's) may only post spans (``/v1/traces``) and read nothing. ``/health`` is
-open. A token comes as ``Authorization: Bearer <token>``, or as the
+only read (``/query``, which runs read-only in ClickHouse, ``/metrics``, ``/learner/metrics``
+and ``/traces/<id>``); ``spans`` (the proxy's) may only post spans (``/v1/traces``) and read
+nothing. ``/health`` is open. A token comes as ``Authorization: Bearer <token>``, or as the
 password of HTTP Basic credentials (``http://analyst:<token>@host`` in a URL). A missing or
 wrong token is a 401, a role calling a route it may not is a 403. Tokens are
 compared in constant time and never logged or echoed.
@@ -23,6 +23,8 @@ ANALYST_PATHS = frozenset({"/query", "/metrics", "/learner/metrics"})
 SPANS_PATHS = frozenset({"/v1/traces"})
 # role -> the paths it may call (admin: every path)
 ALLOWED = {"analyst": ANALYST_PATHS, "spans": SPANS_PATHS}
+# role -> path prefixes it may also call (a trace's view: /traces/<id>)
+ALLOWED_PREFIXES: dict[str, tuple[str, ...]] = {"analyst": ("/traces/",), "spans": ()}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,11 @@ class TokenGuard:
         role = self._tokens.role(_bearer(scope))
         if role is None:
             await _refuse(send, 401, "a control-plane token is required: Authorization: Bearer <token>")
-        elif role in ALLOWED and scope["path"] not in ALLOWED[role]:
+        elif (
+            role in ALLOWED
+            and scope["path"] not in ALLOWED[role]
+            and not scope["path"].startswith(ALLOWED_PREFIXES[role])
+        ):
             allowed = ", ".join(sorted(ALLOWED[role]))
             what = "read" if role == "analyst" else "post spans"
             await _refuse(send, 403, f"the {role} role may only {what} ({allowed}), not {scope['path']}")

@@ -9,9 +9,10 @@ every sandbox handle busy is a 429; a query whose client goes away is cancelled.
 (``dataflows.metrics``). Every answer, errors included, is JSON (metrics aside):
 an unknown path is a 404, a wrong method a 405, a failure of the engine a 503.
 
-``POST /v1/traces``: the proxy's spans over OTLP/HTTP into ``otel_traces``
-(``dataflows.span_intake``; its answers are OTLP's protobuf, not JSON); there when the
-engine writes spans (its leader does).
+``GET /traces/{trace_id}``: a trace's spans and its decision (``dataflows.trace_view``), where
+an SLO alert's trace link points by default. ``POST /v1/traces``: the proxy's spans over
+OTLP/HTTP into ``otel_traces`` (``dataflows.span_intake``; its answers are OTLP's protobuf,
+not JSON); there when the engine writes spans (its leader does).
 
 Two routes exist only when the engine turns them on: ``POST /insert?table=T`` (an
 Arrow IPC stream body), through which the other processes of a cluster write to
@@ -48,6 +49,7 @@ from starlette.routing import Route
 from dataflows.api_auth import TokenGuard, Tokens
 from dataflows.learner_report import MAX_DAYS, MAX_RESAMPLES
 from dataflows.span_intake import TRACES_PATH, TracesEndpoint
+from dataflows.trace_view import TraceNotFound, normalized, read_trace
 from sinks.analyst_sandbox import new_query_id
 from sinks.clickhouse import SCHEMAS
 from sinks.clickhouse_store import ClickHouseStore, QueryError, SandboxBusy, StoreUnavailable, WriteFaults
@@ -130,6 +132,20 @@ def create_app(
         except ValueError as exc:  # a malformed challenger in Redis
             return _json({"error": f"cannot evaluate the published challenger: {exc}"}, 409)
 
+    async def trace(request: Request) -> Response:
+        try:
+            trace_id = normalized(request.path_params["trace_id"])
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        try:
+            return _json(await run_in_threadpool(read_trace, store, trace_id))
+        except TraceNotFound as exc:
+            return _json({"error": str(exc)}, 404)
+        except SandboxBusy as exc:
+            return _json({"error": str(exc)}, 429)
+        except StoreUnavailable as exc:
+            return _json({"error": f"ClickHouse unavailable: {exc}"}, 503)
+
     async def prometheus(request: Request) -> Response:
         if metrics is None:
             return Response("", media_type=METRICS_CONTENT_TYPE)
@@ -178,6 +194,7 @@ def create_app(
         Route("/query", query, methods=["POST"]),
         Route("/metrics", prometheus),
         Route("/learner/metrics", learner_metrics),
+        Route("/traces/{trace_id}", trace),
     ]
     if spans is not None:
         routes.append(Route(TRACES_PATH, TracesEndpoint(spans).post, methods=["POST"]))
