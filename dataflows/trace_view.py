@@ -1,7 +1,8 @@
 """``GET /traces/{trace_id}``: one trace from ClickHouse, with the decision it served.
 
-The link an SLO alert carries by default (``Settings.resolved_trace_url_template``) lands here: the trace's spans
-from ``otel_traces`` (start order; ids, kind, name, duration, status, attributes, parent) and the
+The link an SLO alert carries by default (``Settings.resolved_trace_url_template``) lands here:
+the trace's spans from ``otel_traces`` (start order; ids, kind, name, duration, status,
+attributes, parent) and the
 ``decision`` whose ``trace_id`` it is (provider, model, policy, propensity, quota snapshot), so
 one click goes from the alert to the request, its decision and its quota state. Analysts may
 read it (``dataflows.api_auth``); it runs in their sandbox like ``/query``. A trace id that is not
