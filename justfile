@@ -49,6 +49,10 @@ check:
 quotas-matrix *args:
     symphony quotas-matrix "$@"
 
+# The plan of the queued jobs per provider and window: `just scheduler-plan --horizon 12h --dry-run [--json]`
+scheduler-plan *args:
+    symphony scheduler-plan "$@"
+
 # The share of decisions in the window with a trace (ClickHouse; Tempo too when TEMPO_ENDPOINT is set): `--window 1h [--json]`
 trace-coverage *args:
     symphony trace-coverage "$@"

@@ -36,6 +36,7 @@ import httpx
 from cli import load
 from cli.gates import ARTIFACTS, GATES_FILE, ChaosGate, ChaosScenario, Check, load_gates
 from cli.own_stack import own_stack
+from cli.report import progress_printer
 from cli.supervisor import Part, Stack
 from symphony import clock, engine_client
 from symphony.settings import Settings
@@ -236,10 +237,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"symphony chaos-run: {exc}", file=sys.stderr)
         return 2
-    stream = sys.stderr if args.json else sys.stdout
-
-    def say(message: str) -> None:
-        print(message, file=stream, flush=True)
+    say = progress_printer(as_json=args.json)
 
     results = run_gate(gate, names, args.short, args.var_dir, say)
     passed = all(result.passed for result in results)

@@ -8,6 +8,8 @@ secret (``SETTINGS``). Secrets go only where they are used:
   proxy, which calls the providers (``proxy.app`` reads them);
 - ``DECISION_KEY``, which signs decision ids: the proxy, which issues them and
   verifies them on feedback;
+- ``DISPATCHER_TOKEN``, with which the scheduler sends jobs through the proxy as their apps:
+  the scheduler, which sends them, and the proxy, which checks it;
 - the control-plane tokens (``ADMIN_TOKEN``, ``ANALYST_TOKEN``) and the alert
   destinations: the engine, which serves the control-plane API and sends alerts;
 - ``SPANS_TOKEN``, which may only post spans to the control plane: the proxy, which
@@ -48,6 +50,7 @@ def _secret_settings() -> frozenset[str]:
 
 
 PROXY_SECRETS = Variables(frozenset({"DECISION_KEY"}))
+DISPATCH_SECRETS = Variables(frozenset({"DISPATCHER_TOKEN"}))
 # Shared by the two ends of one channel: the proxy posts spans with it, the engine checks it.
 SPAN_WRITER = Variables(frozenset({"SPANS_TOKEN"}))
 
@@ -64,13 +67,16 @@ SYSTEM = Variables(
     ),
     prefixes=("LC_", "PYTHON"),
 )
-CONTROL_PLANE_TOKENS = Variables(_secret_settings() - PROXY_SECRETS.names - SPAN_WRITER.names)
+CONTROL_PLANE_TOKENS = Variables(
+    _secret_settings() - PROXY_SECRETS.names - DISPATCH_SECRETS.names - SPAN_WRITER.names
+)
 ALERT_DESTINATIONS = Variables(frozenset({"SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"}))
 PROVIDER_KEYS = Variables(_provider_keys())
 SETTINGS = Variables(
     frozenset(name.upper() for name in Settings.model_fields)
     - CONTROL_PLANE_TOKENS.names
     - PROXY_SECRETS.names
+    - DISPATCH_SECRETS.names
     - SPAN_WRITER.names
     - ALERT_DESTINATIONS.names
 )
@@ -79,7 +85,8 @@ SETTINGS = Variables(
 MAY_RECEIVE: dict[str, tuple[Variables, ...]] = {
     "sim": (SYSTEM, SETTINGS),
     "engine": (SYSTEM, SETTINGS, CONTROL_PLANE_TOKENS, SPAN_WRITER, ALERT_DESTINATIONS),
-    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS, PROXY_SECRETS, SPAN_WRITER),
+    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS, PROXY_SECRETS, DISPATCH_SECRETS, SPAN_WRITER),
+    "scheduler": (SYSTEM, SETTINGS, DISPATCH_SECRETS),
 }
 
 

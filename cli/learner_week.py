@@ -34,6 +34,7 @@ import redis
 
 from cli import learner_promote, load, report
 from cli.own_stack import own_stack
+from cli.report import progress_printer
 from learner import metrics_table
 from learner.promotion import WINDOW_MS
 from learner.pull_request import Plan, PromotionError, Result, promote
@@ -334,10 +335,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"symphony learner-week: {exc}", file=sys.stderr)
         return 2
-    stream = sys.stderr if args.json else sys.stdout
-
-    def say(message: str) -> None:
-        print(message, file=stream, flush=True)
+    say = progress_printer(as_json=args.json)
 
     try:
         fixed = None if config.challenger is None else fixed_challenger(settings, config.challenger)

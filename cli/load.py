@@ -35,7 +35,7 @@ from typing import Any, Literal
 import httpx
 import httpx_aiohttp
 
-from cli.report import render_table
+from cli.report import progress_printer, render_table
 from symphony.clock import monotonic
 from symphony.secret_files import read_secret
 from symphony.settings import Settings, load_settings
@@ -450,10 +450,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    stream = sys.stderr if args.json else sys.stdout
-
-    def say(message: str) -> None:
-        print(message, file=stream, flush=True)
+    say = progress_printer(as_json=args.json)
 
     proxy_url = args.proxy_url or settings.proxy_url
     report = run_load(proxy_url, args.simulator_url or settings.resolved_sim_url, config, say=say)

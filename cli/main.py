@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from symphony import clock
 from symphony.settings import Settings, SettingsError, load_settings
@@ -103,6 +103,29 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     run_engine(
         settings, workers=args.workers, cluster=Cluster(args.process_id, parse_addresses(args.addresses))
     )
+    return 0
+
+
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler.dispatcher import run_dispatcher
+
+    _log_to_stderr()
+    run_dispatcher(settings)
+    return 0
+
+
+def cmd_scheduler_plan(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from cli.scheduler_plan import render, scheduler_plan
+
+    try:
+        rows, totals = scheduler_plan(settings, args.horizon)
+    except redis.ConnectionError as exc:
+        raise StackUnavailable(
+            f"cannot read the job queue: nothing answers at REDIS_URL={settings.redis_url} ({exc})"
+        ) from None
+    print(render(rows, totals, as_json=args.json))
     return 0
 
 
@@ -259,10 +282,11 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     wanted = (
         ("learner_enabled", _on_off(args.learner)),
         ("traffic_split", args.traffic_split),
+        ("scheduler_enabled", _on_off(args.scheduler)),
         ("challenger_frozen", _on_off(args.freeze)),
     )
     changes = {name: value for name, value in wanted if value is not None}
-    defaults = Flags(settings.learner_enabled, settings.traffic_split)
+    defaults = Flags(settings.learner_enabled, settings.traffic_split, settings.scheduler_enabled)
     try:
         for name, value in changes.items():
             defaults.with_value(name, value)  # refuse a bad value before anything is written
@@ -282,6 +306,7 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     source = f"live: {', '.join(overridden)}" if overridden else "from the environment"
     print(
         f"learner_enabled={str(live.learner_enabled).lower()} traffic_split={live.traffic_split:g} "
+        f"scheduler_enabled={str(live.scheduler_enabled).lower()} "
         f"challenger_frozen={str(live.challenger_frozen).lower()} "
         f"(challenger share {live.challenger_share:g}; {source})"
     )
@@ -353,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sim", help="run the provider simulator").set_defaults(run=cmd_sim)
     sub.add_parser("proxy", help="run the proxy (data plane)").set_defaults(run=cmd_proxy)
+    sub.add_parser(
+        "scheduler",
+        help="run the scheduler: plan queued jobs into usage windows and send them through the proxy",
+    ).set_defaults(run=cmd_scheduler)
     engine = sub.add_parser("engine", help="run the control plane: dataflows into ClickHouse, query API")
     engine.add_argument("-w", "--workers", type=_positive_int, default=1, help="dataflow workers (default 1)")
     engine.add_argument(
@@ -416,6 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
     coverage.add_argument("--json", action="store_true", help="print rows as JSON")
     coverage.set_defaults(run=cmd_trace_coverage)
 
+    from cli import scheduler_plan
+
+    plan = sub.add_parser(
+        "scheduler-plan",
+        help="the queued jobs' plan per provider and window: budget, forecast, jobs, utilisation, overflow",
+        description=(scheduler_plan.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scheduler_plan.add_arguments(plan)
+    plan.set_defaults(run=cmd_scheduler_plan)
+
     learner = sub.add_parser(
         "learner-metrics",
         help="off-policy evaluation of the challenger (IPS, SNIPS, DR) per 24h window and task; promotion",
@@ -432,59 +472,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cli import learner_promote
 
-    promote = sub.add_parser(
+    _module_command(
+        sub,
         "learner-promote",
-        help="propose the learner's challenger as the next champion: a branch, a commit and a pull request",
-        description=(learner_promote.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        learner_promote,
+        "propose the learner's challenger as the next champion: a branch, a commit and a pull request",
     )
-    learner_promote.add_arguments(promote)
-    promote.set_defaults(run=learner_promote.command)
 
     from cli import perf_run
 
-    perf = sub.add_parser(
+    _module_command(
+        sub,
         "perf-run",
-        help="the performance gate: k6 against /v1/route/execute on a stack of its own, PASS or FAIL",
-        description=(perf_run.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        perf_run,
+        "the performance gate: k6 against /v1/route/execute on a stack of its own, PASS or FAIL",
     )
-    perf_run.add_arguments(perf)
-    perf.set_defaults(run=perf_run.command)
 
     from cli import chaos_run
 
-    chaos = sub.add_parser(
+    _module_command(
+        sub,
         "chaos-run",
-        help="the chaos gate: fault scenarios against a stack of its own, PASS or FAIL each",
-        description=(chaos_run.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        chaos_run,
+        "the chaos gate: fault scenarios against a stack of its own, PASS or FAIL each",
     )
-    chaos_run.add_arguments(chaos)
-    chaos.set_defaults(run=chaos_run.command)
 
     from cli import learner_week
 
-    week = sub.add_parser(
+    _module_command(
+        sub,
         "learner-week",
-        help="a simulated week end to end on a stack of its own: traffic, learner, report, promotion",
-        description=(learner_week.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        learner_week,
+        "a simulated week end to end on a stack of its own: traffic, learner, report, promotion",
     )
-    learner_week.add_arguments(week)
-    week.set_defaults(run=learner_week.command)
 
     flags = sub.add_parser(
         "flags",
-        help="live rollback: show or set learner_enabled and traffic_split on every replica and the engine",
+        help="live rollback: show or set learner_enabled, traffic_split and scheduler_enabled",
         description=(
             "Without options, print the live flags. --learner off serves the champion alone and stops the "
-            "learner publishing; --traffic-split 0 serves the champion alone. Every proxy replica and the "
-            "engine read the flags every second; --reset returns to the environment's values."
+            "learner publishing; --traffic-split 0 serves the champion alone; --scheduler off sends queued "
+            "jobs at once (the baseline). Every proxy replica, the engine and the scheduler read the flags "
+            "every second; --reset returns to the environment's values."
         ),
     )
     flags.add_argument("--learner", choices=("on", "off"), help="turn the learner on or off")
     flags.add_argument("--traffic-split", metavar="SHARE", help="the challenger's share of requests, 0 to 1")
+    flags.add_argument(
+        "--scheduler", choices=("on", "off"), help="plan jobs into windows (on) or send them at once (off)"
+    )
     flags.add_argument(
         "--freeze",
         choices=("on", "off"),
@@ -499,6 +535,27 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--json", action="store_true", help="print rows as JSON")
     sql.set_defaults(run=cmd_sql)
     return parser
+
+
+class _CommandModule(Protocol):
+    """A command in a module of its own: its docstring's second paragraph on is its --help."""
+
+    __doc__: str | None
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def command(self, settings: Settings, args: argparse.Namespace) -> int: ...
+
+
+def _module_command(sub: Any, name: str, module: _CommandModule, help_text: str) -> None:
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=(module.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    parser.set_defaults(run=module.command)
 
 
 def _positive_float(text: str) -> float:

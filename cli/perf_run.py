@@ -24,6 +24,8 @@ from typing import Any
 
 from cli.gates import ARTIFACTS, GATES_FILE, Check, PerfGate, load_gates
 from cli.own_stack import own_stack
+from cli.report import progress_printer
+from symphony.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "k6" / "route_execute.js"
@@ -112,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
-def command(settings: object, args: argparse.Namespace) -> int:
+def command(settings: Settings, args: argparse.Namespace) -> int:
     fields = ("rate", "duration_s", "p95_ms", "p99_ms", "error_rate")
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     try:
@@ -121,10 +123,7 @@ def command(settings: object, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"symphony perf-run: {exc}", file=sys.stderr)
         return 2
-    stream = sys.stderr if args.json else sys.stdout
-
-    def say(message: str) -> None:
-        print(message, file=stream, flush=True)
+    say = progress_printer(as_json=args.json)
 
     try:
         code, summary = run_gate(gate, args.var_dir, say)

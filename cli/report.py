@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -41,3 +42,13 @@ def render_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, as_json: bool) -> str:
     return render_json(columns, rows) if as_json else render_table(columns, rows)
+
+
+def progress_printer(*, as_json: bool) -> Callable[[str], None]:
+    """Where a long command says what it is doing: stdout, or stderr when stdout carries ``--json``."""
+    stream = sys.stderr if as_json else sys.stdout
+
+    def say(message: str) -> None:
+        print(message, file=stream, flush=True)
+
+    return say

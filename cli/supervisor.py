@@ -1,4 +1,4 @@
-"""``symphony up``: start Redis (if needed), the simulator, the engine and the proxy.
+"""``symphony up``: start Redis (if needed), the simulator, the engine, the proxy and the scheduler.
 
 Each part runs as its own process (``python -m cli <part>``) with its log in
 ``var/logs/<part>.log`` and only the environment its row of ``cli.child_env``
@@ -12,10 +12,11 @@ the events published meanwhile from the stream. A part that cannot stay up (more
 restarts within the window than the policy allows) makes ``supervise`` give up
 with a ``StackError`` naming its log, which stops the stack.
 
-The stack stops in dependency order: the proxy first (it flushes its queued
-events to the stream), then the simulator, then the engine, then a Redis server
-the stack started itself. Children get SIGTERM when the supervisor dies, however
-it dies, so nothing is left running.
+The stack stops in dependency order: the scheduler first (it lets the jobs in
+flight end), then the proxy (it flushes its queued events to the stream), then
+the engine, then the simulator, then a Redis server the stack started itself.
+Children get SIGTERM when the supervisor dies, however it dies, so nothing is
+left running.
 
 Before the proxy starts, the stack makes sure a development key exists (app
 ``dev``, ``cli.dev_key``): a new one is printed once and kept in
@@ -129,6 +130,7 @@ class Stack:
             client.close()
         self._ensure_control_plane_tokens()
         self._ensure_decision_key()
+        self._ensure_dispatcher_token()
         self._ensure_spans_token()
         for part in self._make_parts():
             self._launch(part)
@@ -166,6 +168,7 @@ class Stack:
                 ("sim", f"{s.resolved_sim_url}/health", ["sim"]),
                 ("engine", f"{s.engine_url}/health", ["engine", "-w", str(self.workers)]),
                 ("proxy", f"{s.proxy_url}/health", ["proxy"]),
+                ("scheduler", f"{s.scheduler_url}/health", ["scheduler"]),
             )
         ]
 
@@ -247,6 +250,16 @@ class Stack:
         write_secret(path, key)
         self.settings = self.settings.model_copy(update={"decision_key": SecretStr(key)})
 
+    def _ensure_dispatcher_token(self) -> None:
+        """The token with which the scheduler sends jobs through the proxy: the setting's, else made once
+        under var/ (only the proxy and the scheduler get it)."""
+        if self.settings.dispatcher_token is not None:
+            return
+        path = self.settings.dispatcher_token_file
+        token = read_secret(path) or secrets.token_urlsafe(32)
+        write_secret(path, token)
+        self.settings = self.settings.model_copy(update={"dispatcher_token": SecretStr(token)})
+
     def _ensure_spans_token(self) -> None:
         """The proxy's token for posting spans to the engine: the setting's, else made once under var/.
         Made even with auth disabled, so tracing into ClickHouse stays on in every `symphony up`."""
@@ -274,7 +287,7 @@ class Stack:
         """What ``part`` may receive (``cli.child_env``) of our environment, with the stack's
         control-plane tokens and the simulator standing in for keyless providers."""
         env = os.environ.copy()
-        for name in ("admin_token", "analyst_token", "decision_key", "spans_token"):
+        for name in ("admin_token", "analyst_token", "decision_key", "dispatcher_token", "spans_token"):
             secret = getattr(self.settings, name)
             if secret is not None:
                 env[name.upper()] = secret.get_secret_value()

@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI-compatible),
 ``POST /v1/messages`` (Anthropic-compatible), ``POST /v1/route/execute`` (native,
-the decision in the answer), ``POST /v1/feedback``, ``GET /health``, ``GET /metrics``.
+the decision in the answer), ``POST /v1/feedback``, ``POST /v1/jobs``, ``GET`` and ``DELETE
+/v1/jobs/{id}`` (deferrable jobs), ``GET /health``, ``GET /metrics``.
 Errors are answered in the shape the caller's SDK expects: Anthropic's under
 ``/v1/messages``, OpenAI's everywhere else, unknown paths included.
 
@@ -41,13 +42,15 @@ from starlette.routing import Route
 from proxy import errors
 from proxy.adapters.registry import build_adapters
 from proxy.api.feedback import FeedbackApi
+from proxy.api.jobs_api import JobsApi
 from proxy.api.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_response
 from proxy.api.openai_api import OpenAIApi
 from proxy.api.route_execute import RouteExecuteApi
 from proxy.decision_ids import DecisionIds
-from proxy.edge.auth import Authenticator, AuthMiddleware
+from proxy.edge.auth import Authenticator, AuthMiddleware, DispatchCheck, no_dispatches
 from proxy.edge.auth_failures import AuthFailures
 from proxy.edge.header_limit import HeaderLimitMiddleware
+from proxy.edge.job_dispatch import JobDispatches
 from proxy.edge.key_cache import AppKeyCache
 from proxy.edge.scrub import Scrubber, install_log_scrubber
 from proxy.gateway import Gateway
@@ -136,6 +139,7 @@ def create_app(
     messages_api = MessagesApi(gateway)
     route_api = RouteExecuteApi(gateway)
     feedback_api = FeedbackApi(resources, decision_ids)
+    jobs_api = JobsApi(resources, catalog)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -159,13 +163,22 @@ def create_app(
         Route(MESSAGES_PATH, messages_api.create, methods=["POST"]),
         Route("/v1/route/execute", route_api.execute, methods=["POST"]),
         Route("/v1/feedback", feedback_api.post, methods=["POST"]),
+        Route("/v1/jobs", jobs_api.create, methods=["POST"]),
+        Route("/v1/jobs/{job_id}", jobs_api.get, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", jobs_api.cancel, methods=["DELETE"]),
         Route("/health", _health, methods=["GET"]),
         Route("/metrics", _metrics_endpoint(gateway.prometheus), methods=["GET"]),
     ]
     handlers = {errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
+    app_keys = _key_cache(settings, resources)
     middleware = [
         Middleware(HeaderLimitMiddleware, render=render_error, max_bytes=settings.max_header_bytes),
-        Middleware(AuthMiddleware, authenticator=_authenticator(settings, resources), render=render_error),
+        Middleware(
+            AuthMiddleware,
+            authenticator=_authenticator(settings, resources, app_keys),
+            render=render_error,
+            dispatches=_dispatches(settings, resources, app_keys),
+        ),
     ]
     # Timed inside the server span (its trace is the exemplar), outside everything else.
     middleware.insert(0, Middleware(RequestTimer, metrics=gateway.prometheus, paths=TRACED_PATHS))
@@ -189,15 +202,29 @@ def _decision_ids(settings: Settings) -> DecisionIds:
     return DecisionIds(os.urandom(32))
 
 
-def _authenticator(settings: Settings, resources: ResourceSlot) -> Authenticator | None:
+def _key_cache(settings: Settings, resources: ResourceSlot) -> AppKeyCache | None:
     if settings.auth_disabled:
+        return None
+    return AppKeyCache(lambda: resources.get().redis, fail_mode=settings.quota_fail_mode)
+
+
+def _authenticator(
+    settings: Settings, resources: ResourceSlot, keys: AppKeyCache | None
+) -> Authenticator | None:
+    if keys is None:
         return None
 
     def client() -> aioredis.Redis:
         return resources.get().redis
 
-    keys = AppKeyCache(client, fail_mode=settings.quota_fail_mode)
     return Authenticator(keys, AuthFailures(client, settings.auth_failures_per_minute))
+
+
+def _dispatches(settings: Settings, resources: ResourceSlot, keys: AppKeyCache | None) -> DispatchCheck:
+    """Job dispatches from the scheduler, when this proxy has the dispatcher's token."""
+    if settings.dispatcher_token is None:
+        return no_dispatches
+    return JobDispatches(settings.dispatcher_token.get_secret_value(), resources, lambda: keys)
 
 
 def run_proxy(settings: Settings) -> None:

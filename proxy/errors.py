@@ -97,10 +97,11 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def from_validation(exc: ValidationError) -> ApiError:
-    """The first validation error, as OpenAI would word it, naming the field."""
+def from_validation(exc: ValidationError, within: tuple[int | str, ...] = ()) -> ApiError:
+    """The first validation error, as OpenAI would word it, naming the field (under ``within``,
+    for a body nested in another: ``request.messages.0.role``)."""
     error: Any = exc.errors(include_url=False)[0]
-    param = field_path(error["loc"])
+    param = field_path((*within, *error["loc"]))
     kind: str = error["type"]
     if kind == "missing":
         return ApiError(

@@ -1,16 +1,19 @@
 """Live rollback flags: set at start by the environment, changed at run time in Redis.
 
-``LEARNER_ENABLED`` and ``TRAFFIC_SPLIT`` are read once from the environment, as defaults.
-An operator overrides them at run time (``symphony flags``) in the hash ``FLAGS_KEY``,
-which every proxy replica and the engine read every second, so a rollback takes effect
-everywhere within seconds, without a restart and without losing an event:
+``LEARNER_ENABLED``, ``TRAFFIC_SPLIT`` and ``SCHEDULER_ENABLED`` are read once from the
+environment, as defaults. An operator overrides them at run time (``symphony flags``) in the
+hash ``FLAGS_KEY``, which every proxy replica, the engine and the scheduler read every second
+or so, so a rollback takes effect everywhere within seconds, without a restart and without
+losing an event:
 
 - ``learner_enabled=false``: the engine's learner publishes no challenger, and the proxy
   serves the champion alone (the challenger's share is 0 whatever ``traffic_split`` says);
-- ``traffic_split=0``: the proxy serves the champion alone; the learner keeps learning.
+- ``traffic_split=0``: the proxy serves the champion alone; the learner keeps learning;
 - ``challenger_frozen=true``: the learner keeps learning but publishes nothing, so every
   replica keeps serving the challenger published last (to evaluate a fixed policy, or
-  to hold one while investigating). Not set by the environment: it starts false.
+  to hold one while investigating). Not set by the environment: it starts false;
+- ``scheduler_enabled=false``: the scheduler's dispatcher sends every queued job at once
+  instead of at its planned slot (the baseline); queued jobs are kept.
 
 A value in Redis that is not valid is ignored (the default holds) and said once.
 
@@ -21,6 +24,8 @@ A value in Redis that is not valid is ignored (the default holds) and said once.
 0.0
 >>> defaults.merged({b"traffic_split": b"lots"}).challenger_share
 0.05
+>>> defaults.merged({b"scheduler_enabled": b"off"}).scheduler_enabled
+False
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-FLAG_NAMES = ("learner_enabled", "traffic_split", "challenger_frozen")
+FLAG_NAMES = ("learner_enabled", "traffic_split", "scheduler_enabled", "challenger_frozen")
 _warned: set[tuple[str, str]] = set()
 
 
@@ -46,6 +51,7 @@ class FlagError(ValueError):
 class Flags:
     learner_enabled: bool
     traffic_split: float
+    scheduler_enabled: bool = True
     challenger_frozen: bool = False
 
     @property
@@ -73,6 +79,8 @@ class Flags:
         """These flags with ``name`` set from its text; ``FlagError`` if either is not valid."""
         if name == "learner_enabled":
             return replace(self, learner_enabled=parse_bool(value, name))
+        if name == "scheduler_enabled":
+            return replace(self, scheduler_enabled=parse_bool(value, name))
         if name == "challenger_frozen":
             return replace(self, challenger_frozen=parse_bool(value, name))
         if name == "traffic_split":

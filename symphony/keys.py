@@ -56,3 +56,21 @@ def reservation_marker_key(tag: str, token: str) -> str:
 def eta_key(provider: str, metric: str, window: str) -> str:
     """``symphony:eta:{<provider>}:<metric>:<window>``: a window's published ETA (a hash)."""
     return f"symphony:eta:{{{provider}}}:{metric}:{window}"
+
+
+# Deferrable jobs (``symphony.jobs``). Every job key carries the hash tag ``{jobs}``, so the
+# scripts that move a job between states (its record, the queue, the running set, a dispatcher's
+# heartbeat) touch one Redis Cluster slot.
+JOBS_QUEUE = "symphony:jobs:{jobs}:queue"  # sorted set: queued or planned job id -> deadline_ms
+JOBS_RUNNING = "symphony:jobs:{jobs}:running"  # set: ids of jobs claimed by a dispatcher
+JOBS_VERSION = "symphony:jobs:{jobs}:version"  # counter: bumped when the queue gains or loses a job
+
+
+def job_key(job_id: str) -> str:
+    """``symphony:jobs:{jobs}:job:<id>``: one job's record (a hash)."""
+    return f"symphony:jobs:{{jobs}}:job:{job_id}"
+
+
+def dispatcher_heartbeat_key(owner: str) -> str:
+    """``symphony:jobs:{jobs}:dispatcher:<owner>``: a live dispatcher's heartbeat, with a short TTL."""
+    return f"symphony:jobs:{{jobs}}:dispatcher:{owner}"

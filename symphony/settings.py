@@ -37,6 +37,7 @@ ACCEPTS: dict[str, str] = {
     "ALERTMANAGER_URL": "empty (no Alertmanager) or an http(s):// URL, e.g. http://alertmanager:9093",
     "TRACE_URL_TEMPLATE": "empty, or an http(s):// URL holding {trace_id}, e.g. https://grafana/trace/{trace_id}",
     "SLO_ERROR_RATE": "a number above 0 and at most 1",
+    "DISPATCHER_TOKEN": "a secret of at least 16 characters, the same for the proxy and the scheduler",
 }
 BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
@@ -80,11 +81,15 @@ class Settings(BaseSettings):
 
     learner_enabled: bool = True
     traffic_split: float = Field(default=0.05, ge=0.0, le=1.0)
+    # The scheduler plans deferrable jobs into usage windows; false sends each job at once (the
+    # baseline). Live: `symphony flags --scheduler off` (symphony.flags).
+    scheduler_enabled: bool = True
 
     proxy_host: str = "127.0.0.1"
     proxy_port: Port = 8700
     sim_port: Port = 8701
     engine_port: Port = 8702
+    scheduler_port: Port = 8703
     sim_url: str = ""
     event_shards: int = Field(default=4, ge=1, le=64)
     policy_file: Path = Path("policies/champion.json")
@@ -128,6 +133,9 @@ class Settings(BaseSettings):
     # The proxy's key for decision ids (proxy.decision_ids): the same on every replica, so feedback
     # on a decision is verified wherever it lands. `symphony up` makes one (var/decision-key) unless set.
     decision_key: SecretStr | None = None
+    # The scheduler's dispatcher sends jobs through the proxy with this token and the job's id; the
+    # proxy admits each claimed job once (symphony.jobs). `symphony up` makes one (var/dispatcher-token).
+    dispatcher_token: SecretStr | None = None
     # Limits on every analyst query (`symphony sql`, the engine's /query), enforced by ClickHouse;
     # the error of a query that passes one names its setting.
     analyst_max_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
@@ -183,7 +191,7 @@ class Settings(BaseSettings):
             raise ValueError("must be empty or an http(s):// URL holding {trace_id}")
         return value
 
-    @field_validator("decision_key")
+    @field_validator("decision_key", "dispatcher_token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
@@ -192,6 +200,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "decision_key",
+        "dispatcher_token",
         "admin_token",
         "analyst_token",
         "spans_token",
@@ -253,6 +262,14 @@ class Settings(BaseSettings):
     @property
     def decision_key_file(self) -> Path:
         return self.var_dir / "decision-key"
+
+    @property
+    def dispatcher_token_file(self) -> Path:
+        return self.var_dir / "dispatcher-token"
+
+    @property
+    def scheduler_url(self) -> str:
+        return f"http://127.0.0.1:{self.scheduler_port}"
 
     @property
     def proxy_url(self) -> str:

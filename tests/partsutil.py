@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-PARTS = ("sim", "engine", "proxy")
+PARTS = ("sim", "engine", "proxy", "scheduler")
 
 
 def _parent_and_args(pid: str) -> tuple[int, list[str]] | None:

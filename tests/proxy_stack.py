@@ -46,13 +46,15 @@ SHARDS = 4
 class CountingApp:
     """Counts the simulator's generation answers by (provider, status); hung requests count when they end.
 
-    ``traceparents`` records the W3C ``traceparent`` each generation request carried ("" if none).
+    ``traceparents`` records the W3C ``traceparent`` each generation request carried ("" if none), and
+    ``bodies`` each one's body, as it arrived (a request cut off early holds what came).
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
         self.answers: Counter[tuple[str, int]] = Counter()
         self.traceparents: list[str] = []
+        self.bodies: list[bytes] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -63,6 +65,16 @@ class CountingApp:
         headers = dict(scope["headers"])
         self.traceparents.append(headers.get(b"traceparent", b"").decode())
         status = 0  # the client went away before any answer
+        body = bytearray()
+        self.bodies.append(b"")
+        index = len(self.bodies) - 1
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.extend(message.get("body", b""))
+                self.bodies[index] = bytes(body)
+            return message
 
         async def counting_send(message: Message) -> None:
             nonlocal status
@@ -71,7 +83,7 @@ class CountingApp:
             await send(message)
 
         try:
-            await self._app(scope, receive, counting_send)
+            await self._app(scope, recording_receive, counting_send)
         finally:
             self.answers[(provider, status)] += 1
 

@@ -16,7 +16,7 @@ from symphony.redis_server import free_port, port_of
 
 UP_BANNER = "Symphony is up."
 # The stack's ports: `symphony up` binds each part to a fixed one (no part can be told to pick its own).
-PORT_VARIABLES = ("REDIS_URL", "PROXY_PORT", "SIM_PORT", "ENGINE_PORT")
+PORT_VARIABLES = ("REDIS_URL", "PROXY_PORT", "SIM_PORT", "ENGINE_PORT", "SCHEDULER_PORT")
 # How `symphony up` says a part could not bind ``port``, per part: only these mean "pick new ports".
 TAKEN = (
     "port {port} is taken",  # the bundled Redis (symphony.redis_server.PortTaken)

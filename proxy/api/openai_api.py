@@ -9,17 +9,23 @@ its key belongs to (``proxy.edge.auth``); the header ``x-symphony-task`` names t
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
 from proxy.api.model_names import models_body, pin_for_model
 from proxy.attempts.stream_relay import Render
-from proxy.edge.auth import caller_of
+from proxy.edge.auth import Caller, JobGrant, caller_of
 from proxy.edge.body import MAX_BODY_BYTES, parse_chat_request, read_limited
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
 from proxy.routed_request import RoutedRequest
+from proxy.routing.candidates import NO_CONSTRAINTS, Constraints
+from symphony.app_keys import AppKey
 
 JSON = "application/json"
 TASK_HEADER = "x-symphony-task"
@@ -28,6 +34,26 @@ DEFAULT_TASK = "chat"
 
 def task_of(request: Request) -> str:
     return request.headers.get(TASK_HEADER) or DEFAULT_TASK
+
+
+def _job_limits(caller: Caller, job: JobGrant, body: dict[str, Any]) -> tuple[Constraints, AppKey | None]:
+    """A dispatched job's body must be the job's; it runs on the providers and models the job allows
+    (its models narrow the key's allow-list, never widen it)."""
+    if body != job.request:
+        raise errors.ApiError(
+            403,
+            f"The body sent for job {job.id} is not the job's request.",
+            type_="permission_error",
+            code="job_body_mismatch",
+        )
+    constraints = Constraints(allowed_providers=job.providers)
+    key = caller.key
+    if not job.models:
+        return constraints, key
+    if key is None:
+        return constraints, AppKey(prefix="", app=caller.app, created_ms=0, models=job.models)
+    allowed = tuple(arm for arm in job.models if key.allows(*arm.split("/", 1)))
+    return constraints, replace(key, models=allowed or ("none/none",))
 
 
 class OpenAIFormat:
@@ -57,15 +83,21 @@ class OpenAIApi:
         data, chat = parse_chat_request(await read_limited(request, self._max_body_bytes))
         pin = pin_for_model(self._gateway.catalog, chat.model)
         caller = caller_of(request)
+        constraints, key = NO_CONSTRAINTS, caller.key
+        overrides = {"model": chat.model} if pin is not None else {}
+        if caller.job is not None:
+            constraints, key = _job_limits(caller, caller.job, data)
+            overrides["job"] = caller.job.id  # the decision says which job it served
         routed = RoutedRequest(
             body=data,
             app=caller.app,
-            key=caller.key,
-            task=task_of(request),
+            key=key,
+            task=caller.job.task if caller.job is not None else task_of(request),
             stream=chat.stream,
             include_usage=chat.include_usage,
             pin=pin,
-            overrides={"model": chat.model} if pin is not None else {},
+            constraints=constraints,
+            overrides=overrides,
         )
         return await self._gateway.execute(routed, OPENAI_FORMAT)
 

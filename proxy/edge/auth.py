@@ -17,12 +17,17 @@ with 403, where models are chosen (``proxy.routing.candidates``).
 
 With ``AUTH_DISABLED=true`` no key is asked for: the caller is the app named by
 ``x-symphony-app`` (else ``default``), with no limits.
+
+A request carrying ``x-symphony-job`` is the scheduler's dispatcher sending a job; it is
+checked by ``proxy.edge.job_dispatch`` instead (the dispatcher's token, the job admitted once),
+and its caller is the job's app with the job's ``JobGrant``, whatever ``AUTH_DISABLED`` says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -38,12 +43,25 @@ PUBLIC_PATHS = frozenset({"/health", "/metrics"})
 APP_HEADER = "x-symphony-app"
 DEFAULT_APP = "default"
 CHALLENGE = {"www-authenticate": 'Bearer realm="symphony"'}
+JOB_HEADER = "x-symphony-job"
+
+
+@dataclass(frozen=True, slots=True)
+class JobGrant:
+    """A job the dispatcher is sending: the body it must be, and where it may run."""
+
+    id: str
+    request: dict[str, Any]
+    providers: frozenset[str] | None  # None: any provider its key allows
+    models: tuple[str, ...]  # "provider/model"; empty: any
+    task: str = "chat"
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
     app: str
     key: AppKey | None = None  # None: auth is disabled (no limits, any model)
+    job: JobGrant | None = None  # set when the scheduler's dispatcher sends one of the app's jobs
 
     def allows(self, provider: str, model: str) -> bool:
         return self.key is None or self.key.allows(provider, model)
@@ -149,29 +167,49 @@ def too_many_failures(wait_s: float) -> errors.ApiError:
 
 
 Render = Callable[[str, errors.ApiError], Response]
+# (headers, path) -> the caller of a job dispatch (``proxy.edge.job_dispatch``); ApiError if refused
+DispatchCheck = Callable[[Headers, str], Awaitable[Caller]]
+
+
+def no_dispatches(headers: Headers, path: str) -> Awaitable[Caller]:
+    raise errors.ApiError(
+        401,
+        "This proxy accepts no job dispatches: it has no DISPATCHER_TOKEN.",
+        code="invalid_api_key",
+        headers=dict(CHALLENGE),
+    )
 
 
 class AuthMiddleware:
     """Authenticates every request but those to ``PUBLIC_PATHS``; ``authenticator`` None: auth is off."""
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator | None, render: Render) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator | None,
+        render: Render,
+        dispatches: DispatchCheck = no_dispatches,
+    ) -> None:
         self._app = app
         self._authenticator = authenticator
         self._render = render
+        self._dispatches = dispatches
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self._app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if self._authenticator is None:
-            caller = Caller(headers.get(APP_HEADER) or DEFAULT_APP)
-        else:
-            client = scope.get("client")
-            try:
+        try:
+            if JOB_HEADER in headers:
+                caller = await self._dispatches(headers, scope["path"])
+            elif self._authenticator is None:
+                caller = Caller(headers.get(APP_HEADER) or DEFAULT_APP)
+            else:
+                client = scope.get("client")
                 caller = await self._authenticator.authenticate(headers, client[0] if client else "unknown")
-            except errors.ApiError as error:
-                await self._render(scope["path"], error)(scope, receive, send)
-                return
+        except errors.ApiError as error:
+            await self._render(scope["path"], error)(scope, receive, send)
+            return
         scope.setdefault("state", {})["caller"] = caller
         await self._app(scope, receive, send)

@@ -50,12 +50,12 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
-    """``data`` checked against ``model``; ``ApiError`` 400 naming the first bad field."""
+def validate(model: type[ModelT], data: dict[str, Any], within: tuple[int | str, ...] = ()) -> ModelT:
+    """``data`` checked against ``model``; ``ApiError`` 400 naming the first bad field (under ``within``)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise errors.from_validation(exc) from None
+        raise errors.from_validation(exc, within) from None
 
 
 def parse_chat_request(raw: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:

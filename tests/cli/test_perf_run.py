@@ -25,9 +25,13 @@ def test_a_gate_within_its_thresholds_passes_and_keeps_k6s_summary(tmp_path: Pat
     ran = perf_run(tmp_path, "--rate", "20", "--duration-s", "4", "--json")
     assert ran.returncode == 0, ran.stdout + ran.stderr[-2000:]
     verdict = json.loads(ran.stdout)
-    # k6's constant arrival rate may start one more iteration on the duration's last instant.
-    assert verdict["passed"] is True and verdict["k6_exit"] == 0 and verdict["requests"] in (80, 81)
     summary = json.loads((tmp_path / "runs" / "gates" / "perf-summary.json").read_text())
+    # k6's constant arrival rate may start one more iteration on the duration's last instant, and on a
+    # busy machine drop one it had no VU for in time (counted as dropped_iterations).
+    dropped = summary["metrics"].get("dropped_iterations", {"values": {"count": 0}})["values"]["count"]
+    assert verdict["passed"] is True and verdict["k6_exit"] == 0
+    assert verdict["requests"] == summary["metrics"]["http_reqs"]["values"]["count"]
+    assert verdict["requests"] + dropped in (80, 81)
     p95 = summary["metrics"]["http_req_duration{expected_response:true}"]["values"]["p(95)"]
     assert verdict["checks"][0] == {"name": "p95 ms", "measured": p95, "bound": "< 250", "ok": True}
     assert json.loads((tmp_path / "runs" / "gates" / "perf-run.json").read_text()) == verdict

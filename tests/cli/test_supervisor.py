@@ -19,6 +19,7 @@ from cli.restart_policy import (
     RestartHistory,
     RestartPolicy,
 )
+from symphony.clock import wall_ms
 from symphony.redis_server import answers
 from tests.partsutil import PARTS, environ_of, part_pids, wait_for_new_pid
 from tests.stackutil import processes_of, stack_env, symphony_up
@@ -121,6 +122,23 @@ def test_each_part_holds_only_the_environment_its_table_allows(tmp_path: Path) -
             timeout=30,
         )
         assert queried.status_code == 200, queried.text
+        # ... and the scheduler sends a job through the proxy as its app with its token alone.
+        job = {
+            "request": {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+            "deadline_ms": wall_ms() + 3_600_000,
+            "tokens": 100,
+            "providers": ["gemini"],
+        }
+        auth = {"authorization": f"Bearer {stack.dev_key}"}
+        created = httpx.post(f"{stack.proxy_url}/v1/jobs", json=job, headers=auth, timeout=30)
+        assert created.status_code == 201, created.text
+        deadline = time.monotonic() + 30
+        state = created.json()
+        while state["state"] not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            state = httpx.get(f"{stack.proxy_url}/v1/jobs/{state['id']}", headers=auth, timeout=30).json()
+        assert state["state"] == "done", state
+        assert state["result"]["object"] == "chat.completion"
 
     for part, variables in env.items():
         assert [name for name in variables if not may_receive(part, name)] == [], part
@@ -139,10 +157,17 @@ def test_each_part_holds_only_the_environment_its_table_allows(tmp_path: Path) -
     decision_key = (stack.var_dir / "decision-key").read_text().strip()
     assert env["proxy"]["DECISION_KEY"] == decision_key
     assert _holding(env["engine"], [decision_key]) == _holding(env["sim"], [decision_key]) == []
+    # The dispatcher's token `symphony up` made: the scheduler's, which sends jobs, and the proxy's, which
+    # checks it; the scheduler holds no other secret.
+    dispatcher_token = (stack.var_dir / "dispatcher-token").read_text().strip()
+    assert env["proxy"]["DISPATCHER_TOKEN"] == env["scheduler"]["DISPATCHER_TOKEN"] == dispatcher_token
+    assert _holding(env["engine"], [dispatcher_token]) == _holding(env["sim"], [dispatcher_token]) == []
+    others = [*provider_secrets, *control_secrets, decision_key, *UNRELATED.values()]
+    assert _holding(env["scheduler"], others) == []
     # The spans token `symphony up` made: the proxy posts spans with it, the engine checks it.
     spans_token = (stack.var_dir / "spans-token").read_text().strip()
     assert env["proxy"]["SPANS_TOKEN"] == env["engine"]["SPANS_TOKEN"] == spans_token
-    assert _holding(env["sim"], [spans_token]) == []
+    assert _holding(env["sim"], [spans_token]) == _holding(env["scheduler"], [spans_token]) == []
 
 
 def _holding(environ: dict[str, str], secrets: list[str]) -> list[str]:
