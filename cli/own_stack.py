@@ -43,6 +43,7 @@ def _own_settings(var_dir: Path) -> Settings:
             "PROXY_PORT": str(free_port()),
             "SIM_PORT": str(free_port()),
             "ENGINE_PORT": str(free_port()),
+            "SCHEDULER_PORT": str(free_port()),
             "SIM_URL": "",
             "SIMULATED_PROVIDERS": "all",
         }

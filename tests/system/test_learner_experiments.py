@@ -6,7 +6,7 @@ traffic through the proxy and feedback from the simulator's ground truth. They t
 `just test -m by_hand tests/system/test_learner_experiments.py -s`.
 Each prints its figures.
 
-- OPE accuracy: a fixed challenger, frozen, serves 10% of the traffic for six days, then all of it
+- OPE accuracy: a fixed challenger, frozen, serves 30% of the traffic for six days, then all of it
   for four; each off-policy day's IPS and DR estimates of its value must fall within 3% of its value
   measured on-policy (the mean utility of the days it served alone), and the intervals' coverage is
   printed.
@@ -81,8 +81,8 @@ def test_ope_estimates_a_frozen_challenger_within_3_percent_of_its_on_policy_val
     challenger.write_text(json.dumps(FIXED))
     run = week(
         tmp_path,
-        *("--days", "11", "--minutes", "5.5", "--rate", "40", "--challenger", str(challenger)),
-        *("--traffic-split", "0.1", "--on-policy-from-day", "6"),
+        *("--days", "11", "--minutes", "5.5", "--rate", "80", "--challenger", str(challenger)),
+        *("--traffic-split", "0.3", "--on-policy-from-day", "6"),
     )
     days = overall(run)
     assert len(days) == 11
@@ -118,7 +118,8 @@ def test_a_policy_more_than_15_percent_better_is_promoted_after_two_windows_in_9
         lows = ", ".join(f"{d['uplift_low']:+.1%}" for d in days)
         candidate = run["report"]["promotion"]["candidate"]
         promoted += candidate
-        print(f"seed {seed}: DR uplift {uplift}; lower bounds {lows}; candidate {candidate}")
+        why = "; ".join(run["report"]["promotion"]["reasons"])
+        print(f"seed {seed}: DR uplift {uplift}; lower bounds {lows}; candidate {candidate} {why}")
     print(f"promoted in {promoted} of 10 seeds")
     assert promoted >= 9
 
