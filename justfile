@@ -53,6 +53,10 @@ quotas-matrix *args:
 scheduler-plan *args:
     symphony scheduler-plan "$@"
 
+# The share of decisions in the window with a trace (ClickHouse; Tempo too when TEMPO_ENDPOINT is set): `--window 1h [--json]`
+trace-coverage *args:
+    symphony trace-coverage "$@"
+
 # Off-policy evaluation of the challenger per 24h window and task (IPS, SNIPS, DR), and the promotion verdict
 learner-metrics *args:
     symphony learner-metrics "$@"

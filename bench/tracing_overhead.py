@@ -2,7 +2,8 @@
 
 One run starts a Redis server, the simulator, an OTLP/HTTP receiver that accepts every export
 and discards it, and two proxies in front of the same simulator: ``symphony`` (tracing off,
-no ``TEMPO_ENDPOINT``) and ``symphony-traced`` (``TEMPO_ENDPOINT`` at the receiver). For every
+no ``TEMPO_ENDPOINT`` nor ``SPANS_TOKEN``) and ``symphony-traced`` (``TEMPO_ENDPOINT`` at the
+receiver, one destination as ``symphony up``'s default, the control plane, is one). For every
 rate k6 drives the simulator straight (``direct``, the baseline) and each proxy, pinned to
 openai/gpt-4o-mini with ``max_tokens`` 5 (a deterministic 42.5 ms answer), non-streaming,
 ``--repeats`` times with the order alternating. The conventions and the helpers are
@@ -42,6 +43,7 @@ from typing import Any
 
 import httpx
 import proxy_overhead as po
+from prometheus_client.parser import text_string_to_metric_families
 
 TARGETS = ("direct", "symphony", "symphony-traced")
 GOAL_P50_MS = 0.2
@@ -109,11 +111,11 @@ def proxy_target(
 def span_counts(target: po.Target) -> dict[str, float]:
     """The proxy's span counters from its ``/metrics``."""
     base = target.url.split("/v1/", 1)[0]
-    lines = httpx.get(f"{base}/metrics", timeout=5.0).text.splitlines()
-    values = dict(line.split(" ", 1) for line in lines if line)
+    families = text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=5.0).text)
+    samples = [sample for family in families for sample in family.samples]  # summed over destinations
     return {
-        "exported": float(values["symphony_spans_exported_total"]),
-        "dropped": float(values["symphony_spans_dropped_total"]),
+        "exported": sum(s.value for s in samples if s.name == "symphony_spans_exported_total"),
+        "dropped": sum(s.value for s in samples if s.name == "symphony_spans_dropped_total"),
     }
 
 
@@ -165,10 +167,17 @@ def run(args: argparse.Namespace) -> list[Measured]:
         po.smoke_check(direct, args.max_tokens)
         targets = {
             "direct": direct,
-            # Off explicitly: an endpoint in the caller's environment would trace both.
-            "symphony": proxy_target(stack, "symphony", exits, args.start_timeout, {"TEMPO_ENDPOINT": ""}),
+            # Off explicitly: an endpoint or a spans token in the caller's environment would trace both.
+            "symphony": proxy_target(
+                stack, "symphony", exits, args.start_timeout, {"TEMPO_ENDPOINT": "", "SPANS_TOKEN": ""}
+            ),
+            # One destination, the receiver, as `symphony up`'s default has one (the control plane).
             "symphony-traced": proxy_target(
-                stack, "symphony-traced", exits, args.start_timeout, {"TEMPO_ENDPOINT": receiver.url}
+                stack,
+                "symphony-traced",
+                exits,
+                args.start_timeout,
+                {"TEMPO_ENDPOINT": receiver.url, "SPANS_TOKEN": ""},
             ),
         }
         bench = po.Bench(stack, sim.pid, args.warmup, args.timeout, args.max_tokens, args.max_failed_share)

@@ -11,7 +11,9 @@ secret (``SETTINGS``). Secrets go only where they are used:
 - ``DISPATCHER_TOKEN``, with which the scheduler sends jobs through the proxy as their apps:
   the scheduler, which sends them, and the proxy, which checks it;
 - the control-plane tokens (``ADMIN_TOKEN``, ``ANALYST_TOKEN``) and the alert
-  destinations: the engine, which serves the control-plane API and sends alerts.
+  destinations: the engine, which serves the control-plane API and sends alerts;
+- ``SPANS_TOKEN``, which may only post spans to the control plane: the proxy, which
+  sends them, and the engine, which checks it.
 
 The simulator gets no secret: it takes whatever key a request carries. Anything
 else in the parent's environment (another tool's token, say) reaches no part.
@@ -49,6 +51,8 @@ def _secret_settings() -> frozenset[str]:
 
 PROXY_SECRETS = Variables(frozenset({"DECISION_KEY"}))
 DISPATCH_SECRETS = Variables(frozenset({"DISPATCHER_TOKEN"}))
+# Shared by the two ends of one channel: the proxy posts spans with it, the engine checks it.
+SPAN_WRITER = Variables(frozenset({"SPANS_TOKEN"}))
 
 
 def _provider_keys() -> frozenset[str]:
@@ -63,7 +67,9 @@ SYSTEM = Variables(
     ),
     prefixes=("LC_", "PYTHON"),
 )
-CONTROL_PLANE_TOKENS = Variables(_secret_settings() - PROXY_SECRETS.names - DISPATCH_SECRETS.names)
+CONTROL_PLANE_TOKENS = Variables(
+    _secret_settings() - PROXY_SECRETS.names - DISPATCH_SECRETS.names - SPAN_WRITER.names
+)
 ALERT_DESTINATIONS = Variables(frozenset({"SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"}))
 PROVIDER_KEYS = Variables(_provider_keys())
 SETTINGS = Variables(
@@ -71,14 +77,15 @@ SETTINGS = Variables(
     - CONTROL_PLANE_TOKENS.names
     - PROXY_SECRETS.names
     - DISPATCH_SECRETS.names
+    - SPAN_WRITER.names
     - ALERT_DESTINATIONS.names
 )
 
 # The table: part -> what it may receive.
 MAY_RECEIVE: dict[str, tuple[Variables, ...]] = {
     "sim": (SYSTEM, SETTINGS),
-    "engine": (SYSTEM, SETTINGS, CONTROL_PLANE_TOKENS, ALERT_DESTINATIONS),
-    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS, PROXY_SECRETS, DISPATCH_SECRETS),
+    "engine": (SYSTEM, SETTINGS, CONTROL_PLANE_TOKENS, SPAN_WRITER, ALERT_DESTINATIONS),
+    "proxy": (SYSTEM, SETTINGS, PROVIDER_KEYS, PROXY_SECRETS, DISPATCH_SECRETS, SPAN_WRITER),
     "scheduler": (SYSTEM, SETTINGS, DISPATCH_SECRETS),
 }
 

@@ -138,6 +138,34 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace_coverage(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from cli import report
+    from cli.trace_coverage import COLUMNS, HUMAN_COLUMNS, TempoError, trace_coverage
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    try:
+        now_ms = clock.shared_clock(client).now_ms()
+    except redis.ConnectionError:  # no shared clock to read: decisions were stamped in real time
+        now_ms = clock.wall_ms()
+    finally:
+        client.close()
+    try:
+        reports = trace_coverage(
+            settings.engine_url_as("analyst"),
+            now_ms,
+            args.window,
+            tempo_url=settings.resolved_tempo_query_url,
+            wall_s=clock.wall_ms() // 1000,
+        )
+    except TempoError as exc:
+        raise StackUnavailable(str(exc)) from None
+    columns = COLUMNS if args.json else HUMAN_COLUMNS
+    print(report.render(columns, [r.row(human=not args.json) for r in reports], as_json=args.json))
+    return 0
+
+
 def cmd_quotas_matrix(settings: Settings, args: argparse.Namespace) -> int:
     import redis
 
@@ -407,6 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--json", action="store_true", help="print rows as JSON (times in ms)")
     matrix.set_defaults(run=cmd_quotas_matrix)
 
+    coverage = sub.add_parser(
+        "trace-coverage",
+        help="the share of decisions in the window with a trace, in ClickHouse (and Tempo when set)",
+    )
+    coverage.add_argument(
+        "--window", type=_duration_ms, default=3_600_000, help="how far back, e.g. 15m, 1h, 1d (default 1h)"
+    )
+    coverage.add_argument("--json", action="store_true", help="print rows as JSON")
+    coverage.set_defaults(run=cmd_trace_coverage)
+
     from cli import scheduler_plan
 
     plan = sub.add_parser(
@@ -527,6 +565,18 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _duration_ms(text: str) -> int:
+    from symphony.quotas.rules import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
     return value
 
 

@@ -131,6 +131,7 @@ class Stack:
         self._ensure_control_plane_tokens()
         self._ensure_decision_key()
         self._ensure_dispatcher_token()
+        self._ensure_spans_token()
         for part in self._make_parts():
             self._launch(part)
             self.parts.append(part)
@@ -259,6 +260,16 @@ class Stack:
         write_secret(path, token)
         self.settings = self.settings.model_copy(update={"dispatcher_token": SecretStr(token)})
 
+    def _ensure_spans_token(self) -> None:
+        """The proxy's token for posting spans to the engine: the setting's, else made once under var/.
+        Made even with auth disabled, so tracing into ClickHouse stays on in every `symphony up`."""
+        if self.settings.spans_token is not None:
+            return
+        path = self.settings.token_file("spans")
+        token = read_secret(path) or secrets.token_urlsafe(32)
+        write_secret(path, token)
+        self.settings = self.settings.model_copy(update={"spans_token": SecretStr(token)})
+
     def _launch(self, part: Part) -> None:
         log = part.log_path(self.settings.var_dir).open("ab")
         part.process = subprocess.Popen(
@@ -276,7 +287,7 @@ class Stack:
         """What ``part`` may receive (``cli.child_env``) of our environment, with the stack's
         control-plane tokens and the simulator standing in for keyless providers."""
         env = os.environ.copy()
-        for name in ("admin_token", "analyst_token", "decision_key", "dispatcher_token"):
+        for name in ("admin_token", "analyst_token", "decision_key", "dispatcher_token", "spans_token"):
             secret = getattr(self.settings, name)
             if secret is not None:
                 env[name.upper()] = secret.get_secret_value()

@@ -1,8 +1,9 @@
 """The control plane's admin boundary: who may call which route of the engine's HTTP API.
 
-Two roles, each with its own token: ``admin`` may call every route; ``analyst`` may
-only read (``/query``, which runs read-only in ClickHouse, ``/metrics`` and ``/learner/metrics``).
-``/health`` is open. A token comes as ``Authorization: Bearer <token>``, or as the
+Three roles, each with its own token: ``admin`` may call every route; ``analyst`` may
+only read (``/query``, which runs read-only in ClickHouse, ``/metrics``, ``/learner/metrics``
+and ``/traces/<id>``); ``spans`` (the proxy's) may only post spans (``/v1/traces``) and read
+nothing. ``/health`` is open. A token comes as ``Authorization: Bearer <token>``, or as the
 password of HTTP Basic credentials (``http://analyst:<token>@host`` in a URL). A missing or
 wrong token is a 401, a role calling a route it may not is a 403. Tokens are
 compared in constant time and never logged or echoed.
@@ -19,21 +20,28 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/health"})
 ANALYST_PATHS = frozenset({"/query", "/metrics", "/learner/metrics"})
+SPANS_PATHS = frozenset({"/v1/traces"})
+# role -> the paths it may call (admin: every path)
+ALLOWED = {"analyst": ANALYST_PATHS, "spans": SPANS_PATHS}
+# role -> path prefixes it may also call (a trace's view: /traces/<id>)
+ALLOWED_PREFIXES: dict[str, tuple[str, ...]] = {"analyst": ("/traces/",), "spans": ()}
 
 
 @dataclass(frozen=True)
 class Tokens:
     admin: str
     analyst: str | None = None
+    spans: str | None = None
 
     def role(self, presented: str) -> str | None:
         # Bytes, not str: compare_digest refuses non-ASCII text, and any header byte may arrive.
         given = presented.encode("utf-8", "surrogateescape")
-        if hmac.compare_digest(given, self.admin.encode()):
-            return "admin"
-        if self.analyst is not None and hmac.compare_digest(given, self.analyst.encode()):
-            return "analyst"
-        return None
+        found = None
+        for role, token in (("admin", self.admin), ("analyst", self.analyst), ("spans", self.spans)):
+            # Every token compared, so the time taken does not tell which role a guess came near.
+            if token is not None and hmac.compare_digest(given, token.encode()) and found is None:
+                found = role
+        return found
 
 
 class TokenGuard:
@@ -50,9 +58,14 @@ class TokenGuard:
         role = self._tokens.role(_bearer(scope))
         if role is None:
             await _refuse(send, 401, "a control-plane token is required: Authorization: Bearer <token>")
-        elif role == "analyst" and scope["path"] not in ANALYST_PATHS:
-            readable = ", ".join(sorted(ANALYST_PATHS))
-            await _refuse(send, 403, f"the analyst role may only read ({readable}), not {scope['path']}")
+        elif (
+            role in ALLOWED
+            and scope["path"] not in ALLOWED[role]
+            and not scope["path"].startswith(ALLOWED_PREFIXES[role])
+        ):
+            allowed = ", ".join(sorted(ALLOWED[role]))
+            what = "read" if role == "analyst" else "post spans"
+            await _refuse(send, 403, f"the {role} role may only {what} ({allowed}), not {scope['path']}")
         else:
             await self._app(scope, receive, send)
 

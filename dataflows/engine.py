@@ -61,6 +61,7 @@ from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
 from sinks.redis_state import ChallengerSink, QuotaStateSink
+from sinks.span_writer import SpanWriter
 from symphony.catalog import load_catalog, load_policy
 from symphony.flags import Flags
 from symphony.gc_tuning import tune_gc
@@ -161,7 +162,8 @@ def api_tokens(settings: Settings) -> Tokens | None:
             "(`symphony up` makes one), or AUTH_DISABLED=true for local development"
         )
     analyst = settings.analyst_token.get_secret_value() if settings.analyst_token is not None else None
-    return Tokens(settings.admin_token.get_secret_value(), analyst)
+    spans = settings.spans_token.get_secret_value() if settings.spans_token is not None else None
+    return Tokens(settings.admin_token.get_secret_value(), analyst, spans)
 
 
 def analyst_limits(settings: Settings) -> AnalystLimits:
@@ -227,14 +229,21 @@ def run_engine(
             )
             stack.callback(metrics_client.close)
             champion = load_policy(settings.policy_file, load_catalog())
+            # The proxy's spans (POST /v1/traces) on a write handle of their own, off the sink's path.
+            span_handle = store.open_writer()
+            stack.callback(span_handle.close)
+            spans = SpanWriter(span_handle)
+            spans.start()
+            stack.callback(spans.stop)
             api = QueryApi(
                 store,
                 0 if any_port else settings.engine_port,
                 tokens=api_tokens(settings),
-                metrics=lambda: engine_metrics(metrics_client, settings.event_shards, stats),
+                metrics=lambda: engine_metrics(metrics_client, settings.event_shards, stats, spans.stats),
                 accept_writes=embedded and cluster.processes > 1,
                 faults=store.faults,
                 learner=LearnerReport(store, metrics_client, champion),
+                spans=spans,
             )
             api.start()
             stack.callback(api.stop)

@@ -17,6 +17,7 @@ import redis
 from dataflows.lag import Lag, read_lags
 from dataflows.trimming import safe_offsets
 from sinks.clickhouse import SinkStats
+from sinks.span_writer import SpanStats
 from symphony import clock
 from symphony.keys import CONSUMERS_KEY
 
@@ -114,7 +115,39 @@ def sink_metrics(stats: SinkStats) -> list[Metric]:
     ]
 
 
-def engine_metrics(client: redis.Redis, shards: int, stats: SinkStats) -> str:
+def span_metrics(stats: SpanStats) -> list[Metric]:
+    with stats.lock:
+        counts = {
+            "received": stats.received,
+            "written": stats.written,
+            "refused": stats.refused,
+            "dropped": stats.dropped,
+        }
+        failures, buffered = stats.failures, stats.buffered
+    return [
+        Metric(
+            "symphony_engine_spans_total",
+            "counter",
+            "Spans posted to /v1/traces: received (buffered), written to otel_traces, refused (buffer"
+            " full, the exporter retries or drops them) and dropped (buffered but never written).",
+            [({"outcome": outcome}, float(count)) for outcome, count in counts.items()],
+        ),
+        Metric(
+            "symphony_engine_span_insert_failures_total",
+            "counter",
+            "Inserts of spans into otel_traces that failed and were retried.",
+            [({}, float(failures))],
+        ),
+        Metric(
+            "symphony_engine_spans_buffered",
+            "gauge",
+            "Spans waiting to be written to otel_traces.",
+            [({}, float(buffered))],
+        ),
+    ]
+
+
+def engine_metrics(client: redis.Redis, shards: int, stats: SinkStats, spans: SpanStats | None = None) -> str:
     consumers = sorted(member.decode() for member in client.smembers(CONSUMERS_KEY))  # type: ignore[union-attr]
     safe = safe_offsets(client, shards)
     metrics = lag_metrics(read_lags(client, consumers, shards))
@@ -127,4 +160,6 @@ def engine_metrics(client: redis.Redis, shards: int, stats: SinkStats) -> str:
         )
     )
     metrics += sink_metrics(stats)
+    if spans is not None:
+        metrics += span_metrics(spans)
     return render(metrics)

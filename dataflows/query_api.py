@@ -9,6 +9,11 @@ every sandbox handle busy is a 429; a query whose client goes away is cancelled.
 (``dataflows.metrics``). Every answer, errors included, is JSON (metrics aside):
 an unknown path is a 404, a wrong method a 405, a failure of the engine a 503.
 
+``GET /traces/{trace_id}``: a trace's spans and its decision (``dataflows.trace_view``), where
+an SLO alert's trace link points by default. ``POST /v1/traces``: the proxy's spans over
+OTLP/HTTP into ``otel_traces`` (``dataflows.span_intake``; its answers are OTLP's protobuf,
+not JSON); there when the engine writes spans (its leader does).
+
 Two routes exist only when the engine turns them on: ``POST /insert?table=T`` (an
 Arrow IPC stream body), through which the other processes of a cluster write to
 the chDB this process owns (``sinks.engine_writer``); and ``POST /faults`` (test
@@ -43,9 +48,12 @@ from starlette.routing import Route
 
 from dataflows.api_auth import TokenGuard, Tokens
 from dataflows.learner_report import MAX_DAYS, MAX_RESAMPLES
+from dataflows.span_intake import TRACES_PATH, TracesEndpoint
+from dataflows.trace_view import TraceNotFound, normalized, read_trace
 from sinks.analyst_sandbox import new_query_id
 from sinks.clickhouse import SCHEMAS
 from sinks.clickhouse_store import ClickHouseStore, QueryError, SandboxBusy, StoreUnavailable, WriteFaults
+from sinks.span_writer import SpanWriter
 from symphony import clock
 
 log = logging.getLogger(__name__)
@@ -82,6 +90,7 @@ def create_app(
     accept_writes: bool = False,
     faults: WriteFaults | None = None,
     learner: Callable[[int, int], dict[str, Any]] | None = None,
+    spans: SpanWriter | None = None,
 ) -> Starlette:
     """The API; with ``tokens`` every route but /health needs a role (``dataflows.api_auth``)."""
 
@@ -122,6 +131,20 @@ def create_app(
             return _json(await run_in_threadpool(learner, days, resamples))
         except ValueError as exc:  # a malformed challenger in Redis
             return _json({"error": f"cannot evaluate the published challenger: {exc}"}, 409)
+
+    async def trace(request: Request) -> Response:
+        try:
+            trace_id = normalized(request.path_params["trace_id"])
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        try:
+            return _json(await run_in_threadpool(read_trace, store, trace_id))
+        except TraceNotFound as exc:
+            return _json({"error": str(exc)}, 404)
+        except SandboxBusy as exc:
+            return _json({"error": str(exc)}, 429)
+        except StoreUnavailable as exc:
+            return _json({"error": f"ClickHouse unavailable: {exc}"}, 503)
 
     async def prometheus(request: Request) -> Response:
         if metrics is None:
@@ -171,7 +194,10 @@ def create_app(
         Route("/query", query, methods=["POST"]),
         Route("/metrics", prometheus),
         Route("/learner/metrics", learner_metrics),
+        Route("/traces/{trace_id}", trace),
     ]
+    if spans is not None:
+        routes.append(Route(TRACES_PATH, TracesEndpoint(spans).post, methods=["POST"]))
     if accept_writes:
         routes.append(Route("/insert", insert, methods=["POST"]))
     if faults is not None:
@@ -232,6 +258,7 @@ class QueryApi:
         accept_writes: bool = False,
         faults: WriteFaults | None = None,
         learner: Callable[[int, int], dict[str, Any]] | None = None,
+        spans: SpanWriter | None = None,
     ) -> None:
         app = create_app(
             store,
@@ -240,6 +267,7 @@ class QueryApi:
             accept_writes=accept_writes,
             faults=faults,
             learner=learner,
+            spans=spans,
         )
         config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="warning")
         self._server = uvicorn.Server(config)

@@ -7,7 +7,8 @@ the decision in the answer), ``POST /v1/feedback``, ``POST /v1/jobs``, ``GET`` a
 Errors are answered in the shape the caller's SDK expects: Anthropic's under
 ``/v1/messages``, OpenAI's everywhere else, unknown paths included.
 
-With ``TEMPO_ENDPOINT`` set, each routed request first gets its server span
+With tracing on (a spans token for the control plane, or ``TEMPO_ENDPOINT``; see
+``proxy.tracing``), each routed request first gets its server span
 (``proxy.tracing.TracingMiddleware``, outermost, so a refused request is traced too).
 Before any route: headers larger than ``MAX_HEADER_BYTES`` are a 431
 (``proxy.edge.header_limit``), then every path but ``/health`` and ``/metrics`` needs an
@@ -53,9 +54,10 @@ from proxy.edge.job_dispatch import JobDispatches
 from proxy.edge.key_cache import AppKeyCache
 from proxy.edge.scrub import Scrubber, install_log_scrubber
 from proxy.gateway import Gateway
+from proxy.metrics import ProxyMetrics, RequestTimer
 from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
-from proxy.tracing import Tracing, TracingMiddleware
+from proxy.tracing import TRACED_PATHS, Tracing, TracingMiddleware, tracing_on
 from symphony.catalog import Catalog, load_catalog
 from symphony.settings import Settings, load_provider_keys
 
@@ -95,12 +97,12 @@ async def _health(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-def _metrics_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
-    async def metrics(request: Request) -> Response:
-        lines = [f"{name} {value:g}" for name, value in gateway.metrics().items()]
-        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+def _metrics_endpoint(metrics: ProxyMetrics) -> Callable[[Request], Awaitable[Response]]:
+    async def scrape(request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
 
-    return metrics
+    return scrape
 
 
 def create_app(
@@ -165,7 +167,7 @@ def create_app(
         Route("/v1/jobs/{job_id}", jobs_api.get, methods=["GET"]),
         Route("/v1/jobs/{job_id}", jobs_api.cancel, methods=["DELETE"]),
         Route("/health", _health, methods=["GET"]),
-        Route("/metrics", _metrics_endpoint(gateway), methods=["GET"]),
+        Route("/metrics", _metrics_endpoint(gateway.prometheus), methods=["GET"]),
     ]
     handlers = {errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error}
     app_keys = _key_cache(settings, resources)
@@ -178,7 +180,9 @@ def create_app(
             dispatches=_dispatches(settings, resources, app_keys),
         ),
     ]
-    if settings.tempo_endpoint:  # off, no request pays for tracing, not even a check
+    # Timed inside the server span (its trace is the exemplar), outside everything else.
+    middleware.insert(0, Middleware(RequestTimer, metrics=gateway.prometheus, paths=TRACED_PATHS))
+    if tracing_on(settings):  # off, no request pays for tracing, not even a check
         middleware.insert(0, Middleware(TracingMiddleware, tracing=partial(_tracing, resources)))
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
 

@@ -36,6 +36,7 @@ from proxy.attempts.stream_relay import RelayResponse, Render
 from proxy.decision_ids import DecisionIds
 from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
+from proxy.metrics import Counts, ProxyMetrics
 from proxy.resources import Resources
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Candidates
@@ -129,8 +130,11 @@ class Gateway:
         rng: random.Random | None = None,
         scrubber: Scrubber | None = None,
         decision_ids: DecisionIds | None = None,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.prometheus = metrics if metrics is not None else ProxyMetrics()
+        self.prometheus.count(self.metrics)
         self.scrubber = scrubber if scrubber is not None else Scrubber()
         self.decision_ids = decision_ids if decision_ids is not None else DecisionIds(os.urandom(32))
         self.catalog = catalog
@@ -185,6 +189,7 @@ class Gateway:
             ttft_limit_s=settings.ttft_limit_ms / 1000,
             scrubber=self.scrubber,
             tracer=resources.tracing.tracer if resources.tracing is not None else None,
+            metrics=self.prometheus,
         )
         self._serving = _Serving(
             resources.clock, resources.emitter, challenger, quota, attempts, resources.tracing
@@ -246,19 +251,22 @@ class Gateway:
         context = context_of(routed.features())
         return self.router.route(routed.task, candidates, pinned=pinned, weights=weights, context=context)
 
-    def metrics(self) -> dict[str, float]:
-        """Counters for ``GET /metrics``: events, spans (0 with tracing off), and the quota gate."""
-        serving = self._started()
+    def metrics(self) -> Counts:
+        """Counters for ``GET /metrics``: events, spans per destination (none untraced), the quota gate."""
+        serving = self._serving
+        if serving is None:  # not started, or stopped: no counters to show
+            return {}
         emitter, quota, spans = serving.emitter, serving.quota, serving.tracing
+        counts = spans.counts() if spans is not None else {}
         return {
-            "symphony_spans_exported_total": spans.exported if spans is not None else 0,
-            "symphony_spans_dropped_total": spans.dropped if spans is not None else 0,
-            "symphony_events_published_total": emitter.published,
-            "symphony_events_dropped_total": emitter.dropped,
+            "symphony_spans_exported": {(("destination", d),): n for d, (n, _) in counts.items()},
+            "symphony_spans_dropped": {(("destination", d),): n for d, (_, n) in counts.items()},
+            "symphony_events_published": emitter.published,
+            "symphony_events_dropped": emitter.dropped,
             "symphony_events_pending": emitter.pending,
             "symphony_quota_degraded": float(quota.degraded),
-            "symphony_quota_local_grants_total": quota.local_grants,
-            "symphony_quota_local_tokens_total": quota.local_tokens,
+            "symphony_quota_local_grants": quota.local_grants,
+            "symphony_quota_local_tokens": quota.local_tokens,
         }
 
     @staticmethod

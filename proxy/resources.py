@@ -2,11 +2,12 @@
 
 ``Resources.open(settings)`` reads the shared clock (``symphony.clock``; real time when
 Redis does not answer) and opens the pooled upstream client (``proxy.attempts.upstream``),
-the Redis client, the event emitter (``proxy.emitter``) and, when ``TEMPO_ENDPOINT`` is set,
-tracing (``proxy.tracing``); ``close()`` publishes every queued event, then closes the clients,
-then sends the spans still queued (bounded, in a thread). The lifespan hands them to the parts that use them:
-the gateway when it starts, and, through a ``ResourceSlot``, the parts that are made with
-the routes, before the lifespan runs (the app-key checks, the feedback API).
+the Redis client, the event emitter (``proxy.emitter``) and, when it has a destination (a spans
+token or ``TEMPO_ENDPOINT``), tracing (``proxy.tracing``); ``close()`` publishes every queued
+event, then closes the clients, then sends the spans still queued (bounded, in a thread). The
+lifespan hands them to the parts that use them: the gateway when it starts, and, through a
+``ResourceSlot``, the parts that are made with the routes, before the lifespan runs (the
+app-key checks, the feedback API).
 """
 
 from __future__ import annotations

@@ -1,6 +1,14 @@
-"""The proxy's spans (OpenTelemetry), exported over OTLP/HTTP to ``TEMPO_ENDPOINT``.
+"""The proxy's spans (OpenTelemetry), exported over OTLP/HTTP to the control plane and to Tempo.
 
-Tracing is on when ``TEMPO_ENDPOINT`` is set and off otherwise. Off, nothing in this module
+Destinations (``Tracing.from_settings``), each with its own batch processor, queue and counts:
+
+- ``control_plane``: the engine's ``POST /v1/traces`` (``Settings.engine_traces_url``), which
+  lands them in ClickHouse ``otel_traces``; when the proxy holds ``SPANS_TOKEN``, the token
+  it sends, which may post spans and nothing else (`symphony up` always makes one);
+- ``tempo``: ``TEMPO_ENDPOINT``, when set. The control plane keeps getting them too: alerts'
+  trace links, ``trace-coverage`` and analysts' SQL read ClickHouse, Tempo is for Grafana.
+
+Tracing is on when there is a destination and off otherwise. Off, nothing in this module
 runs per request: the app installs no ``TracingMiddleware`` and the gateway and the attempt
 loop hold no tracer (each checks ``None`` once). On, one trace per proxied request:
 
@@ -20,14 +28,16 @@ loop hold no tracer (each checks ``None`` once). On, one trace per proxied reque
 Map-valued attributes (quota snapshot, overrides) are JSON strings: span attributes hold
 scalars and lists only.
 
-Export never blocks a request: ended spans go to a ``BatchSpanProcessor``'s bounded queue and
-its own thread sends them. When the back end is down, spans are dropped (a full queue, a batch
-whose export failed, what is left at shutdown) and counted (``dropped``, on ``/metrics``).
+Export never blocks a request: ended spans go to each destination's ``BatchSpanProcessor``'s
+bounded queue and its own thread sends them. When a back end is down, its spans are dropped (a
+full queue, a batch whose export failed, what is left at shutdown) and counted per destination
+(``symphony_spans_dropped_total{destination=…}`` on ``/metrics``); the other goes on.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
@@ -129,38 +139,79 @@ class _CountingBatchProcessor(BatchSpanProcessor):
         self.queue_dropped += len(processor._queue)
 
 
-class Tracing:
-    """The process's tracer, its batch processor, and what they exported and dropped."""
+class _Destination:
+    """One back end: its counting exporter and the batch processor that feeds it."""
 
-    def __init__(self, exporter: SpanExporter, *, max_queue: int = MAX_QUEUE_SPANS) -> None:
-        self._exporter = _CountingExporter(exporter)
-        self._processor = _CountingBatchProcessor(self._exporter, max_queue, min(max_queue, MAX_BATCH_SPANS))
+    def __init__(self, exporter: SpanExporter, max_queue: int) -> None:
+        self.exporter = _CountingExporter(exporter)
+        self.processor = _CountingBatchProcessor(self.exporter, max_queue, min(max_queue, MAX_BATCH_SPANS))
+
+    @property
+    def dropped(self) -> int:
+        return self.exporter.failed + self.processor.queue_dropped
+
+
+def tracing_on(settings: Settings) -> bool:
+    """Whether the proxy has somewhere to send spans: the control plane (a spans token) or Tempo."""
+    return settings.spans_token is not None or bool(settings.tempo_endpoint)
+
+
+class Tracing:
+    """The process's tracer, a batch processor per destination, and what each exported and dropped."""
+
+    def __init__(self, exporters: Mapping[str, SpanExporter], *, max_queue: int = MAX_QUEUE_SPANS) -> None:
+        if not exporters:
+            raise ValueError("tracing needs at least one destination")
+        self._destinations = {name: _Destination(exporter, max_queue) for name, exporter in exporters.items()}
         # Its own provider, not the global one: each app (tests run several) exports on its own.
         self._provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
-        self._provider.add_span_processor(self._processor)
+        for destination in self._destinations.values():
+            self._provider.add_span_processor(destination.processor)
         self.tracer: Tracer = self._provider.get_tracer("symphony.proxy")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tracing | None:
-        """Tracing to ``settings.tempo_endpoint``; None (off) when it is empty."""
-        if not settings.tempo_endpoint:
-            return None
-        url = traces_url(settings.tempo_endpoint)
-        log.info("tracing on: spans go to %s", url)
-        return cls(OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S))
+        """Tracing to the control plane (with a spans token) and to Tempo (when set); None (off) without."""
+        exporters: dict[str, SpanExporter] = {}
+        if settings.spans_token is not None:
+            headers = {"authorization": f"Bearer {settings.spans_token.get_secret_value()}"}
+            exporters["control_plane"] = OTLPSpanExporter(
+                endpoint=settings.engine_traces_url, headers=headers, timeout=EXPORT_TIMEOUT_S
+            )
+            log.info("tracing on: spans go to the control plane at %s", settings.engine_traces_url)
+        if settings.tempo_endpoint:
+            url = traces_url(settings.tempo_endpoint)
+            exporters["tempo"] = OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
+            log.info("tracing on: spans go to Tempo at %s", url)
+        return cls(exporters) if exporters else None
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per destination: (spans exported, spans dropped)."""
+        return {name: (d.exporter.exported, d.dropped) for name, d in self._destinations.items()}
 
     @property
     def exported(self) -> int:
-        return self._exporter.exported
+        return sum(d.exporter.exported for d in self._destinations.values())
 
     @property
     def dropped(self) -> int:
-        return self._exporter.failed + self._processor.queue_dropped
+        return sum(d.dropped for d in self._destinations.values())
 
     def close(self) -> None:
         """Send what is queued (bounded), then stop; blocking, so the lifespan runs it in a thread."""
-        self._processor.shutdown_within(SHUTDOWN_TIMEOUT_MS)
-        log.info("tracing stopped: %d spans exported, %d dropped", self.exported, self.dropped)
+        # At once, so two back ends down cost one bound, not two (the supervisor's stop waits 20 s).
+        closing = [
+            threading.Thread(
+                target=d.processor.shutdown_within, args=(SHUTDOWN_TIMEOUT_MS,), name=f"close-{n}"
+            )
+            for n, d in self._destinations.items()
+        ]
+        for thread in closing:
+            thread.start()
+        for thread in closing:
+            thread.join()
+        for name, (exported, dropped) in self.counts().items():
+            log.info("tracing to %s stopped: %d spans exported, %d dropped", name, exported, dropped)
 
 
 # --------------------------------------------------------------------------- the server span

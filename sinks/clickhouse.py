@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
+from sinks import otel_traces
 from sinks.chdb_fatal import ClickHouseFatal, fatal_message
 from symphony import clock
 from symphony.alerts import Alert
@@ -167,6 +168,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("trace_url", STRING),
         ]
     ),
+    # The proxy's spans, in the OpenTelemetry collector's ClickHouse exporter schema.
+    otel_traces.OTEL_TRACES: otel_traces.SCHEMA,
 }
 
 # event type -> table

@@ -202,6 +202,81 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    # The OpenTelemetry collector's ClickHouse exporter schema (its traces_table.sql, column for
+    # column, and its trace-id lookup table and view), so Grafana's ClickHouse data source reads
+    # the proxy's spans as it reads the collector's. One change: ReplacingMergeTree with the span's
+    # ids at the end of the sort key (the primary key is the exporter's), so a batch the proxy's
+    # exporter sends twice (a lost reply, a retry) is one row per span under FINAL.
+    Migration(
+        8,
+        "otel_traces (OpenTelemetry collector ClickHouse exporter schema)",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS otel_traces (
+                Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+                TraceId String CODEC(ZSTD(1)),
+                SpanId String CODEC(ZSTD(1)),
+                ParentSpanId String CODEC(ZSTD(1)),
+                TraceState String CODEC(ZSTD(1)),
+                SpanName LowCardinality(String) CODEC(ZSTD(1)),
+                SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+                ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+                ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+                ScopeName String CODEC(ZSTD(1)),
+                ScopeVersion String CODEC(ZSTD(1)),
+                SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+                Duration UInt64 CODEC(T64, ZSTD(1)),
+                StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+                StatusMessage String CODEC(ZSTD(1)),
+                Events Nested (
+                    Timestamp DateTime64(9),
+                    Name LowCardinality(String),
+                    Attributes Map(LowCardinality(String), String)
+                ) CODEC(ZSTD(1)),
+                Links Nested (
+                    TraceId String,
+                    SpanId String,
+                    TraceState String,
+                    Attributes Map(LowCardinality(String), String)
+                ) CODEC(ZSTD(1)),
+                ResourceAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2),
+                    CAST(ResourceAttributes, 'Array(Tuple(String, String))')),
+                SpanAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2),
+                    CAST(SpanAttributes, 'Array(Tuple(String, String))')),
+                INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+                INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+                INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+                INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+                INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+                INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
+                INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toDate(Timestamp)
+            PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
+            ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp, TraceId, SpanId)
+            SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS otel_traces_trace_id_ts (
+                TraceId String CODEC(ZSTD(1)),
+                Start DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+                End DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+                INDEX idx_trace_id TraceId TYPE bloom_filter(0.01) GRANULARITY 1
+            ) ENGINE = MergeTree
+            PARTITION BY toDate(Start)
+            ORDER BY (TraceId, Start)
+            SETTINGS index_granularity = 8192
+            """,
+            """
+            CREATE MATERIALIZED VIEW IF NOT EXISTS otel_traces_trace_id_ts_mv
+            TO otel_traces_trace_id_ts
+            AS SELECT TraceId, min(Timestamp) AS Start, max(Timestamp) AS End
+            FROM otel_traces
+            WHERE TraceId != ''
+            GROUP BY TraceId
+            """,
+        ),
+    ),
 )
 
 

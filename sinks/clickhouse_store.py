@@ -40,7 +40,15 @@ from sinks.analyst_sandbox import (
 from sinks.chdb_config import DATABASE, write_config
 from symphony import clock
 
-__all__ = ["ClickHouseStore", "QueryError", "Rows", "SandboxBusy", "StoreUnavailable", "check_read_only"]
+__all__ = [
+    "ClickHouseStore",
+    "QueryError",
+    "Rows",
+    "SandboxBusy",
+    "SideWriter",
+    "StoreUnavailable",
+    "check_read_only",
+]
 
 READ_ONLY_STATEMENTS = ("SELECT", "WITH")
 # A quoted string or identifier (kept), or a comment (dropped).
@@ -211,7 +219,32 @@ class ClickHouseStore:
         if self.faults is not None:
             self.faults.after_insert(table)
 
+    def open_writer(self) -> SideWriter:
+        """Another write handle on the same ClickHouse, with a lock of its own: what it writes
+        never waits for this store's writer (the event sink), nor the sink for it."""
+        if self.embedded:
+            handle = clickhouse_connect.get_client(dsn=self.dsn, database=DATABASE)
+        else:
+            handle = clickhouse_connect.get_client(dsn=self.dsn)
+        return SideWriter(handle)
+
     def close(self) -> None:
         self._sandbox.close()
         with self._lock:
             self._writer.close()
+
+
+class SideWriter:
+    """A write handle of its own (``ClickHouseStore.open_writer``): ``insert_arrow`` and ``close``."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._lock = threading.Lock()
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        with self._lock:
+            self._handle.insert_arrow(table, data)
+
+    def close(self) -> None:
+        with self._lock:
+            self._handle.close()

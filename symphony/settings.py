@@ -32,7 +32,8 @@ ACCEPTS: dict[str, str] = {
     "AUTH_FAILURES_PER_MINUTE": "a whole number of at least 1 (failed authentications per client address)",
     "MAX_HEADER_BYTES": "a whole number of bytes from 1024 to 1048576",
     "DECISION_KEY": "a secret of at least 16 characters, the same on every proxy replica",
-    "TEMPO_ENDPOINT": "empty (tracing off) or an http(s):// OTLP/HTTP URL, e.g. http://tempo:4318",
+    "TEMPO_ENDPOINT": "empty (no Tempo) or an http(s):// OTLP/HTTP URL, e.g. http://tempo:4318",
+    "TEMPO_QUERY_URL": "empty (TEMPO_ENDPOINT's host, port 3200) or Tempo's http(s):// API URL",
     "ALERTMANAGER_URL": "empty (no Alertmanager) or an http(s):// URL, e.g. http://alertmanager:9093",
     "TRACE_URL_TEMPLATE": "empty, or an http(s):// URL holding {trace_id}, e.g. https://grafana/trace/{trace_id}",
     "SLO_ERROR_RATE": "a number above 0 and at most 1",
@@ -56,9 +57,12 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     # Alert destinations and the scheduler, chaos and evidence flags arrive with their
     # features: a setting that nothing reads would be a switch that does nothing.
-    # The proxy's spans go over OTLP/HTTP to this endpoint (`/v1/traces` is added unless given);
-    # empty turns tracing off (proxy.tracing).
+    # The proxy's spans also go over OTLP/HTTP to this endpoint (`/v1/traces` is added unless
+    # given), beside the control plane (spans_token below); proxy.tracing.
     tempo_endpoint: str = ""
+    # Tempo's HTTP API (search), for `symphony trace-coverage`; default: TEMPO_ENDPOINT's host on
+    # Tempo's HTTP port, 3200.
+    tempo_query_url: str = ""
 
     # SLOs per arm (dataflows.slo), judged in event time over a sliding window every step.
     slo_p95_ms: float = Field(default=5000.0, gt=0.0)
@@ -122,6 +126,10 @@ class Settings(BaseSettings):
     # read (query, metrics). `symphony up` makes both (var/admin-token, var/analyst-token) unless set.
     admin_token: SecretStr | None = None
     analyst_token: SecretStr | None = None
+    # The proxy's token for posting spans to the control plane's POST /v1/traces, and nothing else
+    # (dataflows.api_auth); the proxy exports spans to the control plane when it holds one.
+    # `symphony up` makes one (var/spans-token) unless set.
+    spans_token: SecretStr | None = None
     # The proxy's key for decision ids (proxy.decision_ids): the same on every replica, so feedback
     # on a decision is verified wherever it lands. `symphony up` makes one (var/decision-key) unless set.
     decision_key: SecretStr | None = None
@@ -166,7 +174,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with chdb:///, http:// or https://")
         return value
 
-    @field_validator("tempo_endpoint", "alertmanager_url", "pagerduty_events_url")
+    @field_validator("tempo_endpoint", "tempo_query_url", "alertmanager_url", "pagerduty_events_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value:
@@ -197,6 +205,7 @@ class Settings(BaseSettings):
         "analyst_token",
         "slack_webhook_url",
         "pagerduty_routing_key",
+        "spans_token",
         mode="before",
     )
     @classmethod
@@ -236,8 +245,21 @@ class Settings(BaseSettings):
         token = setting.get_secret_value() if setting is not None else read_secret(self.token_file(role))
         return f"http://{role}:{token}@127.0.0.1:{self.engine_port}" if token else self.engine_url
 
-    def token_file(self, role: Literal["admin", "analyst"]) -> Path:
+    def token_file(self, role: Literal["admin", "analyst", "spans"]) -> Path:
         return self.var_dir / f"{role}-token"
+
+    @property
+    def resolved_tempo_query_url(self) -> str:
+        """Tempo's HTTP API: the setting, else TEMPO_ENDPOINT's host on port 3200; empty without Tempo."""
+        if self.tempo_query_url or not self.tempo_endpoint:
+            return self.tempo_query_url
+        parts = urlsplit(self.tempo_endpoint)
+        return f"{parts.scheme}://{parts.hostname}:3200"
+
+    @property
+    def engine_traces_url(self) -> str:
+        """The control plane's OTLP/HTTP traces endpoint, where the proxy's spans go."""
+        return f"{self.engine_url}/v1/traces"
 
     @property
     def decision_key_file(self) -> Path:

@@ -24,6 +24,7 @@ BASE_TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 # The control-plane tokens every test engine (and every process of a test cluster) runs with.
 ADMIN_TOKEN = secrets.token_urlsafe(24)
 ANALYST_TOKEN = secrets.token_urlsafe(24)
+SPANS_TOKEN = secrets.token_urlsafe(24)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Engine:
             EVENT_SHARDS=str(SHARDS),
             ADMIN_TOKEN=ADMIN_TOKEN,
             ANALYST_TOKEN=ANALYST_TOKEN,
+            SPANS_TOKEN=SPANS_TOKEN,
             PYTHONPATH=str(REPO),
         )
         args = [*self.args, "--any-port"] if self.any_port else self.args

@@ -61,6 +61,7 @@ from proxy.attempts.upstream import TRANSPORT_ERRORS, is_timeout, send
 from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
 from proxy.errors import retry_after_header
+from proxy.metrics import ProxyMetrics
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Arm
 from proxy.routing.health import Health, Outcome
@@ -141,6 +142,7 @@ class _Call:
     attempt: Attempt
     grant: Grant
     span: Span | None  # the attempt's CLIENT span; None with tracing off
+    metrics: ProxyMetrics | None = None
 
     @property
     def request(self) -> UpstreamRequest:
@@ -151,8 +153,13 @@ class _Call:
         return replace(upstream, headers={**upstream.headers, **tracing.trace_headers(self.span)})
 
     def end_span(self, usage: Usage | None, *, stream: bool) -> None:
-        """End the span with the attempt's usage event; nothing when the event was made already."""
-        if self.span is not None and usage is not None:
+        """The attempt's latency into its histogram and its span ended, from its usage event;
+        nothing when the event was made already."""
+        if usage is None:
+            return
+        if self.metrics is not None:
+            self.metrics.attempt_finished(usage, self.span)
+        if self.span is not None:
             tracing.end_attempt(self.span, usage, stream=stream)
 
 
@@ -205,8 +212,10 @@ class AttemptLoop:
         ttft_limit_s: float,
         scrubber: Scrubber | None = None,
         tracer: Tracer | None = None,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self._http = http
+        self._metrics = metrics
         self._adapters = adapters
         self._health = health
         self._latency = latency
@@ -307,7 +316,7 @@ class AttemptLoop:
         span = (
             None if tracer is None else tracing.start_attempt(tracer, arm.provider, arm.model, attempt.number)
         )
-        return _Call(arm, adapter, request, attempt, grant, span)
+        return _Call(arm, adapter, request, attempt, grant, span, self._metrics)
 
     async def _admit(self, arm: Arm, routed: RoutedRequest, *, first_attempt: bool) -> Grant | QuotaRefusal:
         """The quota gate's answer for ``arm``; with tracing on, in its own span."""

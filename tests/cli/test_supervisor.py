@@ -164,6 +164,10 @@ def test_each_part_holds_only_the_environment_its_table_allows(tmp_path: Path) -
     assert _holding(env["engine"], [dispatcher_token]) == _holding(env["sim"], [dispatcher_token]) == []
     others = [*provider_secrets, *control_secrets, decision_key, *UNRELATED.values()]
     assert _holding(env["scheduler"], others) == []
+    # The spans token `symphony up` made: the proxy posts spans with it, the engine checks it.
+    spans_token = (stack.var_dir / "spans-token").read_text().strip()
+    assert env["proxy"]["SPANS_TOKEN"] == env["engine"]["SPANS_TOKEN"] == spans_token
+    assert _holding(env["sim"], [spans_token]) == _holding(env["scheduler"], [spans_token]) == []
 
 
 def _holding(environ: dict[str, str], secrets: list[str]) -> list[str]:

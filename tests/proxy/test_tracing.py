@@ -21,6 +21,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.tracing import Tracing, traces_url
 from symphony.redis_server import RedisServer, free_port
@@ -268,9 +269,10 @@ def test_a_streamed_attempts_span_ends_with_the_stream_and_a_failure_has_its_err
 
 
 def _metric(stack: ProxyStack, name: str) -> float:
+    """A sample's value summed over its labels (spans: every destination), from the Prometheus text."""
     text = httpx.get(f"{stack.url}/metrics").text
-    values = dict(line.split(" ", 1) for line in text.splitlines() if line)
-    return float(values[name])
+    families = text_string_to_metric_families(text)
+    return sum(s.value for family in families for s in family.samples if s.name == name)
 
 
 def test_with_the_receiver_down_requests_succeed_and_the_dropped_spans_are_counted(
@@ -338,7 +340,7 @@ class StuckExporter(SpanExporter):
 
 def test_spans_a_full_queue_drops_are_counted_and_so_are_those_left_at_close() -> None:
     exporter = StuckExporter()
-    tracing = Tracing(exporter, max_queue=8)  # and batches of 8: a full queue wakes the exporter
+    tracing = Tracing({"stuck": exporter}, max_queue=8)  # and batches of 8: a full queue wakes the exporter
     for index in range(8):
         tracing.tracer.start_span(f"span {index}").end()
     assert exporter.entered.wait(5)  # it took those 8 and hangs
@@ -348,3 +350,20 @@ def test_spans_a_full_queue_drops_are_counted_and_so_are_those_left_at_close() -
     exporter.release.set()
     tracing.close()
     assert tracing.exported == 0 and tracing.dropped == 40
+
+
+def test_two_destinations_down_close_within_one_bound_and_each_counts_its_own_drops() -> None:
+    stuck = {"control_plane": StuckExporter(), "tempo": StuckExporter()}
+    tracing = Tracing(dict(stuck), max_queue=8)
+    for index in range(8):
+        tracing.tracer.start_span(f"span {index}").end()
+    assert all(exporter.entered.wait(5) for exporter in stuck.values())  # both hang on their batch
+    started = time.monotonic()
+    tracing.close()
+    elapsed = time.monotonic() - started
+    assert elapsed < 4.0 + 2.0, elapsed  # one shutdown bound (4 s) for both, not one after the other
+    # The batch each one was exporting is counted when its export gives up: just after close.
+    deadline = time.monotonic() + 5
+    while tracing.counts() != {"control_plane": (0, 8), "tempo": (0, 8)} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tracing.counts() == {"control_plane": (0, 8), "tempo": (0, 8)}
