@@ -36,6 +36,7 @@ def test_an_engine_crash_and_a_provider_down_pass_with_every_decision_once(tmp_p
     expected = round(GATES["chaos"]["rate"] * GATES["chaos"]["short_duration_s"])
     for scenario in report["scenarios"]:
         assert scenario["sent"] == expected and scenario["answered_in_clickhouse"] == scenario["succeeded"]
+        assert scenario["quota_mismatches"] == []
     assert "SIGKILL to the engine" in ran.stderr and "engine   restarted" in ran.stderr
     assert json.loads((tmp_path / "runs" / "gates" / "chaos-run.json").read_text()) == report
 
