@@ -47,6 +47,7 @@ from symphony.settings import Settings
 SERVED_SQL = "SELECT countIf(served_by != '') FROM decisions FINAL"
 TASKS = {"chat": 1.0, "code": 1.0, "summarize": 1.0, "extract": 1.0, "reasoning": 1.0}
 SETTLE_S = 60.0
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,7 @@ class ScenarioResult:
         return all(check.ok for check in self.checks)
 
     def line(self) -> str:
-        figures = ", ".join(
-            f"{c.name} {c.measured:g}" + ("" if c.ok else f" (bound {c.bound})") for c in self.checks
-        )
+        figures = ", ".join(_figure(check) for check in self.checks)
         return f"{'PASS' if self.passed else 'FAIL'}  {self.name:<20} {figures}"
 
 
@@ -80,7 +79,7 @@ def run_scenario(
     seconds: float,
     rate: float,
     stack: Stack,
-    say: Callable[[str], None],
+    say: Say,
 ) -> ScenarioResult:
     settings = stack.settings
     engine = settings.engine_url_as("analyst")
@@ -131,9 +130,6 @@ def _set_faults(simulator_url: str, faults: dict[str, dict[str, float]]) -> None
     httpx.delete(f"{simulator_url}/admin/faults", timeout=5).raise_for_status()
     for provider, spec in faults.items():
         httpx.put(f"{simulator_url}/admin/faults/{provider}", json=spec, timeout=5).raise_for_status()
-
-
-Say = Callable[[str], None]
 
 
 def _start_action(action: str, stack: Stack, after_s: float, say: Say) -> threading.Thread | None:
