@@ -19,9 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from symphony.redis_server import RedisServer, free_port
-from tests.engineutil import Engine
+from tests.engineutil import SPANS_TOKEN, Engine
 from tests.proxy_stack import ProxyStack
 from tests.recording_server import Recorder, recording_server
 
@@ -135,7 +136,8 @@ def test_a_slow_provider_raises_an_alert_with_a_trace_link_and_it_resolves_when_
     (tmp_path / "engine").mkdir()
     engine = Engine(redis_server.url, tmp_path / "engine").start()
     try:
-        with ProxyStack(redis_server, tempo_endpoint=f"{stand_ins}/otlp") as stack:
+        # Spans to the engine (otel_traces), as `symphony up` sends them.
+        with ProxyStack(redis_server, spans_token=SecretStr(SPANS_TOKEN), engine_port=engine.port) as stack:
             httpx.put(f"{stack.sim.url}/admin/faults/grok", json={"slow_ttft_ms": 800}).raise_for_status()
             assert asyncio.run(traffic(stack, 8)) >= 190
             [fired] = wait_for(lambda: webhook_alerts(calls, "firing"), 20, "firing alert at the webhook")
@@ -144,6 +146,7 @@ def test_a_slow_provider_raises_an_alert_with_a_trace_link_and_it_resolves_when_
             [resolved] = wait_for(lambda: webhook_alerts(calls, "resolved"), 20, "resolution at the webhook")
         kept = wait_for(lambda: len(rows := _alert_rows(engine)) >= 2 and rows, 20, "both alert rows")
         exemplar = _exemplar(engine, fired["annotations"]["trace_id"], fired["annotations"]["decision_id"])
+        spans = wait_for(lambda: _spans(engine, fired["annotations"]["trace_id"]), 20, "the exemplar's spans")
         first_exemplar = _exemplar(engine, kept[0][2], kept[0][3])
     finally:
         engine.stop()
@@ -157,6 +160,21 @@ def test_a_slow_provider_raises_an_alert_with_a_trace_link_and_it_resolves_when_
     # The exemplar is a real request: its decision, pinned to the slow arm, carries that trace.
     [[provider, latency]] = exemplar
     assert provider == "grok" and latency > 400
+    # That trace is in ClickHouse: its server span with the four symphony.* attributes, its attempt with
+    # the GenAI conventions' attributes.
+    kinds = {kind: attributes for kind, attributes in spans}
+    assert {
+        "symphony.decision_id",
+        "symphony.policy_version",
+        "symphony.quota_remaining",
+        "symphony.overrides",
+    } <= (kinds["Server"].keys())
+    assert kinds["Server"]["symphony.decision_id"] == annotations["decision_id"]
+    assert kinds["Client"]["gen_ai.provider.name"] == "grok"
+    assert {"gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model"} <= kinds[
+        "Client"
+    ].keys()
+    assert {"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"} <= kinds["Client"].keys()
     assert resolved["labels"] == labels and resolved["endsAt"] >= resolved["startsAt"]
 
     # ClickHouse keeps both transitions of the one alert; its firing row names the exemplar the alert opened
@@ -180,6 +198,15 @@ def test_a_slow_provider_raises_an_alert_with_a_trace_link_and_it_resolves_when_
 
 def _alert_rows(engine: Engine) -> list[list[Any]]:
     return engine_rows(engine, "SELECT alert_id, status, trace_id, decision_id FROM alerts FINAL ORDER BY at")
+
+
+def _spans(engine: Engine, trace_id: str) -> list[list[Any]]:
+    """(SpanKind, SpanAttributes) of the trace's server and client spans in otel_traces."""
+    return engine_rows(
+        engine,
+        "SELECT SpanKind, SpanAttributes FROM otel_traces FINAL "
+        f"WHERE TraceId = '{trace_id}' AND SpanKind IN ('Server', 'Client') ORDER BY Timestamp",
+    )
 
 
 def _exemplar(engine: Engine, trace_id: str, decision_id: str) -> list[list[Any]]:
