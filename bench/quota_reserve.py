@@ -39,6 +39,7 @@ import redis.asyncio as aioredis
 
 from symphony import clock
 from symphony.quotas import DAY_MS, AsyncQuotaStore, Limit, Reservation, load_quota_policy
+from symphony.redis_client import async_redis
 from symphony.redis_server import RedisServer
 
 PROVIDER, MODEL = "openai", "gpt-4o"  # the arm with the most windows in the policy
@@ -105,11 +106,9 @@ def unreachable(limits: Sequence[Limit]) -> list[Limit]:
     return [dataclasses.replace(limit, cap=UNREACHABLE) for limit in limits]
 
 
-async def _bucket_total(client: aioredis.Redis, pattern: str) -> int:
-    total = 0
-    async for key in client.scan_iter(pattern):
-        total += int(await client.get(key) or 0)
-    return total
+async def _markers(client: aioredis.Redis) -> int:
+    """The reservations made so far: a grant writes its marker once every window is written."""
+    return sum([1 async for _ in client.scan_iter(f"symphony:reservation:{{{PROVIDER}}}:*", count=1000)])
 
 
 def minute_request_cap(limits: Sequence[Limit]) -> int:
@@ -124,7 +123,7 @@ async def measure(
 
     Each row runs ``seconds`` and at least ``at_least`` operations.
     """
-    client = aioredis.Redis.from_url(url, max_connections=clients)
+    client = async_redis(url, max_connections=clients)  # the proxy's client
     store = AsyncQuotaStore(client)
     policy_limits = load_quota_policy().limits(PROVIDER, MODEL)
     open_limits = unreachable(policy_limits)
@@ -162,7 +161,7 @@ async def measure(
     requests_granted = warmup_grants = 0
     for name, operation in rows:
         if operation is refused:  # use up the model's requests per minute, then measure refusals
-            requests_granted = await _bucket_total(client, f"quota:{{{PROVIDER}}}:requests@{MODEL}:minute:*")
+            requests_granted = await _markers(client)
             while await refused(0):
                 pass
         say(f"{name}: {clients} clients for {seconds:g}s")
@@ -186,10 +185,10 @@ def check(results: list[Result], requests_granted: int) -> list[str]:
             problems.append(f"{name}: {rows[name].grants} grants of {rows[name].operations} operations")
     if rows["reserve (refusal)"].grants:
         problems.append(f"reserve (refusal): {rows['reserve (refusal)'].grants} operations were granted")
-    # Every grant wrote its request: the buckets hold exactly the measured grants.
+    # Every grant wrote every window and then its marker: there is one marker per measured grant.
     measured = rows["reserve (grant)"].grants + rows["reserve+settle"].grants
     if requests_granted != measured:
-        problems.append(f"the model's minute buckets hold {requests_granted} requests; {measured} granted")
+        problems.append(f"{requests_granted} reservation markers; {measured} granted")
     return problems
 
 

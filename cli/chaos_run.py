@@ -228,8 +228,8 @@ def _local_admissions(proxy_url: str) -> tuple[int, int]:
 
 
 def _day_total(client: redis.Redis, provider: str, metric: str) -> int:
-    pattern = keys.quota_bucket_key(provider, metric, "day", "*")
-    return sum(int(client.get(key) or 0) for key in client.scan_iter(match=pattern, count=1000))
+    buckets = client.hvals(keys.quota_window_key(provider, metric, "day"))
+    return sum(int(value) for value in buckets)
 
 
 def _served_since(engine: str, before: int, answered: int) -> int:

@@ -81,12 +81,11 @@ def _bucket_values(client: redis.Redis, limit: Limit, now: int) -> tuple[list[in
     """The window's bucket values (current first) and, for a first-use window, when it closes."""
     window = limit.window
     if window.reset == "first_use":
-        stored = client.hmget(limit.key("current"), ["start", "used"])
+        stored = client.hmget(limit.key, ["start", "used"])
         if stored[0] is None or now >= int(stored[0]) + window.length_ms:
             return [0], None
         return [int(stored[1] or 0)], int(stored[0]) + window.length_ms - now
-    keys = [limit.key(bucket) for bucket in window.buckets(now)]
-    return [int(v or 0) for v in client.mget(keys)], None
+    return [int(v or 0) for v in client.hmget(limit.key, window.buckets(now))], None
 
 
 def _reset_in(limit: Limit, values: list[int], closes_in: int | None, now: int) -> int | None:

@@ -57,6 +57,7 @@ from symphony.flags import Flags
 from symphony.jobs import Job, JobStore
 from symphony.keys import FLAGS_KEY, eta_key
 from symphony.quotas import MINUTE_MS, QuotaPolicy, load_quota_policy
+from symphony.redis_client import async_redis
 from symphony.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -134,11 +135,11 @@ async def current_use(client: aioredis.Redis, policy: QuotaPolicy, now_ms: int) 
         if limit is None:
             continue
         if limit.window.reset == "first_use":
-            start, used = await client.hmget(limit.key("current"), ["start", "used"])
+            start, used = await client.hmget(limit.key, ["start", "used"])
             if start is not None and now_ms < int(start) + limit.window.length_ms:
                 out[provider] = CurrentUse(int(used or 0), int(start))
         else:
-            value = await client.get(limit.key(limit.window.buckets(now_ms)[0]))
+            value = await client.hget(limit.key, limit.window.buckets(now_ms)[0])
             out[provider] = CurrentUse(int(value or 0))
     return out
 
@@ -384,7 +385,7 @@ async def serve(settings: Settings) -> None:
             "for the proxy and the scheduler (`symphony up` makes one in var/dispatcher-token)"
         )
     clock = await asyncio.to_thread(_read_clock, settings.redis_url)
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    client = async_redis(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
     timeout = httpx.Timeout(settings.request_deadline_ms / 1000 + 10, connect=5.0)
     async with httpx.AsyncClient(base_url=settings.proxy_url, timeout=timeout) as http:
         dispatcher = Dispatcher(

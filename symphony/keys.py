@@ -38,9 +38,9 @@ CONSUMERS_KEY = "symphony:consumers"
 OFFSETS_PREFIX = "symphony:offsets:"
 
 
-def quota_bucket_key(provider: str, metric: str, window: str, bucket: str) -> str:
-    """``quota:{<provider>}:<metric>:<window>:<bucket>``: one bucket of a quota window."""
-    return f"quota:{{{provider}}}:{metric}:{window}:{bucket}"
+def quota_window_key(provider: str, metric: str, window: str) -> str:
+    """``quota:{<provider>}:<metric>:<window>``: one quota window, a hash of its buckets."""
+    return f"quota:{{{provider}}}:{metric}:{window}"
 
 
 def runtime_cap_key(provider: str, metric: str, window: str) -> str:

@@ -21,7 +21,7 @@ MAX_REMEMBERED_SETTLEMENTS = 100_000
 @dataclass
 class LocalQuotaStore:
     share: float = 1.0
-    _buckets: dict[str, int] = field(default_factory=dict)  # the same keys Redis would hold
+    _buckets: dict[str, int] = field(default_factory=dict)  # "<window key>:<bucket>" -> value
     _first_use: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (start, used)
     _expiry: dict[str, int] = field(default_factory=dict)  # key -> event time it expires
     _settled: dict[str, None] = field(default_factory=dict)  # recent settlements, oldest first
@@ -31,11 +31,11 @@ class LocalQuotaStore:
 
     def _values(self, limit: Limit, now: int) -> tuple[list[int], int]:
         if limit.window.reset == "first_use":
-            start, used = self._first_use.get(limit.key("current"), (-1, 0))
+            start, used = self._first_use.get(limit.key, (-1, 0))
             if start < 0 or now >= start + limit.window.length_ms:
                 return [0], 0
             return [used], start + limit.window.length_ms - now
-        return [self._buckets.get(limit.key(b), 0) for b in limit.window.buckets(now)], 0
+        return [self._buckets.get(f"{limit.key}:{b}", 0) for b in limit.window.buckets(now)], 0
 
     def reserve(
         self,
@@ -64,13 +64,14 @@ class LocalQuotaStore:
 
     def _write(self, limit: Limit, now_ms: int, amount: int) -> int:
         """Add ``amount`` to the current bucket; the first-use window's start, else 0."""
-        key = limit.key(limit.window.buckets(now_ms)[0])
+        key = limit.key
         if limit.window.reset == "first_use":
             values, closes_in = self._values(limit, now_ms)
             start = now_ms + closes_in - limit.window.length_ms if closes_in else now_ms
             self._first_use[key] = (start, values[0] + amount)
             self._expiry[key] = now_ms + limit.window.ttl_ms
             return start
+        key = f"{key}:{limit.window.current_bucket(now_ms)}"
         if amount > 0:
             self._buckets[key] = self._buckets.get(key, 0) + amount
             self._expiry.setdefault(key, now_ms + limit.window.ttl_ms)
@@ -90,15 +91,17 @@ class LocalQuotaStore:
         if len(self._settled) > MAX_REMEMBERED_SETTLEMENTS:
             del self._settled[next(iter(self._settled))]
         argv = reservation.settle_argv(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
-        for index, key in enumerate(reservation.settle_keys):
-            delta, start = argv[3 * index], argv[3 * index + 1]
+        for index, window_key in enumerate(reservation.settle_keys):
+            delta, bucket, start = argv[4 * index : 4 * index + 3]
             if delta == 0:
                 continue
             if start:
-                current, used = self._first_use.get(key, (-1, 0))
+                current, used = self._first_use.get(window_key, (-1, 0))
                 if current == start:
-                    self._first_use[key] = (start, max(used + delta, 0))
-            elif delta > 0 or key in self._buckets:
+                    self._first_use[window_key] = (start, max(used + delta, 0))
+                continue
+            key = f"{window_key}:{bucket}"
+            if delta > 0 or key in self._buckets:
                 self._buckets[key] = max(self._buckets.get(key, 0) + delta, 0)
 
     def forget_expired(self, now_ms: int) -> None:

@@ -6,15 +6,16 @@ Windows (all in event time, UTC epoch milliseconds, from ``symphony.clock``):
   1 h and 1 day. The bucket of instant ``t`` is ``t // sub_ms``. The usage a rolling
   window holds at ``t`` is the sum of the current bucket and the ``n - 1`` before it
   (``n`` = 6, 24, 7), so it spans between ``(n-1)/n`` and all of its nominal length.
-  A bucket key expires ``window + sub`` after its first write, after which it can no
-  longer be counted.
+  A window's buckets are the fields of one hash (the field is the bucket number); a
+  write that opens a bucket deletes the fields that left the window, and the hash
+  expires ``window + sub`` after its last write.
 - Calendar months (``month``, UTC) hold app budgets: one bucket per month (``YYYYMM``).
 - Subscription windows (a provider's usage window) have a length and a reset rule:
   ``fixed`` windows are aligned on multiples of their length since the Unix epoch
-  (``1d`` resets at 00:00 UTC; ``3h`` at 00:00, 03:00, … UTC), one key per window
-  (bucket ``t // length``), expiring at the window's end; ``first_use`` windows open
-  with the first reservation after the previous one closed and last their length
-  (bucket ``current``, created with a TTL of the length, which later writes keep).
+  (``1d`` resets at 00:00 UTC; ``3h`` at 00:00, 03:00, … UTC), one bucket per window
+  (``t // length``); ``first_use`` windows open with the first reservation after the
+  previous one closed and last their length (the hash holds ``start`` and ``used``
+  instead of buckets, and expires with the window).
 
 Caps apply per provider, and per model where the policy says so, to two metrics:
 ``requests`` and ``tokens`` (input + output). A reservation is all-or-nothing across
@@ -28,10 +29,11 @@ A runtime cap (``symphony:caps:{<provider>}:<metric>:<window>``, written by the
 reconciler from the limits providers report, with a TTL) replaces the policy cap
 while it lives.
 
-Keys: ``quota:{<provider>}:<metric>:<window>:<bucket>``; ``metric`` is ``requests`` or
-``tokens`` for a provider's caps and ``requests@<model>`` / ``tokens@<model>`` for a
-model's. The braces make the provider a hash tag, so every key one reservation
-touches is in the same Redis Cluster slot.
+Keys: ``quota:{<provider>}:<metric>:<window>`` (one hash per window, so a reservation
+touches two keys per cap, the window and its runtime cap, however many buckets the
+window counts); ``metric`` is ``requests`` or ``tokens`` for a provider's caps and
+``requests@<model>`` / ``tokens@<model>`` for a model's. The braces make the provider a
+hash tag, so every key one reservation touches is in the same Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from symphony.catalog import POLICIES_DIR
 from symphony.clock import utc_datetime
-from symphony.keys import quota_bucket_key, runtime_cap_key
+from symphony.keys import quota_window_key, runtime_cap_key
 
 QUOTAS_FILE = POLICIES_DIR / "quotas.v1.json"
 
@@ -87,14 +89,23 @@ class Window:
     def ttl_ms(self) -> int:
         return self.length_ms + self.sub_ms if self.reset == "rolling" else self.length_ms
 
-    def buckets(self, now_ms: int) -> list[str]:
-        """The buckets whose sum is the window's usage at ``now_ms``, current first."""
+    def current_bucket(self, now_ms: int) -> int:
+        """The number of the bucket ``now_ms`` writes to (0 for a first-use window, which has none)."""
         if self.reset == "first_use":
-            return ["current"]
+            return 0
         if self.reset == "month":
             day = utc_datetime(now_ms)
-            return [f"{day.year}{day.month:02d}"]
-        current = now_ms // self.sub_ms
+            return day.year * 100 + day.month
+        return now_ms // self.sub_ms
+
+    def buckets(self, now_ms: int) -> list[str]:
+        """The buckets (hash fields) whose sum is the window's usage at ``now_ms``, current first.
+
+        A first-use window has none: its hash holds ``start`` and ``used``.
+        """
+        if self.reset == "first_use":
+            return []
+        current = self.current_bucket(now_ms)
         return [str(current - age) for age in range(self.buckets_counted)]
 
     def bucket_start_ms(self, bucket: str) -> int:
@@ -142,8 +153,10 @@ class Limit:
         scope = f"{self.provider}/{self.model}" if self.model else self.provider
         return f"{scope} {self.metric} per {self.window.name}"
 
-    def key(self, bucket: str) -> str:
-        return quota_bucket_key(self.provider, self.metric_key, self.window.name, bucket)
+    @property
+    def key(self) -> str:
+        """The window's hash: its buckets as fields (a first-use window's ``start`` and ``used``)."""
+        return quota_window_key(self.provider, self.metric_key, self.window.name)
 
     @property
     def runtime_cap_key(self) -> str:

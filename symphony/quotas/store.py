@@ -11,6 +11,7 @@ simulated clock drives quota windows like everything else.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,39 +24,52 @@ from symphony.keys import reservation_marker_key
 from symphony.quotas.rules import Limit, Metric, next_month_start_ms
 from symphony.redis_server import REDIS_ERRORS
 
-# KEYS[1]: the reservation's marker; then, per limit, its runtime-cap key and the bucket keys
-# of its window (current first). ARGV[1] = now (event ms); ARGV[2] = number of limits; ARGV[3]
-# = the marker's TTL; then per limit: bucket count, policy cap, amount, ttl ms, and the length
-# in ms of a first-use window (0 for the others).
-# A first-use window is one hash {start, used}: it reopens (used = 0) once `now` passes
+# KEYS[1]: the reservation's marker; then, per limit, its runtime-cap key and its window's hash.
+# ARGV[1] = now (event ms); ARGV[2] = number of limits; ARGV[3] = the marker's TTL; then per
+# limit: its current bucket's number, how many buckets it counts (the current one and those
+# before it), policy cap, amount, TTL ms, and the length in ms of a first-use window (0 for
+# the others).
+# A first-use window's hash is {start, used}: it reopens (used = 0) once `now` passes
 # start + length, so its reset follows event time even when the clock is simulated.
+# A write that opens a bucket deletes the fields that have left the window.
 # A granted reservation sets its marker to 'r', so one whose reply was lost can be found and
 # cancelled later. Returns {1, start per limit (0 unless first-use), room left per limit after
 # this reservation (the cap in force minus what its window holds)} when every window had room
 # and all were written, else {0, index of the refused limit (1-based), cap in force, ms until a
 # first-use window closes, bucket values...}.
 RESERVE_LUA = """
+local function prune(key, oldest)
+  local stale = {}
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if tonumber(field) < oldest then stale[#stale + 1] = field end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+end
 local now, limits = tonumber(ARGV[1]), tonumber(ARGV[2])
 local k, a = 2, 4
 local writes, starts, left = {}, {}, {}
 for i = 1, limits do
-  local n, cap = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local amount, ttl, span = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  a = a + 5
+  local current, n, cap = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local amount, ttl, span = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  a = a + 6
   local runtime = redis.call('GET', KEYS[k])
   if runtime then cap = tonumber(runtime) end
+  local key = KEYS[k + 1]
   local values, used, start, closes_in = {}, 0, 0, 0
   if span > 0 then
-    start = tonumber(redis.call('HGET', KEYS[k + 1], 'start') or '-1')
+    local stored = redis.call('HMGET', key, 'start', 'used')
+    start = tonumber(stored[1] or '-1')
     if start < 0 or now >= start + span then
       start = now
       values[1] = 0
     else
-      values[1] = tonumber(redis.call('HGET', KEYS[k + 1], 'used') or '0')
+      values[1] = tonumber(stored[2] or '0')
     end
     used, closes_in = values[1], start + span - now
   else
-    local stored = redis.call('MGET', unpack(KEYS, k + 1, k + n))
+    local fields = {}
+    for j = 1, n do fields[j] = current + 1 - j end
+    local stored = redis.call('HMGET', key, unpack(fields))
     for j = 1, n do
       local v = tonumber(stored[j] or '0')
       values[j] = v
@@ -69,16 +83,16 @@ for i = 1, limits do
   end
   starts[i] = start
   left[i] = cap - used - amount
-  writes[#writes + 1] = {KEYS[k + 1], amount, ttl, span, start, used}
-  k = k + 1 + n
+  writes[#writes + 1] = {key, amount, ttl, span, start, used, current, n}
+  k = k + 2
 end
 for _, w in ipairs(writes) do
   if w[4] > 0 then
     redis.call('HSET', w[1], 'start', w[5], 'used', w[6] + w[2])
     redis.call('PEXPIRE', w[1], w[3])
   elseif w[2] > 0 then
-    redis.call('INCRBY', w[1], w[2])
-    if redis.call('PTTL', w[1]) < 0 then redis.call('PEXPIRE', w[1], w[3]) end
+    if redis.call('HINCRBY', w[1], w[7], w[2]) == w[2] then prune(w[1], w[7] + 1 - w[8]) end
+    redis.call('PEXPIRE', w[1], w[3])
   end
 end
 redis.call('SET', KEYS[1], 'r', 'PX', ARGV[3])
@@ -90,28 +104,30 @@ end
 return reply
 """
 
-# KEYS[1]: the reservation's marker; then the buckets it counted against. ARGV[1]: the
+# KEYS[1]: the reservation's marker; then the windows it counted against. ARGV[1]: the
 # marker's TTL; ARGV[2]: 0 to settle, 1 to cancel a reservation whose reply was lost (only if
-# its marker says it was made); then per bucket: the amount to add (negative refunds), the
-# start of its first-use window (0 for a plain bucket; -t for "the window open at t") and its
-# TTL (a first-use window's length). A marker at 's' means settled already: a replay changes
-# nothing. A first-use window that has since reopened is left alone; a refund never takes a
-# bucket below zero; a charge re-creates a bucket that expired (it is outside its window).
+# its marker says it was made); then per window: the amount to add (negative refunds), the
+# bucket the reservation wrote, the start of its first-use window (0 for a bucketed window;
+# -t for "the window open at t") and its TTL. A marker at 's' means settled already: a replay
+# changes nothing. A first-use window that has since reopened is left alone; a refund never
+# takes a bucket below zero; a charge re-creates a bucket that was pruned or expired (it is
+# outside its window, and the next bucket opened prunes it again).
 SETTLE_LUA = """
 local state = redis.call('GET', KEYS[1])
 if state == 's' or (ARGV[2] == '1' and state ~= 'r') then return 0 end
 redis.call('SET', KEYS[1], 's', 'PX', ARGV[1])
 for i = 2, #KEYS do
-  local key, j = KEYS[i], 3 * i - 3
-  local delta, start, ttl = tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  local key, j = KEYS[i], 4 * i - 5
+  local delta, bucket = tonumber(ARGV[j]), ARGV[j + 1]
+  local start, ttl = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
   if delta == 0 then
   elseif start ~= 0 then
     local open = tonumber(redis.call('HGET', key, 'start') or '-1')
     if open == start or (start < 0 and open >= 0 and open <= -start and -start < open + ttl) then
       if redis.call('HINCRBY', key, 'used', delta) < 0 then redis.call('HSET', key, 'used', 0) end
     end
-  elseif delta > 0 or redis.call('EXISTS', key) == 1 then
-    if redis.call('INCRBY', key, delta) < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
+  elseif delta > 0 or redis.call('HEXISTS', key, bucket) == 1 then
+    if redis.call('HINCRBY', key, bucket, delta) < 0 then redis.call('HSET', key, bucket, 0) end
     if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
   end
 end
@@ -148,9 +164,9 @@ class Reservation:
     provider: str
     model: str
     reserved: Amounts
-    settle_keys: tuple[str, ...]  # the current bucket of every window counted against
+    settle_keys: tuple[str, ...]  # every window counted against (its hash)
     settle_metrics: tuple[Metric, ...]
-    settle_args: tuple[int, ...]  # per key: its first-use window's start (else 0), its TTL
+    settle_args: tuple[int, ...]  # per key: the bucket written, a first-use window's start (else 0), TTL
     token: str = ""  # names the reservation's marker
     # What the reservation saw: per limit (by name), the room left in its window once it was made.
     remaining: tuple[tuple[str, int], ...] = field(default=(), compare=False)
@@ -176,11 +192,12 @@ class Reservation:
         return Amounts(tokens, cost_micros, 0 if refund else self.reserved.requests)
 
     def settle_argv(self, actual: Amounts) -> list[int]:
-        """SETTLE_LUA's arguments: per key the difference actual - reserved, start, TTL."""
+        """SETTLE_LUA's arguments: per key the difference actual - reserved, bucket, start, TTL."""
         argv: list[int] = []
+        args = self.settle_args
         for index, metric in enumerate(self.settle_metrics):
             delta = actual.of(metric) - self.reserved.of(metric)
-            argv += [delta, self.settle_args[2 * index], self.settle_args[2 * index + 1]]
+            argv += [delta, args[3 * index], args[3 * index + 1], args[3 * index + 2]]
         return argv
 
 
@@ -197,32 +214,84 @@ class Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class Layout:
+    """What a reservation against a list of limits sends that does not change between requests.
+
+    Built once per list (``layout_of``), so a request only adds the time, its amounts and its
+    token: two keys per limit (runtime cap, window) and each window's constants.
+    """
+
+    limits: tuple[Limit, ...]
+    keys: tuple[str, ...]  # per limit: its runtime cap's key, its window's
+    window_keys: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    tag: str  # the scope's hash tag, for the marker
+    first_use: tuple[bool, ...]
+
+    @staticmethod
+    def of(limits: tuple[Limit, ...]) -> Layout:
+        window_keys = tuple(limit.key for limit in limits)
+        keys = tuple(key for limit in limits for key in (limit.runtime_cap_key, limit.key))
+        tag = hash_tag(window_keys[0]) if limits else "{none}"
+        return Layout(
+            limits,
+            keys,
+            window_keys,
+            tuple(limit.metric for limit in limits),
+            tag,
+            tuple(limit.window.reset == "first_use" for limit in limits),
+        )
+
+    def reserve_args(self, now_ms: int, amounts: Sequence[int]) -> list[int]:
+        args = [now_ms, len(self.limits), MARKER_TTL_MS]
+        for limit, amount in zip(self.limits, amounts, strict=True):
+            window = limit.window
+            first_use_span = window.length_ms if window.reset == "first_use" else 0
+            args += [window.current_bucket(now_ms), window.buckets_counted, limit.cap, amount]
+            args += [window.ttl_ms, first_use_span]
+        return args
+
+
+@functools.lru_cache(maxsize=4096)
+def layout_of(limits: tuple[Limit, ...]) -> Layout:
+    return Layout.of(limits)
+
+
+@dataclass(frozen=True, slots=True)
 class ReservePlan:
     keys: list[str]
     args: list[int]
-    limits: Sequence[Limit]
+    layout: Layout
     amounts: list[int]
     now_ms: int
     reserved: Amounts
     token: str
 
+    @property
+    def limits(self) -> tuple[Limit, ...]:
+        return self.layout.limits
+
     def reservation(
         self, provider: str, model: str, starts: Sequence[int], remaining: Sequence[int] = ()
     ) -> Reservation:
         return reservation_of(
-            self.limits, self.now_ms, provider, model, self.reserved, starts, self.token, remaining
+            self.layout.limits, self.now_ms, provider, model, self.reserved, starts, self.token, remaining
         )
 
     def unconfirmed(self, provider: str, model: str) -> Reservation:
         """The reservation this plan made if its reply was lost: cancel it once Redis is back."""
-        starts = [-self.now_ms if limit.window.reset == "first_use" else 0 for limit in self.limits]
+        starts = [-self.now_ms if first_use else 0 for first_use in self.layout.first_use]
         return self.reservation(provider, model, starts)
+
+
+def hash_tag(key: str) -> str:
+    """The ``{…}`` part of a key, which names its Redis Cluster slot."""
+    return key[key.index("{") : key.index("}") + 1]
 
 
 def marker_key(keys: Sequence[str], token: str) -> str:
     """``symphony:reservation:{<scope>}:<token>``, in the same Cluster slot as the buckets."""
-    tag = keys[0][keys[0].index("{") : keys[0].index("}") + 1] if keys else "{none}"
-    return reservation_marker_key(tag, token)
+    return reservation_marker_key(hash_tag(keys[0]) if keys else "{none}", token)
 
 
 def new_token() -> str:
@@ -244,30 +313,24 @@ def reservation_of(
     Request buckets are kept too: a settlement leaves them alone (one request was
     reserved, one was made) unless it refunds the reservation.
     """
-    keys = tuple(limit.key(limit.window.buckets(now_ms)[0]) for limit in limits)
-    metrics = tuple(limit.metric for limit in limits)
+    layout = layout_of(tuple(limits))
     args = tuple(
-        value for limit, start in zip(limits, starts, strict=True) for value in (start, limit.window.ttl_ms)
+        value
+        for limit, start in zip(limits, starts, strict=True)
+        for value in (limit.window.current_bucket(now_ms), start, limit.window.ttl_ms)
     )
     left = tuple((limit.name, room) for limit, room in zip(limits, remaining, strict=False))
-    return Reservation(provider, model, reserved, keys, metrics, args, token or new_token(), left)
+    return Reservation(
+        provider, model, reserved, layout.window_keys, layout.metrics, args, token or new_token(), left
+    )
 
 
 def plan_reservation(limits: Sequence[Limit], now_ms: int, reserved: Amounts) -> ReservePlan:
+    layout = layout_of(tuple(limits))
     token = new_token()
-    keys: list[str] = [marker_key([limit.key("") for limit in limits[:1]], token)]
-    args: list[int] = [now_ms, len(limits), MARKER_TTL_MS]
-    amounts: list[int] = []
-    for limit in limits:
-        window = limit.window
-        buckets = window.buckets(now_ms)
-        amount = reserved.of(limit.metric)
-        first_use_span = window.length_ms if window.reset == "first_use" else 0
-        keys.append(limit.runtime_cap_key)
-        keys += [limit.key(bucket) for bucket in buckets]
-        args += [len(buckets), limit.cap, amount, window.ttl_ms, first_use_span]
-        amounts.append(amount)
-    return ReservePlan(keys, args, limits, amounts, now_ms, reserved, token)
+    amounts = [reserved.of(metric) for metric in layout.metrics]
+    keys = [reservation_marker_key(layout.tag, token), *layout.keys]
+    return ReservePlan(keys, layout.reserve_args(now_ms, amounts), layout, amounts, now_ms, reserved, token)
 
 
 def retry_after_ms(

@@ -53,7 +53,7 @@ def test_the_plan_per_window_from_the_queue_in_redis(
     tokens = next(
         lim for lim in policy.limits("openai", "") if lim.window.name == "3h" and lim.metric == "tokens"
     )
-    redis_client.set(tokens.key(tokens.window.buckets(NOW)[0]), tokens.cap - 500)  # nearly full now
+    redis_client.hset(tokens.key, tokens.window.buckets(NOW)[0], tokens.cap - 500)  # nearly full now
     redis_client.hset(eta_key("gemini", "tokens", "1d"), "burn_per_min", 1000)  # interactive use forecast
     queue(
         redis_server,

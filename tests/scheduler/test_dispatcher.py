@@ -91,7 +91,7 @@ def clock(redis_server: RedisServer) -> Clock:
     tokens = next(
         lim for lim in policy.limits("openai", "") if lim.window.name == "3h" and lim.metric == "tokens"
     )
-    client.set(tokens.key(tokens.window.buckets(NOW)[0]), tokens.cap - 500)
+    client.hset(tokens.key, tokens.window.buckets(NOW)[0], tokens.cap - 500)
     found = shared_clock(client)
     client.close()
     return found

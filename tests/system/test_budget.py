@@ -168,8 +168,7 @@ def test_a_daily_budget_holds_across_three_replica_processes_under_concurrent_lo
         assert "Application shutdown complete" in (tmp_path / f"proxy-{index}.log").read_text()
 
     client = redis.Redis.from_url(redis_server.url)
-    bucket = f"quota:{{app:{APP}}}:usd_micros:1d:{wall_ms() // DAY_MS}"
-    settled_micros = int(client.get(bucket) or 0)
+    settled_micros = int(client.hget(f"quota:{{app:{APP}}}:usd_micros:1d", str(wall_ms() // DAY_MS)) or 0)
     client.close()
     # How many events the replicas published (each says so as it stops), only to know when
     # ClickHouse holds them all; the spend itself comes from ClickHouse.

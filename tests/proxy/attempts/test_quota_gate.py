@@ -17,7 +17,7 @@ from symphony.redis_server import RedisServer
 
 
 def token_total(client: redis.Redis, provider: str, window: str) -> int:
-    return sum(int(client.get(k) or 0) for k in client.keys(f"quota:{{{provider}}}:tokens:{window}:*"))
+    return sum(int(value) for value in client.hvals(f"quota:{{{provider}}}:tokens:{window}"))
 
 
 def new_guard(url: str, mode: str) -> tuple[QuotaGuard, aioredis.Redis]:

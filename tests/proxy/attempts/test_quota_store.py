@@ -29,7 +29,7 @@ def tokens_in_redis(url: str) -> int:
     """The tokens the provider's rolling day window holds (every hour bucket)."""
     client = redis.Redis.from_url(url)
     try:
-        return sum(int(client.get(k) or 0) for k in client.scan_iter(f"quota:{{{PROVIDER}}}:tokens:day:*"))
+        return sum(int(value) for value in client.hvals(f"quota:{{{PROVIDER}}}:tokens:day"))
     finally:
         client.close()
 

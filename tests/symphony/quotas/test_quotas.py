@@ -60,8 +60,19 @@ def test_keys_share_the_provider_hash_tag(redis_client: redis.Redis) -> None:
     assert isinstance(reserve(store, small_limits(), T0, 10), Reservation)
     keys = sorted(k.decode() for k in redis_client.keys("quota:*"))
     assert keys and all(k.startswith("quota:{openai}:") for k in keys)
-    assert any(":minute:" in k for k in keys) and any(":3m:current" in k for k in keys)
+    assert any(k.endswith(":minute") for k in keys) and any(k.endswith(":3m") for k in keys)
     assert all(redis_client.pttl(k) > 0 for k in keys)
+
+
+def test_a_window_keeps_only_the_buckets_it_counts(redis_client: redis.Redis) -> None:
+    """Opening a bucket deletes those that left the window, so a window's hash never outgrows it."""
+    store = QuotaStore(redis_client)
+    minute = Limit("openai", "tokens", ROLLING["minute"], 10**9)
+    for step in range(30):  # 30 buckets of 10 s, each written once
+        assert isinstance(reserve(store, [minute], T0 + step * 10 * SECOND, 1), Reservation)
+    now = T0 + 29 * 10 * SECOND
+    fields = sorted(int(field) for field in redis_client.hkeys(minute.key))
+    assert fields == [now // (10 * SECOND) - age for age in range(5, -1, -1)]  # six 10 s buckets: one minute
 
 
 def test_refuses_past_the_cap_and_says_when_there_is_room(redis_client: redis.Redis) -> None:
@@ -92,13 +103,13 @@ def test_settlement_refunds_and_charges_the_reserved_buckets(redis_client: redis
     granted = reserve(store, limits, T0, 50)
     assert isinstance(granted, Reservation)
     store.settle(granted, 20)
-    minute_key = limits[1].key(limits[1].window.buckets(T0)[0])
-    assert int(redis_client.get(minute_key) or 0) == 20
-    assert int(redis_client.hget(limits[2].key("current"), "used") or 0) == 20
+    minute = limits[1].key, limits[1].window.buckets(T0)[0]
+    assert int(redis_client.hget(*minute) or 0) == 20
+    assert int(redis_client.hget(limits[2].key, "used") or 0) == 20
     charged = reserve(store, limits, T0 + SECOND, 10)
     assert isinstance(charged, Reservation)
     store.settle(charged, 30)  # used more than estimated: charged on top
-    assert int(redis_client.get(minute_key) or 0) == 50
+    assert int(redis_client.hget(*minute) or 0) == 50
 
 
 def test_first_use_window_opens_with_the_first_request_and_closes_after_its_length(
@@ -172,7 +183,7 @@ def _contend(url: str, limits: list[Limit], *, refunds: bool) -> tuple[int, int,
 
 
 def _bucket_total(client: redis.Redis, metric: str, window: str) -> int:
-    return sum(int(client.get(k) or 0) for k in client.keys(f"quota:{{grok}}:{metric}:{window}:*"))
+    return sum(int(value) for value in client.hvals(f"quota:{{grok}}:{metric}:{window}"))
 
 
 def test_concurrent_processes_stop_exactly_at_the_request_cap(
@@ -215,8 +226,8 @@ def test_a_replayed_settlement_changes_nothing(redis_client: redis.Redis) -> Non
     assert isinstance(granted, Reservation)
     store.settle(granted, 20)
     store.settle(granted, 20)
-    minute_key = limits[1].key(limits[1].window.buckets(T0)[0])
-    assert int(redis_client.get(minute_key) or 0) == 20
+    minute = limits[1].key, limits[1].window.buckets(T0)[0]
+    assert int(redis_client.hget(*minute) or 0) == 20
     marker = granted.marker_key
     assert marker.startswith("symphony:reservation:{openai}:") and 0 < redis_client.pttl(marker) <= 600_000
 
@@ -233,14 +244,17 @@ def test_a_reservation_whose_reply_was_lost_is_cancelled_only_if_it_was_made(
         redis_client.script_load(RESERVE_LUA), len(made.keys), *made.keys, *made.args
     )
     never_made = plan_reservation(limits, T0, Amounts(25))
-    minute_key = limits[1].key(limits[1].window.buckets(T0)[0])
-    assert int(redis_client.get(minute_key) or 0) == 40
+    minute = limits[1].key, limits[1].window.buckets(T0)[0]
+    assert int(redis_client.hget(*minute) or 0) == 40
     store.cancel(made.unconfirmed("openai", "m"))
     store.cancel(never_made.unconfirmed("openai", "m"))
     store.cancel(made.unconfirmed("openai", "m"))  # a replay of the cancel changes nothing
-    assert int(redis_client.get(minute_key) or 0) == 0
-    assert int(redis_client.hget(limits[2].key("current"), "used") or 0) == 0
-    assert sum(int(redis_client.get(k) or 0) for k in redis_client.keys("quota:{openai}:requests:*")) == 0
+    assert int(redis_client.hget(*minute) or 0) == 0
+    assert int(redis_client.hget(limits[2].key, "used") or 0) == 0
+    bucketed = [
+        k for k in redis_client.keys("quota:{openai}:requests:*") if not redis_client.hexists(k, "start")
+    ]
+    assert sum(int(v) for k in bucketed for v in redis_client.hvals(k)) == 0
 
 
 def test_a_grant_says_what_room_each_of_its_windows_had_left_in_redis_and_locally(
