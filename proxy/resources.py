@@ -16,15 +16,15 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-import httpx
 import redis
 import redis.asyncio as aioredis
 
 from proxy import errors
-from proxy.attempts.upstream import new_http_client
+from proxy.attempts.upstream import HttpClient, new_http_client
 from proxy.emitter import EventEmitter
 from proxy.tracing import Tracing
 from symphony.clock import Clock, RealClock, shared_clock
+from symphony.redis_client import async_redis
 from symphony.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Resources:
     clock: Clock
-    http: httpx.AsyncClient
+    http: HttpClient
     redis: aioredis.Redis
     emitter: EventEmitter
     tracing: Tracing | None = None  # None: tracing is off
@@ -41,7 +41,7 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
         clock = await asyncio.to_thread(_read_clock, settings.redis_url)
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        client = async_redis(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
         emitter = EventEmitter(client, settings.event_shards)
         emitter.start()
         return cls(clock, new_http_client(), client, emitter, Tracing.from_settings(settings))
@@ -50,7 +50,7 @@ class Resources:
         try:
             await self.emitter.close()
         finally:
-            await self.http.aclose()
+            await self.http.close()
             await self.redis.aclose()
             if self.tracing is not None:
                 await asyncio.to_thread(self.tracing.close)

@@ -43,7 +43,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-import httpx
 from opentelemetry.trace import Span, Tracer
 
 from proxy import errors, tracing
@@ -57,7 +56,7 @@ from proxy.adapters.base import (
 )
 from proxy.attempts.attempt import Attempt
 from proxy.attempts.quota_gate import AppRate, Grant, QuotaGuard, QuotaRefusal, refused_error
-from proxy.attempts.upstream import TRANSPORT_ERRORS, is_timeout, send
+from proxy.attempts.upstream import TRANSPORT_ERRORS, HttpClient, UpstreamResponse, is_timeout, send
 from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
 from proxy.errors import retry_after_header
@@ -98,7 +97,7 @@ class UpstreamStream:
 
     arm: Arm
     translator: StreamTranslator
-    response: httpx.Response
+    response: UpstreamResponse
     chunks: AsyncIterator[bytes]
     first: bytes
     finish: Callable[[AttemptStatus], None]
@@ -201,7 +200,7 @@ def _local_failure(status: AttemptStatus, http_status: int, message: str, code: 
 class AttemptLoop:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         adapters: Mapping[str, Adapter],
         health: Health,
         latency: LatencyEstimates,
@@ -390,7 +389,7 @@ class AttemptLoop:
     ) -> Answer | UpstreamStream | UpstreamFailure:
         arm, adapter, attempt = call.arm, call.adapter, call.attempt
         limit_s = min(self._limit_s(arm, routed), deadline - monotonic())
-        response: httpx.Response | None = None
+        response: UpstreamResponse | None = None
         self._health.wait(arm.provider, id(attempt), monotonic(), limit_s)
         try:
             async with asyncio.timeout(limit_s):
