@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from symphony import clock
+from symphony.process_logging import log_to_stderr
 from symphony.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ def _say(message: str) -> None:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from cli.supervisor import running_stack
 
+    if args.proxy_workers is not None:
+        settings = settings.model_copy(update={"proxy_workers": args.proxy_workers})
     with running_stack(settings, speed=args.speed, workers=args.workers, say=_say) as stack:
         key = "any key (auth is disabled)" if stack.dev_key is None else f"the key in {settings.dev_key_file}"
         _say(
@@ -75,15 +77,10 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if result.load.failures or not result.summary.rows else 0
 
 
-def _log_to_stderr() -> None:
-    """Long-running parts log to stderr, which ``symphony up`` sends to ``var/logs/<part>.log``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-
 def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
     from simulator import run_simulator
 
-    _log_to_stderr()
+    log_to_stderr()
     run_simulator(settings)
     return 0
 
@@ -91,7 +88,7 @@ def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
     from proxy import run_proxy
 
-    _log_to_stderr()
+    log_to_stderr()
     run_proxy(settings)
     return 0
 
@@ -99,7 +96,7 @@ def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     from dataflows.engine import Cluster, parse_addresses, run_engine
 
-    _log_to_stderr()
+    log_to_stderr()
     run_engine(
         settings, workers=args.workers, cluster=Cluster(args.process_id, parse_addresses(args.addresses))
     )
@@ -109,7 +106,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler.dispatcher import run_dispatcher
 
-    _log_to_stderr()
+    log_to_stderr()
     run_dispatcher(settings)
     return 0
 
@@ -358,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "-w", "--workers", type=_positive_int, default=1, help="engine dataflow workers (default 1)"
+    )
+    up.add_argument(
+        "--proxy-workers",
+        type=_positive_int,
+        default=None,
+        help="proxy processes sharing the proxy's port (default PROXY_WORKERS, else 1)",
     )
     up.add_argument("--duration", type=_positive_float, default=None, help="stop by itself after SECONDS")
     up.set_defaults(run=cmd_up)

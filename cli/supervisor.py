@@ -295,6 +295,7 @@ class Stack:
             catalog = load_catalog()
             keyed = load_provider_keys(catalog, env)
             env["SIMULATED_PROVIDERS"] = ",".join(p for p in catalog.providers if p not in keyed) or "none"
+        env["PROXY_WORKERS"] = str(self.settings.proxy_workers)
         return child_env(part, env)
 
     def _wait_healthy(self, part: Part, timeout: float) -> None:

@@ -65,6 +65,7 @@ from sinks.span_writer import SpanWriter
 from symphony.catalog import load_catalog, load_policy
 from symphony.flags import Flags
 from symphony.gc_tuning import tune_gc
+from symphony.process_logging import log_to_stderr
 from symphony.quotas import load_quota_policy
 from symphony.settings import ENGINE_PORT_FILE, Settings, SettingsError, load_settings
 
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     # tests never race each other for a free ENGINE_PORT.
     parser.add_argument("--any-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log_to_stderr()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per insert through process 0
     cluster = Cluster(args.process_id, parse_addresses(args.addresses))
     try:

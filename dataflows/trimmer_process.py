@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from dataflows.trimming import Trimmer
+from symphony.process_logging import log_to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def main() -> None:
     """The child: read the settings line, trim until stdin closes."""
     # Ctrl-C in a terminal reaches the whole process group; the engine decides when this process stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log_to_stderr()
     line = sys.stdin.buffer.readline()
     if not line:
         return  # the engine went away before sending the settings

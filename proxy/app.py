@@ -59,6 +59,7 @@ from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
 from proxy.tracing import TRACED_PATHS, Tracing, TracingMiddleware, tracing_on
 from symphony.catalog import Catalog, load_catalog
+from symphony.process_logging import log_to_stderr
 from symphony.settings import Settings, load_provider_keys
 
 log = logging.getLogger(__name__)
@@ -227,17 +228,32 @@ def _dispatches(settings: Settings, resources: ResourceSlot, keys: AppKeyCache |
     return JobDispatches(settings.dispatcher_token.get_secret_value(), resources, lambda: keys)
 
 
+def app_from_environment() -> Starlette:
+    """The app of one of ``PROXY_WORKERS`` processes (uvicorn's factory): settings from the environment."""
+    log_to_stderr()  # a worker process starts with no logging configured
+    return _entry_app(Settings())
+
+
+def _entry_app(settings: Settings) -> Starlette:
+    """The app of a serving process: where the provider keys (or their ``*_FILE`` secrets) are read, once."""
+    catalog = load_catalog()
+    return create_app(settings, keys=load_provider_keys(catalog, os.environ), catalog=catalog)
+
+
 def run_proxy(settings: Settings) -> None:
     """Serve the proxy on ``settings.proxy_host:settings.proxy_port`` until SIGINT/SIGTERM (blocking).
 
-    This is the process entry point, so it is where the provider keys are read from
-    the environment (or their ``*_FILE`` secrets), once. uvicorn finishes in-flight
-    requests on SIGTERM, then the lifespan shutdown publishes every queued event.
+    With ``settings.proxy_workers`` above 1, that many processes serve the one port, each
+    building its app from the environment. uvicorn finishes in-flight requests on SIGTERM,
+    then each process's lifespan shutdown publishes its queued events.
     """
-    catalog = load_catalog()
-    app = create_app(settings, keys=load_provider_keys(catalog, os.environ), catalog=catalog)
+    workers = settings.proxy_workers
+    # One process serves the app built here; several each build theirs (uvicorn's factory).
+    app: Starlette | str = _entry_app(settings) if workers == 1 else f"{__name__}:app_from_environment"
     uvicorn.run(
         app,
+        factory=workers > 1,
+        workers=workers,
         host=settings.proxy_host,
         port=settings.proxy_port,
         loop="uvloop",

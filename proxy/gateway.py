@@ -176,7 +176,7 @@ class Gateway:
             load_quota_policy(resolve_policy_path(settings.quota_policy_file)),
             resources.clock,
             fail_mode=settings.quota_fail_mode,
-            local_share=settings.quota_local_share,
+            local_share=settings.quota_local_share / settings.proxy_workers,
         )
         attempts = AttemptLoop(
             resources.http,

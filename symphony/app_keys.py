@@ -15,6 +15,7 @@ provider quotas (``symphony.quotas.store``) and hold across every proxy replica.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -68,8 +69,12 @@ class AppKey:
     def allows(self, provider: str, model: str) -> bool:
         return not self.models or model in self.models or f"{provider}/{model}" in self.models
 
-    def limits(self) -> list[Limit]:
+    def limits(self) -> tuple[Limit, ...]:
         """The app's budgets and rate limits as quota limits (scope ``app:<name>``)."""
+        return self._limits
+
+    @functools.cached_property
+    def _limits(self) -> tuple[Limit, ...]:  # the record is frozen: built once per key
         limits = []
         if self.rpm is not None:
             limits.append(Limit(self.scope, "requests", ROLLING["minute"], self.rpm))
@@ -79,7 +84,7 @@ class AppKey:
             limits.append(Limit(self.scope, "usd_micros", DAY, int(self.budget_usd_day * USD_MICROS)))
         if self.budget_usd_month is not None:
             limits.append(Limit(self.scope, "usd_micros", MONTH, int(self.budget_usd_month * USD_MICROS)))
-        return limits
+        return tuple(limits)
 
     def to_fields(self) -> dict[str, str]:
         values = asdict(self)

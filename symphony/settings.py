@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     quota_policy_file: Path = Path("policies/quotas.v1.json")
     quota_fail_mode: Literal["open", "closed"] = "open"
     quota_local_share: float = Field(default=1.0, gt=0.0, le=1.0)
+    # Proxy processes sharing PROXY_PORT (uvicorn's workers: the port is bound once and every
+    # process accepts on it). Each holds quota_local_share / proxy_workers of every cap when it
+    # serves on its local limiter.
+    proxy_workers: int = Field(default=1, ge=1, le=64)
 
     # Every inbound API but /health and /metrics needs a Symphony app key. AUTH_DISABLED=true
     # turns that off (local development only); the proxy and `symphony up` warn at every start.

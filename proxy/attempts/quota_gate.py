@@ -110,7 +110,7 @@ class AppScope:
     """The calling app's limits, as the gate reserves them."""
 
     name: str
-    limits: list[Limit]
+    limits: Sequence[Limit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +233,7 @@ class QuotaGuard:
         return Grant(granted.reservation, granted.local, held_app)
 
     async def _reserve(
-        self, limits: list[Limit], provider: str, model: str, tokens: int, cost_micros: int, requests: int
+        self, limits: Sequence[Limit], provider: str, model: str, tokens: int, cost_micros: int, requests: int
     ) -> Held | Refusal | Unavailable:
         now = self._clock.now_ms()
         if clock.monotonic() >= self._down_until:

@@ -49,6 +49,7 @@ from tests.engineutil import REPO, SHARDS, Engine
 from tests.proxy_stack import CATALOG, ProxyStack, issue_key
 
 APP = "budgeted"
+DECISION_KEY = "budget-test-decision-key-0123456789"
 BUDGET_USD = 0.005  # a few dozen requests at their estimate, more at their actual cost
 MAX_TOKENS = 64
 REQUESTS = 240
@@ -105,9 +106,9 @@ def send(index: int, urls: list[str], key: str) -> str:
 
 
 def start_proxy(
-    redis_url: str, sim_url: str, var_dir: Path, index: int
+    redis_url: str, sim_url: str, var_dir: Path, index: int, workers: int = 1
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m cli proxy`` as its own process, on a fresh port, with no provider key."""
+    """``python -m cli proxy`` as its own process (``workers`` of them on its port), with no provider key."""
     port = free_port()
     log = var_dir / f"proxy-{index}.log"
     env = {
@@ -119,6 +120,8 @@ def start_proxy(
         "EVENT_SHARDS": str(SHARDS),
         "PROXY_PORT": str(port),
         "VAR_DIR": str(var_dir),
+        "PROXY_WORKERS": str(workers),
+        "DECISION_KEY": DECISION_KEY,  # the same for every process, as `symphony up` gives them
     }
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -148,12 +151,16 @@ def simulator() -> Iterator[str]:
         server.stop()
 
 
-def test_a_daily_budget_holds_across_three_replica_processes_under_concurrent_load(
-    redis_server: RedisServer, engine: Engine, simulator: str, tmp_path: Path
+@pytest.mark.parametrize("workers", [1, REPLICAS], ids=["three proxies", "one proxy of three workers"])
+def test_a_daily_budget_holds_across_three_proxy_processes_under_concurrent_load(
+    redis_server: RedisServer, engine: Engine, simulator: str, tmp_path: Path, workers: int
 ) -> None:
+    """Three proxies on their own ports, or one proxy whose three worker processes share its port."""
     engine.start()
     key = issue_key_for(redis_server)
-    proxies = [start_proxy(redis_server.url, simulator, tmp_path, i) for i in range(REPLICAS)]
+    proxies = [
+        start_proxy(redis_server.url, simulator, tmp_path, i, workers) for i in range(REPLICAS // workers)
+    ]
     try:
         urls = [url for _, url in proxies]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
@@ -164,21 +171,17 @@ def test_a_daily_budget_holds_across_three_replica_processes_under_concurrent_lo
         codes = [process.wait(timeout=30) for process, _ in proxies]
     # uvicorn re-raises SIGTERM once its graceful shutdown is complete: that is a clean stop.
     assert set(codes) <= {0, -signal.SIGTERM}, codes
-    for index in range(REPLICAS):
-        assert "Application shutdown complete" in (tmp_path / f"proxy-{index}.log").read_text()
+    logs = [(tmp_path / f"proxy-{index}.log").read_text() for index in range(len(proxies))]
+    assert sum(log.count("Application shutdown complete") for log in logs) == REPLICAS
 
     client = redis.Redis.from_url(redis_server.url)
     settled_micros = int(client.hget(f"quota:{{app:{APP}}}:usd_micros:1d", str(wall_ms() // DAY_MS)) or 0)
     client.close()
     # How many events the replicas published (each says so as it stops), only to know when
     # ClickHouse holds them all; the spend itself comes from ClickHouse.
-    published = 0
-    for index in range(REPLICAS):
-        stopped = re.search(
-            r"(\d+) events published, (\d+) dropped", (tmp_path / f"proxy-{index}.log").read_text()
-        )
-        assert stopped is not None and stopped[2] == "0", stopped
-        published += int(stopped[1])
+    stopped = [found for log in logs for found in re.findall(r"(\d+) events published, (\d+) dropped", log)]
+    assert len(stopped) == REPLICAS and all(dropped == "0" for _, dropped in stopped), stopped
+    published = sum(int(count) for count, _ in stopped)
     rows = wait_for_usage_rows(engine, published)
 
     assert set(outcomes) <= {"ok", "budget_exhausted"}, sorted(set(outcomes))
