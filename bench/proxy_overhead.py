@@ -7,7 +7,8 @@ httptools, aiohttp upstream), the least any Python gateway can cost. For every r
 (constant-arrival-rate, non-streaming chat completions, small prompt, small max_tokens)
 drives every target: straight at the simulator (``direct``, the baseline), the floor,
 Symphony with a pinned model (``symphony``), Symphony routing (``symphony-auto``: model
-``auto`` over several arms of equal simulated latency, baseline ``direct-auto``) and the
+``auto`` over several arms of equal simulated latency, baseline ``direct-auto``), Symphony
+pinned on ``PROXY_WORKERS`` (2) processes sharing one port (``symphony-workers``) and the
 peers. Each rate is repeated ``--repeats`` times (at least 3 for a full run), the order of
 the targets alternating (forward, reversed, forward, ...) so no target always runs first
 or last; the report gives the median over the repeats and the spread (min-max).
@@ -49,7 +50,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,18 @@ from symphony.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 K6_SCRIPT = Path(__file__).resolve().parent / "k6" / "chat_overhead.js"
-GATEWAYS = ("symphony", "portkey", "litellm")
+GATEWAYS = ("symphony", "symphony-workers", "portkey", "litellm")
+# What each gateway is measured as (symphony-workers: the pinned target on PROXY_WORKERS processes).
+TARGETS_OF = {
+    "floor": ("floor",),
+    "symphony": ("symphony", "symphony-auto"),
+    "symphony-workers": ("symphony-workers",),
+    "portkey": ("portkey",),
+    "litellm": ("litellm",),
+}
 # Every target, in the forward order of a repeat: baselines first, then the gateways.
-TARGETS = ("direct", "direct-auto", "floor", "symphony", "symphony-auto", "portkey", "litellm")
+TARGETS = ("direct", "direct-auto", *(target for targets in TARGETS_OF.values() for target in targets))
+PROXY_WORKERS = 2  # symphony-workers' processes on one port: this machine's cores
 PROVIDER = "openai"
 MODEL = "gpt-4o-mini"
 # Routing: arms of one simulated latency once padded (ms at 5 output tokens; see pad_auto_arms).
@@ -369,6 +379,20 @@ def symphony_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
     ]
 
 
+def symphony_workers_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
+    """Symphony's proxy as PROXY_WORKERS processes sharing one port (pinned target only)."""
+    service, targets = symphony_service(stack, port)
+    service.name = "symphony-workers"
+    service.log = stack.var / "logs" / "symphony-workers.log"
+    service.env = {
+        **service.env,
+        "PROXY_WORKERS": str(PROXY_WORKERS),
+        "VAR_DIR": str(stack.var / "symphony-workers"),
+        "DECISION_KEY": secrets.token_hex(16),  # one for every worker, as `symphony up` gives them
+    }
+    return service, [replace(targets[0], name="symphony-workers")]
+
+
 def portkey_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
     script = _portkey_package(stack.var) / "build" / "start-server.js"
     node = shutil.which("node") or "node"
@@ -482,6 +506,7 @@ def floor_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
 
 SERVICES: dict[str, Callable[[Stack, int], tuple[Service, list[Target]]]] = {
     "symphony": symphony_service,
+    "symphony-workers": symphony_workers_service,
     "portkey": portkey_service,
     "litellm": litellm_service,
     "floor": floor_service,
@@ -714,8 +739,9 @@ def running_stack(var: Path, timeout: float) -> Iterator[tuple[Stack, Service]]:
 def install(names: Sequence[str], var: Path, args: argparse.Namespace) -> dict[str, str]:
     """Install the selected peers (cached); return every selected gateway's version."""
     versions: dict[str, str] = {}
-    if "symphony" in names:
-        versions["symphony"] = _symphony_version()
+    for name in ("symphony", "symphony-workers"):
+        if name in names:
+            versions[name] = _symphony_version()
     if "portkey" in names:
         versions["portkey"] = install_portkey(var, args.portkey_spec)
     if "litellm" in names:
@@ -750,7 +776,7 @@ def start_gateways(
         except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
             say(f"{name} is unavailable: {exc}")
             continue
-        redis_pid = stack.redis_pid if name == "symphony" else None
+        redis_pid = stack.redis_pid if name.startswith("symphony") else None
         for target in served:
             targets[target.name] = Target(
                 target.name,
@@ -797,7 +823,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, str], dict[str, 
                     row = _measure_one(bench, targets[name], rate, args.duration)
                     row.repeat, row.position = repeat, position
                     rows.append(row)
-    expected = [target for name in names for target in TARGETS if target.startswith(name)]
+    expected = [target for name in names for target in TARGETS_OF[name]]
     rows += [
         _unavailable(name, rate, repeat=repeat)
         for rate in args.rates
