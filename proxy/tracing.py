@@ -51,6 +51,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, format_span_
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.otlp_encoding import encode_request
 from symphony.events import AttemptStatus, Usage
 from symphony.settings import Settings
 
@@ -75,6 +76,21 @@ def traces_url(endpoint: str) -> str:
     """The OTLP/HTTP traces URL: ``endpoint`` as given if it names ``/v1/traces``, else that path added."""
     endpoint = endpoint.rstrip("/")
     return endpoint if endpoint.endswith(TRACES_PATH) else endpoint + TRACES_PATH
+
+
+class _DirectlyEncodedExporter(OTLPSpanExporter):
+    """The SDK's OTLP/HTTP exporter (session, retries, gzip, timeouts), its batches encoded by
+    ``proxy.otlp_encoding`` instead of through message objects: the same request in under half the CPU.
+
+    ``export`` reaches the SDK's HTTP client (``_client``), which has no public hook for the
+    payload; ``tests/proxy/test_tracing.py`` decodes what it sends and fails if that changes.
+    """
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        sent = self._client.export(encode_request(spans))
+        return SpanExportResult.SUCCESS if sent.success else SpanExportResult.FAILURE
 
 
 class _CountingExporter(SpanExporter):
@@ -175,13 +191,13 @@ class Tracing:
         exporters: dict[str, SpanExporter] = {}
         if settings.spans_token is not None:
             headers = {"authorization": f"Bearer {settings.spans_token.get_secret_value()}"}
-            exporters["control_plane"] = OTLPSpanExporter(
+            exporters["control_plane"] = _DirectlyEncodedExporter(
                 endpoint=settings.engine_traces_url, headers=headers, timeout=EXPORT_TIMEOUT_S
             )
             log.info("tracing on: spans go to the control plane at %s", settings.engine_traces_url)
         if settings.tempo_endpoint:
             url = traces_url(settings.tempo_endpoint)
-            exporters["tempo"] = OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
+            exporters["tempo"] = _DirectlyEncodedExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
             log.info("tracing on: spans go to Tempo at %s", url)
         return cls(exporters) if exporters else None
 
