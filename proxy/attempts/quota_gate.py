@@ -161,6 +161,7 @@ class QuotaGuard:
         self._store = AsyncQuotaStore(client)
         self._local = LocalQuotaStore(share=local_share)
         self._policy = policy
+        self._limits: dict[tuple[str, str], tuple[Limit, ...]] = {}  # per arm, built once
         self._clock = event_clock
         self._fail_mode = fail_mode
         self._down_until = 0.0
@@ -222,7 +223,9 @@ class QuotaGuard:
             if not isinstance(outcome, Held):
                 return outcome
             held_app = outcome
-        limits = self._policy.limits(provider, model)
+        limits = self._limits.get((provider, model))
+        if limits is None:
+            limits = self._limits[(provider, model)] = self._policy.limits(provider, model)
         granted = await self._reserve(limits, provider, model, tokens, cost_micros, 1)
         if not isinstance(granted, Held):
             if held_app is not None:

@@ -46,7 +46,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from symphony.catalog import POLICIES_DIR
 from symphony.clock import utc_datetime
@@ -202,25 +202,17 @@ class QuotaPolicy(_Frozen):
     version: str
     comment: str = ""
     providers: dict[str, ProviderQuota]
-    # Per (provider, model): its limits, built once (every request asks).
-    _limits: dict[tuple[str, str], tuple[Limit, ...]] = PrivateAttr(default_factory=dict)
 
     def limits(self, provider: str, model: str) -> tuple[Limit, ...]:
         """Every cap a request to ``provider/model`` counts against."""
-        found = self._limits.get((provider, model))
-        if found is None:
-            found = self._limits[(provider, model)] = tuple(self._build_limits(provider, model))
-        return found
-
-    def _build_limits(self, provider: str, model: str) -> list[Limit]:
         quota = self.providers.get(provider)
         if quota is None:
-            return []
+            return ()
         limits = _rolling_limits(provider, "", quota.caps)
         limits += _rolling_limits(provider, model, quota.models.get(model, {}))
         if quota.subscription is not None:
             limits += _subscription_limits(provider, quota.subscription)
-        return limits
+        return tuple(limits)
 
     def provider_limits(self, provider: str) -> list[Limit]:
         """The provider-wide caps (no per-model ones), for reports."""
