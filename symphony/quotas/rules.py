@@ -7,8 +7,8 @@ Windows (all in event time, UTC epoch milliseconds, from ``symphony.clock``):
   window holds at ``t`` is the sum of the current bucket and the ``n - 1`` before it
   (``n`` = 6, 24, 7), so it spans between ``(n-1)/n`` and all of its nominal length.
   A window's buckets are the fields of one hash (the field is the bucket number); a
-  write that opens a bucket deletes the fields that left the window, and the hash
-  expires ``window + sub`` after its last write.
+  write that opens a bucket deletes the fields that left the window and sets the
+  hash to expire ``window + sub`` later, by when no bucket it holds still counts.
 - Calendar months (``month``, UTC) hold app budgets: one bucket per month (``YYYYMM``).
 - Subscription windows (a provider's usage window) have a length and a reset rule:
   ``fixed`` windows are aligned on multiples of their length since the Unix epoch

@@ -31,7 +31,9 @@ from symphony.redis_server import REDIS_ERRORS
 # the others).
 # A first-use window's hash is {start, used}: it reopens (used = 0) once `now` passes
 # start + length, so its reset follows event time even when the clock is simulated.
-# A write that opens a bucket deletes the fields that have left the window.
+# A write that opens a bucket deletes the fields that have left the window and sets the hash's
+# TTL (window + sub): the newest bucket opened no earlier than that write, and it stops counting
+# one window after it opened, so the hash outlives every bucket a window can still count.
 # A granted reservation sets its marker to 'r', so one whose reply was lost can be found and
 # cancelled later. Returns {1, start per limit (0 unless first-use), room left per limit after
 # this reservation (the cap in force minus what its window holds)} when every window had room
@@ -91,8 +93,10 @@ for _, w in ipairs(writes) do
     redis.call('HSET', w[1], 'start', w[5], 'used', w[6] + w[2])
     redis.call('PEXPIRE', w[1], w[3])
   elseif w[2] > 0 then
-    if redis.call('HINCRBY', w[1], w[7], w[2]) == w[2] then prune(w[1], w[7] + 1 - w[8]) end
-    redis.call('PEXPIRE', w[1], w[3])
+    if redis.call('HINCRBY', w[1], w[7], w[2]) == w[2] then
+      prune(w[1], w[7] + 1 - w[8])
+      redis.call('PEXPIRE', w[1], w[3])
+    end
   end
 end
 redis.call('SET', KEYS[1], 'r', 'PX', ARGV[3])
