@@ -55,6 +55,20 @@ class JobGrant:
     providers: frozenset[str] | None  # None: any provider its key allows
     models: tuple[str, ...]  # "provider/model"; empty: any
     task: str = "chat"
+    deadline_ms: int = 0
+    created_ms: int = 0
+    tokens: int = 0  # the job's estimate
+    allowed: tuple[str, ...] = ()  # the providers the job allows (its own, or its models'); empty: any
+
+    def overrides(self) -> dict[str, str]:
+        """What the decision records of the job it served (``scheduler.history`` reads it back)."""
+        return {
+            "job": self.id,
+            "job_deadline_ms": str(self.deadline_ms),
+            "job_created_ms": str(self.created_ms),
+            "job_tokens": str(self.tokens),
+            "job_providers": ",".join(self.allowed),
+        }
 
 
 @dataclass(frozen=True, slots=True)

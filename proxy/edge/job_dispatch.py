@@ -100,4 +100,15 @@ def _grant(job: Job) -> JobGrant:
         providers = frozenset(job.providers)
     else:
         providers = None
-    return JobGrant(job.id, job.request, providers, job.models, job.task)
+    allowed = tuple(sorted(job.eligible_providers(())))  # empty: any
+    return JobGrant(
+        job.id,
+        job.request,
+        providers,
+        job.models,
+        job.task,
+        job.deadline_ms,
+        job.created_ms,
+        job.tokens,
+        allowed,
+    )

@@ -1,0 +1,122 @@
+"""What the providers' windows held in a past period, read from ClickHouse.
+
+Every answered attempt is a row of ``usage`` (tokens in and out, cost); its decision, in
+``decisions``, says in ``overrides`` whether a job was served (``job``) and, for a job, the
+job's own record as it was dispatched: ``job_deadline_ms``, ``job_created_ms``,
+``job_tokens`` (its estimate) and ``job_providers`` (the providers it allowed, comma
+separated). A usage row without ``job`` is interactive use. Only attempts with status ``ok``
+count: they are what the providers billed.
+
+The reads go through a ``Query`` (SQL in, rows out), so the same code reads ClickHouse through
+the engine's query API (``symphony.engine_client``: the CLI, the dispatcher) or a store this
+process owns (the simulated weeks).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.forecast import HourOfDayForecaster, PastWindow
+from symphony.quotas import DAY_MS, HOUR_MS
+
+Query = Callable[[str], list[list[Any]]]
+
+FORECAST_DAYS = 7
+JOB_FIELDS = ("job", "job_deadline_ms", "job_created_ms", "job_tokens", "job_providers")
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """Tokens one answered attempt used, and the job it served (``job`` empty: interactive)."""
+
+    ts_ms: int
+    provider: str
+    tokens: int
+    cost_usd: float
+    job: str = ""
+    deadline_ms: int = 0
+    created_ms: int = 0
+    estimate: int = 0
+    allowed: tuple[str, ...] = ()
+
+
+def usage_sql(since_ms: int, until_ms: int) -> str:
+    overrides = ", ".join(f"d.overrides['{name}']" for name in JOB_FIELDS)
+    return f"""
+        SELECT toUnixTimestamp64Milli(u.ts), u.provider, u.input_tokens + u.output_tokens, u.cost_usd,
+               {overrides}
+        FROM usage AS u FINAL
+        LEFT JOIN (SELECT decision_id, overrides FROM decisions FINAL
+                   WHERE ts >= fromUnixTimestamp64Milli({since_ms - 24 * HOUR_MS})
+                     AND ts < fromUnixTimestamp64Milli({until_ms})) AS d
+        ON u.decision_id = d.decision_id
+        WHERE u.status = 'ok'
+          AND u.ts >= fromUnixTimestamp64Milli({since_ms}) AND u.ts < fromUnixTimestamp64Milli({until_ms})
+        ORDER BY u.ts
+    """
+
+
+def period_use(query: Query, since_ms: int, until_ms: int) -> list[Use]:
+    """Every answered attempt in [since, until), oldest first."""
+    return [_use(row) for row in query(usage_sql(since_ms, until_ms))]
+
+
+def _use(row: list[Any]) -> Use:
+    ts, provider, tokens, cost, job, deadline, created, estimate, allowed = row
+    return Use(
+        int(ts),
+        str(provider),
+        int(tokens),
+        float(cost),
+        str(job or ""),
+        int(deadline or 0),
+        int(created or 0),
+        int(estimate or 0),
+        tuple(p for p in str(allowed or "").split(",") if p),
+    )
+
+
+def interactive_hours(uses: list[Use], until_ms: int, providers: Iterable[str]) -> list[PastWindow]:
+    """Interactive tokens per provider per whole clock hour from the first use (of any kind) to
+    ``until``; a quiet hour counts as 0 (it is history too: it pulls the forecast down), but the
+    hours before anything was used are not history (the system was not running)."""
+    tokens: dict[tuple[str, int], int] = defaultdict(int)
+    for use in uses:
+        if not use.job:
+            tokens[(use.provider, use.ts_ms // HOUR_MS)] += use.tokens
+    if not uses:
+        return []
+    first, last = -(-min(use.ts_ms for use in uses) // HOUR_MS), until_ms // HOUR_MS
+    return [
+        PastWindow(provider, hour * HOUR_MS, (hour + 1) * HOUR_MS, tokens[(provider, hour)])
+        for provider in providers
+        for hour in range(first, last)
+    ]
+
+
+@dataclass(frozen=True)
+class Learned:
+    """The forecast learned from history, and a note on what it was learned from."""
+
+    forecast: HourOfDayForecaster
+    note: str
+
+
+def learn_forecast(query: Query, now_ms: int, providers: Iterable[str], days: int = FORECAST_DAYS) -> Learned:
+    """Mean interactive tokens per provider per UTC hour of day over the past ``days`` days.
+
+    With no history (nothing used yet) the forecast is zero, and the note says so."""
+    since = now_ms - days * DAY_MS
+    uses = period_use(query, since, now_ms)
+    hours = interactive_hours(uses, now_ms, providers)
+    if not hours:
+        return Learned(HourOfDayForecaster(), f"no use in ClickHouse in the last {days} days: forecast 0")
+    span = (hours[-1].end_ms - hours[0].start_ms) / HOUR_MS
+    interactive = sum(1 for use in uses if not use.job)
+    return Learned(
+        HourOfDayForecaster.from_history(hours),
+        f"mean per UTC hour of day over {span:g} h of history ({interactive} interactive attempts)",
+    )
