@@ -9,7 +9,8 @@ branch publishes in ``symphony:eta:*``, over the window's span), and plans them
 is marked ``planned`` and is due at the start of its span in that slot (``max(slot start,
 now)``) on that slot's provider; a job no slot has room for before its deadline (the
 overflow, or a job allowing no provider with a usage window) is due at once, on any
-provider it allows, so it still meets its deadline at pay-per-token prices. With
+provider it allows, so it still meets its deadline at pay-per-token prices; but a job
+left out whose deadline is beyond the horizon waits for a later plan. With
 ``scheduler_enabled`` false (live, ``symphony flags --scheduler off``) every waiting job is
 due at once: the baseline; the queue is kept as it is.
 
@@ -103,9 +104,19 @@ def eligible(job: Job, catalog: Catalog) -> frozenset[str]:
 
 
 def schedule(
-    jobs: list[Job], now_ms: int, windows: list[Slot], catalog: Catalog, *, enabled: bool = True
+    jobs: list[Job],
+    now_ms: int,
+    windows: list[Slot],
+    catalog: Catalog,
+    *,
+    enabled: bool = True,
+    horizon_ms: int = HORIZON_MS,
 ) -> Schedule:
-    """When to send each waiting job: at once (scheduler off, overflow), else at its slot's start."""
+    """When to send each waiting job: at once (scheduler off, overflow), else at its slot's start.
+
+    A job the plan leaves out whose deadline lies beyond the horizon, and which some provider with
+    a window may run, is not overflow yet: it waits (no ``Due``) for a later plan, whose horizon
+    reaches windows this one does not see."""
     if not enabled:
         return Schedule(now_ms, False, jobs, due=[Due(job.id, now_ms, "") for job in jobs])
     problem = Problem(
@@ -114,11 +125,13 @@ def schedule(
         windows,
     )
     made = plan(problem)
+    windowed = {slot.provider for slot in windows}
     due = []
-    for job in jobs:
+    for job, planned in zip(jobs, problem.jobs, strict=True):
         index = made.assignment.get(job.id)
         if index is None:
-            due.append(Due(job.id, now_ms, ""))
+            if job.deadline_ms <= now_ms + horizon_ms or not planned.providers & windowed:
+                due.append(Due(job.id, now_ms, ""))
         else:
             slot = windows[index]
             due.append(Due(job.id, max(slot.start_ms, now_ms), slot.provider))
@@ -172,7 +185,9 @@ async def plan_queue(
     jobs = await JobStore(client).waiting()
     forecast = await burn_forecast(client, policy)
     windows = slots(policy, now_ms, horizon_ms, forecast, await current_use(client, policy, now_ms))
-    return await asyncio.to_thread(schedule, jobs, now_ms, windows, catalog, enabled=enabled)
+    return await asyncio.to_thread(
+        schedule, jobs, now_ms, windows, catalog, enabled=enabled, horizon_ms=horizon_ms
+    )
 
 
 class Dispatcher:

@@ -67,6 +67,19 @@ def test_a_planned_job_is_due_at_its_slots_start_and_the_overflow_at_once() -> N
     assert {(d.at_ms, d.provider) for d in off.due} == {(NOW, "")} and off.plan is None
 
 
+def test_a_job_due_beyond_the_horizon_waits_for_a_later_plan_rather_than_spill() -> None:
+    """No window in the 12h horizon has room; one job's deadline is within it (overflow: at once), the
+    other's is a day away, when windows the plan cannot see yet may have room: it waits."""
+    windows = [Slot("openai", DAY0, DAY0 + 3 * H, cap=10_000, used=10_000)]
+    jobs = [
+        job("soon", NOW + 5 * H),
+        job("tomorrow", NOW + 24 * H),
+        job("pay", NOW + 24 * H, ("perplexity",)),
+    ]
+    due = {d.job_id: (d.at_ms, d.provider) for d in schedule(jobs, NOW, windows, CATALOG).due}
+    assert due == {"soon": (NOW, ""), "pay": (NOW, "")}  # "pay" may use no window: nothing to wait for
+
+
 def test_a_pinned_model_plans_the_job_on_its_provider_only() -> None:
     windows = [
         Slot("openai", DAY0, DAY0 + 3 * H, cap=10_000),
