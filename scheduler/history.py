@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler.forecast import HourOfDayForecaster, PastWindow
+from symphony.jobs import DECISION_FIELDS
 from symphony.quotas import DAY_MS, HOUR_MS
 
 Query = Callable[[str], list[list[Any]]]
 
 FORECAST_DAYS = 7
-JOB_FIELDS = ("job", "job_deadline_ms", "job_created_ms", "job_tokens", "job_providers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ class Use:
 
 
 def usage_sql(since_ms: int, until_ms: int) -> str:
-    overrides = ", ".join(f"d.overrides['{name}']" for name in JOB_FIELDS)
+    overrides = ", ".join(f"d.overrides['{name}']" for name in DECISION_FIELDS)
     return f"""
         SELECT toUnixTimestamp64Milli(u.ts), u.provider, u.input_tokens + u.output_tokens, u.cost_usd,
                {overrides}
@@ -80,16 +80,17 @@ def _use(row: list[Any]) -> Use:
 
 
 def interactive_hours(uses: list[Use], until_ms: int, providers: Iterable[str]) -> list[PastWindow]:
-    """Interactive tokens per provider per whole clock hour from the first use (of any kind) to
-    ``until``; a quiet hour counts as 0 (it is history too: it pulls the forecast down), but the
-    hours before anything was used are not history (the system was not running)."""
+    """Interactive tokens per provider per clock hour, from the hour of the first use (of any kind)
+    to the last whole hour before ``until``; a quiet hour counts as 0 (it is history too: it pulls
+    the forecast down), but the hours before anything was used are not history (the system was
+    not running)."""
     tokens: dict[tuple[str, int], int] = defaultdict(int)
     for use in uses:
         if not use.job:
             tokens[(use.provider, use.ts_ms // HOUR_MS)] += use.tokens
     if not uses:
         return []
-    first, last = -(-min(use.ts_ms for use in uses) // HOUR_MS), until_ms // HOUR_MS
+    first, last = min(use.ts_ms for use in uses) // HOUR_MS, until_ms // HOUR_MS
     return [
         PastWindow(provider, hour * HOUR_MS, (hour + 1) * HOUR_MS, tokens[(provider, hour)])
         for provider in providers

@@ -316,3 +316,83 @@ def _count_optimum(figures: ProviderFigures, slot: Slot, planned: int) -> None:
     figures.optimum_windows += 1
     figures.optimum_budget += slot.cap
     figures.optimum_filled += min(slot.forecast + planned, slot.cap)
+
+
+def as_dict(made: PeriodReport) -> dict[str, Any]:
+    """The period's report as JSON (``scheduler-report --json``), times in UTC ms."""
+    return {
+        "name": made.name,
+        "since_ms": made.since_ms,
+        "until_ms": made.until_ms,
+        "utilisation": _round(made.utilisation),
+        "optimum_utilisation": _round(made.optimum_utilisation),
+        "achieved_over_optimum": _round(made.ratio),
+        "overflow_tokens": made.overflow_tokens,
+        "overflow_cost_usd": round(made.overflow_cost_usd, 2),
+        "jobs": made.jobs,
+        "job_tokens": made.job_tokens,
+        "interactive_tokens": made.interactive_tokens,
+        "deadline_misses": len(made.deadline_misses),
+        "missed_jobs": made.deadline_misses,
+        "unwindowed_job_tokens": made.unwindowed_job_tokens,
+        "optimum": made.optimum,
+        "providers": [_provider_dict(p) for p in made.providers],
+        "windows": [_window_dict(w) for w in made.windows],
+    }
+
+
+def _provider_dict(p: ProviderFigures) -> dict[str, Any]:
+    return {
+        "provider": p.provider,
+        "window": p.window,
+        "windows": p.windows,
+        "budget": p.budget,
+        "filled": p.filled,
+        "utilisation": _round(p.utilisation),
+        "overflow_tokens": p.overflow,
+        "overflow_cost_usd": round(p.overflow_cost_usd, 2),
+        "optimum_windows": p.optimum_windows,
+        "optimum_utilisation": _round(p.optimum_utilisation),
+        "achieved_over_optimum": _round(p.ratio),
+    }
+
+
+def _window_dict(w: Window) -> dict[str, Any]:
+    return {
+        "provider": w.provider,
+        "start_ms": w.start_ms,
+        "end_ms": w.end_ms,
+        "budget": w.budget,
+        "interactive": w.interactive,
+        "jobs": w.jobs,
+        "utilisation": round(w.filled / w.budget, 6),
+        "overflow_tokens": w.overflow,
+    }
+
+
+def deltas(baseline: PeriodReport, compare: PeriodReport) -> dict[str, Any]:
+    """What changed from ``baseline`` to ``compare``: utilisation (points), overflow, cost, misses."""
+    before = {p.provider: p for p in baseline.providers}
+    return {
+        "utilisation": _diff(compare.utilisation, baseline.utilisation),
+        "utilisation_by_provider": {
+            p.provider: _diff(p.utilisation, before[p.provider].utilisation) for p in compare.providers
+        },
+        "overflow_tokens": compare.overflow_tokens - baseline.overflow_tokens,
+        "overflow_change": _change(compare.overflow_tokens, baseline.overflow_tokens),
+        "overflow_cost_usd": round(compare.overflow_cost_usd - baseline.overflow_cost_usd, 2),
+        "deadline_misses": len(compare.deadline_misses) - len(baseline.deadline_misses),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _diff(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else round(after - before, 6)
+
+
+def _change(after: int, before: int) -> float | None:
+    """The relative change (-0.3: 30% less); None from nothing."""
+    return round((after - before) / before, 6) if before else None

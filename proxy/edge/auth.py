@@ -26,7 +26,7 @@ and its caller is the job's app with the job's ``JobGrant``, whatever ``AUTH_DIS
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -55,20 +55,7 @@ class JobGrant:
     providers: frozenset[str] | None  # None: any provider its key allows
     models: tuple[str, ...]  # "provider/model"; empty: any
     task: str = "chat"
-    deadline_ms: int = 0
-    created_ms: int = 0
-    tokens: int = 0  # the job's estimate
-    allowed: tuple[str, ...] = ()  # the providers the job allows (its own, or its models'); empty: any
-
-    def overrides(self) -> dict[str, str]:
-        """What the decision records of the job it served (``scheduler.history`` reads it back)."""
-        return {
-            "job": self.id,
-            "job_deadline_ms": str(self.deadline_ms),
-            "job_created_ms": str(self.created_ms),
-            "job_tokens": str(self.tokens),
-            "job_providers": ",".join(self.allowed),
-        }
+    overrides: dict[str, str] = field(default_factory=dict)  # what its decision records of the job
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,15 +100,4 @@ def _grant(job: Job) -> JobGrant:
         providers = frozenset(job.providers)
     else:
         providers = None
-    allowed = tuple(sorted(job.eligible_providers(())))  # empty: any
-    return JobGrant(
-        job.id,
-        job.request,
-        providers,
-        job.models,
-        job.task,
-        job.deadline_ms,
-        job.created_ms,
-        job.tokens,
-        allowed,
-    )
+    return JobGrant(job.id, job.request, providers, job.models, job.task, job.decision_overrides())
