@@ -3,8 +3,10 @@
 Every ``replan_s`` of real time, and whenever the queue changes (``JOBS_VERSION``) or the
 ``scheduler_enabled`` flag flips, it reads the waiting jobs (``symphony.jobs``), the windows of
 the quota policy over a 12-hour horizon with what each window open now already holds (the
-quota buckets in Redis) and a forecast of interactive use (the burn rate the engine's quotas
-branch publishes in ``symphony:eta:*``, over the window's span), and plans them
+quota buckets in Redis) and a forecast of interactive use (the mean per UTC hour of day the
+engine learns from ClickHouse and publishes in ``symphony:forecast:*``; while none is published,
+the burn rate its quotas branch publishes in ``symphony:eta:*``, over the window's span), and
+plans them
 (``scheduler.planner``: the MILP, the greedy plan as fallback). A job the plan puts in a slot
 is marked ``planned`` and is due at the start of its span in that slot (``max(slot start,
 now)``) on that slot's provider; a job no slot has room for before its deadline (the
@@ -48,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scheduler.forecast_publisher import read_forecast
 from scheduler.planner import plan
 from scheduler.problem import Job as PlanJob
 from scheduler.problem import Plan, Problem
@@ -172,6 +175,14 @@ async def burn_forecast(client: aioredis.Redis, policy: QuotaPolicy) -> Forecast
     return forecast
 
 
+async def interactive_forecast(client: aioredis.Redis, policy: QuotaPolicy) -> Forecast:
+    """The forecast the engine learned from ClickHouse (``scheduler.forecast_publisher``), else, while
+    none is published, the engine's live burn rates."""
+    providers = [p for p in policy.providers if subscription_limit(policy, p) is not None]
+    learned = await read_forecast(client, providers)
+    return learned if learned is not None else await burn_forecast(client, policy)
+
+
 async def plan_queue(
     client: aioredis.Redis,
     now_ms: int,
@@ -183,7 +194,7 @@ async def plan_queue(
 ) -> Schedule:
     """The schedule of the jobs waiting in Redis now (``symphony scheduler-plan`` prints it)."""
     jobs = await JobStore(client).waiting()
-    forecast = await burn_forecast(client, policy)
+    forecast = await interactive_forecast(client, policy)
     windows = slots(policy, now_ms, horizon_ms, forecast, await current_use(client, policy, now_ms))
     return await asyncio.to_thread(
         schedule, jobs, now_ms, windows, catalog, enabled=enabled, horizon_ms=horizon_ms

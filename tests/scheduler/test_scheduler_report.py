@@ -6,12 +6,17 @@ arithmetic), not from ``scheduler.report``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio as aioredis
 
 from cli.scheduler_report import parse_period
+from scheduler.dispatcher import interactive_forecast
+from scheduler.forecast_publisher import publish
 from scheduler.history import Use, learn_forecast, period_use
 from scheduler.report import deltas, report
 from sinks.clickhouse import to_arrow
@@ -19,7 +24,9 @@ from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore
 from symphony.events import Decision, Usage, new_id
 from symphony.jobs import Job
+from symphony.keys import forecast_key
 from symphony.quotas import DAY_MS, HOUR_MS, QuotaPolicy
+from symphony.redis_server import RedisServer
 
 H = HOUR_MS
 K = 1_000
@@ -217,3 +224,38 @@ def test_the_forecast_is_learned_from_the_interactive_use_in_clickhouse(store: C
     assert "interactive attempts" in learned.note
     empty = learn_forecast(query_of(store), DAY0, ["openai"], days=7)
     assert empty.forecast("openai", DAY0, DAY0 + DAY_MS) == 0 and "no use in ClickHouse" in empty.note
+
+
+def test_the_engine_publishes_the_learned_forecast_and_the_dispatcher_plans_with_it(
+    store: ClickHouseStore, redis_server: RedisServer
+) -> None:
+    start = DAY0 + 120 * DAY_MS
+    write(store, start + 9 * H, "openai", 8_000)  # the only history: openai 09h on one day
+    write(store, start + DAY_MS - 1, "gemini", 10)  # a use at the day's end
+    client = redis.Redis.from_url(redis_server.url)
+    note = publish(client, query_of(store), ["gemini", "openai"], start + DAY_MS)
+    assert "15 h of history" in note  # from 09h, the hour of the first use, to the day's end
+    policy = QuotaPolicy.model_validate(
+        {
+            "version": "t",
+            "providers": {
+                "openai": {"subscription": {"window": "3h", "reset": "fixed", "tokens": 100 * K}},
+                "gemini": {"subscription": {"window": "1d", "reset": "fixed", "tokens": 100 * K}},
+            },
+        }
+    )
+
+    async def forecast_of(at: int, until: int) -> int:
+        aclient = aioredis.Redis.from_url(redis_server.url)
+        try:
+            return (await interactive_forecast(aclient, policy))("openai", at, until)
+        finally:
+            await aclient.aclose()
+
+    tomorrow = start + 2 * DAY_MS
+    # 09h-12h tomorrow: 8,000 in its 09h; half of 09h-10h: 4,000
+    assert asyncio.run(forecast_of(tomorrow + 9 * H, tomorrow + 12 * H)) == 8_000
+    assert asyncio.run(forecast_of(tomorrow + 9 * H + 30 * 60_000, tomorrow + 10 * H)) == 4_000
+    client.delete(forecast_key("openai"))  # none published: the live burn rate (none here, so 0)
+    assert asyncio.run(forecast_of(tomorrow + 9 * H, tomorrow + 12 * H)) == 0
+    client.close()
