@@ -73,6 +73,9 @@ HEARTBEAT_S = 0.5
 RECOVER_S = 1.0  # how often it looks for running jobs whose dispatcher died
 RETRY_S = 5.0  # real seconds before a job whose dispatch was not admitted is tried again
 CONCURRENCY = 16
+# A job is planned to start at least this long before its deadline, so that its answer comes in time
+# (planned to start a few seconds before its deadline, it would be answered after it).
+ANSWER_MS = 5 * MINUTE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +120,15 @@ def schedule(
 ) -> Schedule:
     """When to send each waiting job: at once (scheduler off, overflow), else at its slot's start.
 
-    A job the plan leaves out whose deadline lies beyond the horizon, and which some provider with
+    A job is planned to start ``ANSWER_MS`` before its deadline at the latest. A job the plan leaves
+    out whose deadline lies beyond the horizon, and which some provider with
     a window may run, is not overflow yet: it waits (no ``Due``) for a later plan, whose horizon
     reaches windows this one does not see."""
     if not enabled:
         return Schedule(now_ms, False, jobs, due=[Due(job.id, now_ms, "") for job in jobs])
     problem = Problem(
         now_ms,
-        [PlanJob(job.id, job.tokens, job.deadline_ms, eligible(job, catalog)) for job in jobs],
+        [PlanJob(job.id, job.tokens, job.deadline_ms - ANSWER_MS, eligible(job, catalog)) for job in jobs],
         windows,
     )
     made = plan(problem)

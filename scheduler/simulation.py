@@ -179,11 +179,13 @@ class Workload:
     # --- the scheduler -------------------------------------------------------------------------------
 
     def _plan_and_send(self, now: int) -> None:
-        if not self._waiting:
+        waiting = sorted(
+            (job for job in self._waiting.values() if job.created_ms <= now), key=lambda job: job.deadline_ms
+        )
+        if not waiting:
             return
         forecast = self._learned(now)
         windows = slots(self.policy, now, HORIZON_MS, forecast, self._current(now))
-        waiting = sorted(self._waiting.values(), key=lambda job: job.deadline_ms)
         made = schedule(waiting, now, windows, self.catalog)
         if made.plan is not None:
             self.run_info.plans += 1

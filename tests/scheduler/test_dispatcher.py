@@ -80,6 +80,19 @@ def test_a_job_due_beyond_the_horizon_waits_for_a_later_plan_rather_than_spill()
     assert due == {"soon": (NOW, ""), "pay": (NOW, "")}  # "pay" may use no window: nothing to wait for
 
 
+def test_a_job_is_not_planned_to_start_minutes_before_its_deadline() -> None:
+    """The next window opens two minutes before the job's deadline: sent then, it would be answered late
+    (a chat answer takes longer), so it is sent now, outside a window, in time."""
+    windows = [
+        Slot("openai", DAY0, DAY0 + 3 * H, cap=10_000, used=10_000),
+        Slot("openai", NEXT_OPENAI, NEXT_OPENAI + 3 * H, cap=10_000),
+    ]
+    late = job("late", NEXT_OPENAI + 2 * MIN)
+    roomy = job("roomy", NEXT_OPENAI + 10 * MIN)
+    due = {d.job_id: (d.at_ms, d.provider) for d in schedule([late, roomy], NOW, windows, CATALOG).due}
+    assert due == {"late": (NOW, ""), "roomy": (NEXT_OPENAI, "openai")}
+
+
 def test_a_pinned_model_plans_the_job_on_its_provider_only() -> None:
     windows = [
         Slot("openai", DAY0, DAY0 + 3 * H, cap=10_000),
