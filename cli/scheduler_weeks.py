@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from cli.report import progress_printer
+from cli.report import native_output_to_stderr, progress_printer
 from cli.scheduler_report import Period, as_json, period_report, render, week_start
 from scheduler.report import PeriodReport, deltas
 from scheduler.simulation import WeeksRun, Workload, WorkloadConfig
@@ -137,7 +137,8 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     )
     started = monotonic()
     policy = load_quota_policy(resolve_policy_path(settings.quota_policy_file))
-    weeks, baseline, compare = run(config, policy, args.var_dir, args.optimum_time_limit, say)
+    with native_output_to_stderr(when=args.json):
+        weeks, baseline, compare = run(config, policy, args.var_dir, args.optimum_time_limit, say)
     met, verdict = acceptance(baseline, compare)
     seconds = round(monotonic() - started, 1)
     summary = _summary(weeks, seconds)

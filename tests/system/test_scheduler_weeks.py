@@ -41,7 +41,8 @@ def run_weeks(var_dir: Path) -> dict[str, Any]:
 def hourly_use(store: ClickHouseStore, since: int, until: int) -> list[tuple[int, str, int]]:
     sql = f"""
         SELECT toUnixTimestamp64Milli(ts), provider, input_tokens + output_tokens FROM usage FINAL
-        WHERE status = 'ok' AND ts >= fromUnixTimestamp64Milli({since}) AND ts < fromUnixTimestamp64Milli({until})
+        WHERE status = 'ok'
+          AND ts >= fromUnixTimestamp64Milli({since}) AND ts < fromUnixTimestamp64Milli({until})
         ORDER BY ts
     """
     return [(int(t), str(p), int(n)) for t, p, n in store.query(sql).rows]
@@ -49,7 +50,11 @@ def hourly_use(store: ClickHouseStore, since: int, until: int) -> list[tuple[int
 
 def windows_of(rows: list[tuple[int, str, int]], since: int, until: int) -> dict[str, list[int]]:
     """Per provider, the tokens used in each of its windows wholly inside [since, until)."""
-    caps = {"openai": (3 * HOUR_MS, "fixed"), "anthropic": (5 * HOUR_MS, "first_use"), "gemini": (DAY_MS, "fixed")}
+    caps = {
+        "openai": (3 * HOUR_MS, "fixed"),
+        "anthropic": (5 * HOUR_MS, "first_use"),
+        "gemini": (DAY_MS, "fixed"),
+    }
     out: dict[str, list[int]] = {}
     for provider, (length, reset) in caps.items():
         mine = [(t, n) for t, p, n in rows if p == provider]
@@ -71,7 +76,9 @@ def windows_of(rows: list[tuple[int, str, int]], since: int, until: int) -> dict
 
 def figures(store: ClickHouseStore, since: int, until: int, budgets: dict[str, int]) -> dict[str, Any]:
     windows = windows_of(hourly_use(store, since, until), since, until)
-    share = {p: sum(min(u, budgets[p]) for u in used) / (budgets[p] * len(used)) for p, used in windows.items()}
+    share = {
+        p: sum(min(u, budgets[p]) for u in used) / (budgets[p] * len(used)) for p, used in windows.items()
+    }
     overflow = sum(max(u - budgets[p], 0) for p, used in windows.items() for u in used)
     return {"utilisation": share, "overflow": overflow}
 
@@ -82,7 +89,9 @@ def test_two_short_weeks_meet_the_goal_as_the_report_says(tmp_path: Path) -> Non
     budgets = {p: policy.providers[p].subscription.tokens for p in ("openai", "anthropic", "gemini")}  # type: ignore[union-attr]
     store = ClickHouseStore.connect(f"chdb://{(tmp_path / 'var' / 'clickhouse').resolve()}")
     try:
-        weeks = [figures(store, body[k]["since_ms"], body[k]["until_ms"], budgets) for k in ("baseline", "compare")]
+        weeks = [
+            figures(store, body[k]["since_ms"], body[k]["until_ms"], budgets) for k in ("baseline", "compare")
+        ]
     finally:
         store.close()
     for key, mine in zip(("baseline", "compare"), weeks, strict=True):
