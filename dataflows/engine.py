@@ -251,7 +251,9 @@ def run_engine(
             stack.callback(api.stop)
             forecasts = ForecastPublisher(
                 settings.redis_url,
-                lambda sql: store.query(sql).rows,
+                lambda sql: (
+                    store.query_read_only(sql).rows
+                ),  # in the analysts' sandbox: never the writer's lock
                 sorted(windowed(load_quota_policy(resolve_policy_path(settings.quota_policy_file)))),
             )
             forecasts.start()

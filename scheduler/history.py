@@ -5,7 +5,9 @@ Every answered attempt is a row of ``usage`` (tokens in and out, cost); its deci
 job's own record as it was dispatched: ``job_deadline_ms``, ``job_created_ms``,
 ``job_tokens`` (its estimate) and ``job_providers`` (the providers it allowed, comma
 separated). A usage row without ``job`` is interactive use. Only attempts with status ``ok``
-count: they are what the providers billed.
+count: they are what the providers billed. They are read summed per provider, job and minute (at
+the minute's first attempt): a first-use window rebuilt from them may count the few seconds of use
+after its close in that minute in it.
 
 The reads go through a ``Query`` (SQL in, rows out), so the same code reads ClickHouse through
 the engine's query API (``symphony.engine_client``: the CLI, the dispatcher) or a store this
@@ -21,7 +23,7 @@ from typing import Any
 
 from scheduler.forecast import HourOfDayForecaster, PastWindow
 from symphony.jobs import DECISION_FIELDS
-from symphony.quotas import DAY_MS, HOUR_MS
+from symphony.quotas import DAY_MS, HOUR_MS, MINUTE_MS
 
 Query = Callable[[str], list[list[Any]]]
 
@@ -44,23 +46,30 @@ class Use:
 
 
 def usage_sql(since_ms: int, until_ms: int) -> str:
-    overrides = ", ".join(f"d.overrides['{name}']" for name in DECISION_FIELDS)
+    """The answered attempts of [since, until), summed per provider, job and minute (one row each, at
+    the minute's first attempt), so a week of traffic is a few tens of thousands of rows, not millions."""
+    terms = ", ".join(f"d.overrides['{name}'] AS {name}" for name in DECISION_FIELDS)
     return f"""
-        SELECT toUnixTimestamp64Milli(u.ts), u.provider, u.input_tokens + u.output_tokens, u.cost_usd,
-               {overrides}
-        FROM usage AS u FINAL
-        LEFT JOIN (SELECT decision_id, overrides FROM decisions FINAL
-                   WHERE ts >= fromUnixTimestamp64Milli({since_ms - 24 * HOUR_MS})
-                     AND ts < fromUnixTimestamp64Milli({until_ms})) AS d
-        ON u.decision_id = d.decision_id
-        WHERE u.status = 'ok'
-          AND u.ts >= fromUnixTimestamp64Milli({since_ms}) AND u.ts < fromUnixTimestamp64Milli({until_ms})
-        ORDER BY u.ts
+        SELECT min(at_ms), provider, sum(tokens), sum(cost), job, any(job_deadline_ms), any(job_created_ms),
+               any(job_tokens), any(job_providers)
+        FROM (
+            SELECT toUnixTimestamp64Milli(u.ts) AS at_ms, u.provider AS provider,
+                   u.input_tokens + u.output_tokens AS tokens, u.cost_usd AS cost, {terms}
+            FROM usage AS u FINAL
+            LEFT JOIN (SELECT decision_id, overrides FROM decisions FINAL
+                       WHERE ts >= fromUnixTimestamp64Milli({since_ms - DAY_MS})
+                         AND ts < fromUnixTimestamp64Milli({until_ms})) AS d
+            ON u.decision_id = d.decision_id
+            WHERE u.status = 'ok'
+              AND u.ts >= fromUnixTimestamp64Milli({since_ms}) AND u.ts < fromUnixTimestamp64Milli({until_ms})
+        )
+        GROUP BY provider, job, intDiv(at_ms, {MINUTE_MS})
+        ORDER BY 1, 2, 5
     """
 
 
 def period_use(query: Query, since_ms: int, until_ms: int) -> list[Use]:
-    """Every answered attempt in [since, until), oldest first."""
+    """The answered attempts in [since, until), oldest first, summed per provider, job and minute."""
     return [_use(row) for row in query(usage_sql(since_ms, until_ms))]
 
 

@@ -9,17 +9,22 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
 from symphony import engine_client
 from symphony.events import Decision, Event, Usage, new_id
 from symphony.jobs import Job
+from symphony.keys import forecast_key
 from symphony.stream import publish
 from tests.engineutil import ANALYST_TOKEN, BASE_TS, SHARDS, Engine
 
 H = 3_600_000
+T = TypeVar("T")
 POLICY = {
     "version": "t",
     "providers": {"openai": {"subscription": {"window": "3h", "reset": "fixed", "tokens": 100_000}}},
@@ -28,24 +33,29 @@ POLICY = {
 
 def attempt(at: int, tokens: int, job: Job | None = None) -> list[Event]:
     decision_id = new_id(at)
-    overrides = job.decision_overrides() if job is not None else {}
-    common = {"decision_id": decision_id, "app": "tests", "provider": "openai", "model": "gpt-4o-mini"}
     decision = Decision(
         event_id=new_id(at),
         ts=at,
+        decision_id=decision_id,
         request_id=decision_id,
+        app="tests",
         task="chat",
         candidates=["openai/gpt-4o-mini"],
         probabilities=[1.0],
+        provider="openai",
+        model="gpt-4o-mini",
         policy="champion",
         policy_version="v1",
         propensity=1.0,
-        overrides=overrides,
-        **common,
+        overrides=job.decision_overrides() if job is not None else {},
     )
     usage = Usage(
         event_id=new_id(at + 1),
         ts=at + 1,
+        decision_id=decision_id,
+        app="tests",
+        provider="openai",
+        model="gpt-4o-mini",
         attempt=1,
         status="ok",
         ttfb_ms=1.0,
@@ -53,9 +63,15 @@ def attempt(at: int, tokens: int, job: Job | None = None) -> list[Event]:
         input_tokens=tokens - 1_000,
         output_tokens=1_000,
         cost_usd=tokens / 1e5,
-        **common,
     )
     return [decision, usage]
+
+
+def wait_for(read: Callable[[], T | None], timeout_s: float) -> T | None:
+    deadline = time.monotonic() + timeout_s
+    while (value := read()) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return value
 
 
 def report(engine: Engine, policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,6 +98,11 @@ def test_two_periods_and_their_deltas_from_clickhouse(engine: Engine, tmp_path: 
     ]
     client = redis.Redis.from_url(engine.redis_url)
     publish(client, made, SHARDS)
+    # The engine learns the interactive forecast at start (nothing ingested yet: 0, and a note saying so).
+    assert (
+        wait_for(lambda: client.hget(forecast_key("openai"), "note"), 20)
+        == b"no use in ClickHouse in the last 7 days: forecast 0"
+    )
     client.close()
     engine_client.wait_for_count(engine.url, "SELECT count() FROM usage FINAL", 3)
 
