@@ -54,7 +54,7 @@ from dataflows.redis_source import RedisStreamSource
 from dataflows.slo import slo_thresholds
 from dataflows.trimmer_process import TrimmerConfig, TrimmerProcess
 from scheduler.forecast_publisher import ForecastPublisher
-from scheduler.report import windowed
+from scheduler.windows import windowed
 from sinks.alerts import AlertSink, Delivery, alert_destinations
 from sinks.analyst_sandbox import AnalystLimits
 from sinks.chdb_fatal import ClickHouseFatal, FatalWatch

@@ -54,7 +54,7 @@ from scheduler.forecast_publisher import read_forecast
 from scheduler.planner import plan
 from scheduler.problem import Job as PlanJob
 from scheduler.problem import Plan, Problem
-from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, Slot, slots, subscription_limit
+from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, Slot, slots, subscription_limit, windowed
 from symphony.catalog import Catalog, load_catalog, resolve_policy_path
 from symphony.clock import Clock, monotonic, shared_clock
 from symphony.flags import Flags
@@ -182,8 +182,7 @@ async def burn_forecast(client: aioredis.Redis, policy: QuotaPolicy) -> Forecast
 async def interactive_forecast(client: aioredis.Redis, policy: QuotaPolicy) -> Forecast:
     """The forecast the engine learned from ClickHouse (``scheduler.forecast_publisher``), else, while
     none is published, the engine's live burn rates."""
-    providers = [p for p in policy.providers if subscription_limit(policy, p) is not None]
-    learned = await read_forecast(client, providers)
+    learned = await read_forecast(client, list(windowed(policy)))
     return learned if learned is not None else await burn_forecast(client, policy)
 
 

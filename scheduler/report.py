@@ -35,7 +35,7 @@ from typing import Any
 from scheduler.history import Use
 from scheduler.planner import plan
 from scheduler.problem import Job, Problem
-from scheduler.windows import Slot, slots, subscription_limit
+from scheduler.windows import Slot, slots, windowed
 from symphony.quotas import Limit, QuotaPolicy
 
 OPTIMUM_TIME_LIMIT_S = 30.0
@@ -143,12 +143,6 @@ class PeriodReport:
 
 def _ratio(achieved: float | None, optimum: float | None) -> float | None:
     return achieved / optimum if achieved is not None and optimum else None
-
-
-def windowed(policy: QuotaPolicy) -> dict[str, Limit]:
-    """The providers with a subscription token window, and its limit."""
-    limits = {provider: subscription_limit(policy, provider) for provider in policy.providers}
-    return {provider: limit for provider, limit in limits.items() if limit is not None}
 
 
 def period_windows(uses: list[Use], limits: dict[str, Limit], since_ms: int, until_ms: int) -> list[Window]:

@@ -35,8 +35,7 @@ from typing import Any
 
 from scheduler.dispatcher import schedule
 from scheduler.history import Learned, Query, learn_forecast
-from scheduler.report import windowed
-from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, slots
+from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, slots, windowed
 from symphony.catalog import Catalog
 from symphony.events import Decision, Usage, new_id
 from symphony.jobs import Job
