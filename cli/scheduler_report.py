@@ -215,7 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=OPTIMUM_TIME_LIMIT_S,
         metavar="SECONDS",
-        help=f"the MILP's time limit per clairvoyant optimum (default {OPTIMUM_TIME_LIMIT_S:g}; 0: none)",
+        help=f"the MILP's time limit per clairvoyant optimum (default {OPTIMUM_TIME_LIMIT_S:g}; 0: skip it)",
     )
     parser.add_argument("--json", action="store_true", help="print both periods and the deltas as JSON")
 
