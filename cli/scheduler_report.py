@@ -32,7 +32,7 @@ import redis
 from cli import report as tables
 from cli.report import progress_printer
 from scheduler.history import Query, period_use
-from scheduler.report import OPTIMUM_TIME_LIMIT_S, PeriodReport, as_dict, deltas, report
+from scheduler.report import OPTIMUM_TIME_LIMIT_S, PeriodReport, ProviderFigures, as_dict, deltas, report
 from symphony import engine_client
 from symphony.catalog import resolve_policy_path
 from symphony.clock import shared_clock, utc_datetime, wall_ms
@@ -157,7 +157,7 @@ def _label(made: PeriodReport) -> str:
     return Period(made.name, made.since_ms, made.until_ms).label()
 
 
-def _row(p: Any, period: str) -> list[Any]:
+def _row(p: ProviderFigures, period: str) -> list[Any]:
     return [
         p.provider,
         p.window,
