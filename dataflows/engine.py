@@ -249,11 +249,11 @@ def run_engine(
             )
             api.start()
             stack.callback(api.stop)
+            # The interactive forecast for the scheduler; its reads run in the analysts' sandbox, never
+            # under the writer's lock.
             forecasts = ForecastPublisher(
                 settings.redis_url,
-                lambda sql: (
-                    store.query_read_only(sql).rows
-                ),  # in the analysts' sandbox: never the writer's lock
+                lambda sql: store.query_read_only(sql).rows,
                 sorted(windowed(load_quota_policy(resolve_policy_path(settings.quota_policy_file)))),
             )
             forecasts.start()
