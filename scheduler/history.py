@@ -16,7 +16,6 @@ process owns (the simulated weeks).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -45,26 +44,41 @@ class Use:
     allowed: tuple[str, ...] = ()
 
 
+def _answered_sql(since_ms: int, until_ms: int) -> str:
+    """Every answered attempt of [since, until) with the terms of the job it served ('' for none)."""
+    terms = ", ".join(f"d.overrides['{name}'] AS {name}" for name in DECISION_FIELDS)
+    return f"""
+        SELECT toUnixTimestamp64Milli(u.ts) AS at_ms, u.provider AS provider,
+               u.input_tokens + u.output_tokens AS tokens, u.cost_usd AS cost, {terms}
+        FROM usage AS u FINAL
+        LEFT JOIN (SELECT decision_id, overrides FROM decisions FINAL
+                   WHERE ts >= fromUnixTimestamp64Milli({since_ms - DAY_MS})
+                     AND ts < fromUnixTimestamp64Milli({until_ms})) AS d
+        ON u.decision_id = d.decision_id
+        WHERE u.status = 'ok'
+          AND u.ts >= fromUnixTimestamp64Milli({since_ms}) AND u.ts < fromUnixTimestamp64Milli({until_ms})
+    """
+
+
 def usage_sql(since_ms: int, until_ms: int) -> str:
     """The answered attempts of [since, until), summed per provider, job and minute (one row each, at
     the minute's first attempt), so a week of traffic is a few tens of thousands of rows, not millions."""
-    terms = ", ".join(f"d.overrides['{name}'] AS {name}" for name in DECISION_FIELDS)
     return f"""
         SELECT min(at_ms), provider, sum(tokens), sum(cost), job, any(job_deadline_ms), any(job_created_ms),
                any(job_tokens), any(job_providers)
-        FROM (
-            SELECT toUnixTimestamp64Milli(u.ts) AS at_ms, u.provider AS provider,
-                   u.input_tokens + u.output_tokens AS tokens, u.cost_usd AS cost, {terms}
-            FROM usage AS u FINAL
-            LEFT JOIN (SELECT decision_id, overrides FROM decisions FINAL
-                       WHERE ts >= fromUnixTimestamp64Milli({since_ms - DAY_MS})
-                         AND ts < fromUnixTimestamp64Milli({until_ms})) AS d
-            ON u.decision_id = d.decision_id
-            WHERE u.status = 'ok'
-              AND u.ts >= fromUnixTimestamp64Milli({since_ms}) AND u.ts < fromUnixTimestamp64Milli({until_ms})
-        )
+        FROM ({_answered_sql(since_ms, until_ms)})
         GROUP BY provider, job, intDiv(at_ms, {MINUTE_MS})
         ORDER BY 1, 2, 5
+    """
+
+
+def hourly_sql(since_ms: int, until_ms: int) -> str:
+    """Per provider and clock hour: interactive tokens and attempts, and the first attempt of any kind."""
+    return f"""
+        SELECT provider, intDiv(at_ms, {HOUR_MS}) AS hour, sumIf(tokens, job = ''), countIf(job = ''),
+               min(at_ms)
+        FROM ({_answered_sql(since_ms, until_ms)})
+        GROUP BY provider, hour
     """
 
 
@@ -88,20 +102,28 @@ def _use(row: list[Any]) -> Use:
     )
 
 
-def interactive_hours(uses: list[Use], until_ms: int, providers: Iterable[str]) -> list[PastWindow]:
+@dataclass(frozen=True, slots=True)
+class Hour:
+    """One provider's clock hour: its interactive tokens and attempts, and its first attempt of any kind."""
+
+    provider: str
+    hour: int  # since the epoch
+    tokens: int
+    attempts: int
+    first_ms: int
+
+
+def interactive_hours(hours: list[Hour], until_ms: int, providers: Iterable[str]) -> list[PastWindow]:
     """Interactive tokens per provider per clock hour, from the hour of the first use (of any kind)
     to the last whole hour before ``until``; a quiet hour counts as 0 (it is history too: it pulls
     the forecast down), but the hours before anything was used are not history (the system was
     not running)."""
-    tokens: dict[tuple[str, int], int] = defaultdict(int)
-    for use in uses:
-        if not use.job:
-            tokens[(use.provider, use.ts_ms // HOUR_MS)] += use.tokens
-    if not uses:
+    if not hours:
         return []
-    first, last = min(use.ts_ms for use in uses) // HOUR_MS, until_ms // HOUR_MS
+    tokens = {(h.provider, h.hour): h.tokens for h in hours}
+    first, last = min(h.first_ms for h in hours) // HOUR_MS, until_ms // HOUR_MS
     return [
-        PastWindow(provider, hour * HOUR_MS, (hour + 1) * HOUR_MS, tokens[(provider, hour)])
+        PastWindow(provider, hour * HOUR_MS, (hour + 1) * HOUR_MS, tokens.get((provider, hour), 0))
         for provider in providers
         for hour in range(first, last)
     ]
@@ -120,13 +142,15 @@ def learn_forecast(query: Query, now_ms: int, providers: Iterable[str], days: in
 
     With no history (nothing used yet) the forecast is zero, and the note says so."""
     since = now_ms - days * DAY_MS
-    uses = period_use(query, since, now_ms)
-    hours = interactive_hours(uses, now_ms, providers)
-    if not hours:
+    hours = [
+        Hour(str(p), int(h), int(n), int(a), int(f)) for p, h, n, a, f in query(hourly_sql(since, now_ms))
+    ]
+    history = interactive_hours(hours, now_ms, providers)
+    if not history:
         return Learned(HourOfDayForecaster(), f"no use in ClickHouse in the last {days} days: forecast 0")
-    span = (hours[-1].end_ms - hours[0].start_ms) / HOUR_MS
-    interactive = sum(1 for use in uses if not use.job)
+    span = (history[-1].end_ms - history[0].start_ms) / HOUR_MS
+    interactive = sum(h.attempts for h in hours)
     return Learned(
-        HourOfDayForecaster.from_history(hours),
+        HourOfDayForecaster.from_history(history),
         f"mean per UTC hour of day over {span:g} h of history ({interactive} interactive attempts)",
     )
