@@ -15,7 +15,9 @@ with it on. The clock advances in ``tick_ms`` steps (30 minutes, a replan each);
   ``scheduler.history.learn_forecast``, refreshed every ``forecast_every_ms``), and the jobs
   due are sent; with it off, every job is sent when it comes.
 
-A job sent without a provider (off, or overflow) goes where the proxy's quota filter would send
+The workload (interactive use, the jobs and what each really uses) is drawn from the seed alone, so
+it is the same whatever the scheduler decides; a tick's attempts are settled in time order at its
+end. A job sent without a provider (off, or overflow) goes where the proxy's quota filter would send
 it: the provider it allows whose window has the most room left. Every attempt is written to
 ClickHouse as the proxy writes it, a ``decision`` (with the job's terms in ``overrides``) and a
 ``usage`` row, so ``scheduler.report`` reads the weeks as it reads a real stack's.
@@ -107,6 +109,8 @@ class Workload:
         self._limits: dict[str, Limit] = windowed(policy)
         self._open: dict[str, _Open] = {}
         self._waiting: dict[str, Job] = {}
+        self._actual: dict[str, int] = {}  # job id -> the tokens it will really use
+        self._pending: list[tuple[int, str, int, Job | None]] = []  # this tick's attempts
         self._decisions: list[Decision] = []
         self._usage: list[Usage] = []
         self._forecast: Forecast | None = None
@@ -118,11 +122,12 @@ class Workload:
         now = c.start_ms
         while now < c.end_ms or (self._waiting and now < c.end_ms + DAY_MS * 2):
             enabled = now >= c.start_ms + c.week_ms
-            if now < c.end_ms:
-                self._interactive(now)
-                self._arrivals(now, enabled)
             if enabled:
                 self._plan_and_send(now)
+            if now < c.end_ms:
+                self._arrivals(now, enabled)
+                self._interactive(now)
+            self._settle()
             now += c.tick_ms
             if (now - c.start_ms) % DAY_MS == 0:
                 self._flush()
@@ -173,7 +178,11 @@ class Workload:
         tokens = min(max(tokens, 50_000), 40_000_000)
         deadline = at + int(self._rng.uniform(*c.deadline_h) * HOUR_MS)
         providers = tuple(sorted(self._rng.sample(sorted(self._limits), self._rng.choice((1, 2, 3)))))
-        return Job(new_id(at).lower(), "batch", REQUEST, deadline, tokens, providers, created_ms=at)
+        job = Job(new_id(at).lower(), "batch", REQUEST, deadline, tokens, providers, created_ms=at)
+        noise = c.job_noise
+        # What it will really use, drawn now: the workload is the seed's, whatever the scheduler decides.
+        self._actual[job.id] = max(int(tokens * self._rng.lognormvariate(-(noise**2) / 2, noise)), 1)
+        return job
 
     # --- the scheduler -------------------------------------------------------------------------------
 
@@ -234,12 +243,20 @@ class Workload:
     def _send(self, job: Job, at: int, provider: str) -> None:
         if not provider:
             provider = max(job.providers, key=lambda p: (self._room(p, at), p))
-        noise = self.config.job_noise
-        actual = int(job.tokens * self._rng.lognormvariate(-(noise**2) / 2, noise))
         self.run_info.sent += 1
-        self._attempt(at + MINUTE_MS, provider, max(actual, 1), job)
+        self._attempt(at + MINUTE_MS, provider, self._actual.pop(job.id), job)
 
     def _attempt(self, at: int, provider: str, tokens: int, job: Job | None = None) -> None:
+        """An attempt of this tick; the tick's are settled in time order when it ends (``_settle``)."""
+        self._pending.append((at, provider, tokens, job))
+
+    def _settle(self) -> None:
+        for at, provider, tokens, job in sorted(self._pending, key=lambda attempt: attempt[0]):
+            self._answer(at, provider, tokens, job)
+        self._pending.clear()
+
+    def _answer(self, at: int, provider: str, tokens: int, job: Job | None) -> None:
+        """One attempt: into its provider's window (opening a first-use one), and its events."""
         limit = self._limits.get(provider)
         if limit is not None:
             window = self._window(provider, limit, at, opening=True)
