@@ -13,7 +13,7 @@ with it on. The clock advances in ``tick_ms`` steps (30 minutes, a replan each);
   (``scheduler.dispatcher.schedule``: the windows model over a 12-hour horizon with what each
   open window holds, and the interactive forecast learned from the history in ClickHouse,
   ``scheduler.history.learn_forecast``, refreshed every ``forecast_every_ms``), and the jobs
-  due are sent; with it off, every job is sent when it comes.
+  due before the next tick are sent at their time; with it off, every job is sent when it comes.
 
 The workload (interactive use, the jobs and what each really uses) is drawn from the seed alone, so
 it is the same whatever the scheduler decides; a tick's attempts are settled in time order at its
@@ -198,9 +198,9 @@ class Workload:
         if made.plan is not None:
             self.run_info.plans += 1
             self.run_info.plan_seconds.append(made.plan.seconds)
-        for due in made.due:
-            if due.at_ms <= now:
-                self._send(self._waiting.pop(due.job_id), now, due.provider)
+        for due in made.due:  # sent at its time, as the dispatcher (which ticks every 0.2 s) sends it
+            if due.at_ms < now + self.config.tick_ms:
+                self._send(self._waiting.pop(due.job_id), max(due.at_ms, now), due.provider)
 
     def _learned(self, now: int) -> Forecast:
         if self._forecast is None or now - self._forecast_at >= self.config.forecast_every_ms:
