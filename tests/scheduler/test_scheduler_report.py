@@ -102,11 +102,16 @@ def test_a_period_worked_by_hand() -> None:
 
 def test_the_deltas_between_two_periods() -> None:
     first = report("a", USES, POLICY, DAY0, DAY0 + 12 * H, optimum_time_limit_s=0)
-    fuller = [*USES, use(7, "openai", 100), use(10, "openai", 50)]  # two more openai windows: 100 and 50
+    # openai [6h, 9h): 100 + 30 = 130, 30 over (cost 1.3 * 30/130 = 0.3); [9h, 12h): 50
+    fuller = [*USES, use(7, "openai", 100), use(8, "openai", 30), use(10, "openai", 50)]
     second = report("b", fuller, POLICY, DAY0, DAY0 + 12 * H, optimum_time_limit_s=0)
     change = deltas(first, second)
     assert change["utilisation_by_provider"]["openai"] == pytest.approx(150 / 400)
-    assert change["overflow_tokens"] == 0 and change["overflow_change"] == 0.0
+    assert change["utilisation_by_provider"]["anthropic"] == 0
+    assert change["overflow_tokens"] == 30 * K and change["overflow_change"] == pytest.approx(
+        30 / 37, abs=1e-6
+    )
+    assert change["overflow_cost_usd"] == pytest.approx(0.3)
     assert change["deadline_misses"] == 0 and first.optimum == {}
 
 
