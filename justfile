@@ -53,6 +53,14 @@ quotas-matrix *args:
 scheduler-plan *args:
     symphony scheduler-plan "$@"
 
+# Utilisation per provider window, overflow tokens and cost, deadline misses, the clairvoyant optimum and the deltas, from ClickHouse: `--baseline last_week --compare this_week [--json]` (or START..END in UTC)
+scheduler-report *args:
+    symphony scheduler-report "$@"
+
+# Two simulated weeks (scheduler off, then on) into a ClickHouse of their own, ending with their scheduler-report and the acceptance; `--days 2` for a short run
+scheduler-weeks *args:
+    symphony scheduler-weeks "$@"
+
 # The share of decisions in the window with a trace (ClickHouse; Tempo too when TEMPO_ENDPOINT is set): `--window 1h [--json]`
 trace-coverage *args:
     symphony trace-coverage "$@"

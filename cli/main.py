@@ -509,6 +509,21 @@ def build_parser() -> argparse.ArgumentParser:
         "a simulated week end to end on a stack of its own: traffic, learner, report, promotion",
     )
 
+    from cli import scheduler_report, scheduler_weeks
+
+    _module_command(
+        sub,
+        "scheduler-report",
+        scheduler_report,
+        "utilisation per provider window, overflow, deadline misses and the optimum, two periods and deltas",
+    )
+    _module_command(
+        sub,
+        "scheduler-weeks",
+        scheduler_weeks,
+        "two simulated weeks (scheduler off, then on) into a ClickHouse of their own, and their report",
+    )
+
     flags = sub.add_parser(
         "flags",
         help="live rollback: show or set learner_enabled, traffic_split and scheduler_enabled",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -52,3 +54,21 @@ def progress_printer(*, as_json: bool) -> Callable[[str], None]:
         print(message, file=stream, flush=True)
 
     return say
+
+
+@contextmanager
+def native_output_to_stderr(*, when: bool) -> Iterator[None]:
+    """While inside, what native code prints on file descriptor 1 goes to stderr (HiGHS prints to it
+    now and then), so that stdout carries only the ``--json`` document; a no-op unless ``when``."""
+    if not when:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

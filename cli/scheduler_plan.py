@@ -8,7 +8,8 @@ utilisation ((used + forecast + planned) / budget) and the projected overflow (t
 beyond the budget). A fixed window is shown whether or not it gets jobs; a first-use
 window (Anthropic's) only where the plan opens one, or where one is open now. The jobs no
 window has room for before their deadlines are the overflow: the dispatcher sends them at
-once, at pay-per-token prices. It writes nothing (``--dry-run`` is its only mode: the
+once, at pay-per-token prices (a job left out whose deadline is beyond the horizon waits for a
+later plan instead). It writes nothing (``--dry-run`` is its only mode: the
 dispatcher is the one that acts on a plan).
 """
 
@@ -98,7 +99,8 @@ def window_rows(made: Schedule) -> list[WindowRow]:
 
 def summary(made: Schedule, horizon_ms: int) -> dict[str, Any]:
     plan = made.plan
-    overflow = plan.overflow if plan is not None else [job.id for job in made.jobs]
+    overflow = [due.job_id for due in made.due if not due.provider]  # sent at once
+    later = set(plan.overflow if plan is not None else ()) - set(overflow)  # deadline beyond the horizon
     sizes = {job.id: job.tokens for job in made.jobs}
     return {
         "now_ms": made.now_ms,
@@ -110,6 +112,7 @@ def summary(made: Schedule, horizon_ms: int) -> dict[str, Any]:
         "plan_seconds": round(plan.seconds, 4) if plan else 0.0,
         "overflow_jobs": len(overflow),
         "overflow_tokens": sum(sizes[job_id] for job_id in overflow),
+        "waiting_beyond_horizon": len(later),
     }
 
 
@@ -151,7 +154,8 @@ def render(rows: list[WindowRow], totals: dict[str, Any], *, as_json: bool) -> s
         f"{table}\n\n{totals['queued_jobs']} queued jobs at {when}, "
         f"horizon {totals['horizon_ms'] / 3_600_000:g}h; "
         f"plan: {totals['method'] or '-'} ({totals['status']}, {totals['plan_seconds']:.2f} s); "
-        f"overflow (sent at once): {totals['overflow_jobs']} jobs, {totals['overflow_tokens']:,} tokens"
+        f"overflow (sent at once): {totals['overflow_jobs']} jobs, {totals['overflow_tokens']:,} tokens; "
+        f"{totals['waiting_beyond_horizon']} jobs due beyond the horizon wait for a later plan"
     )
 
 

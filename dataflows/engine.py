@@ -53,6 +53,8 @@ from dataflows.query_api import QueryApi
 from dataflows.redis_source import RedisStreamSource
 from dataflows.slo import slo_thresholds
 from dataflows.trimmer_process import TrimmerConfig, TrimmerProcess
+from scheduler.forecast_publisher import ForecastPublisher
+from scheduler.windows import windowed
 from sinks.alerts import AlertSink, Delivery, alert_destinations
 from sinks.analyst_sandbox import AnalystLimits
 from sinks.chdb_fatal import ClickHouseFatal, FatalWatch
@@ -62,7 +64,7 @@ from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
 from sinks.redis_state import ChallengerSink, QuotaStateSink
 from sinks.span_writer import SpanWriter
-from symphony.catalog import load_catalog, load_policy
+from symphony.catalog import load_catalog, load_policy, resolve_policy_path
 from symphony.flags import Flags
 from symphony.gc_tuning import tune_gc
 from symphony.process_logging import log_to_stderr
@@ -248,6 +250,15 @@ def run_engine(
             )
             api.start()
             stack.callback(api.stop)
+            # The interactive forecast for the scheduler; its reads run in the analysts' sandbox, never
+            # under the writer's lock.
+            forecasts = ForecastPublisher(
+                settings.redis_url,
+                lambda sql: store.query_read_only(sql).rows,
+                sorted(windowed(load_quota_policy(resolve_policy_path(settings.quota_policy_file)))),
+            )
+            forecasts.start()
+            stack.callback(forecasts.stop)
             if any_port:
                 write_port_file(settings.var_dir, api.port)
         recovery_dir = settings.var_dir / "recovery"

@@ -3,13 +3,16 @@
 Every ``replan_s`` of real time, and whenever the queue changes (``JOBS_VERSION``) or the
 ``scheduler_enabled`` flag flips, it reads the waiting jobs (``symphony.jobs``), the windows of
 the quota policy over a 12-hour horizon with what each window open now already holds (the
-quota buckets in Redis) and a forecast of interactive use (the burn rate the engine's quotas
-branch publishes in ``symphony:eta:*``, over the window's span), and plans them
+quota buckets in Redis) and a forecast of interactive use (the mean per UTC hour of day the
+engine learns from ClickHouse and publishes in ``symphony:forecast:*``; while none is published,
+the burn rate its quotas branch publishes in ``symphony:eta:*``, over the window's span), and
+plans them
 (``scheduler.planner``: the MILP, the greedy plan as fallback). A job the plan puts in a slot
 is marked ``planned`` and is due at the start of its span in that slot (``max(slot start,
 now)``) on that slot's provider; a job no slot has room for before its deadline (the
 overflow, or a job allowing no provider with a usage window) is due at once, on any
-provider it allows, so it still meets its deadline at pay-per-token prices. With
+provider it allows, so it still meets its deadline at pay-per-token prices; but a job
+left out whose deadline is beyond the horizon waits for a later plan. With
 ``scheduler_enabled`` false (live, ``symphony flags --scheduler off``) every waiting job is
 due at once: the baseline; the queue is kept as it is.
 
@@ -47,10 +50,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scheduler.forecast_publisher import read_forecast
 from scheduler.planner import plan
 from scheduler.problem import Job as PlanJob
 from scheduler.problem import Plan, Problem
-from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, Slot, slots, subscription_limit
+from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, Slot, slots, subscription_limit, windowed
 from symphony.catalog import Catalog, load_catalog, resolve_policy_path
 from symphony.clock import Clock, monotonic, shared_clock
 from symphony.flags import Flags
@@ -70,6 +74,9 @@ HEARTBEAT_S = 0.5
 RECOVER_S = 1.0  # how often it looks for running jobs whose dispatcher died
 RETRY_S = 5.0  # real seconds before a job whose dispatch was not admitted is tried again
 CONCURRENCY = 16
+# A job is planned to start at least this long before its deadline, so that its answer comes in time
+# (planned to start a few seconds before its deadline, it would be answered after it).
+ANSWER_MS = 5 * MINUTE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,22 +111,35 @@ def eligible(job: Job, catalog: Catalog) -> frozenset[str]:
 
 
 def schedule(
-    jobs: list[Job], now_ms: int, windows: list[Slot], catalog: Catalog, *, enabled: bool = True
+    jobs: list[Job],
+    now_ms: int,
+    windows: list[Slot],
+    catalog: Catalog,
+    *,
+    enabled: bool = True,
+    horizon_ms: int = HORIZON_MS,
 ) -> Schedule:
-    """When to send each waiting job: at once (scheduler off, overflow), else at its slot's start."""
+    """When to send each waiting job: at once (scheduler off, overflow), else at its slot's start.
+
+    A job is planned to start ``ANSWER_MS`` before its deadline at the latest. A job the plan leaves
+    out whose deadline lies beyond the horizon, and which some provider with
+    a window may run, is not overflow yet: it waits (no ``Due``) for a later plan, whose horizon
+    reaches windows this one does not see."""
     if not enabled:
         return Schedule(now_ms, False, jobs, due=[Due(job.id, now_ms, "") for job in jobs])
     problem = Problem(
         now_ms,
-        [PlanJob(job.id, job.tokens, job.deadline_ms, eligible(job, catalog)) for job in jobs],
+        [PlanJob(job.id, job.tokens, job.deadline_ms - ANSWER_MS, eligible(job, catalog)) for job in jobs],
         windows,
     )
     made = plan(problem)
+    windowed = {slot.provider for slot in windows}
     due = []
-    for job in jobs:
+    for job, planned in zip(jobs, problem.jobs, strict=True):
         index = made.assignment.get(job.id)
         if index is None:
-            due.append(Due(job.id, now_ms, ""))
+            if job.deadline_ms <= now_ms + horizon_ms or not planned.providers & windowed:
+                due.append(Due(job.id, now_ms, ""))
         else:
             slot = windows[index]
             due.append(Due(job.id, max(slot.start_ms, now_ms), slot.provider))
@@ -160,6 +180,13 @@ async def burn_forecast(client: aioredis.Redis, policy: QuotaPolicy) -> Forecast
     return forecast
 
 
+async def interactive_forecast(client: aioredis.Redis, policy: QuotaPolicy) -> Forecast:
+    """The forecast the engine learned from ClickHouse (``scheduler.forecast_publisher``), else, while
+    none is published, the engine's live burn rates."""
+    learned = await read_forecast(client, list(windowed(policy)))
+    return learned if learned is not None else await burn_forecast(client, policy)
+
+
 async def plan_queue(
     client: aioredis.Redis,
     now_ms: int,
@@ -171,9 +198,11 @@ async def plan_queue(
 ) -> Schedule:
     """The schedule of the jobs waiting in Redis now (``symphony scheduler-plan`` prints it)."""
     jobs = await JobStore(client).waiting()
-    forecast = await burn_forecast(client, policy)
+    forecast = await interactive_forecast(client, policy)
     windows = slots(policy, now_ms, horizon_ms, forecast, await current_use(client, policy, now_ms))
-    return await asyncio.to_thread(schedule, jobs, now_ms, windows, catalog, enabled=enabled)
+    return await asyncio.to_thread(
+        schedule, jobs, now_ms, windows, catalog, enabled=enabled, horizon_ms=horizon_ms
+    )
 
 
 class Dispatcher:

@@ -75,6 +75,12 @@ def subscription_limit(policy: QuotaPolicy, provider: str) -> Limit | None:
     return None
 
 
+def windowed(policy: QuotaPolicy) -> dict[str, Limit]:
+    """The providers with a subscription token window, and its limit."""
+    limits = {provider: subscription_limit(policy, provider) for provider in policy.providers}
+    return {provider: limit for provider, limit in limits.items() if limit is not None}
+
+
 def slots(
     policy: QuotaPolicy,
     now_ms: int,

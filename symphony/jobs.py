@@ -43,6 +43,8 @@ WAITING = ("queued", "planned")
 INTERRUPTED = "interrupted"
 RETENTION_MS = 7 * 24 * 3_600_000  # real time, a key's TTL once the job has ended
 HEARTBEAT_TTL_MS = 3_000  # a dispatcher that has not beaten for this long is dead
+# What the decision of a job's dispatch records of the job, in its ``overrides`` (``Job.decision_overrides``).
+DECISION_FIELDS = ("job", "job_deadline_ms", "job_created_ms", "job_tokens", "job_providers")
 ID_PATTERN = re.compile(r"job_[0-9A-HJKMNP-TV-Z]{26}")
 
 # KEYS: job, queue, version. ARGV: id, deadline_ms, then field, value pairs.
@@ -178,6 +180,13 @@ class Job:
         if self.models:
             return frozenset(model.split("/", 1)[0] for model in self.models)
         return frozenset(every)
+
+    def decision_overrides(self) -> dict[str, str]:
+        """What the decision of its dispatch records of it (``DECISION_FIELDS``): its id and terms, the
+        providers it allows sorted and comma separated (empty: any). The scheduler's report reads them."""
+        allowed = ",".join(sorted(self.eligible_providers(())))
+        values = (self.id, self.deadline_ms, self.created_ms, self.tokens, allowed)
+        return dict(zip(DECISION_FIELDS, map(str, values), strict=True))
 
     def to_fields(self) -> dict[str, str]:
         values = asdict(self)

@@ -53,6 +53,12 @@ def reservation_marker_key(tag: str, token: str) -> str:
     return f"symphony:reservation:{tag}:{token}"
 
 
+def forecast_key(provider: str) -> str:
+    """``symphony:forecast:{<provider>}``: interactive tokens forecast per UTC hour of day (a hash,
+    ``"0"``..``"23"`` -> tokens, and ``note``), learned from ClickHouse by the engine for the scheduler."""
+    return f"symphony:forecast:{{{provider}}}"
+
+
 def eta_key(provider: str, metric: str, window: str) -> str:
     """``symphony:eta:{<provider>}:<metric>:<window>``: a window's published ETA (a hash)."""
     return f"symphony:eta:{{{provider}}}:{metric}:{window}"

@@ -87,7 +87,7 @@ class OpenAIApi:
         overrides = {"model": chat.model} if pin is not None else {}
         if caller.job is not None:
             constraints, key = _job_limits(caller, caller.job, data)
-            overrides["job"] = caller.job.id  # the decision says which job it served
+            overrides |= caller.job.overrides  # the decision says which job it served, and its terms
         routed = RoutedRequest(
             body=data,
             app=caller.app,

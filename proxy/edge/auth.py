@@ -26,7 +26,7 @@ and its caller is the job's app with the job's ``JobGrant``, whatever ``AUTH_DIS
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -55,6 +55,7 @@ class JobGrant:
     providers: frozenset[str] | None  # None: any provider its key allows
     models: tuple[str, ...]  # "provider/model"; empty: any
     task: str = "chat"
+    overrides: dict[str, str] = field(default_factory=dict)  # what its decision records of the job
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,4 +100,4 @@ def _grant(job: Job) -> JobGrant:
         providers = frozenset(job.providers)
     else:
         providers = None
-    return JobGrant(job.id, job.request, providers, job.models, job.task)
+    return JobGrant(job.id, job.request, providers, job.models, job.task, job.decision_overrides())

@@ -30,11 +30,15 @@ def stack(redis_server: RedisServer) -> Iterator[ProxyStack]:
 
 
 def create(stack: ProxyStack, key: str | None = None, **fields: object) -> str:
+    return str(created(stack, key, **fields)["id"])
+
+
+def created(stack: ProxyStack, key: str | None = None, **fields: object) -> dict[str, object]:
     body = {"request": REQUEST, "deadline_ms": wall_ms() + 3_600_000, "tokens": 100, **fields}
     answer = httpx.post(f"{stack.base_url}/jobs", json=body, headers=bearer(key or stack.key), timeout=30)
     assert answer.status_code == 201, answer.text
-    job_id: str = answer.json()["id"]
-    return job_id
+    job: dict[str, object] = answer.json()
+    return job
 
 
 def claim(stack: ProxyStack, job_id: str, provider: str = "") -> str:
@@ -64,7 +68,8 @@ def dispatch(
 
 
 def test_a_claimed_job_is_served_once_as_its_app_on_its_claimed_provider(stack: ProxyStack) -> None:
-    job_id = create(stack, task="summaries")
+    job = created(stack, task="summaries", providers=["openai", "gemini"], tokens=123)
+    job_id = str(job["id"])
     nonce = claim(stack, job_id, provider="gemini")
     served = dispatch(stack, job_id, nonce)
     assert served.status_code == 200, served.text
@@ -74,7 +79,13 @@ def test_a_claimed_job_is_served_once_as_its_app_on_its_claimed_provider(stack: 
     [decision] = stack.events().decisions
     assert (decision.app, decision.task, decision.provider) == ("tests", "summaries", "gemini")
     assert all(arm.startswith("gemini/") for arm in decision.candidates)
-    assert decision.overrides == {"job": job_id}
+    assert decision.overrides == {  # the job's terms, for scheduler-report
+        "job": job_id,
+        "job_deadline_ms": str(job["deadline_ms"]),
+        "job_created_ms": str(job["created_ms"]),
+        "job_tokens": "123",
+        "job_providers": "gemini,openai",
+    }
     assert sum(count for (provider, _), count in stack.sim_app.answers.items()) == 1
 
 

@@ -17,7 +17,10 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from scheduler.dispatcher import Dispatcher, schedule
+from scheduler.history import period_use
+from scheduler.report import report
 from scheduler.windows import Slot
+from symphony import engine_client
 from symphony.catalog import load_catalog
 from symphony.clock import Clock, publish_clock, shared_clock
 from symphony.flags import Flags
@@ -25,6 +28,7 @@ from symphony.jobs import Job, JobStore
 from symphony.keys import FLAGS_KEY
 from symphony.quotas import load_quota_policy
 from symphony.redis_server import RedisServer, free_port
+from tests.engineutil import Engine
 from tests.proxy_stack import ProxyStack, bearer
 
 H = 3_600_000
@@ -65,6 +69,32 @@ def test_a_planned_job_is_due_at_its_slots_start_and_the_overflow_at_once() -> N
     }
     off = schedule(jobs, NOW, windows, CATALOG, enabled=False)
     assert {(d.at_ms, d.provider) for d in off.due} == {(NOW, "")} and off.plan is None
+
+
+def test_a_job_due_beyond_the_horizon_waits_for_a_later_plan_rather_than_spill() -> None:
+    """No window in the 12h horizon has room; one job's deadline is within it (overflow: at once), the
+    other's is a day away, when windows the plan cannot see yet may have room: it waits."""
+    windows = [Slot("openai", DAY0, DAY0 + 3 * H, cap=10_000, used=10_000)]
+    jobs = [
+        job("soon", NOW + 5 * H),
+        job("tomorrow", NOW + 24 * H),
+        job("pay", NOW + 24 * H, ("perplexity",)),
+    ]
+    due = {d.job_id: (d.at_ms, d.provider) for d in schedule(jobs, NOW, windows, CATALOG).due}
+    assert due == {"soon": (NOW, ""), "pay": (NOW, "")}  # "pay" may use no window: nothing to wait for
+
+
+def test_a_job_is_not_planned_to_start_minutes_before_its_deadline() -> None:
+    """The next window opens two minutes before the job's deadline: sent then, it would be answered late
+    (a chat answer takes longer), so it is sent now, outside a window, in time."""
+    windows = [
+        Slot("openai", DAY0, DAY0 + 3 * H, cap=10_000, used=10_000),
+        Slot("openai", NEXT_OPENAI, NEXT_OPENAI + 3 * H, cap=10_000),
+    ]
+    late = job("late", NEXT_OPENAI + 2 * MIN)
+    roomy = job("roomy", NEXT_OPENAI + 10 * MIN)
+    due = {d.job_id: (d.at_ms, d.provider) for d in schedule([late, roomy], NOW, windows, CATALOG).due}
+    assert due == {"late": (NOW, ""), "roomy": (NEXT_OPENAI, "openai")}
 
 
 def test_a_pinned_model_plans_the_job_on_its_provider_only() -> None:
@@ -179,6 +209,44 @@ def test_no_job_misses_its_deadline_while_a_window_with_budget_was_open_to_it(
     overflow = jobs["openai only, before its next window"]
     assert overflow.planned_provider == "" and overflow.started_ms is not None
     assert overflow.started_ms < overflow.deadline_ms
+
+
+def test_the_report_reads_back_from_clickhouse_the_jobs_the_dispatcher_ran(
+    stack: ProxyStack, clock: Clock, engine: Engine
+) -> None:
+    """The whole chain: the dispatcher sends through the proxy, the proxy's events go through the engine into
+    ClickHouse, and scheduler-report's reads find each job where it ran, with the terms of its record."""
+    created = clock.now_ms()
+    assert created < NEXT_OPENAI - 5 * MIN, "the stack took too long to start for this clock"
+    ids = [
+        create(stack, NEXT_OPENAI + 2 * H, providers=["openai"]),  # waits for OpenAI's next window
+        create(stack, created + 2 * H, providers=["gemini", "anthropic"]),  # Gemini's day has room now
+    ]
+    ended = run_dispatcher(stack, clock, ids, timeout_s=60)
+    engine.start()
+    engine_client.wait_for_count(engine.url, "SELECT count() FROM usage FINAL WHERE status = 'ok'", 2)
+
+    def query(sql: str) -> list[list[Any]]:
+        return engine_client.query(engine.url, sql).rows
+
+    uses = period_use(query, DAY0, DAY0 + 24 * H)
+    assert sorted(use.job for use in uses) == sorted(ids)  # no interactive traffic here
+    for use in uses:
+        job = ended[use.job]
+        assert job.result is not None and job.started_ms is not None and job.finished_ms is not None
+        assert (use.provider, use.tokens) == (job.provider, job.result["usage"]["total_tokens"])
+        assert (use.deadline_ms, use.created_ms, use.estimate) == (
+            job.deadline_ms,
+            job.created_ms,
+            job.tokens,
+        )
+        assert use.allowed == tuple(sorted(job.providers))
+        assert job.started_ms <= use.ts_ms <= job.finished_ms
+    made = report("day", uses, load_quota_policy(), DAY0, DAY0 + 24 * H, optimum_time_limit_s=5)
+    assert made.deadline_misses == [] and made.jobs == 2
+    waited = ended[ids[0]]
+    [window] = [w for w in made.windows if w.provider == "openai" and w.start_ms == NEXT_OPENAI]
+    assert window.jobs == waited.result["usage"]["total_tokens"] and window.interactive == 0  # type: ignore[index]
 
 
 def test_scheduler_off_sends_at_once_live_and_keeps_the_queue(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -210,3 +211,30 @@ def test_quantum_rounds_sizes_up_so_no_window_overruns() -> None:
     coarse = solve_milp(problem, time_limit_s=10, quantum=1_000).assignment
     assert coarse is not None and len(coarse) == 1  # 2,000 tokens each, budget 3,000
     assert problems_of(coarse, problem) == []
+
+
+def test_the_milp_fills_the_windows_that_expire_first_so_a_later_plan_has_room() -> None:
+    """Four 3h windows of 10 tokens. At 0, four jobs of 5 may use any of them; at 6h four more
+    come that may use only the last two. 40 tokens, 40 of budget: nothing need overflow, but
+    only if the first plan fills the first two windows (which expire before the second plan).
+    Putting the first four in the last two is exactly as good for the first plan alone; the old
+    objective did that (HiGHS picked windows 2 and 3), and the second plan overflowed 20 tokens.
+    """
+    windows = [Slot("a", i * 3 * H, (i + 1) * 3 * H, 10) for i in range(4)]
+    first = [Job(f"x{i}", 5, 12 * H, frozenset("a")) for i in range(4)]
+    second = [Job(f"y{i}", 5, 12 * H, frozenset("a"), earliest_ms=6 * H) for i in range(4)]
+    planned = milp_assignment(Problem(0, first, windows))
+    assert problems_of(planned, Problem(0, first, windows)) == []
+    # What the dispatcher does next: a job planned into a window that starts before 6h has run there
+    # by then; the others still wait, and are planned again with the new ones.
+    used = [0] * len(windows)
+    waiting = list(second)
+    for job in first:
+        if windows[planned[job.id]].start_ms < 6 * H:
+            used[planned[job.id]] += job.tokens
+        else:
+            waiting.append(job)
+    later = [replace(s, used=used[i]) for i, s in enumerate(windows) if s.end_ms > 6 * H]
+    replanned = Problem(6 * H, waiting, later)
+    assert overflow(replanned, milp_assignment(replanned)) == 0
+    assert used == [10, 10, 0, 0]
