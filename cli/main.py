@@ -214,6 +214,7 @@ def _redis(settings: Settings) -> redis.Redis:
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     from symphony.app_keys import AppKey, create_key
+    from symphony.catalog import load_catalog
 
     template = AppKey(
         prefix="",
@@ -226,7 +227,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
         models=tuple(args.models or ()),
     )
     try:
-        key, record = create_key(_redis(settings), template)
+        key, record = create_key(_redis(settings), template, catalog=load_catalog())
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
     if args.json:
@@ -413,7 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--rpm", type=_positive_int, help="requests per rolling minute")
     create.add_argument("--tpm", type=_positive_int, help="tokens per rolling minute")
-    create.add_argument("--models", nargs="+", metavar="MODEL", help="allowed models (default: any)")
+    create.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="allowed catalog models, as a name or provider/model (default: any)",
+    )
     create.add_argument("--json", action="store_true", help="print the key and its record as JSON")
     create.set_defaults(run=cmd_keys_create)
     listing = keys.add_parser("list", help="every key's record (never the secret)")
