@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from symphony import clock
 from symphony.process_logging import log_to_stderr
@@ -29,7 +29,8 @@ EXIT_INTERRUPTED = 130
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    """Progress, always on stderr: stdout carries only a command's result (``--json`` pipes)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -595,6 +596,18 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _token_help(settings: Settings, role: str | None) -> str:
+    """Where the control-plane token(s) came from, and how to point the command at the right ones."""
+    roles: tuple[Literal["admin", "analyst"], ...] = (
+        ("admin",) if role == "admin" else ("analyst",) if role == "analyst" else ("analyst", "admin")
+    )
+    origins = "; ".join(settings.token_origin(r) for r in roles)
+    return (
+        f"{origins}. Run the command in the directory `symphony up` runs in, or set VAR_DIR to its var "
+        "directory, or set the token itself (ANALYST_TOKEN, ADMIN_TOKEN)."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -604,13 +617,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from cli.supervisor import StackError
     from learner.pull_request import PromotionError
-    from symphony.engine_client import EngineError
+    from symphony.engine_client import EngineError, EngineUnauthorized
 
     try:
         code: int = args.run(settings, args)
     except SettingsError as exc:  # a part found a setting it cannot run with
         print(f"symphony: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except EngineUnauthorized as exc:
+        print(f"symphony: {exc}\n{_token_help(settings, exc.role)}", file=sys.stderr)
+        return 1
     except (EngineError, StackUnavailable, UsageProblem, PromotionError) as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return 1

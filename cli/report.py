@@ -44,11 +44,10 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, as_json: bo
     return render_json(columns, rows) if as_json else render_table(columns, rows)
 
 
-def progress_printer(*, as_json: bool) -> Callable[[str], None]:
-    """Where a long command says what it is doing: stdout, or stderr when stdout carries ``--json``."""
-    stream = sys.stderr if as_json else sys.stdout
+def progress_printer() -> Callable[[str], None]:
+    """Where a long command says what it is doing: stderr, so stdout carries only its result."""
 
     def say(message: str) -> None:
-        print(message, file=stream, flush=True)
+        print(message, file=sys.stderr, flush=True)
 
     return say
