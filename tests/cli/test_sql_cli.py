@@ -36,6 +36,8 @@ def test_reads_as_a_table_or_json_and_refuses_every_write(engine: Engine, redis_
     table = sql(engine, "SELECT provider, count() AS n FROM usage FINAL GROUP BY provider ORDER BY provider")
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split() == ["provider", "n"]
+    small = sql(engine, "SELECT toFloat64(0.0000456) AS cost_usd, toFloat64(1234.5678) AS tokens")
+    assert small.stdout.splitlines()[-1].split() == ["0.0000456", "1,235"]  # by magnitude, not 0.00
     rows = json.loads(sql(engine, "SELECT count() AS n FROM usage FINAL", "--json").stdout)
     assert rows == [{"n": 50}]
 
