@@ -290,7 +290,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"symphony chaos-run: {exc}", file=sys.stderr)
         return 2
-    say = progress_printer(as_json=args.json)
+    say = progress_printer()
 
     results = run_gate(gate, names, args.short, args.var_dir, say)
     passed = all(result.passed for result in results)

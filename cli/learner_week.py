@@ -335,7 +335,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"symphony learner-week: {exc}", file=sys.stderr)
         return 2
-    say = progress_printer(as_json=args.json)
+    say = progress_printer()
 
     try:
         fixed = None if config.challenger is None else fixed_challenger(settings, config.challenger)

@@ -373,32 +373,73 @@ def parse_weights(text: str) -> dict[str, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``symphony load`` options (defaults are ``LoadConfig``'s)."""
     defaults = LoadConfig()
-    parser.add_argument("--rate", type=float, default=defaults.rate, help="requests per second")
-    parser.add_argument("--duration", type=float, default=defaults.duration, help="seconds of sending")
-    parser.add_argument(
-        "--tasks", type=parse_weights, default=dict(defaults.tasks), help="e.g. chat=0.5,code=0.5"
+    add = parser.add_argument
+    add("--rate", type=float, default=defaults.rate, help="requests per second (default %(default)s)")
+    add("--duration", type=float, default=defaults.duration, help="seconds of sending (default %(default)s)")
+    add(
+        "--tasks",
+        type=parse_weights,
+        default=dict(defaults.tasks),
+        help="the tasks to send (x-symphony-task) and their weights, e.g. chat=0.5,code=0.5 (default chat)",
     )
-    parser.add_argument("--apps", default=",".join(defaults.apps), help="comma list of app names")
-    parser.add_argument("--stream-share", type=float, default=defaults.stream_share)
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
-    parser.add_argument("--inbound", choices=INBOUNDS, default=defaults.inbound)
-    parser.add_argument("--model", default=defaults.model)
-    parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
-    parser.add_argument("--feedback-share", type=float, default=defaults.feedback_share)
-    parser.add_argument("--feedback-noise", type=float, default=defaults.feedback_noise)
-    parser.add_argument(
+    add("--apps", default=",".join(defaults.apps), help="comma list of app names (default %(default)s)")
+    add(
+        "--stream-share",
+        type=float,
+        default=defaults.stream_share,
+        help="share of requests sent streaming, 0 to 1 (default %(default)s)",
+    )
+    add(
+        "--concurrency",
+        type=int,
+        default=defaults.concurrency,
+        help="requests in flight at most; beyond it sending waits (default %(default)s)",
+    )
+    add(
+        "--inbound",
+        choices=INBOUNDS,
+        default=defaults.inbound,
+        help="the API requests use: OpenAI chat completions, Anthropic messages, or both"
+        " mixed (default %(default)s)",
+    )
+    add(
+        "--model",
+        default=defaults.model,
+        help="the model asked for: auto, or a catalog model (default %(default)s)",
+    )
+    add(
+        "--max-tokens",
+        type=int,
+        default=defaults.max_tokens,
+        help="max_tokens of each request (default %(default)s)",
+    )
+    add(
+        "--feedback-share",
+        type=float,
+        default=defaults.feedback_share,
+        help="share of answers that get a feedback score, 0 to 1 (default %(default)s)",
+    )
+    add(
+        "--feedback-noise",
+        type=float,
+        default=defaults.feedback_noise,
+        help="standard deviation of the noise added to the simulator's true quality (default %(default)s)",
+    )
+    add(
         "--feedback-delay",
         type=float,
         default=defaults.feedback_delay_s,
         help="mean seconds before a score is sent (exponential; default 0: at once)",
     )
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument(
-        "--api-key", default="", help="the app key to send (default: the development key in var/dev-key)"
+    add("--seed", type=int, default=None, help="random seed, for a repeatable run (default: a new one)")
+    add("--api-key", default="", help="the app key to send (default: the development key in var/dev-key)")
+    add("--proxy-url", default="", help="the proxy to send to (default: PROXY_HOST and PROXY_PORT)")
+    add(
+        "--simulator-url",
+        default="",
+        help="where feedback's true quality is read (default: the settings' simulator URL)",
     )
-    parser.add_argument("--proxy-url", default="", help="default: the settings' proxy URL")
-    parser.add_argument("--simulator-url", default="", help="default: the settings' simulator URL")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add("--json", action="store_true", help="print the report as JSON (progress goes to stderr)")
 
 
 def config_from_args(args: argparse.Namespace, api_key: str) -> LoadConfig:
@@ -436,7 +477,7 @@ def render_report(report: LoadReport) -> str:
 
 
 def command(settings: Settings, args: argparse.Namespace) -> int:
-    """``symphony load``: run, print progress (to stderr with ``--json``), then the report."""
+    """``symphony load``: run, print progress (to stderr), then the report; exit 1 when nothing succeeded."""
     api_key = args.api_key or read_secret(settings.dev_key_file)
     if api_key is None and not settings.auth_disabled:
         print(
@@ -450,11 +491,15 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    say = progress_printer(as_json=args.json)
+    say = progress_printer()
 
     proxy_url = args.proxy_url or settings.proxy_url
     report = run_load(proxy_url, args.simulator_url or settings.resolved_sim_url, config, say=say)
     print(json.dumps(report.to_dict(), indent=2) if args.json else render_report(report), flush=True)
+    if report.ok == 0:
+        reasons = ", ".join(f"{reason} x{count}" for reason, count in report.failed.items()) or "none sent"
+        say(f"symphony load: none of the {report.sent} requests succeeded ({reasons})")
+        return 1
     return 0
 
 

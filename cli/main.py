@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from symphony import clock
 from symphony.process_logging import log_to_stderr
@@ -29,7 +29,8 @@ EXIT_INTERRUPTED = 130
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    """Progress, always on stderr: stdout carries only a command's result (``--json`` pipes)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -214,6 +215,7 @@ def _redis(settings: Settings) -> redis.Redis:
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     from symphony.app_keys import AppKey, create_key
+    from symphony.catalog import load_catalog
 
     template = AppKey(
         prefix="",
@@ -226,7 +228,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
         models=tuple(args.models or ()),
     )
     try:
-        key, record = create_key(_redis(settings), template)
+        key, record = create_key(_redis(settings), template, catalog=load_catalog())
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
     if args.json:
@@ -413,7 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--rpm", type=_positive_int, help="requests per rolling minute")
     create.add_argument("--tpm", type=_positive_int, help="tokens per rolling minute")
-    create.add_argument("--models", nargs="+", metavar="MODEL", help="allowed models (default: any)")
+    create.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="allowed catalog models, as a name or provider/model (default: any)",
+    )
     create.add_argument("--json", action="store_true", help="print the key and its record as JSON")
     create.set_defaults(run=cmd_keys_create)
     listing = keys.add_parser("list", help="every key's record (never the secret)")
@@ -604,6 +611,18 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _token_help(settings: Settings, role: str | None) -> str:
+    """Where the control-plane token(s) came from, and how to point the command at the right ones."""
+    roles: tuple[Literal["admin", "analyst"], ...] = (
+        ("admin",) if role == "admin" else ("analyst",) if role == "analyst" else ("analyst", "admin")
+    )
+    origins = "; ".join(settings.token_origin(r) for r in roles)
+    return (
+        f"{origins}. Run the command in the directory `symphony up` runs in, or set VAR_DIR to its var "
+        "directory, or set the token itself (ANALYST_TOKEN, ADMIN_TOKEN)."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -613,13 +632,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from cli.supervisor import StackError
     from learner.pull_request import PromotionError
-    from symphony.engine_client import EngineError
+    from symphony.engine_client import EngineError, EngineUnauthorized
 
     try:
         code: int = args.run(settings, args)
     except SettingsError as exc:  # a part found a setting it cannot run with
         print(f"symphony: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except EngineUnauthorized as exc:
+        print(f"symphony: {exc}\n{_token_help(settings, exc.role)}", file=sys.stderr)
+        return 1
     except (EngineError, StackUnavailable, UsageProblem, PromotionError) as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return 1

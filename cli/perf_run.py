@@ -123,7 +123,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"symphony perf-run: {exc}", file=sys.stderr)
         return 2
-    say = progress_printer(as_json=args.json)
+    say = progress_printer()
 
     try:
         code, summary = run_gate(gate, args.var_dir, say)

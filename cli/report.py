@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+SIGNIFICANT = 4  # digits a float keeps in a table: 0.000123, 1.235, 153.2, 1,235 (whole digits are never cut)
+SMALLEST_FIXED = -6  # below 1e-6, scientific notation: 1.230e-07
+
+
+def format_number(value: float) -> str:
+    """A float by its magnitude: ``SIGNIFICANT`` significant digits, thousands separated, no zeros after."""
+    if value == 0 or not math.isfinite(value):
+        return "0" if value == 0 else str(value)
+    magnitude = math.floor(math.log10(abs(value)))
+    if magnitude < SMALLEST_FIXED:
+        return f"{value:.{SIGNIFICANT - 1}e}"
+    text = f"{value:,.{max(SIGNIFICANT - 1 - magnitude, 0)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.2f}"
+        return format_number(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
@@ -46,12 +61,11 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, as_json: bo
     return render_json(columns, rows) if as_json else render_table(columns, rows)
 
 
-def progress_printer(*, as_json: bool) -> Callable[[str], None]:
-    """Where a long command says what it is doing: stdout, or stderr when stdout carries ``--json``."""
-    stream = sys.stderr if as_json else sys.stdout
+def progress_printer() -> Callable[[str], None]:
+    """Where a long command says what it is doing: stderr, so stdout carries only its result."""
 
     def say(message: str) -> None:
-        print(message, file=stream, flush=True)
+        print(message, file=sys.stderr, flush=True)
 
     return say
 

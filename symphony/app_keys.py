@@ -15,17 +15,19 @@ provider quotas (``symphony.quotas.store``) and hold across every proxy replica.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
 import redis
 
+from symphony.catalog import Catalog
 from symphony.keys import APP_KEYS_INDEX, app_key_record
 from symphony.quotas import DAY_MS, MONTH, ROLLING, Limit, subscription_window
 
@@ -122,10 +124,37 @@ def matches(record: AppKey, presented: str) -> bool:
     return hmac.compare_digest(record.sha256, digest(presented))
 
 
-def create_key(client: redis.Redis, record: AppKey) -> tuple[str, AppKey]:
-    """Store a new key for ``record.app``; returns the key (shown once) and its record."""
+def check_models(models: Sequence[str], catalog: Catalog) -> None:
+    """``ValueError`` naming the catalog's models when one of ``models`` is not in it.
+
+    A key's models match as the proxy matches them (``AppKey.allows``): a model's name alone
+    (on any provider serving it) or ``provider/model``, as ``Catalog.find_model`` reads both.
+    """
+    unknown = [model for model in models if catalog.find_model(model) is None]
+    if not unknown:
+        return
+    known = sorted({model for arm in catalog.arms for model in (arm, arm.partition("/")[2])})
+    hints = [
+        f"{model!r} (did you mean {', '.join(close)}?)"
+        if (close := difflib.get_close_matches(model, known, 2))
+        else repr(model)
+        for model in unknown
+    ]
+    raise ValueError(
+        f"unknown model{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; the catalog's models "
+        f"(a name alone, or as provider/model): {', '.join(catalog.arms)}"
+    )
+
+
+def create_key(client: redis.Redis, record: AppKey, *, catalog: Catalog | None = None) -> tuple[str, AppKey]:
+    """Store a new key for ``record.app``; returns the key (shown once) and its record.
+
+    With ``catalog``, a model in ``record.models`` that it does not hold is refused (``check_models``).
+    """
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", record.app):
         raise ValueError(f"app name {record.app!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    if catalog is not None:
+        check_models(record.models, catalog)
     while True:
         prefix = "".join(secrets.choice(PREFIX_ALPHABET) for _ in range(8))
         key = f"sk-sym-{prefix}-{secrets.token_urlsafe(32)}"

@@ -25,6 +25,14 @@ class EngineUnavailable(EngineError):
     """Nothing answered at the engine's URL (not started yet, stopped, or a network fault)."""
 
 
+class EngineUnauthorized(EngineError):
+    """The engine refused the token sent, or its absence (401, 403); ``role``: the URL's user, if any."""
+
+    def __init__(self, message: str, role: str | None) -> None:
+        super().__init__(message)
+        self.role = role
+
+
 @dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
@@ -78,7 +86,10 @@ def _call(engine_url: str, method: str, path: str, timeout: float, **kwargs: Any
     if response.status_code != 200 or not isinstance(body, dict):
         detail = body.get("error") if isinstance(body, dict) else response.text[:500]
         what = "query" if path == "/query" else path.lstrip("/")
-        raise EngineError(f"{what} failed ({response.status_code}): {detail}")
+        message = f"{what} failed ({response.status_code}): {detail}"
+        if response.status_code in (401, 403):
+            raise EngineUnauthorized(message, urlsplit(engine_url).username)
+        raise EngineError(message)
     return body
 
 

@@ -252,6 +252,18 @@ class Settings(BaseSettings):
     def token_file(self, role: Literal["admin", "analyst", "spans"]) -> Path:
         return self.var_dir / f"{role}-token"
 
+    def token_origin(self, role: Literal["admin", "analyst"]) -> str:
+        """Where ``engine_url_as`` took (or looked for) a role's token, in words, for error messages."""
+        name = f"{role.upper()}_TOKEN"
+        if (self.admin_token if role == "admin" else self.analyst_token) is not None:
+            return f"the {role} token came from {name}"
+        path = self.token_file(role).resolve()
+        found = "read from" if path.is_file() else "looked for in"
+        return (
+            f"{name} is unset, so the {role} token was {found} {path} "
+            f"(VAR_DIR={self.var_dir}, from {Path.cwd()}{'' if path.is_file() else ': no such file'})"
+        )
+
     @property
     def resolved_tempo_query_url(self) -> str:
         """Tempo's HTTP API: the setting, else TEMPO_ENDPOINT's host on port 3200; empty without Tempo."""

@@ -6,7 +6,9 @@ spent its budget at this arm's price; a cheaper arm may fit), ``AppRate`` (the a
 its request or token rate; every arm counts the same), ``ProviderCap`` (this arm's provider
 is over a cap) or ``Unavailable`` (fail-closed and Redis unreachable). When no arm could be
 admitted, ``refused_error`` is the 429 those refusals imply: the app's ``budget_exhausted``
-or ``app_rate_limited`` naming the window, else the providers' ``quota_exhausted``.
+or ``app_rate_limited`` naming the window, else the providers' ``quota_exhausted``. A budget
+refusal says what the request was estimated at (on its cheapest refused arm), what is left,
+when the budget resets (``retry-after``), and the ``max_tokens`` that would fit.
 
 Reservations go to Redis (one atomic script, ``symphony.quotas.store``), so caps hold
 across every proxy replica.
@@ -60,10 +62,11 @@ import redis.asyncio as aioredis
 from proxy import errors
 from proxy.errors import retry_after_header
 from proxy.routed_request import RoutedRequest
-from proxy.routing.candidates import Arm
+from proxy.routing.candidates import ESTIMATED_OUTPUT_TOKENS, Arm, TokenEstimate
 from symphony import clock
 from symphony.app_keys import USD_MICROS
 from symphony.clock import Clock
+from symphony.durations import format_ms
 from symphony.quotas import (
     AsyncQuotaStore,
     Limit,
@@ -129,6 +132,9 @@ class AppBudget:
     """The caller's app is over its spend budget at this arm's price: a cheaper arm may fit."""
 
     refusal: Refusal
+    arm: Arm  # whose price made the estimate
+    estimate: TokenEstimate
+    resets_in_ms: int | None  # until the budget's window starts afresh (None: no set time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +206,9 @@ class QuotaGuard:
             return outcome
         if app is None or outcome.limit.provider != app.name:
             return ProviderCap(outcome)
-        return AppBudget(outcome) if outcome.limit.metric == "usd_micros" else AppRate(outcome)
+        if outcome.limit.metric != "usd_micros":
+            return AppRate(outcome)
+        return AppBudget(outcome, arm, estimate, outcome.limit.window.resets_in_ms(self._clock.now_ms()))
 
     async def reserve(
         self,
@@ -377,9 +385,12 @@ class QuotaGuard:
 
 def refused_error(app: str, refusals: Sequence[QuotaRefusal]) -> errors.ApiError:
     """The 429 for a request no arm was admitted for: the app's own limit first, else the providers'."""
-    over_app = [r.refusal for r in refusals if isinstance(r, AppBudget | AppRate)]
-    if over_app:
-        return app_limited(app, over_app)
+    over_rate = [r.refusal for r in refusals if isinstance(r, AppRate)]
+    if over_rate:
+        return app_limited(app, over_rate)
+    over_budget = [r for r in refusals if isinstance(r, AppBudget)]
+    if over_budget:
+        return budget_exhausted(app, over_budget)
     return quota_exhausted(
         [
             r.refusal if isinstance(r, ProviderCap) else r
@@ -403,23 +414,83 @@ def quota_exhausted(refusals: Sequence[Refusal | Unavailable]) -> errors.ApiErro
 
 
 def app_limited(app: str, refusals: Sequence[Refusal]) -> errors.ApiError:
-    """The caller's app is over its own budget or rate: 429, retry when the window has room again."""
+    """The caller's app is over its own rate: 429, retry when the window has room again."""
     wait_s = _earliest_retry_s(refusals)
-    limit, cap, used = refusals[0].limit, refusals[0].cap, refusals[0].used
-    when = _retry_after(wait_s)
-    if limit.metric == "usd_micros":
-        window = {"1d": "UTC day", "month": "calendar month (UTC)"}.get(limit.window.name, limit.window.name)
-        message = (
-            f"App `{app}` has spent its budget for this {window}: "
-            f"${used / USD_MICROS:.4f} of ${cap / USD_MICROS:.4f}, with requests in flight counted "
-            f"at their estimate.{when}"
-        )
-        code = "budget_exhausted"
-    else:
-        message = f"App `{app}` is over its limit of {cap} {limit.metric} per {limit.window.name}.{when}"
-        code = "app_rate_limited"
+    limit, cap = refusals[0].limit, refusals[0].cap
+    message = f"App `{app}` is over its limit of {cap} {limit.metric} per {limit.window.name}."
+    message += _retry_after(wait_s)
     return errors.ApiError(
-        429, message, type_="rate_limit_exceeded", code=code, headers=retry_after_header(wait_s)
+        429, message, type_="rate_limit_exceeded", code="app_rate_limited", headers=retry_after_header(wait_s)
+    )
+
+
+def budget_exhausted(app: str, budgets: Sequence[AppBudget]) -> errors.ApiError:
+    """No arm fits the app's budget: what the cheapest was estimated at, what is left, when it resets."""
+    cheapest = min(budgets, key=lambda budget: budget.refusal.requested)
+    refusal = cheapest.refusal
+    window = {"1d": "UTC day", "month": "calendar month (UTC)"}.get(
+        refusal.limit.window.name, refusal.limit.window.name
+    )
+    left = max(refusal.cap - refusal.used, 0)
+    resets = [b.resets_in_ms for b in budgets if b.resets_in_ms is not None]
+    wait_s = _earliest_retry_s([b.refusal for b in budgets])
+    if wait_s is None and resets:
+        wait_s = min(resets) / 1000
+    if left == 0:
+        message = (
+            f"App `{app}` has spent its budget for this {window}: {_usd(refusal.used)} of "
+            f"{_usd(refusal.cap)}, with requests in flight counted at their estimate.{_resets(wait_s)}"
+        )
+    else:
+        message = f"{_estimated(app, cheapest, window, left)} {_what_to_do(cheapest, left, wait_s)}"
+    return errors.ApiError(
+        429, message, type_="rate_limit_exceeded", code="budget_exhausted", headers=retry_after_header(wait_s)
+    )
+
+
+def _estimated(app: str, budget: AppBudget, window: str, left: int) -> str:
+    estimate, refusal = budget.estimate, budget.refusal
+    return (
+        f"App `{app}` has {_usd(left)} left of its {_usd(refusal.cap)} budget for this {window} "
+        f"(requests in flight count at their estimate), and this request is estimated at "
+        f"{_usd(refusal.requested)} on its cheapest candidate, {budget.arm.name}: "
+        f"{estimate.prompt_tokens:,} prompt tokens and {estimate.output_tokens:,} output tokens "
+        f"(its max_tokens; {ESTIMATED_OUTPUT_TOKENS:,} when it sets none)."
+    )
+
+
+def _what_to_do(budget: AppBudget, left: int, wait_s: float | None) -> str:
+    fits = _max_tokens_within(budget.arm, budget.estimate.prompt_tokens, left)
+    lower = (
+        f"Lower max_tokens to at most {fits:,} to fit what is left"
+        if fits > 0
+        else "Its prompt alone costs more than what is left: shorten it"
+    )
+    if budget.refusal.requested > budget.refusal.cap:
+        return (
+            f"The estimate is more than the whole budget, so waiting will not help. {lower}.{_resets(wait_s)}"
+        )
+    return f"{lower}, or wait.{_resets(wait_s)}"
+
+
+def _max_tokens_within(arm: Arm, prompt_tokens: int, left_micros: int) -> int:
+    """The largest answer (output tokens) whose estimate at ``arm``'s price fits ``left_micros``."""
+    per_token = arm.price.output_per_mtok  # USD per million tokens: micro-USD per token
+    room = left_micros - prompt_tokens * arm.price.input_per_mtok
+    if room < 0:
+        return 0
+    return math.floor(room / per_token + 1e-9) if per_token > 0 else 0
+
+
+def _usd(micros: int) -> str:
+    return f"${micros / USD_MICROS:.4f}"
+
+
+def _resets(wait_s: float | None) -> str:
+    if wait_s is None:
+        return ""
+    return (
+        f" The budget resets in {format_ms(math.ceil(wait_s) * 1000)} (retry-after: {math.ceil(wait_s)} s)."
     )
 
 

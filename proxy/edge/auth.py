@@ -11,7 +11,8 @@ event carries (``x-symphony-app`` is ignored).
 Answers, in the caller's SDK's error shape (``render``): 401 for a missing,
 malformed, unknown or revoked key (the body never repeats a key, only a
 well-formed key's public prefix), 429 once an address fails too often
-(``proxy.edge.auth_failures``), 503 when keys cannot be read at all
+(``proxy.edge.auth_failures``: its valid keys are still served, its guesses
+refused), 503 when keys cannot be read at all
 (``proxy.edge.key_cache``). A key used for a model it may not use is refused later,
 with 403, where models are chosen (``proxy.routing.candidates``).
 
@@ -121,7 +122,7 @@ class Authenticator:
         """The caller behind the request's key; ``ApiError`` 401, 429 or 503 otherwise."""
         wait = self._failures.blocked_for_s(address)
         if wait is not None:
-            raise too_many_failures(wait)
+            return await self._while_blocked(headers, address, wait)
         try:
             record = await self._verify(presented_key(headers))
         except AuthFailure as failure:
@@ -129,6 +130,22 @@ class Authenticator:
             if wait is not None:
                 raise too_many_failures(wait) from None
             raise failure.error from None
+        return Caller(record.app, record)
+
+    async def _while_blocked(self, headers: Headers, address: str, wait_s: float) -> Caller:
+        """A blocked address's key is verified once per prefix in the block (``AuthFailures.may_try``)."""
+        try:
+            presented = presented_key(headers)
+        except AuthFailure:
+            raise too_many_failures(wait_s) from None
+        parts = split_key(presented)
+        if parts is None or not self._failures.may_try(address, parts[0], read=self._keys.known(parts[0])):
+            raise too_many_failures(wait_s)
+        try:
+            record = await self._verify(presented)
+        except AuthFailure:
+            self._failures.spend(address, parts[0])
+            raise too_many_failures(wait_s) from None
         return Caller(record.app, record)
 
     async def _verify(self, presented: str) -> AppKey:

@@ -63,6 +63,11 @@ class AppKeyCache:
             loading.add_done_callback(lambda _: self._loading.pop(prefix, None))
         return await asyncio.shield(loading)
 
+    def known(self, prefix: str) -> bool:
+        """Whether this process has read a key with this prefix (however long ago; no Redis read)."""
+        entry = self._entries.get(prefix)
+        return entry is not None and entry[1] is not None
+
     async def _load(self, prefix: str) -> AppKey | None:
         try:
             fields: dict[bytes, bytes] = await self._client_of().hgetall(record_key(prefix))  # type: ignore[assignment]

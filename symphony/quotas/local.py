@@ -55,9 +55,8 @@ class LocalQuotaStore:
             values, closes_in = self._values(limit, now_ms)
             cap = self._cap(limit)
             if amount > 0 and sum(values) + amount > cap:
-                return Refusal(
-                    limit, cap, sum(values), retry_after_ms(limit, values, closes_in, amount, cap, now_ms)
-                )
+                eta = retry_after_ms(limit, values, closes_in, amount, cap, now_ms)
+                return Refusal(limit, cap, sum(values), eta, amount)
             remaining.append(cap - sum(values) - amount)
         starts = [self._write(limit, now_ms, reserved.of(limit.metric)) for limit in limits]
         return reservation_of(limits, now_ms, provider, model, reserved, starts, remaining=remaining)

@@ -111,6 +111,14 @@ class Window:
     def bucket_start_ms(self, bucket: str) -> int:
         return int(bucket) * self.sub_ms
 
+    def resets_in_ms(self, now_ms: int) -> int | None:
+        """Until a fixed or calendar-month window starts afresh; None for the others (no set time)."""
+        if self.reset == "fixed":
+            return (now_ms // self.length_ms + 1) * self.length_ms - now_ms
+        if self.reset == "month":
+            return next_month_start_ms(now_ms) - now_ms
+        return None
+
 
 # A calendar month (UTC), for budgets: one bucket per month, named YYYYMM.
 MONTH = Window("month", 31 * DAY_MS, 31 * DAY_MS, "month")

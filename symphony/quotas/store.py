@@ -21,7 +21,7 @@ import redis
 import redis.asyncio as aioredis
 
 from symphony.keys import reservation_marker_key
-from symphony.quotas.rules import Limit, Metric, next_month_start_ms
+from symphony.quotas.rules import Limit, Metric
 from symphony.redis_server import REDIS_ERRORS
 
 # KEYS[1]: the reservation's marker; then, per limit, its runtime-cap key and its window's hash.
@@ -211,6 +211,7 @@ class Refusal:
     cap: int
     used: int
     retry_after_ms: int | None  # None: the request alone is bigger than the cap
+    requested: int = 0  # what the refused request asked of this limit
 
     @property
     def message(self) -> str:
@@ -346,10 +347,9 @@ def retry_after_ms(
     window = limit.window
     if window.reset == "first_use":
         return max(closes_in_ms, 0)
-    if window.reset == "fixed":
-        return (now_ms // window.length_ms + 1) * window.length_ms - now_ms
-    if window.reset == "month":
-        return next_month_start_ms(now_ms) - now_ms
+    resets_in = window.resets_in_ms(now_ms)
+    if resets_in is not None:
+        return resets_in
     current = now_ms // window.sub_ms
     for dropped in range(1, len(values) + 1):
         if sum(values[: len(values) - dropped]) + amount <= cap:
@@ -366,7 +366,7 @@ def _outcome(plan: ReservePlan, reply: list[Any], provider: str, model: str) -> 
     values = [int(v) for v in reply[4:]]
     limit = plan.limits[index]
     eta = retry_after_ms(limit, values, closes_in, plan.amounts[index], cap, plan.now_ms)
-    return Refusal(limit, cap, sum(values), eta)
+    return Refusal(limit, cap, sum(values), eta, plan.amounts[index])
 
 
 class ReservationLost(Exception):

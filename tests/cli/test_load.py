@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -106,6 +107,40 @@ def test_main_prints_a_json_report(stack: ProxyStack, capsys: pytest.CaptureFixt
     report = json.loads(out.out)
     assert report["sent"] == 10 and report["ok"] == 10 and report["success_share"] == 1.0
     assert "load:" in out.err  # progress goes to stderr with --json
+
+
+def test_main_exits_1_when_every_request_failed(
+    stack: ProxyStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for provider in load_catalog().providers:
+        stack.faults(provider, rate_5xx=1.0)
+    argv = ["--rate", "10", "--duration", "1", "--max-tokens", "4", "--seed", "1", "--api-key", stack.key]
+    argv += ["--proxy-url", stack.url, "--simulator-url", stack.sim.url]
+    assert main([*argv, "--json"]) == 1
+    out = capsys.readouterr()
+    assert json.loads(out.out)["ok"] == 0  # the report is still all of stdout
+    assert "none of the 10 requests succeeded" in out.err
+    assert main(argv) == 1
+    out = capsys.readouterr()
+    assert out.out.splitlines()[0].split() == ["measure", "value"]  # the table alone: progress is on stderr
+    assert "load:" not in out.out and "load:" in out.err
+
+
+def test_every_option_of_load_is_described(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import main as symphony
+
+    with pytest.raises(SystemExit) as exited:
+        symphony(["load", "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    options = [line.split()[0] for line in shown.splitlines() if line.startswith("  -")]
+    assert "--rate" in options and "--seed" in options and len(options) >= 18
+    # argparse writes a description after two spaces on the option's line, or on the next, indented.
+    lines = shown.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("  -"):
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            assert re.search(r"\S {2,}\S", line) or following.startswith(" " * 24), f"undescribed: {line}"
 
 
 def test_config_and_parsing() -> None:

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import redis
 
@@ -35,6 +36,8 @@ def test_reads_as_a_table_or_json_and_refuses_every_write(engine: Engine, redis_
     table = sql(engine, "SELECT provider, count() AS n FROM usage FINAL GROUP BY provider ORDER BY provider")
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split() == ["provider", "n"]
+    small = sql(engine, "SELECT toFloat64(0.0000456) AS cost_usd, toFloat64(1234.5678) AS tokens")
+    assert small.stdout.splitlines()[-1].split() == ["0.0000456", "1,235"]  # by magnitude, not 0.00
     rows = json.loads(sql(engine, "SELECT count() AS n FROM usage FINAL", "--json").stdout)
     assert rows == [{"n": 50}]
 
@@ -59,3 +62,28 @@ def test_says_what_to_do_when_the_engine_is_not_running(engine: Engine) -> None:
         refused = sql(engine, "SELECT 1")
     assert refused.returncode == 1
     assert f"engine at http://127.0.0.1:{engine.port}" in refused.stderr
+
+
+def test_a_refused_token_says_where_it_was_looked_for(engine: Engine, tmp_path: Path) -> None:
+    engine.start()
+    elsewhere = tmp_path / "elsewhere"  # not where `symphony up` ran: no var/ here
+    elsewhere.mkdir()
+    env = {**os.environ, "ENGINE_PORT": str(engine.port), "REDIS_URL": engine.redis_url}
+    for name in ("ANALYST_TOKEN", "ADMIN_TOKEN", "VAR_DIR"):
+        env.pop(name, None)
+
+    def sql_here() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "cli", "sql", "SELECT 1"]
+        return subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+
+    token_file = elsewhere / "var" / "analyst-token"
+    missing = sql_here()
+    assert missing.returncode == 1 and "(401)" in missing.stderr
+    assert f"looked for in {token_file}" in missing.stderr and "no such file" in missing.stderr
+    assert "VAR_DIR" in missing.stderr and "ANALYST_TOKEN" in missing.stderr
+    token_file.parent.mkdir()
+    token_file.write_text("a-token-from-another-stack")
+    stale = sql_here()
+    assert stale.returncode == 1 and "(401)" in stale.stderr
+    assert f"read from {token_file}" in stale.stderr
+    assert "a-token-from-another-stack" not in stale.stderr

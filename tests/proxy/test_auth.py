@@ -16,7 +16,7 @@ import redis
 
 from cli.supervisor import AUTH_DISABLED_WARNING, Stack
 from proxy.app import create_app
-from proxy.edge.auth_failures import AuthFailures
+from proxy.edge.auth_failures import LOOKUPS_WHILE_BLOCKED, AuthFailures
 from proxy.edge.key_cache import TTL_S
 from simulator import BackgroundServer
 from symphony.app_keys import revoke_key, split_key
@@ -182,14 +182,49 @@ def test_failed_authentication_is_limited_per_address_across_replicas(redis_serv
         refused = call(stack.url, *ENDPOINTS[0], bearer(UNKNOWN))
         assert refused.json()["error"]["code"] == "too_many_auth_failures"
         assert 1 <= int(refused.headers["retry-after"]) <= 60
-        # This replica now refuses the address outright, a good key too; the other learns it from Redis.
-        assert call(stack.url, "GET", "/v1/models", None, stack.auth).status_code == 429
+        # The address's guesses now get 429, its valid key is still served; the other replica learns
+        # the block from Redis at its next failure, and serves the valid key too.
+        assert call(stack.url, "GET", "/v1/models", None, stack.auth).status_code == 200
         assert call(other.url, "GET", "/v1/models", None, stack.auth).status_code == 200
         assert call(other.url, "GET", "/v1/models", None, bearer(UNKNOWN)).status_code == 429
-        assert call(other.url, "GET", "/v1/models", None, stack.auth).status_code == 429
+        assert call(other.url, "GET", "/v1/models", None, stack.auth).status_code == 200
         claude = anthropic.Anthropic(base_url=other.url, api_key=stack.key, max_retries=0)
-        with pytest.raises(anthropic.RateLimitError):
-            claude.messages.create(model="auto", max_tokens=4, messages=HI)
+        assert claude.messages.create(model="auto", max_tokens=4, messages=HI).content
+
+
+def key_reads(client: redis.Redis, prefixes: list[str]) -> int:
+    """App key records of these prefixes read since the slow log (logging every command) was reset."""
+    logged: list[dict[str, Any]] = client.slowlog_get(100_000)  # type: ignore[assignment]
+    wanted = {f"symphony:appkeys:{prefix}".encode() for prefix in prefixes}
+    return sum(1 for entry in logged if entry["command"].split()[:2] in ([b"HGETALL", w] for w in wanted))
+
+
+def test_a_blocked_address_gets_one_guess_per_key_and_few_reads(redis_server: RedisServer) -> None:
+    with ProxyStack(redis_server, auth_failures_per_minute=2) as stack:
+        wait_for_mid_minute()
+        assert call(stack.url, "GET", "/v1/models", None, stack.auth).status_code == 200
+        statuses = [call(stack.url, "GET", "/v1/models", None, bearer(UNKNOWN)).status_code for _ in range(3)]
+        assert statuses == [401, 401, 429]
+        # A wrong secret for a key the replica knows is one guess: 429, and that key's tries are spent
+        # for the rest of the block, the right secret included (a guess is never answered twice).
+        guess = stack.key[:-4] + ("AAAA" if not stack.key.endswith("AAAA") else "BBBB")
+        assert call(stack.url, "GET", "/v1/models", None, bearer(guess)).status_code == 429
+        assert call(stack.url, "GET", "/v1/models", None, stack.auth).status_code == 429
+        # A valid key this replica never read is looked up (one of the block's few reads) and served.
+        fresh = stack.issue_key("fresh")
+        assert call(stack.url, "GET", "/v1/models", None, bearer(fresh)).status_code == 200
+        assert call(stack.url, "GET", "/v1/models", None, bearer(fresh)).status_code == 200
+        # Unknown prefixes use up the rest of the reads, then get 429 without any Redis read.
+        prefixes = [f"{n:08d}" for n in range(40)]
+        stack.redis.config_set("slowlog-max-len", 100_000)
+        stack.redis.config_set("slowlog-log-slower-than", 0)
+        stack.redis.slowlog_reset()
+        guesses = [bearer(f"sk-sym-{prefix}-{'A' * 43}") for prefix in prefixes]
+        answers = [call(stack.url, "GET", "/v1/models", None, headers).status_code for headers in guesses]
+        assert answers == [429] * 40
+        assert key_reads(stack.redis, prefixes) == LOOKUPS_WHILE_BLOCKED - 1
+        late = stack.issue_key("late")
+        assert call(stack.url, "GET", "/v1/models", None, bearer(late)).status_code == 429
 
 
 def test_failure_windows_are_fixed_minutes_shared_through_redis(

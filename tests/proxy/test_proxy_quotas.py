@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -192,3 +194,40 @@ def test_redis_outage_under_load_fail_open_keeps_serving_and_keys_stay_consisten
     assert in_redis == used - local_tokens
     requests_in_redis = sum(v for k, v in state.items() if ":requests:day:" in k)
     assert requests_in_redis == len(usages) - local_grants
+
+
+def test_a_request_whose_estimate_does_not_fit_the_budget_is_told_why_and_what_fits(
+    redis_server: RedisServer,
+) -> None:
+    # Independent of the code: the catalog's price for the pinned arm, and the estimate's documented
+    # rule (a message is 4 tokens plus its characters / 4; the answer is max_tokens).
+    price = json.loads((Path(__file__).parents[2] / "policies" / "catalog.v1.json").read_text())
+    mini = price["providers"]["openai"]["models"]["gpt-4o-mini"]
+    prompt_tokens = len("hi") // 4 + 4
+    budget_micros = 1000  # $0.0010 a UTC day
+
+    def micros(max_tokens: int) -> float:
+        return prompt_tokens * mini["input_per_mtok"] + max_tokens * mini["output_per_mtok"]
+
+    fits = max(n for n in range(1, 5000) if math.ceil(micros(n)) <= budget_micros)
+    with ProxyStack(redis_server, limits={"budget_usd_day": budget_micros / 1e6}) as stack:
+        client = stack.openai()
+
+        def ask_for(max_tokens: int) -> openai.types.chat.ChatCompletion:
+            messages: Any = [{"role": "user", "content": "hi"}]
+            return client.chat.completions.create(model=PINNED, messages=messages, max_tokens=max_tokens)
+
+        for too_many in (4000, fits + 1):
+            with pytest.raises(openai.RateLimitError) as raised:
+                ask_for(too_many)
+            message = raised.value.message
+            assert raised.value.body["code"] == "budget_exhausted"  # type: ignore[index]
+            assert "$0.0010 left of its $0.0010 budget for this UTC day" in message
+            assert f"estimated at ${math.ceil(micros(too_many)) / 1e6:.4f} on its cheapest" in message
+            assert f"{prompt_tokens} prompt tokens and {too_many:,} output tokens" in message
+            assert f"max_tokens to at most {fits:,}" in message
+            assert "more than the whole budget" in message
+            to_midnight = 86_400 - (time.time() % 86_400)
+            assert abs(int(raised.value.response.headers["retry-after"]) - to_midnight) <= 2
+            assert f"(retry-after: {raised.value.response.headers['retry-after']} s)" in message
+        assert ask_for(fits).choices  # the advice holds: that max_tokens is served

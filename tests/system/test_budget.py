@@ -98,11 +98,7 @@ def send(index: int, urls: list[str], key: str) -> str:
         return str(refused.code)
     except anthropic.RateLimitError as refused:
         assert int(refused.response.headers["retry-after"]) >= 1
-        return (
-            "budget_exhausted"
-            if "has spent its budget for this UTC day" in refused.message
-            else refused.message
-        )
+        return "budget_exhausted" if "budget for this UTC day" in refused.message else refused.message
 
 
 def start_proxy(

@@ -144,7 +144,8 @@ def test_demo_prints_a_report_read_back_from_clickhouse_and_exits(tmp_path: Path
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout[result.stdout.index("[\n") : result.stdout.index("\n]") + 2])
+    report = json.loads(result.stdout)  # stdout is the report alone: progress goes to stderr
+    assert "sent 24/24 requests" in result.stderr
     assert sum(row["requests"] for row in report) == 24
     assert all(row["output_tokens"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0 for row in report)
     assert processes_of(stack.var_dir) == []
