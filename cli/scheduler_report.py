@@ -227,7 +227,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"symphony scheduler-report: {exc}", file=sys.stderr)
         return 2
-    say = progress_printer(as_json=args.json)
+    say = progress_printer()
     engine = settings.engine_url_as("analyst")
 
     def query(sql: str) -> list[list[Any]]:

@@ -130,7 +130,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     config = WorkloadConfig(
         start_ms=first_monday(wall_ms()), seed=args.seed, days=args.days, jobs_per_day=args.jobs_per_day
     )
-    say = progress_printer(as_json=args.json)
+    say = progress_printer()
     say(
         f"two simulated {config.days}-day weeks from {utc_datetime(config.start_ms):%Y-%m-%d} UTC: "
         "the scheduler off in the first, on in the second"
