@@ -137,7 +137,7 @@ def test_two_periods_and_their_deltas_from_clickhouse(engine: Engine, tmp_path: 
         "2026-01-01T06:00..2026-01-01T12:00",
     )
     assert text.returncode == 0, text.stderr
-    assert re.search(r"openai\s+3h fixed\s+delta\s+-5\.0 pts\s+-20,000\s+-0\.20", text.stdout), text.stdout
+    assert re.search(r"openai\s+3h fixed\s+delta\s+-5\.0 pts\s+-20,000\s+-0\.2\b", text.stdout), text.stdout
     assert "overflow -20,000 tokens (-100.0%)" in text.stdout
 
     bad = report(engine, policy, "--baseline", "last_fortnight")
