@@ -57,7 +57,7 @@ check *args:
     ruff format --check .
     mypy
 
-# Provider by window: caps (policy and runtime), used, remaining, ETA to reset and to exhaustion
+# Every cap by window (providers, their models, apps' budgets): caps (policy and runtime), used, remaining, time to reset and to exhaustion where the burn fills the window first
 quotas-matrix *args:
     symphony quotas-matrix "$@"
 

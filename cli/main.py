@@ -440,9 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     load_parser.set_defaults(run=load.command)
 
     matrix = sub.add_parser(
-        "quotas-matrix", help="provider by window: caps, used, remaining, ETA to reset and to exhaustion"
+        "quotas-matrix",
+        help="every cap by window (providers, models, apps): used, remaining, time to reset and to run out",
     )
-    matrix.add_argument("--json", action="store_true", help="print rows as JSON (times in ms)")
+    matrix.add_argument(
+        "--json", action="store_true", help="print rows as JSON (times in ms, app budgets in USD)"
+    )
     matrix.set_defaults(run=cmd_quotas_matrix)
 
     coverage = sub.add_parser(
