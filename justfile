@@ -9,11 +9,15 @@ export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
 default:
     @just --list
 
+# `symphony up` stops the stack on Ctrl-C and SIGTERM itself: no-exit-message keeps just from calling that an error.
+
 # Run the whole stack (Redis if needed, simulator, engine, proxy) until Ctrl-C
+[no-exit-message]
 up *args:
     symphony up "$@"
 
 # Start the stack, send traffic with the openai package, print a report from ClickHouse
+[no-exit-message]
 demo *args:
     symphony demo "$@"
 
@@ -39,13 +43,21 @@ keys *args:
 sql *args:
     symphony sql "$@"
 
-# Lint and type-check
-check:
+# Lint and type-check: ruff check, ruff format --check, mypy (strict); takes no arguments but --help
+check *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "${1-}" in
+        -h|--help) echo "Usage: just check"; echo "Lint and type-check the repository: ruff check ., ruff format --check ., mypy (strict)"; exit 0;;
+        "") ;;
+        *) echo "just check takes no arguments (see: just check --help)" >&2; exit 2;;
+    esac
+    set -x
     ruff check .
     ruff format --check .
     mypy
 
-# Provider by window: caps (policy and runtime), used, remaining, ETA to reset and to exhaustion
+# Every cap by window (providers, their models, apps' budgets): caps (policy and runtime), used, remaining, time to reset and to exhaustion where the burn fills the window first
 quotas-matrix *args:
     symphony quotas-matrix "$@"
 

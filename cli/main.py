@@ -81,7 +81,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
     from simulator import run_simulator
 
-    log_to_stderr()
+    log_to_stderr(settings.log_format)
     run_simulator(settings)
     return 0
 
@@ -89,7 +89,7 @@ def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
     from proxy import run_proxy
 
-    log_to_stderr()
+    log_to_stderr(settings.log_format)
     run_proxy(settings)
     return 0
 
@@ -97,7 +97,7 @@ def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     from dataflows.engine import Cluster, parse_addresses, run_engine
 
-    log_to_stderr()
+    log_to_stderr(settings.log_format)
     run_engine(
         settings, workers=args.workers, cluster=Cluster(args.process_id, parse_addresses(args.addresses))
     )
@@ -107,7 +107,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler.dispatcher import run_dispatcher
 
-    log_to_stderr()
+    log_to_stderr(settings.log_format)
     run_dispatcher(settings)
     return 0
 
@@ -440,9 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     load_parser.set_defaults(run=load.command)
 
     matrix = sub.add_parser(
-        "quotas-matrix", help="provider by window: caps, used, remaining, ETA to reset and to exhaustion"
+        "quotas-matrix",
+        help="every cap by window (providers, models, apps): used, remaining, time to reset and to run out",
     )
-    matrix.add_argument("--json", action="store_true", help="print rows as JSON (times in ms)")
+    matrix.add_argument(
+        "--json", action="store_true", help="print rows as JSON (times in ms, app budgets in USD)"
+    )
     matrix.set_defaults(run=cmd_quotas_matrix)
 
     coverage = sub.add_parser(

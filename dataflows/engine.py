@@ -277,6 +277,7 @@ def run_engine(
                     SOURCE_STEP,
                     settings.event_shards,
                     trim_interval,
+                    settings.log_format,
                 )
             )
             trimmer.start()
@@ -371,12 +372,13 @@ def main(argv: list[str] | None = None) -> None:
     # tests never race each other for a free ENGINE_PORT.
     parser.add_argument("--any-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    log_to_stderr()
+    settings = load_settings()
+    log_to_stderr(settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per insert through process 0
     cluster = Cluster(args.process_id, parse_addresses(args.addresses))
     try:
         run_engine(
-            load_settings(),
+            settings,
             workers=args.workers,
             cluster=cluster,
             trim_interval=args.trim_interval,

@@ -269,7 +269,9 @@ class QueryApi:
             learner=learner,
             spans=spans,
         )
-        config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="warning")
+        config = uvicorn.Config(
+            app, host=host, port=port, lifespan="off", log_level="warning", log_config=None
+        )
         self._server = uvicorn.Server(config)
         self._host = host
         self._port = port

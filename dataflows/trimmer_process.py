@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from dataflows.trimming import Trimmer
-from symphony.process_logging import log_to_stderr
+from symphony.process_logging import LogFormat, log_to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class TrimmerConfig:
     step_id: str
     shards: int
     interval: float
+    log_format: LogFormat = "text"
 
 
 class TrimmerProcess:
@@ -134,11 +135,11 @@ def main() -> None:
     """The child: read the settings line, trim until stdin closes."""
     # Ctrl-C in a terminal reaches the whole process group; the engine decides when this process stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log_to_stderr()
     line = sys.stdin.buffer.readline()
     if not line:
         return  # the engine went away before sending the settings
     config = TrimmerConfig(**json.loads(line))
+    log_to_stderr(config.log_format)
     trimmer = Trimmer(
         config.redis_url,
         Path(config.recovery_dir),

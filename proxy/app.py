@@ -230,8 +230,9 @@ def _dispatches(settings: Settings, resources: ResourceSlot, keys: AppKeyCache |
 
 def app_from_environment() -> Starlette:
     """The app of one of ``PROXY_WORKERS`` processes (uvicorn's factory): settings from the environment."""
-    log_to_stderr()  # a worker process starts with no logging configured
-    return _entry_app(Settings())
+    settings = Settings()
+    log_to_stderr(settings.log_format)  # a worker process starts with no logging configured
+    return _entry_app(settings)
 
 
 def _entry_app(settings: Settings) -> Starlette:
@@ -261,4 +262,5 @@ def run_proxy(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level="info",
+        log_config=None,  # uvicorn's lines go through the process's handler (LOG_FORMAT)
     )

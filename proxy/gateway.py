@@ -28,7 +28,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from starlette.responses import Response
 
-from proxy import errors, tracing
+from proxy import access_log, errors, tracing
 from proxy.adapters.base import Adapter, Answer, UpstreamFailure
 from proxy.attempts.attempt_loop import AttemptLoop, Attempts, Interrupted, UpstreamStream
 from proxy.attempts.quota_gate import QuotaGuard
@@ -206,18 +206,29 @@ class Gateway:
         serving = self._started()
         now = monotonic()
         tracer = serving.tracing.tracer if serving.tracing is not None else None
-        if tracer is None:
-            route, decision_id, ts = self._decide(serving, routed, now)
-        else:
-            route, decision_id, ts = self._decide_traced(tracer, serving, routed, now)
-        deadline = now + self.settings.request_deadline_ms / 1000
-        attempts = await serving.attempts.run(routed, route, decision_id, deadline)
+        decision_id = ""
+        try:
+            if tracer is None:
+                route, decision_id, ts = self._decide(serving, routed, now)
+            else:
+                route, decision_id, ts = self._decide_traced(tracer, serving, routed, now)
+            deadline = now + self.settings.request_deadline_ms / 1000
+            attempts = await serving.attempts.run(routed, route, decision_id, deadline)
+        except errors.ApiError as refusal:
+            if access_log.enabled():
+                access_log.log_request(routed, decision_id, refusal.status, now, error=refusal.code)
+            raise
         if attempts.attempted:
             trace_ids = (
                 ("", "") if tracer is None else _annotate_request(routed, route, decision_id, attempts)
             )
             self._log_decision(serving.emitter, routed, route, decision_id, ts, attempts, trace_ids)
-        return _answer(inbound, Outcome(decision_id, route, attempts))
+        outcome = Outcome(decision_id, route, attempts)
+        return (
+            _answer_logged(inbound, outcome, routed, now)
+            if access_log.enabled()
+            else _answer(inbound, outcome)
+        )
 
     def _decide(self, serving: _Serving, routed: RoutedRequest, now: float) -> tuple[Route, str, int]:
         """The route, and the decision's id and event time."""
@@ -326,6 +337,24 @@ def _annotate_request(
         served=(served.provider, served.model) if served is not None else None,
     )
     return tracing.span_ids(span)
+
+
+def _answer_logged(inbound: Inbound, outcome: Outcome, routed: RoutedRequest, started: float) -> Response:
+    """``_answer``, and the request's access line."""
+    attempts = outcome.attempts
+    served = attempts.served.name if attempts.served is not None else None
+    try:
+        response = _answer(inbound, outcome)
+    except BaseException as error:
+        status = access_log.interrupted_status(error)
+        access_log.log_request(
+            routed, outcome.decision_id, status, started, served=served, tried=attempts.tried
+        )
+        raise
+    access_log.log_request(
+        routed, outcome.decision_id, response.status_code, started, served=served, tried=attempts.tried
+    )
+    return response
 
 
 def _answer(inbound: Inbound, outcome: Outcome) -> Response:

@@ -432,6 +432,7 @@ async def serve(settings: Settings) -> None:
             lifespan="off",
             access_log=False,
             log_level="warning",
+            log_config=None,  # uvicorn's lines go through the process's handler (LOG_FORMAT)
         )
         server = _QuietServer(config)
         stop = asyncio.Event()

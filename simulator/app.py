@@ -92,5 +92,6 @@ def run_simulator(settings: Settings) -> None:
         http="httptools",
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through the process's handler (LOG_FORMAT)
         timeout_graceful_shutdown=5,
     )

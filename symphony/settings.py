@@ -27,6 +27,7 @@ ACCEPTS: dict[str, str] = {
     "TRAFFIC_SPLIT": "a number from 0 to 1 (the share of requests served by the challenger)",
     "EVENT_SHARDS": "a whole number from 1 to 64",
     "QUOTA_FAIL_MODE": "open or closed",
+    "LOG_FORMAT": "text or json",
     "QUOTA_LOCAL_SHARE": "a number above 0 and at most 1 (the share of each cap one replica may use alone)",
     "SIMULATED_PROVIDERS": "all, none, or a comma list of catalog providers (openai,anthropic,...)",
     "AUTH_FAILURES_PER_MINUTE": "a whole number of at least 1 (failed authentications per client address)",
@@ -55,6 +56,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     clickhouse_url: str = ""
     var_dir: Path = Path("var")
+    # How every process writes its log lines to stderr: "text" (time, logger, level, message and
+    # key=value fields) or "json" (one JSON object a line); symphony.process_logging.
+    log_format: Literal["text", "json"] = "text"
     # Alert destinations and the scheduler, chaos and evidence flags arrive with their
     # features: a setting that nothing reads would be a switch that does nothing.
     # The proxy's spans also go over OTLP/HTTP to this endpoint (`/v1/traces` is added unless

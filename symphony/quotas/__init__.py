@@ -4,7 +4,7 @@ ETAs to reset and to exhaustion, and the reconciler of observed limits.
 The rest of the project imports these names from ``symphony.quotas``.
 """
 
-from symphony.quotas.eta import Eta, ProviderUsage, QuotaUpdate
+from symphony.quotas.eta import Eta, NoEta, ProviderUsage, QuotaUpdate, exhaust_in_ms
 from symphony.quotas.local import LocalQuotaStore
 from symphony.quotas.reconciler import (
     OBSERVED_LIMIT_HEADERS,
@@ -42,6 +42,7 @@ __all__ = [
     "Eta",
     "Limit",
     "LocalQuotaStore",
+    "NoEta",
     "ProviderUsage",
     "QuotaPolicy",
     "QuotaStore",
@@ -50,6 +51,7 @@ __all__ = [
     "Refusal",
     "Reservation",
     "ReservationLost",
+    "exhaust_in_ms",
     "load_quota_policy",
     "observed_limits",
     "subscription_window",

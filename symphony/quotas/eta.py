@@ -7,19 +7,75 @@ for each limit, the ``Eta``: used, remaining under the cap in force, time to res
 end of a fixed window, the close of a first-use window) and time to exhaustion at
 the current burn rate (what the last minute consumed, per minute).
 
+Time to exhaustion (``exhaust_in``) is given only where the burn rate, held steady, fills the
+window before it resets: a fixed, monthly or first-use window before its end; a rolling window
+counting its buckets leaving as the burn adds to the newest (so it fills only if the burn rate
+over a whole window is at least the cap). Otherwise there is none, and ``NoEta`` says why.
+
 It is plain state, so the quotas dataflow can keep one per provider in a
 recoverable stateful step; the quotas matrix reads what that step publishes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from symphony.quotas.reconciler import Adjustment
-from symphony.quotas.rules import MINUTE_MS, Limit
+from symphony.quotas.rules import MINUTE_MS, Limit, Window
 
 BURN_WINDOW_MS = MINUTE_MS
+
+
+class NoEta(StrEnum):
+    """Why a window has no time to exhaustion."""
+
+    EXHAUSTED = "exhausted"  # nothing left now (exhaust_in is 0)
+    IDLE = "idle"  # nothing is burning
+    RESETS_FIRST = "resets first"  # a fixed, monthly or first-use window ends before the burn fills it
+    NEVER = "never at this rate"  # a rolling window frees room as fast as the burn takes it
+
+
+def exhaust_in_ms(
+    window: Window, values: Sequence[int], cap: int, burn_per_min: float, now: int, ends_in: int | None
+) -> tuple[int | None, NoEta | None]:
+    """When the window is full at a steady ``burn_per_min``, else None and why.
+
+    ``values``: what the window counts, its buckets current first (a rolling window's
+    ``buckets_counted`` of them; one for the others); ``ends_in``: until a fixed, monthly or
+    open first-use window ends (None for a first-use window not open, which the next use opens).
+    """
+    used = sum(values)
+    if used >= cap:
+        return 0, NoEta.EXHAUSTED
+    if burn_per_min <= 0:
+        return None, NoEta.IDLE
+    per_ms = burn_per_min / MINUTE_MS
+    if window.reset == "rolling":
+        rolling = _rolling_fill_ms(window, values, cap, per_ms, now)
+        return (rolling, None) if rolling is not None else (None, NoEta.NEVER)
+    fills_in = int((cap - used) / per_ms)
+    horizon = ends_in if ends_in is not None else window.length_ms
+    return (fills_in, None) if fills_in < horizon else (None, NoEta.RESETS_FIRST)
+
+
+def _rolling_fill_ms(window: Window, values: Sequence[int], cap: int, per_ms: float, now: int) -> int | None:
+    """Step from bucket edge to bucket edge: the burn adds to the newest bucket, the oldest leaves at each
+    edge. After ``buckets_counted + 1`` steps the window holds the burn alone, at most a window's worth."""
+    buckets = [float(v) for v in values]  # current first
+    usage = sum(buckets)
+    elapsed = 0.0
+    step = window.sub_ms - now % window.sub_ms
+    for _ in range(window.buckets_counted + 1):
+        if usage + per_ms * step >= cap:
+            return int(elapsed + (cap - usage) / per_ms)
+        buckets[0] += per_ms * step
+        usage += per_ms * step - buckets.pop()
+        buckets.insert(0, 0.0)
+        elapsed += step
+        step = window.sub_ms
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +87,7 @@ class Eta:
     used: int
     remaining: int
     reset_in_ms: int | None
-    exhaust_in_ms: int | None  # None: nothing is burning
+    exhaust_in_ms: int | None  # None: the burn rate does not fill the window before it resets
     burn_per_min: float
     as_of_ms: int
 
@@ -80,6 +136,16 @@ class _LimitUsage:
             oldest = now // window.length_ms * window.length_ms
         self.buckets = {start: v for start, v in self.buckets.items() if start >= oldest}
         return {start: v for start, v in self.buckets.items() if start <= now}
+
+    def by_age(self, now: int, counted: dict[int, int]) -> list[int]:
+        """The counted buckets current first (a rolling window's all ``buckets_counted``; else one)."""
+        window = self.limit.window
+        if window.reset != "rolling":
+            return [sum(counted.values())]
+        values = [0] * window.buckets_counted
+        for start, amount in counted.items():
+            values[now // window.sub_ms - start // window.sub_ms] += amount
+        return values
 
     def reset_in(self, now: int, counted: dict[int, int]) -> int | None:
         window = self.limit.window
@@ -147,7 +213,10 @@ class ProviderUsage:
             used = sum(counted.values())
             remaining = max(cap - used, 0)
             burn = self.burn_per_min(limit.metric, now)
-            exhaust = int(remaining / burn * MINUTE_MS) if burn > 0 else None
+            ends_in = limit.window.resets_in_ms(now)
+            if limit.window.reset == "first_use":
+                ends_in = usage.reset_in(now, counted)
+            exhaust, _ = exhaust_in_ms(limit.window, usage.by_age(now, counted), cap, burn, now, ends_in)
             out.append(
                 Eta(
                     limit.provider,

@@ -124,6 +124,11 @@ class Window:
 MONTH = Window("month", 31 * DAY_MS, 31 * DAY_MS, "month")
 
 
+def month_start_ms(now_ms: int) -> int:
+    day = utc_datetime(now_ms)
+    return int(datetime(day.year, day.month, 1, tzinfo=UTC).timestamp() * 1000)
+
+
 def next_month_start_ms(now_ms: int) -> int:
     day = utc_datetime(now_ms)
     year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)

@@ -79,7 +79,8 @@ def test_etas_land_in_redis_and_snapshots_in_clickhouse(engine: Engine, redis_cl
     assert int(eta["cap"]) == cap
     assert int(eta["used"]) + int(eta["remaining"]) == cap
     assert int(eta["used"]) % 50 == 0 and int(eta["used"]) > 0
-    assert float(eta["burn_per_min"]) > 0 and int(eta["exhaust_in_ms"]) > 0
+    # A few thousand tokens a minute never fill an 800,000-token minute: no time to exhaustion
+    assert float(eta["burn_per_min"]) > 0 and eta["exhaust_in_ms"] == ""
     assert 0 < int(eta["reset_in_ms"]) <= 60_000
     assert redis_client.exists("symphony:eta:{anthropic}:tokens:5h")  # the subscription window too
 
