@@ -71,12 +71,9 @@ def progress_printer() -> Callable[[str], None]:
 
 
 @contextmanager
-def native_output_to_stderr(*, when: bool) -> Iterator[None]:
-    """While inside, what native code prints on file descriptor 1 goes to stderr (HiGHS prints to it
-    now and then), so that stdout carries only the ``--json`` document; a no-op unless ``when``."""
-    if not when:
-        yield
-        return
+def native_output_to_stderr() -> Iterator[None]:
+    """While inside, what native code prints on file descriptor 1 goes to stderr (HiGHS prints debug
+    lines to it now and then), so that stdout carries only the command's result, table or JSON."""
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)

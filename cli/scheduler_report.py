@@ -234,7 +234,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
         return engine_client.query(engine, sql, timeout=120).rows
 
     policy = load_quota_policy(resolve_policy_path(settings.quota_policy_file))
-    with tables.native_output_to_stderr(when=args.json):
+    with tables.native_output_to_stderr():
         baseline, compare = (
             period_report(query, period, policy, say, args.optimum_time_limit) for period in periods
         )

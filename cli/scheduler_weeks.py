@@ -137,7 +137,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     )
     started = monotonic()
     policy = load_quota_policy(resolve_policy_path(settings.quota_policy_file))
-    with native_output_to_stderr(when=args.json):
+    with native_output_to_stderr():
         weeks, baseline, compare = run(config, policy, args.var_dir, args.optimum_time_limit, say)
     met, verdict = acceptance(baseline, compare)
     seconds = round(monotonic() - started, 1)
