@@ -379,18 +379,23 @@ def symphony_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
     ]
 
 
+def pinned_symphony(stack: Stack, port: int, name: str, env: dict[str, str]) -> tuple[Service, Target]:
+    """Symphony's proxy as ``name``, with ``env`` over its own settings: its pinned target only."""
+    service, targets = symphony_service(stack, port)
+    service.name, service.env = name, {**service.env, **env}
+    service.log = stack.var / "logs" / f"{name}.log"
+    return service, replace(targets[0], name=name)
+
+
 def symphony_workers_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
     """Symphony's proxy as PROXY_WORKERS processes sharing one port (pinned target only)."""
-    service, targets = symphony_service(stack, port)
-    service.name = "symphony-workers"
-    service.log = stack.var / "logs" / "symphony-workers.log"
-    service.env = {
-        **service.env,
+    env = {
         "PROXY_WORKERS": str(PROXY_WORKERS),
         "VAR_DIR": str(stack.var / "symphony-workers"),
         "DECISION_KEY": secrets.token_hex(16),  # one for every worker, as `symphony up` gives them
     }
-    return service, [replace(targets[0], name="symphony-workers")]
+    service, target = pinned_symphony(stack, port, "symphony-workers", env)
+    return service, [target]
 
 
 def portkey_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:

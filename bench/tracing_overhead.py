@@ -96,14 +96,11 @@ def proxy_target(
     stack: po.Stack, name: str, exits: ExitStack, timeout: float, env: dict[str, str]
 ) -> po.Target:
     """One Symphony proxy (pinned target), started and checked, stopped on exit."""
-    service, targets = po.symphony_service(stack, po.free_port())
-    service.name, service.env = name, {**service.env, **env}
-    service.log = stack.var / "logs" / f"{name}.log"
+    service, pinned = po.pinned_symphony(stack, po.free_port(), name, env)
     exits.callback(service.stop)
     po.say(f"starting {name} with TEMPO_ENDPOINT={env['TEMPO_ENDPOINT']!r}")
     service.start(timeout)
-    pinned = targets[0]
-    target = po.Target(name, pinned.url, pinned.model, pinned.headers, service.pid, "direct", stack.redis_pid)
+    target = replace(pinned, pid=service.pid, redis_pid=stack.redis_pid)
     po.smoke_check(target, 5)
     return target
 

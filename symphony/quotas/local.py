@@ -18,6 +18,11 @@ from symphony.quotas.store import Amounts, Refusal, Reservation, reservation_of,
 MAX_REMEMBERED_SETTLEMENTS = 100_000
 
 
+def _bucket_key(window_key: str, bucket: int | str) -> str:
+    """One bucket of a window, as the local store keys it (Redis holds it as the hash's field)."""
+    return f"{window_key}:{bucket}"
+
+
 @dataclass
 class LocalQuotaStore:
     share: float = 1.0
@@ -35,7 +40,7 @@ class LocalQuotaStore:
             if start < 0 or now >= start + limit.window.length_ms:
                 return [0], 0
             return [used], start + limit.window.length_ms - now
-        return [self._buckets.get(f"{limit.key}:{b}", 0) for b in limit.window.buckets(now)], 0
+        return [self._buckets.get(_bucket_key(limit.key, b), 0) for b in limit.window.buckets(now)], 0
 
     def reserve(
         self,
@@ -63,14 +68,13 @@ class LocalQuotaStore:
 
     def _write(self, limit: Limit, now_ms: int, amount: int) -> int:
         """Add ``amount`` to the current bucket; the first-use window's start, else 0."""
-        key = limit.key
         if limit.window.reset == "first_use":
             values, closes_in = self._values(limit, now_ms)
             start = now_ms + closes_in - limit.window.length_ms if closes_in else now_ms
-            self._first_use[key] = (start, values[0] + amount)
-            self._expiry[key] = now_ms + limit.window.ttl_ms
+            self._first_use[limit.key] = (start, values[0] + amount)
+            self._expiry[limit.key] = now_ms + limit.window.ttl_ms
             return start
-        key = f"{key}:{limit.window.current_bucket(now_ms)}"
+        key = _bucket_key(limit.key, limit.window.current_bucket(now_ms))
         if amount > 0:
             self._buckets[key] = self._buckets.get(key, 0) + amount
             self._expiry.setdefault(key, now_ms + limit.window.ttl_ms)
@@ -99,7 +103,7 @@ class LocalQuotaStore:
                 if current == start:
                     self._first_use[window_key] = (start, max(used + delta, 0))
                 continue
-            key = f"{window_key}:{bucket}"
+            key = _bucket_key(window_key, bucket)
             if delta > 0 or key in self._buckets:
                 self._buckets[key] = max(self._buckets.get(key, 0) + delta, 0)
 

@@ -232,6 +232,9 @@ class Layout:
     metrics: tuple[Metric, ...]
     tag: str  # the scope's hash tag, for the marker
     first_use: tuple[bool, ...]
+    # Per limit, what RESERVE_LUA takes besides the bucket and the amount: buckets counted, policy
+    # cap, TTL, and a first-use window's length (0 for the others).
+    constants: tuple[tuple[int, int, int, int], ...]
 
     @staticmethod
     def of(limits: tuple[Limit, ...]) -> Layout:
@@ -245,16 +248,22 @@ class Layout:
             tuple(limit.metric for limit in limits),
             tag,
             tuple(limit.window.reset == "first_use" for limit in limits),
+            tuple(_constants(limit) for limit in limits),
         )
 
     def reserve_args(self, now_ms: int, amounts: Sequence[int]) -> list[int]:
         args = [now_ms, len(self.limits), MARKER_TTL_MS]
-        for limit, amount in zip(self.limits, amounts, strict=True):
-            window = limit.window
-            first_use_span = window.length_ms if window.reset == "first_use" else 0
-            args += [window.current_bucket(now_ms), window.buckets_counted, limit.cap, amount]
-            args += [window.ttl_ms, first_use_span]
+        for limit, amount, (counted, cap, ttl, span) in zip(
+            self.limits, amounts, self.constants, strict=True
+        ):
+            args += [limit.window.current_bucket(now_ms), counted, cap, amount, ttl, span]
         return args
+
+
+def _constants(limit: Limit) -> tuple[int, int, int, int]:
+    window = limit.window
+    first_use_span = window.length_ms if window.reset == "first_use" else 0
+    return window.buckets_counted, limit.cap, window.ttl_ms, first_use_span
 
 
 @functools.lru_cache(maxsize=4096)
