@@ -89,6 +89,10 @@ learner-promote *args:
 learner-week *args:
     symphony learner-week "$@"
 
+# The go-live pack: a fresh two-week replay, the scheduler weeks, the perf and chaos gates, then the six acceptances PASS/FAIL with their artifacts (runs/mvp3/); exits 1 on any FAIL
+mvp3-validate *args:
+    symphony mvp3-validate "$@"
+
 # The performance gate: k6 at a constant rate against /v1/route/execute on a stack of its own; thresholds from policies/gates.v1.json; exits 1 on a breach
 perf-run *args:
     symphony perf-run "$@"

@@ -1,7 +1,7 @@
 """The go-live gates' configuration (``policies/gates.v1.json``) and their PASS/FAIL lines.
 
-``perf`` is read by ``symphony perf-run``, ``chaos`` by ``symphony chaos-run``; each gate's
-artifacts are kept together under ``runs/gates/``.
+``perf`` is read by ``symphony perf-run``, ``chaos`` by ``symphony chaos-run``, ``acceptance``
+by ``symphony mvp3-validate``; each gate's artifacts are kept together under ``runs/gates/``.
 """
 
 from __future__ import annotations
@@ -44,12 +44,24 @@ class ChaosGate(_Gate):
     scenarios: dict[str, ChaosScenario] = Field(min_length=1)
 
 
+class AcceptanceGate(_Gate):
+    """The bounds ``symphony mvp3-validate`` judges the six go-live acceptances against."""
+
+    learner_min_uplift: float = Field(default=0.10, ge=0)
+    learner_windows: int = Field(default=2, ge=1)
+    trace_coverage: float = Field(default=0.95, ge=0, le=1)
+    window_utilisation: float = Field(default=0.90, ge=0, le=1)
+    overflow_cut: float = Field(default=0.30, ge=0, le=1)
+    lighthouse_accessibility: float = Field(default=95, ge=0, le=100)
+
+
 class Gates(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     version: str
     perf: PerfGate
     chaos: ChaosGate
+    acceptance: AcceptanceGate = AcceptanceGate()
 
 
 def load_gates(path: Path, perf_overrides: dict[str, Any] | None = None) -> Gates:

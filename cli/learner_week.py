@@ -35,6 +35,7 @@ import redis
 from cli import learner_promote, load, report
 from cli.own_stack import own_stack
 from cli.report import progress_printer
+from cli.supervisor import Stack
 from learner import metrics_table
 from learner.promotion import WINDOW_MS
 from learner.pull_request import Plan, PromotionError, Result, promote
@@ -122,9 +123,12 @@ def run_week(
     var_dir: Path,
     args: argparse.Namespace,
     say: Callable[[str], None],
+    prepare: Callable[[Settings], None] | None = None,
+    inspect: Callable[[Settings, Stack], None] | None = None,
 ) -> WeekRun:
     """The week on a fresh stack (``fixed``: the frozen challenger of an experiment), then its promotion
-    planned while the stack still runs (the plan reads the challenger published in the week's Redis)."""
+    planned while the stack still runs (the plan reads the challenger published in the week's Redis).
+    ``prepare`` runs before the traffic and ``inspect`` after the plan, both on the running stack."""
     timer = _Timer()
     start_ms = config.start_ms(clock.wall_ms())
     say(
@@ -135,6 +139,8 @@ def run_week(
         timer.lap("stack_start")
         _set_truth(settings.resolved_sim_url, SCENARIOS[config.scenario])
         switch = _set_experiment(settings, config, fixed, start_ms)
+        if prepare is not None:
+            prepare(settings)
         traffic = _traffic(settings, config, stack.dev_key, say)
         timer.lap("traffic")
         if switch is not None:
@@ -147,6 +153,8 @@ def run_week(
         )
         timer.lap("evaluation")
         plan, blocked = _plan(settings, evaluation, args)
+        if inspect is not None:
+            inspect(settings, stack)
     return WeekRun(config, start_ms, traffic, evaluation, plan, blocked, timer.laps)
 
 

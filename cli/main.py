@@ -519,6 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
         "a simulated week end to end on a stack of its own: traffic, learner, report, promotion",
     )
 
+    from cli import mvp3_validate
+
+    _module_command(
+        sub,
+        "mvp3-validate",
+        mvp3_validate,
+        "the six go-live acceptances from a fresh two-week replay and the gates, PASS or FAIL each",
+    )
+
     from cli import scheduler_report, scheduler_weeks
 
     _module_command(
