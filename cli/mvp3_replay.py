@@ -4,10 +4,10 @@
 shows the learner, the quotas and the tracing acceptances (``cli.mvp3_rows``):
 
 - before the traffic, the simulator's OpenAI reports a requests-a-minute limit below the
-  policy's (the reconciler must notice and lower the runtime cap), and Gemini fails half its
-  answers for the first ``fault_hours`` hours of the replay (an SLO alert must fire, with a
-  link to a trace that breached, and resolve; those hours fall in the first 24h window, far
-  from the last two the promotion is judged on);
+  policy's (the reconciler must notice and lower the runtime cap), and fails half its answers
+  for the traffic's first two SLO windows (an SLO alert must fire, with a link to a trace that
+  breached, and resolve; at the default pace that is the first day, far from the last two the
+  promotion is judged on);
 - while the stack still runs after the traffic: the quota matrix, the ``quota:*`` windows in
   Redis, the trace coverage of the replay's last hour, the alerts and the span attributes
   (ClickHouse), and the engine's log, written under ``folder/replay/``;
@@ -15,8 +15,9 @@ shows the learner, the quotas and the tracing acceptances (``cli.mvp3_rows``):
   this repository, merged as a reviewer would, and the base branch's ``git log`` recorded.
 
 The simulated clock runs ``days * 24h / minutes`` times faster than the wall clock, so the
-SLO windows are widened in event time (``SLO_WINDOW_S``, ``SLO_STEP_S``) to hold as many
-attempts as five minutes of real production traffic would.
+SLO window (``SLO_WINDOW_S``, judged every sixth of it) is set to ``slo_window_real_s`` real
+seconds of traffic in event time: enough attempts per arm for the SLO to say something, as
+five minutes of production traffic would.
 """
 
 from __future__ import annotations
@@ -73,10 +74,8 @@ class ReplayConfig:
     minutes: float = 10.0
     rate: float = 40.0
     reported_rpm_share: float = 0.5  # OpenAI reports this share of the policy's requests a minute
-    fault_provider: str = "gemini"
-    fault_hours: float = 6.0
-    slo_window_s: float = 3 * 3600.0
-    slo_step_s: float = 900.0
+    fault_provider: str = "openai"  # the arm most of the traffic goes to: its SLO windows fill first
+    slo_window_real_s: float = 8.0
 
 
 def run_replay(config: ReplayConfig, folder: Path, say: Say) -> None:
@@ -84,6 +83,7 @@ def run_replay(config: ReplayConfig, folder: Path, say: Say) -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     week = learner_week.WeekConfig(days=config.days, minutes=config.minutes, rate=config.rate)
+    slo_window_s = config.slo_window_real_s * week.speed
     token = os.urandom(16).hex()
     origin, work = _scratch_repository(folder / "repository")
     with serve_github(origin, REPOSITORY, token) as github:
@@ -92,8 +92,8 @@ def run_replay(config: ReplayConfig, folder: Path, say: Say) -> None:
                 "GITHUB_TOKEN": token,
                 "GITHUB_REPOSITORY": REPOSITORY,
                 "GITHUB_API_URL": github.url,
-                "SLO_WINDOW_S": str(config.slo_window_s),
-                "SLO_STEP_S": str(config.slo_step_s),
+                "SLO_WINDOW_S": str(slo_window_s),
+                "SLO_STEP_S": str(slo_window_s / 6),
             }
         )
         args = argparse.Namespace(version=None, base=_branch(work), repo=work)
@@ -116,11 +116,10 @@ def _prepare(settings: Settings, config: ReplayConfig, speed: float, say: Say) -
     httpx.put(f"{sim}/admin/limits/openai", json={"rpm": reported}, timeout=5.0).raise_for_status()
     fault = {"rate_5xx": 0.5}
     httpx.put(f"{sim}/admin/faults/{config.fault_provider}", json=fault, timeout=5.0).raise_for_status()
-    seconds = config.fault_hours * 3600 / speed
+    seconds = 2 * config.slo_window_real_s
     say(
-        f"openai reports {reported} requests a minute (policy {policy_rpm}); "
-        f"{config.fault_provider} fails half its answers for the first {config.fault_hours:g} simulated hours"
-        f" ({seconds:.1f} s)"
+        f"openai reports {reported} requests a minute (policy {policy_rpm}); {config.fault_provider} fails"
+        f" half its answers for {seconds:g} s ({seconds * speed / 3600:.1f} simulated hours)"
     )
     timer = threading.Timer(seconds, _clear_faults, args=(sim,))
     timer.daemon = True

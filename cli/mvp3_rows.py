@@ -111,7 +111,7 @@ class Artifacts:
         try:
             return path.read_text()
         except OSError as exc:
-            row.check(f"{name} exists", False, f"cannot read {path}: {exc.strerror or exc}")
+            row.check(name, False, f"missing ({exc.strerror or exc})")
             return None
 
 

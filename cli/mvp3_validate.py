@@ -40,7 +40,7 @@ from symphony.settings import Settings
 
 Say = Callable[[str], None]
 DEFAULT_FOLDER = Path("runs/mvp3")
-COLUMNS = ("#", "acceptance", "result", "checks", "artifacts")
+COLUMNS = ("#", "acceptance", "result", "checks")
 
 
 @dataclass(frozen=True)
@@ -99,16 +99,25 @@ def run_steps(folder: Path, chosen: list[Step], say: Say) -> dict[str, Any]:
 
 
 def render(rows: list[mvp3_rows.Row]) -> str:
+    """The table (a failed row shows its failed checks, a passed one all its figures), then the
+    artifacts each row was judged from."""
     table = []
     for row in rows:
-        failed = [c for c in row.checks if not c.ok]
-        shown = failed or row.checks
+        shown = [c for c in row.checks if not c.ok] or row.checks
         checks = "; ".join(f"{c.name}: {c.figure}" for c in shown) or "no check ran"
-        table.append(
-            [row.number, row.name, "PASS" if row.passed else "FAIL", checks, ", ".join(row.artifacts)]
-        )
+        table.append([row.number, row.name, "PASS" if row.passed else "FAIL", checks])
+    artifacts = [f"  {row.number} {row.name}: {', '.join(row.artifacts)}" for row in rows]
     passed = sum(row.passed for row in rows)
-    return f"{render_table(COLUMNS, table)}\n\nmvp3: {passed} of {len(rows)} acceptances PASS"
+    return "\n".join(
+        [
+            render_table(COLUMNS, table),
+            "",
+            "artifacts:",
+            *artifacts,
+            "",
+            f"mvp3: {passed} of {len(rows)} acceptances PASS",
+        ]
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

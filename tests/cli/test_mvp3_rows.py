@@ -207,5 +207,5 @@ def test_the_command_judges_a_run_and_exits_1_on_a_failed_row(tmp_path: Path) ->
     (folder / mvp3_rows.PERF).unlink()
     failed = subprocess.run(command[:-1], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert failed.returncode == 1
-    assert "5  gates" in failed.stdout and "FAIL" in failed.stdout and "perf-run.json exists" in failed.stdout
+    assert "5  gates          FAIL    perf-run.json: missing" in failed.stdout
     assert "mvp3: 5 of 6 acceptances PASS" in failed.stdout
