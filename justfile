@@ -93,6 +93,14 @@ learner-week *args:
 mvp3-validate *args:
     symphony mvp3-validate "$@"
 
+# The release pack: checks the version, CHANGELOG, docs/release-v3.0.0.md and that mvp3-validate passed, lists the artifacts; without --dry-run tags v3.0.0 and drafts the GitHub Release
+release *args:
+    symphony release "$@"
+
+# The rollback drill: traffic split 0, learner off, scheduler off, the previous champion, each applied live under load and timed on every proxy replica (< 5 s), no event lost; PASS/FAIL each
+rollback-drill *args:
+    symphony rollback-drill "$@"
+
 # The performance gate: k6 at a constant rate against /v1/route/execute on a stack of its own; thresholds from policies/gates.v1.json; exits 1 on a breach
 perf-run *args:
     symphony perf-run "$@"

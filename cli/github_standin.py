@@ -10,7 +10,10 @@ opened as a pull request, reviewed and merged without reaching github.com. It an
   ``merge_commit_sha``;
 - ``PUT /repos/{owner}/{repo}/pulls/{number}/merge``: a real merge commit on the bare
   repository's base branch (``git merge-tree --write-tree``, ``commit-tree``, ``update-ref``),
-  405 when the branches conflict.
+  405 when the branches conflict;
+- ``POST /repos/{owner}/{repo}/releases`` (``tag_name``, ``name``, ``body``, ``draft``): 201 with
+  the release and its ``upload_url`` template, or 422 when the tag is not on the remote;
+- ``POST <upload_url>?name=NAME`` with the file's bytes: 201 with the asset (kept in ``assets``).
 
 Every call needs ``Authorization: Bearer <token>`` with the stand-in's token (401 otherwise),
 and every call is recorded (``calls``) with its headers, the token masked.
@@ -28,8 +31,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 _PULLS = re.compile(r"/repos/(?P<repository>[^/]+/[^/]+)/pulls(?:/(?P<number>\d+)(?P<merge>/merge)?)?")
+_RELEASES = re.compile(r"/repos/(?P<repository>[^/]+/[^/]+)/releases")
+_ASSETS = re.compile(r"/uploads/repos/(?P<repository>[^/]+/[^/]+)/releases/(?P<id>\d+)/assets")
 
 
 @dataclass(frozen=True)
@@ -71,33 +77,73 @@ class GitHubStandIn:
     url: str = ""  # the API's base URL, once serving
     calls: list[Call] = field(default_factory=list)
     pulls: dict[int, PullRequest] = field(default_factory=dict)
+    releases: dict[int, dict[str, Any]] = field(default_factory=dict)
+    assets: dict[int, dict[str, bytes]] = field(default_factory=dict)  # by release id, then name
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def answer(
-        self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]
-    ) -> tuple[int, Any]:
+    def answer(self, method: str, target: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        """``body``: the parsed JSON, or the bytes of an asset upload."""
+        path, _, query = target.partition("?")
         masked = {k: ("Bearer ***" if k.lower() == "authorization" else v) for k, v in headers.items()}
         with self._lock:
-            self.calls.append(Call(method, path, masked, body))
+            self.calls.append(Call(method, target, masked, body if isinstance(body, dict) else {}))
             if headers.get("Authorization") != f"Bearer {self.token}":
                 return 401, {
                     "message": "Bad credentials",
                     "documentation_url": "https://docs.github.com/rest",
                 }
-            route = _PULLS.fullmatch(path)
-            if route is None or route["repository"] != self.repository:
-                return 404, {"message": "Not Found"}
-            number = int(route["number"]) if route["number"] else None
-            if number is None and method == "POST":
-                return self._open(body)
-            pull = self.pulls.get(number or 0)
-            if pull is None:
-                return 404, {"message": "Not Found"}
-            if method == "GET" and not route["merge"]:
-                return 200, pull.to_json(self.web_url)
-            if method == "PUT" and route["merge"]:
-                return self._merge(pull)
+            if body is None:
+                return 400, {"message": "Problems parsing JSON"}
+            if (route := _ASSETS.fullmatch(path)) and method == "POST" and self._ours(route):
+                return self._upload(int(route["id"]), parse_qs(query).get("name", [""])[0], body)
+            if (route := _RELEASES.fullmatch(path)) and method == "POST" and self._ours(route):
+                return self._release(body)
+            if (route := _PULLS.fullmatch(path)) and self._ours(route):
+                return self._pulls(method, route, body)
             return 404, {"message": "Not Found"}
+
+    def _ours(self, route: re.Match[str]) -> bool:
+        return route["repository"] == self.repository
+
+    def _pulls(self, method: str, route: re.Match[str], body: dict[str, Any]) -> tuple[int, Any]:
+        number = int(route["number"]) if route["number"] else None
+        if number is None and method == "POST":
+            return self._open(body)
+        pull = self.pulls.get(number or 0)
+        if pull is None:
+            return 404, {"message": "Not Found"}
+        if method == "GET" and not route["merge"]:
+            return 200, pull.to_json(self.web_url)
+        if method == "PUT" and route["merge"]:
+            return self._merge(pull)
+        return 404, {"message": "Not Found"}
+
+    def _release(self, body: dict[str, Any]) -> tuple[int, Any]:
+        tag = str(body.get("tag_name", ""))
+        if not tag or self._git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}").returncode != 0:
+            return 422, {"message": "Validation Failed", "errors": [{"field": "tag_name", "code": "invalid"}]}
+        number = len(self.releases) + 1
+        release = {
+            "id": number,
+            "tag_name": tag,
+            "name": body.get("name", tag),
+            "body": body.get("body", ""),
+            "draft": bool(body.get("draft")),
+            "html_url": f"{self.web_url}/releases/tag/{tag}",
+            "upload_url": f"{self.url}/uploads/repos/{self.repository}/releases/{number}/assets"
+            "{?name,label}",
+        }
+        self.releases[number] = release
+        self.assets[number] = {}
+        return 201, release
+
+    def _upload(self, release: int, name: str, content: Any) -> tuple[int, Any]:
+        if release not in self.releases:
+            return 404, {"message": "Not Found"}
+        if not name or not isinstance(content, bytes) or name in self.assets[release]:
+            return 422, {"message": "Validation Failed", "errors": [{"field": "name", "code": "invalid"}]}
+        self.assets[release][name] = content
+        return 201, {"name": name, "size": len(content), "state": "uploaded"}
 
     @property
     def web_url(self) -> str:
@@ -148,20 +194,26 @@ def serve_github(bare: Path, repository: str, token: str) -> Iterator[GitHubStan
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length)) if length else {}
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                status, answer = 400, {"message": "Problems parsing JSON"}
-            else:
-                status, answer = standin.answer(self.command, self.path, dict(self.headers.items()), body)
-            raw = json.dumps(answer).encode()
+            raw = self.rfile.read(length) if length else b""
+            status, answer = standin.answer(
+                self.command, self.path, dict(self.headers.items()), self._body(raw)
+            )
+            encoded = json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
+            self.send_header("Content-Length", str(len(encoded)))
             self.end_headers()
-            self.wfile.write(raw)
+            self.wfile.write(encoded)
+
+        def _body(self, raw: bytes) -> Any:
+            """An upload's bytes as they came; any other body parsed as JSON (None if it is not)."""
+            if self.path.startswith("/uploads/"):
+                return raw
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                return None
+            return body if isinstance(body, dict) else None
 
         do_GET = do_POST = do_PUT = _serve
 

@@ -528,6 +528,24 @@ def build_parser() -> argparse.ArgumentParser:
         "the six go-live acceptances from a fresh two-week replay and the gates, PASS or FAIL each",
     )
 
+    from cli import release
+
+    _module_command(
+        sub,
+        "release",
+        release,
+        "the release pack checked (version, CHANGELOG, summary, mvp3-validate), then tagged and drafted",
+    )
+
+    from cli import rollback_drill
+
+    _module_command(
+        sub,
+        "rollback-drill",
+        rollback_drill,
+        "each live rollback on a running stack under load, timed on every proxy replica, PASS or FAIL",
+    )
+
     from cli import scheduler_report, scheduler_weeks
 
     _module_command(

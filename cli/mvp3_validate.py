@@ -120,6 +120,16 @@ def render(rows: list[mvp3_rows.Row]) -> str:
     )
 
 
+def _commit() -> str:
+    """The commit validated (``symphony release`` checks it), "" outside a repository or when the
+    working tree has changes a commit does not hold."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=False
+    )
+    return head.stdout.strip() if head.returncode == 0 and not dirty.stdout.strip() else ""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--folder", type=Path, default=DEFAULT_FOLDER, help=f"the run's artifacts (default {DEFAULT_FOLDER})"

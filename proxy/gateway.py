@@ -57,6 +57,9 @@ from symphony.settings import Settings
 DECISION_HEADER = "x-symphony-decision-id"
 ARM_HEADER = "x-symphony-arm"
 POLICY_HEADER = "x-symphony-policy"
+# Which proxy process answered (``/v1/route/execute``'s decision): random per process, so it says
+# nothing about the host, and lets a rollback drill see every replica behind one port.
+REPLICA = os.urandom(4).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class Outcome:
             "policy": self.route.policy,
             "policy_version": self.route.policy_version,
             "propensity": self.route.propensity,
+            "replica": REPLICA,
             "fallbacks": [
                 {"provider": t.arm.provider, "model": t.arm.model, "status": t.status}
                 for t in self.attempts.tried

@@ -6,7 +6,7 @@ without ``model``, plus ``task``, ``constraints`` (``max_cost_usd``,
 ``model``). The answer carries the decision beside the completion::
 
     {"decision": {"decision_id", "provider", "model", "chosen", "policy",
-                  "policy_version", "propensity", "fallbacks": [{"provider", "model", "status"}]},
+                  "policy_version", "propensity", "replica", "fallbacks": [{"provider", "model", "status"}]},
      "completion": {... an OpenAI chat.completion ...}}
 
 A stream starts with one ``event: decision`` whose data is that decision, then the
