@@ -4,10 +4,10 @@
 shows the learner, the quotas and the tracing acceptances (``cli.mvp3_rows``):
 
 - before the traffic, the simulator's OpenAI reports a requests-a-minute limit below the
-  policy's (the reconciler must notice and lower the runtime cap), and fails half its answers
-  for the traffic's first two SLO windows (an SLO alert must fire, with a link to a trace that
-  breached, and resolve; at the default pace that is the first day, far from the last two the
-  promotion is judged on);
+  policy's (the reconciler must notice and lower the runtime cap), and every provider fails a
+  share of its answers for the traffic's first two SLO windows (an SLO alert must fire, with a
+  link to a trace that breached, and resolve; at the default pace that is the first day, far
+  from the last two the promotion is judged on; fallbacks still answer the requests);
 - while the stack still runs after the traffic: the quota matrix, the ``quota:*`` windows in
   Redis, the trace coverage of the replay's last hour, the alerts and the span attributes
   (ClickHouse), and the engine's log, written under ``folder/replay/``;
@@ -74,7 +74,7 @@ class ReplayConfig:
     minutes: float = 10.0
     rate: float = 40.0
     reported_rpm_share: float = 0.5  # OpenAI reports this share of the policy's requests a minute
-    fault_provider: str = "openai"  # the arm most of the traffic goes to: its SLO windows fill first
+    fault_share: float = 0.3  # of every provider's answers, a 5xx: whichever arms the champion favours
     slo_window_real_s: float = 8.0
 
 
@@ -114,12 +114,14 @@ def _prepare(settings: Settings, config: ReplayConfig, speed: float, say: Say) -
     policy_rpm = load_quota_policy().providers["openai"].caps["requests"]["minute"]
     reported = int(policy_rpm * config.reported_rpm_share)
     httpx.put(f"{sim}/admin/limits/openai", json={"rpm": reported}, timeout=5.0).raise_for_status()
-    fault = {"rate_5xx": 0.5}
-    httpx.put(f"{sim}/admin/faults/{config.fault_provider}", json=fault, timeout=5.0).raise_for_status()
+    for provider in load_catalog().providers:
+        fault = {"rate_5xx": config.fault_share}
+        httpx.put(f"{sim}/admin/faults/{provider}", json=fault, timeout=5.0).raise_for_status()
     seconds = 2 * config.slo_window_real_s
     say(
-        f"openai reports {reported} requests a minute (policy {policy_rpm}); {config.fault_provider} fails"
-        f" half its answers for {seconds:g} s ({seconds * speed / 3600:.1f} simulated hours)"
+        f"openai reports {reported} requests a minute (policy {policy_rpm}); every provider fails"
+        f" {config.fault_share:.0%} of its answers for {seconds:g} s"
+        f" ({seconds * speed / 3600:.1f} simulated hours)"
     )
     timer = threading.Timer(seconds, _clear_faults, args=(sim,))
     timer.daemon = True
