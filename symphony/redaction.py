@@ -63,7 +63,7 @@ KEY_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 # Venice issues keys with no published prefix: they go by value (the key the proxy holds) and by place
 # (an Authorization header, a Bearer token).
 
-_CREDENTIAL = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,}", re.IGNORECASE)
+_CREDENTIAL = re.compile(r"\b(Bearer|Basic)\s+(?!sk-sym-)[A-Za-z0-9._~+/=\-]{6,}", re.IGNORECASE)
 SECRET_HEADERS = frozenset(
     {
         "authorization",
@@ -83,7 +83,8 @@ PHONE = re.compile(
     r"|\(\d{2,4}\)\s?\d{3,4}[\s.\-]\d{3,4}"
     r"|\d{3}[.\-\s]\d{3}[.\-\s]\d{4})(?![\w])"
 )
-CARD = re.compile(r"(?<![\d\w])[3-6]\d(?:[ \-]?\d){11,17}(?![\d\w])")
+# Not after a "." nor before ".<digit>": the digits of a decimal fraction are no card.
+CARD = re.compile(r"(?<![\w.])[3-6]\d(?:[ \-]?\d){11,17}(?![\w]|\.\d)")
 
 
 def luhn_ok(digits: str) -> bool:

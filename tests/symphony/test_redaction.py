@@ -65,6 +65,7 @@ def test_operator_pattern_and_bad_patterns():
         "4bf92f3577b34da6a3ce929d0e0e4736",  # a trace id
         '"cost_usd": 0.000123, "latency_ms": 5012.5',
         "4111 1111 1111 1112",  # fails Luhn
+        "0.3333333333333333 and 5.4111111111111111",  # decimal fractions
         "gpt-4o-mini and claude-3-5-haiku-latest",
         "http://127.0.0.1:8701/openai/v1/chat/completions",
         "x-ratelimit-remaining-requests: 4999",
