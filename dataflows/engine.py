@@ -225,6 +225,8 @@ def run_engine(
             remote = EngineWriter(settings.engine_url_as("admin"))
             stack.callback(remote.close)
             writer = remote
+        own_store = store if cluster.leader or not embedded else None
+        evidence = evidence_service(settings, own_store, writer)
         if cluster.leader:
             applied = migrate(store)
             if applied:
@@ -251,6 +253,7 @@ def run_engine(
                 faults=store.faults,
                 learner=LearnerReport(store, metrics_client, champion),
                 spans=spans,
+                evidence=evidence.answer,
             )
             api.start()
             stack.callback(api.stop)
@@ -297,12 +300,10 @@ def run_engine(
         sink = ClickHouseSink(writer, stop=stop, stats=stats, stop_on_fatal=embedded and cluster.leader)
         destinations = alert_destinations(settings)
         if settings.evidence_bundles:
-            evidence = EvidenceOnAlert(
-                evidence_service(settings, store if cluster.leader or not embedded else None, writer)
-            )
-            evidence.start()
-            stack.callback(evidence.stop)
-            destinations.append(evidence)
+            on_alert = EvidenceOnAlert(evidence)
+            on_alert.start()
+            stack.callback(on_alert.stop)
+            destinations.append(on_alert)
         delivery = Delivery(destinations)
         delivery.start()
         stack.callback(delivery.stop)

@@ -10,7 +10,8 @@ ticket system that fails is named in the outcome; the others and the bundle stil
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -20,7 +21,7 @@ import httpx
 import redis
 
 from sinks.evidence.bundle import Bundle, build_bundle
-from sinks.evidence.capture import RowReader, Sources, gather
+from sinks.evidence.capture import CaptureError, RowReader, Sources, checked_decision_id, gather
 from sinks.evidence.inputs import IncidentInputs
 from sinks.evidence.records import ArrowWriter, record_bundle, write_bundle
 from sinks.tickets.github_issues import GitHubIssues
@@ -31,7 +32,7 @@ from symphony import clock
 from symphony.catalog import load_catalog
 from symphony.redaction import Redactor
 from symphony.secret_files import read_secret
-from symphony.settings import Settings
+from symphony.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,12 @@ class Outcome:
 
 
 def ticket_systems(settings: Settings) -> list[TicketSystem]:
-    """The ticket systems the settings configure; a half-configured one is a ``ValueError``."""
+    """The ticket systems the settings configure; a half-configured one is a ``SettingsError``."""
     systems: list[TicketSystem] = []
     if settings.evidence_github_repository:
         token = _secret(settings.evidence_github_token, settings.evidence_github_token_file)
         if not token:
-            raise ValueError("EVIDENCE_GITHUB_REPOSITORY is set: set EVIDENCE_GITHUB_TOKEN or _FILE too")
+            raise SettingsError("EVIDENCE_GITHUB_REPOSITORY is set: set EVIDENCE_GITHUB_TOKEN or _FILE too")
         systems.append(
             GitHubIssues(settings.evidence_github_repository, token, settings.evidence_github_api_url)
         )
@@ -123,6 +124,45 @@ def note_for(inputs: IncidentInputs, bundle: Bundle, redactor: Redactor) -> Tick
     return TicketNote(f"[Symphony] {redactor.text(title)}", body, bundle.name, bundle.data, bundle.sha256)
 
 
+TRIGGERS = ("on_demand", "chaos_scenario", "slo_alert")
+FINGERPRINT = re.compile(r"[A-Za-z0-9:/._\-]{1,200}")
+
+
+@dataclass(frozen=True)
+class EvidenceRequest:
+    """A capture asked over the engine's API (``POST /evidence/capture``), checked."""
+
+    decision_id: str
+    trigger: str = "on_demand"
+    fingerprint: str = ""
+    incident_id: str = ""
+
+    @classmethod
+    def from_json(cls, body: Any) -> EvidenceRequest:
+        if not isinstance(body, dict) or not isinstance(body.get("decision_id"), str):
+            raise ValueError('expected a JSON body {"decision_id": "...", "trigger"?, "fingerprint"?}')
+        unknown = sorted(set(body) - {"decision_id", "trigger", "fingerprint", "incident_id"})
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {unknown}: expected decision_id, trigger, fingerprint, incident_id"
+            )
+        asked = cls(**body)
+        try:
+            checked_decision_id(asked.decision_id)
+        except CaptureError as exc:
+            raise ValueError(str(exc)) from None
+        if asked.trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}, not {asked.trigger!r}")
+        for name in ("fingerprint", "incident_id"):
+            value = getattr(asked, name)
+            if not isinstance(value, str) or (value and not FINGERPRINT.fullmatch(value)):
+                raise ValueError(f"{name} must be 1 to 200 letters, digits or :/._- (or absent)")
+        return asked
+
+
+EvidenceCapture = Callable[[EvidenceRequest], dict[str, Any]]
+
+
 @dataclass
 class EvidenceService:
     sources: Sources
@@ -154,6 +194,16 @@ class EvidenceService:
             links = outcome.opened + outcome.commented
             record_bundle(self.writer, bundle, inputs, path, links, clock.wall_ms())
         return outcome
+
+    def answer(self, asked: EvidenceRequest) -> dict[str, Any]:
+        """A capture the engine's API was asked for, as its JSON answer."""
+        outcome = self.capture(
+            asked.decision_id,
+            fingerprint=asked.fingerprint,
+            incident_id=asked.incident_id,
+            trigger=asked.trigger,
+        )
+        return outcome.as_dict()
 
     def _ticket(self, fingerprint: str, note: TicketNote, outcome: Outcome) -> None:
         for system in self.tickets:
