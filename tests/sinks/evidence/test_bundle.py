@@ -54,10 +54,16 @@ def test_nothing_of_the_corpus_in_any_file(bundle_path):
 def test_layout_and_metadata(bundle_path):
     files = files_of(bundle_path)
     assert sorted(files) == [
-        "archive/exchanges.warc", "datapackage-digest.json", "datapackage.json", "evidence/alert.json",
-        "evidence/decision.json", "evidence/excerpts.json", "evidence/status-grok.txt", "pages/pages.jsonl",
+        "archive/exchanges.warc",
+        "datapackage-digest.json",
+        "datapackage.json",
+        "evidence/alert.json",
+        "evidence/decision.json",
+        "evidence/excerpts.json",
+        "evidence/status-grok.txt",
+        "pages/pages.jsonl",
         "provenance/statement.intoto.json",
-    ]  # fmt: skip
+    ]
     decision = json.loads(files["evidence/decision.json"])
     assert decision["decision"]["decision_id"] == DECISION_ID
     assert decision["decision"]["probabilities"] == [0.7, 0.3]
@@ -91,8 +97,9 @@ def test_warc_digests_are_sha256_of_each_block(bundle_path):
 def test_warcio_check_and_wacz_validate_pass(bundle_path, tmp_path):
     with zipfile.ZipFile(bundle_path) as archive:
         archive.extract("archive/exchanges.warc", tmp_path)
-    check = subprocess.run([BIN / "warcio", "check", "-v", tmp_path / "archive/exchanges.warc"],
-                           capture_output=True, text=True)  # fmt: skip
+    check = subprocess.run(
+        [BIN / "warcio", "check", "-v", tmp_path / "archive/exchanges.warc"], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.count("digest pass") == 7
     validate = subprocess.run([BIN / "wacz", "validate", "-f", bundle_path], capture_output=True, text=True)
