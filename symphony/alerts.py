@@ -90,7 +90,8 @@ class Alert:
         return f"{arm}: error rate {self.value:.1%} {against} {self.threshold:.1%} ({seconds})"
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "alert_id": self.alert_id, "name": self.name, "fingerprint": self.fingerprint}
+        named = {"alert_id": self.alert_id, "name": self.name, "fingerprint": self.fingerprint}
+        return {**asdict(self), **named, "summary": self.summary}
 
     def trace_url(self, template: str) -> str:
         """``template`` with ``{trace_id}`` filled in; "" without an exemplar."""
