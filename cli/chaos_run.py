@@ -17,8 +17,9 @@ passes when
 
 Each scenario prints a PASS or FAIL line with its figures; the results are kept in
 ``runs/gates/chaos-run.json``. Exit status: 0 when every scenario passed, 1 otherwise,
-2 for bad options or a bad gates file. A failed scenario opens no ticket with an evidence
-bundle yet.
+2 for bad options or a bad gates file. With ``EVIDENCE_BUNDLES=true`` a failed scenario gets
+an evidence bundle of its worst attempt and a ticket keyed ``chaos:<scenario>``
+(``evidence_for_failed_scenario``; later failures of the same scenario comment on it).
 """
 
 from __future__ import annotations
@@ -259,8 +260,38 @@ def run_gate(
             say(f"scenario {name}: {gate.rate:g} req/s for {seconds:g} s")
             result = run_scenario(name, gate.scenarios[name], seconds, gate.rate, stack, say)
             say(result.line())
+            if not result.passed and stack.settings.evidence_bundles:
+                say(evidence_for_failed_scenario(stack.settings, name))
             results.append(result)
     return results
+
+
+# The scenario's worst moment: its latest failed attempt, else its slowest (scenarios run in turn, their
+# faults cleared in between, so the latest attempts are this scenario's).
+WORST_ATTEMPT_SQL = (
+    "SELECT decision_id FROM usage FINAL ORDER BY (status != 'ok') DESC, ts DESC, latency_ms DESC LIMIT 1"
+)
+
+
+def evidence_for_failed_scenario(settings: Settings, name: str) -> str:
+    """Capture a failed scenario's evidence (its worst attempt's decision) and open or comment on its
+    ticket, keyed ``chaos:<scenario>``; a line saying what was done, or why not."""
+    try:
+        rows = engine_client.query(settings.engine_url_as("analyst"), WORST_ATTEMPT_SQL).rows
+        if not rows:
+            return f"scenario {name}: no attempt in ClickHouse, no evidence bundle"
+        request = {
+            "decision_id": str(rows[0][0]),
+            "trigger": "chaos_scenario",
+            "fingerprint": f"chaos:{name}",
+        }
+        outcome = engine_client.capture_evidence(settings.engine_url_as("admin"), request)
+    except engine_client.EngineError as exc:
+        return f"scenario {name}: no evidence bundle ({exc})"
+    tickets = outcome["tickets_opened"] + outcome["tickets_commented"]
+    return f"scenario {name}: evidence {outcome['bundle']}" + (
+        f", tickets {', '.join(tickets)}" if tickets else ""
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

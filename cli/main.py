@@ -585,6 +585,16 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_argument("--json", action="store_true", help="print the flags as JSON")
     flags.set_defaults(run=cmd_flags)
 
+    from cli import evidence
+
+    evidence_parser = sub.add_parser(
+        "evidence",
+        help="evidence bundles: capture one, verify one",
+        description=(evidence.__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evidence.add_arguments(evidence_parser)
+
     sql = sub.add_parser("sql", help="run read-only SQL against ClickHouse through the engine")
     sql.add_argument("query", help='the SQL, e.g. "SELECT count() FROM usage FINAL"')
     sql.add_argument("--json", action="store_true", help="print rows as JSON")

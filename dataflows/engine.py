@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import redis
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -62,14 +63,17 @@ from sinks.clickhouse import ClickHouseSink, SinkStats, SinkStopped, Writer
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
+from sinks.evidence.on_alert import EvidenceOnAlert
+from sinks.evidence.service import EvidenceService, build_service
 from sinks.redis_state import ChallengerSink, QuotaStateSink
 from sinks.span_writer import SpanWriter
+from symphony import engine_client
 from symphony.catalog import load_catalog, load_policy, resolve_policy_path
 from symphony.flags import Flags
 from symphony.gc_tuning import tune_gc
 from symphony.process_logging import log_to_stderr
 from symphony.quotas import load_quota_policy
-from symphony.settings import ENGINE_PORT_FILE, Settings, SettingsError, load_settings
+from symphony.settings import ENGINE_PORT_FILE, Settings, SettingsError, load_provider_keys, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +225,8 @@ def run_engine(
             remote = EngineWriter(settings.engine_url_as("admin"))
             stack.callback(remote.close)
             writer = remote
+        own_store = store if cluster.leader or not embedded else None
+        evidence = evidence_service(settings, own_store, writer)
         if cluster.leader:
             applied = migrate(store)
             if applied:
@@ -247,6 +253,7 @@ def run_engine(
                 faults=store.faults,
                 learner=LearnerReport(store, metrics_client, champion),
                 spans=spans,
+                evidence=evidence.answer,
             )
             api.start()
             stack.callback(api.stop)
@@ -291,7 +298,13 @@ def run_engine(
             ChallengerSink(settings.redis_url, defaults),
         )
         sink = ClickHouseSink(writer, stop=stop, stats=stats, stop_on_fatal=embedded and cluster.leader)
-        delivery = Delivery(alert_destinations(settings))
+        destinations = alert_destinations(settings)
+        if settings.evidence_bundles:
+            on_alert = EvidenceOnAlert(evidence)
+            on_alert.start()
+            stack.callback(on_alert.stop)
+            destinations.append(on_alert)
+        delivery = Delivery(destinations)
         delivery.start()
         stack.callback(delivery.stop)
         slo = (slo_thresholds(settings), settings.resolved_trace_url_template, AlertSink(delivery))
@@ -313,6 +326,25 @@ def run_engine(
                     exit_on_clickhouse_fatal(str(fatal), log_dir)
                 raise
         log.info("engine stopped")
+
+
+def evidence_service(settings: Settings, store: ClickHouseStore | None, writer: Writer) -> EvidenceService:
+    """Evidence on alerts: reads through this process's store, or the leader's query API."""
+    if store is not None:
+        read_store = store
+
+        def read(sql: str) -> tuple[list[str], list[list[Any]]]:
+            rows = read_store.query_read_only(sql)
+            return rows.columns, rows.rows
+    else:
+        url = settings.engine_url_as("admin")
+
+        def read(sql: str) -> tuple[list[str], list[list[Any]]]:
+            result = engine_client.query(url, sql)
+            return result.columns, result.rows
+
+    keys = [key.get_secret_value() for key in load_provider_keys(load_catalog(), os.environ).values()]
+    return build_service(settings, read, writer, keys)
 
 
 def write_port_file(var_dir: Path, port: int) -> None:

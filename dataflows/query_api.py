@@ -14,6 +14,11 @@ an SLO alert's trace link points by default. ``POST /v1/traces``: the proxy's sp
 OTLP/HTTP into ``otel_traces`` (``dataflows.span_intake``; its answers are OTLP's protobuf,
 not JSON); there when the engine writes spans (its leader does).
 
+``POST /evidence/capture`` (admin): ``{"decision_id": "...", "trigger"?, "fingerprint"?,
+"incident_id"?}`` builds that decision's evidence bundle (``sinks.evidence.service``), opens or
+comments on its incident's tickets when a fingerprint is given, and answers the outcome; an
+unknown decision is a 404.
+
 Two routes exist only when the engine turns them on: ``POST /insert?table=T`` (an
 Arrow IPC stream body), through which the other processes of a cluster write to
 the chDB this process owns (``sinks.engine_writer``); and ``POST /faults`` (test
@@ -53,6 +58,8 @@ from dataflows.trace_view import TraceNotFound, normalized, read_trace
 from sinks.analyst_sandbox import new_query_id
 from sinks.clickhouse import SCHEMAS
 from sinks.clickhouse_store import ClickHouseStore, QueryError, SandboxBusy, StoreUnavailable, WriteFaults
+from sinks.evidence.capture import CaptureError
+from sinks.evidence.service import EvidenceCapture, EvidenceRequest
 from sinks.span_writer import SpanWriter
 from symphony import clock
 
@@ -91,6 +98,7 @@ def create_app(
     faults: WriteFaults | None = None,
     learner: Callable[[int, int], dict[str, Any]] | None = None,
     spans: SpanWriter | None = None,
+    evidence: EvidenceCapture | None = None,
 ) -> Starlette:
     """The API; with ``tokens`` every route but /health needs a role (``dataflows.api_auth``)."""
 
@@ -169,6 +177,21 @@ def create_app(
             return _json({"error": f"insert into {table} failed: {str(exc).strip()[:500]}"}, 503)
         return _json({"rows": data.num_rows})
 
+    async def capture(request: Request) -> Response:
+        assert evidence is not None
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        try:
+            asked = EvidenceRequest.from_json(body)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        try:
+            return _json(await run_in_threadpool(evidence, asked))
+        except CaptureError as exc:
+            return _json({"error": str(exc)}, 404)
+
     async def inject(request: Request) -> Response:
         assert faults is not None
         try:
@@ -200,6 +223,8 @@ def create_app(
         routes.append(Route(TRACES_PATH, TracesEndpoint(spans).post, methods=["POST"]))
     if accept_writes:
         routes.append(Route("/insert", insert, methods=["POST"]))
+    if evidence is not None:
+        routes.append(Route("/evidence/capture", capture, methods=["POST"]))
     if faults is not None:
         routes.append(Route("/faults", inject, methods=["POST"]))
     middleware = [Middleware(TokenGuard, tokens=tokens)] if tokens is not None else []
@@ -259,6 +284,7 @@ class QueryApi:
         faults: WriteFaults | None = None,
         learner: Callable[[int, int], dict[str, Any]] | None = None,
         spans: SpanWriter | None = None,
+        evidence: EvidenceCapture | None = None,
     ) -> None:
         app = create_app(
             store,
@@ -268,6 +294,7 @@ class QueryApi:
             faults=faults,
             learner=learner,
             spans=spans,
+            evidence=evidence,
         )
         config = uvicorn.Config(
             app, host=host, port=port, lifespan="off", log_level="warning", log_config=None

@@ -4,7 +4,8 @@ Provider P is served below ``catalog.providers[P].simulated_base_url(sim_url, P)
 (``/openai/v1``, ``/anthropic/v1``, ``/gemini/v1beta``, ``/perplexity``, ...) at the
 provider's real paths: ``/chat/completions`` (OpenAI-compatible), ``/messages``
 (Anthropic), ``/models/{model}:generateContent`` and ``:streamGenerateContent``
-(Gemini), and ``GET /models``. The admin API (``admin``) sets faults and limits.
+(Gemini), and ``GET /models``; ``GET /{provider}/status`` is its status page
+(``simulator.status_page``). The admin API (``admin``) sets faults and limits.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from simulator.anthropic_wire import AnthropicWire
 from simulator.gemini_wire import GeminiWire
 from simulator.openai_wire import OpenAIWire, error_body
 from simulator.serving import JSON, Simulator
+from simulator.status_page import status_endpoint
 from simulator.wire import Wire
 from symphony.catalog import Catalog, load_catalog
 from symphony.catalog import Wire as WireName
@@ -46,6 +48,7 @@ def provider_routes(sim: Simulator) -> list[Route]:
         generate = sim.generate_endpoint(provider, wire)
         routes.append(Route(base + GENERATE_PATHS[spec.wire], generate, methods=["POST"]))
         routes.append(Route(base + "/models", sim.models_endpoint(provider, wire), methods=["GET"]))
+        routes.append(Route(f"/{provider}/status", status_endpoint(sim, provider), methods=["GET"]))
     return routes
 
 

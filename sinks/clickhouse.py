@@ -43,6 +43,7 @@ DEAD_LETTERS = "dead_letters"
 QUOTA_SNAPSHOTS = "quota_snapshots"
 LEARNER_METRICS = "learner_metrics"
 ALERTS = "alerts"
+EVIDENCE_BUNDLES = "evidence_bundles"
 
 # table -> Arrow schema, in the table's column order
 SCHEMAS: dict[str, pa.Schema] = {
@@ -166,6 +167,22 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("trace_id", STRING),
             ("decision_id", STRING),
             ("trace_url", STRING),
+        ]
+    ),
+    # One row per evidence bundle written (sinks.evidence.records); a ticket's links update it.
+    EVIDENCE_BUNDLES: pa.schema(
+        [
+            ("bundle_id", STRING),
+            ("incident_id", STRING),
+            ("decision_id", STRING),
+            ("trigger", STRING),
+            ("at", TIMESTAMP),
+            ("path", STRING),
+            ("sha256", STRING),
+            ("bytes", pa.uint64()),
+            ("file_hashes", STRING_MAP),
+            ("ticket_links", pa.list_(STRING)),
+            ("recorded_at", TIMESTAMP),
         ]
     ),
     # The proxy's spans, in the OpenTelemetry collector's ClickHouse exporter schema.

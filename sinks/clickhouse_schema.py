@@ -277,6 +277,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        9,
+        "evidence bundles",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS evidence_bundles (
+                bundle_id String,
+                incident_id String,
+                decision_id String,
+                trigger LowCardinality(String),
+                at DateTime64(3, 'UTC'),
+                path String,
+                sha256 String,
+                bytes UInt64,
+                file_hashes Map(String, String),
+                ticket_links Array(String),
+                recorded_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(recorded_at)
+            ORDER BY (incident_id, bundle_id)
+            """,
+        ),
+    ),
 )
 
 

@@ -17,7 +17,8 @@ for a whole window. ``trace_id`` names an exemplar: a request that breached.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 AlertStatus = Literal["firing", "resolved"]
@@ -65,6 +66,16 @@ class Alert:
         return f"{self.name}:{self.provider}/{self.model}:{self.started_ms}"
 
     @property
+    def fingerprint(self) -> str:
+        """The incident an alert is part of: the same arm and objective, whenever it fires.
+
+        Alertmanager's fingerprint is a hash of the label set, which leaves out the start time;
+        so is this one, so an arm that fires again after resolving adds to its incident's ticket.
+        """
+        labels = f"{self.name}\n{self.provider}\n{self.model}\n{self.objective}"
+        return hashlib.sha256(labels.encode()).hexdigest()[:16]
+
+    @property
     def transition(self) -> bool:
         """Fired or resolved: what is kept in ClickHouse and sent to Slack and PagerDuty."""
         return self.first or self.status == "resolved"
@@ -77,6 +88,10 @@ class Alert:
         if self.objective == "p95_latency_ms":
             return f"{arm}: p95 latency {self.value:.0f} ms {against} {self.threshold:.0f} ms ({seconds})"
         return f"{arm}: error rate {self.value:.1%} {against} {self.threshold:.1%} ({seconds})"
+
+    def as_dict(self) -> dict[str, object]:
+        named = {"alert_id": self.alert_id, "name": self.name, "fingerprint": self.fingerprint}
+        return {**asdict(self), **named, "summary": self.summary}
 
     def trace_url(self, template: str) -> str:
         """``template`` with ``{trace_id}`` filled in; "" without an exemplar."""

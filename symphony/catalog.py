@@ -61,6 +61,7 @@ class Provider(_Frozen):
     key_env: str
     wire: Wire
     models: dict[str, ModelPrice]
+    status_url: str = ""  # the provider's public status page (evidence bundles snapshot it)
 
     def simulated_base_url(self, simulator_url: str, name: str) -> str:
         """Where the simulator serves this provider: ``{simulator}/{name}`` + the real base path.
@@ -68,6 +69,10 @@ class Provider(_Frozen):
         e.g. ``http://127.0.0.1:8701/anthropic/v1`` or ``…/gemini/v1beta`` or ``…/perplexity``.
         """
         return f"{simulator_url.rstrip('/')}/{name}{urlparse(self.base_url).path.rstrip('/')}"
+
+    def simulated_status_url(self, simulator_url: str, name: str) -> str:
+        """Where the simulator serves this provider's status page: ``{simulator}/{name}/status``."""
+        return f"{simulator_url.rstrip('/')}/{name}/status"
 
 
 class Catalog(_Frozen):

@@ -70,6 +70,11 @@ def learner_metrics(engine_url: str, days: int, resamples: int, timeout: float =
     return _call(engine_url, "GET", "/learner/metrics", timeout, params=params)
 
 
+def capture_evidence(engine_url: str, request: dict[str, str], timeout: float = 120) -> dict[str, Any]:
+    """Ask the engine (admin) for a decision's evidence bundle and tickets; the outcome as it answers."""
+    return _call(engine_url, "POST", "/evidence/capture", timeout, json=request)
+
+
 def _call(engine_url: str, method: str, path: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
     url, headers = split_credentials(engine_url)
     try:

@@ -64,6 +64,11 @@ def eta_key(provider: str, metric: str, window: str) -> str:
     return f"symphony:eta:{{{provider}}}:{metric}:{window}"
 
 
+def eta_keys_pattern(provider: str) -> str:
+    """A SCAN pattern for every published ETA of ``provider`` (evidence bundles read them all)."""
+    return f"symphony:eta:{{{provider}}}:*"
+
+
 # Deferrable jobs (``symphony.jobs``). Every job key carries the hash tag ``{jobs}``, so the
 # scripts that move a job between states (its record, the queue, the running set, a dispatcher's
 # heartbeat) touch one Redis Cluster slot.
@@ -80,3 +85,8 @@ def job_key(job_id: str) -> str:
 def dispatcher_heartbeat_key(owner: str) -> str:
     """``symphony:jobs:{jobs}:dispatcher:<owner>``: a live dispatcher's heartbeat, with a short TTL."""
     return f"symphony:jobs:{{jobs}}:dispatcher:{owner}"
+
+
+def incident_tickets_key(fingerprint: str) -> str:
+    """``symphony:tickets:<fingerprint>``: an incident's tickets (hash: system -> ticket JSON)."""
+    return f"symphony:tickets:{fingerprint}"

@@ -7,6 +7,7 @@ start-up with a ``SettingsError`` that names the variable and what it accepts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from symphony.catalog import Catalog, load_catalog
+from symphony.redaction import compile_operator_patterns
 from symphony.secret_files import read_secret
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -82,6 +84,23 @@ class Settings(BaseSettings):
     # The trace link an alert carries, `{trace_id}` filled in (a Grafana or Tempo URL); empty: the
     # control plane's own `/traces/{trace_id}`.
     trace_url_template: str = ""
+
+    # Evidence bundles (sinks.evidence): one per SLO alert, failed chaos scenario or
+    # `symphony evidence capture`, written under VAR_DIR/evidence and recorded in ClickHouse.
+    evidence_bundles: bool = False
+    # Regular expressions (a JSON list) masked in every bundle beside the built-in rules.
+    evidence_redact_patterns: list[str] = []
+    # Tickets for incidents: a GitHub issue (the bundle a release asset) and a Jira Cloud issue
+    # (the bundle attached). Each is off until its repository / project is set.
+    evidence_github_repository: str = ""
+    evidence_github_token: SecretStr | None = None
+    evidence_github_token_file: str = ""
+    evidence_github_api_url: str = "https://api.github.com"
+    jira_url: str = ""
+    jira_email: str = ""
+    jira_api_token: SecretStr | None = None
+    jira_api_token_file: str = ""
+    jira_project: str = ""
 
     learner_enabled: bool = True
     traffic_split: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -182,7 +201,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with chdb:///, http:// or https://")
         return value
 
-    @field_validator("tempo_endpoint", "tempo_query_url", "alertmanager_url", "pagerduty_events_url")
+    @field_validator(
+        "tempo_endpoint",
+        "tempo_query_url",
+        "alertmanager_url",
+        "pagerduty_events_url",
+        "evidence_github_api_url",
+        "jira_url",
+    )
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value:
@@ -197,6 +223,19 @@ class Settings(BaseSettings):
     def _trace_template(cls, value: str) -> str:
         if value and (not value.startswith(("http://", "https://")) or "{trace_id}" not in value):
             raise ValueError("must be empty or an http(s):// URL holding {trace_id}")
+        return value
+
+    @field_validator("evidence_redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        compile_operator_patterns(value)  # a ValueError names the pattern
+        return value
+
+    @field_validator("evidence_github_repository")
+    @classmethod
+    def _owner_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", value):
+            raise ValueError("must be owner/name, e.g. acme/symphony")
         return value
 
     @field_validator("decision_key", "dispatcher_token")
@@ -214,6 +253,8 @@ class Settings(BaseSettings):
         "slack_webhook_url",
         "pagerduty_routing_key",
         "spans_token",
+        "evidence_github_token",
+        "jira_api_token",
         mode="before",
     )
     @classmethod

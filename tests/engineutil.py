@@ -44,6 +44,7 @@ class Engine:
     args: list[str] = field(default_factory=list)  # e.g. ["-w", "2"], ["--test-faults"]
     wait_ready: bool = True  # False for a cluster process other than 0 (no query API)
     name: str = "engine"
+    env: dict[str, str] = field(default_factory=dict)  # settings of this engine's own, set last
     any_port: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +76,7 @@ class Engine:
             SPANS_TOKEN=SPANS_TOKEN,
             PYTHONPATH=str(REPO),
         )
+        env.update(self.env)
         args = [*self.args, "--any-port"] if self.any_port else self.args
         if not self.any_port:
             env["ENGINE_PORT"] = str(self.port)

@@ -18,20 +18,14 @@ ever holds the raw text.
 from __future__ import annotations
 
 import logging
-import re
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+# The key shapes and the shortest secret worth the name are shared with evidence redaction.
+from symphony.redaction import APP_KEY, MASKED_KEY, MIN_SECRET_CHARS
+
 MASK = "***"
-# Shorter values are no secrets worth the name (the simulator's placeholder key is one).
-MIN_SECRET_CHARS = 8
-APP_KEY = re.compile(r"(sk-sym-[A-Za-z0-9]{8}-)[A-Za-z0-9_-]{8,}")
-_KEY_CHARS = r"[A-Za-z0-9_\-]"
-MASKED_KEY = re.compile(
-    rf"{_KEY_CHARS}*\*{{3,}}{_KEY_CHARS}*(?:\*+{_KEY_CHARS}*)*"
-    rf"|{_KEY_CHARS}{{3,}}(?:\.{{3}}|…){_KEY_CHARS}{{3,}}"
-)
 
 
 class Scrubber:

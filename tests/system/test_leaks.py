@@ -4,9 +4,10 @@ Every provider gets a known key that really travels to the simulator, which acce
 only that key (so a 200 proves it arrived). Venice's simulator expects another
 key and answers the proxy's with a 401 that echoes it masked, as OpenAI does.
 Then the proxy's log file, every Redis key and value, every ClickHouse table (the
-engine ingests the run), every file under the engine's data directory, and every
-error body the proxy answered are searched for each key, its masked echo and its
-middle part.
+engine ingests the run, and the proxy's spans), every file under the engine's data
+directory (evidence bundles of a decision the mis-keyed provider refused, and of one
+served, included), and every error body the proxy answered are searched for each key,
+its masked echo and its middle part.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from pydantic import SecretStr
 
 from cli.load import LoadConfig, run_load
 from simulator.wire import masked
 from symphony import engine_client
 from symphony.redis_server import RedisServer
-from tests.engineutil import Engine
+from tests.engineutil import SPANS_TOKEN, Engine
 from tests.proxy_stack import CATALOG, ProxyStack, bearer
 
 MISKEYED = "venice"  # its simulator expects another key: the proxy's gets a 401 that echoes it
@@ -78,6 +80,14 @@ def clickhouse_dump(engine: Engine) -> tuple[bytes, int]:
 
 def files_dump(root: Path) -> bytes:
     return b"\n".join(path.read_bytes() for path in root.rglob("*") if path.is_file())
+
+
+def capture_evidence(engine: Engine, status: str) -> str:
+    """The evidence bundle of a decision with an attempt of ``status`` (the engine writes it)."""
+    sql = f"SELECT decision_id FROM usage FINAL WHERE status = '{status}' ORDER BY ts LIMIT 1"
+    [[decision_id]] = engine_client.query(engine.url, sql).rows
+    outcome = engine_client.capture_evidence(engine.url, {"decision_id": decision_id})
+    return str(outcome["bundle"])
 
 
 @pytest.fixture
@@ -141,6 +151,8 @@ def test_no_key_appears_in_logs_redis_clickhouse_files_or_error_bodies(
         app="leaky",
         auth_failures_per_minute=1000,
         breaker_failures=10**6,
+        spans_token=SecretStr(SPANS_TOKEN),  # spans to the engine's otel_traces, scanned below
+        engine_port=engine.port,
     ) as stack:
         errors = probe_error_bodies(stack, keys)
         config = LoadConfig(
@@ -172,6 +184,9 @@ def test_no_key_appears_in_logs_redis_clickhouse_files_or_error_bodies(
     engine_client.wait_for_count(
         engine.url, "SELECT count() FROM usage FINAL", len(events.usages), timeout=60
     )
+    bundles = [capture_evidence(engine, status) for status in ("error", "ok")]
+    assert all(Path(bundle).is_relative_to(engine.var_dir) for bundle in bundles)
+    engine_client.wait_for_count(engine.url, "SELECT count() > 0 FROM otel_traces", 1, timeout=30)
     time.sleep(1.0)
     tables, rows = clickhouse_dump(engine)
     assert rows >= decisions + len(events.usages)  # the scan saw the run

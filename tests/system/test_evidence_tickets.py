@@ -1,0 +1,161 @@
+"""Evidence end to end: a provider made slow in the simulator fires an SLO alert in a real engine
+(EVIDENCE_BUNDLES=true), which opens exactly one GitHub issue and one Jira issue on local stand-ins,
+each carrying or linking the bundle; when the arm fires again, each ticket gets a comment.
+
+The bundle then verifies (`symphony evidence verify`), fails on a one-byte change, passes `warcio
+check` and `wacz validate`; an on-demand capture of the same decision twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from symphony import engine_client
+from symphony.redis_server import RedisServer, free_port
+from tests import github_standin, jira_standin
+from tests.engineutil import ADMIN_TOKEN, SPANS_TOKEN, Engine
+from tests.proxy_stack import ProxyStack
+from tests.system.test_slo_alerts import traffic, wait_for
+
+BIN = Path(sys.executable).parent
+
+
+def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with github_standin.serve_github_issues() as github, jira_standin.serve_jira() as jira:
+        port = free_port()
+        with ProxyStack(redis_server, spans_token=SecretStr(SPANS_TOKEN), engine_port=port) as stack:
+            settings = {
+                "EVIDENCE_BUNDLES": "true",
+                "SLO_P95_MS": "400",
+                "SLO_WINDOW_S": "3",
+                "SLO_STEP_S": "1",
+                "SLO_MIN_ATTEMPTS": "10",
+                "SIM_URL": stack.sim.url,
+                "SIMULATED_PROVIDERS": "all",
+                "EVIDENCE_GITHUB_REPOSITORY": "acme/symphony",
+                "EVIDENCE_GITHUB_TOKEN": github_standin.TOKEN,
+                "EVIDENCE_GITHUB_API_URL": f"{github.url}/api/v3",
+                "JIRA_URL": jira.url,
+                "JIRA_EMAIL": jira_standin.EMAIL,
+                "JIRA_API_TOKEN": jira_standin.TOKEN,
+                "JIRA_PROJECT": jira_standin.PROJECT,
+            }
+            (tmp_path / "engine").mkdir()
+            engine = Engine(redis_server.url, tmp_path / "engine", port=port, env=settings).start()
+            try:
+                stack.faults("grok", slow_ttft_ms=800)
+                assert asyncio.run(traffic(stack, 4)) >= 90
+                wait_for(lambda: jira.called("POST", "/attachments"), 40, "a Jira attachment")
+                # Fast traffic resolves the alert (windows move in event time: they need events);
+                # slow traffic again fires it again.
+                stack.faults("grok")
+                asyncio.run(traffic(stack, 4))
+                stack.faults("grok", slow_ttft_ms=800)
+                assert asyncio.run(traffic(stack, 4)) >= 90
+                wait_for(lambda: jira.comments.get("OPS-1"), 40, "a comment on the Jira issue")
+                wait_for(lambda: github.comments.get(1), 10, "a comment on the GitHub issue")
+                firings = _firings(engine)
+                rows = wait_for(
+                    lambda: len(r := _bundles(engine)) == firings and r, 20, "a bundle per firing"
+                )
+                decision_id = str(rows[0][1])
+                # on demand: once by the command, once by the engine's API it calls
+                request = {"decision_id": decision_id}
+                again = [
+                    _capture_cli(engine, decision_id),
+                    engine_client.capture_evidence(engine.url, request),
+                ]
+            finally:
+                engine.stop()
+
+    # exactly one ticket per system; every later firing of the arm is the same incident: a comment each
+    assert firings >= 2
+    assert len(github.called("POST", "/repos/acme/symphony/issues")) == 1
+    assert len(github.comments[1]) == firings - 1
+    assert len(jira.called("POST", "/rest/api/3/issue")) == 1 and len(jira.comments["OPS-1"]) == firings - 1
+    [issue] = github.issues.values()
+    assert "SymphonyLatencyP95" in issue["body"] and "grok/grok-3-mini" in issue["title"]
+    assert "/releases/download/evidence/evidence-" in issue["body"]
+    fields = jira.issues["OPS-1"]
+    assert fields["issuetype"] == {"name": "Bug"} and fields["description"]["type"] == "doc"
+    attachments = jira.attachments["OPS-1"]
+    assert len(attachments) == firings and set(github.assets) == {name for name, _ in attachments}
+
+    bundle = tmp_path / "engine" / "evidence" / attachments[0][0]
+    assert bundle.read_bytes() == attachments[0][1] == github.assets[bundle.name]
+    assert {row[0] for row in rows} == {"slo_alert"} and all(row[2] for row in rows)
+    with zipfile.ZipFile(bundle) as archive:
+        decision = json.loads(archive.read("evidence/decision.json"))
+        status_text = archive.read("evidence/status-grok.txt").decode()
+        alert = json.loads(archive.read("evidence/alert.json"))
+        warc = archive.read("archive/exchanges.warc")
+    assert decision["decision"]["provider"] == "grok" and decision["attempts"][0]["latency_ms"] > 400
+    assert "Degraded performance" in status_text
+    assert (
+        alert["name"] == "SymphonyLatencyP95" and alert["decision_id"] == decision["decision"]["decision_id"]
+    )
+    assert ADMIN_TOKEN.encode() not in warc and jira_standin.TOKEN.encode() not in bundle.read_bytes()
+
+    # verify passes, and fails naming the file on a one-byte change to one
+    ok = _symphony("evidence", "verify", str(bundle), "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"], ok.stdout + ok.stderr
+    changed = _with_one_byte_changed(bundle, "evidence/decision.json", tmp_path / "changed.wacz")
+    bad = _symphony("evidence", "verify", str(changed))
+    assert bad.returncode == 1 and "evidence/decision.json" in bad.stdout.splitlines()[0]
+    warc_file = tmp_path / "exchanges.warc"
+    warc_file.write_bytes(warc)
+    assert subprocess.run([BIN / "warcio", "check", warc_file], check=False).returncode == 0
+    validate = subprocess.run([BIN / "wacz", "validate", "-f", bundle], capture_output=True, text=True)
+    assert validate.returncode == 0 and "is valid" in validate.stdout, validate.stdout
+
+    # two on-demand captures of the same incident data: byte-identical bundles
+    assert again[0]["sha256"] == again[1]["sha256"] and again[0]["bundle"] == again[1]["bundle"]
+
+
+def _firings(engine: Engine) -> int:
+    sql = "SELECT count() FROM alerts FINAL WHERE status = 'firing' AND provider = 'grok'"
+    return int(engine_client.query(engine.url, sql).scalar())
+
+
+def _bundles(engine: Engine) -> list[list[object]]:
+    sql = "SELECT trigger, decision_id, ticket_links FROM evidence_bundles FINAL ORDER BY at"
+    return engine_client.query(engine.url, sql).rows
+
+
+def _symphony(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "symphony", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+
+
+def _capture_cli(engine: Engine, decision_id: str) -> dict[str, object]:
+    env = {"ENGINE_PORT": str(engine.port), "ADMIN_TOKEN": ADMIN_TOKEN}
+    done = _symphony("evidence", "capture", "--decision-id", decision_id, "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome: dict[str, object] = json.loads(done.stdout)
+    return outcome
+
+
+def _with_one_byte_changed(bundle: Path, name: str, out: Path) -> Path:
+    with zipfile.ZipFile(bundle) as archive:
+        files = {n: archive.read(n) for n in archive.namelist()}
+    data = bytearray(files[name])
+    data[10] ^= 0x20
+    files[name] = bytes(data)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for n, content in files.items():
+            archive.writestr(n, content)
+    out.write_bytes(buffer.getvalue())
+    return out
