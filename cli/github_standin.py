@@ -11,9 +11,14 @@ opened as a pull request, reviewed and merged without reaching github.com. It an
 - ``PUT /repos/{owner}/{repo}/pulls/{number}/merge``: a real merge commit on the bare
   repository's base branch (``git merge-tree --write-tree``, ``commit-tree``, ``update-ref``),
   405 when the branches conflict;
-- ``POST /repos/{owner}/{repo}/releases`` (``tag_name``, ``name``, ``body``, ``draft``): 201 with
-  the release and its ``upload_url`` template, or 422 when the tag is not on the remote;
-- ``POST <upload_url>?name=NAME`` with the file's bytes: 201 with the asset (kept in ``assets``).
+- ``POST /repos/{owner}/{repo}/releases`` (``tag_name``, ``target_commitish``, ``name``, ``body``,
+  ``draft``): 201 with the release and its ``upload_url`` template; a tag not on the remote is
+  made at ``target_commitish`` (the base branch by default), 422 when that does not exist either;
+  ``GET /repos/{owner}/{repo}/releases/tags/{tag}``: the release, or 404;
+- ``POST <upload_url>?name=NAME`` with the file's bytes: 201 with the asset (kept in ``assets``) and
+  its ``browser_download_url``; 422 ``already_exists`` for a name the release holds;
+- ``POST /repos/{owner}/{repo}/issues`` (``title``, ``body``, ``labels``) and
+  ``POST /repos/{owner}/{repo}/issues/{number}/comments`` (``body``): 201, kept in ``issues``.
 
 Every call needs ``Authorization: Bearer <token>`` with the stand-in's token (401 otherwise),
 and every call is recorded (``calls``) with its headers, the token masked.
@@ -34,7 +39,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 _PULLS = re.compile(r"/repos/(?P<repository>[^/]+/[^/]+)/pulls(?:/(?P<number>\d+)(?P<merge>/merge)?)?")
-_RELEASES = re.compile(r"/repos/(?P<repository>[^/]+/[^/]+)/releases")
+_RELEASES = re.compile(r"/repos/(?P<repository>[^/]+/[^/]+)/releases(?:/tags/(?P<tag>[^/]+))?")
+_ISSUES = re.compile(r"/repos/(?P<repository>[^/]+/[^/]+)/issues(?:/(?P<number>\d+)/comments)?")
 _ASSETS = re.compile(r"/uploads/repos/(?P<repository>[^/]+/[^/]+)/releases/(?P<id>\d+)/assets")
 
 
@@ -79,6 +85,8 @@ class GitHubStandIn:
     pulls: dict[int, PullRequest] = field(default_factory=dict)
     releases: dict[int, dict[str, Any]] = field(default_factory=dict)
     assets: dict[int, dict[str, bytes]] = field(default_factory=dict)  # by release id, then name
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)  # each with its "comments"
+    base: str = "main"  # the default branch
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def answer(self, method: str, target: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
@@ -96,8 +104,10 @@ class GitHubStandIn:
                 return 400, {"message": "Problems parsing JSON"}
             if (route := _ASSETS.fullmatch(path)) and method == "POST" and self._ours(route):
                 return self._upload(int(route["id"]), parse_qs(query).get("name", [""])[0], body)
-            if (route := _RELEASES.fullmatch(path)) and method == "POST" and self._ours(route):
-                return self._release(body)
+            if (route := _RELEASES.fullmatch(path)) and self._ours(route):
+                return self._releases(method, route["tag"], body)
+            if (route := _ISSUES.fullmatch(path)) and method == "POST" and self._ours(route):
+                return self._issues(int(route["number"]) if route["number"] else None, body)
             if (route := _PULLS.fullmatch(path)) and self._ours(route):
                 return self._pulls(method, route, body)
             return 404, {"message": "Not Found"}
@@ -118,9 +128,14 @@ class GitHubStandIn:
             return self._merge(pull)
         return 404, {"message": "Not Found"}
 
-    def _release(self, body: dict[str, Any]) -> tuple[int, Any]:
+    def _releases(self, method: str, tag: str | None, body: dict[str, Any]) -> tuple[int, Any]:
+        if method == "GET" and tag is not None:
+            found = next((r for r in self.releases.values() if r["tag_name"] == tag), None)
+            return (200, found) if found else (404, {"message": "Not Found"})
+        if method != "POST" or tag is not None:
+            return 404, {"message": "Not Found"}
         tag = str(body.get("tag_name", ""))
-        if not tag or self._git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}").returncode != 0:
+        if not self._tagged(tag, str(body.get("target_commitish") or self.base)):
             return 422, {"message": "Validation Failed", "errors": [{"field": "tag_name", "code": "invalid"}]}
         number = len(self.releases) + 1
         release = {
@@ -129,6 +144,7 @@ class GitHubStandIn:
             "name": body.get("name", tag),
             "body": body.get("body", ""),
             "draft": bool(body.get("draft")),
+            "prerelease": bool(body.get("prerelease")),
             "html_url": f"{self.web_url}/releases/tag/{tag}",
             "upload_url": f"{self.url}/uploads/repos/{self.repository}/releases/{number}/assets"
             "{?name,label}",
@@ -137,13 +153,45 @@ class GitHubStandIn:
         self.assets[number] = {}
         return 201, release
 
+    def _tagged(self, tag: str, target: str) -> bool:
+        """Whether ``tag`` is on the remote, made at ``target`` if it was not (as GitHub does)."""
+        if not tag or self._git("check-ref-format", f"refs/tags/{tag}").returncode != 0:
+            return False
+        if self._git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}").returncode == 0:
+            return True
+        commit = self._commit(target)
+        return commit is not None and self._git("tag", tag, commit).returncode == 0
+
+    def _issues(self, number: int | None, body: dict[str, Any]) -> tuple[int, Any]:
+        if number is None:
+            if not body.get("title"):
+                return 422, {
+                    "message": "Validation Failed",
+                    "errors": [{"field": "title", "code": "missing"}],
+                }
+            number = len(self.issues) + 1
+            self.issues[number] = {**body, "comments": []}
+            return 201, {"number": number, "html_url": f"{self.web_url}/issues/{number}"}
+        issue = self.issues.get(number)
+        if issue is None:
+            return 404, {"message": "Not Found"}
+        if not body.get("body"):
+            return 422, {"message": "Validation Failed", "errors": [{"field": "body", "code": "missing"}]}
+        issue["comments"].append(body["body"])
+        return 201, {"id": len(issue["comments"]), "body": body["body"]}
+
     def _upload(self, release: int, name: str, content: Any) -> tuple[int, Any]:
         if release not in self.releases:
             return 404, {"message": "Not Found"}
-        if not name or not isinstance(content, bytes) or name in self.assets[release]:
-            return 422, {"message": "Validation Failed", "errors": [{"field": "name", "code": "invalid"}]}
+        if not name or not isinstance(content, bytes):
+            return 422, {"message": "Validation Failed", "errors": [{"field": "name", "code": "missing"}]}
+        if name in self.assets[release]:
+            errors = [{"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}]
+            return 422, {"message": "Validation Failed", "errors": errors}
         self.assets[release][name] = content
-        return 201, {"name": name, "size": len(content), "state": "uploaded"}
+        tag = self.releases[release]["tag_name"]
+        url = f"{self.web_url}/releases/download/{tag}/{name}"
+        return 201, {"name": name, "size": len(content), "state": "uploaded", "browser_download_url": url}
 
     @property
     def web_url(self) -> str:

@@ -12,7 +12,10 @@ shows the learner, the quotas and the tracing acceptances (``cli.mvp3_rows``):
   Redis, the trace coverage of the replay's last hour, the alerts and the span attributes
   (ClickHouse), and the engine's log, written under ``folder/replay/``;
 - the promotion opened as a pull request on a local GitHub stand-in over a scratch clone of
-  this repository, merged as a reviewer would, and the base branch's ``git log`` recorded.
+  this repository, merged as a reviewer would, and the base branch's ``git log`` recorded;
+- with ``EVIDENCE_BUNDLES`` on, the engine opens a ticket for the SLO alert on the same stand-in
+  (the issue, its bundle a release asset): the tickets, their assets' SHA-256 and the bundles
+  the engine wrote are kept for the judge to verify (``folder/evidence.json``).
 
 The simulated clock runs ``days * 24h / minutes`` times faster than the wall clock, so the
 SLO window (``SLO_WINDOW_S``, judged every sixth of it) is set to ``slo_window_real_s`` real
@@ -23,6 +26,7 @@ five minutes of production traffic would.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -94,6 +98,10 @@ def run_replay(config: ReplayConfig, folder: Path, say: Say) -> None:
                 "GITHUB_API_URL": github.url,
                 "SLO_WINDOW_S": str(slo_window_s),
                 "SLO_STEP_S": str(slo_window_s / 6),
+                "EVIDENCE_BUNDLES": "true",
+                "EVIDENCE_GITHUB_REPOSITORY": REPOSITORY,
+                "EVIDENCE_GITHUB_TOKEN": token,
+                "EVIDENCE_GITHUB_API_URL": github.url,
             }
         )
         args = argparse.Namespace(version=None, base=_branch(work), repo=work)
@@ -107,6 +115,7 @@ def run_replay(config: ReplayConfig, folder: Path, say: Say) -> None:
         )
         _keep_week(run, out)
         _write(out / "promotion.json", _promotion(run, github, origin, args.base, say))
+        _write(folder / mvp3_rows.EVIDENCE, _evidence(github, folder / "stack" / "evidence", folder))
 
 
 def _prepare(settings: Settings, config: ReplayConfig, speed: float, say: Say) -> None:
@@ -206,6 +215,30 @@ def _promotion(
         "merge_commit": merge.json().get("sha"),
         "git_log": log,
     }
+
+
+def _evidence(github: GitHubStandIn, written: Path, folder: Path) -> dict[str, Any]:
+    """The tickets opened on the stand-in, each with the bundle the engine wrote (copied beside the
+    run's artifacts) and the SHA-256 of the asset the ticket carries."""
+    kept = folder / "replay" / "evidence"
+    kept.mkdir(parents=True, exist_ok=True)
+    for bundle in sorted(written.glob("*.wacz")):
+        shutil.copy(bundle, kept / bundle.name)
+    assets = {name: data for by_name in github.assets.values() for name, data in by_name.items()}
+    tickets = []
+    for number, issue in sorted(github.issues.items()):
+        for text in [issue.get("body", ""), *issue["comments"]]:
+            name = next((n for n in assets if n in text), None)
+            if name is not None:
+                tickets.append(
+                    {
+                        "url": f"{github.web_url}/issues/{number}",
+                        "title": issue.get("title"),
+                        "bundle": str((kept / name).relative_to(folder)),
+                        "asset_sha256": hashlib.sha256(assets[name]).hexdigest(),
+                    }
+                )
+    return {"tickets": tickets, "bundles_written": sorted(p.name for p in written.glob("*.wacz"))}
 
 
 def _scratch_repository(folder: Path) -> tuple[Path, Path]:

@@ -8,6 +8,7 @@ artifact is a failed check that names the file, never a skipped one.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -18,6 +19,7 @@ from typing import Any
 
 from cli.gates import AcceptanceGate
 from learner.promotion import WINDOW_MS
+from sinks.evidence.verify import BundleError, verify_bundle
 
 # Where each step of the run leaves its artifacts, relative to the run's folder.
 LEARNER_WEEK = "replay/learner-week.json"
@@ -235,13 +237,9 @@ def gates(artifacts: Artifacts, bounds: AcceptanceGate) -> Row:
     evidence = artifacts.json(row, EVIDENCE)
     if evidence is not None:
         tickets = evidence.get("tickets", [])
-        unverified = [t.get("bundle", "?") for t in tickets if not t.get("verified")]
-        ok = bool(tickets) and not unverified
-        row.check(
-            "tickets with evidence bundles that verify",
-            ok,
-            f"{len(tickets)} tickets, {len(unverified)} unverified",
-        )
+        problems = [problem for ticket in tickets if (problem := _bundle_problem(artifacts, row, ticket))]
+        figure = f"{len(tickets)} tickets, " + (problems[0] if problems else "every bundle verified")
+        row.check("tickets with evidence bundles that verify", bool(tickets) and not problems, figure)
     return row
 
 
@@ -278,6 +276,24 @@ JUDGES: tuple[Callable[[Artifacts, AcceptanceGate], Row], ...] = (
     gates,
     design,
 )
+
+
+def _bundle_problem(artifacts: Artifacts, row: Row, ticket: dict[str, Any]) -> str:
+    """Why the ticket's bundle does not hold up: missing, not the file the ticket carries, or not
+    as it was written (``symphony evidence verify``); "" when it does."""
+    path = artifacts.folder / str(ticket.get("bundle", ""))
+    row.artifacts.append(str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"ticket {ticket.get('url')}: its bundle {path.name} is missing ({exc.strerror})"
+    if hashlib.sha256(data).hexdigest() != ticket.get("asset_sha256"):
+        return f"ticket {ticket.get('url')}: the asset it carries is not {path.name}"
+    try:
+        problems = verify_bundle(path)
+    except BundleError as exc:
+        problems = [str(exc)]
+    return f"{path.name}: {problems[0]}" if problems else ""
 
 
 def _reconciled(log: str) -> tuple[bool, str]:

@@ -65,3 +65,35 @@ def test_a_pull_request_is_opened_for_a_pushed_head_and_merged_into_its_base(tmp
     assert feature in git(bare, "log", "--format=%H", "main").split()
     assert git(bare, "show", "main:b.txt") == "b"
     assert refused.status_code == 401
+
+
+def test_issues_and_comments_are_kept_and_an_asset_name_is_taken_once(tmp_path: Path) -> None:
+    bare, _ = pushed_branch(tmp_path)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with (
+        serve_github(bare, REPOSITORY, TOKEN) as github,
+        httpx.Client(base_url=github.url, headers=auth) as api,
+    ):
+        assert api.post(f"/repos/{REPOSITORY}/issues", json={"body": "no title"}).status_code == 422
+        issue = api.post(f"/repos/{REPOSITORY}/issues", json={"title": "incident", "labels": ["evidence"]})
+        assert issue.status_code == 201
+        number = issue.json()["number"]
+        assert (
+            api.post(f"/repos/{REPOSITORY}/issues/{number}/comments", json={"body": "more"}).status_code
+            == 201
+        )
+        assert api.post(f"/repos/{REPOSITORY}/issues/99/comments", json={"body": "x"}).status_code == 404
+        release = api.post(f"/repos/{REPOSITORY}/releases", json={"tag_name": "evidence"}).json()
+        upload = release["upload_url"].split("{", 1)[0]
+        first = api.post(
+            upload, params={"name": "a.wacz"}, content=b"zip", headers={"Content-Type": "application/zip"}
+        )
+        again = api.post(
+            upload, params={"name": "a.wacz"}, content=b"zip", headers={"Content-Type": "application/zip"}
+        )
+    assert github.issues[number]["comments"] == ["more"] and github.issues[number]["labels"] == ["evidence"]
+    assert first.status_code == 201 and first.json()["browser_download_url"].endswith(
+        "/download/evidence/a.wacz"
+    )
+    assert again.status_code == 422 and again.json()["errors"][0]["code"] == "already_exists"
+    assert github.assets[release["id"]] == {"a.wacz": b"zip"}

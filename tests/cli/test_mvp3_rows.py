@@ -4,6 +4,7 @@ the command exits 1."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pytest
 from cli import mvp3_rows
 from cli.gates import AcceptanceGate
 from learner.promotion import WINDOW_MS
+from sinks.evidence.bundle import build_bundle
+from tests.evidence_inputs import corpus_redactor, planted_inputs
 
 ROOT = Path(__file__).parents[2]
 DAY0 = 1_700_000_000_000 - 1_700_000_000_000 % WINDOW_MS
@@ -31,6 +34,19 @@ def window(day: int, uplift_low: float | None, alerts: int = 0) -> dict[str, Any
         "slo": {"breached": False},
         "slo_alerts": alerts,
     }
+
+
+# A real bundle, as the engine builds one for an incident (sinks.evidence).
+BUNDLE = "replay/evidence/incident.wacz"
+BUNDLE_BYTES = build_bundle(planted_inputs(), corpus_redactor(), "tests").data  # type: ignore[no-untyped-call]
+BUNDLE_SHA = hashlib.sha256(BUNDLE_BYTES).hexdigest()
+
+
+def tampered(data: bytes) -> bytes:
+    """The bundle with one byte of its WARC changed, in place (verification names the first mismatch:
+    here the zip's own CRC of that file)."""
+    at = data.index(b"WARC/1.1") + 600
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
 
 
 def passing_artifacts() -> dict[str, Any]:
@@ -72,7 +88,10 @@ def passing_artifacts() -> dict[str, Any]:
         },
         mvp3_rows.PERF: {"passed": True, "checks": [{"name": "p95 ms", "measured": 80.0, "bound": "< 250"}]},
         mvp3_rows.CHAOS: {"short": False, "scenarios": [{"name": "429-storm", "passed": True}]},
-        mvp3_rows.EVIDENCE: {"tickets": [{"bundle": "var/evidence/a.zip", "verified": True}]},
+        mvp3_rows.EVIDENCE: {
+            "tickets": [{"url": "http://gh/1", "bundle": BUNDLE, "asset_sha256": BUNDLE_SHA}]
+        },
+        BUNDLE: BUNDLE_BYTES,
         mvp3_rows.DESIGN: {
             "tokens_drift": [],
             "lighthouse": {"model-matrix": 98, "alerts": 100},
@@ -85,7 +104,9 @@ def write(folder: Path, artifacts: dict[str, Any]) -> Path:
     for name, body in artifacts.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        if name.endswith(".jsonl"):
+        if isinstance(body, bytes):
+            path.write_bytes(body)
+        elif name.endswith(".jsonl"):
             path.write_text(json.dumps(body) + "\n")
         else:
             path.write_text(body if isinstance(body, str) else json.dumps(body))
@@ -154,8 +175,13 @@ BREAKS: dict[str, tuple[int, Break]] = {
     "perf over its threshold": (5, _set(mvp3_rows.PERF, "passed", value=False)),
     "a chaos scenario failed": (5, _set(mvp3_rows.CHAOS, "scenarios", 0, "passed", value=False)),
     "only the short chaos run": (5, _set(mvp3_rows.CHAOS, "short", value=True)),
-    "a bundle that does not verify": (5, _set(mvp3_rows.EVIDENCE, "tickets", 0, "verified", value=False)),
     "no ticket": (5, _set(mvp3_rows.EVIDENCE, "tickets", value=[])),
+    "a tampered bundle": (5, lambda a: a.update({BUNDLE: tampered(BUNDLE_BYTES)})),
+    "a bundle missing": (5, _drop(BUNDLE)),
+    "a ticket carrying another file": (
+        5,
+        _set(mvp3_rows.EVIDENCE, "tickets", 0, "asset_sha256", value="0" * 64),
+    ),
     "tokens drifted": (6, _set(mvp3_rows.DESIGN, "tokens_drift", value=["console/src/theme/mui.ts"])),
     "a view under 95": (6, _set(mvp3_rows.DESIGN, "lighthouse", "alerts", value=94)),
     "a visual test failed": (6, _set(mvp3_rows.DESIGN, "visual", "failed", value=1)),

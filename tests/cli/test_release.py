@@ -147,10 +147,15 @@ def test_the_release_tags_pushes_and_drafts_a_github_release_with_the_artifacts(
     assert body["published"]["release"] == created["html_url"]
 
 
-def test_the_standin_refuses_a_release_of_an_unknown_tag_and_a_wrong_token(repo: Path) -> None:
-    standin = GitHubStandIn(repo.parent / "origin.git", REPOSITORY, TOKEN)
+def test_the_standin_makes_a_missing_tag_at_its_target_as_github_does(repo: Path) -> None:
+    bare = repo.parent / "origin.git"
+    standin = GitHubStandIn(bare, REPOSITORY, TOKEN)
     good = {"Authorization": f"Bearer {TOKEN}"}
-    assert standin.answer("POST", f"/repos/{REPOSITORY}/releases", good, {"tag_name": "v9"})[0] == 422
-    assert (
-        standin.answer("POST", f"/repos/{REPOSITORY}/releases", {"Authorization": "Bearer x"}, {})[0] == 401
-    )
+    releases = f"/repos/{REPOSITORY}/releases"
+    assert standin.answer("POST", releases, good, {"tag_name": "v9", "target_commitish": "nope"})[0] == 422
+    assert standin.answer("POST", releases, good, {"tag_name": "bad..tag"})[0] == 422
+    assert standin.answer("POST", releases, good, {"tag_name": "evidence"})[0] == 201
+    assert git(bare, "rev-parse", "evidence") == git(bare, "rev-parse", "main")
+    assert standin.answer("GET", f"{releases}/tags/evidence", good, {})[1]["id"] == 1
+    assert standin.answer("GET", f"{releases}/tags/v9", good, {})[0] == 404
+    assert standin.answer("POST", releases, {"Authorization": "Bearer x"}, {})[0] == 401
