@@ -13,13 +13,13 @@ each rollback is applied as an operator would apply it:
    (what reverting the promotion's commit does to the checkout): every replica serves that
    version, without a restart.
 
-Each is timed from the moment the change is written (the flag, as ``symphony flags`` ends; the
-file) to the start of the first round of probes (``/v1/route/execute``, a new connection each,
-sent at once, so they reach every replica; each answer names its ``replica``) in which every
-replica answered only as rolled back; the command's own run time is shown beside it. Then it is
-undone and seen undone before the next. Afterwards every decision an answer carried, the load's
-and the probes', must be in ClickHouse exactly once. PASS when each rollback took under ``--within`` seconds (5) on every
-replica and no event was lost or doubled.
+Each is timed from the moment the change is written (the flag, as ``symphony flags`` ends; the file)
+to the start of the first round of probes (``/v1/route/execute``, a new connection each, sent at
+once, so they reach every replica; each answer names its ``replica``) in which every replica
+answered only as rolled back; the command's own run time is shown beside it. Then it is undone and
+seen undone before the next. Afterwards every decision an answer carried, the load's and the
+probes', must be in ClickHouse exactly once. PASS when each rollback took under ``--within`` seconds
+(5) on every replica and no event was lost or doubled.
 """
 
 from __future__ import annotations
