@@ -49,7 +49,6 @@ from cli.child_env import child_env
 from cli.dev_key import DEV_APP, ensure_dev_key
 from cli.restart_policy import RestartHistory, RestartPolicy
 from symphony import clock
-from symphony.catalog import load_catalog
 from symphony.redis_server import RedisServer, answers, port_of
 from symphony.secret_files import read_secret, write_secret
 from symphony.settings import Settings, load_provider_keys
@@ -292,11 +291,11 @@ class Stack:
             if secret is not None:
                 env[name.upper()] = secret.get_secret_value()
         if "SIMULATED_PROVIDERS" not in env:
-            catalog = load_catalog()
+            catalog = self.settings.read_catalog()
             keyed = load_provider_keys(catalog, env)
             env["SIMULATED_PROVIDERS"] = ",".join(p for p in catalog.providers if p not in keyed) or "none"
         env["PROXY_WORKERS"] = str(self.settings.proxy_workers)
-        return child_env(part, env)
+        return child_env(part, env, self.settings.read_catalog())
 
     def _wait_healthy(self, part: Part, timeout: float) -> None:
         assert part.process is not None

@@ -40,6 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy import errors
+from proxy.adapters.base import Adapter
 from proxy.adapters.registry import build_adapters
 from proxy.api.feedback import FeedbackApi
 from proxy.api.jobs_api import JobsApi
@@ -58,7 +59,7 @@ from proxy.metrics import ProxyMetrics, RequestTimer
 from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
 from proxy.tracing import TRACED_PATHS, Tracing, TracingMiddleware, tracing_on
-from symphony.catalog import Catalog, load_catalog
+from symphony.catalog import Catalog
 from symphony.process_logging import log_to_stderr
 from symphony.settings import Settings, load_provider_keys
 
@@ -112,17 +113,30 @@ def create_app(
     keys: Mapping[str, SecretStr] | None = None,
     catalog: Catalog | None = None,
     rng: random.Random | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Starlette:
-    """The proxy app. Reads the catalog and the champion policy now (a bad policy fails here).
+    """The proxy app. Reads the catalog (``CATALOG_FILE``) and the champion policy now (a bad one
+    fails here, naming the entry) and serves a changed catalog without a restart.
 
-    ``keys`` are the provider keys (``load_provider_keys``); a provider without one
-    is a candidate only when the simulator stands in for it (``settings.simulated``).
+    ``keys`` are provider keys (``load_provider_keys``); those of a catalog's providers not in
+    ``keys`` are read from ``environ`` (the process's environment, which does not change while
+    it runs), now and for each new catalog. A provider without one is a candidate only when it
+    takes no key or the simulator stands in for it (``settings.simulated``).
     """
-    catalog = catalog if catalog is not None else load_catalog()
-    keys = keys or {}
-    secrets = [key.get_secret_value() for key in keys.values()]
-    install_log_scrubber(secrets)
-    adapters = build_adapters(catalog, settings, keys)
+    catalog = catalog if catalog is not None else settings.read_catalog()
+    given = dict(keys or {})
+
+    scrubber = Scrubber()
+
+    def adapters_for(served: Catalog) -> dict[str, Adapter]:
+        read = load_provider_keys(served, environ) if environ is not None else {}
+        keys = {**read, **given}
+        secrets = [key.get_secret_value() for key in keys.values()]
+        install_log_scrubber(secrets)  # logs and provider errors never show a key, old or new
+        scrubber.add(secrets)
+        return build_adapters(served, settings, keys)
+
+    adapters = adapters_for(catalog)
     decision_ids = _decision_ids(settings)
     gateway = Gateway(
         settings,
@@ -130,8 +144,9 @@ def create_app(
         load_champion(settings.policy_file, catalog),
         adapters,
         rng=rng,
-        scrubber=Scrubber(secrets),
+        scrubber=scrubber,
         decision_ids=decision_ids,
+        adapters_for=adapters_for,
     )
     if not adapters:
         log.warning("no provider has a key or the simulator: every routed request will be refused")
@@ -140,7 +155,7 @@ def create_app(
     messages_api = MessagesApi(gateway)
     route_api = RouteExecuteApi(gateway)
     feedback_api = FeedbackApi(resources, decision_ids)
-    jobs_api = JobsApi(resources, catalog)
+    jobs_api = JobsApi(resources, lambda: gateway.catalog)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -237,8 +252,7 @@ def app_from_environment() -> Starlette:
 
 def _entry_app(settings: Settings) -> Starlette:
     """The app of a serving process: where the provider keys (or their ``*_FILE`` secrets) are read, once."""
-    catalog = load_catalog()
-    return create_app(settings, keys=load_provider_keys(catalog, os.environ), catalog=catalog)
+    return create_app(settings, environ=os.environ)
 
 
 def run_proxy(settings: Settings) -> None:

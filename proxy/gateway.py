@@ -5,6 +5,10 @@ resources the lifespan opened (``proxy.resources``: clock, upstream client, Redi
 emitter) and builds the quota gate, the attempt loop and the challenger feed over them;
 ``stop()`` stops the feed and the loop (the lifespan closes the resources).
 
+Given ``adapters_for`` (how the app builds a catalog's adapters), the gateway watches
+``CATALOG_FILE`` (``proxy.routing.catalog_file``) and serves a changed catalog without a
+restart: ``serve_catalog`` swaps in its adapters and candidate arms, built once there.
+
 ``execute(routed, inbound)`` routes one canonical request (``RoutedRequest``) and answers in the
 inbound API's format (``Inbound``). It logs one ``Decision`` event per routed
 request from what the attempt loop returns (``Attempts``), so it can record the fallbacks,
@@ -18,9 +22,10 @@ off, the gateway holds no tracer and does none of it.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +45,7 @@ from proxy.metrics import Counts, ProxyMetrics
 from proxy.resources import Resources
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Candidates
+from proxy.routing.catalog_file import CatalogFile
 from proxy.routing.challenger import ChallengerFeed
 from proxy.routing.champion_file import ChampionFile
 from proxy.routing.health import Rules
@@ -53,6 +59,8 @@ from symphony.flags import Flags
 from symphony.quotas import load_quota_policy
 from symphony.serving import ChallengerPolicy, ChampionPolicy, context_of
 from symphony.settings import Settings
+
+log = logging.getLogger(__name__)
 
 DECISION_HEADER = "x-symphony-decision-id"
 ARM_HEADER = "x-symphony-arm"
@@ -131,7 +139,9 @@ class Gateway:
         scrubber: Scrubber | None = None,
         decision_ids: DecisionIds | None = None,
         metrics: ProxyMetrics | None = None,
+        adapters_for: Callable[[Catalog], Mapping[str, Adapter]] | None = None,
     ) -> None:
+        """``adapters_for``: a catalog's adapters; given, ``CATALOG_FILE`` is watched and served."""
         self.settings = settings
         self.prometheus = metrics if metrics is not None else ProxyMetrics()
         self.prometheus.count(self.metrics)
@@ -147,7 +157,26 @@ class Gateway:
         self.champion_file = ChampionFile(
             resolve_policy_path(settings.policy_file), catalog, self._serve_champion
         )
+        self.catalog_file = (
+            None
+            if adapters_for is None
+            else CatalogFile(
+                settings.resolved_catalog_file, lambda new: self.serve_catalog(new, adapters_for(new))
+            )
+        )
         self._serving: _Serving | None = None
+
+    def serve_catalog(self, catalog: Catalog, adapters: Mapping[str, Adapter]) -> None:
+        """Serve ``catalog`` from the next request on: its adapters and arms, built here, once."""
+        champion_arms = self.router.champion.policy.arms
+        missing = sorted(arm for arm in champion_arms if not catalog.has(*arm.split("/", 1)))
+        if missing:
+            log.warning("the champion policy names arms the new catalog lacks (never served): %s", missing)
+        self.adapters.clear()
+        self.adapters.update(adapters)  # in place: the attempt loop reads this dict
+        self.candidates.serve(catalog, self.adapters)
+        self.champion_file.catalog = catalog
+        self.catalog = catalog
 
     def _challenger(self) -> ChallengerPolicy:
         serving = self._serving
@@ -171,6 +200,8 @@ class Gateway:
         challenger = ChallengerFeed(resources.redis, self.flags)
         await challenger.start()
         self.champion_file.start()
+        if self.catalog_file is not None:
+            self.catalog_file.start()
         quota = QuotaGuard(
             resources.redis,
             load_quota_policy(resolve_policy_path(settings.quota_policy_file)),
@@ -201,6 +232,8 @@ class Gateway:
             serving.attempts.close()
             await serving.challenger.close()
             await self.champion_file.close()
+            if self.catalog_file is not None:
+                await self.catalog_file.close()
 
     async def execute(self, routed: RoutedRequest, inbound: Inbound) -> Response:
         serving = self._started()

@@ -20,6 +20,7 @@ a job its app key may not run (no model of it allowed) is a 403; a 503 when Redi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -62,9 +63,14 @@ def _not_found(job_id: str) -> errors.ApiError:
 
 
 class JobsApi:
-    def __init__(self, resources: ResourceSlot, catalog: Catalog) -> None:
+    def __init__(self, resources: ResourceSlot, catalog: Callable[[], Catalog]) -> None:
+        """``catalog``: the catalog being served (it changes when ``CATALOG_FILE`` does)."""
         self._resources = resources
-        self._catalog = catalog
+        self._current_catalog = catalog
+
+    @property
+    def _catalog(self) -> Catalog:
+        return self._current_catalog()
 
     def _store(self) -> JobStore:
         return JobStore(self._resources.get().redis)

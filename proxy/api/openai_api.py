@@ -77,7 +77,7 @@ class OpenAIApi:
     def __init__(self, gateway: Gateway, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self._gateway = gateway
         self._max_body_bytes = max_body_bytes
-        self._models_body = models_body(gateway.catalog, gateway.adapters)
+        self._models_body = (gateway.catalog, models_body(gateway.catalog, gateway.adapters))
 
     async def chat_completions(self, request: Request) -> Response:
         data, chat = parse_chat_request(await read_limited(request, self._max_body_bytes))
@@ -104,6 +104,15 @@ class OpenAIApi:
     async def models(self, request: Request) -> Response:
         key = caller_of(request).key
         if key is None or not key.models:
-            return Response(self._models_body, media_type=JSON)
+            return Response(self._all_models(), media_type=JSON)
         body = models_body(self._gateway.catalog, self._gateway.adapters, allows=key.allows)
         return Response(body, media_type=JSON)
+
+    def _all_models(self) -> bytes:
+        """Every servable model, made once per catalog served."""
+        catalog, body = self._models_body
+        if catalog is not self._gateway.catalog:
+            catalog = self._gateway.catalog
+            body = models_body(catalog, self._gateway.adapters)
+            self._models_body = (catalog, body)
+        return body

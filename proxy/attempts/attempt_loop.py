@@ -281,9 +281,11 @@ class AttemptLoop:
         """The attempt on ``arm``, admitted by health, its adapter and the quota gate; else None,
         and ``skipped`` says why."""
         health = self._health
+        adapter = self._adapters.get(arm.provider)
+        if adapter is None:
+            return None  # the catalog dropped its provider since the candidates were chosen
         if not health.begin(arm.provider, arm.name, monotonic()):
             return None  # it was ejected or cooled since the candidates were chosen
-        adapter = self._adapters[arm.provider]
         try:
             request = adapter.request(routed.body, arm.model, stream=routed.stream)
         except UnsupportedFeature as exc:  # the adapter's last guard behind the capability filter
