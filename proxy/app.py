@@ -155,7 +155,7 @@ def create_app(
     messages_api = MessagesApi(gateway)
     route_api = RouteExecuteApi(gateway)
     feedback_api = FeedbackApi(resources, decision_ids)
-    jobs_api = JobsApi(resources, lambda: gateway.catalog)
+    jobs_api = JobsApi(resources, lambda: gateway.catalog, gateway.task)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

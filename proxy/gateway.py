@@ -51,6 +51,7 @@ from proxy.routing.champion_file import ChampionFile
 from proxy.routing.health import Rules
 from proxy.routing.latency import LatencyEstimates
 from proxy.routing.router import Route, Router
+from proxy.routing.tasks import TASK_HEADER, Tasks
 from proxy.tracing import Tracing
 from symphony.catalog import Catalog, resolve_policy_path
 from symphony.clock import Clock, monotonic
@@ -74,6 +75,7 @@ class Outcome:
     decision_id: str
     route: Route
     attempts: Attempts
+    task: str  # the task routing used
 
     @property
     def arm(self) -> str:
@@ -85,13 +87,19 @@ class Outcome:
         return (self.attempts.served or self.route.chosen).model
 
     def headers(self) -> dict[str, str]:
-        return {DECISION_HEADER: self.decision_id, ARM_HEADER: self.arm, POLICY_HEADER: self.route.policy}
+        return {
+            DECISION_HEADER: self.decision_id,
+            ARM_HEADER: self.arm,
+            POLICY_HEADER: self.route.policy,
+            TASK_HEADER: self.task,
+        }
 
     def summary(self) -> dict[str, Any]:
         """The decision as the native API reports it."""
         served = self.attempts.served
         return {
             "decision_id": self.decision_id,
+            "task": self.task,
             "provider": served.provider if served is not None else None,
             "model": served.model if served is not None else None,
             "chosen": self.route.chosen.name,
@@ -154,6 +162,7 @@ class Gateway:
         self.health = self.candidates.health
         self.flags = Flags(settings.learner_enabled, settings.traffic_split)  # the environment's
         self.router = Router(champion, self._challenger, self._challenger_share, rng)
+        self.tasks = Tasks(champion.policy)
         self.champion_file = ChampionFile(
             resolve_policy_path(settings.policy_file), catalog, self._serve_champion
         )
@@ -188,7 +197,12 @@ class Gateway:
         return flags.challenger_share
 
     def _serve_champion(self, champion: ChampionPolicy) -> None:
+        self.tasks = Tasks(champion.policy)
         self.router.champion = champion
+
+    def task(self, name: str | None, param: str) -> str:
+        """The task a request names (``param`` says where), checked against the champion's tasks."""
+        return self.tasks.check(name, param)
 
     def _started(self) -> _Serving:
         if self._serving is None:
@@ -256,7 +270,7 @@ class Gateway:
                 ("", "") if tracer is None else _annotate_request(routed, route, decision_id, attempts)
             )
             self._log_decision(serving.emitter, routed, route, decision_id, ts, attempts, trace_ids)
-        outcome = Outcome(decision_id, route, attempts)
+        outcome = Outcome(decision_id, route, attempts, routed.task)
         return (
             _answer_logged(inbound, outcome, routed, now)
             if access_log.enabled()

@@ -92,7 +92,7 @@ class MessagesApi:
             body=body,
             app=caller.app,
             key=caller.key,
-            task=task_of(request),
+            task=task_of(self._gateway, request),
             stream=messages.stream,
             include_usage=True,  # Anthropic's events carry usage: the translator needs the usage chunk
             pin=pin,

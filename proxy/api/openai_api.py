@@ -3,7 +3,8 @@
 The canonical form is this API's own, so answers, streams and provider errors go
 back as the bytes the gateway holds. ``model`` is ``auto`` (Symphony routes) or a
 catalog model, plain or as ``provider/model`` (pinned). The calling app is the one
-its key belongs to (``proxy.edge.auth``); the header ``x-symphony-task`` names the task.
+its key belongs to (``proxy.edge.auth``); the header ``x-symphony-task`` names the task (one of the
+champion policy's, ``proxy.routing.tasks``; the answer's ``x-symphony-task`` says which routing used).
 ``GET /v1/models`` lists only the models the caller's key may use.
 """
 
@@ -25,15 +26,15 @@ from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import NO_CONSTRAINTS, Constraints
+from proxy.routing.tasks import TASK_HEADER
 from symphony.app_keys import AppKey
 
 JSON = "application/json"
-TASK_HEADER = "x-symphony-task"
-DEFAULT_TASK = "chat"
 
 
-def task_of(request: Request) -> str:
-    return request.headers.get(TASK_HEADER) or DEFAULT_TASK
+def task_of(gateway: Gateway, request: Request) -> str:
+    """The task ``x-symphony-task`` names, checked (``chat`` when none)."""
+    return gateway.task(request.headers.get(TASK_HEADER), TASK_HEADER)
 
 
 def _job_limits(caller: Caller, job: JobGrant, body: dict[str, Any]) -> tuple[Constraints, AppKey | None]:
@@ -92,7 +93,7 @@ class OpenAIApi:
             body=data,
             app=caller.app,
             key=key,
-            task=caller.job.task if caller.job is not None else task_of(request),
+            task=caller.job.task if caller.job is not None else task_of(self._gateway, request),
             stream=chat.stream,
             include_usage=chat.include_usage,
             pin=pin,
