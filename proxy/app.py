@@ -1,11 +1,12 @@
 """The proxy's ASGI app and its server.
 
-Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI-compatible),
-``POST /v1/messages`` (Anthropic-compatible), ``POST /v1/route/execute`` (native,
-the decision in the answer), ``POST /v1/feedback``, ``POST /v1/jobs``, ``GET`` and ``DELETE
-/v1/jobs/{id}`` (deferrable jobs), ``GET /health``, ``GET /metrics``.
+Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (stateless), ``GET /v1/models`` and
+``GET /v1/models/{id}`` (OpenAI-compatible), ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``
+(Anthropic-compatible), ``POST /v1/route/execute`` (native, the decision in the answer),
+``POST /v1/feedback``, ``POST /v1/jobs``, ``GET`` and ``DELETE /v1/jobs/{id}`` (deferrable jobs),
+``GET /health``, ``GET /metrics``.
 Errors are answered in the shape the caller's SDK expects: Anthropic's under
-``/v1/messages``, OpenAI's everywhere else, unknown paths included.
+``/v1/messages`` (and its ``count_tokens``), OpenAI's everywhere else, unknown paths included.
 
 With tracing on (a spans token for the control plane, or ``TEMPO_ENDPOINT``; see
 ``proxy.tracing``), each routed request first gets its server span
@@ -44,8 +45,15 @@ from proxy.adapters.base import Adapter
 from proxy.adapters.registry import build_adapters
 from proxy.api.feedback import FeedbackApi
 from proxy.api.jobs_api import JobsApi
-from proxy.api.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_response
+from proxy.api.messages_api import (
+    ANTHROPIC_PATHS,
+    COUNT_TOKENS_PATH,
+    MESSAGES_PATH,
+    MessagesApi,
+    anthropic_error_response,
+)
 from proxy.api.openai_api import OpenAIApi
+from proxy.api.responses_api import ResponsesApi
 from proxy.api.route_execute import RouteExecuteApi
 from proxy.decision_ids import DecisionIds
 from proxy.edge.auth import Authenticator, AuthMiddleware, DispatchCheck, no_dispatches
@@ -73,7 +81,7 @@ AUTH_DISABLED_WARNING = (
 
 def render_error(path: str, error: errors.ApiError) -> Response:
     """``error`` in the shape the SDK calling ``path`` expects."""
-    if path == MESSAGES_PATH:
+    if path in ANTHROPIC_PATHS:
         return anthropic_error_response(error)
     return error.response()
 
@@ -153,6 +161,7 @@ def create_app(
     resources = ResourceSlot()
     openai_api = OpenAIApi(gateway)
     messages_api = MessagesApi(gateway)
+    responses_api = ResponsesApi(gateway)
     route_api = RouteExecuteApi(gateway)
     feedback_api = FeedbackApi(resources, decision_ids)
     jobs_api = JobsApi(resources, lambda: gateway.catalog, gateway.task)
@@ -176,7 +185,10 @@ def create_app(
     routes = [
         Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
         Route("/v1/models", openai_api.models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", openai_api.model, methods=["GET"]),
+        Route("/v1/responses", responses_api.create, methods=["POST"]),
         Route(MESSAGES_PATH, messages_api.create, methods=["POST"]),
+        Route(COUNT_TOKENS_PATH, messages_api.count_tokens, methods=["POST"]),
         Route("/v1/route/execute", route_api.execute, methods=["POST"]),
         Route("/v1/feedback", feedback_api.post, methods=["POST"]),
         Route("/v1/jobs", jobs_api.create, methods=["POST"]),

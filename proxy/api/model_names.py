@@ -24,6 +24,22 @@ def pin_for_model(catalog: Catalog, model: str) -> Pin | None:
     return Pin(*found)
 
 
+def model_entry(
+    catalog: Catalog,
+    providers: Collection[str],
+    name: str,
+    *,
+    allows: Callable[[str, str], bool] | None = None,
+) -> dict[str, object] | None:
+    """``GET /v1/models/{name}``: the model object as listed, if ``name`` is servable (and allowed)."""
+    if name in AUTO_MODELS:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "symphony"}
+    found = catalog.find_model(name)
+    if found is None or found[0] not in providers or (allows is not None and not allows(*found)):
+        return None
+    return {"id": name, "object": "model", "created": 0, "owned_by": found[0]}
+
+
 def models_body(
     catalog: Catalog, providers: Collection[str], *, allows: Callable[[str, str], bool] | None = None
 ) -> bytes:

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""The OpenAI-compatible API: ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
 The canonical form is this API's own, so answers, streams and provider errors go
 back as the bytes the gateway holds. ``model`` is ``auto`` (Symphony routes) or a
@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
-from proxy.api.model_names import models_body, pin_for_model
+from proxy.api.model_names import model_entry, models_body, pin_for_model
 from proxy.attempts.stream_relay import Render
 from proxy.edge.auth import Caller, JobGrant, caller_of
 from proxy.edge.body import MAX_BODY_BYTES, parse_chat_request, read_limited
@@ -108,6 +109,16 @@ class OpenAIApi:
             return Response(self._all_models(), media_type=JSON)
         body = models_body(self._gateway.catalog, self._gateway.adapters, allows=key.allows)
         return Response(body, media_type=JSON)
+
+    async def model(self, request: Request) -> Response:
+        """One model as ``GET /v1/models`` lists it; 404 unless the caller may use it here."""
+        name = request.path_params["model_id"]
+        key = caller_of(request).key
+        allows = key.allows if key is not None and key.models else None
+        entry = model_entry(self._gateway.catalog, self._gateway.adapters, name, allows=allows)
+        if entry is None:
+            raise errors.model_not_found(name)
+        return Response(orjson.dumps(entry), media_type=JSON)
 
     def _all_models(self) -> bytes:
         """Every servable model, made once per catalog served."""
