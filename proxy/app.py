@@ -1,6 +1,7 @@
 """The proxy's ASGI app and its server.
 
-Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (stateless), ``GET /v1/models`` and
+Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (stateless), ``POST /v1/embeddings``,
+``GET /v1/models`` and
 ``GET /v1/models/{id}`` (OpenAI-compatible), ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``
 (Anthropic-compatible), ``POST /v1/route/execute`` (native, the decision in the answer),
 ``POST /v1/feedback``, ``POST /v1/jobs``, ``GET`` and ``DELETE /v1/jobs/{id}`` (deferrable jobs),
@@ -43,6 +44,7 @@ from starlette.routing import Route
 from proxy import errors
 from proxy.adapters.base import Adapter
 from proxy.adapters.registry import build_adapters
+from proxy.api.embeddings_api import EmbeddingsApi
 from proxy.api.feedback import FeedbackApi
 from proxy.api.jobs_api import JobsApi
 from proxy.api.messages_api import (
@@ -162,6 +164,7 @@ def create_app(
     openai_api = OpenAIApi(gateway)
     messages_api = MessagesApi(gateway)
     responses_api = ResponsesApi(gateway)
+    embeddings_api = EmbeddingsApi(gateway)
     route_api = RouteExecuteApi(gateway)
     feedback_api = FeedbackApi(resources, decision_ids)
     jobs_api = JobsApi(resources, lambda: gateway.catalog, gateway.task)
@@ -187,6 +190,7 @@ def create_app(
         Route("/v1/models", openai_api.models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", openai_api.model, methods=["GET"]),
         Route("/v1/responses", responses_api.create, methods=["POST"]),
+        Route("/v1/embeddings", embeddings_api.create, methods=["POST"]),
         Route(MESSAGES_PATH, messages_api.create, methods=["POST"]),
         Route(COUNT_TOKENS_PATH, messages_api.count_tokens, methods=["POST"]),
         Route("/v1/route/execute", route_api.execute, methods=["POST"]),

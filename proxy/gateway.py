@@ -36,6 +36,7 @@ from starlette.responses import Response
 from proxy import access_log, errors, tracing
 from proxy.adapters.base import Adapter, Answer, UpstreamFailure
 from proxy.attempts.attempt_loop import AttemptLoop, Attempts, Interrupted, UpstreamStream
+from proxy.attempts.embedding_loop import Embedded, EmbeddingJob, EmbeddingLoop
 from proxy.attempts.quota_gate import QuotaGuard
 from proxy.attempts.stream_relay import RelayResponse, Render
 from proxy.decision_ids import DecisionIds
@@ -44,13 +45,13 @@ from proxy.emitter import EventEmitter
 from proxy.metrics import Counts, ProxyMetrics
 from proxy.resources import Resources
 from proxy.routed_request import RoutedRequest
-from proxy.routing.candidates import Candidates
+from proxy.routing.candidates import Arm, Candidates
 from proxy.routing.catalog_file import CatalogFile
 from proxy.routing.challenger import ChallengerFeed
 from proxy.routing.champion_file import ChampionFile
 from proxy.routing.health import Rules
 from proxy.routing.latency import LatencyEstimates
-from proxy.routing.router import Route, Router
+from proxy.routing.router import OVERRIDE_VERSION, Route, Router
 from proxy.routing.tasks import TASK_HEADER, Tasks
 from proxy.tracing import Tracing
 from symphony.catalog import Catalog, resolve_policy_path
@@ -132,6 +133,7 @@ class _Serving:
     challenger: ChallengerFeed
     quota: QuotaGuard
     attempts: AttemptLoop
+    embeddings: EmbeddingLoop
     tracing: Tracing | None  # None: tracing is off
 
 
@@ -232,12 +234,22 @@ class Gateway:
             resources.emitter,
             quota,
             ttft_limit_s=settings.ttft_limit_ms / 1000,
+            answer_limit_s=settings.answer_limit_ms / 1000 or None,
             scrubber=self.scrubber,
             tracer=resources.tracing.tracer if resources.tracing is not None else None,
             metrics=self.prometheus,
         )
+        embeddings = EmbeddingLoop(
+            resources.http,
+            self.adapters,
+            self.health,
+            resources.clock,
+            quota,
+            limit_s=settings.ttft_limit_ms / 1000,
+            scrubber=self.scrubber,
+        )
         self._serving = _Serving(
-            resources.clock, resources.emitter, challenger, quota, attempts, resources.tracing
+            resources.clock, resources.emitter, challenger, quota, attempts, embeddings, resources.tracing
         )
 
     async def stop(self) -> None:
@@ -259,8 +271,7 @@ class Gateway:
                 route, decision_id, ts = self._decide(serving, routed, now)
             else:
                 route, decision_id, ts = self._decide_traced(tracer, serving, routed, now)
-            deadline = now + self.settings.request_deadline_ms / 1000
-            attempts = await serving.attempts.run(routed, route, decision_id, deadline)
+            attempts = await serving.attempts.run(routed, route, decision_id, self._deadline(routed, now))
         except errors.ApiError as refusal:
             if access_log.enabled():
                 access_log.log_request(routed, decision_id, refusal.status, now, error=refusal.code)
@@ -276,6 +287,69 @@ class Gateway:
             if access_log.enabled()
             else _answer(inbound, outcome)
         )
+
+    def embedding_arms(self, model: str) -> tuple[Arm, ...]:
+        """The arms serving embedding model ``model`` (plain or ``provider/model``) that have an adapter."""
+        return tuple(
+            Arm(provider, name, f"{provider}/{name}", price.as_price())
+            for provider, name, price in self.catalog.embedding_arms(model)
+            if provider in self.adapters
+        )
+
+    async def embed(self, job: EmbeddingJob) -> tuple[Embedded, dict[str, str]]:
+        """Route one embeddings request; what happened, and the headers its answer carries."""
+        serving = self._started()
+        ts = serving.clock.now_ms()
+        decision_id = self.decision_ids.issue(ts, job.app)
+        done = await serving.embeddings.run(
+            job, decision_id, monotonic() + self.settings.request_deadline_ms / 1000
+        )
+        names = [arm.name for arm in job.arms]
+        chosen = done.served or (done.tried[0].arm if done.tried else job.arms[0])
+        serving.emitter.emit(
+            Decision(
+                event_id=new_id(ts),
+                ts=ts,
+                decision_id=decision_id,
+                request_id=new_id(ts),
+                app=job.app,
+                task=job.task,
+                features={
+                    "inputs": float(_inputs(job.body.get("input"))),
+                    "prompt_tokens": float(job.estimate.prompt_tokens),
+                },
+                candidates=names,
+                probabilities=[1.0 if name == chosen.name else 0.0 for name in names],
+                provider=chosen.provider,
+                model=chosen.model,
+                policy="override",  # the caller named the model: no policy draw
+                policy_version=OVERRIDE_VERSION,
+                propensity=1.0,
+                overrides={"model": str(job.body.get("model", ""))},
+                quota_remaining=done.remaining,
+                stream=False,
+                fallbacks=[tried.arm.name for tried in done.tried],
+                fallback_statuses=[tried.status for tried in done.tried],
+                served_by=done.served.name if done.served is not None else "",
+            )
+        )
+        for usage in done.usages:
+            serving.emitter.emit(usage)
+        headers = {
+            DECISION_HEADER: decision_id,
+            ARM_HEADER: chosen.name,
+            POLICY_HEADER: "override",
+            TASK_HEADER: job.task,
+        }
+        return done, headers
+
+    def _deadline(self, routed: RoutedRequest, now: float) -> float:
+        """When the request must be answered: ``REQUEST_DEADLINE_MS``, or its ``latency_budget_ms``."""
+        limit_ms: float = self.settings.request_deadline_ms
+        budget_ms = routed.constraints.latency_budget_ms
+        if budget_ms is not None and budget_ms < limit_ms:
+            limit_ms = budget_ms
+        return now + limit_ms / 1000
 
     def _decide(self, serving: _Serving, routed: RoutedRequest, now: float) -> tuple[Route, str, int]:
         """The route, and the decision's id and event time."""
@@ -366,6 +440,13 @@ class Gateway:
         )
         for usage in attempts.usages:
             emitter.emit(usage)
+
+
+def _inputs(given: object) -> int:
+    """How many inputs an embeddings ``input`` holds (a string, texts, or token arrays)."""
+    if isinstance(given, list) and given and not all(isinstance(item, int) for item in given):
+        return len(given)
+    return 1
 
 
 def _annotate_request(

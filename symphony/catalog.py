@@ -81,11 +81,24 @@ class ModelPrice(_Entry):
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
 
 
+class EmbeddingPrice(_Entry):
+    """An embedding model: its list price for input and the length of its vectors."""
+
+    input_per_mtok: float = Field(ge=0)
+    dimensions: int = Field(ge=1, le=65536)
+
+    def as_price(self) -> ModelPrice:
+        """The price as a chat model's (no output tokens), for quotas and usage events."""
+        return ModelPrice(input_per_mtok=self.input_per_mtok, output_per_mtok=0.0)
+
+
 class Provider(_Entry):
     base_url: str
     key_env: str  # "": the provider takes no key (a local vLLM or Ollama server)
     wire: Wire
     models: dict[str, ModelPrice] = Field(min_length=1)
+    # Embedding models, served by ``POST /v1/embeddings`` (the openai wire's ``{base_url}/embeddings``).
+    embeddings: dict[str, EmbeddingPrice] = Field(default_factory=dict)
     auth: Auth = "bearer"
 
     @field_validator("base_url")
@@ -117,6 +130,8 @@ class Provider(_Entry):
     def _auth_fits_wire(self) -> Provider:
         if self.auth != "bearer" and self.wire != "openai":
             raise ValueError(f"auth {self.auth!r} is for the openai wire only; {self.wire} sends its own")
+        if self.embeddings and self.wire != "openai":
+            raise ValueError(f"embeddings are served over the openai wire only, not {self.wire}")
         return self
 
     @property
@@ -152,6 +167,18 @@ class Catalog(_Entry):
     def arms(self) -> list[str]:
         """Every arm as ``provider/model``, in the catalog's order."""
         return [f"{name}/{model}" for name, spec in self.providers.items() for model in spec.models]
+
+    def embedding_arms(self, model: str) -> list[tuple[str, str, EmbeddingPrice]]:
+        """Every (provider, model, price) serving embedding model ``model`` (plain or ``provider/model``)."""
+        provider, _, name = model.partition("/")
+        if name and provider in self.providers:
+            price = self.providers[provider].embeddings.get(name)
+            return [(provider, name, price)] if price is not None else []
+        return [
+            (p, model, spec.embeddings[model])
+            for p, spec in self.providers.items()
+            if model in spec.embeddings
+        ]
 
     def has(self, provider: str, model: str) -> bool:
         spec = self.providers.get(provider)

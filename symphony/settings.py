@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     # its base_url). A provider with neither a key nor the simulator is no candidate.
     simulated_providers: str = "none"
     ttft_limit_ms: int = Field(default=2500, ge=1)
+    # How long a non-streamed attempt may take before the proxy falls back (its first byte is the whole
+    # answer): 0 derives it per arm, TTFT_LIMIT_MS plus the arm's measured time per token for the
+    # answer's size bound; N caps that at N ms.
+    answer_limit_ms: int = Field(default=0, ge=0)
     request_deadline_ms: int = Field(default=60_000, ge=1)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_ms: int = Field(default=10_000, ge=1)

@@ -154,6 +154,12 @@ class OpenAICompatAdapter(Adapter):
         self._apply_quirks(out)
         return UpstreamRequest(f"{self.base_url}/chat/completions", self._headers(), orjson.dumps(out))
 
+    def embeddings_request(self, body: dict[str, Any], model: str) -> UpstreamRequest:
+        """``POST {base_url}/embeddings`` with the caller's body and the arm's model."""
+        return UpstreamRequest(
+            f"{self.base_url}/embeddings", self._headers(), orjson.dumps({**body, "model": model})
+        )
+
     def _apply_quirks(self, out: dict[str, Any]) -> None:
         quirks = self.quirks
         if not quirks.max_completion_tokens and "max_completion_tokens" in out:

@@ -35,9 +35,11 @@ def model_entry(
     if name in AUTO_MODELS:
         return {"id": name, "object": "model", "created": 0, "owned_by": "symphony"}
     found = catalog.find_model(name)
-    if found is None or found[0] not in providers or (allows is not None and not allows(*found)):
-        return None
-    return {"id": name, "object": "model", "created": 0, "owned_by": found[0]}
+    arms = [found] if found is not None else [(p, m) for p, m, _ in catalog.embedding_arms(name)]
+    for provider, model in arms:
+        if provider in providers and (allows is None or allows(provider, model)):
+            return {"id": name, "object": "model", "created": 0, "owned_by": provider}
+    return None
 
 
 def models_body(
@@ -53,6 +55,13 @@ def models_body(
         for provider, spec in catalog.providers.items()
         if provider in providers
         for model in spec.models
+        if allows is None or allows(provider, model)
+    ]
+    servable += [  # embedding models (POST /v1/embeddings)
+        (provider, model)
+        for provider, spec in catalog.providers.items()
+        if provider in providers
+        for model in spec.embeddings
         if allows is None or allows(provider, model)
     ]
     for provider, model in servable:

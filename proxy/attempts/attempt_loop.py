@@ -8,7 +8,8 @@ cooled or given less traffic. For a stream the
 first upstream chunk is awaited before anything reaches the client, so a slow
 provider is abandoned while the next can still serve. For a non-streamed answer the
 first byte is the whole answer, so its limit is the first-token limit plus the
-time the arm takes per token (``LatencyEstimates``) for the answer's size bound.
+time the arm takes per token (``LatencyEstimates``) for the answer's size bound, capped at
+``ANSWER_LIMIT_MS`` when set, so a provider that stalls a non-streamed answer is left for the next.
 The request deadline bounds the whole loop; a 4xx that says the request itself is
 bad (400, 413, 422) goes back to the client at once.
 
@@ -209,6 +210,7 @@ class AttemptLoop:
         quota: QuotaGuard,
         *,
         ttft_limit_s: float,
+        answer_limit_s: float | None = None,
         scrubber: Scrubber | None = None,
         tracer: Tracer | None = None,
         metrics: ProxyMetrics | None = None,
@@ -222,6 +224,7 @@ class AttemptLoop:
         self._emitter = emitter
         self._quota = quota
         self._ttft_limit_s = ttft_limit_s
+        self._answer_limit_s = answer_limit_s  # None: no cap on a non-streamed attempt's derived limit
         self._scrubber = scrubber if scrubber is not None else Scrubber()
         self._settling: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -369,7 +372,7 @@ class AttemptLoop:
             health.record(
                 arm.provider,
                 arm.name,
-                _outcome(result),
+                failure_outcome(result),
                 monotonic(),
                 retry_after_s=result.retry_after_s,
                 exhausted=result.model_limit_used_up,
@@ -457,7 +460,8 @@ class AttemptLoop:
         if routed.stream:
             return self._ttft_limit_s
         answer_ms = self._latency.ms_per_token(arm.name) * routed.estimate.output_tokens
-        return self._ttft_limit_s + answer_ms / 1000.0
+        derived = self._ttft_limit_s + answer_ms / 1000.0
+        return derived if self._answer_limit_s is None else min(derived, self._answer_limit_s)
 
     def _finish_stream(self, call: _Call, translator: StreamTranslator, status: AttemptStatus) -> None:
         """End a served stream's attempt: its usage event, settlement, health outcome and latency figures."""
@@ -492,7 +496,10 @@ class AttemptLoop:
     @staticmethod
     def _deadline_failure() -> UpstreamFailure:
         return _local_failure(
-            "timeout", 504, "No provider answered within the request deadline.", "deadline_exceeded"
+            "timeout",
+            504,
+            "No provider answered within the request's deadline (REQUEST_DEADLINE_MS or latency_budget_ms).",
+            "deadline_exceeded",
         )
 
     def _nothing_attempted(self, routed: RoutedRequest, route: Route, skipped: _Skipped) -> errors.ApiError:
@@ -538,7 +545,7 @@ def _next_arm(pending: list[Arm], health: Health, after: AttemptStatus | None) -
     return pending.pop(0)
 
 
-def _outcome(failure: UpstreamFailure) -> Outcome:
+def failure_outcome(failure: UpstreamFailure) -> Outcome:
     if failure.http_status in CLIENT_ERRORS:
         return "neutral"  # the request was bad, not the provider
     if failure.status == "429":

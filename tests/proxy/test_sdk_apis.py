@@ -5,6 +5,7 @@ OpenAI's ``responses`` (stateless: input, instructions, tools, structured output
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 
 import anthropic
@@ -180,3 +181,66 @@ def test_anthropic_count_tokens(stack: ProxyStack) -> None:
     assert counted.input_tokens == (len(system) + len(question)) // 4 + 2 * 4
     with pytest.raises(anthropic.NotFoundError):
         stack.anthropic().messages.count_tokens(model="claude-9", messages=[{"role": "user", "content": "x"}])
+
+
+def test_embeddings(stack: ProxyStack) -> None:
+    client = stack.openai()
+    raw = client.embeddings.with_raw_response.create(
+        model="text-embedding-3-small", input=["routing", "quotas"]
+    )
+    answer = raw.parse()
+    assert raw.headers["x-symphony-arm"] == "openai/text-embedding-3-small"
+    assert raw.headers["x-symphony-task"] == "embeddings"
+    assert [len(item.embedding) for item in answer.data] == [1536, 1536]  # the catalog's dimensions
+    for item in answer.data:
+        assert math.isclose(math.fsum(v * v for v in item.embedding), 1.0, rel_tol=1e-4)  # unit vectors
+    again = client.embeddings.create(
+        model="openai/text-embedding-3-small", input="routing", encoding_format="float"
+    )
+    assert again.data[0].embedding == pytest.approx(
+        answer.data[0].embedding, abs=1e-6
+    )  # same text, same vector
+    assert answer.usage.prompt_tokens == math.ceil(len("routing") / 4) + math.ceil(len("quotas") / 4)
+    short = client.embeddings.create(model="text-embedding-3-large", input="x", dimensions=256)
+    assert len(short.data[0].embedding) == 256
+    assert client.models.retrieve("text-embedding-3-small").owned_by == "openai"
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "error", "param"),
+    [
+        ("auto", {}, openai.BadRequestError, "model"),
+        ("gpt-4o", {}, openai.NotFoundError, "model"),
+        ("text-embedding-3-small", {"dimensions": 5000}, openai.BadRequestError, "dimensions"),
+    ],
+)
+def test_embeddings_refusals(
+    stack: ProxyStack, model: str, extra: dict[str, object], error: type[openai.APIStatusError], param: str
+) -> None:
+    with pytest.raises(error) as refused:
+        stack.openai().embeddings.create(model=model, input="x", extra_body=extra)
+    assert refused.value.body["param"] == param  # type: ignore[index]
+
+
+def test_embeddings_have_their_own_quotas_and_usage_events(redis_server: RedisServer) -> None:
+    with ProxyStack(redis_server, limits={"rpm": 1}) as stack:
+        client = stack.openai()
+        text = "how much does an embedding cost?"
+        client.embeddings.create(model="text-embedding-3-small", input=text)
+        with pytest.raises(openai.RateLimitError) as limited:
+            client.embeddings.create(model="text-embedding-3-small", input=text)
+        assert limited.value.code == "app_rate_limited"
+        narrow = stack.issue_key("narrow", models=("gpt-4o-mini",))
+        with pytest.raises(openai.PermissionDeniedError):
+            stack.openai(key=narrow).embeddings.create(model="text-embedding-3-small", input=text)
+        events = stack.events()
+    [decision] = events.decisions
+    [usage] = events.usages
+    assert (decision.task, decision.served_by, decision.policy) == (
+        "embeddings",
+        "openai/text-embedding-3-small",
+        "override",
+    )
+    tokens = math.ceil(len(text) / 4)
+    assert (usage.status, usage.input_tokens, usage.output_tokens) == ("ok", tokens, 0)
+    assert usage.cost_usd == pytest.approx(tokens * 0.02 / 1_000_000)  # the catalog's price
