@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cli import report
-from symphony.catalog import CAPABILITIES, Catalog, Provider
+from symphony.catalog import CAPABILITIES, Catalog, Provider, load_catalog
 from symphony.settings import Settings, SettingsError, load_provider_keys
 
 COLUMNS = (
@@ -67,7 +67,9 @@ def parse_needs(text: str) -> frozenset[str]:
     return needs
 
 
-def _reach(name: str, spec: Provider, settings: Settings, keyed: set[str]) -> tuple[bool, str]:
+def _reach(
+    name: str, spec: Provider, settings: Settings, keyed: set[str], *, up_simulates: bool
+) -> tuple[bool, str]:
     """Whether the proxy can call ``name``, and how (or why not), in words."""
     if settings.simulated(name):
         return True, "the simulator stands in (SIMULATED_PROVIDERS)"
@@ -75,7 +77,10 @@ def _reach(name: str, spec: Provider, settings: Settings, keyed: set[str]) -> tu
         return True, f"key from {spec.key_env}"
     if not spec.takes_key:
         return True, f"no key needed, at {spec.base_url}"
-    return False, f"no key: set {spec.key_env} or {spec.key_env}_FILE"
+    why = f"no key: set {spec.key_env} or {spec.key_env}_FILE"
+    if up_simulates and name in load_catalog().providers:
+        why += " (`just up` has the simulator stand in)"
+    return False, why
 
 
 def model_rows(
@@ -93,9 +98,12 @@ def model_rows(
         keyed = {
             name for name, spec in catalog.providers.items() if spec.takes_key and environ.get(spec.key_env)
         }
+    # Unless SIMULATED_PROVIDERS is set, `symphony up` has the simulator stand in for every keyless
+    # bundled provider (cli.supervisor): said in the row, which describes a proxy started alone.
+    up_simulates = "SIMULATED_PROVIDERS" not in environ
     rows = []
     for name, spec in catalog.providers.items():
-        served, why = _reach(name, spec, settings, keyed)
+        served, why = _reach(name, spec, settings, keyed, up_simulates=up_simulates)
         for model, price in spec.models.items():
             arm = f"{name}/{model}"
             lacks = sorted(needs - price.capabilities)

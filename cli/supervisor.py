@@ -49,6 +49,7 @@ from cli.child_env import child_env
 from cli.dev_key import DEV_APP, ensure_dev_key
 from cli.restart_policy import RestartHistory, RestartPolicy
 from symphony import clock
+from symphony.catalog import load_catalog
 from symphony.redis_server import RedisServer, answers, port_of
 from symphony.secret_files import read_secret, write_secret
 from symphony.settings import Settings, load_provider_keys
@@ -291,9 +292,10 @@ class Stack:
             if secret is not None:
                 env[name.upper()] = secret.get_secret_value()
         if "SIMULATED_PROVIDERS" not in env:
-            catalog = self.settings.read_catalog()
-            keyed = load_provider_keys(catalog, env)
-            env["SIMULATED_PROVIDERS"] = ",".join(p for p in catalog.providers if p not in keyed) or "none"
+            keyed = load_provider_keys(self.settings.read_catalog(), env)
+            # The simulator is the bundled providers' twin: a provider of one's own is always called.
+            simulated = [p for p in load_catalog().providers if p not in keyed]
+            env["SIMULATED_PROVIDERS"] = ",".join(simulated) or "none"
         env["PROXY_WORKERS"] = str(self.settings.proxy_workers)
         return child_env(part, env, self.settings.read_catalog())
 

@@ -94,6 +94,17 @@ def test_a_bad_catalog_or_capability_is_an_error_that_says_what(
     assert "unknown capabilities ['telepathy']" in capsys.readouterr().err
 
 
+def test_without_simulated_providers_a_row_says_just_up_simulates(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SIMULATED_PROVIDERS", raising=False)
+    assert main(["models", "--json"]) == 1  # a proxy started alone serves nothing without keys
+    listed = {row["model"]: row for row in json.loads(capsys.readouterr().out)}
+    assert listed["openai/gpt-4o"]["why"] == (
+        "no key: set OPENAI_API_KEY or OPENAI_API_KEY_FILE (`just up` has the simulator stand in)"
+    )
+
+
 def test_the_table_for_people(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("SIMULATED_PROVIDERS", "none")
     assert main(["models"]) == 1  # nothing is served: no key, no simulator
