@@ -299,11 +299,17 @@ class Gateway:
     async def embed(self, job: EmbeddingJob) -> tuple[Embedded, dict[str, str]]:
         """Route one embeddings request; what happened, and the headers its answer carries."""
         serving = self._started()
+        now = monotonic()
         ts = serving.clock.now_ms()
         decision_id = self.decision_ids.issue(ts, job.app)
-        done = await serving.embeddings.run(
-            job, decision_id, monotonic() + self.settings.request_deadline_ms / 1000
-        )
+        try:
+            done = await serving.embeddings.run(
+                job, decision_id, now + self.settings.request_deadline_ms / 1000
+            )
+        except errors.ApiError as refusal:
+            if access_log.enabled():
+                access_log.log_line(job.app, job.task, "", refusal.status, now, error=refusal.code)
+            raise
         names = [arm.name for arm in job.arms]
         chosen = done.served or (done.tried[0].arm if done.tried else job.arms[0])
         serving.emitter.emit(
@@ -335,6 +341,11 @@ class Gateway:
         )
         for usage in done.usages:
             serving.emitter.emit(usage)
+        if access_log.enabled():
+            result = done.result
+            status = result.http_status if isinstance(result, UpstreamFailure) else 200
+            served = done.served.name if done.served is not None else None
+            access_log.log_line(job.app, job.task, decision_id, status, now, served=served, tried=done.tried)
         headers = {
             DECISION_HEADER: decision_id,
             ARM_HEADER: chosen.name,
