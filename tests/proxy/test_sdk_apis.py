@@ -12,6 +12,7 @@ import anthropic
 import openai
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from symphony.redis_server import RedisServer
 from tests.proxy_stack import ProxyStack
@@ -102,6 +103,13 @@ def test_responses_structured_output(stack: ProxyStack) -> None:
     )
     value = json.loads(response.output_text)
     assert isinstance(value["city"], str) and isinstance(value["population"], int)
+
+    class City(BaseModel):
+        city: str
+        population: int
+
+    parsed = stack.openai().responses.parse(model="auto", input="Name a big city.", text_format=City)
+    assert isinstance(parsed.output_parsed, City)  # the SDK's own parsing of the structured answer
 
 
 @pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"])
