@@ -87,6 +87,19 @@ def test_responses_tools_and_a_tool_result_round_trip(stack: ProxyStack) -> None
         tools=[WEATHER_TOOL],
     )
     assert second.output_text  # after the tool result the model answers in text
+    # The SDK's usual history: the previous response's output items sent back as they came.
+    third = client.responses.create(
+        model="auto",
+        input=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            *[item.model_dump(exclude_none=True) for item in first.output],  # type: ignore[misc]
+            {"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"},
+            *[item.model_dump(exclude_none=True) for item in second.output],  # type: ignore[misc]
+            {"role": "user", "content": "And tomorrow?"},
+        ],
+        tools=[WEATHER_TOOL],
+    )
+    assert third.status == "completed"
 
 
 def test_responses_structured_output(stack: ProxyStack) -> None:
