@@ -321,7 +321,7 @@ class Gateway:
                 app=job.app,
                 task=job.task,
                 features={
-                    "inputs": float(_inputs(job.body.get("input"))),
+                    "inputs": float(job.inputs),
                     "prompt_tokens": float(job.estimate.prompt_tokens),
                 },
                 candidates=names,
@@ -451,13 +451,6 @@ class Gateway:
         )
         for usage in attempts.usages:
             emitter.emit(usage)
-
-
-def _inputs(given: object) -> int:
-    """How many inputs an embeddings ``input`` holds (a string, texts, or token arrays)."""
-    if isinstance(given, list) and given and not all(isinstance(item, int) for item in given):
-        return len(given)
-    return 1
 
 
 def _annotate_request(

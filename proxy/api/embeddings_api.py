@@ -109,7 +109,9 @@ class EmbeddingsApi:
         caller = caller_of(request)
         arms = _permitted(arms, caller.key, embeddings.model)
         self._check_dimensions(embeddings, arms)
-        job = EmbeddingJob(data, caller.app, caller.key, arms, estimate_of(inputs), EMBEDDINGS_TASK)
+        job = EmbeddingJob(
+            data, caller.app, caller.key, arms, estimate_of(inputs), EMBEDDINGS_TASK, len(inputs)
+        )
         done, headers = await self._gateway.embed(job)
         result = done.result
         if isinstance(result, bytes):

@@ -45,6 +45,7 @@ class EmbeddingJob:
     arms: tuple[Arm, ...]  # the candidates, in order
     estimate: TokenEstimate  # input tokens; no output
     task: str
+    inputs: int  # how many texts or token arrays
 
 
 @dataclass(slots=True)
