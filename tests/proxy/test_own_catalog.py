@@ -136,3 +136,41 @@ def test_an_own_provider_without_its_key_is_no_candidate(
         assert response.status_code == 404
         assert "no key" in response.json()["error"]["message"]
     assert relay_app.total() == 0
+
+
+def test_the_champion_may_name_an_arm_the_reloaded_catalog_added(
+    redis_server: RedisServer, tmp_path: Path, relay: tuple[BackgroundServer, CountingApp]
+) -> None:
+    server, _ = relay
+    catalog_path, champion_path = tmp_path / "catalog.json", tmp_path / "champion.json"
+    write_catalog(catalog_path, json.loads(CATALOG_FILE.read_text()), 1)
+    champion = json.loads((CATALOG_FILE.parent / "champion.json").read_text())
+    write_catalog(champion_path, champion, 1)
+    with ProxyStack(
+        redis_server,
+        catalog=read_catalog(catalog_path),
+        catalog_file=catalog_path,
+        policy_file=champion_path,
+        environ={"RELAY_API_KEY": RELAY_KEY},
+        traffic_split=0.0,
+    ) as stack:
+        write_catalog(catalog_path, with_relay(f"{server.url}/openai/v1"), 2)
+        wait_for_model(stack, RELAY_ARM)
+        # A champion that rates the new arm: valid only against the catalog served now.
+        champion["version"] = "rates-relay"
+        champion["tasks"]["chat"] = {RELAY_ARM: 1.0, "openai/gpt-4o-mini": 0.2}
+        write_catalog(champion_path, champion, 2)
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+        deadline = time.monotonic() + 6
+        decision: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            answer = httpx.post(f"{stack.base_url}/route/execute", headers=stack.auth, json=body, timeout=30)
+            decision = answer.json()["decision"]
+            if decision["policy_version"] == "rates-relay":
+                break
+            time.sleep(0.2)
+        assert decision["policy_version"] == "rates-relay"
+    last = [d for d in stack.events().decisions if d.policy_version == "rates-relay"][-1]
+    shares = dict(zip(last.candidates, last.probabilities, strict=True))
+    # The champion's utility 1.0 for the new arm against 0.2 and 0 for the others: it gets the largest share.
+    assert max(shares, key=shares.__getitem__) == RELAY_ARM and shares[RELAY_ARM] > 0.5
