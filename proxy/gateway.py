@@ -341,6 +341,7 @@ class Gateway:
         )
         for usage in done.usages:
             serving.emitter.emit(usage)
+            self.prometheus.attempt_finished(usage, None)  # its latency in /metrics, as a chat attempt's
         if access_log.enabled():
             result = done.result
             status = result.http_status if isinstance(result, UpstreamFailure) else 200

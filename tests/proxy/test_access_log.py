@@ -107,6 +107,7 @@ def test_an_embedding_logs_its_line(redis_server: RedisServer, caplog: pytest.Lo
         )
         assert answer.status_code == 200, answer.text
         line = _line_of(caplog, answer.headers["x-symphony-decision-id"])
+        metrics = httpx.get(f"{stack.url}/metrics", timeout=30).text
     assert (line["app"], line["task"], line["arm"], line["status"]) == (
         "tests",
         "embeddings",
@@ -114,3 +115,10 @@ def test_an_embedding_logs_its_line(redis_server: RedisServer, caplog: pytest.Lo
         200,
     )
     assert line["fallbacks"] == [] and line["latency_ms"] > 0
+    # Its attempt is timed into /metrics as a chat attempt is.
+    counted = [
+        row
+        for row in metrics.splitlines()
+        if row.startswith("symphony_provider_attempt_duration_seconds_count") and 'provider="openai"' in row
+    ]
+    assert counted and counted[0].endswith(" 1.0"), counted
