@@ -194,8 +194,25 @@ class _Skipped:
         return bool(self.refusals) and isinstance(self.refusals[-1], AppRate)
 
 
-def _local_failure(status: AttemptStatus, http_status: int, message: str, code: str) -> UpstreamFailure:
+def local_failure(status: AttemptStatus, http_status: int, message: str, code: str) -> UpstreamFailure:
     return UpstreamFailure(status, http_status, None, errors.error_body(message, "api_error", None, code))
+
+
+def client_safe(arm: Arm, failure: UpstreamFailure, scrubber: Scrubber) -> UpstreamFailure:
+    """A provider's failure as a client may see it: scrubbed, and no word of Symphony's key."""
+    if failure.http_status in UPSTREAM_AUTH_ERRORS:
+        logger.warning("%s refused Symphony's key for it (HTTP %d)", arm.provider, failure.http_status)
+        body = errors.error_body(
+            f"`{arm.provider}` refused the proxy's credentials for it; the operator must check its key.",
+            "api_error",
+            None,
+            "upstream_auth_error",
+        )
+        return UpstreamFailure("error", 502, None, body, failure.rate_limit)
+    body = scrubber.bytes(failure.body)
+    if body is failure.body:
+        return failure
+    return replace(failure, body=body)
 
 
 class AttemptLoop:
@@ -402,13 +419,15 @@ class AttemptLoop:
                 attempt.rate_limit = adapter.rate_limits(response.headers)
                 if not response.is_success:
                     body = await response.aread()
-                    return self._failure(arm, adapter.failure(response.status_code, response.headers, body))
+                    return client_safe(
+                        arm, adapter.failure(response.status_code, response.headers, body), self._scrubber
+                    )
                 if routed.stream:
                     chunks = response.aiter_raw()
                     first = await anext(chunks, b"")
                     attempt.first_byte()
                     if not first:
-                        return _local_failure(
+                        return local_failure(
                             "error", 502, f"`{arm.name}` sent an empty stream.", "upstream_error"
                         )
                     translator = adapter.stream(arm.model, include_usage=routed.include_usage)
@@ -420,14 +439,14 @@ class AttemptLoop:
                 content = await response.aread()
         except TimeoutError:
             why = "the request deadline" if monotonic() >= deadline else "the first-token limit"
-            return _local_failure(
+            return local_failure(
                 "timeout", 504, f"`{arm.name}` did not answer within {why}.", "upstream_timeout"
             )
         except TRANSPORT_ERRORS as exc:
             if is_timeout(exc):
-                return _local_failure("timeout", 504, f"`{arm.name}` timed out.", "upstream_timeout")
+                return local_failure("timeout", 504, f"`{arm.name}` timed out.", "upstream_timeout")
             logger.warning("upstream %s unreachable: %r", arm.name, exc)
-            return _local_failure("error", 502, f"`{arm.name}` could not be reached.", "upstream_error")
+            return local_failure("error", 502, f"`{arm.name}` could not be reached.", "upstream_error")
         finally:
             self._health.answered(arm.provider, id(attempt))
             if response is not None:
@@ -436,25 +455,9 @@ class AttemptLoop:
             return adapter.response(content)
         except Exception:  # a 2xx body the adapter cannot read is the provider's failure
             logger.exception("answer from %s could not be read", arm.name)
-            return _local_failure(
+            return local_failure(
                 "error", 502, f"`{arm.name}` sent an answer the proxy cannot read.", "upstream_error"
             )
-
-    def _failure(self, arm: Arm, failure: UpstreamFailure) -> UpstreamFailure:
-        """A provider's failure as a client may see it: scrubbed, and no word of Symphony's key."""
-        if failure.http_status in UPSTREAM_AUTH_ERRORS:
-            logger.warning("%s refused Symphony's key for it (HTTP %d)", arm.provider, failure.http_status)
-            body = errors.error_body(
-                f"`{arm.provider}` refused the proxy's credentials for it; the operator must check its key.",
-                "api_error",
-                None,
-                "upstream_auth_error",
-            )
-            return UpstreamFailure("error", 502, None, body, failure.rate_limit)
-        body = self._scrubber.bytes(failure.body)
-        if body is failure.body:
-            return failure
-        return replace(failure, body=body)
 
     def _limit_s(self, arm: Arm, routed: RoutedRequest) -> float:
         if routed.stream:
@@ -495,7 +498,7 @@ class AttemptLoop:
 
     @staticmethod
     def _deadline_failure() -> UpstreamFailure:
-        return _local_failure(
+        return local_failure(
             "timeout",
             504,
             "No provider answered within the request's deadline (REQUEST_DEADLINE_MS or latency_budget_ms).",

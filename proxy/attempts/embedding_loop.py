@@ -24,7 +24,7 @@ from proxy import errors
 from proxy.adapters.base import UpstreamFailure
 from proxy.adapters.openai_compat import OpenAICompatAdapter
 from proxy.attempts.attempt import Attempt
-from proxy.attempts.attempt_loop import CLIENT_ERRORS, UPSTREAM_AUTH_ERRORS, Tried, failure_outcome
+from proxy.attempts.attempt_loop import CLIENT_ERRORS, Tried, client_safe, failure_outcome, local_failure
 from proxy.attempts.quota_gate import Grant, QuotaGuard, QuotaRefusal, refused_error
 from proxy.attempts.upstream import TRANSPORT_ERRORS, HttpClient, send
 from proxy.edge.scrub import Scrubber
@@ -32,7 +32,7 @@ from proxy.routing.candidates import Arm, TokenEstimate
 from proxy.routing.health import Health
 from symphony.app_keys import USD_MICROS, AppKey
 from symphony.clock import Clock, monotonic
-from symphony.events import AttemptStatus, Usage
+from symphony.events import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ class Embedded:
     usages: list[Usage] = field(default_factory=list)
     served: Arm | None = None
     remaining: dict[str, float] = field(default_factory=dict)
-
-
-def _failure(status: AttemptStatus, http_status: int, message: str, code: str) -> UpstreamFailure:
-    return UpstreamFailure(status, http_status, None, errors.error_body(message, "api_error", None, code))
 
 
 class EmbeddingLoop:
@@ -179,23 +175,14 @@ class EmbeddingLoop:
                 finally:
                     await response.aclose()
         except TimeoutError:
-            return _failure("timeout", 504, f"`{arm.name}` did not answer in time.", "upstream_timeout")
+            return local_failure("timeout", 504, f"`{arm.name}` did not answer in time.", "upstream_timeout")
         except TRANSPORT_ERRORS as exc:
             logger.warning("upstream %s unreachable: %r", arm.name, exc)
-            return _failure("error", 502, f"`{arm.name}` could not be reached.", "upstream_error")
+            return local_failure("error", 502, f"`{arm.name}` could not be reached.", "upstream_error")
         attempt.first_byte()
         if response.is_success:
             return body
-        if response.status_code in UPSTREAM_AUTH_ERRORS:
-            logger.warning("%s refused Symphony's key for it (HTTP %d)", arm.provider, response.status_code)
-            message = (
-                f"`{arm.provider}` refused the proxy's credentials for it; the operator must check its key."
-            )
-            return _failure("error", 502, message, "upstream_auth_error")
-        failure = adapter.failure(response.status_code, response.headers, body)
-        return UpstreamFailure(
-            failure.status, failure.http_status, failure.retry_after_s, self._scrubber.bytes(failure.body)
-        )
+        return client_safe(arm, adapter.failure(response.status_code, response.headers, body), self._scrubber)
 
 
 def _prompt_tokens(body: bytes) -> int:

@@ -46,7 +46,7 @@ def test_responses_create_with_instructions(stack: ProxyStack) -> None:
         model="openai/gpt-4o-mini",
         instructions="Answer in one short sentence.",
         input="What is a routing proxy?",
-        max_output_tokens=40,
+        max_output_tokens=400,
         metadata={"ticket": "T-1"},
     )
     response = raw.parse()
@@ -62,7 +62,7 @@ def test_responses_create_with_instructions(stack: ProxyStack) -> None:
         {"role": "system", "content": "Answer in one short sentence."},
         {"role": "user", "content": "What is a routing proxy?"},
     ]
-    assert sent["max_tokens"] == 40
+    assert sent["max_tokens"] == 400
 
 
 def test_responses_tools_and_a_tool_result_round_trip(stack: ProxyStack) -> None:
@@ -128,7 +128,7 @@ def test_responses_structured_output(stack: ProxyStack) -> None:
 @pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"])
 def test_responses_streaming_events(stack: ProxyStack, model: str) -> None:
     with stack.openai().responses.stream(
-        model=model, input="Tell me about quotas.", max_output_tokens=30
+        model=model, input="Tell me about quotas.", max_output_tokens=2000
     ) as events:
         seen = list(events)
         final = events.get_final_response()
@@ -139,13 +139,27 @@ def test_responses_streaming_events(stack: ProxyStack, model: str) -> None:
         "response.output_text.done",
         "response.content_part.done",
         "response.output_item.done",
-        "response.completed" if final.status == "completed" else "response.incomplete",
+        "response.completed",
     ]
     deltas = [event.delta for event in seen if event.type == "response.output_text.delta"]
     assert deltas and final.output_text == "".join(deltas)
     assert [event.sequence_number for event in seen] == list(range(len(seen)))
     assert final.usage is not None and final.usage.output_tokens > 0
     assert final.model == model.split("/", 1)[1]
+
+
+def test_responses_streaming_cut_by_max_output_tokens_ends_incomplete(stack: ProxyStack) -> None:
+    events = list(
+        stack.openai().responses.create(
+            model="openai/gpt-4o-mini", input="Tell me a long story.", max_output_tokens=3, stream=True
+        )
+    )
+    last = events[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.incomplete_details is not None
+    assert last.response.incomplete_details.reason == "max_output_tokens"
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert last.response.output_text == deltas and len(deltas.split()) == 3
 
 
 def test_responses_streaming_a_tool_call(stack: ProxyStack) -> None:
