@@ -39,6 +39,10 @@ test-deps:
 keys *args:
     symphony keys "$@"
 
+# Every catalog model (CATALOG_FILE): served or not and why: `just models [--needs tools,json_schema] [--json]`
+models *args:
+    symphony models "$@"
+
 # Read-only SQL against ClickHouse through the engine
 sql *args:
     symphony sql "$@"

@@ -27,7 +27,7 @@ from typing import get_args
 
 from pydantic import SecretStr
 
-from symphony.catalog import load_catalog
+from symphony.catalog import Catalog, load_catalog
 from symphony.settings import Settings
 
 
@@ -55,9 +55,10 @@ DISPATCH_SECRETS = Variables(frozenset({"DISPATCHER_TOKEN"}))
 SPAN_WRITER = Variables(frozenset({"SPANS_TOKEN"}))
 
 
-def _provider_keys() -> frozenset[str]:
-    envs = [spec.key_env.upper() for spec in load_catalog().providers.values()]
-    return frozenset(envs + [f"{env}_FILE" for env in envs])
+def provider_keys(catalog: Catalog) -> Variables:
+    """Every provider key ``catalog`` names, as ``<key_env>`` and ``<key_env>_FILE``."""
+    envs = [spec.key_env.upper() for spec in catalog.providers.values() if spec.takes_key]
+    return Variables(frozenset(envs + [f"{env}_FILE" for env in envs]))
 
 
 SYSTEM = Variables(
@@ -71,7 +72,7 @@ CONTROL_PLANE_TOKENS = Variables(
     _secret_settings() - PROXY_SECRETS.names - DISPATCH_SECRETS.names - SPAN_WRITER.names
 )
 ALERT_DESTINATIONS = Variables(frozenset({"SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"}))
-PROVIDER_KEYS = Variables(_provider_keys())
+PROVIDER_KEYS = provider_keys(load_catalog())  # the bundled catalog's
 SETTINGS = Variables(
     frozenset(name.upper() for name in Settings.model_fields)
     - CONTROL_PLANE_TOKENS.names
@@ -90,10 +91,14 @@ MAY_RECEIVE: dict[str, tuple[Variables, ...]] = {
 }
 
 
-def may_receive(part: str, name: str) -> bool:
+def may_receive(part: str, name: str, catalog: Catalog | None = None) -> bool:
+    """Whether ``part`` may receive ``name``; the proxy also the keys ``catalog`` (CATALOG_FILE) names."""
+    if part == "proxy" and catalog is not None and name in provider_keys(catalog):
+        return True
     return any(name in variables for variables in MAY_RECEIVE[part])
 
 
-def child_env(part: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """The part's environment: only the variables of ``environ`` its row of the table allows."""
-    return {name: value for name, value in environ.items() if may_receive(part, name)}
+def child_env(part: str, environ: Mapping[str, str], catalog: Catalog | None = None) -> dict[str, str]:
+    """The part's environment: only the variables of ``environ`` its row of the table allows
+    (the proxy's row with the provider keys of ``catalog``, the user's, too)."""
+    return {name: value for name, value in environ.items() if may_receive(part, name, catalog)}

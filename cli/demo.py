@@ -3,8 +3,11 @@
 The demo is a user of Symphony like any other app: it points the OpenAI SDK at
 the proxy with the development key `symphony up` made (app ``dev``), sends a few
 hundred chat requests (half of them streaming), waits until every decision has
-reached ClickHouse, and prints requests, tokens and latency percentiles per
-provider and model.
+reached ClickHouse, and prints per provider and model (the arm the policy chose):
+requests, tokens, cost in USD, the fallbacks taken, the share the challenger
+policy drew (the rest is the champion's), latency percentiles (the whole request,
+fallbacks included), and the quota headroom the latest request saw: the smallest
+share left of any cap it counted against (``tightest_limit`` names it).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import redis
 
 from cli.dev_key import DEV_APP
 from symphony import engine_client
+from symphony.catalog import resolve_policy_path
 from symphony.clock import shared_clock
 from symphony.engine_client import QueryResult
+from symphony.quotas import QuotaPolicy, load_quota_policy
 from symphony.settings import Settings
 
 DEMO_APP = DEV_APP  # the development key's app (also the label when auth is disabled)
@@ -36,9 +41,15 @@ PROMPTS = (
 _SUMMARY_SQL = """
 SELECT d.provider AS provider, d.model AS model, count() AS requests,
        sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
-       round(quantile(0.5)(u.latency_ms), 1) AS p50_ms, round(quantile(0.95)(u.latency_ms), 1) AS p95_ms
-FROM (SELECT decision_id, provider, model FROM decisions FINAL {where}) AS d
-INNER JOIN (SELECT decision_id, input_tokens, output_tokens, latency_ms FROM usage FINAL) AS u
+       sum(u.cost_usd) AS cost_usd, sum(length(d.fallbacks)) AS fallbacks,
+       round(countIf(d.policy = 'challenger') / count(), 3) AS challenger_share,
+       round(quantile(0.5)(u.latency_ms), 1) AS p50_ms, round(quantile(0.95)(u.latency_ms), 1) AS p95_ms,
+       argMax(d.quota_remaining, d.ts) AS quota_remaining
+FROM (SELECT decision_id, provider, model, policy, fallbacks, quota_remaining, ts
+      FROM decisions FINAL {where}) AS d
+INNER JOIN (SELECT decision_id, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                   sum(cost_usd) AS cost_usd, sum(latency_ms) AS latency_ms
+            FROM usage FINAL GROUP BY decision_id) AS u
     ON u.decision_id = d.decision_id
 GROUP BY provider, model
 ORDER BY requests DESC, provider, model
@@ -53,8 +64,27 @@ def _where(app: str | None, since_ms: int | None) -> str:
 
 
 def summary_sql(app: str | None = None, since_ms: int | None = None) -> str:
-    """Requests, tokens and latency per provider and model of the chosen arm, for one app (or all)."""
+    """Requests, tokens, cost, fallbacks, challenger share, latency and the latest quota snapshot per
+    provider and model of the chosen arm, for one app (or all)."""
     return _SUMMARY_SQL.format(where=_where(app, since_ms))
+
+
+def with_headroom(summary: QueryResult, policy: QuotaPolicy) -> QueryResult:
+    """``summary`` with its ``quota_remaining`` snapshots (room left per limit, by the limit's name)
+    turned into ``quota_headroom`` (the smallest share left of a cap the policy names) and
+    ``tightest_limit`` (that cap); ``None`` for both when the snapshot names no cap of the policy."""
+    at = summary.columns.index("quota_remaining")
+    caps: dict[str, int] = {}
+    for row in summary.rows:
+        caps.update((limit.name, limit.cap) for limit in policy.limits(row[0], row[1]))
+    rows = []
+    for row in summary.rows:
+        shares = {name: room / caps[name] for name, room in (row[at] or {}).items() if caps.get(name)}
+        tightest = min(shares, key=shares.__getitem__) if shares else None
+        headroom = round(shares[tightest], 4) if tightest is not None else None
+        rows.append([*row[:at], headroom, tightest, *row[at + 1 :]])
+    columns = [*summary.columns[:at], "quota_headroom", "tightest_limit", *summary.columns[at + 1 :]]
+    return QueryResult(columns, rows)
 
 
 @dataclass(frozen=True)
@@ -132,6 +162,6 @@ def run_demo(
     say("waiting for every decision to reach ClickHouse")
     count_sql = f"SELECT count() FROM decisions FINAL {_where(DEMO_APP, since_ms)}"
     engine_client.wait_for_count(settings.engine_url_as("analyst"), count_sql, load.succeeded, timeout=60)
-    return DemoResult(
-        load, engine_client.query(settings.engine_url_as("analyst"), summary_sql(DEMO_APP, since_ms))
-    )
+    summary = engine_client.query(settings.engine_url_as("analyst"), summary_sql(DEMO_APP, since_ms))
+    policy = load_quota_policy(resolve_policy_path(settings.quota_policy_file))
+    return DemoResult(load, with_headroom(summary, policy))

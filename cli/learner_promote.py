@@ -38,7 +38,7 @@ from learner.pull_request import (
     promote,
 )
 from symphony import clock
-from symphony.catalog import load_catalog
+from symphony.catalog import Catalog, load_catalog
 from symphony.keys import CHALLENGER_KEY
 from symphony.serving import UNIFORM_VERSION, ChallengerPolicy
 from symphony.settings import Settings
@@ -79,14 +79,20 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 def command(settings: Settings, args: argparse.Namespace) -> int:
     report = _report(settings, args)
     challenger = published_challenger(settings, args.challenger)
-    plan = plan_for(report, challenger, args)
+    plan = plan_for(report, challenger, args, settings.read_catalog())
     result = None if args.dry_run else promote(plan, force=args.force)
     print(render(plan, result, as_json=args.json, dry_run=args.dry_run))
     return 0
 
 
-def plan_for(report: Mapping[str, Any], challenger: ChallengerPolicy, args: argparse.Namespace) -> Plan:
-    """The promotion of ``challenger``, which ``report`` must have evaluated, onto ``args``' target."""
+def plan_for(
+    report: Mapping[str, Any],
+    challenger: ChallengerPolicy,
+    args: argparse.Namespace,
+    catalog: Catalog | None = None,
+) -> Plan:
+    """The promotion of ``challenger``, which ``report`` must have evaluated, onto ``args``' target;
+    the proposed policy's arms are checked against ``catalog`` (the bundled one by default)."""
     repo = _toplevel(args.repo)
     evaluated = report.get("challenger_version")
     if evaluated != challenger.version:
@@ -98,7 +104,12 @@ def plan_for(report: Mapping[str, Any], challenger: ChallengerPolicy, args: argp
     version = args.version or _default_version(challenger.version)
     proposed = propose(champion, challenger.tables(champion.tasks), version)
     return plan_promotion(
-        repo, proposed, report, base=args.base, github=github_from_env(os.environ), catalog=load_catalog()
+        repo,
+        proposed,
+        report,
+        base=args.base,
+        github=github_from_env(os.environ),
+        catalog=catalog or load_catalog(),
     )
 
 

@@ -213,9 +213,20 @@ def _redis(settings: Settings) -> redis.Redis:
     return client
 
 
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.models import model_rows, render
+    from symphony.catalog import load_policy, resolve_policy_path
+
+    catalog = settings.read_catalog()
+    champion = load_policy(resolve_policy_path(settings.policy_file), catalog)
+    rows = model_rows(catalog, settings, os.environ, needs=args.needs, champion_tables=champion.tasks)
+    print(render(rows, as_json=args.json))
+    _say(f"catalog {settings.resolved_catalog_file} (version {catalog.version})")
+    return 0 if any(row.served for row in rows) else 1
+
+
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     from symphony.app_keys import AppKey, create_key
-    from symphony.catalog import load_catalog
 
     template = AppKey(
         prefix="",
@@ -228,7 +239,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
         models=tuple(args.models or ()),
     )
     try:
-        key, record = create_key(_redis(settings), template, catalog=load_catalog())
+        key, record = create_key(_redis(settings), template, catalog=settings.read_catalog())
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
     if args.json:
@@ -431,7 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--json", action="store_true", help="print the revoked record as JSON")
     revoke.set_defaults(run=cmd_keys_revoke)
 
-    from cli import load
+    from cli import load, models
+
+    models_parser = sub.add_parser(
+        "models",
+        help="every catalog model (CATALOG_FILE): served or not, and why (no key, a missing capability)",
+        description=(models.__doc__ or "").split("\n\n", 1)[0],
+    )
+    models.add_arguments(models_parser)
+    models_parser.set_defaults(run=cmd_models)
 
     load_parser = sub.add_parser(
         "load", help="workload generator: traffic through the proxy, feedback from truth"
@@ -672,6 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from cli.supervisor import StackError
     from learner.pull_request import PromotionError
+    from symphony.catalog import CatalogError
     from symphony.engine_client import EngineError, EngineUnauthorized
 
     try:
@@ -682,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineUnauthorized as exc:
         print(f"symphony: {exc}\n{_token_help(settings, exc.role)}", file=sys.stderr)
         return 1
-    except (EngineError, StackUnavailable, UsageProblem, PromotionError) as exc:
+    except (EngineError, StackUnavailable, UsageProblem, PromotionError, CatalogError) as exc:
         print(f"symphony: {exc}", file=sys.stderr)
         return 1
     except StackError as exc:

@@ -28,7 +28,7 @@ from cli import report
 from scheduler.dispatcher import Schedule, plan_queue
 from scheduler.problem import WindowUse
 from scheduler.windows import Slot
-from symphony.catalog import load_catalog, resolve_policy_path
+from symphony.catalog import resolve_policy_path
 from symphony.clock import shared_clock, utc_datetime
 from symphony.flags import Flags
 from symphony.keys import FLAGS_KEY
@@ -130,7 +130,7 @@ async def _plan(settings: Settings, horizon_ms: int) -> Schedule:
         return await plan_queue(
             client,
             now,
-            catalog=load_catalog(),
+            catalog=settings.read_catalog(),
             policy=load_quota_policy(resolve_policy_path(settings.quota_policy_file)),
             horizon_ms=horizon_ms,
             enabled=enabled,

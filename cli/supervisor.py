@@ -292,11 +292,12 @@ class Stack:
             if secret is not None:
                 env[name.upper()] = secret.get_secret_value()
         if "SIMULATED_PROVIDERS" not in env:
-            catalog = load_catalog()
-            keyed = load_provider_keys(catalog, env)
-            env["SIMULATED_PROVIDERS"] = ",".join(p for p in catalog.providers if p not in keyed) or "none"
+            keyed = load_provider_keys(self.settings.read_catalog(), env)
+            # The simulator is the bundled providers' twin: a provider of one's own is always called.
+            simulated = [p for p in load_catalog().providers if p not in keyed]
+            env["SIMULATED_PROVIDERS"] = ",".join(simulated) or "none"
         env["PROXY_WORKERS"] = str(self.settings.proxy_workers)
-        return child_env(part, env)
+        return child_env(part, env, self.settings.read_catalog())
 
     def _wait_healthy(self, part: Part, timeout: float) -> None:
         assert part.process is not None

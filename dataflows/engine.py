@@ -68,7 +68,7 @@ from sinks.evidence.service import EvidenceService, build_service
 from sinks.redis_state import ChallengerSink, QuotaStateSink
 from sinks.span_writer import SpanWriter
 from symphony import engine_client
-from symphony.catalog import load_catalog, load_policy, resolve_policy_path
+from symphony.catalog import load_policy, resolve_policy_path
 from symphony.flags import Flags
 from symphony.gc_tuning import tune_gc
 from symphony.process_logging import log_to_stderr
@@ -237,7 +237,7 @@ def run_engine(
                 settings.redis_url, socket_timeout=2, socket_connect_timeout=2
             )
             stack.callback(metrics_client.close)
-            champion = load_policy(settings.policy_file, load_catalog())
+            champion = load_policy(settings.policy_file, settings.read_catalog())
             # The proxy's spans (POST /v1/traces) on a write handle of their own, off the sink's path.
             span_handle = store.open_writer()
             stack.callback(span_handle.close)
@@ -294,7 +294,7 @@ def run_engine(
         # Always built, so the live flag can turn it on; off, it publishes nothing (ChallengerSink).
         defaults = Flags(settings.learner_enabled, settings.traffic_split)
         learner = (
-            load_policy(settings.policy_file, load_catalog()),
+            load_policy(settings.policy_file, settings.read_catalog()),
             ChallengerSink(settings.redis_url, defaults),
         )
         sink = ClickHouseSink(writer, stop=stop, stats=stats, stop_on_fatal=embedded and cluster.leader)
@@ -343,7 +343,7 @@ def evidence_service(settings: Settings, store: ClickHouseStore | None, writer: 
             result = engine_client.query(url, sql)
             return result.columns, result.rows
 
-    keys = [key.get_secret_value() for key in load_provider_keys(load_catalog(), os.environ).values()]
+    keys = [key.get_secret_value() for key in load_provider_keys(settings.read_catalog(), os.environ).values()]
     return build_service(settings, read, writer, keys)
 
 

@@ -48,11 +48,37 @@ def log_request(
     error: str | None = None,
 ) -> None:
     """Log one request's line; ``started`` is its ``monotonic()`` start."""
+    log_line(
+        routed.app,
+        routed.task,
+        decision_id,
+        status,
+        started,
+        stream=routed.stream,
+        served=served,
+        tried=tried,
+        error=error,
+    )
+
+
+def log_line(
+    app: str,
+    task: str,
+    decision_id: str,
+    status: int,
+    started: float,
+    *,
+    stream: bool = False,
+    served: str | None = None,
+    tried: Sequence[Tried] = (),
+    error: str | None = None,
+) -> None:
+    """``log_request`` for a request that is no chat completion (an embedding)."""
     fields: dict[str, Any] = {
         "decision_id": decision_id,
-        "app": routed.app,
-        "task": routed.task,
-        "stream": routed.stream,
+        "app": app,
+        "task": task,
+        "stream": stream,
         "arm": served,
         "status": status,
         "latency_ms": round((monotonic() - started) * 1000, 1),

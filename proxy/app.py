@@ -1,11 +1,13 @@
 """The proxy's ASGI app and its server.
 
-Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI-compatible),
-``POST /v1/messages`` (Anthropic-compatible), ``POST /v1/route/execute`` (native,
-the decision in the answer), ``POST /v1/feedback``, ``POST /v1/jobs``, ``GET`` and ``DELETE
-/v1/jobs/{id}`` (deferrable jobs), ``GET /health``, ``GET /metrics``.
+Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (stateless), ``POST /v1/embeddings``,
+``GET /v1/models`` and
+``GET /v1/models/{id}`` (OpenAI-compatible), ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``
+(Anthropic-compatible), ``POST /v1/route/execute`` (native, the decision in the answer),
+``POST /v1/feedback``, ``POST /v1/jobs``, ``GET`` and ``DELETE /v1/jobs/{id}`` (deferrable jobs),
+``GET /health``, ``GET /metrics``.
 Errors are answered in the shape the caller's SDK expects: Anthropic's under
-``/v1/messages``, OpenAI's everywhere else, unknown paths included.
+``/v1/messages`` (and its ``count_tokens``), OpenAI's everywhere else, unknown paths included.
 
 With tracing on (a spans token for the control plane, or ``TEMPO_ENDPOINT``; see
 ``proxy.tracing``), each routed request first gets its server span
@@ -40,11 +42,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy import errors
+from proxy.adapters.base import Adapter
 from proxy.adapters.registry import build_adapters
+from proxy.api.embeddings_api import EmbeddingsApi
 from proxy.api.feedback import FeedbackApi
 from proxy.api.jobs_api import JobsApi
-from proxy.api.messages_api import MESSAGES_PATH, MessagesApi, anthropic_error_response
+from proxy.api.messages_api import (
+    ANTHROPIC_PATHS,
+    COUNT_TOKENS_PATH,
+    MESSAGES_PATH,
+    MessagesApi,
+    anthropic_error_response,
+)
 from proxy.api.openai_api import OpenAIApi
+from proxy.api.responses_api import ResponsesApi
 from proxy.api.route_execute import RouteExecuteApi
 from proxy.decision_ids import DecisionIds
 from proxy.edge.auth import Authenticator, AuthMiddleware, DispatchCheck, no_dispatches
@@ -58,7 +69,7 @@ from proxy.metrics import ProxyMetrics, RequestTimer
 from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
 from proxy.tracing import TRACED_PATHS, Tracing, TracingMiddleware, tracing_on
-from symphony.catalog import Catalog, load_catalog
+from symphony.catalog import Catalog
 from symphony.process_logging import log_to_stderr
 from symphony.settings import Settings, load_provider_keys
 
@@ -72,7 +83,7 @@ AUTH_DISABLED_WARNING = (
 
 def render_error(path: str, error: errors.ApiError) -> Response:
     """``error`` in the shape the SDK calling ``path`` expects."""
-    if path == MESSAGES_PATH:
+    if path in ANTHROPIC_PATHS:
         return anthropic_error_response(error)
     return error.response()
 
@@ -112,17 +123,30 @@ def create_app(
     keys: Mapping[str, SecretStr] | None = None,
     catalog: Catalog | None = None,
     rng: random.Random | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Starlette:
-    """The proxy app. Reads the catalog and the champion policy now (a bad policy fails here).
+    """The proxy app. Reads the catalog (``CATALOG_FILE``) and the champion policy now (a bad one
+    fails here, naming the entry) and serves a changed catalog without a restart.
 
-    ``keys`` are the provider keys (``load_provider_keys``); a provider without one
-    is a candidate only when the simulator stands in for it (``settings.simulated``).
+    ``keys`` are provider keys (``load_provider_keys``); those of a catalog's providers not in
+    ``keys`` are read from ``environ`` (the process's environment, which does not change while
+    it runs), now and for each new catalog. A provider without one is a candidate only when it
+    takes no key or the simulator stands in for it (``settings.simulated``).
     """
-    catalog = catalog if catalog is not None else load_catalog()
-    keys = keys or {}
-    secrets = [key.get_secret_value() for key in keys.values()]
-    install_log_scrubber(secrets)
-    adapters = build_adapters(catalog, settings, keys)
+    catalog = catalog if catalog is not None else settings.read_catalog()
+    given = dict(keys or {})
+
+    scrubber = Scrubber()
+
+    def adapters_for(served: Catalog) -> dict[str, Adapter]:
+        read = load_provider_keys(served, environ) if environ is not None else {}
+        keys = {**read, **given}
+        secrets = [key.get_secret_value() for key in keys.values()]
+        install_log_scrubber(secrets)  # logs and provider errors never show a key, old or new
+        scrubber.add(secrets)
+        return build_adapters(served, settings, keys)
+
+    adapters = adapters_for(catalog)
     decision_ids = _decision_ids(settings)
     gateway = Gateway(
         settings,
@@ -130,17 +154,20 @@ def create_app(
         load_champion(settings.policy_file, catalog),
         adapters,
         rng=rng,
-        scrubber=Scrubber(secrets),
+        scrubber=scrubber,
         decision_ids=decision_ids,
+        adapters_for=adapters_for,
     )
     if not adapters:
         log.warning("no provider has a key or the simulator: every routed request will be refused")
     resources = ResourceSlot()
     openai_api = OpenAIApi(gateway)
     messages_api = MessagesApi(gateway)
+    responses_api = ResponsesApi(gateway)
+    embeddings_api = EmbeddingsApi(gateway)
     route_api = RouteExecuteApi(gateway)
     feedback_api = FeedbackApi(resources, decision_ids)
-    jobs_api = JobsApi(resources, catalog)
+    jobs_api = JobsApi(resources, lambda: gateway.catalog, gateway.task)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -161,7 +188,11 @@ def create_app(
     routes = [
         Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
         Route("/v1/models", openai_api.models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", openai_api.model, methods=["GET"]),
+        Route("/v1/responses", responses_api.create, methods=["POST"]),
+        Route("/v1/embeddings", embeddings_api.create, methods=["POST"]),
         Route(MESSAGES_PATH, messages_api.create, methods=["POST"]),
+        Route(COUNT_TOKENS_PATH, messages_api.count_tokens, methods=["POST"]),
         Route("/v1/route/execute", route_api.execute, methods=["POST"]),
         Route("/v1/feedback", feedback_api.post, methods=["POST"]),
         Route("/v1/jobs", jobs_api.create, methods=["POST"]),
@@ -237,8 +268,7 @@ def app_from_environment() -> Starlette:
 
 def _entry_app(settings: Settings) -> Starlette:
     """The app of a serving process: where the provider keys (or their ``*_FILE`` secrets) are read, once."""
-    catalog = load_catalog()
-    return create_app(settings, keys=load_provider_keys(catalog, os.environ), catalog=catalog)
+    return create_app(settings, environ=os.environ)
 
 
 def run_proxy(settings: Settings) -> None:

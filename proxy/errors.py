@@ -109,4 +109,6 @@ def from_validation(exc: ValidationError, within: tuple[int | str, ...] = ()) ->
         )
     if kind.endswith("_type") or kind in {"int_from_float", "model_attributes_type"}:
         return ApiError(400, f"Invalid type for '{param}': {error['msg']}.", param=param, code="invalid_type")
+    if kind == "one_choice":
+        return ApiError(400, f"'{param}': {error['msg']}.", param=param, code="unsupported_parameter")
     return ApiError(400, f"Invalid value for '{param}': {error['msg']}.", param=param, code="invalid_value")

@@ -5,6 +5,10 @@ resources the lifespan opened (``proxy.resources``: clock, upstream client, Redi
 emitter) and builds the quota gate, the attempt loop and the challenger feed over them;
 ``stop()`` stops the feed and the loop (the lifespan closes the resources).
 
+Given ``adapters_for`` (how the app builds a catalog's adapters), the gateway watches
+``CATALOG_FILE`` (``proxy.routing.catalog_file``) and serves a changed catalog without a
+restart: ``serve_catalog`` swaps in its adapters and candidate arms, built once there.
+
 ``execute(routed, inbound)`` routes one canonical request (``RoutedRequest``) and answers in the
 inbound API's format (``Inbound``). It logs one ``Decision`` event per routed
 request from what the attempt loop returns (``Attempts``), so it can record the fallbacks,
@@ -18,9 +22,10 @@ off, the gateway holds no tracer and does none of it.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +36,7 @@ from starlette.responses import Response
 from proxy import access_log, errors, tracing
 from proxy.adapters.base import Adapter, Answer, UpstreamFailure
 from proxy.attempts.attempt_loop import AttemptLoop, Attempts, Interrupted, UpstreamStream
+from proxy.attempts.embedding_loop import Embedded, EmbeddingJob, EmbeddingLoop
 from proxy.attempts.quota_gate import QuotaGuard
 from proxy.attempts.stream_relay import RelayResponse, Render
 from proxy.decision_ids import DecisionIds
@@ -39,12 +45,14 @@ from proxy.emitter import EventEmitter
 from proxy.metrics import Counts, ProxyMetrics
 from proxy.resources import Resources
 from proxy.routed_request import RoutedRequest
-from proxy.routing.candidates import Candidates
+from proxy.routing.candidates import Arm, Candidates
+from proxy.routing.catalog_file import CatalogFile
 from proxy.routing.challenger import ChallengerFeed
 from proxy.routing.champion_file import ChampionFile
 from proxy.routing.health import Rules
 from proxy.routing.latency import LatencyEstimates
-from proxy.routing.router import Route, Router
+from proxy.routing.router import OVERRIDE_VERSION, Route, Router
+from proxy.routing.tasks import TASK_HEADER, Tasks
 from proxy.tracing import Tracing
 from symphony.catalog import Catalog, resolve_policy_path
 from symphony.clock import Clock, monotonic
@@ -53,6 +61,8 @@ from symphony.flags import Flags
 from symphony.quotas import load_quota_policy
 from symphony.serving import ChallengerPolicy, ChampionPolicy, context_of
 from symphony.settings import Settings
+
+log = logging.getLogger(__name__)
 
 DECISION_HEADER = "x-symphony-decision-id"
 ARM_HEADER = "x-symphony-arm"
@@ -69,6 +79,7 @@ class Outcome:
     decision_id: str
     route: Route
     attempts: Attempts
+    task: str  # the task routing used
 
     @property
     def arm(self) -> str:
@@ -80,13 +91,19 @@ class Outcome:
         return (self.attempts.served or self.route.chosen).model
 
     def headers(self) -> dict[str, str]:
-        return {DECISION_HEADER: self.decision_id, ARM_HEADER: self.arm, POLICY_HEADER: self.route.policy}
+        return {
+            DECISION_HEADER: self.decision_id,
+            ARM_HEADER: self.arm,
+            POLICY_HEADER: self.route.policy,
+            TASK_HEADER: self.task,
+        }
 
     def summary(self) -> dict[str, Any]:
         """The decision as the native API reports it."""
         served = self.attempts.served
         return {
             "decision_id": self.decision_id,
+            "task": self.task,
             "provider": served.provider if served is not None else None,
             "model": served.model if served is not None else None,
             "chosen": self.route.chosen.name,
@@ -120,6 +137,7 @@ class _Serving:
     challenger: ChallengerFeed
     quota: QuotaGuard
     attempts: AttemptLoop
+    embeddings: EmbeddingLoop
     tracing: Tracing | None  # None: tracing is off
 
 
@@ -135,7 +153,9 @@ class Gateway:
         scrubber: Scrubber | None = None,
         decision_ids: DecisionIds | None = None,
         metrics: ProxyMetrics | None = None,
+        adapters_for: Callable[[Catalog], Mapping[str, Adapter]] | None = None,
     ) -> None:
+        """``adapters_for``: a catalog's adapters; given, ``CATALOG_FILE`` is watched and served."""
         self.settings = settings
         self.prometheus = metrics if metrics is not None else ProxyMetrics()
         self.prometheus.count(self.metrics)
@@ -148,10 +168,30 @@ class Gateway:
         self.health = self.candidates.health
         self.flags = Flags(settings.learner_enabled, settings.traffic_split)  # the environment's
         self.router = Router(champion, self._challenger, self._challenger_share, rng)
+        self.tasks = Tasks(champion.policy)
         self.champion_file = ChampionFile(
             resolve_policy_path(settings.policy_file), catalog, self._serve_champion
         )
+        self.catalog_file = (
+            None
+            if adapters_for is None
+            else CatalogFile(
+                settings.resolved_catalog_file, lambda new: self.serve_catalog(new, adapters_for(new))
+            )
+        )
         self._serving: _Serving | None = None
+
+    def serve_catalog(self, catalog: Catalog, adapters: Mapping[str, Adapter]) -> None:
+        """Serve ``catalog`` from the next request on: its adapters and arms, built here, once."""
+        champion_arms = self.router.champion.policy.arms
+        missing = sorted(arm for arm in champion_arms if not catalog.has(*arm.split("/", 1)))
+        if missing:
+            log.warning("the champion policy names arms the new catalog lacks (never served): %s", missing)
+        self.adapters.clear()
+        self.adapters.update(adapters)  # in place: the attempt loop reads this dict
+        self.candidates.serve(catalog, self.adapters)
+        self.champion_file.catalog = catalog
+        self.catalog = catalog
 
     def _challenger(self) -> ChallengerPolicy:
         serving = self._serving
@@ -163,7 +203,12 @@ class Gateway:
         return flags.challenger_share
 
     def _serve_champion(self, champion: ChampionPolicy) -> None:
+        self.tasks = Tasks(champion.policy)
         self.router.champion = champion
+
+    def task(self, name: str | None, param: str) -> str:
+        """The task a request names (``param`` says where), checked against the champion's tasks."""
+        return self.tasks.check(name, param)
 
     def _started(self) -> _Serving:
         if self._serving is None:
@@ -175,6 +220,8 @@ class Gateway:
         challenger = ChallengerFeed(resources.redis, self.flags)
         await challenger.start()
         self.champion_file.start()
+        if self.catalog_file is not None:
+            self.catalog_file.start()
         quota = QuotaGuard(
             resources.redis,
             load_quota_policy(resolve_policy_path(settings.quota_policy_file)),
@@ -191,12 +238,22 @@ class Gateway:
             resources.emitter,
             quota,
             ttft_limit_s=settings.ttft_limit_ms / 1000,
+            answer_limit_s=settings.answer_limit_ms / 1000 or None,
             scrubber=self.scrubber,
             tracer=resources.tracing.tracer if resources.tracing is not None else None,
             metrics=self.prometheus,
         )
+        embeddings = EmbeddingLoop(
+            resources.http,
+            self.adapters,
+            self.health,
+            resources.clock,
+            quota,
+            limit_s=settings.ttft_limit_ms / 1000,
+            scrubber=self.scrubber,
+        )
         self._serving = _Serving(
-            resources.clock, resources.emitter, challenger, quota, attempts, resources.tracing
+            resources.clock, resources.emitter, challenger, quota, attempts, embeddings, resources.tracing
         )
 
     async def stop(self) -> None:
@@ -205,6 +262,8 @@ class Gateway:
             serving.attempts.close()
             await serving.challenger.close()
             await self.champion_file.close()
+            if self.catalog_file is not None:
+                await self.catalog_file.close()
 
     async def execute(self, routed: RoutedRequest, inbound: Inbound) -> Response:
         serving = self._started()
@@ -216,8 +275,7 @@ class Gateway:
                 route, decision_id, ts = self._decide(serving, routed, now)
             else:
                 route, decision_id, ts = self._decide_traced(tracer, serving, routed, now)
-            deadline = now + self.settings.request_deadline_ms / 1000
-            attempts = await serving.attempts.run(routed, route, decision_id, deadline)
+            attempts = await serving.attempts.run(routed, route, decision_id, self._deadline(routed, now))
         except errors.ApiError as refusal:
             if access_log.enabled():
                 access_log.log_request(routed, decision_id, refusal.status, now, error=refusal.code)
@@ -227,12 +285,87 @@ class Gateway:
                 ("", "") if tracer is None else _annotate_request(routed, route, decision_id, attempts)
             )
             self._log_decision(serving.emitter, routed, route, decision_id, ts, attempts, trace_ids)
-        outcome = Outcome(decision_id, route, attempts)
+        outcome = Outcome(decision_id, route, attempts, routed.task)
         return (
             _answer_logged(inbound, outcome, routed, now)
             if access_log.enabled()
             else _answer(inbound, outcome)
         )
+
+    def embedding_arms(self, model: str) -> tuple[Arm, ...]:
+        """The arms serving embedding model ``model`` (plain or ``provider/model``) that have an adapter."""
+        return tuple(
+            Arm(provider, name, f"{provider}/{name}", price.as_price())
+            for provider, name, price in self.catalog.embedding_arms(model)
+            if provider in self.adapters
+        )
+
+    async def embed(self, job: EmbeddingJob) -> tuple[Embedded, dict[str, str]]:
+        """Route one embeddings request; what happened, and the headers its answer carries."""
+        serving = self._started()
+        now = monotonic()
+        ts = serving.clock.now_ms()
+        decision_id = self.decision_ids.issue(ts, job.app)
+        try:
+            done = await serving.embeddings.run(
+                job, decision_id, now + self.settings.request_deadline_ms / 1000
+            )
+        except errors.ApiError as refusal:
+            if access_log.enabled():
+                access_log.log_line(job.app, job.task, "", refusal.status, now, error=refusal.code)
+            raise
+        names = [arm.name for arm in job.arms]
+        chosen = done.served or (done.tried[0].arm if done.tried else job.arms[0])
+        serving.emitter.emit(
+            Decision(
+                event_id=new_id(ts),
+                ts=ts,
+                decision_id=decision_id,
+                request_id=new_id(ts),
+                app=job.app,
+                task=job.task,
+                features={
+                    "inputs": float(job.inputs),
+                    "prompt_tokens": float(job.estimate.prompt_tokens),
+                },
+                candidates=names,
+                probabilities=[1.0 if name == chosen.name else 0.0 for name in names],
+                provider=chosen.provider,
+                model=chosen.model,
+                policy="override",  # the caller named the model: no policy draw
+                policy_version=OVERRIDE_VERSION,
+                propensity=1.0,
+                overrides={"model": str(job.body.get("model", ""))},
+                quota_remaining=done.remaining,
+                stream=False,
+                fallbacks=[tried.arm.name for tried in done.tried],
+                fallback_statuses=[tried.status for tried in done.tried],
+                served_by=done.served.name if done.served is not None else "",
+            )
+        )
+        for usage in done.usages:
+            serving.emitter.emit(usage)
+            self.prometheus.attempt_finished(usage, None)  # its latency in /metrics, as a chat attempt's
+        if access_log.enabled():
+            result = done.result
+            status = result.http_status if isinstance(result, UpstreamFailure) else 200
+            served = done.served.name if done.served is not None else None
+            access_log.log_line(job.app, job.task, decision_id, status, now, served=served, tried=done.tried)
+        headers = {
+            DECISION_HEADER: decision_id,
+            ARM_HEADER: chosen.name,
+            POLICY_HEADER: "override",
+            TASK_HEADER: job.task,
+        }
+        return done, headers
+
+    def _deadline(self, routed: RoutedRequest, now: float) -> float:
+        """When the request must be answered: ``REQUEST_DEADLINE_MS``, or its ``latency_budget_ms``."""
+        limit_ms: float = self.settings.request_deadline_ms
+        budget_ms = routed.constraints.latency_budget_ms
+        if budget_ms is not None and budget_ms < limit_ms:
+            limit_ms = budget_ms
+        return now + limit_ms / 1000
 
     def _decide(self, serving: _Serving, routed: RoutedRequest, now: float) -> tuple[Route, str, int]:
         """The route, and the decision's id and event time."""

@@ -154,6 +154,18 @@ class ChatCompletionRequest(StrictModel):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        # Each answer is routed, priced, limited and learned from on its own: one choice a request.
+        if value is not None and value > 1:
+            raise PydanticCustomError(
+                "one_choice",
+                "Symphony serves one choice per request (n={n}); send {n} requests, each routed on its own",
+                {"n": value},
+            )
+        return value
+
     @property
     def include_usage(self) -> bool:
         """Whether the client asked for the usage chunk at the end of a stream."""

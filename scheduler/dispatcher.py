@@ -423,6 +423,7 @@ async def serve(settings: Settings) -> None:
             clock,
             settings.dispatcher_token.get_secret_value(),
             defaults=Flags(settings.learner_enabled, settings.traffic_split, settings.scheduler_enabled),
+            catalog=settings.read_catalog(),
             policy=load_quota_policy(resolve_policy_path(settings.quota_policy_file)),
         )
         config = uvicorn.Config(

@@ -4,7 +4,8 @@ Provider P is served below ``catalog.providers[P].simulated_base_url(sim_url, P)
 (``/openai/v1``, ``/anthropic/v1``, ``/gemini/v1beta``, ``/perplexity``, ...) at the
 provider's real paths: ``/chat/completions`` (OpenAI-compatible), ``/messages``
 (Anthropic), ``/models/{model}:generateContent`` and ``:streamGenerateContent``
-(Gemini), and ``GET /models``; ``GET /{provider}/status`` is its status page
+(Gemini), ``GET /models``, and ``/embeddings`` where the provider has embedding models
+(``simulator.embeddings``); ``GET /{provider}/status`` is its status page
 (``simulator.status_page``). The admin API (``admin``) sets faults and limits.
 """
 
@@ -49,6 +50,10 @@ def provider_routes(sim: Simulator) -> list[Route]:
         routes.append(Route(base + GENERATE_PATHS[spec.wire], generate, methods=["POST"]))
         routes.append(Route(base + "/models", sim.models_endpoint(provider, wire), methods=["GET"]))
         routes.append(Route(f"/{provider}/status", status_endpoint(sim, provider), methods=["GET"]))
+        if spec.embeddings:
+            routes.append(
+                Route(base + "/embeddings", sim.embeddings_endpoint(provider, wire), methods=["POST"])
+            )
     return routes
 
 

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from simulator import embeddings
 from simulator.faults import FAULT_RETRY_AFTER_S, Faults
 from simulator.generation import plan_completion
 from simulator.latency import Latency, Pacer, latency_for
@@ -84,6 +85,52 @@ class Simulator:
 
         return endpoint
 
+    def embeddings_endpoint(self, provider: str, wire: Wire) -> Endpoint:
+        """``POST /embeddings``: faults and rate limits as for generation, then the vectors."""
+        models = self.catalog.providers[provider].embeddings
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                self._authenticate(provider, wire, request)
+                wanted = embeddings.parse(await request.body())
+                spec = models.get(wanted.model)
+                if spec is None:
+                    message = f"The model `{wanted.model}` does not exist or you do not have access to it."
+                    raise SimError(404, message, code="model_not_found")
+                if wanted.dimensions is not None and wanted.dimensions > spec.dimensions:
+                    message = f"dimensions: {wanted.model} has at most {spec.dimensions}"
+                    raise SimError(400, message, param="dimensions")
+                await self._fault(provider, wire, request)
+                answer, tokens = embeddings.body(wanted, wanted.dimensions or spec.dimensions)
+                snapshot = self.limits.admit(provider, tokens, 0)
+                await sleep(self.clock, latency_for(provider, wanted.model).ttft_s)
+                return Response(answer, media_type=JSON, headers=wire.limit_headers(snapshot))
+            except RateLimited as limited:
+                error = SimError(
+                    429,
+                    _limit_message(provider, limited),
+                    code="rate_limit_exceeded",
+                    retry_after_s=limited.retry_after_s,
+                )
+                return self._error(wire, error, limited.snapshot)
+            except SimError as error:
+                return self._error(wire, error, self.limits.peek(provider))
+
+        return endpoint
+
+    async def _fault(self, provider: str, wire: Wire, request: Request) -> None:
+        """The provider's injected fault, if one is drawn: a hang (then a 504), a 429 or a 5xx."""
+        fault = self.faults.draw(provider)
+        if fault == "hang":
+            await self._hang(request)
+            raise SimError(504, "The request timed out.")
+        if fault == "429":
+            message = f"Rate limit reached for {provider} (injected fault). Please try again later."
+            raise SimError(429, message, code="rate_limit_exceeded", retry_after_s=FAULT_RETRY_AFTER_S)
+        if fault == "5xx":
+            status = self.faults.server_status(wire.server_error_statuses)
+            raise SimError(status, "The server had an error while processing your request (injected fault).")
+
     def _authenticate(self, provider: str, wire: Wire, request: Request) -> None:
         key = wire.authenticate(request.headers, request.query_params)
         expected = self.keys.get(provider)
@@ -102,16 +149,7 @@ class Simulator:
         if prompt.model not in self.catalog.providers[provider].models:
             message = f"The model `{prompt.model}` does not exist or you do not have access to it."
             raise SimError(404, message, code="model_not_found")
-        fault = self.faults.draw(provider)
-        if fault == "hang":
-            await self._hang(request)
-            raise SimError(504, "The request timed out.")
-        if fault == "429":
-            message = f"Rate limit reached for {provider} (injected fault). Please try again later."
-            raise SimError(429, message, code="rate_limit_exceeded", retry_after_s=FAULT_RETRY_AFTER_S)
-        if fault == "5xx":
-            status = self.faults.server_status(wire.server_error_statuses)
-            raise SimError(status, "The server had an error while processing your request (injected fault).")
+        await self._fault(provider, wire, request)
         completion = plan_completion(self.rng, provider, prompt)
         try:
             snapshot = self.limits.admit(provider, completion.prompt_tokens, completion.completion_tokens)

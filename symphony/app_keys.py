@@ -130,7 +130,9 @@ def check_models(models: Sequence[str], catalog: Catalog) -> None:
     A key's models match as the proxy matches them (``AppKey.allows``): a model's name alone
     (on any provider serving it) or ``provider/model``, as ``Catalog.find_model`` reads both.
     """
-    unknown = [model for model in models if catalog.find_model(model) is None]
+    unknown = [
+        model for model in models if catalog.find_model(model) is None and not catalog.embedding_arms(model)
+    ]
     if not unknown:
         return
     known = sorted({model for arm in catalog.arms for model in (arm, arm.partition("/")[2])})

@@ -113,6 +113,11 @@ class ChampionPolicy(RoutingPolicy):
         super().__init__(policy.version, policy.exploration)
         self._policy = policy
 
+    @property
+    def policy(self) -> Policy:
+        """The policy file as read."""
+        return self._policy
+
     def _scores(self, task: str, candidates: Sequence[str], context: str) -> list[float]:
         table = self._policy.utilities(task)  # the champion's tables are per task only
         utilities = [table.get(arm, 0.0) for arm in candidates]

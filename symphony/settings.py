@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from symphony.catalog import Catalog, load_catalog
+from symphony.catalog import Catalog, CatalogError, load_catalog, read_catalog, resolve_policy_path
 from symphony.redaction import compile_operator_patterns
 from symphony.secret_files import read_secret
 
@@ -116,11 +116,19 @@ class Settings(BaseSettings):
     sim_url: str = ""
     event_shards: int = Field(default=4, ge=1, le=64)
     policy_file: Path = Path("policies/champion.json")
+    # The providers and models Symphony may serve, with prices and capabilities: the user's own file
+    # (docs/catalog.md). The proxy checks it at start and serves a changed one within a second.
+    catalog_file: Path = Path("policies/catalog.v1.json")
 
-    # Which providers the simulator stands in for: "all", "none", or a comma list. A provider
-    # with neither a key nor the simulator is no candidate. `symphony up` sets "all".
+    # Which providers the simulator stands in for: "all", "none", or a comma list of the bundled
+    # catalog's providers (the simulator is their twin; a provider of one's own is always called at
+    # its base_url). A provider with neither a key nor the simulator is no candidate.
     simulated_providers: str = "none"
     ttft_limit_ms: int = Field(default=2500, ge=1)
+    # How long a non-streamed attempt may take before the proxy falls back (its first byte is the whole
+    # answer): 0 derives it per arm, TTFT_LIMIT_MS plus the arm's measured time per token for the
+    # answer's size bound; N caps that at N ms.
+    answer_limit_ms: int = Field(default=0, ge=0)
     request_deadline_ms: int = Field(default=60_000, ge=1)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_ms: int = Field(default=10_000, ge=1)
@@ -184,8 +192,23 @@ class Settings(BaseSettings):
         return value
 
     def simulated(self, provider: str) -> bool:
+        """Whether the simulator stands in for ``provider`` (only ever a bundled catalog's provider)."""
+        if provider not in load_catalog().providers:
+            return False
         names = {name.strip() for name in self.simulated_providers.split(",")}
         return "all" in names or provider in names
+
+    @property
+    def resolved_catalog_file(self) -> Path:
+        """``catalog_file`` as found (as given, or under the repository); ``CatalogError`` if nowhere."""
+        try:
+            return resolve_policy_path(self.catalog_file).resolve()
+        except FileNotFoundError as exc:
+            raise CatalogError(f"CATALOG_FILE: {exc}") from None
+
+    def read_catalog(self) -> Catalog:
+        """The catalog ``CATALOG_FILE`` holds now, checked; ``CatalogError`` names each bad entry."""
+        return read_catalog(self.resolved_catalog_file)
 
     @field_validator("redis_url")
     @classmethod
@@ -371,6 +394,8 @@ def load_provider_keys(catalog: Catalog, environ: Mapping[str, str]) -> dict[str
     """
     keys: dict[str, SecretStr] = {}
     for provider, spec in catalog.providers.items():
+        if not spec.takes_key:
+            continue
         value = environ.get(spec.key_env, "")
         secret_file = environ.get(f"{spec.key_env}_FILE", "")
         if not value and secret_file:

@@ -128,7 +128,7 @@ class ProxyStack:
 
     ``keys``: provider keys the proxy sends (to the simulator); ``sim_keys`` (default
     ``keys``): the only keys the simulator accepts. ``app`` and ``limits``: the
-    app key the stack issues.
+    app key the stack issues. ``environ``: where the proxy reads the other providers' keys.
     """
 
     def __init__(
@@ -141,9 +141,11 @@ class ProxyStack:
         sim_keys: Mapping[str, str] | None = None,
         app: str = "tests",
         limits: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
         **settings: Any,
     ) -> None:
         self.catalog = catalog
+        self.environ = environ  # where the proxy reads the keys of the catalog's providers not in ``keys``
         self.provider_keys = {name: SecretStr(value) for name, value in (keys or {}).items()}
         expected = sim_keys if sim_keys is not None else keys
         self.sim_app = CountingApp(create_sim_app(RealClock(), catalog, seed=seed, keys=expected))
@@ -166,7 +168,7 @@ class ProxyStack:
         self.key = issue_key(self.redis, app, **(limits or {}))
 
     def _proxy_app(self) -> ASGIApp:
-        return create_app(self.settings, keys=self.provider_keys, catalog=self.catalog)
+        return create_app(self.settings, keys=self.provider_keys, catalog=self.catalog, environ=self.environ)
 
     def __enter__(self) -> ProxyStack:
         self.sim.start()

@@ -31,6 +31,7 @@ from proxy.adapters.features import (
     refuse_unknown,
 )
 from proxy.adapters.features import UnsupportedFeature as UnsupportedFeature
+from symphony.catalog import Auth
 from symphony.events import AttemptStatus
 
 
@@ -105,10 +106,13 @@ class Adapter(ABC):
         api_key: str,
         *,
         capabilities: Mapping[str, frozenset[str]] | None = None,
+        auth: Auth = "bearer",
     ) -> None:
+        """``auth``: how the key travels, where the wire format lets the catalog choose (OpenAI's)."""
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self.auth = auth
         # model -> what Symphony can serve on it (the catalog's); None: no catalog, no check.
         self.capabilities = capabilities
 

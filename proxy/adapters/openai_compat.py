@@ -8,7 +8,10 @@ drops again when the client did not ask for it.
 
 What differs between these providers is in ``QUIRKS`` (parameter names they do not
 know) and in the catalog's capabilities (what each model can serve), which
-``Adapter.request()`` checks before anything is sent.
+``Adapter.request()`` checks before anything is sent. A provider of one's own (vLLM,
+Ollama, Azure OpenAI, a relay) gets the quirks every OpenAI-compatible server takes
+(``max_tokens``, no ``developer`` role), its key as the catalog's ``auth`` says
+(``Authorization: Bearer`` or Azure's ``api-key``), and none when it takes no key.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ QUIRKS: dict[str, Quirks] = {
     "perplexity": Quirks(),
     "deepseek": Quirks(),
 }
+# Providers of one's own: what any OpenAI-compatible server understands.
+COMPATIBLE = Quirks()
 
 
 def usage_tokens(usage: object) -> tuple[int, int]:
@@ -128,7 +133,15 @@ class SseRelay(StreamTranslator):
 class OpenAICompatAdapter(Adapter):
     @property
     def quirks(self) -> Quirks:
-        return QUIRKS.get(self.provider, OPENAI)
+        return QUIRKS.get(self.provider, COMPATIBLE)
+
+    def _headers(self) -> dict[str, str]:
+        """What every request sends: JSON, and the key as the provider takes it (if it takes one)."""
+        if not self._api_key:
+            return dict(JSON_HEADERS)
+        if self.auth == "api-key":
+            return {**JSON_HEADERS, "api-key": self._api_key}
+        return {**JSON_HEADERS, "authorization": f"Bearer {self._api_key}"}
 
     def _provider_request(self, body: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
         out = {**body, "model": model, "stream": stream}
@@ -139,8 +152,13 @@ class OpenAICompatAdapter(Adapter):
         else:
             out.pop("stream_options", None)
         self._apply_quirks(out)
-        headers = {**JSON_HEADERS, "authorization": f"Bearer {self._api_key}"}
-        return UpstreamRequest(f"{self.base_url}/chat/completions", headers, orjson.dumps(out))
+        return UpstreamRequest(f"{self.base_url}/chat/completions", self._headers(), orjson.dumps(out))
+
+    def embeddings_request(self, body: dict[str, Any], model: str) -> UpstreamRequest:
+        """``POST {base_url}/embeddings`` with the caller's body and the arm's model."""
+        return UpstreamRequest(
+            f"{self.base_url}/embeddings", self._headers(), orjson.dumps({**body, "model": model})
+        )
 
     def _apply_quirks(self, out: dict[str, Any]) -> None:
         quirks = self.quirks

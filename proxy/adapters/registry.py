@@ -1,7 +1,8 @@
 """One adapter per candidate provider, its class picked by the catalog's ``wire`` from a table.
 
-A provider is a candidate when it has a key (it is called at its real ``base_url``)
-or when the simulator stands in for it (``settings.simulated``: it is called at the
+A provider is a candidate when it has a key, or takes none (its catalog ``key_env`` is
+empty: a local vLLM or Ollama server); it is then called at its ``base_url``. It is also
+one when the simulator stands in for it (``settings.simulated``: it is called at the
 simulator's twin of that URL, with its real key when it has one, so tests can see
 the key travel, else with a placeholder). Otherwise it gets no adapter, and
 routing never sees it.
@@ -38,8 +39,9 @@ def adapter_class(wire: Wire) -> type[Adapter]:
 
 
 def build_adapter(name: str, spec: Provider, base_url: str, api_key: str) -> Adapter:
+    """``api_key`` "": the provider takes no key, and no auth header is sent."""
     capabilities = {model: price.capabilities for model, price in spec.models.items()}
-    return adapter_class(spec.wire)(name, base_url, api_key, capabilities=capabilities)
+    return adapter_class(spec.wire)(name, base_url, api_key, capabilities=capabilities, auth=spec.auth)
 
 
 def build_adapters(catalog: Catalog, settings: Settings, keys: Mapping[str, SecretStr]) -> dict[str, Adapter]:
@@ -53,4 +55,6 @@ def build_adapters(catalog: Catalog, settings: Settings, keys: Mapping[str, Secr
             adapters[name] = build_adapter(name, spec, base_url, api_key)
         elif key is not None:
             adapters[name] = build_adapter(name, spec, spec.base_url, key.get_secret_value())
+        elif not spec.takes_key:
+            adapters[name] = build_adapter(name, spec, spec.base_url, "")
     return adapters

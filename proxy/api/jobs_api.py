@@ -8,7 +8,8 @@ records and their states). The body of ``POST``::
      "deadline_ms": <event time, UTC ms, in the future, within 30 days>,
      "tokens": <estimated tokens in all, 1 to 2,000,000>,
      "providers": ["openai", ...] | "models": ["openai/gpt-4o-mini", ...],   (optional, not both)
-     "task": "summaries"}   (optional: the task it is routed and learned as, like x-symphony-task; "chat")
+     "task": "summarise"}   (optional: the task it is routed and learned as, one of the champion's,
+                            like x-symphony-task; "chat")
 
 The answer is 201 with the job (``Job.public``); ``GET`` gives its state and, when done,
 ``result`` (the chat.completion), when failed, ``error``. ``DELETE`` cancels a job that is
@@ -20,6 +21,7 @@ a job its app key may not run (no model of it allowed) is a 403; a 503 when Redi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -50,7 +52,7 @@ class JobSpec(ClosedModel):
     tokens: int = Field(gt=0, le=MAX_JOB_TOKENS)
     providers: list[str] | None = Field(default=None, min_length=1)
     models: list[str] | None = Field(default=None, min_length=1)
-    task: str = Field(default="chat", min_length=1, max_length=64)
+    task: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 def _bad(param: str, message: str, code: str = "invalid_value") -> errors.ApiError:
@@ -62,9 +64,21 @@ def _not_found(job_id: str) -> errors.ApiError:
 
 
 class JobsApi:
-    def __init__(self, resources: ResourceSlot, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        resources: ResourceSlot,
+        catalog: Callable[[], Catalog],
+        task: Callable[[str | None, str], str] = lambda name, param: name or "chat",
+    ) -> None:
+        """``catalog``: the catalog being served (it changes when ``CATALOG_FILE`` does); ``task``
+        checks a job's task (``Gateway.task``)."""
         self._resources = resources
-        self._catalog = catalog
+        self._current_catalog = catalog
+        self._task = task
+
+    @property
+    def _catalog(self) -> Catalog:
+        return self._current_catalog()
 
     def _store(self) -> JobStore:
         return JobStore(self._resources.get().redis)
@@ -79,6 +93,7 @@ class JobsApi:
                 "request.stream", "A job's answer is stored, not streamed: `request.stream` must be false."
             )
         self._check_deadline(spec.deadline_ms, now)
+        task = self._task(spec.task, "task")
         providers = self._providers(spec.providers)
         models = self._models(spec.models)
         if providers and models:
@@ -94,7 +109,7 @@ class JobsApi:
             providers=providers,
             models=models,
             key_prefix=caller.key.prefix if caller.key is not None else "",
-            task=spec.task,
+            task=task,
             created_ms=now,
             updated_ms=now,
         )

@@ -1,4 +1,4 @@
-"""The Anthropic-compatible API: ``POST /v1/messages``.
+"""The Anthropic-compatible API: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
 
 The request is translated to the canonical form and routed like any other, so any
 provider can serve it; the answer, the stream and every error are translated back
@@ -6,12 +6,17 @@ to Anthropic's shapes (``proxy.api.messages_translate``, ``proxy.api.messages_st
 SDK raises its own exception types. The caller's Symphony key comes as ``x-api-key``
 or ``Authorization: Bearer`` (``proxy.edge.auth``); ``anthropic-version`` is accepted;
 ``model`` is ``auto`` or a catalog model.
+
+``count_tokens`` answers ``{"input_tokens": n}`` for a messages body (no ``max_tokens``): the
+proxy's own estimate of the prompt (``TokenEstimate``: characters / 4 and a few per message),
+the figure it reserves quota and budget with, not a provider's tokenizer; no provider is called.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,8 +38,12 @@ from proxy.edge.body import MAX_BODY_BYTES, read_limited
 from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
 from proxy.routed_request import RoutedRequest
+from proxy.routing.candidates import TokenEstimate
 
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+# Where errors take Anthropic's shape.
+ANTHROPIC_PATHS = frozenset({MESSAGES_PATH, COUNT_TOKENS_PATH})
 
 
 def anthropic_error_response(error: errors.ApiError) -> Response:
@@ -92,10 +101,21 @@ class MessagesApi:
             body=body,
             app=caller.app,
             key=caller.key,
-            task=task_of(request),
+            task=task_of(self._gateway, request),
             stream=messages.stream,
             include_usage=True,  # Anthropic's events carry usage: the translator needs the usage chunk
             pin=pin,
             overrides={"model": messages.model} if pin is not None else {},
         )
         return await self._gateway.execute(routed, ANTHROPIC_FORMAT)
+
+    async def count_tokens(self, request: Request) -> Response:
+        raw = await read_limited(request, self._max_body_bytes)
+        try:
+            messages = parse_messages_request(raw, counting=True)
+            body = messages.to_canonical()
+        except MessagesError as exc:
+            raise errors.ApiError(exc.status, exc.message) from None
+        pin_for_model(self._gateway.catalog, messages.model)  # a 404 for a model not in the catalog
+        tokens = TokenEstimate.of(body).prompt_tokens
+        return Response(orjson.dumps({"input_tokens": tokens}), media_type=JSON)

@@ -315,14 +315,22 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-def parse_messages_request(raw: bytes) -> MessagesRequest:
-    """A checked request; ``MessagesError`` (400) naming the field otherwise."""
+def parse_messages_request(raw: bytes, *, counting: bool = False) -> MessagesRequest:
+    """A checked request; ``MessagesError`` (400) naming the field otherwise.
+
+    ``counting``: a ``count_tokens`` body, which has no ``max_tokens`` and is never streamed.
+    """
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise MessagesError(400, "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise MessagesError(400, "The request body must be a JSON object.")
+    if counting:
+        for name in ("max_tokens", "stream"):
+            if name in data:
+                raise MessagesError(400, f"{name}: Extra inputs are not permitted")
+        data = {**data, "max_tokens": 1}
     try:
         return MessagesRequest.model_validate(data)
     except ValidationError as exc:

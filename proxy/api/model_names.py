@@ -24,6 +24,24 @@ def pin_for_model(catalog: Catalog, model: str) -> Pin | None:
     return Pin(*found)
 
 
+def model_entry(
+    catalog: Catalog,
+    providers: Collection[str],
+    name: str,
+    *,
+    allows: Callable[[str, str], bool] | None = None,
+) -> dict[str, object] | None:
+    """``GET /v1/models/{name}``: the model object as listed, if ``name`` is servable (and allowed)."""
+    if name in AUTO_MODELS:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "symphony"}
+    found = catalog.find_model(name)
+    arms = [found] if found is not None else [(p, m) for p, m, _ in catalog.embedding_arms(name)]
+    for provider, model in arms:
+        if provider in providers and (allows is None or allows(provider, model)):
+            return {"id": name, "object": "model", "created": 0, "owned_by": provider}
+    return None
+
+
 def models_body(
     catalog: Catalog, providers: Collection[str], *, allows: Callable[[str, str], bool] | None = None
 ) -> bytes:
@@ -37,6 +55,13 @@ def models_body(
         for provider, spec in catalog.providers.items()
         if provider in providers
         for model in spec.models
+        if allows is None or allows(provider, model)
+    ]
+    servable += [  # embedding models (POST /v1/embeddings)
+        (provider, model)
+        for provider, spec in catalog.providers.items()
+        if provider in providers
+        for model in spec.embeddings
         if allows is None or allows(provider, model)
     ]
     for provider, model in servable:

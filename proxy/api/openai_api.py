@@ -1,9 +1,10 @@
-"""The OpenAI-compatible API: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""The OpenAI-compatible API: ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
 The canonical form is this API's own, so answers, streams and provider errors go
 back as the bytes the gateway holds. ``model`` is ``auto`` (Symphony routes) or a
 catalog model, plain or as ``provider/model`` (pinned). The calling app is the one
-its key belongs to (``proxy.edge.auth``); the header ``x-symphony-task`` names the task.
+its key belongs to (``proxy.edge.auth``); the header ``x-symphony-task`` names the task (one of the
+champion policy's, ``proxy.routing.tasks``; the answer's ``x-symphony-task`` says which routing used).
 ``GET /v1/models`` lists only the models the caller's key may use.
 """
 
@@ -12,12 +13,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
-from proxy.api.model_names import models_body, pin_for_model
+from proxy.api.model_names import model_entry, models_body, pin_for_model
 from proxy.attempts.stream_relay import Render
 from proxy.edge.auth import Caller, JobGrant, caller_of
 from proxy.edge.body import MAX_BODY_BYTES, parse_chat_request, read_limited
@@ -25,15 +27,15 @@ from proxy.errors import retry_after_header
 from proxy.gateway import Gateway, Outcome
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import NO_CONSTRAINTS, Constraints
+from proxy.routing.tasks import TASK_HEADER
 from symphony.app_keys import AppKey
 
 JSON = "application/json"
-TASK_HEADER = "x-symphony-task"
-DEFAULT_TASK = "chat"
 
 
-def task_of(request: Request) -> str:
-    return request.headers.get(TASK_HEADER) or DEFAULT_TASK
+def task_of(gateway: Gateway, request: Request) -> str:
+    """The task ``x-symphony-task`` names, checked (``chat`` when none)."""
+    return gateway.task(request.headers.get(TASK_HEADER), TASK_HEADER)
 
 
 def _job_limits(caller: Caller, job: JobGrant, body: dict[str, Any]) -> tuple[Constraints, AppKey | None]:
@@ -77,7 +79,7 @@ class OpenAIApi:
     def __init__(self, gateway: Gateway, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self._gateway = gateway
         self._max_body_bytes = max_body_bytes
-        self._models_body = models_body(gateway.catalog, gateway.adapters)
+        self._models_body = (gateway.catalog, models_body(gateway.catalog, gateway.adapters))
 
     async def chat_completions(self, request: Request) -> Response:
         data, chat = parse_chat_request(await read_limited(request, self._max_body_bytes))
@@ -92,7 +94,7 @@ class OpenAIApi:
             body=data,
             app=caller.app,
             key=key,
-            task=caller.job.task if caller.job is not None else task_of(request),
+            task=caller.job.task if caller.job is not None else task_of(self._gateway, request),
             stream=chat.stream,
             include_usage=chat.include_usage,
             pin=pin,
@@ -104,6 +106,25 @@ class OpenAIApi:
     async def models(self, request: Request) -> Response:
         key = caller_of(request).key
         if key is None or not key.models:
-            return Response(self._models_body, media_type=JSON)
+            return Response(self._all_models(), media_type=JSON)
         body = models_body(self._gateway.catalog, self._gateway.adapters, allows=key.allows)
         return Response(body, media_type=JSON)
+
+    async def model(self, request: Request) -> Response:
+        """One model as ``GET /v1/models`` lists it; 404 unless the caller may use it here."""
+        name = request.path_params["model_id"]
+        key = caller_of(request).key
+        allows = key.allows if key is not None and key.models else None
+        entry = model_entry(self._gateway.catalog, self._gateway.adapters, name, allows=allows)
+        if entry is None:
+            raise errors.model_not_found(name)
+        return Response(orjson.dumps(entry), media_type=JSON)
+
+    def _all_models(self) -> bytes:
+        """Every servable model, made once per catalog served."""
+        catalog, body = self._models_body
+        if catalog is not self._gateway.catalog:
+            catalog = self._gateway.catalog
+            body = models_body(catalog, self._gateway.adapters)
+            self._models_body = (catalog, body)
+        return body

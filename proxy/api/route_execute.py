@@ -52,7 +52,7 @@ class RouteOverrides(ClosedModel):
 
 
 class RouteExecuteRequest(ChatCompletionRequest):
-    task: str = Field(default="chat", min_length=1, max_length=64)
+    task: str | None = Field(default=None, min_length=1, max_length=64)  # one of the champion's
     constraints: RouteConstraints = RouteConstraints()
     overrides: RouteOverrides = RouteOverrides()
 
@@ -146,7 +146,7 @@ class RouteExecuteApi:
             body={name: value for name, value in data.items() if name not in NATIVE_FIELDS},
             app=caller.app,
             key=caller.key,
-            task=native.task,
+            task=self._gateway.task(native.task, "task"),
             stream=native.stream,
             include_usage=native.include_usage,
             pin=_pin(catalog, native.overrides),

@@ -8,7 +8,8 @@ cooled or given less traffic. For a stream the
 first upstream chunk is awaited before anything reaches the client, so a slow
 provider is abandoned while the next can still serve. For a non-streamed answer the
 first byte is the whole answer, so its limit is the first-token limit plus the
-time the arm takes per token (``LatencyEstimates``) for the answer's size bound.
+time the arm takes per token (``LatencyEstimates``) for the answer's size bound, capped at
+``ANSWER_LIMIT_MS`` when set, so a provider that stalls a non-streamed answer is left for the next.
 The request deadline bounds the whole loop; a 4xx that says the request itself is
 bad (400, 413, 422) goes back to the client at once.
 
@@ -193,8 +194,25 @@ class _Skipped:
         return bool(self.refusals) and isinstance(self.refusals[-1], AppRate)
 
 
-def _local_failure(status: AttemptStatus, http_status: int, message: str, code: str) -> UpstreamFailure:
+def local_failure(status: AttemptStatus, http_status: int, message: str, code: str) -> UpstreamFailure:
     return UpstreamFailure(status, http_status, None, errors.error_body(message, "api_error", None, code))
+
+
+def client_safe(arm: Arm, failure: UpstreamFailure, scrubber: Scrubber) -> UpstreamFailure:
+    """A provider's failure as a client may see it: scrubbed, and no word of Symphony's key."""
+    if failure.http_status in UPSTREAM_AUTH_ERRORS:
+        logger.warning("%s refused Symphony's key for it (HTTP %d)", arm.provider, failure.http_status)
+        body = errors.error_body(
+            f"`{arm.provider}` refused the proxy's credentials for it; the operator must check its key.",
+            "api_error",
+            None,
+            "upstream_auth_error",
+        )
+        return UpstreamFailure("error", 502, None, body, failure.rate_limit)
+    body = scrubber.bytes(failure.body)
+    if body is failure.body:
+        return failure
+    return replace(failure, body=body)
 
 
 class AttemptLoop:
@@ -209,6 +227,7 @@ class AttemptLoop:
         quota: QuotaGuard,
         *,
         ttft_limit_s: float,
+        answer_limit_s: float | None = None,
         scrubber: Scrubber | None = None,
         tracer: Tracer | None = None,
         metrics: ProxyMetrics | None = None,
@@ -222,6 +241,7 @@ class AttemptLoop:
         self._emitter = emitter
         self._quota = quota
         self._ttft_limit_s = ttft_limit_s
+        self._answer_limit_s = answer_limit_s  # None: no cap on a non-streamed attempt's derived limit
         self._scrubber = scrubber if scrubber is not None else Scrubber()
         self._settling: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -281,9 +301,11 @@ class AttemptLoop:
         """The attempt on ``arm``, admitted by health, its adapter and the quota gate; else None,
         and ``skipped`` says why."""
         health = self._health
+        adapter = self._adapters.get(arm.provider)
+        if adapter is None:
+            return None  # the catalog dropped its provider since the candidates were chosen
         if not health.begin(arm.provider, arm.name, monotonic()):
             return None  # it was ejected or cooled since the candidates were chosen
-        adapter = self._adapters[arm.provider]
         try:
             request = adapter.request(routed.body, arm.model, stream=routed.stream)
         except UnsupportedFeature as exc:  # the adapter's last guard behind the capability filter
@@ -367,7 +389,7 @@ class AttemptLoop:
             health.record(
                 arm.provider,
                 arm.name,
-                _outcome(result),
+                failure_outcome(result),
                 monotonic(),
                 retry_after_s=result.retry_after_s,
                 exhausted=result.model_limit_used_up,
@@ -397,13 +419,15 @@ class AttemptLoop:
                 attempt.rate_limit = adapter.rate_limits(response.headers)
                 if not response.is_success:
                     body = await response.aread()
-                    return self._failure(arm, adapter.failure(response.status_code, response.headers, body))
+                    return client_safe(
+                        arm, adapter.failure(response.status_code, response.headers, body), self._scrubber
+                    )
                 if routed.stream:
                     chunks = response.aiter_raw()
                     first = await anext(chunks, b"")
                     attempt.first_byte()
                     if not first:
-                        return _local_failure(
+                        return local_failure(
                             "error", 502, f"`{arm.name}` sent an empty stream.", "upstream_error"
                         )
                     translator = adapter.stream(arm.model, include_usage=routed.include_usage)
@@ -415,14 +439,14 @@ class AttemptLoop:
                 content = await response.aread()
         except TimeoutError:
             why = "the request deadline" if monotonic() >= deadline else "the first-token limit"
-            return _local_failure(
+            return local_failure(
                 "timeout", 504, f"`{arm.name}` did not answer within {why}.", "upstream_timeout"
             )
         except TRANSPORT_ERRORS as exc:
             if is_timeout(exc):
-                return _local_failure("timeout", 504, f"`{arm.name}` timed out.", "upstream_timeout")
+                return local_failure("timeout", 504, f"`{arm.name}` timed out.", "upstream_timeout")
             logger.warning("upstream %s unreachable: %r", arm.name, exc)
-            return _local_failure("error", 502, f"`{arm.name}` could not be reached.", "upstream_error")
+            return local_failure("error", 502, f"`{arm.name}` could not be reached.", "upstream_error")
         finally:
             self._health.answered(arm.provider, id(attempt))
             if response is not None:
@@ -431,31 +455,16 @@ class AttemptLoop:
             return adapter.response(content)
         except Exception:  # a 2xx body the adapter cannot read is the provider's failure
             logger.exception("answer from %s could not be read", arm.name)
-            return _local_failure(
+            return local_failure(
                 "error", 502, f"`{arm.name}` sent an answer the proxy cannot read.", "upstream_error"
             )
-
-    def _failure(self, arm: Arm, failure: UpstreamFailure) -> UpstreamFailure:
-        """A provider's failure as a client may see it: scrubbed, and no word of Symphony's key."""
-        if failure.http_status in UPSTREAM_AUTH_ERRORS:
-            logger.warning("%s refused Symphony's key for it (HTTP %d)", arm.provider, failure.http_status)
-            body = errors.error_body(
-                f"`{arm.provider}` refused the proxy's credentials for it; the operator must check its key.",
-                "api_error",
-                None,
-                "upstream_auth_error",
-            )
-            return UpstreamFailure("error", 502, None, body, failure.rate_limit)
-        body = self._scrubber.bytes(failure.body)
-        if body is failure.body:
-            return failure
-        return replace(failure, body=body)
 
     def _limit_s(self, arm: Arm, routed: RoutedRequest) -> float:
         if routed.stream:
             return self._ttft_limit_s
         answer_ms = self._latency.ms_per_token(arm.name) * routed.estimate.output_tokens
-        return self._ttft_limit_s + answer_ms / 1000.0
+        derived = self._ttft_limit_s + answer_ms / 1000.0
+        return derived if self._answer_limit_s is None else min(derived, self._answer_limit_s)
 
     def _finish_stream(self, call: _Call, translator: StreamTranslator, status: AttemptStatus) -> None:
         """End a served stream's attempt: its usage event, settlement, health outcome and latency figures."""
@@ -489,8 +498,11 @@ class AttemptLoop:
 
     @staticmethod
     def _deadline_failure() -> UpstreamFailure:
-        return _local_failure(
-            "timeout", 504, "No provider answered within the request deadline.", "deadline_exceeded"
+        return local_failure(
+            "timeout",
+            504,
+            "No provider answered within the request's deadline (REQUEST_DEADLINE_MS or latency_budget_ms).",
+            "deadline_exceeded",
         )
 
     def _nothing_attempted(self, routed: RoutedRequest, route: Route, skipped: _Skipped) -> errors.ApiError:
@@ -536,7 +548,7 @@ def _next_arm(pending: list[Arm], health: Health, after: AttemptStatus | None) -
     return pending.pop(0)
 
 
-def _outcome(failure: UpstreamFailure) -> Outcome:
+def failure_outcome(failure: UpstreamFailure) -> Outcome:
     if failure.http_status in CLIENT_ERRORS:
         return "neutral"  # the request was bad, not the provider
     if failure.status == "429":

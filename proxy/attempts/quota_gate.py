@@ -64,7 +64,7 @@ from proxy.errors import retry_after_header
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import ESTIMATED_OUTPUT_TOKENS, Arm, TokenEstimate
 from symphony import clock
-from symphony.app_keys import USD_MICROS
+from symphony.app_keys import USD_MICROS, AppKey
 from symphony.clock import Clock
 from symphony.durations import format_ms
 from symphony.quotas import (
@@ -194,9 +194,13 @@ class QuotaGuard:
 
     async def admit(self, arm: Arm, request: RoutedRequest, *, first_attempt: bool) -> Grant | QuotaRefusal:
         """Reserve ``request``'s estimate on ``arm``; its app's request counts on the first attempt only."""
-        estimate = request.estimate
+        return await self.admit_estimate(arm, request.estimate, request.key, first_attempt=first_attempt)
+
+    async def admit_estimate(
+        self, arm: Arm, estimate: TokenEstimate, key: AppKey | None, *, first_attempt: bool
+    ) -> Grant | QuotaRefusal:
+        """``admit`` for a request that is no chat completion (an embedding): its estimate and key."""
         cost_micros = math.ceil(estimate.cost_usd(arm) * USD_MICROS)
-        key = request.key
         app = AppScope(key.scope, key.limits()) if key is not None else None
         tokens = estimate.tokens
         outcome = await self.reserve(

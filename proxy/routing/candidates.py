@@ -108,6 +108,16 @@ def estimated_cost_usd(arm: Arm, body: Mapping[str, Any]) -> float:
     return TokenEstimate.of(body).cost_usd(arm)
 
 
+def _arms(catalog: Catalog, providers: Collection[str]) -> tuple[Arm, ...]:
+    """Every arm of ``catalog`` whose provider is in ``providers`` (has an adapter), in catalog order."""
+    return tuple(
+        Arm(provider, model, f"{provider}/{model}", price)
+        for provider, spec in catalog.providers.items()
+        if provider in providers
+        for model, price in spec.models.items()
+    )
+
+
 class Candidates:
     """The arms that can be called at all, and the per-request filter over them."""
 
@@ -115,15 +125,16 @@ class Candidates:
         self, catalog: Catalog, providers: Collection[str], rules: Rules, latency: LatencyEstimates
     ) -> None:
         """``rules``: how ``self.health``, made over these arms, judges them."""
-        self.arms: tuple[Arm, ...] = tuple(
-            Arm(provider, model, f"{provider}/{model}", price)
-            for provider, spec in catalog.providers.items()
-            if provider in providers
-            for model, price in spec.models.items()
-        )
+        self.arms = _arms(catalog, providers)
         self._catalog = catalog
         self.health = Health(rules, [(arm.provider, arm.name) for arm in self.arms])
         self._latency = latency
+
+    def serve(self, catalog: Catalog, providers: Collection[str]) -> None:
+        """A new catalog (``CATALOG_FILE`` changed): its arms, once, for every request after."""
+        arms = _arms(catalog, providers)
+        self.health.reshape([(arm.provider, arm.name) for arm in arms])
+        self._catalog, self.arms = catalog, arms
 
     def select(
         self,

@@ -150,14 +150,28 @@ class Health:
     def __init__(self, rules: Rules, arms: Iterable[tuple[str, str]]) -> None:
         """``arms``: the pool as (provider, arm name) pairs."""
         self.rules = rules
-        counts: dict[str, int] = {}
-        for provider, _arm in arms:
-            counts[provider] = counts.get(provider, 0) + 1
-        self._pool = sum(counts.values())
-        self._providers = {p: _Provider(n, rules.window_s) for p, n in counts.items()}
+        self._pool = 0
+        self._providers: dict[str, _Provider] = {}
+        self.reshape(arms)
         self._cooled: dict[str, tuple[float, str]] = {}  # provider or arm -> (until, why)
         self._ejected: set[str] = set()
         self._bad_until = 0.0  # some provider's window holds a failure or a 429 until then
+
+    def reshape(self, arms: Iterable[tuple[str, str]]) -> None:
+        """A new pool (the catalog changed): providers kept keep what was seen of them.
+
+        A provider that left the pool keeps its state with no arms, so an attempt still on
+        its way to it finishes as any other.
+        """
+        counts: dict[str, int] = {}
+        for provider, _arm in arms:
+            counts[provider] = counts.get(provider, 0) + 1
+        for name, state in self._providers.items():
+            state.arms = counts.get(name, 0)
+        for name, count in counts.items():
+            if name not in self._providers:
+                self._providers[name] = _Provider(count, self.rules.window_s)
+        self._pool = sum(counts.values())
 
     # -- reading --
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from cli.child_env import may_receive
 from cli.restart_policy import (
@@ -19,8 +21,10 @@ from cli.restart_policy import (
     RestartHistory,
     RestartPolicy,
 )
+from cli.supervisor import Stack
 from symphony.clock import wall_ms
 from symphony.redis_server import answers
+from symphony.settings import Settings
 from tests.partsutil import PARTS, environ_of, part_pids, wait_for_new_pid
 from tests.stackutil import processes_of, stack_env, symphony_up
 
@@ -210,3 +214,36 @@ def test_a_part_that_cannot_stay_up_stops_the_stack_with_its_log_named(tmp_path:
         time.sleep(0.1)
     assert processes_of(stack.var_dir) == []
     assert not answers(stack.redis_url)
+
+
+def test_the_proxy_gets_the_keys_of_the_users_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundled = json.loads((Path(__file__).parents[2] / "policies" / "catalog.v1.json").read_text())
+    catalog = json.loads(json.dumps(bundled))
+    model = {"m": {"input_per_mtok": 0, "output_per_mtok": 0}}
+    catalog["providers"]["relay"] = {
+        "base_url": "https://relay.example/v1",
+        "key_env": "RELAY_API_KEY",
+        "wire": "openai",
+        "models": model,
+    }
+    catalog["providers"]["ollama"] = {
+        "base_url": "http://127.0.0.1:11434/v1",
+        "key_env": "",
+        "wire": "openai",
+        "models": model,
+    }
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    monkeypatch.setenv("CATALOG_FILE", str(path))
+    monkeypatch.setenv("RELAY_API_KEY", "relay-secret-0123456789")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-0123456789")
+    monkeypatch.delenv("SIMULATED_PROVIDERS", raising=False)
+    stack = Stack(Settings())
+    proxy, engine = stack._child_env("proxy"), stack._child_env("engine")
+    assert proxy["RELAY_API_KEY"] == "relay-secret-0123456789"
+    assert "RELAY_API_KEY" not in engine and "RELAY_API_KEY" not in stack._child_env("sim")
+    # The simulator stands in for the bundled providers without a key, never for one of one's own.
+    assert set(proxy["SIMULATED_PROVIDERS"].split(",")) == set(bundled["providers"]) - {"openai"}
+    Settings(simulated_providers=proxy["SIMULATED_PROVIDERS"])  # a value the proxy starts with

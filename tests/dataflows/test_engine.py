@@ -68,13 +68,21 @@ def test_events_reach_clickhouse_exactly_once(engine: Engine, redis_client: redi
         "requests",
         "input_tokens",
         "output_tokens",
+        "cost_usd",
+        "fallbacks",
+        "challenger_share",
         "p50_ms",
         "p95_ms",
+        "quota_remaining",
     ]
+    anthropic_requests = len(range(0, n, 3))
     assert {(row[0], row[1]): row[2] for row in summary.rows} == {
-        ("openai", "gpt-4o"): n - len(range(0, n, 3)),
-        ("anthropic", "claude-sonnet"): len(range(0, n, 3)),
+        ("openai", "gpt-4o"): n - anthropic_requests,
+        ("anthropic", "claude-sonnet"): anthropic_requests,
     }
+    costs = {(row[0], row[1]): row[5] for row in summary.rows}  # 0.0001 USD a request (engineutil.pair)
+    assert costs[("anthropic", "claude-sonnet")] == pytest.approx(anthropic_requests * 0.0001)
+    assert all(row[6] == 0 and row[7] == 0 for row in summary.rows)  # no fallbacks, all champion
 
     # SIGTERM: the last epoch is finished and snapshotted, so a restart replays nothing.
     assert engine.stop() == 0

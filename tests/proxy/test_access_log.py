@@ -94,3 +94,31 @@ def test_served_fallback_and_refused_requests_each_log_one_line(
             ("perplexity/sonar", "429", 429)
         ]
         assert len(_lines(caplog)) == 3 + tries  # one line per request, and only one
+
+
+def test_an_embedding_logs_its_line(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="symphony.access")
+    with ProxyStack(redis_server) as stack:
+        answer = httpx.post(
+            f"{stack.base_url}/embeddings",
+            json={"model": "text-embedding-3-small", "input": "hi"},
+            headers=stack.auth,
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        line = _line_of(caplog, answer.headers["x-symphony-decision-id"])
+        metrics = httpx.get(f"{stack.url}/metrics", timeout=30).text
+    assert (line["app"], line["task"], line["arm"], line["status"]) == (
+        "tests",
+        "embeddings",
+        "openai/text-embedding-3-small",
+        200,
+    )
+    assert line["fallbacks"] == [] and line["latency_ms"] > 0
+    # Its attempt is timed into /metrics as a chat attempt is.
+    counted = [
+        row
+        for row in metrics.splitlines()
+        if row.startswith("symphony_provider_attempt_duration_seconds_count") and 'provider="openai"' in row
+    ]
+    assert counted and counted[0].endswith(" 1.0"), counted

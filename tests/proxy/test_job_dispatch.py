@@ -68,7 +68,7 @@ def dispatch(
 
 
 def test_a_claimed_job_is_served_once_as_its_app_on_its_claimed_provider(stack: ProxyStack) -> None:
-    job = created(stack, task="summaries", providers=["openai", "gemini"], tokens=123)
+    job = created(stack, task="summarise", providers=["openai", "gemini"], tokens=123)
     job_id = str(job["id"])
     nonce = claim(stack, job_id, provider="gemini")
     served = dispatch(stack, job_id, nonce)
@@ -77,7 +77,7 @@ def test_a_claimed_job_is_served_once_as_its_app_on_its_claimed_provider(stack: 
     again = dispatch(stack, job_id, nonce)
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_not_admitted"
     [decision] = stack.events().decisions
-    assert (decision.app, decision.task, decision.provider) == ("tests", "summaries", "gemini")
+    assert (decision.app, decision.task, decision.provider) == ("tests", "summarise", "gemini")
     assert all(arm.startswith("gemini/") for arm in decision.candidates)
     assert decision.overrides == {  # the job's terms, for scheduler-report
         "job": job_id,

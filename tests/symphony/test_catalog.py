@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from symphony.catalog import CAPABILITIES, CATALOG_FILE, Catalog, load_catalog
+from symphony.catalog import CAPABILITIES, CATALOG_FILE, Catalog, CatalogError, load_catalog, read_catalog
 
 CATALOG = load_catalog()
 
@@ -81,3 +81,105 @@ def test_lookups() -> None:
 )
 def test_simulated_base_url(provider: str, url: str) -> None:
     assert CATALOG.providers[provider].simulated_base_url("http://sim:1/", provider) == url
+
+
+def _catalog_with(tmp_path: Path, change: dict[str, object]) -> Path:
+    """The bundled catalog with ``change`` merged into its providers, written to a file."""
+    data = json.loads(CATALOG_FILE.read_text())
+    data["providers"].update(change)
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+OWN = {
+    "base_url": "http://vllm:8000/v1",
+    "key_env": "",
+    "wire": "openai",
+    "models": {"m": {"input_per_mtok": 0, "output_per_mtok": 0}},
+}
+
+
+@pytest.mark.parametrize(
+    ("entry", "named", "why"),
+    [
+        ({**OWN, "base_url": "vllm:8000"}, "providers.vllm.base_url", "http:// or https://"),
+        ({**OWN, "key_env": "vllm key"}, "providers.vllm.key_env", "environment variable name"),
+        ({**OWN, "wire": "grpc"}, "providers.vllm.wire", "'openai', 'anthropic' or 'gemini'"),
+        (
+            {**OWN, "models": {"m": {"input_per_mtok": -1, "output_per_mtok": 0}}},
+            "providers.vllm.models.m.input_per_mtok",
+            "greater than or equal to 0",
+        ),
+        (
+            {
+                **OWN,
+                "models": {"m": {"input_per_mtok": 1, "output_per_mtok": 1, "capabilities": ["telepathy"]}},
+            },
+            "providers.vllm.models.m.capabilities.0",
+            "(given 'telepathy')",
+        ),
+        (
+            {**OWN, "models": {"m": {"input_per_mtok": 1, "ouput_per_mtok": 1}}},
+            "providers.vllm.models.m.ouput_per_mtok",
+            "Extra inputs",
+        ),
+        ({**OWN, "models": {}}, "providers.vllm.models", "at least 1"),
+        (
+            {**OWN, "models": {"two words": {"input_per_mtok": 1, "output_per_mtok": 1}}},
+            "providers.vllm.models",
+            "without spaces",
+        ),
+        ({**OWN, "wire": "anthropic", "auth": "api-key"}, "providers.vllm", "openai wire only"),
+    ],
+)
+def test_a_bad_entry_is_named(tmp_path: Path, entry: dict[str, object], named: str, why: str) -> None:
+    with pytest.raises(CatalogError) as caught:
+        read_catalog(_catalog_with(tmp_path, {"vllm": entry}))
+    message = str(caught.value)
+    assert f"  {named}: " in message
+    assert why in message
+    assert str(tmp_path / "catalog.json") in message
+
+
+def test_a_bad_provider_name_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match=r"providers: .*provider name 'My Relay'"):
+        read_catalog(_catalog_with(tmp_path, {"My Relay": OWN}))
+
+
+def test_every_bad_entry_is_named_at_once(tmp_path: Path) -> None:
+    bad = {**OWN, "base_url": "nowhere", "key_env": "lower"}
+    with pytest.raises(CatalogError, match="has 2 bad entries") as caught:
+        read_catalog(_catalog_with(tmp_path, {"vllm": bad}))
+    assert "providers.vllm.base_url" in str(caught.value)
+    assert "providers.vllm.key_env" in str(caught.value)
+
+
+def test_a_file_that_is_not_json_or_not_there(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text('{"version": ')
+    with pytest.raises(CatalogError, match="not JSON"):
+        read_catalog(path)
+    with pytest.raises(CatalogError, match="cannot read it"):
+        read_catalog(tmp_path / "missing.json")
+
+
+def test_an_own_provider_is_read(tmp_path: Path) -> None:
+    catalog = read_catalog(
+        _catalog_with(
+            tmp_path,
+            {
+                "vllm": {
+                    **OWN,
+                    "models": {"meta-llama/Llama-3.1-8B": {"input_per_mtok": 0, "output_per_mtok": 0}},
+                }
+            },
+        )
+    )
+    spec = catalog.providers["vllm"]
+    assert not spec.takes_key
+    assert spec.auth == "bearer"
+    # A model name holding a "/" is found plain and behind its provider.
+    assert catalog.find_model("meta-llama/Llama-3.1-8B") == ("vllm", "meta-llama/Llama-3.1-8B")
+    assert catalog.find_model("vllm/meta-llama/Llama-3.1-8B") == ("vllm", "meta-llama/Llama-3.1-8B")
+    assert catalog.find_model("openai/meta-llama/Llama-3.1-8B") is None

@@ -148,6 +148,10 @@ def test_demo_prints_a_report_read_back_from_clickhouse_and_exits(tmp_path: Path
     assert "sent 24/24 requests" in result.stderr
     assert sum(row["requests"] for row in report) == 24
     assert all(row["output_tokens"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0 for row in report)
+    assert all(row["cost_usd"] > 0 and 0 <= row["challenger_share"] <= 1 for row in report)
+    assert all(row["fallbacks"] >= 0 for row in report)
+    # Each provider's caps are in the quota policy: the headroom is a share of one of them.
+    assert all(0 < row["quota_headroom"] <= 1 and row["tightest_limit"] for row in report)
     assert processes_of(stack.var_dir) == []
 
 

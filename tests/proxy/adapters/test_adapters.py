@@ -34,7 +34,7 @@ from proxy.adapters.sse import DONE, SseEvent, SseParser
 from simulator import BackgroundServer
 from simulator import create_app as create_sim_app
 from simulator.generation import count_input_tokens
-from symphony.catalog import load_catalog
+from symphony.catalog import Catalog, load_catalog
 from symphony.clock import RealClock
 from symphony.settings import Settings
 
@@ -1506,3 +1506,56 @@ def test_top_k_is_mapped_where_it_exists_and_refused_elsewhere() -> None:
     with pytest.raises(UnsupportedFeature) as refused:
         openai_adapter("deepseek").request(body, "deepseek-chat", stream=False)
     assert refused.value.param == "top_k"
+
+
+# --- providers of one's own -----------------------------------------------------------------------
+
+OWN_MODELS = {"m": {"input_per_mtok": 0, "output_per_mtok": 0}}
+
+
+def _with_own(**providers: dict[str, Any]) -> Catalog:
+    data = CATALOG.model_dump(mode="json")
+    data["providers"] = {**data["providers"], **providers}
+    return Catalog.model_validate(data)
+
+
+def test_own_providers_get_their_key_as_their_entry_says() -> None:
+    catalog = _with_own(
+        azure={
+            "base_url": "https://res.openai.azure.com/openai/v1",
+            "key_env": "AZURE_OPENAI_API_KEY",
+            "wire": "openai",
+            "auth": "api-key",
+            "models": OWN_MODELS,
+        },
+        ollama={
+            "base_url": "http://127.0.0.1:11434/v1",
+            "key_env": "",
+            "wire": "openai",
+            "models": OWN_MODELS,
+        },
+        vllm={
+            "base_url": "http://vllm:8000/v1",
+            "key_env": "VLLM_API_KEY",
+            "wire": "openai",
+            "models": OWN_MODELS,
+        },
+        nokey={"base_url": "http://relay/v1", "key_env": "RELAY_KEY", "wire": "openai", "models": OWN_MODELS},
+    )
+    # "all" never covers a provider of one's own: the simulator is the bundled providers' twin.
+    settings = Settings(simulated_providers="all", sim_url="http://sim:9")
+    keys = {"azure": SecretStr("az-key"), "vllm": SecretStr("vl-key")}
+    adapters = build_adapters(catalog, settings, keys)
+    assert {"azure", "ollama", "vllm"} <= set(adapters) and "nokey" not in adapters
+    body = {"messages": [{"role": "developer", "content": "be brief"}], "max_completion_tokens": 9}
+    azure = adapters["azure"].request(body, "m", stream=False)
+    assert azure.url == "https://res.openai.azure.com/openai/v1/chat/completions"
+    assert azure.headers["api-key"] == "az-key" and "authorization" not in azure.headers
+    ollama = adapters["ollama"].request(body, "m", stream=False)
+    assert "authorization" not in ollama.headers and "api-key" not in ollama.headers
+    vllm = adapters["vllm"].request(body, "m", stream=False)
+    assert vllm.headers["authorization"] == "Bearer vl-key"
+    # What every OpenAI-compatible server takes: max_tokens, and the developer turn as system.
+    sent = orjson.loads(vllm.body)
+    assert sent["max_tokens"] == 9 and "max_completion_tokens" not in sent
+    assert sent["messages"][0]["role"] == "system"
