@@ -13,13 +13,14 @@ each rollback is applied as an operator would apply it:
    (what reverting the promotion's commit does to the checkout): every replica serves that
    version, without a restart.
 
-Each is timed from the moment the change is written (the flag, as ``symphony flags`` ends; the file)
-to the start of the first round of probes (``/v1/route/execute``, a new connection each, sent at
-once, so they reach every replica; each answer names its ``replica``) in which every replica
-answered only as rolled back; the command's own run time is shown beside it. Then it is undone and
-seen undone before the next. Afterwards every decision an answer carried, the load's and the
-probes', must be in ClickHouse exactly once. PASS when each rollback took under ``--within`` seconds
-(5) on every replica and no event was lost or doubled.
+Each is timed from the moment the change is written (the flag landing in Redis, watched while
+``symphony flags`` runs; the file written back) to the end of the first round of probes
+(``/v1/route/execute``, a new connection each, sent at once, so they reach every replica; each
+answer names its ``replica``) in which every replica answered only as rolled back; the command's
+whole run time is shown beside it. Then it is undone and seen undone before the next. Afterwards
+every decision an answer carried, the load's and the probes', must be in ClickHouse exactly once.
+PASS when each rollback took under ``--within`` seconds (5) on every replica and no event was lost
+or doubled.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from cli import load
 from cli.own_stack import own_stack
 from cli.report import progress_printer
 from symphony import clock, engine_client
-from symphony.keys import CHALLENGER_KEY
+from symphony.keys import CHALLENGER_KEY, FLAGS_KEY
 from symphony.settings import Settings
 
 Say = Callable[[str], None]
@@ -75,7 +76,8 @@ class Rollback:
         took = "never" if self.seconds is None else f"{self.seconds:.2f} s"
         verdict = "PASS" if self.passed else "FAIL"
         return (
-            f"{verdict}  {self.name:<24} {took:>8} on {self.replicas} replicas (bound < {self.within_s:g} s)"
+            f"{verdict}  {self.name:<30} {took:>8} to {self.replicas} replica(s) after the change"
+            f" (bound < {self.within_s:g} s; the command took {self.command_s:.1f} s)"
         )
 
 
@@ -108,13 +110,13 @@ class Probe:
         return decision
 
     def seconds_until(self, holds: Holds, patience_s: float, started: float | None = None) -> float | None:
-        """From ``started`` (default now) to the start of the first round where every replica answered,
-        and all as ``holds``."""
+        """From ``started`` (default now) to the end of the first round where every replica answered,
+        and all as ``holds``: an upper bound (the round before showed a replica not there yet)."""
         started = clock.monotonic() if started is None else started
-        while (round_start := clock.monotonic()) - started < patience_s:
+        while clock.monotonic() - started < patience_s:
             by_replica = self.round()
             if len(by_replica) >= self.replicas and all(all(map(holds, d)) for d in by_replica.values()):
-                return round_start - started
+                return clock.monotonic() - started
         return None
 
 
@@ -134,34 +136,31 @@ def drill(settings: Settings, probe: Probe, within_s: float, say: Say) -> list[R
     patience = 3 * within_s
     results = []
 
-    def timed(name: str, apply: Callable[[], None], holds: Holds) -> None:
-        started = clock.monotonic()
-        apply()
-        written = clock.monotonic()  # `symphony flags` writes the flag as it ends
-        seconds = probe.seconds_until(holds, patience, written)
-        results.append(Rollback(name, seconds, probe.replicas, within_s, round(written - started, 2)))
+    def flag_rollback(name: str, option: str, field: str, stored: str, holds: Holds) -> None:
+        value = {"true": "on", "false": "off"}.get(stored, stored)  # as the command takes it
+        with Flags(settings, option, value) as command:
+            written = command.written(field, stored)
+            seconds = probe.seconds_until(holds, patience, written)
+        results.append(Rollback(name, seconds, probe.replicas, within_s, command.seconds))
         say(results[-1].line())
 
-    def undone(restore: Callable[[], None], holds: Holds) -> None:
-        restore()
-        if probe.seconds_until(holds, patience) is None:
-            raise RuntimeError("a rollback could not be undone: the next one would prove nothing")
-
     def challenger_back() -> None:
-        undone(lambda: _flags(settings, "--reset"), lambda d: True)
+        with Flags(settings, "--reset"):
+            pass
         if not _any_round(probe, challenger_serves, patience):
-            raise RuntimeError("the challenger never served again after --reset")
+            raise RuntimeError("the challenger never served again after `symphony flags --reset`")
 
-    timed("traffic_split=0", lambda: _flags(settings, "--traffic-split", "0"), champion_only)
+    flag_rollback("traffic_split=0", "--traffic-split", "traffic_split", "0", champion_only)
     challenger_back()
-    timed("learner off", lambda: _flags(settings, "--learner", "off"), champion_only)
+    flag_rollback("learner off", "--learner", "learner_enabled", "false", champion_only)
     challenger_back()
-    _flags(settings, "--scheduler", "off")
-    results.append(
-        Rollback("scheduler off", _until_scheduler_enabled(settings, False, patience), 1, within_s)
-    )
+    with Flags(settings, "--scheduler", "off") as command:
+        written = command.written("scheduler_enabled", "false")
+        seconds = _until_scheduler_enabled(settings, False, patience, written)
+    results.append(Rollback("scheduler off", seconds, 1, within_s, command.seconds))
     say(results[-1].line())
-    _flags(settings, "--reset")
+    with Flags(settings, "--reset"):
+        pass
     if _until_scheduler_enabled(settings, True, patience) is None:
         raise RuntimeError("the scheduler never planned with the flag on again")
     results.append(_previous_champion(settings, probe, within_s, patience, say))
@@ -200,21 +199,49 @@ def _until_scheduler_enabled(
     """Seconds from ``started`` (default now) until the dispatcher's latest plan was made with the
     flag at ``enabled``."""
     started = clock.monotonic() if started is None else started
-    while (now := clock.monotonic()) - started < patience_s:
+    while clock.monotonic() - started < patience_s:
         health = httpx.get(f"{settings.scheduler_url}/health", timeout=5.0).json()
         if health.get("scheduler_enabled") is enabled:
-            return now - started
+            return clock.monotonic() - started
         time.sleep(0.1)
     return None
 
 
-def _flags(settings: Settings, *args: str) -> None:
-    env = {**os.environ, "REDIS_URL": settings.redis_url}
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", "flags", *args], env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"symphony flags {' '.join(args)}: {done.stderr.strip()}")
+class Flags:
+    """``symphony flags ARGS`` run as an operator runs it, in a process of its own; ``written`` is
+    when its change landed in Redis (the moment every replica's next poll can see it)."""
+
+    def __init__(self, settings: Settings, *args: str) -> None:
+        self._redis_url = settings.redis_url
+        self._args = args
+        self.seconds = 0.0  # the command's whole run
+
+    def __enter__(self) -> Flags:
+        self._started = clock.monotonic()
+        env = {**os.environ, "REDIS_URL": self._redis_url}
+        command = [sys.executable, "-m", "cli", "flags", *self._args]
+        self._process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        return self
+
+    def written(self, field: str, value: str, timeout_s: float = 60.0) -> float:
+        client = redis.Redis.from_url(self._redis_url)
+        try:
+            deadline = clock.monotonic() + timeout_s
+            while client.hget(FLAGS_KEY, field) != value.encode():
+                if clock.monotonic() > deadline or self._process.poll() not in (None, 0):
+                    raise RuntimeError(f"symphony flags {' '.join(self._args)} never set {field}={value}")
+                time.sleep(0.005)
+            return clock.monotonic()
+        finally:
+            client.close()
+
+    def __exit__(self, *exc: object) -> None:
+        _, error = self._process.communicate(timeout=120)
+        self.seconds = round(clock.monotonic() - self._started, 2)
+        if self._process.returncode != 0:
+            raise RuntimeError(f"symphony flags {' '.join(self._args)}: {error.strip()}")
 
 
 @dataclass
