@@ -343,7 +343,8 @@ def evidence_service(settings: Settings, store: ClickHouseStore | None, writer: 
             result = engine_client.query(url, sql)
             return result.columns, result.rows
 
-    keys = [key.get_secret_value() for key in load_provider_keys(settings.read_catalog(), os.environ).values()]
+    held = load_provider_keys(settings.read_catalog(), os.environ)
+    keys = [key.get_secret_value() for key in held.values()]
     return build_service(settings, read, writer, keys)
 
 
