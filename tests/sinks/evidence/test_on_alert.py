@@ -46,3 +46,36 @@ def test_one_incident_per_arm_and_objective_whenever_it_fires() -> None:
     assert first.alert_id != again.alert_id and first.fingerprint == again.fingerprint
     assert alert(objective="error_rate").fingerprint != first.fingerprint
     assert alert(model="grok-3").fingerprint != first.fingerprint
+
+
+def test_half_configured_tickets_are_refused_naming_the_setting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+    from pydantic import SecretStr
+
+    from sinks.evidence.service import ticket_systems
+    from symphony.settings import SettingsError, load_settings
+
+    cases = [
+        ({"evidence_github_repository": "acme/symphony"}, "EVIDENCE_GITHUB_TOKEN: not set"),
+        (
+            {
+                "evidence_github_repository": "acme/symphony",
+                "evidence_github_token_file": str(tmp_path / "no"),
+            },
+            "EVIDENCE_GITHUB_TOKEN_FILE=",
+        ),
+        (
+            {"jira_project": "OPS", "jira_api_token": SecretStr("t"), "jira_url": "https://x.atlassian.net"},
+            "JIRA_EMAIL: not set",
+        ),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(SettingsError, match=message):
+            ticket_systems(load_settings(**overrides))
+    (tmp_path / "token").write_text("ghp_fromafile0123456789abcdef\n")
+    settings = load_settings(
+        evidence_github_repository="acme/symphony", evidence_github_token_file=str(tmp_path / "token")
+    )
+    [github] = ticket_systems(settings)
+    assert github.name == "github" and github.token == "ghp_fromafile0123456789abcdef"  # type: ignore[attr-defined]
+    assert ticket_systems(load_settings()) == []
