@@ -31,6 +31,7 @@ from starlette.responses import Response
 from proxy import access_log, errors, tracing
 from proxy.adapters.base import Adapter, Answer, UpstreamFailure
 from proxy.attempts.attempt_loop import AttemptLoop, Attempts, Interrupted, UpstreamStream
+from proxy.attempts.exchange_ring import ExchangeRing
 from proxy.attempts.quota_gate import QuotaGuard
 from proxy.attempts.stream_relay import RelayResponse, Render
 from proxy.decision_ids import DecisionIds
@@ -51,6 +52,7 @@ from symphony.clock import Clock, monotonic
 from symphony.events import Decision, new_id
 from symphony.flags import Flags
 from symphony.quotas import load_quota_policy
+from symphony.redaction import Redactor
 from symphony.serving import ChallengerPolicy, ChampionPolicy, context_of
 from symphony.settings import Settings
 
@@ -142,7 +144,9 @@ class Gateway:
         self.latency = LatencyEstimates()
         self.candidates = Candidates(catalog, self.adapters, Rules.from_settings(settings), self.latency)
         self.health = self.candidates.health
-        self.flags = Flags(settings.learner_enabled, settings.traffic_split)  # the environment's
+        self.flags = Flags(  # the environment's
+            settings.learner_enabled, settings.traffic_split, evidence_bundles=settings.evidence_bundles
+        )
         self.router = Router(champion, self._challenger, self._challenger_share, rng)
         self.champion_file = ChampionFile(
             resolve_policy_path(settings.policy_file), catalog, self._serve_champion
@@ -190,6 +194,12 @@ class Gateway:
             scrubber=self.scrubber,
             tracer=resources.tracing.tracer if resources.tracing is not None else None,
             metrics=self.prometheus,
+            exchanges=ExchangeRing(
+                resources.redis,
+                lambda: challenger.flags.evidence_bundles,
+                Redactor(self.scrubber.secrets, settings.evidence_redact_patterns),
+                slow_s=settings.slo_p95_ms / 1000,
+            ),
         )
         self._serving = _Serving(
             resources.clock, resources.emitter, challenger, quota, attempts, resources.tracing

@@ -55,6 +55,7 @@ from proxy.adapters.base import (
     UpstreamRequest,
 )
 from proxy.attempts.attempt import Attempt
+from proxy.attempts.exchange_ring import ExchangeRing
 from proxy.attempts.quota_gate import AppRate, Grant, QuotaGuard, QuotaRefusal, refused_error
 from proxy.attempts.upstream import TRANSPORT_ERRORS, HttpClient, UpstreamResponse, is_timeout, send
 from proxy.edge.scrub import Scrubber
@@ -212,8 +213,10 @@ class AttemptLoop:
         scrubber: Scrubber | None = None,
         tracer: Tracer | None = None,
         metrics: ProxyMetrics | None = None,
+        exchanges: ExchangeRing | None = None,
     ) -> None:
         self._http = http
+        self._exchanges = exchanges  # None: no exchange is kept for evidence
         self._metrics = metrics
         self._adapters = adapters
         self._health = health
@@ -397,6 +400,7 @@ class AttemptLoop:
                 attempt.rate_limit = adapter.rate_limits(response.headers)
                 if not response.is_success:
                     body = await response.aread()
+                    self._keep(call, response.status_code, response.headers, body, failed=True)
                     return self._failure(arm, adapter.failure(response.status_code, response.headers, body))
                 if routed.stream:
                     chunks = response.aiter_raw()
@@ -406,6 +410,7 @@ class AttemptLoop:
                         return _local_failure(
                             "error", 502, f"`{arm.name}` sent an empty stream.", "upstream_error"
                         )
+                    self._keep(call, response.status_code, response.headers, b"", failed=False)
                     translator = adapter.stream(arm.model, include_usage=routed.include_usage)
                     finish = partial(self._finish_stream, call, translator)
                     stream = UpstreamStream(arm, translator, response, chunks, first, finish)
@@ -413,12 +418,15 @@ class AttemptLoop:
                     return stream
                 attempt.first_byte()
                 content = await response.aread()
+                self._keep(call, response.status_code, response.headers, content, failed=False)
         except TimeoutError:
+            self._keep(call, 0, {}, b"", failed=True)
             why = "the request deadline" if monotonic() >= deadline else "the first-token limit"
             return _local_failure(
                 "timeout", 504, f"`{arm.name}` did not answer within {why}.", "upstream_timeout"
             )
         except TRANSPORT_ERRORS as exc:
+            self._keep(call, 0, {}, b"", failed=True)
             if is_timeout(exc):
                 return _local_failure("timeout", 504, f"`{arm.name}` timed out.", "upstream_timeout")
             logger.warning("upstream %s unreachable: %r", arm.name, exc)
@@ -434,6 +442,17 @@ class AttemptLoop:
             return _local_failure(
                 "error", 502, f"`{arm.name}` sent an answer the proxy cannot read.", "upstream_error"
             )
+
+    def _keep(
+        self, call: _Call, status: int, headers: Mapping[str, str], body: bytes, *, failed: bool
+    ) -> None:
+        """The exchange into the evidence ring when it may become evidence (status 0: no answer)."""
+        ring = self._exchanges
+        if ring is None or not ring.wanted(failed, monotonic() - call.attempt.started):
+            return
+        attempt = call.attempt
+        now = self._clock.now_ms()
+        ring.keep(attempt.decision_id, attempt.number, now, call.request, status, headers, body)
 
     def _failure(self, arm: Arm, failure: UpstreamFailure) -> UpstreamFailure:
         """A provider's failure as a client may see it: scrubbed, and no word of Symphony's key."""

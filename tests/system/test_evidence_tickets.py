@@ -2,8 +2,10 @@
 (EVIDENCE_BUNDLES=true), which opens exactly one GitHub issue and one Jira issue on local stand-ins,
 each carrying or linking the bundle; when the arm fires again, each ticket gets a comment.
 
-The bundle then verifies (`symphony evidence verify`), fails on a one-byte change, passes `warcio
-check` and `wacz validate`; an on-demand capture of the same decision twice gives the same bytes.
+The proxy keeps the slow exchanges in its evidence ring, so the bundle's WARC holds the exemplar's
+request and answer. The bundle then verifies (`symphony evidence verify`), fails on a one-byte
+change, passes `warcio check` and `wacz validate`; an on-demand capture of the same decision twice
+gives the same bytes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
 ) -> None:
     with github_standin.serve_github_issues() as github, jira_standin.serve_jira() as jira:
         port = free_port()
-        with ProxyStack(redis_server, spans_token=SecretStr(SPANS_TOKEN), engine_port=port) as stack:
+        with ProxyStack(
+            redis_server,
+            spans_token=SecretStr(SPANS_TOKEN),
+            engine_port=port,
+            evidence_bundles=True,  # the proxy keeps slow exchanges (over SLO_P95_MS) in its ring
+            slo_p95_ms=400,
+        ) as stack:
             settings = {
                 "EVIDENCE_BUNDLES": "true",
                 "SLO_P95_MS": "400",
@@ -119,6 +127,10 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
     assert (
         alert["name"] == "SymphonyLatencyP95" and alert["decision_id"] == decision["decision"]["decision_id"]
     )
+    # the exemplar's exchange, from the proxy's ring: the request as sent and the provider's answer
+    assert b"WARC-Type: request" in warc and b"WARC-Type: response" in warc
+    assert b'"object":"chat.completion"' in warc.replace(b'": "', b'":"')
+    assert b"[REDACTED:header]" in warc  # the provider key's header
     assert ADMIN_TOKEN.encode() not in warc and jira_standin.TOKEN.encode() not in bundle.read_bytes()
 
     # verify passes, and fails naming the file on a one-byte change to one
