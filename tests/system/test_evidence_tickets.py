@@ -22,8 +22,10 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
+from cli.chaos_run import evidence_for_failed_scenario
 from symphony import engine_client
 from symphony.redis_server import RedisServer, free_port
+from symphony.settings import load_settings
 from tests import github_standin, jira_standin
 from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN, SPANS_TOKEN, Engine
 from tests.proxy_stack import ProxyStack
@@ -92,15 +94,24 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
                     json=request,
                     headers={"Authorization": f"Bearer {ANALYST_TOKEN}"},
                 )
+                tickets_before = (dict(github.issues), dict(jira.issues))
+                chaos = load_settings(engine_port=port, admin_token=ADMIN_TOKEN, analyst_token=ANALYST_TOKEN)
+                chaos_line = evidence_for_failed_scenario(chaos, "slow_first_byte")
+                chaos_tickets = (len(github.issues), len(jira.issues))
             finally:
                 engine.stop()
 
-    # exactly one ticket per incident (arm and objective) and system; every later firing is a comment.
+    # a failed chaos scenario is an incident of its own: a bundle and a ticket each, keyed chaos:<scenario>
+    assert chaos_line.startswith("scenario slow_first_byte: evidence ") and "tickets" in chaos_line
+    assert chaos_tickets == (len(tickets_before[0]) + 1, len(tickets_before[1]) + 1)
+
+    # exactly one ticket per incident (arm and objective) and system, beside the chaos scenario's; every
+    # later firing is a comment.
     # Under load some slow attempts may also fail: an error-rate alert is an incident of its own.
     assert firings["p95_latency_ms"] >= 2
     incidents, later = len(firings), sum(firings.values()) - len(firings)
-    assert len(github.called("POST", "/repos/acme/symphony/issues")) == len(github.issues) == incidents
-    assert len(jira.called("POST", "/rest/api/3/issue")) == len(jira.issues) == incidents
+    assert len(github.called("POST", "/repos/acme/symphony/issues")) == len(github.issues) == incidents + 1
+    assert len(jira.called("POST", "/rest/api/3/issue")) == len(jira.issues) == incidents + 1  # + chaos
     assert sum(map(len, github.comments.values())) == sum(map(len, jira.comments.values())) == later
     number, key = _latency_number(github), _latency_key(jira)
     assert len(github.comments[number]) == len(jira.comments[key]) == firings["p95_latency_ms"] - 1
