@@ -17,9 +17,10 @@ passes when
 
 Each scenario prints a PASS or FAIL line with its figures; the results are kept in
 ``runs/gates/chaos-run.json``. Exit status: 0 when every scenario passed, 1 otherwise,
-2 for bad options or a bad gates file. With ``EVIDENCE_BUNDLES=true`` a failed scenario gets
-an evidence bundle of its worst attempt and a ticket keyed ``chaos:<scenario>``
-(``evidence_for_failed_scenario``; later failures of the same scenario comment on it).
+2 for bad options or a bad gates file. With the evidence flag on (``EVIDENCE_BUNDLES``, live
+through ``symphony flags --evidence``) a failed scenario gets an evidence bundle of its worst
+attempt and a ticket keyed ``chaos:<scenario>`` (``evidence_for_failed_scenario``; later
+failures of the same scenario comment on it).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from cli.own_stack import own_stack
 from cli.report import progress_printer
 from cli.supervisor import Part, Stack
 from symphony import clock, engine_client, keys
+from symphony.flags import Flags
 from symphony.settings import Settings
 
 SERVED_SQL = "SELECT countIf(served_by != '') FROM decisions FINAL"
@@ -260,7 +262,7 @@ def run_gate(
             say(f"scenario {name}: {gate.rate:g} req/s for {seconds:g} s")
             result = run_scenario(name, gate.scenarios[name], seconds, gate.rate, stack, say)
             say(result.line())
-            if not result.passed and stack.settings.evidence_bundles:
+            if not result.passed and evidence_on(stack.settings):
                 say(evidence_for_failed_scenario(stack.settings, name))
             results.append(result)
     return results
@@ -271,6 +273,20 @@ def run_gate(
 WORST_ATTEMPT_SQL = (
     "SELECT decision_id FROM usage FINAL ORDER BY (status != 'ok') DESC, ts DESC, latency_ms DESC LIMIT 1"
 )
+
+
+def evidence_on(settings: Settings) -> bool:
+    """The live ``evidence_bundles`` flag (``EVIDENCE_BUNDLES`` unless ``symphony flags`` changed it)."""
+    defaults = Flags(
+        settings.learner_enabled, settings.traffic_split, evidence_bundles=settings.evidence_bundles
+    )
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return defaults.merged(client.hgetall(keys.FLAGS_KEY)).evidence_bundles
+    except redis.RedisError:
+        return defaults.evidence_bundles
+    finally:
+        client.close()
 
 
 def evidence_for_failed_scenario(settings: Settings, name: str) -> str:

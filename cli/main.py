@@ -294,9 +294,15 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
         ("traffic_split", args.traffic_split),
         ("scheduler_enabled", _on_off(args.scheduler)),
         ("challenger_frozen", _on_off(args.freeze)),
+        ("evidence_bundles", _on_off(args.evidence)),
     )
     changes = {name: value for name, value in wanted if value is not None}
-    defaults = Flags(settings.learner_enabled, settings.traffic_split, settings.scheduler_enabled)
+    defaults = Flags(
+        settings.learner_enabled,
+        settings.traffic_split,
+        settings.scheduler_enabled,
+        evidence_bundles=settings.evidence_bundles,
+    )
     try:
         for name, value in changes.items():
             defaults.with_value(name, value)  # refuse a bad value before anything is written
@@ -318,6 +324,7 @@ def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
         f"learner_enabled={str(live.learner_enabled).lower()} traffic_split={live.traffic_split:g} "
         f"scheduler_enabled={str(live.scheduler_enabled).lower()} "
         f"challenger_frozen={str(live.challenger_frozen).lower()} "
+        f"evidence_bundles={str(live.evidence_bundles).lower()} "
         f"(challenger share {live.challenger_share:g}; {source})"
     )
     return 0
@@ -599,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--freeze",
         choices=("on", "off"),
         help="on: the learner keeps learning but publishes nothing; the published challenger keeps serving",
+    )
+    flags.add_argument(
+        "--evidence", choices=("on", "off"), help="evidence bundles and tickets for alerts that fire"
     )
     flags.add_argument("--reset", action="store_true", help="drop the live values: the environment's hold")
     flags.add_argument("--json", action="store_true", help="print the flags as JSON")

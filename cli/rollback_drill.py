@@ -138,14 +138,14 @@ def drill(settings: Settings, probe: Probe, within_s: float, say: Say) -> list[R
 
     def flag_rollback(name: str, option: str, field: str, stored: str, holds: Holds) -> None:
         value = {"true": "on", "false": "off"}.get(stored, stored)  # as the command takes it
-        with Flags(settings, option, value) as command:
+        with FlagsCommand(settings, option, value) as command:
             written = command.written(field, stored)
             seconds = probe.seconds_until(holds, patience, written)
         results.append(Rollback(name, seconds, probe.replicas, within_s, command.seconds))
         say(results[-1].line())
 
     def challenger_back() -> None:
-        with Flags(settings, "--reset"):
+        with FlagsCommand(settings, "--reset"):
             pass
         if not _any_round(probe, challenger_serves, patience):
             raise RuntimeError("the challenger never served again after `symphony flags --reset`")
@@ -154,12 +154,12 @@ def drill(settings: Settings, probe: Probe, within_s: float, say: Say) -> list[R
     challenger_back()
     flag_rollback("learner off", "--learner", "learner_enabled", "false", champion_only)
     challenger_back()
-    with Flags(settings, "--scheduler", "off") as command:
+    with FlagsCommand(settings, "--scheduler", "off") as command:
         written = command.written("scheduler_enabled", "false")
         seconds = _until_scheduler_enabled(settings, False, patience, written)
     results.append(Rollback("scheduler off", seconds, 1, within_s, command.seconds))
     say(results[-1].line())
-    with Flags(settings, "--reset"):
+    with FlagsCommand(settings, "--reset"):
         pass
     if _until_scheduler_enabled(settings, True, patience) is None:
         raise RuntimeError("the scheduler never planned with the flag on again")
@@ -207,7 +207,7 @@ def _until_scheduler_enabled(
     return None
 
 
-class Flags:
+class FlagsCommand:
     """``symphony flags ARGS`` run as an operator runs it, in a process of its own; ``written`` is
     when its change landed in Redis (the moment every replica's next poll can see it)."""
 
@@ -216,7 +216,7 @@ class Flags:
         self._args = args
         self.seconds = 0.0  # the command's whole run
 
-    def __enter__(self) -> Flags:
+    def __enter__(self) -> FlagsCommand:
         self._started = clock.monotonic()
         env = {**os.environ, "REDIS_URL": self._redis_url}
         command = [sys.executable, "-m", "cli", "flags", *self._args]

@@ -32,7 +32,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -71,6 +71,7 @@ from symphony import engine_client
 from symphony.catalog import load_policy, resolve_policy_path
 from symphony.flags import Flags
 from symphony.gc_tuning import tune_gc
+from symphony.keys import FLAGS_KEY
 from symphony.process_logging import log_to_stderr
 from symphony.quotas import load_quota_policy
 from symphony.settings import ENGINE_PORT_FILE, Settings, SettingsError, load_provider_keys, load_settings
@@ -299,11 +300,11 @@ def run_engine(
         )
         sink = ClickHouseSink(writer, stop=stop, stats=stats, stop_on_fatal=embedded and cluster.leader)
         destinations = alert_destinations(settings)
-        if settings.evidence_bundles:
-            on_alert = EvidenceOnAlert(evidence)
-            on_alert.start()
-            stack.callback(on_alert.stop)
-            destinations.append(on_alert)
+        # Always there: the live flag turns it on and off (symphony.flags).
+        on_alert = EvidenceOnAlert(evidence, evidence_flag(settings))
+        on_alert.start()
+        stack.callback(on_alert.stop)
+        destinations.append(on_alert)
         delivery = Delivery(destinations)
         delivery.start()
         stack.callback(delivery.stop)
@@ -346,6 +347,22 @@ def evidence_service(settings: Settings, store: ClickHouseStore | None, writer: 
     held = load_provider_keys(settings.read_catalog(), os.environ)
     keys = [key.get_secret_value() for key in held.values()]
     return build_service(settings, read, writer, keys)
+
+
+def evidence_flag(settings: Settings) -> Callable[[], bool]:
+    """The live ``evidence_bundles`` flag, read from Redis when an alert fires (the default if unreadable)."""
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    defaults = Flags(
+        settings.learner_enabled, settings.traffic_split, evidence_bundles=settings.evidence_bundles
+    )
+
+    def enabled() -> bool:
+        try:
+            return defaults.merged(client.hgetall(FLAGS_KEY)).evidence_bundles
+        except redis.RedisError:
+            return defaults.evidence_bundles
+
+    return enabled
 
 
 def write_port_file(var_dir: Path, port: int) -> None:

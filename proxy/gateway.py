@@ -37,6 +37,7 @@ from proxy import access_log, errors, tracing
 from proxy.adapters.base import Adapter, Answer, UpstreamFailure
 from proxy.attempts.attempt_loop import AttemptLoop, Attempts, Interrupted, UpstreamStream
 from proxy.attempts.embedding_loop import Embedded, EmbeddingJob, EmbeddingLoop
+from proxy.attempts.exchange_ring import ExchangeRing
 from proxy.attempts.quota_gate import QuotaGuard
 from proxy.attempts.stream_relay import RelayResponse, Render
 from proxy.decision_ids import DecisionIds
@@ -59,6 +60,7 @@ from symphony.clock import Clock, monotonic
 from symphony.events import Decision, new_id
 from symphony.flags import Flags
 from symphony.quotas import load_quota_policy
+from symphony.redaction import Redactor
 from symphony.serving import ChallengerPolicy, ChampionPolicy, context_of
 from symphony.settings import Settings
 
@@ -166,7 +168,9 @@ class Gateway:
         self.latency = LatencyEstimates()
         self.candidates = Candidates(catalog, self.adapters, Rules.from_settings(settings), self.latency)
         self.health = self.candidates.health
-        self.flags = Flags(settings.learner_enabled, settings.traffic_split)  # the environment's
+        self.flags = Flags(  # the environment's
+            settings.learner_enabled, settings.traffic_split, evidence_bundles=settings.evidence_bundles
+        )
         self.router = Router(champion, self._challenger, self._challenger_share, rng)
         self.tasks = Tasks(champion.policy)
         self.champion_file = ChampionFile(
@@ -242,6 +246,12 @@ class Gateway:
             scrubber=self.scrubber,
             tracer=resources.tracing.tracer if resources.tracing is not None else None,
             metrics=self.prometheus,
+            exchanges=ExchangeRing(
+                resources.redis,
+                lambda: challenger.flags.evidence_bundles,
+                Redactor(self.scrubber.secrets, settings.evidence_redact_patterns),
+                slow_s=settings.slo_p95_ms / 1000,
+            ),
         )
         embeddings = EmbeddingLoop(
             resources.http,

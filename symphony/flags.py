@@ -1,6 +1,6 @@
 """Live rollback flags: set at start by the environment, changed at run time in Redis.
 
-``LEARNER_ENABLED``, ``TRAFFIC_SPLIT`` and ``SCHEDULER_ENABLED`` are read once from the
+``LEARNER_ENABLED``, ``TRAFFIC_SPLIT``, ``SCHEDULER_ENABLED`` and ``EVIDENCE_BUNDLES`` are read once from the
 environment, as defaults. An operator overrides them at run time (``symphony flags``) in the
 hash ``FLAGS_KEY``, which every proxy replica, the engine and the scheduler read every second
 or so, so a rollback takes effect everywhere within seconds, without a restart and without
@@ -13,7 +13,9 @@ losing an event:
   replica keeps serving the challenger published last (to evaluate a fixed policy, or
   to hold one while investigating). Not set by the environment: it starts false;
 - ``scheduler_enabled=false``: the scheduler's dispatcher sends every queued job at once
-  instead of at its planned slot (the baseline); queued jobs are kept.
+  instead of at its planned slot (the baseline); queued jobs are kept;
+- ``evidence_bundles=false``: the engine makes no evidence bundle and opens no ticket for the
+  alerts that fire from then on (bundles and tickets made stay).
 
 A value in Redis that is not valid is ignored (the default holds) and said once.
 
@@ -39,7 +41,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-FLAG_NAMES = ("learner_enabled", "traffic_split", "scheduler_enabled", "challenger_frozen")
+FLAG_NAMES = (
+    "learner_enabled",
+    "traffic_split",
+    "scheduler_enabled",
+    "challenger_frozen",
+    "evidence_bundles",
+)
 _warned: set[tuple[str, str]] = set()
 
 
@@ -53,6 +61,7 @@ class Flags:
     traffic_split: float
     scheduler_enabled: bool = True
     challenger_frozen: bool = False
+    evidence_bundles: bool = False
 
     @property
     def publishes(self) -> bool:
@@ -83,6 +92,8 @@ class Flags:
             return replace(self, scheduler_enabled=parse_bool(value, name))
         if name == "challenger_frozen":
             return replace(self, challenger_frozen=parse_bool(value, name))
+        if name == "evidence_bundles":
+            return replace(self, evidence_bundles=parse_bool(value, name))
         if name == "traffic_split":
             return replace(self, traffic_split=parse_share(value))
         raise FlagError(f"unknown flag {name!r}: the flags are {', '.join(FLAG_NAMES)}")

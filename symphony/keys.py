@@ -27,6 +27,8 @@ CHALLENGER_KEY = "symphony:policy:challenger"
 
 # Live rollback flags (``symphony.flags``): a hash of flag -> value, over the settings' defaults.
 FLAGS_KEY = "symphony:flags"
+# The proxy's ring of recent failed or slow provider exchanges (a list; proxy.attempts.exchange_ring).
+EXCHANGES_KEY = "symphony:exchanges"
 
 # Failed authentications per address and minute (``proxy.edge.auth_failures``).
 AUTH_FAILURE_PREFIX = "symphony:authfail:"

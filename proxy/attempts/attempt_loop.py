@@ -56,6 +56,7 @@ from proxy.adapters.base import (
     UpstreamRequest,
 )
 from proxy.attempts.attempt import Attempt
+from proxy.attempts.exchange_ring import ExchangeRing
 from proxy.attempts.quota_gate import AppRate, Grant, QuotaGuard, QuotaRefusal, refused_error
 from proxy.attempts.upstream import TRANSPORT_ERRORS, HttpClient, UpstreamResponse, is_timeout, send
 from proxy.edge.scrub import Scrubber
@@ -231,8 +232,10 @@ class AttemptLoop:
         scrubber: Scrubber | None = None,
         tracer: Tracer | None = None,
         metrics: ProxyMetrics | None = None,
+        exchanges: ExchangeRing | None = None,
     ) -> None:
         self._http = http
+        self._exchanges = exchanges  # None: no exchange is kept for evidence
         self._metrics = metrics
         self._adapters = adapters
         self._health = health
@@ -419,6 +422,7 @@ class AttemptLoop:
                 attempt.rate_limit = adapter.rate_limits(response.headers)
                 if not response.is_success:
                     body = await response.aread()
+                    self._keep(call, response.status_code, response.headers, body, failed=True)
                     return client_safe(
                         arm, adapter.failure(response.status_code, response.headers, body), self._scrubber
                     )
@@ -430,6 +434,7 @@ class AttemptLoop:
                         return local_failure(
                             "error", 502, f"`{arm.name}` sent an empty stream.", "upstream_error"
                         )
+                    self._keep(call, response.status_code, response.headers, b"", failed=False)
                     translator = adapter.stream(arm.model, include_usage=routed.include_usage)
                     finish = partial(self._finish_stream, call, translator)
                     stream = UpstreamStream(arm, translator, response, chunks, first, finish)
@@ -437,12 +442,15 @@ class AttemptLoop:
                     return stream
                 attempt.first_byte()
                 content = await response.aread()
+                self._keep(call, response.status_code, response.headers, content, failed=False)
         except TimeoutError:
+            self._keep(call, 0, {}, b"", failed=True)
             why = "the request deadline" if monotonic() >= deadline else "the first-token limit"
             return local_failure(
                 "timeout", 504, f"`{arm.name}` did not answer within {why}.", "upstream_timeout"
             )
         except TRANSPORT_ERRORS as exc:
+            self._keep(call, 0, {}, b"", failed=True)
             if is_timeout(exc):
                 return local_failure("timeout", 504, f"`{arm.name}` timed out.", "upstream_timeout")
             logger.warning("upstream %s unreachable: %r", arm.name, exc)
@@ -458,6 +466,17 @@ class AttemptLoop:
             return local_failure(
                 "error", 502, f"`{arm.name}` sent an answer the proxy cannot read.", "upstream_error"
             )
+
+    def _keep(
+        self, call: _Call, status: int, headers: Mapping[str, str], body: bytes, *, failed: bool
+    ) -> None:
+        """The exchange into the evidence ring when it may become evidence (status 0: no answer)."""
+        ring = self._exchanges
+        if ring is None or not ring.wanted(failed, monotonic() - call.attempt.started):
+            return
+        attempt = call.attempt
+        now = self._clock.now_ms()
+        ring.keep(attempt.decision_id, attempt.number, now, call.request, status, headers, body)
 
     def _limit_s(self, arm: Arm, routed: RoutedRequest) -> float:
         if routed.stream:

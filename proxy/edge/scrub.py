@@ -38,6 +38,11 @@ class Scrubber:
         known.update(s for s in secrets if len(s) >= MIN_SECRET_CHARS)
         self._secrets = sorted(known, key=len, reverse=True)  # a longer secret before its prefix
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The secrets it knows (for the evidence redactor, which masks them too)."""
+        return tuple(self._secrets)
+
     def text(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:

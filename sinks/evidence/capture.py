@@ -1,12 +1,12 @@
 """Gather one incident's inputs: the decision and its attempts (ClickHouse), the live quota
 state (Redis), each involved provider's status page (fetched now), and the alert.
 
-Where the exchanges come from: the proxy records no request or response bodies (it keeps
-the rate-limit headers it observed, in the ``usage`` event). A bundle therefore holds, per
-attempt, what was recorded of it: a WARC ``metadata`` record with the usage event (status,
-headers observed, tokens, cost, timings). ``IncidentInputs.exchanges`` carries full
-request/response pairs when a source of them is given (tests; a future bounded exchange
-ring in the proxy): see docs/evidence-bundle.md.
+Where the exchanges come from: with the live flag ``evidence_bundles`` on, the proxy keeps
+its failed and slow attempts' exchanges, redacted, in a bounded ring in Redis
+(``proxy.attempts.exchange_ring``); a decision's are read from it here. An attempt whose
+exchange is not there (it answered in time, the flag was off, or it has left the ring) is
+in the bundle as what was recorded of it: its usage event (status, headers observed,
+tokens, cost, timings). See docs/evidence-bundle.md.
 
 ClickHouse is read through a ``RowReader``: the engine's own store where the engine
 captures (an SLO alert), the engine's query API elsewhere (the CLI), so chDB keeps one owner.
@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import redis
 
-from sinks.evidence.inputs import IncidentInputs, StatusPage
+from sinks.evidence.inputs import Exchange, IncidentInputs, StatusPage
 from symphony import keys
 from symphony.catalog import Catalog
 from symphony.settings import Settings
@@ -82,6 +82,34 @@ def read_quota(client: redis.Redis, providers: Iterable[str]) -> dict[str, Any]:
     return state
 
 
+def read_exchanges(client: redis.Redis, decision_id: str) -> list[Exchange]:
+    """The decision's exchanges the proxy's ring still holds (an entry that cannot be read is skipped)."""
+    found = []
+    for raw in client.lrange(keys.EXCHANGES_KEY, 0, -1):
+        try:
+            entry = json.loads(raw)
+            if entry.get("decision_id") != decision_id:
+                continue
+            found.append(
+                Exchange(
+                    decision_id=decision_id,
+                    attempt=int(entry["attempt"]),
+                    at_ms=int(entry["at_ms"]),
+                    method=str(entry["method"]),
+                    url=str(entry["url"]),
+                    request_headers={str(k): str(v) for k, v in entry["request_headers"].items()},
+                    request_body=str(entry["request_body"]).encode(),
+                    status=int(entry["status"]),
+                    response_headers={str(k): str(v) for k, v in entry["response_headers"].items()},
+                    response_body=str(entry["response_body"]).encode(),
+                )
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    # one per attempt: a retried push can keep one twice
+    return list({e.attempt: e for e in sorted(found, key=lambda e: e.at_ms)}.values())
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -132,6 +160,7 @@ def gather(
         if status_url(sources.catalog, sources.settings, p)
     ]
     quota = read_quota(sources.redis, providers) if sources.redis is not None else {}
+    exchanges = read_exchanges(sources.redis, decision_id) if sources.redis is not None else []
     trace_id = str(decision.get("trace_id", ""))
     template = sources.settings.resolved_trace_url_template
     return IncidentInputs(
@@ -139,6 +168,7 @@ def gather(
         at_ms=moment,
         decision=_plain(decision),
         usage=[_plain(u) for u in usage],
+        exchanges=exchanges,
         status_pages=pages,
         alert=alert,
         trace_url=template.replace("{trace_id}", trace_id) if trace_id else "",

@@ -5,13 +5,15 @@ The alert delivery thread (``sinks.alerts.Delivery``) hands every firing transit
 exemplar's decision to reach ClickHouse (the SLO branch can judge before the sink has
 written) and calls ticket systems, and must not hold up Alertmanager, Slack or PagerDuty.
 Refreshes are no new evidence; an arm that fires again is (its incident gets a comment).
+The engine always installs it; the live flag ``evidence_bundles`` (``EVIDENCE_BUNDLES``, then
+``symphony flags --evidence on|off``) says whether a firing alert is captured.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -31,15 +33,16 @@ class EvidenceOnAlert(BackgroundThread):
     name = "evidence"
     thread_name = "evidence-capture"
 
-    def __init__(self, service: EvidenceService) -> None:
+    def __init__(self, service: EvidenceService, enabled: Callable[[], bool]) -> None:
         super().__init__()
         self._service = service
+        self._enabled = enabled  # the live flag: off, an alert that fires gets no bundle
         self._pending: queue.Queue[Alert] = queue.Queue(QUEUE_SIZE)
         self.outcomes: list[Outcome] = []
 
     # the alert Destination contract
     def wants(self, alert: Alert) -> bool:
-        return alert.first and alert.status == "firing" and bool(alert.decision_id)
+        return alert.first and alert.status == "firing" and bool(alert.decision_id) and self._enabled()
 
     def send(self, client: httpx.Client, alerts: Sequence[Alert]) -> None:
         for alert in alerts:

@@ -65,26 +65,30 @@ def ticket_systems(settings: Settings) -> list[TicketSystem]:
     """The ticket systems the settings configure; a half-configured one is a ``SettingsError``."""
     systems: list[TicketSystem] = []
     if settings.evidence_github_repository:
-        token = _secret(settings.evidence_github_token, settings.evidence_github_token_file)
-        if not token:
-            raise SettingsError("EVIDENCE_GITHUB_REPOSITORY is set: set EVIDENCE_GITHUB_TOKEN or _FILE too")
-        systems.append(
-            GitHubIssues(settings.evidence_github_repository, token, settings.evidence_github_api_url)
+        token = _secret(
+            settings.evidence_github_token, settings.evidence_github_token_file, "EVIDENCE_GITHUB"
         )
+        repository, api_url = settings.evidence_github_repository, settings.evidence_github_api_url
+        systems.append(GitHubIssues(repository, token, api_url))
     if settings.jira_project:
-        token = _secret(settings.jira_api_token, settings.jira_api_token_file)
-        if not (settings.jira_url and settings.jira_email and token):
-            raise ValueError(
-                "JIRA_PROJECT is set: set JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN (or _FILE) too"
-            )
+        token = _secret(settings.jira_api_token, settings.jira_api_token_file, "JIRA_API")
+        for name, value in (("JIRA_URL", settings.jira_url), ("JIRA_EMAIL", settings.jira_email)):
+            if not value:
+                raise SettingsError(f"invalid setting {name}: not set; JIRA_PROJECT needs it")
         systems.append(JiraIssues(settings.jira_url, settings.jira_email, token, settings.jira_project))
     return systems
 
 
-def _secret(value: Any, file: str) -> str:
+def _secret(value: Any, file: str, prefix: str) -> str:
+    """The token from its setting, else from its file; ``SettingsError`` naming what to set."""
     if value is not None:
         return str(value.get_secret_value())
-    return (read_secret(Path(file)) or "") if file else ""
+    if not file:
+        raise SettingsError(f"invalid setting {prefix}_TOKEN: not set (nor {prefix}_TOKEN_FILE)")
+    token = read_secret(Path(file))
+    if not token:
+        raise SettingsError(f"invalid setting {prefix}_TOKEN_FILE={file!r}: no such file, or empty")
+    return token
 
 
 def secrets_held(settings: Settings, provider_keys: Sequence[str]) -> list[str]:

@@ -6,9 +6,10 @@ Record ids (``uuid5`` of the record's place and content) and dates (the exchange
 come from the inputs, so the same inputs give the same bytes.
 
 Records: a ``warcinfo``; per exchange a ``request`` and a ``response`` linked by
-``WARC-Concurrent-To``; per attempt without an exchange a ``metadata`` record holding what
-the proxy recorded of it (its usage event: status, rate-limit headers, tokens, cost); per
-status page a ``response``. Every header and body is redacted before it is written.
+``WARC-Concurrent-To`` (the request alone when no answer came); per attempt without an
+exchange a ``metadata`` record holding what the proxy recorded of it (its usage event:
+status, rate-limit headers, tokens, cost); per status page a ``response``. Every header
+and body is redacted before it is written.
 """
 
 from __future__ import annotations
@@ -87,13 +88,12 @@ class _Builder:
         body = self.redactor.bytes(exchange.request_body)
         request_line = f"{exchange.method} {path} HTTP/1.1"
         request_http = self.http_headers(request_line, exchange.request_headers, "")
-        self.record(
-            exchange.url,
-            "request",
-            body,
-            {"WARC-Record-ID": request_id, "WARC-Date": date, "WARC-Concurrent-To": response_id},
-            request_http,
-        )
+        request_headers = {"WARC-Record-ID": request_id, "WARC-Date": date}
+        if exchange.status:
+            request_headers["WARC-Concurrent-To"] = response_id
+        self.record(exchange.url, "request", body, request_headers, request_http)
+        if not exchange.status:  # no answer (a timeout, a connection lost): the request alone
+            return
         reason = HTTP_REASONS.get(exchange.status, "Unknown")
         response_http = self.http_headers(
             f"{exchange.status} {reason}", exchange.response_headers, "HTTP/1.1"

@@ -61,3 +61,17 @@ def test_an_unknown_scenario_is_refused_naming_the_known_ones(tmp_path: Path) ->
     ran = chaos_run(tmp_path, "--scenario", "meteor")
     assert ran.returncode == 2 and "unknown scenario 'meteor': the scenarios are 429-storm," in ran.stderr
     assert not (tmp_path / "var").exists()
+
+
+def test_evidence_for_a_failed_scenario_follows_the_live_flag(redis_server) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    from cli.chaos_run import evidence_on
+    from symphony.keys import FLAGS_KEY
+    from symphony.settings import load_settings
+
+    client = redis.Redis.from_url(redis_server.url)
+    assert not evidence_on(load_settings(redis_url=redis_server.url))
+    assert evidence_on(load_settings(redis_url=redis_server.url, evidence_bundles=True))
+    client.hset(FLAGS_KEY, "evidence_bundles", "off")  # `symphony flags --evidence off`
+    assert not evidence_on(load_settings(redis_url=redis_server.url, evidence_bundles=True))

@@ -2,8 +2,10 @@
 (EVIDENCE_BUNDLES=true), which opens exactly one GitHub issue and one Jira issue on local stand-ins,
 each carrying or linking the bundle; when the arm fires again, each ticket gets a comment.
 
-The bundle then verifies (`symphony evidence verify`), fails on a one-byte change, passes `warcio
-check` and `wacz validate`; an on-demand capture of the same decision twice gives the same bytes.
+The proxy keeps the slow exchanges in its evidence ring, so the bundle's WARC holds the exemplar's
+request and answer. The bundle then verifies (`symphony evidence verify`), fails on a one-byte
+change, passes `warcio check` and `wacz validate`; an on-demand capture of the same decision twice
+gives the same bytes.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import sys
 import zipfile
 from pathlib import Path
 
+import httpx
 from pydantic import SecretStr
 
+from cli.chaos_run import evidence_for_failed_scenario
 from symphony import engine_client
 from symphony.redis_server import RedisServer, free_port
+from symphony.settings import load_settings
 from tests import github_standin, jira_standin
-from tests.engineutil import ADMIN_TOKEN, SPANS_TOKEN, Engine
+from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN, SPANS_TOKEN, Engine
 from tests.proxy_stack import ProxyStack
 from tests.system.test_slo_alerts import traffic, wait_for
 
@@ -34,7 +39,13 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
 ) -> None:
     with github_standin.serve_github_issues() as github, jira_standin.serve_jira() as jira:
         port = free_port()
-        with ProxyStack(redis_server, spans_token=SecretStr(SPANS_TOKEN), engine_port=port) as stack:
+        with ProxyStack(
+            redis_server,
+            spans_token=SecretStr(SPANS_TOKEN),
+            engine_port=port,
+            evidence_bundles=True,  # the proxy keeps slow exchanges (over SLO_P95_MS) in its ring
+            slo_p95_ms=400,
+        ) as stack:
             settings = {
                 "EVIDENCE_BUNDLES": "true",
                 "SLO_P95_MS": "400",
@@ -56,18 +67,20 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
             try:
                 stack.faults("grok", slow_ttft_ms=800)
                 assert asyncio.run(traffic(stack, 4)) >= 90
-                wait_for(lambda: jira.called("POST", "/attachments"), 40, "a Jira attachment")
+                wait_for(lambda: jira.attachments.get(_latency_key(jira)), 40, "a Jira attachment")
                 # Fast traffic resolves the alert (windows move in event time: they need events);
                 # slow traffic again fires it again.
                 stack.faults("grok")
                 asyncio.run(traffic(stack, 4))
                 stack.faults("grok", slow_ttft_ms=800)
                 assert asyncio.run(traffic(stack, 4)) >= 90
-                wait_for(lambda: jira.comments.get("OPS-1"), 40, "a comment on the Jira issue")
-                wait_for(lambda: github.comments.get(1), 10, "a comment on the GitHub issue")
-                firings = _firings(engine)
+                wait_for(lambda: jira.comments.get(_latency_key(jira)), 40, "a comment on the Jira issue")
+                wait_for(lambda: github.comments.get(_latency_number(github)), 10, "a GitHub comment")
+                firings = _firings(engine)  # objective -> times it fired (latency; errors too, maybe)
                 rows = wait_for(
-                    lambda: len(r := _bundles(engine)) == firings and r, 20, "a bundle per firing"
+                    lambda: len(r := _bundles(engine)) == sum(firings.values()) and r,
+                    20,
+                    "a bundle per firing",
                 )
                 decision_id = str(rows[0][1])
                 # on demand: once by the command, once by the engine's API it calls
@@ -76,21 +89,41 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
                     _capture_cli(engine, decision_id),
                     engine_client.capture_evidence(engine.url, request),
                 ]
+                as_analyst = httpx.post(
+                    f"{engine.bare_url}/evidence/capture",
+                    json=request,
+                    headers={"Authorization": f"Bearer {ANALYST_TOKEN}"},
+                )
+                tickets_before = (dict(github.issues), dict(jira.issues))
+                chaos = load_settings(engine_port=port, admin_token=ADMIN_TOKEN, analyst_token=ANALYST_TOKEN)
+                chaos_line = evidence_for_failed_scenario(chaos, "slow_first_byte")
+                chaos_tickets = (len(github.issues), len(jira.issues))
             finally:
                 engine.stop()
 
-    # exactly one ticket per system; every later firing of the arm is the same incident: a comment each
-    assert firings >= 2
-    assert len(github.called("POST", "/repos/acme/symphony/issues")) == 1
-    assert len(github.comments[1]) == firings - 1
-    assert len(jira.called("POST", "/rest/api/3/issue")) == 1 and len(jira.comments["OPS-1"]) == firings - 1
-    [issue] = github.issues.values()
+    # a failed chaos scenario is an incident of its own: a bundle and a ticket each, keyed chaos:<scenario>
+    assert chaos_line.startswith("scenario slow_first_byte: evidence ") and "tickets" in chaos_line
+    assert chaos_tickets == (len(tickets_before[0]) + 1, len(tickets_before[1]) + 1)
+
+    # exactly one ticket per incident (arm and objective) and system, beside the chaos scenario's; every
+    # later firing is a comment.
+    # Under load some slow attempts may also fail: an error-rate alert is an incident of its own.
+    assert firings["p95_latency_ms"] >= 2
+    incidents, later = len(firings), sum(firings.values()) - len(firings)
+    assert len(github.called("POST", "/repos/acme/symphony/issues")) == len(github.issues) == incidents + 1
+    assert len(jira.called("POST", "/rest/api/3/issue")) == len(jira.issues) == incidents + 1  # + chaos
+    assert sum(map(len, github.comments.values())) == sum(map(len, jira.comments.values())) == later
+    number, key = _latency_number(github), _latency_key(jira)
+    assert len(github.comments[number]) == len(jira.comments[key]) == firings["p95_latency_ms"] - 1
+    issue = github.issues[number]
     assert "SymphonyLatencyP95" in issue["body"] and "grok/grok-3-mini" in issue["title"]
     assert "/releases/download/evidence/evidence-" in issue["body"]
-    fields = jira.issues["OPS-1"]
+    fields = jira.issues[key]
     assert fields["issuetype"] == {"name": "Bug"} and fields["description"]["type"] == "doc"
-    attachments = jira.attachments["OPS-1"]
-    assert len(attachments) == firings and set(github.assets) == {name for name, _ in attachments}
+    attachments = jira.attachments[key]
+    assert len(attachments) == firings["p95_latency_ms"]
+    every_attachment = {name for files in jira.attachments.values() for name, _ in files}
+    assert set(github.assets) == every_attachment
 
     bundle = tmp_path / "engine" / "evidence" / attachments[0][0]
     assert bundle.read_bytes() == attachments[0][1] == github.assets[bundle.name]
@@ -105,6 +138,10 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
     assert (
         alert["name"] == "SymphonyLatencyP95" and alert["decision_id"] == decision["decision"]["decision_id"]
     )
+    # the exemplar's exchange, from the proxy's ring: the request as sent and the provider's answer
+    assert b"WARC-Type: request" in warc and b"WARC-Type: response" in warc
+    assert b'"object":"chat.completion"' in warc.replace(b'": "', b'":"')
+    assert b"[REDACTED:header]" in warc  # the provider key's header
     assert ADMIN_TOKEN.encode() not in warc and jira_standin.TOKEN.encode() not in bundle.read_bytes()
 
     # verify passes, and fails naming the file on a one-byte change to one
@@ -119,13 +156,22 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
     validate = subprocess.run([BIN / "wacz", "validate", "-f", bundle], capture_output=True, text=True)
     assert validate.returncode == 0 and "is valid" in validate.stdout, validate.stdout
 
-    # two on-demand captures of the same incident data: byte-identical bundles
+    # two on-demand captures of the same incident data: byte-identical bundles; an analyst may not capture
+    assert as_analyst.status_code == 403
     assert again[0]["sha256"] == again[1]["sha256"] and again[0]["bundle"] == again[1]["bundle"]
 
 
-def _firings(engine: Engine) -> int:
-    sql = "SELECT count() FROM alerts FINAL WHERE status = 'firing' AND provider = 'grok'"
-    return int(engine_client.query(engine.url, sql).scalar())
+def _firings(engine: Engine) -> dict[str, int]:
+    sql = "SELECT objective, count() FROM alerts FINAL WHERE status = 'firing' GROUP BY objective"
+    return {str(objective): int(n) for objective, n in engine_client.query(engine.url, sql).rows}
+
+
+def _latency_key(jira: jira_standin.JiraStandIn) -> str:
+    return next((k for k, f in jira.issues.items() if "p95 latency" in f["summary"]), "")
+
+
+def _latency_number(github: github_standin.GitHubIssuesStandIn) -> int:
+    return next((n for n, issue in github.issues.items() if "p95 latency" in issue["title"]), 0)
 
 
 def _bundles(engine: Engine) -> list[list[object]]:

@@ -6,7 +6,8 @@ key and answers the proxy's with a 401 that echoes it masked, as OpenAI does.
 Then the proxy's log file, every Redis key and value, every ClickHouse table (the
 engine ingests the run, and the proxy's spans), every file under the engine's data
 directory (evidence bundles of a decision the mis-keyed provider refused, and of one
-served, included), and every error body the proxy answered are searched for each key,
+served, included; the proxy keeps the refused exchanges, keys in their headers, in its
+evidence ring in Redis), and every error body the proxy answered are searched for each key,
 its masked echo and its middle part.
 """
 
@@ -152,6 +153,7 @@ def test_no_key_appears_in_logs_redis_clickhouse_files_or_error_bodies(
         auth_failures_per_minute=1000,
         breaker_failures=10**6,
         spans_token=SecretStr(SPANS_TOKEN),  # spans to the engine's otel_traces, scanned below
+        evidence_bundles=True,  # failed exchanges into the proxy's evidence ring (Redis), scanned below
         engine_port=engine.port,
     ) as stack:
         errors = probe_error_bodies(stack, keys)
@@ -185,6 +187,8 @@ def test_no_key_appears_in_logs_redis_clickhouse_files_or_error_bodies(
         engine.url, "SELECT count() FROM usage FINAL", len(events.usages), timeout=60
     )
     bundles = [capture_evidence(engine, status) for status in ("error", "ok")]
+    ring = redis.Redis.from_url(redis_server.url).lrange("symphony:exchanges", 0, -1)
+    assert ring and all(b"[REDACTED:header]" in entry for entry in ring)  # the ring saw the refusals
     assert all(Path(bundle).is_relative_to(engine.var_dir) for bundle in bundles)
     engine_client.wait_for_count(engine.url, "SELECT count() > 0 FROM otel_traces", 1, timeout=30)
     time.sleep(1.0)

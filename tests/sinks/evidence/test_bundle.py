@@ -121,3 +121,18 @@ def test_verify_passes_then_fails_on_a_one_byte_change_to_any_file(bundle_path, 
         problems = verify_bundle(copy)
         assert problems, f"a changed {name} went unnoticed"
         assert name in problems[0] or "datapackage" in problems[0], problems
+
+
+def test_an_exchange_without_an_answer_is_its_request_alone(tmp_path):
+    from dataclasses import replace
+
+    inputs = planted_inputs()
+    unanswered = replace(inputs.exchanges[0], status=0, response_headers={}, response_body=b"")
+    bundle = build_bundle(replace(inputs, exchanges=[unanswered]), corpus_redactor(), SOFTWARE)
+    path = tmp_path / bundle.name
+    path.write_bytes(bundle.data)
+    warc = files_of(path)["archive/exchanges.warc"]
+    assert warc.count(b"WARC-Type: request") == 1 and b"WARC-Concurrent-To" not in warc
+    # the attempts without an exchange (2 and 3) are their usage records
+    assert warc.count(b"WARC-Type: metadata") == 2
+    assert verify_bundle(path) == []
