@@ -83,4 +83,4 @@ def test_the_answer_says_which_task_routing_used(stack: ProxyStack) -> None:
     )
     assert anthropic_answer.headers["x-symphony-task"] == "search"
     tasks = [decision.task for decision in stack.events().decisions]
-    assert tasks == ["code", "chat", "summarise", "search"]
+    assert sorted(tasks) == ["chat", "code", "search", "summarise"]  # the shards interleave: no order
