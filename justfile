@@ -128,3 +128,39 @@ bench-scheduler *args:
 # Live rollback: `just flags --learner off`, `--traffic-split 0`, `--reset`; no options prints them
 flags *args:
     symphony flags "$@"
+
+# The console's Node packages (console/node_modules), installed from console/package-lock.json when it changed (npm ci)
+console-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd console
+    stamp=node_modules/.installed-from-lock
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$(sha256sum package-lock.json)" ]; then
+        echo "console: npm ci (Node $(node --version))" >&2
+        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2
+        sha256sum package-lock.json > "$stamp"
+    fi
+
+# Generate the MUI theme, Tailwind's @theme and the shadcn variables from tokens.json (Style Dictionary) into console/src/generated
+tokens-build: console-deps
+    cd console && node scripts/build-tokens.mjs
+
+# Fail when console/src/generated differs from what tokens.json generates (run `just tokens-build` and commit)
+tokens-check: console-deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    fresh=$(mktemp -d); trap 'rm -rf "$fresh"' EXIT
+    (cd console && node scripts/build-tokens.mjs "$fresh")
+    diff -ru console/src/generated "$fresh" || { echo "tokens drift: the generated theme differs from tokens.json; run: just tokens-build" >&2; exit 1; }
+
+# Build the console into dataflows/console_assets (shipped with the package: Python alone serves it at /console)
+console-build: tokens-build
+    cd console && npx tsc --noEmit -p . && npx vite build --logLevel warn
+
+# Fail when dataflows/console_assets differs from a fresh build of console/ (run `just console-build` and commit)
+console-check: tokens-check
+    #!/usr/bin/env bash
+    set -euo pipefail
+    fresh=$(mktemp -d); trap 'rm -rf "$fresh"' EXIT
+    (cd console && npx tsc --noEmit -p . && npx vite build --logLevel warn --outDir "$fresh")
+    diff -ru dataflows/console_assets "$fresh" || { echo "console drift: the built console differs from console/; run: just console-build" >&2; exit 1; }

@@ -9,6 +9,8 @@ every sandbox handle busy is a 429; a query whose client goes away is cancelled.
 (``dataflows.metrics``). Every answer, errors included, is JSON (metrics aside):
 an unknown path is a 404, a wrong method a 405, a failure of the engine a 503.
 
+``/console``: the operator console and its live feed (``dataflows.console_routes``).
+
 ``GET /traces/{trace_id}``: a trace's spans and its decision (``dataflows.trace_view``), where
 an SLO alert's trace link points by default. ``POST /v1/traces``: the proxy's spans over
 OTLP/HTTP into ``otel_traces`` (``dataflows.span_intake``; its answers are OTLP's protobuf,
@@ -47,6 +49,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dataflows.api_auth import TokenGuard, Tokens
+from dataflows.console_routes import console_routes
 from dataflows.learner_report import MAX_DAYS, MAX_RESAMPLES
 from dataflows.span_intake import TRACES_PATH, TracesEndpoint
 from dataflows.trace_view import TraceNotFound, normalized, read_trace
@@ -91,6 +94,7 @@ def create_app(
     faults: WriteFaults | None = None,
     learner: Callable[[int, int], dict[str, Any]] | None = None,
     spans: SpanWriter | None = None,
+    console: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
     """The API; with ``tokens`` every route but /health needs a role (``dataflows.api_auth``)."""
 
@@ -195,6 +199,7 @@ def create_app(
         Route("/metrics", prometheus),
         Route("/learner/metrics", learner_metrics),
         Route("/traces/{trace_id}", trace),
+        *console_routes(console),
     ]
     if spans is not None:
         routes.append(Route(TRACES_PATH, TracesEndpoint(spans).post, methods=["POST"]))
@@ -259,6 +264,7 @@ class QueryApi:
         faults: WriteFaults | None = None,
         learner: Callable[[int, int], dict[str, Any]] | None = None,
         spans: SpanWriter | None = None,
+        console: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         app = create_app(
             store,
@@ -268,6 +274,7 @@ class QueryApi:
             faults=faults,
             learner=learner,
             spans=spans,
+            console=console,
         )
         config = uvicorn.Config(
             app, host=host, port=port, lifespan="off", log_level="warning", log_config=None

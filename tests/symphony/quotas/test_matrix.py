@@ -12,7 +12,7 @@ import sys
 
 import redis
 
-from cli.quota_matrix import MatrixRow, format_ms, quota_matrix
+from symphony.quotas.matrix import MatrixRow, format_ms, quota_matrix
 from symphony.app_keys import AppKey, create_key, revoke_key
 from symphony.quotas import NoEta, QuotaPolicy, QuotaStore, load_quota_policy
 from symphony.redis_server import RedisServer
