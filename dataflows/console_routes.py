@@ -4,8 +4,8 @@
 ``GET /console/assets/<file>`` -> its scripts, styles and fonts, built by ``just console-build``
 into ``dataflows/console_assets`` and shipped with the package, so Python alone serves it.
 ``GET /console/events`` -> server-sent events: one ``snapshot`` event (``dataflows.console_feed``)
-every ``CONSOLE_TICK_S``, until the browser goes away; a snapshot that fails is sent as an
-``error`` event, and the stream carries on. The admin and analyst roles may read all of it
+every ``CONSOLE_TICK_S``, until the browser goes away; a snapshot that fails is sent as a
+``failure`` event, and the stream carries on. The admin and analyst roles may read all of it
 (``dataflows.api_auth``); the console has nothing that writes.
 """
 
@@ -57,14 +57,14 @@ def console_routes(snapshot: Callable[[], dict[str, Any]] | None, tick_s: float 
 
     async def stream(request: Request) -> AsyncIterator[bytes]:
         if snapshot is None:
-            yield _event("error", {"error": "this engine has no console feed (it is not the leader)"})
+            yield _event("failure", {"error": "this engine has no console feed (it is not the leader)"})
             return
         while not await request.is_disconnected():
             try:
                 yield _event("snapshot", await run_in_threadpool(snapshot))
             except Exception as exc:  # Redis or ClickHouse away: say so, try again next tick
                 log.warning("console feed: %s", exc)
-                yield _event("error", {"error": f"snapshot failed: {type(exc).__name__}: {exc}"})
+                yield _event("failure", {"error": f"snapshot failed: {type(exc).__name__}: {exc}"})
             await asyncio.sleep(tick_s)
 
     async def events(request: Request) -> Response:

@@ -32,7 +32,7 @@ export function App() {
   const dark = mode === 'dark';
   return (
     <div className="min-h-screen">
-      <AppBar position="static" color="primary" elevation={0} component="header">
+      <AppBar position="static" color="primary" enableColorOnDark elevation={0} component="header">
         <div className="flex flex-wrap items-center gap-4 px-4 py-2">
           <h1 className="text-xl font-bold">Symphony console</h1>
           <nav aria-label="views" className="flex flex-wrap gap-1">

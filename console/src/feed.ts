@@ -58,10 +58,12 @@ export function useFeed(): Feed {
       setSnapshot(next);
       setError(null);
     });
-    source.addEventListener('error', (message) => {
-      const data = (message as MessageEvent<string>).data;
-      setError(data ? (JSON.parse(data) as { error: string }).error : 'the live feed is reconnecting');
+    // The server's own account of a failed snapshot; the stream carries on.
+    source.addEventListener('failure', (message) => {
+      setError((JSON.parse((message as MessageEvent<string>).data) as { error: string }).error);
     });
+    // The connection itself dropped: EventSource reconnects by itself.
+    source.onerror = () => setError(source.readyState === EventSource.CLOSED ? 'the live feed is closed' : 'the live feed is reconnecting');
     return () => source.close();
   }, []);
 

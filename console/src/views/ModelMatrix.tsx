@@ -24,7 +24,7 @@ function HealthBadge({ health }: { health: Health | undefined }) {
 function Eta({ ms, elapsed, testId }: { ms: number | null; elapsed: number; testId: string }) {
   const left = ms === null ? null : Math.max(0, ms - elapsed);
   return (
-    <span className="font-mono" data-testid={testId} data-ms={left ?? ''}>
+    <span className="whitespace-nowrap font-mono" data-testid={testId} data-ms={left ?? ''}>
       {duration(left)}
     </span>
   );
@@ -48,7 +48,9 @@ function ProviderCard({ provider, rows, health, elapsed }: { provider: string; r
               <TableCell>scope</TableCell>
               <TableCell>window</TableCell>
               <TableCell>metric</TableCell>
-              <TableCell align="right">cap (policy / runtime)</TableCell>
+              <TableCell align="right">policy cap</TableCell>
+              <TableCell align="right">runtime cap</TableCell>
+              <TableCell align="right">used</TableCell>
               <TableCell align="right">remaining</TableCell>
               <TableCell align="right">resets in</TableCell>
               <TableCell align="right">exhausted in</TableCell>
@@ -62,16 +64,16 @@ function ProviderCard({ provider, rows, health, elapsed }: { provider: string; r
                   <TableCell>{row.scope === provider ? '' : row.scope.slice(provider.length + 1)}</TableCell>
                   <TableCell>{row.window}</TableCell>
                   <TableCell>{row.metric}</TableCell>
-                  <TableCell align="right">
-                    {amount(row.policy_cap)}
-                    {row.runtime_cap === null ? '' : ` / ${amount(row.runtime_cap)}`}
-                  </TableCell>
+                  <TableCell align="right">{amount(row.policy_cap)}</TableCell>
+                  <TableCell align="right">{row.runtime_cap === null ? '–' : amount(row.runtime_cap)}</TableCell>
+                  <TableCell align="right">{amount(row.used)}</TableCell>
                   <TableCell align="right">{amount(row.remaining)}</TableCell>
                   <TableCell align="right">
                     <Eta ms={row.reset_in} elapsed={elapsed} testId={`reset-${id}`} />
                   </TableCell>
-                  <TableCell align="right" title={row.no_eta ?? undefined}>
+                  <TableCell align="right">
                     <Eta ms={row.exhaust_in} elapsed={elapsed} testId={`exhaust-${id}`} />
+                    {row.no_eta && <span className="ml-1 text-sm text-muted-foreground">({row.no_eta})</span>}
                   </TableCell>
                 </TableRow>
               );
@@ -102,7 +104,7 @@ export function ModelMatrix({ feed }: { feed: Feed }) {
             : shares.map(([policy, share]) => `${policy} ${percent(share)}`).join(' · ')}
         </span>
       </div>
-      <div className="grid gap-4 xl:grid-cols-2">
+      <div className="grid gap-4">
         {snapshot.providers.map((provider) => (
           <ProviderCard
             key={provider}

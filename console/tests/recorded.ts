@@ -1,0 +1,36 @@
+import type { Page } from '@playwright/test';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const SNAPSHOT = JSON.parse(readFileSync(path.join(here, 'fixtures/snapshot.json'), 'utf8'));
+export const BASE = `http://127.0.0.1:${process.env.STATIC_PORT ?? 4173}`;
+
+// The console on a recorded snapshot at a frozen time: the feed sends it once and asks the browser not to
+// reconnect for ten minutes; the views that query get fixed rows.
+export async function recorded(page: Page, dark: boolean): Promise<void> {
+  await page.clock.install({ time: SNAPSHOT.now_ms - 60_000 });
+  await page.clock.pauseAt(SNAPSHOT.now_ms);
+  await page.route('**/console/events', (route) =>
+    route.fulfill({
+      status: 200,
+      headers: { 'content-type': 'text/event-stream' },
+      body: `retry: 600000\nevent: snapshot\ndata: ${JSON.stringify(SNAPSHOT)}\n\n`,
+    }),
+  );
+  await page.route('**/query', (route) => {
+    const sql = JSON.parse(route.request().postData() ?? '{}').sql as string;
+    const rows = sql.includes('FROM alerts')
+      ? {
+          columns: ['at', 'status', 'alertname', 'provider', 'model', 'objective', 'value', 'threshold', 'attempts', 'trace_id'],
+          rows: [['2026-12-02 11:58:00', 'firing', 'SymphonyErrorRate', 'venice', 'llama-3.3-70b', 'error_rate', 0.35, 0.02, 40, '4bf92f3577b34da6a3ce929d0e0e4736']],
+        }
+      : {
+          columns: ['window_start', 'group', 'estimator', 'utility', 'low', 'high', 'champion', 'samples', 'promotion_candidate', 'challenger_version'],
+          rows: [['2026-12-01 00:00:00', 'all', 'snips', 0.712, 0.694, 0.731, 0.688, 5120, true, 'c-0007']],
+        };
+    return route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(rows) });
+  });
+  await page.addInitScript((mode) => localStorage.setItem('symphony-console-mode', mode), dark ? 'dark' : 'light');
+}
