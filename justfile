@@ -164,3 +164,30 @@ console-check: tokens-check
     fresh=$(mktemp -d); trap 'rm -rf "$fresh"' EXIT
     (cd console && npx tsc --noEmit -p . && npx vite build --logLevel warn --outDir "$fresh")
     diff -ru dataflows/console_assets "$fresh" || { echo "console drift: the built console differs from console/; run: just console-build" >&2; exit 1; }
+
+# What the browser tests need from outside npm: Debian's chromium (apt, as root or with sudo)
+browser-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v chromium >/dev/null && exit 0
+    as_root=$([ "$(id -u)" = 0 ] || echo sudo)
+    echo "installing chromium (apt-get) for the console's browser tests" >&2
+    $as_root apt-get install -y -q chromium >/dev/null \
+        || { $as_root apt-get update -q && $as_root apt-get install -y -q chromium >/dev/null; }
+
+# Visual regression: every console view, light and dark, against the committed baselines; `--update` writes new ones (commit them through a reviewed change)
+visual-baseline *args: console-deps browser-deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "${1-}" in
+        -h|--help) echo "Usage: just visual-baseline [--update]"; echo "Compare the console's views (light and dark) with console/tests/__screenshots__; --update rewrites the baselines"; exit 0;;
+        --update) update=--update-snapshots;;
+        "") update=;;
+        *) echo "just visual-baseline takes only --update (see: just visual-baseline --help)" >&2; exit 2;;
+    esac
+    cd console && npx playwright test tests/visual.spec.ts tests/tokens.spec.ts $update
+
+# The console's browser tests in Debian's chromium: visual baselines, tokens reaching MUI and shadcn, the live stack (ETA clocks, a failing provider) and the token-change drill
+console-test: console-deps browser-deps
+    cd console && npx playwright test
+    cd console && node tests/token-change.mjs

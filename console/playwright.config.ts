@@ -4,8 +4,9 @@ import { defineConfig } from '@playwright/test';
 export default defineConfig({
   testDir: './tests',
   timeout: 60_000,
-  expect: { timeout: 10_000, toHaveScreenshot: { maxDiffPixels: 0 } },
-  snapshotPathTemplate: '{testDir}/__screenshots__/{testFilePath}/{arg}{ext}',
+  expect: { timeout: 10_000, toHaveScreenshot: { maxDiffPixels: 0, threshold: 0 } },
+  // SHOTS: another baseline directory (the token-change drill works on a copy, never on the committed ones).
+  snapshotPathTemplate: `${process.env.SHOTS || '{testDir}/__screenshots__'}/{testFilePath}/{arg}{ext}`,
   reporter: [['list']],
   // The built console (DIST, default the committed build) for the recorded-snapshot tests.
   webServer: {

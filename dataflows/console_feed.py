@@ -3,6 +3,8 @@
 One snapshot (``ConsoleFeed.snapshot``) per tick of the console's server-sent events
 (``GET /console/events``):
 
+- ``now_ms``, ``sent_ms`` and ``speed``: the shared clock when the matrix was read, when the
+  snapshot was sent, and its speed, from which the browser runs the ETA clocks on between snapshots;
 - ``matrix``: every cap by window (``symphony.quotas.matrix``, the rows of ``just quotas-matrix``)
   at the shared clock's time, so the ETA clocks follow the simulated clock when it runs;
 - ``health``: per provider, from its attempts in ClickHouse over the SLO window of event time
@@ -101,17 +103,23 @@ class ConsoleFeed:
         self._slo = slo
 
     def snapshot(self) -> dict[str, Any]:
-        now = clock.shared_clock(self._client).now_ms()
+        shared = clock.shared_clock(self._client)
+        now = shared.now_ms()
         rows = quota_matrix(self._client, self._policy, now)
         window = {"start": now - self._slo.window_ms, "end": now}
+        health, split, jobs = self._health(window), self._split(window), self._jobs()
         return {
             "now_ms": now,
+            # Read last, so the browser's clocks run on from when the snapshot left, not from when its
+            # queries began (at a fast clock, a slow query would show as a jump).
+            "sent_ms": shared.now_ms(),
+            "speed": shared.speed,
             "window_ms": self._slo.window_ms,
             "providers": list(self._policy.providers),
             "matrix": [dict(zip(COLUMNS, row.cells(human=False), strict=True)) for row in rows],
-            "health": [h.as_dict() for h in self._health(window)],
-            "split": self._split(window),
-            "jobs": self._jobs(),
+            "health": [h.as_dict() for h in health],
+            "split": split,
+            "jobs": jobs,
         }
 
     def _health(self, window: dict[str, int]) -> list[ProviderHealth]:

@@ -32,6 +32,8 @@ ASSET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 def _index(request: Request) -> Response:
+    if request.path_params.get("view", "").startswith("assets/"):  # a file that is not there is not a view
+        return JSONResponse({"error": "no such console asset"}, 404)
     index = ASSETS / "index.html"
     if not index.is_file():
         return JSONResponse({"error": "the console is not built: run `just console-build`"}, 503)

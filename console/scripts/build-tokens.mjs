@@ -2,7 +2,7 @@
 //   mui-theme.gen.ts   the MUI colour schemes, typography, shape and motion
 //   tailwind.gen.css   Tailwind v4's @theme, mapped onto the shadcn variables
 //   shadcn.gen.css     the shadcn CSS variables, light on :root and dark on .dark
-// Usage: node scripts/build-tokens.mjs [OUT_DIR]   (default src/generated; `just tokens-check` builds to a
+// Usage: [TOKENS=file] node scripts/build-tokens.mjs [OUT_DIR]   (default src/generated; `just tokens-check` builds to a
 // temporary directory and compares).
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,7 +129,7 @@ StyleDictionary.registerFormat({ name: 'symphony/tailwind-css', format: tailwind
 StyleDictionary.registerFormat({ name: 'symphony/mui-ts', format: muiTheme });
 
 const sd = new StyleDictionary({
-  source: [path.join(root, 'tokens.json')],
+  source: [process.env.TOKENS || path.join(root, 'tokens.json')],
   log: { verbosity: 'silent', warnings: 'error' },
   platforms: {
     console: {

@@ -24,6 +24,8 @@ export interface Health {
 
 export interface Snapshot {
   now_ms: number;
+  sent_ms: number;
+  speed: number;
   window_ms: number;
   providers: string[];
   matrix: MatrixRow[];
@@ -35,7 +37,7 @@ export interface Snapshot {
 export interface Feed {
   snapshot: Snapshot | null;
   error: string | null;
-  // The shared clock's time now, extrapolated between snapshots at the speed the snapshots showed.
+  // The shared clock's time now: the snapshot's send time run on at the clock's speed.
   clockNow: () => number;
 }
 
@@ -43,18 +45,13 @@ export interface Feed {
 export function useFeed(): Feed {
   const [snapshot, setSnapshot] = useState<Snapshot | null>(null);
   const [error, setError] = useState<string | null>(null);
-  const anchor = useRef({ at: 0, now: 0, speed: 1 });
+  const anchor = useRef({ at: 0, now: 0, speed: 1 }); // performance.now() at arrival, sent_ms, speed
 
   useEffect(() => {
     const source = new EventSource('/console/events');
     source.addEventListener('snapshot', (message) => {
       const next = JSON.parse((message as MessageEvent<string>).data) as Snapshot;
-      const at = performance.now();
-      const last = anchor.current;
-      if (last.at > 0 && at > last.at && next.now_ms > last.now) {
-        last.speed = (next.now_ms - last.now) / (at - last.at);
-      }
-      anchor.current = { at, now: next.now_ms, speed: last.speed };
+      anchor.current = { at: performance.now(), now: next.sent_ms, speed: next.speed };
       setSnapshot(next);
       setError(null);
     });

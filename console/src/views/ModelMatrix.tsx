@@ -22,7 +22,7 @@ function HealthBadge({ health }: { health: Health | undefined }) {
 
 // A clock counting down from what the snapshot said, at the shared clock's pace.
 function Eta({ ms, elapsed, testId }: { ms: number | null; elapsed: number; testId: string }) {
-  const left = ms === null ? null : Math.max(0, ms - elapsed);
+  const left = ms === null ? null : Math.max(0, Math.round(ms - elapsed));
   return (
     <span className="whitespace-nowrap font-mono" data-testid={testId} data-ms={left ?? ''}>
       {duration(left)}
