@@ -165,15 +165,15 @@ console-check: tokens-check
     (cd console && npx tsc --noEmit -p . && npx vite build --logLevel warn --outDir "$fresh")
     diff -ru dataflows/console_assets "$fresh" || { echo "console drift: the built console differs from console/; run: just console-build" >&2; exit 1; }
 
-# What the browser tests need from outside npm: Debian's chromium (apt, as root or with sudo)
+# What the browser tests need from outside npm: Debian's chromium and the DejaVu fonts the baselines were drawn with (apt, as root or with sudo)
 browser-deps:
     #!/usr/bin/env bash
     set -euo pipefail
-    command -v chromium >/dev/null && exit 0
+    command -v chromium >/dev/null && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && exit 0
     as_root=$([ "$(id -u)" = 0 ] || echo sudo)
-    echo "installing chromium (apt-get) for the console's browser tests" >&2
-    $as_root apt-get install -y -q chromium >/dev/null \
-        || { $as_root apt-get update -q && $as_root apt-get install -y -q chromium >/dev/null; }
+    echo "installing chromium and fonts-dejavu-core (apt-get) for the console's browser tests" >&2
+    $as_root apt-get install -y -q chromium fonts-dejavu-core >/dev/null \
+        || { $as_root apt-get update -q && $as_root apt-get install -y -q chromium fonts-dejavu-core >/dev/null; }
 
 # Visual regression: every console view, light and dark, against the committed baselines; `--update` writes new ones (commit them through a reviewed change)
 visual-baseline *args: console-deps browser-deps
@@ -191,3 +191,7 @@ visual-baseline *args: console-deps browser-deps
 console-test: console-deps browser-deps
     cd console && npx playwright test
     cd console && node tests/token-change.mjs
+
+# Lighthouse accessibility audit of every console view (light and dark) on the built console; fails below 95; reports in runs/a11y/
+a11y-audit: console-deps browser-deps
+    cd console && node scripts/a11y-audit.mjs

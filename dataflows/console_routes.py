@@ -4,7 +4,7 @@
 ``GET /console/assets/<file>`` -> its scripts, styles and fonts, built by ``just console-build``
 into ``dataflows/console_assets`` and shipped with the package, so Python alone serves it.
 ``GET /console/events`` -> server-sent events: one ``snapshot`` event (``dataflows.console_feed``)
-every ``CONSOLE_TICK_S``, until the browser goes away; a snapshot that fails is sent as a
+every second (``TICK_S``), until the browser goes away; a snapshot that fails is sent as a
 ``failure`` event, and the stream carries on. The admin and analyst roles may read all of it
 (``dataflows.api_auth``); the console has nothing that writes.
 """

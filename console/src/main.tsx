@@ -7,6 +7,10 @@ import { App } from './App';
 import './index.css';
 import { theme } from './theme';
 
+// `?theme=dark` or `?theme=light` picks the scheme (and keeps it), so a link or an audit can ask for one.
+const asked = new URLSearchParams(location.search).get('theme');
+if (asked === 'dark' || asked === 'light') localStorage.setItem('symphony-console-mode', asked);
+
 createRoot(document.getElementById('root')!).render(
   <StrictMode>
     <StyledEngineProvider enableCssLayer>

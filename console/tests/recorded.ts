@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const SNAPSHOT = JSON.parse(readFileSync(path.join(here, 'fixtures/snapshot.json'), 'utf8'));
+export const QUERY = JSON.parse(readFileSync(path.join(here, 'fixtures/query.json'), 'utf8'));
 export const BASE = `http://127.0.0.1:${process.env.STATIC_PORT ?? 4173}`;
 
 // The console on a recorded snapshot at a frozen time: the feed sends it once and asks the browser not to
@@ -21,15 +22,7 @@ export async function recorded(page: Page, dark: boolean): Promise<void> {
   );
   await page.route('**/query', (route) => {
     const sql = JSON.parse(route.request().postData() ?? '{}').sql as string;
-    const rows = sql.includes('FROM alerts')
-      ? {
-          columns: ['at', 'status', 'alertname', 'provider', 'model', 'objective', 'value', 'threshold', 'attempts', 'trace_id'],
-          rows: [['2026-12-02 11:58:00', 'firing', 'SymphonyErrorRate', 'venice', 'llama-3.3-70b', 'error_rate', 0.35, 0.02, 40, '4bf92f3577b34da6a3ce929d0e0e4736']],
-        }
-      : {
-          columns: ['window_start', 'group', 'estimator', 'utility', 'low', 'high', 'champion', 'samples', 'promotion_candidate', 'challenger_version'],
-          rows: [['2026-12-01 00:00:00', 'all', 'snips', 0.712, 0.694, 0.731, 0.688, 5120, true, 'c-0007']],
-        };
+    const rows = sql.includes('FROM alerts') ? QUERY.alerts : QUERY.learner;
     return route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(rows) });
   });
   await page.addInitScript((mode) => localStorage.setItem('symphony-console-mode', mode), dark ? 'dark' : 'light');
