@@ -59,8 +59,8 @@ try {
     `with the old baselines exactly the light Model Matrix fails, and the new primary ${NEW_PRIMARY} reaches ` +
       `MUI's AppBar and shadcn's Button (failed: ${before.failed.join(', ') || 'none'})`,
   );
-  playwright(env, 'tests/visual.spec.ts', '-g', 'matrix', '--update-snapshots');
-  const after = playwright(env, 'tests/visual.spec.ts', '-g', 'matrix');
+  playwright(env, 'tests/visual.spec.ts', '-g', 'matrix in light', '--update-snapshots');
+  const after = playwright(env, 'tests/visual.spec.ts', '-g', 'matrix in light');
   check(after.status === 0, `after the baselines are updated they pass (failed: ${after.failed.join(', ') || 'none'})`);
 } finally {
   rmSync(tmp, { recursive: true, force: true });
