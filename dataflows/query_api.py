@@ -9,7 +9,9 @@ every sandbox handle busy is a 429; a query whose client goes away is cancelled.
 (``dataflows.metrics``). Every answer, errors included, is JSON (metrics aside):
 an unknown path is a 404, a wrong method a 405, a failure of the engine a 503.
 
-``/console``: the operator console and its live feed (``dataflows.console_routes``).
+``/console``: the operator console and its live feed (``dataflows.console_routes``), and ``/query``,
+``/learner/metrics`` and ``/traces/{trace_id}`` again under ``/console/``: a browser sends the
+Basic credentials it gave the console's pages only to paths below them.
 
 ``GET /traces/{trace_id}``: a trace's spans and its decision (``dataflows.trace_view``), where
 an SLO alert's trace link points by default. ``POST /v1/traces``: the proxy's spans over
@@ -199,6 +201,10 @@ def create_app(
         Route("/metrics", prometheus),
         Route("/learner/metrics", learner_metrics),
         Route("/traces/{trace_id}", trace),
+        # The same reads under /console/, where a browser sends the credentials it gave the console's pages.
+        Route("/console/query", query, methods=["POST"]),
+        Route("/console/learner/metrics", learner_metrics),
+        Route("/console/traces/{trace_id}", trace),
         *console_routes(console),
     ]
     if spans is not None:

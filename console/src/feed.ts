@@ -81,7 +81,7 @@ export function useTick(ms: number): void {
 }
 
 export async function query(sql: string): Promise<Record<string, unknown>[]> {
-  const response = await fetch('/query', { method: 'POST', body: JSON.stringify({ sql }) });
+  const response = await fetch('/console/query', { method: 'POST', body: JSON.stringify({ sql }) });
   const body = (await response.json()) as { columns?: string[]; rows?: unknown[][]; error?: string };
   if (!response.ok || !body.columns || !body.rows) throw new Error(body.error ?? `query failed (${response.status})`);
   const columns = body.columns;

@@ -137,3 +137,33 @@ test('a provider failing in the simulator shows unhealthy within seconds', async
   await expect(badge).toHaveAttribute('data-state', 'unhealthy', { timeout: 10_000 });
   console.log(`deepseek shown unhealthy ${Date.now() - started} ms after its fault was set`);
 });
+
+test("the Learner view evaluates the published challenger on the engine and shows the rule's verdict", async ({ page }) => {
+  await page.context().setHTTPCredentials({ username: 'admin', password: stack.token });
+  await page.goto(`http://127.0.0.1:${stack.ports.ENGINE_PORT}/console/learner`);
+  await page.getByRole('button', { name: 'Evaluate the challenger now' }).click();
+  await expect(page.getByText(/^(promotion candidate|not a candidate)$/)).toBeVisible({ timeout: 30_000 });
+  await expect(page.getByText(/champion \S+ · challenger \S+ · \d+ decisions/)).toBeVisible();
+  const windows = page.getByRole('table', { name: 'utility per window' }).or(page.getByText('Nothing yet.').first());
+  await expect(windows.first()).toBeVisible(); // a fresh stack may have no window with feedback yet
+  await expect(page.getByRole('alert')).toHaveCount(0);
+});
+
+test('the Alerts and Traces views read the engine with the credentials the pages were given', async ({ page }) => {
+  await page.context().setHTTPCredentials({ username: 'admin', password: stack.token });
+  const engine = `http://127.0.0.1:${stack.ports.ENGINE_PORT}`;
+  await page.goto(`${engine}/console/alerts`);
+  await expect(page.getByRole('heading', { name: /Alerts/ })).toBeVisible();
+  await expect(page.getByText(/^(Nothing yet\.)$/).or(page.getByRole('table', { name: 'alerts' }))).toBeVisible();
+  await expect(page.getByRole('alert')).toHaveCount(0);
+
+  const answer = await page.request.post(`${engine}/console/query`, {
+    data: { sql: 'SELECT decision_id FROM decisions ORDER BY ts DESC LIMIT 1' },
+  });
+  const decision = String((await answer.json()).rows[0][0]);
+  await page.goto(`${engine}/console/traces`);
+  await page.getByLabel('decision id or trace id').fill(decision);
+  await page.getByRole('button', { name: 'Show' }).click();
+  await expect(page.getByText(`decision ${decision}`)).toBeVisible({ timeout: 15_000 });
+  await expect(page.getByRole('table', { name: 'spans' }).or(page.getByText('Nothing yet.'))).toBeVisible();
+});

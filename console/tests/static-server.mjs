@@ -18,7 +18,7 @@ function recorded(url, request, response) {
     response.end(`retry: 600000\nevent: snapshot\ndata: ${JSON.stringify(JSON.parse(fixture('snapshot.json')))}\n\n`);
     return true;
   }
-  if (url.pathname === '/query') {
+  if (url.pathname === '/console/query') {
     let body = '';
     request.on('data', (chunk) => (body += chunk));
     request.on('end', () => {

@@ -79,6 +79,20 @@ def test_the_console_and_its_feed_behind_the_admin_boundary(
         httpx.get(f"{base}/console/events", headers={"authorization": f"Bearer {SPANS_TOKEN}"}).status_code
         == 403
     )
+    # The reads the views make, under /console/ (where the browser sends the pages' credentials).
+    counted = httpx.post(
+        f"{base}/console/query", json={"sql": "SELECT count() FROM usage"}, auth=("x", ANALYST_TOKEN)
+    )
+    assert counted.status_code == 200 and counted.json()["rows"] == [[10]]
+    refused_write = httpx.post(
+        f"{base}/console/query", json={"sql": "DROP TABLE usage"}, auth=("x", ANALYST_TOKEN)
+    )
+    assert refused_write.status_code == 400
+    assert httpx.get(f"{base}/console/traces/nonsense", auth=("x", ANALYST_TOKEN)).status_code == 400
+    assert (
+        httpx.post(f"{base}/console/query", json={"sql": "SELECT 1"}, auth=("x", SPANS_TOKEN)).status_code
+        == 403
+    )
     for probe in ("..%2f..%2fpyproject.toml", ".hidden.js", "nothing.js"):
         assert httpx.get(f"{base}/console/assets/{probe}", auth=("x", ADMIN_TOKEN)).status_code == 404, probe
 

@@ -16,12 +16,13 @@ const HEX32 = /^[0-9a-f]{32}$/;
 async function traceOf(id: string): Promise<Trace> {
   let traceId = id.toLowerCase();
   if (!HEX32.test(traceId)) {
-    if (!/^[0-9A-Za-z]{1,64}$/.test(id)) throw new Error('a decision id is letters and digits; a trace id 32 hex digits');
+    // Only letters, digits and dashes reach the SQL (a decision id is a ULID and a suffix: 01M8…-kyr4j4bucx2w).
+    if (!/^[0-9A-Za-z-]{1,80}$/.test(id)) throw new Error('a decision id is letters, digits and dashes; a trace id 32 hex digits');
     const rows = await query(`SELECT trace_id FROM decisions WHERE decision_id = '${id}' LIMIT 1`);
     if (rows.length === 0) throw new Error(`no decision ${id}`);
     traceId = String(rows[0].trace_id);
   }
-  return getJson<Trace>(`/traces/${traceId}`);
+  return getJson<Trace>(`/console/traces/${traceId}`);
 }
 
 export function Traces() {
