@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -50,20 +52,43 @@ def _asset(request: Request) -> Response:
     return FileResponse(path, headers={"cache-control": "public, max-age=31536000, immutable"})
 
 
+class SharedSnapshot:
+    """One snapshot for every open feed: taken at most once per ``max_age_s``, however many browsers watch.
+
+    Each snapshot runs queries in the analysts' sandbox; without this, a hundred open tabs (or a caller
+    opening feeds on purpose) would run a hundred times the queries and crowd out the analysts.
+    """
+
+    def __init__(self, take: Callable[[], dict[str, Any]], max_age_s: float) -> None:
+        self._take = take
+        self._max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._taken_at = float("-inf")
+        self._last: dict[str, Any] = {}
+
+    def __call__(self) -> dict[str, Any]:
+        with self._lock:  # the others wait for the one taking it, then share it
+            if time.monotonic() - self._taken_at >= self._max_age_s:
+                self._last = self._take()
+                self._taken_at = time.monotonic()
+            return self._last
+
+
 def _event(kind: str, body: Any) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
 def console_routes(snapshot: Callable[[], dict[str, Any]] | None, tick_s: float = TICK_S) -> list[Route]:
     """The console's routes; without ``snapshot`` (no Redis here) the feed says so and ends."""
+    shared = None if snapshot is None else SharedSnapshot(snapshot, tick_s * 0.9)
 
     async def stream(request: Request) -> AsyncIterator[bytes]:
-        if snapshot is None:
+        if shared is None:
             yield _event("failure", {"error": "this engine has no console feed (it is not the leader)"})
             return
         while not await request.is_disconnected():
             try:
-                yield _event("snapshot", await run_in_threadpool(snapshot))
+                yield _event("snapshot", await run_in_threadpool(shared))
             except Exception as exc:  # Redis or ClickHouse away: say so, try again next tick
                 log.warning("console feed: %s", exc)
                 yield _event("failure", {"error": f"snapshot failed: {type(exc).__name__}: {exc}"})

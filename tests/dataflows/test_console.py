@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import redis
 
 from dataflows.console_feed import judge
+from dataflows.console_routes import SharedSnapshot
 from symphony import clock, engine_client
 from symphony.alerts import SloThresholds
 from symphony.events import Event
@@ -136,3 +139,19 @@ def test_a_providers_state_follows_the_slo_thresholds(
     attempts: int, failures: int, answered: int, p95: float, state: str
 ) -> None:
     assert judge(attempts, failures, answered, p95, SLO).state == state
+
+
+def test_every_open_feed_shares_one_snapshot_per_tick() -> None:
+    taken: list[float] = []
+
+    def take() -> dict[str, object]:
+        taken.append(time.monotonic())
+        time.sleep(0.05)  # a snapshot's queries take a while: callers meanwhile wait and share it
+        return {"n": len(taken)}
+
+    shared = SharedSnapshot(take, max_age_s=0.5)
+    with ThreadPoolExecutor(16) as pool:
+        seen = list(pool.map(lambda _: shared(), range(64)))
+    assert len(taken) == 1 and all(s == {"n": 1} for s in seen)
+    time.sleep(0.5)
+    assert shared() == {"n": 2}  # a tick later, a fresh one
