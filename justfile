@@ -144,3 +144,70 @@ bench-scheduler *args:
 # Live rollback: `just flags --learner off`, `--traffic-split 0`, `--reset`; no options prints them
 flags *args:
     symphony flags "$@"
+
+# The console's Node packages (console/node_modules), installed from console/package-lock.json when it changed (npm ci)
+console-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd console
+    stamp=node_modules/.installed-from-lock
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$(sha256sum package-lock.json)" ]; then
+        echo "console: npm ci (Node $(node --version))" >&2
+        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2
+        sha256sum package-lock.json > "$stamp"
+    fi
+
+# Generate the MUI theme, Tailwind's @theme and the shadcn variables from tokens.json (Style Dictionary) into console/src/generated
+tokens-build: console-deps
+    cd console && node scripts/build-tokens.mjs
+
+# Fail when console/src/generated differs from what tokens.json generates (run `just tokens-build` and commit)
+tokens-check: console-deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    fresh=$(mktemp -d); trap 'rm -rf "$fresh"' EXIT
+    (cd console && node scripts/build-tokens.mjs "$fresh")
+    diff -ru console/src/generated "$fresh" || { echo "tokens drift: the generated theme differs from tokens.json; run: just tokens-build" >&2; exit 1; }
+
+# Build the console into dataflows/console_assets (shipped with the package: Python alone serves it at /console)
+console-build: tokens-build
+    cd console && npx tsc --noEmit -p . && npx vite build --logLevel warn
+
+# Fail when dataflows/console_assets differs from a fresh build of console/ (run `just console-build` and commit)
+console-check: tokens-check
+    #!/usr/bin/env bash
+    set -euo pipefail
+    fresh=$(mktemp -d); trap 'rm -rf "$fresh"' EXIT
+    (cd console && npx tsc --noEmit -p . && npx vite build --logLevel warn --outDir "$fresh")
+    diff -ru dataflows/console_assets "$fresh" || { echo "console drift: the built console differs from console/; run: just console-build" >&2; exit 1; }
+
+# What the browser tests need from outside npm: Debian's chromium and the DejaVu fonts the baselines were drawn with (apt, as root or with sudo)
+browser-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v chromium >/dev/null && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && exit 0
+    as_root=$([ "$(id -u)" = 0 ] || echo sudo)
+    echo "installing chromium and fonts-dejavu-core (apt-get) for the console's browser tests" >&2
+    $as_root apt-get install -y -q chromium fonts-dejavu-core >/dev/null \
+        || { $as_root apt-get update -q && $as_root apt-get install -y -q chromium fonts-dejavu-core >/dev/null; }
+
+# Visual regression: every console view, light and dark, against the committed baselines; `--update` writes new ones (commit them through a reviewed change)
+visual-baseline *args: console-deps browser-deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "${1-}" in
+        -h|--help) echo "Usage: just visual-baseline [--update]"; echo "Compare the console's views (light and dark) with console/tests/__screenshots__; --update rewrites the baselines"; exit 0;;
+        --update) update=--update-snapshots;;
+        "") update=;;
+        *) echo "just visual-baseline takes only --update (see: just visual-baseline --help)" >&2; exit 2;;
+    esac
+    cd console && npx playwright test tests/visual.spec.ts tests/tokens.spec.ts $update
+
+# The console's browser tests in Debian's chromium: visual baselines, tokens reaching MUI and shadcn, the live stack (ETA clocks, a failing provider) and the token-change drill
+console-test: console-deps browser-deps
+    cd console && npx playwright test
+    cd console && node tests/token-change.mjs
+
+# Lighthouse accessibility audit of every console view (light and dark) on the built console; fails below 95; reports in runs/a11y/
+a11y-audit: console-deps browser-deps
+    cd console && node scripts/a11y-audit.mjs

@@ -168,8 +168,8 @@ def cmd_quotas_matrix(settings: Settings, args: argparse.Namespace) -> int:
     import redis
 
     from cli import report
-    from cli.quota_matrix import COLUMNS, quota_matrix
     from symphony.quotas import load_quota_policy
+    from symphony.quotas.matrix import COLUMNS, quota_matrix
 
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
     try:

@@ -43,12 +43,12 @@ import redis
 
 from cli import learner_week, mvp3_rows, trace_coverage
 from cli.github_standin import GitHubStandIn, serve_github
-from cli.quota_matrix import COLUMNS, quota_matrix
 from cli.supervisor import Stack
 from learner.pull_request import PromotionError, promote
 from symphony import clock, engine_client
 from symphony.catalog import load_catalog
 from symphony.quotas import load_quota_policy
+from symphony.quotas.matrix import COLUMNS, quota_matrix
 from symphony.settings import Settings
 
 Say = Callable[[str], None]

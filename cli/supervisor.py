@@ -310,7 +310,11 @@ class Stack:
                 )
             try:
                 if httpx.get(part.health_url, timeout=1.0).status_code == 200:
-                    self.say(f"{part.name:<8} {part.health_url.rsplit('/', 1)[0]} (log {log})")
+                    base = part.health_url.rsplit("/", 1)[0]
+                    self.say(f"{part.name:<8} {base} (log {log})")
+                    if part.name == "engine":
+                        token = self.settings.var_dir / "admin-token"
+                        self.say(f"console  {base}/console (password: the token in {token})")
                     return
             except httpx.HTTPError:
                 pass

@@ -1,9 +1,11 @@
 """The control plane's admin boundary: who may call which route of the engine's HTTP API.
 
 Three roles, each with its own token: ``admin`` may call every route; ``analyst`` may
-only read (``/query``, which runs read-only in ClickHouse, ``/metrics``, ``/learner/metrics``
-and ``/traces/<id>``); ``spans`` (the proxy's) may only post spans (``/v1/traces``) and read
-nothing. ``/health`` is open. A token comes as ``Authorization: Bearer <token>``, or as the
+only read (``/query``, which runs read-only in ClickHouse, ``/metrics``, ``/learner/metrics``,
+``/traces/<id>`` and the console, ``/console`` and below); ``spans`` (the proxy's) may only post
+spans (``/v1/traces``) and read nothing. On the console's paths a 401 asks for HTTP Basic, so a
+browser prompts for the token. ``/health`` is open. A token comes as
+``Authorization: Bearer <token>``, or as the
 password of HTTP Basic credentials (``http://analyst:<token>@host`` in a URL). A missing or
 wrong token is a 401, a role calling a route it may not is a 403. Tokens are
 compared in constant time and never logged or echoed.
@@ -19,12 +21,14 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/health"})
-ANALYST_PATHS = frozenset({"/query", "/metrics", "/learner/metrics"})
+ANALYST_PATHS = frozenset({"/query", "/metrics", "/learner/metrics", "/console"})
 SPANS_PATHS = frozenset({"/v1/traces"})
 # role -> the paths it may call (admin: every path)
 ALLOWED = {"analyst": ANALYST_PATHS, "spans": SPANS_PATHS}
 # role -> path prefixes it may also call (a trace's view: /traces/<id>)
-ALLOWED_PREFIXES: dict[str, tuple[str, ...]] = {"analyst": ("/traces/",), "spans": ()}
+ALLOWED_PREFIXES: dict[str, tuple[str, ...]] = {"analyst": ("/traces/", "/console/"), "spans": ()}
+# A browser asks for credentials (HTTP Basic, any user name, the token as password) on the console's pages.
+CONSOLE_PREFIX = "/console"
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,12 @@ class TokenGuard:
             return
         role = self._tokens.role(_bearer(scope))
         if role is None:
-            await _refuse(send, 401, "a control-plane token is required: Authorization: Bearer <token>")
+            challenge = (
+                b'Basic realm="Symphony console"' if scope["path"].startswith(CONSOLE_PREFIX) else b"Bearer"
+            )
+            await _refuse(
+                send, 401, "a control-plane token is required: Authorization: Bearer <token>", challenge
+            )
         elif (
             role in ALLOWED
             and scope["path"] not in ALLOWED[role]
@@ -89,10 +98,10 @@ def _basic_password(encoded: str) -> str:
         return ""
 
 
-async def _refuse(send: Send, status: int, message: str) -> None:
+async def _refuse(send: Send, status: int, message: str, challenge: bytes = b"Bearer") -> None:
     body = orjson.dumps({"error": message})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
+        headers.append((b"www-authenticate", challenge))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -46,6 +46,7 @@ from bytewax.run import cli_main
 
 from dataflows import trimming
 from dataflows.api_auth import Tokens
+from dataflows.console_feed import ConsoleFeed
 from dataflows.ingest import FLOW_ID, build_flow
 from dataflows.lag import LagMonitor
 from dataflows.learner_report import LearnerReport
@@ -255,6 +256,9 @@ def run_engine(
                 learner=LearnerReport(store, metrics_client, champion),
                 spans=spans,
                 evidence=evidence.answer,
+                console=ConsoleFeed(
+                    store, metrics_client, load_quota_policy(), slo_thresholds(settings)
+                ).snapshot,
             )
             api.start()
             stack.callback(api.stop)

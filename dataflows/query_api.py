@@ -9,6 +9,10 @@ every sandbox handle busy is a 429; a query whose client goes away is cancelled.
 (``dataflows.metrics``). Every answer, errors included, is JSON (metrics aside):
 an unknown path is a 404, a wrong method a 405, a failure of the engine a 503.
 
+``/console``: the operator console and its live feed (``dataflows.console_routes``), and ``/query``,
+``/learner/metrics`` and ``/traces/{trace_id}`` again under ``/console/``: a browser sends the
+Basic credentials it gave the console's pages only to paths below them.
+
 ``GET /traces/{trace_id}``: a trace's spans and its decision (``dataflows.trace_view``), where
 an SLO alert's trace link points by default. ``POST /v1/traces``: the proxy's spans over
 OTLP/HTTP into ``otel_traces`` (``dataflows.span_intake``; its answers are OTLP's protobuf,
@@ -52,6 +56,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dataflows.api_auth import TokenGuard, Tokens
+from dataflows.console_routes import console_routes
 from dataflows.learner_report import MAX_DAYS, MAX_RESAMPLES
 from dataflows.span_intake import TRACES_PATH, TracesEndpoint
 from dataflows.trace_view import TraceNotFound, normalized, read_trace
@@ -99,6 +104,7 @@ def create_app(
     learner: Callable[[int, int], dict[str, Any]] | None = None,
     spans: SpanWriter | None = None,
     evidence: EvidenceCapture | None = None,
+    console: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
     """The API; with ``tokens`` every route but /health needs a role (``dataflows.api_auth``)."""
 
@@ -218,6 +224,11 @@ def create_app(
         Route("/metrics", prometheus),
         Route("/learner/metrics", learner_metrics),
         Route("/traces/{trace_id}", trace),
+        # The same reads under /console/, where a browser sends the credentials it gave the console's pages.
+        Route("/console/query", query, methods=["POST"]),
+        Route("/console/learner/metrics", learner_metrics),
+        Route("/console/traces/{trace_id}", trace),
+        *console_routes(console),
     ]
     if spans is not None:
         routes.append(Route(TRACES_PATH, TracesEndpoint(spans).post, methods=["POST"]))
@@ -285,6 +296,7 @@ class QueryApi:
         learner: Callable[[int, int], dict[str, Any]] | None = None,
         spans: SpanWriter | None = None,
         evidence: EvidenceCapture | None = None,
+        console: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         app = create_app(
             store,
@@ -295,6 +307,7 @@ class QueryApi:
             learner=learner,
             spans=spans,
             evidence=evidence,
+            console=console,
         )
         config = uvicorn.Config(
             app, host=host, port=port, lifespan="off", log_level="warning", log_config=None

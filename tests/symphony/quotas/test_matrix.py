@@ -12,9 +12,9 @@ import sys
 
 import redis
 
-from cli.quota_matrix import MatrixRow, format_ms, quota_matrix
 from symphony.app_keys import AppKey, create_key, revoke_key
 from symphony.quotas import NoEta, QuotaPolicy, QuotaStore, load_quota_policy
+from symphony.quotas.matrix import MatrixRow, format_ms, quota_matrix
 from symphony.redis_server import RedisServer
 
 MIDNIGHT = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
