@@ -10,7 +10,8 @@ shows the learner, the quotas and the tracing acceptances (``cli.mvp3_rows``):
   from the last two the promotion is judged on; fallbacks still answer the requests);
 - while the stack still runs after the traffic: the quota matrix, the ``quota:*`` windows in
   Redis, the trace coverage of the replay's last hour, the alerts and the span attributes
-  (ClickHouse), and the engine's log, written under ``folder/replay/``;
+  (ClickHouse), the Model Matrix's ETA clocks as Chromium shows them on the engine's console
+  (``console/scripts/eta-clocks.mjs``), and the engine's log, written under ``folder/replay/``;
 - the promotion opened as a pull request on a local GitHub stand-in over a scratch clone of
   this repository, merged as a reviewer would, and the base branch's ``git log`` recorded;
 - with ``EVIDENCE_BUNDLES`` on, the engine opens a ticket for the SLO alert on the same stand-in
@@ -37,12 +38,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import redis
 
 from cli import learner_week, mvp3_rows, trace_coverage
 from cli.github_standin import GitHubStandIn, serve_github
+from cli.mvp3_design import console_deps
 from cli.supervisor import Stack
 from learner.pull_request import PromotionError, promote
 from symphony import clock, engine_client
@@ -156,7 +159,35 @@ def _inspect(settings: Settings, stack: Stack, out: Path, say: Say) -> None:
     finally:
         client.close()
     _write(out / "tracing.json", _tracing(settings.engine_url_as("analyst")))
+    _write(out / "model-matrix.json", _model_matrix(settings, say))
     shutil.copy(settings.var_dir / "logs" / "engine.log", out / "engine.log")
+
+
+def _model_matrix(settings: Settings, say: Say) -> dict[str, Any]:
+    """Per provider, the ETA clocks the console's Model Matrix shows and whether they tick."""
+    say("reading the Model Matrix's ETA clocks in Chromium")
+    console_deps()
+    env = {
+        **os.environ,
+        "ENGINE_URL": settings.engine_url,
+        "ANALYST_TOKEN": urlsplit(settings.engine_url_as("analyst")).password or "",
+        "PROVIDERS": ",".join(sorted(load_catalog().providers)),
+    }
+    done = subprocess.run(
+        ["node", "scripts/eta-clocks.mjs"],
+        cwd="console",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip()[-500:], "eta_clocks": {}}
+    clocks = json.loads(done.stdout)
+    return {
+        "eta_clocks": {p: c["sample"] for p, c in clocks.items() if c["clocks"] and c["ticking"]},
+        "read": clocks,
+    }
 
 
 def _quota_windows(client: redis.Redis) -> dict[str, list[str]]:

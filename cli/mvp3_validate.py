@@ -9,8 +9,8 @@ Runs from a fresh state, each step on a stack or store of its own, its artifacts
    windows in Redis, the trace coverage, the alerts and the span attributes are read;
 2. ``symphony scheduler-weeks --json``: a baseline week without the scheduler, a week with it;
 3. ``symphony perf-run --json`` and ``symphony chaos-run --json`` (every scenario, full length);
-4. the evidence bundles of the tickets those opened, verified, and the console's design checks,
-   where their artifacts exist.
+4. the console's design checks (``cli.mvp3_design``): the tokens drift check, Lighthouse on every
+   view, the visual tests against the approved baselines.
 
 Then each acceptance is judged from the artifacts alone (``cli.mvp3_rows``) against the bounds
 in the gates file's ``acceptance`` section and printed as a table with the artifacts' paths;
@@ -33,6 +33,7 @@ from typing import Any
 
 from cli import mvp3_rows
 from cli.gates import GATES_FILE, load_gates
+from cli.mvp3_design import run_design
 from cli.mvp3_replay import ReplayConfig, run_replay
 from cli.report import progress_printer, render_table
 from symphony import clock
@@ -76,6 +77,7 @@ def steps(minutes: float) -> list[Step]:
         _command_step("scheduler-weeks"),
         _command_step("perf-run"),
         _command_step("chaos-run"),
+        Step("design", run_design),
     ]
 
 

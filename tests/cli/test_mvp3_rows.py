@@ -16,6 +16,7 @@ import pytest
 
 from cli import mvp3_rows
 from cli.gates import AcceptanceGate
+from cli.mvp3_design import drifted_files, visual_counts
 from learner.promotion import WINDOW_MS
 from sinks.evidence.bundle import build_bundle
 from tests.evidence_inputs import corpus_redactor, planted_inputs
@@ -235,3 +236,15 @@ def test_the_command_judges_a_run_and_exits_1_on_a_failed_row(tmp_path: Path) ->
     assert failed.returncode == 1
     assert "5  gates          FAIL    perf-run.json: missing" in failed.stdout
     assert "mvp3: 5 of 6 acceptances PASS" in failed.stdout
+
+
+def test_the_design_step_reads_the_drift_and_the_visual_report() -> None:
+    diff = (
+        "diff -ru console/src/generated/mui-theme.json /tmp/x/mui-theme.json\n--- a\n+++ b\n"
+        "Only in console/src/generated: shadcn.css\n"
+    )
+    assert drifted_files(diff) == ["console/src/generated/mui-theme.json", "console/src/generated/shadcn.css"]
+    assert drifted_files("npm ERR! missing") == ["npm ERR! missing"]
+    report = 'Running 12 tests\n{"stats": {"expected": 11, "unexpected": 1, "flaky": 0}, "suites": []}'
+    assert visual_counts(report) == {"passed": 11, "failed": 1}
+    assert visual_counts("Error: no chromium")["failed"] == 1
