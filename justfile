@@ -208,6 +208,6 @@ console-test: console-deps browser-deps
     cd console && npx playwright test
     cd console && node tests/token-change.mjs
 
-# Lighthouse accessibility audit of every console view (light and dark) on the built console; fails below 95; reports in runs/a11y/
+# Lighthouse accessibility audit of every console view (light and dark) on the built console; fails below 95; reports in runs/gates/a11y/
 a11y-audit: console-deps browser-deps
     cd console && node scripts/a11y-audit.mjs

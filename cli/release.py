@@ -10,14 +10,14 @@ Checks, each a PASS/FAIL line:
   ancestor that differs from it only in documentation (``docs/``, ``*.md``);
 - the working tree has no uncommitted change (the tag must name what was validated).
 
-Then the artifacts are listed with their SHA-256: the mvp3 run's judgement and steps, and the
-gates' files (``runs/gates/``: the k6 summary, the chaos results, the rollback drill, the
-Lighthouse reports). With ``--dry-run`` nothing is written. Otherwise, when every check passed,
-the annotated tag ``v<version>`` is made, and with ``GITHUB_TOKEN`` and ``GITHUB_REPOSITORY`` set
-(``GITHUB_API_URL`` for GitHub Enterprise or a stand-in) the tag is pushed to ``--remote`` and a
-draft GitHub Release is created with the summary as its body and the artifacts uploaded as its
-assets (``POST /repos/{owner}/{repo}/releases``, then the ``upload_url`` it answers). Exit 1 when
-a check fails or a step of the release does.
+Then the artifacts are listed with their SHA-256: the mvp3 run's judgement and steps, and the gates'
+files (``runs/gates/``: the k6 summary, the chaos results, the rollback drill, and
+``runs/gates/a11y/``: the Lighthouse reports). With ``--dry-run`` nothing is written. Otherwise,
+when every check passed, the annotated tag ``v<version>`` is made, and with ``GITHUB_TOKEN`` and
+``GITHUB_REPOSITORY`` set (``GITHUB_API_URL`` for GitHub Enterprise or a stand-in) the tag is pushed
+to ``--remote`` and a draft GitHub Release is created with the summary as its body and the artifacts
+uploaded as its assets (``POST /repos/{owner}/{repo}/releases``, then the ``upload_url`` it
+answers). Exit 1 when a check fails or a step of the release does.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from cli.report import progress_printer
 
 DOCS_ONLY = ("docs/", "README.md", "CHANGELOG.md")
 MVP3_RESULT = Path("runs/mvp3/mvp3-validate.json")
-ARTIFACT_GLOBS = ("runs/mvp3/*.json", "runs/gates/*")
+ARTIFACT_GLOBS = ("runs/mvp3/*.json", "runs/gates/*", "runs/gates/a11y/*")
 RUNBOOK = Path("docs/runbook.md")
 
 

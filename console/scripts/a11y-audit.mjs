@@ -1,5 +1,5 @@
 // Lighthouse (12.x, Debian's chromium) accessibility audit of every primary view, light and dark, on the built
-// console serving the recorded snapshot. Reports go to OUT (default ../runs/a11y): one HTML report per view and
+// console serving the recorded snapshot. Reports go to OUT (default runs/gates/a11y, beside the other gates' artifacts): one HTML report per view and
 // scores.json; exits 1 when a score is below MIN_SCORE (default 95).
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -9,7 +9,7 @@ import * as chromeLauncher from 'chrome-launcher';
 import lighthouse from 'lighthouse';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const out = path.resolve(process.env.OUT ?? path.join(here, '../../runs/a11y'));
+const out = path.resolve(process.env.OUT ?? path.join(here, '../../runs/gates/a11y'));
 const minScore = Number(process.env.MIN_SCORE ?? 95);
 const port = Number(process.env.STATIC_PORT ?? 4174);
 const VIEWS = process.env.VIEWS ? process.env.VIEWS.split(',') : ['matrix', 'alerts', 'traces', 'learner', 'scheduler'];
