@@ -42,6 +42,7 @@ from cli.own_stack import own_stack
 from cli.report import progress_printer
 from cli.supervisor import Part, Stack
 from symphony import clock, engine_client, keys
+from symphony.redis_client import sync_redis
 from symphony.settings import Settings
 
 SERVED_SQL = "SELECT countIf(served_by != '') FROM decisions FINAL"
@@ -196,7 +197,7 @@ def quota_mismatches(settings: Settings) -> list[str]:
         ).rows
     }
     local = _local_admissions(settings.proxy_url)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings.redis_url)
     try:
         counted = {p: (_day_total(client, p, "requests"), _day_total(client, p, "tokens")) for p in settled}
     finally:

@@ -69,6 +69,7 @@ from symphony.flags import Flags
 from symphony.gc_tuning import tune_gc
 from symphony.process_logging import log_to_stderr
 from symphony.quotas import load_quota_policy
+from symphony.redis_client import sync_redis
 from symphony.settings import ENGINE_PORT_FILE, Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def _register(redis_url: str) -> None:
     """Join the stream's consumers before reading, so no one trims what this engine still needs."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = sync_redis(redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         trimming.register(client, CONSUMER)
     except (redis.RedisError, OSError) as exc:
@@ -227,9 +228,7 @@ def run_engine(
                 log.info("applied ClickHouse migrations %s", applied)
             if test_faults:
                 store.faults = WriteFaults()
-            metrics_client = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-            )
+            metrics_client = sync_redis(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
             stack.callback(metrics_client.close)
             champion = load_policy(settings.policy_file, load_catalog())
             # The proxy's spans (POST /v1/traces) on a write handle of their own, off the sink's path.

@@ -29,6 +29,7 @@ from typing_extensions import override
 from dataflows.lag import Cursor, LagMonitor
 from symphony import clock
 from symphony.keys import STREAM_PREFIX
+from symphony.redis_client import sync_redis
 from symphony.stream import EVENT_FIELD, stream_name
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,11 @@ def _raw_entries(reply: object) -> list[list[Any]]:
     return cast(list[list[Any]], cast(list[Any], reply)[0][1])
 
 
-def _payload(fields: list[bytes]) -> bytes | None:
+def _payload(fields: list[bytes] | dict[bytes, bytes]) -> bytes | None:
+    if isinstance(fields, dict):
+        # A Redis Cluster client parses entries whatever the callback: ``set_response_callback``
+        # reaches the cluster object, not the per-node clients that read the replies.
+        return fields.get(EVENT_FIELD)
     if len(fields) == 2 and fields[0] == EVENT_FIELD:
         return fields[1]
     for index in range(0, len(fields) - 1, 2):
@@ -170,7 +175,7 @@ class RedisStreamSource(FixedPartitionedSource[list[Entry], SourceState]):
         cursor = Cursor(int(for_part.removeprefix(STREAM_PREFIX)), entry_id, position)
         if self._lag is not None:
             self._lag.register(cursor)
-        client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = sync_redis(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
         client.set_response_callback("XREAD", _unparsed)
         log.info("reading %s after entry %s", for_part, entry_id)
         return _StreamPartition(client, for_part, cursor, self._batch_size, self._stop)

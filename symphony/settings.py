@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from symphony.catalog import Catalog, load_catalog
+from symphony.redis_client import URL_SCHEMES, cluster_seeds, is_cluster_url
 from symphony.secret_files import read_secret
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -171,8 +172,12 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if not value.startswith(URL_SCHEMES):
+            raise ValueError(
+                "must start with redis://, rediss://, unix:// or redis+cluster:// (rediss+cluster://)"
+            )
+        if is_cluster_url(value):
+            cluster_seeds(value)  # raises ValueError naming what is wrong
         return value
 
     @field_validator("clickhouse_url")
