@@ -147,15 +147,22 @@ def simulator() -> Iterator[str]:
         server.stop()
 
 
-@pytest.mark.parametrize("workers", [1, REPLICAS], ids=["three proxies", "one proxy of three workers"])
+@pytest.mark.parametrize(
+    ("workers", "any_redis"),
+    [(1, "server"), (REPLICAS, "server"), (1, "cluster")],
+    ids=["three proxies", "one proxy of three workers", "three proxies on a Redis Cluster"],
+    indirect=["any_redis"],
+)
 def test_a_daily_budget_holds_across_three_proxy_processes_under_concurrent_load(
-    redis_server: RedisServer, engine: Engine, simulator: str, tmp_path: Path, workers: int
+    any_engine: tuple[Engine, redis.Redis], simulator: str, tmp_path: Path, workers: int
 ) -> None:
-    """Three proxies on their own ports, or one proxy whose three worker processes share its port."""
+    """Three proxies on their own ports, or one proxy whose three worker processes share its port; on one
+    Redis server, or on a Redis Cluster of three masters with replicas."""
+    engine, client = any_engine
     engine.start()
-    key = issue_key_for(redis_server)
+    key = issue_key(client, APP, budget_usd_day=BUDGET_USD)
     proxies = [
-        start_proxy(redis_server.url, simulator, tmp_path, i, workers) for i in range(REPLICAS // workers)
+        start_proxy(engine.redis_url, simulator, tmp_path, i, workers) for i in range(REPLICAS // workers)
     ]
     try:
         urls = [url for _, url in proxies]
@@ -170,9 +177,7 @@ def test_a_daily_budget_holds_across_three_proxy_processes_under_concurrent_load
     logs = [(tmp_path / f"proxy-{index}.log").read_text() for index in range(len(proxies))]
     assert sum(log.count("Application shutdown complete") for log in logs) == REPLICAS
 
-    client = redis.Redis.from_url(redis_server.url)
     settled_micros = int(client.hget(f"quota:{{app:{APP}}}:usd_micros:1d", str(wall_ms() // DAY_MS)) or 0)
-    client.close()
     # How many events the replicas published (each says so as it stops), only to know when
     # ClickHouse holds them all; the spend itself comes from ClickHouse.
     stopped = [found for log in logs for found in re.findall(r"(\d+) events published, (\d+) dropped", log)]
@@ -204,14 +209,6 @@ def test_a_daily_budget_holds_across_three_proxy_processes_under_concurrent_load
     assert spent_micros >= budget_micros / 2  # the budget was used, not refused from the start
     # What Redis holds is what ClickHouse says was spent, up to the rounding of each settlement.
     assert abs(settled_micros - spent_micros) <= rounding, (settled_micros, spent_micros)
-
-
-def issue_key_for(redis_server: RedisServer) -> str:
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        return issue_key(client, APP, budget_usd_day=BUDGET_USD)
-    finally:
-        client.close()
 
 
 Row = tuple[str, str, str, int, int, str, float]
