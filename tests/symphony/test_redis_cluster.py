@@ -104,7 +104,7 @@ def test_stream_shards_spread_over_every_master_and_keep_a_decision_together(
     assert len(owners) == 3  # every master holds a shard: the stream's load spreads over the cluster
     expected: dict[int, list[bytes]] = {shard: [] for shard in range(shards)}
     for event in batch:  # the published order, per shard: crc32 of the decision id modulo shards
-        shard = zlib.crc32(str(getattr(event, "decision_id")).encode()) % shards
+        shard = zlib.crc32(str(event.decision_id).encode()) % shards
         expected[shard].append(event.model_dump_json().encode())
     for shard in range(shards):
         stored = [fields[EVENT_FIELD] for _, fields in cluster_client.xrange(stream_name(shard))]
