@@ -59,6 +59,7 @@ from sinks.alerts import AlertSink, Delivery, alert_destinations
 from sinks.analyst_sandbox import AnalystLimits
 from sinks.chdb_fatal import ClickHouseFatal, FatalWatch
 from sinks.clickhouse import ClickHouseSink, SinkStats, SinkStopped, Writer
+from sinks.clickhouse_ddl import Target
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
@@ -223,7 +224,7 @@ def run_engine(
             stack.callback(remote.close)
             writer = remote
         if cluster.leader:
-            applied = migrate(store)
+            applied = migrate(store, target=Target(settings.clickhouse_cluster))
             if applied:
                 log.info("applied ClickHouse migrations %s", applied)
             if test_faults:

@@ -7,6 +7,7 @@ start-up with a ``SettingsError`` that names the variable and what it accepts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -45,6 +46,7 @@ BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
 # Under VAR_DIR: the port an engine started with ``--any-port`` (tests) listens on, once it does.
 ENGINE_PORT_FILE = "engine-port"
+CLICKHOUSE_CLUSTER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 class SettingsError(Exception):
@@ -56,6 +58,7 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     clickhouse_url: str = ""
+    clickhouse_cluster: str = ""  # a ClickHouse cluster's name (remote_servers): migrations run ON CLUSTER
     var_dir: Path = Path("var")
     # How every process writes its log lines to stderr: "text" (time, logger, level, message and
     # key=value fields) or "json" (one JSON object a line); symphony.process_logging.
@@ -178,6 +181,15 @@ class Settings(BaseSettings):
             )
         if is_cluster_url(value):
             cluster_seeds(value)  # raises ValueError naming what is wrong
+        return value
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _clickhouse_cluster_name(cls, value: str) -> str:
+        if value and not CLICKHOUSE_CLUSTER_NAME.fullmatch(value):
+            raise ValueError(
+                "use the cluster's name in remote_servers: letters, digits, '_', '.', '-'; at most 64"
+            )
         return value
 
     @field_validator("clickhouse_url")
