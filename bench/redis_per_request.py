@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for row in results:
             print(
-                f"{row['target']}: {row['commands_per_request']} commands, {row['bytes_in_per_request']} B in, "
-                f"{row['bytes_out_per_request']} B out, {row['events_per_request']} events per request; "
+                f"{row['target']}: {row['commands_per_request']} commands, "
+                f"{row['bytes_in_per_request']} B in, {row['bytes_out_per_request']} B out, "
+                f"{row['events_per_request']} events per request; "
                 f"{row['by_command']}"
             )
     return 0
