@@ -19,6 +19,7 @@ import json
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,32 @@ from symphony.redis_server import free_port
 MAX_TOKENS = 5
 
 
-def snapshot(redis_url: str) -> tuple[dict[str, int], int, int, int]:
-    """(calls per command, bytes into Redis, bytes out of it, stream entries)."""
+@dataclass(frozen=True)
+class Snapshot:
+    calls: dict[str, int]  # per command, scripts' inner commands included
+    usec: dict[str, int]  # time Redis spent in each command
+    bytes_in: int
+    bytes_out: int
+    cpu_s: float  # the server's user + system CPU
+    entries: int  # stream entries
+
+
+def snapshot(redis_url: str) -> Snapshot:
     client = sync_redis(redis_url)
     try:
-        calls = {
-            name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()
-        }
-        stats = client.info("stats")
+        stats = client.info("commandstats")
+        calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+        usec = {name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats.items()}
+        net, cpu = client.info("stats"), client.info("cpu")
         entries = sum(int(client.xlen(f"symphony:events:{shard}")) for shard in range(4))
-        return calls, int(stats["total_net_input_bytes"]), int(stats["total_net_output_bytes"]), entries
+        return Snapshot(
+            calls,
+            usec,
+            int(net["total_net_input_bytes"]),
+            int(net["total_net_output_bytes"]),
+            float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+            entries,
+        )
     finally:
         client.close()
 
@@ -53,13 +70,13 @@ def measure(redis_url: str, target: po.Target, requests: int) -> dict[str, Any]:
 
     for _ in range(5):  # warm: scripts loaded, key cached
         send(0)
-    calls0, in0, out0, entries0 = snapshot(redis_url)
+    before = snapshot(redis_url)
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(send, range(requests)))
-    calls1, in1, out1, entries1 = snapshot(redis_url)
+    after = snapshot(redis_url)
     if statuses.count(200) != requests:
         raise RuntimeError(f"{target.name}: {requests - statuses.count(200)} requests failed")
-    per = {name: (calls1[name] - calls0.get(name, 0)) / requests for name in calls1}
+    per = {name: (after.calls[name] - before.calls.get(name, 0)) / requests for name in after.calls}
     per = {name: round(v, 3) for name, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 0}
     per.pop("info", None)
     per.pop("xlen", None)  # the bench's own reads
@@ -68,9 +85,13 @@ def measure(redis_url: str, target: po.Target, requests: int) -> dict[str, Any]:
         "requests": requests,
         "commands_per_request": round(sum(per.values()), 2),
         "by_command": per,
-        "bytes_in_per_request": round((in1 - in0) / requests),
-        "bytes_out_per_request": round((out1 - out0) / requests),
-        "events_per_request": round((entries1 - entries0) / requests, 3),
+        "bytes_in_per_request": round((after.bytes_in - before.bytes_in) / requests),
+        "bytes_out_per_request": round((after.bytes_out - before.bytes_out) / requests),
+        "events_per_request": round((after.entries - before.entries) / requests, 3),
+        "redis_cpu_ms_per_request": round((after.cpu_s - before.cpu_s) * 1000 / requests, 4),
+        "scripts_us_per_request": round(
+            (after.usec["evalsha"] - before.usec.get("evalsha", 0)) / requests, 1
+        ),
     }
 
 
@@ -101,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{row['target']}: {row['commands_per_request']} commands, "
                 f"{row['bytes_in_per_request']} B in, {row['bytes_out_per_request']} B out, "
-                f"{row['events_per_request']} events per request; "
+                f"{row['events_per_request']} events, Redis CPU {row['redis_cpu_ms_per_request']} ms "
+                f"(scripts {row['scripts_us_per_request']} µs) per request; "
                 f"{row['by_command']}"
             )
     return 0
