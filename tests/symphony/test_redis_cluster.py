@@ -9,6 +9,7 @@ would fail if a key lost its hash tag or a pipeline command named keys of two sl
 from __future__ import annotations
 
 import asyncio
+import socket
 import zlib
 
 import pydantic
@@ -23,9 +24,9 @@ from symphony.clock import SimulatedClock, publish_clock, shared_clock
 from symphony.jobs import Job, JobStore, new_job_id
 from symphony.quotas import ROLLING, Limit
 from symphony.quotas.store import AsyncQuotaStore, Refusal, Reservation
-from symphony.redis_client import async_redis, cluster_seeds, sync_redis
+from symphony.redis_client import async_redis, cluster_seeds, cluster_url, sync_redis
 from symphony.redis_cluster import LocalCluster, slot_ranges
-from symphony.redis_server import RedisServer
+from symphony.redis_server import RedisServer, answers
 from symphony.settings import Settings
 from symphony.stream import EVENT_FIELD, publish, publish_async, stream_name
 from tests.engineutil import events
@@ -70,6 +71,13 @@ def test_one_factory_gives_a_cluster_client_only_for_a_cluster_url(
     assert type(single) is redis.Redis and isinstance(clustered, redis.cluster.RedisCluster)
     assert isinstance(async_redis(redis_cluster.url), aiocluster.RedisCluster)
     assert clustered.ping() and single.ping()
+
+
+def test_a_cluster_answers_and_one_that_is_not_there_does_not(redis_cluster: LocalCluster) -> None:
+    assert answers(redis_cluster.url)
+    with socket.socket() as held:  # bound, never listening: connections are refused
+        held.bind(("127.0.0.1", 0))
+        assert not answers(cluster_url([("127.0.0.1", held.getsockname()[1])]), timeout=0.3)
 
 
 def test_the_local_cluster_is_three_masters_each_with_a_replica(
