@@ -49,6 +49,38 @@ class HiredisPackedConnection(Connection):
             return super().pack_command(*args)
 
 
+class FailoverSafeCluster(aiocluster.RedisCluster):
+    """redis-py's asyncio ``RedisCluster`` whose failover races surface as ``redis.ConnectionError``.
+
+    While a master fails over, redis-py 8.1's asyncio cluster client can raise ``AttributeError``
+    from a connection another task closed mid-send (``'NoneType' object has no attribute
+    'writelines'``; redis-py issues #3815 and #3835 report its kin). Seen once in about six runs of
+    ``tests/system/test_cluster_failover.py``: a 500 from the proxy. Redis being away is something
+    every caller handles (``QUOTA_FAIL_MODE``, the emitter's retries); an ``AttributeError`` is not.
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except AttributeError as exc:
+            raise redis.ConnectionError(f"Redis Cluster connection lost during a command: {exc}") from exc
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> aiocluster.ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused by redis-py, as it says
+        return _FailoverSafePipeline(self, transaction)  # type: ignore[abstract]  # as redis-py builds its own
+
+
+class _FailoverSafePipeline(aiocluster.ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except AttributeError as exc:
+            raise redis.ConnectionError(f"Redis Cluster connection lost during a pipeline: {exc}") from exc
+
+
 def is_cluster_url(url: str) -> bool:
     return urlsplit(url).scheme in CLUSTER_SCHEMES
 
@@ -103,4 +135,4 @@ def async_redis(url: str, **options: Any) -> aioredis.Redis:
         return aioredis.Redis.from_url(url, connection_class=HiredisPackedConnection, **options)
     seeds, url_options = cluster_seeds(url)
     nodes = [aiocluster.ClusterNode(host, port) for host, port in seeds]
-    return cast(aioredis.Redis, aiocluster.RedisCluster(startup_nodes=nodes, **url_options, **options))
+    return cast(aioredis.Redis, FailoverSafeCluster(startup_nodes=nodes, **url_options, **options))

@@ -23,7 +23,7 @@ from symphony.app_keys import AppKey, create_key, list_keys, load_key, revoke_ke
 from symphony.clock import SimulatedClock, publish_clock, shared_clock
 from symphony.jobs import Job, JobStore, new_job_id
 from symphony.quotas import ROLLING, Limit
-from symphony.quotas.store import AsyncQuotaStore, Refusal, Reservation
+from symphony.quotas.store import AsyncQuotaStore, Refusal, Reservation, ReservationLost
 from symphony.redis_client import async_redis, cluster_seeds, cluster_url, sync_redis
 from symphony.redis_cluster import LocalCluster, slot_ranges
 from symphony.redis_server import RedisServer, answers
@@ -192,3 +192,39 @@ def test_the_jobs_scripts_run_on_a_cluster(redis_cluster: LocalCluster, cluster_
 
     waiting, claimed, running = asyncio.run(scenario())
     assert len(waiting) == 1 and claimed is not None and running == waiting
+
+
+def test_a_failover_race_in_redis_py_reaches_callers_as_redis_away(
+    redis_cluster: LocalCluster, cluster_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py 8.1's asyncio cluster client can raise AttributeError mid-send during a failover (seen in
+    test_cluster_failover: a 500). Stood in here by redis-py's node methods raising it: the proxy's client
+    turns it into ConnectionError, so a reservation becomes ReservationLost (QUOTA_FAIL_MODE decides) and
+    the emitter's pipeline retries."""
+
+    async def closed_mid_send(*args: object, **kwargs: object) -> object:
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+    async def scenario() -> list[str]:
+        client = async_redis(redis_cluster.url)
+        store = AsyncQuotaStore(client)
+        limits = [Limit("openai", "requests", ROLLING["minute"], 3)]
+        seen = []
+        try:
+            await client.ping()  # connected before the race
+            monkeypatch.setattr(aiocluster.ClusterNode, "execute_command", closed_mid_send)
+            monkeypatch.setattr(aiocluster.ClusterNode, "execute_pipeline", closed_mid_send)
+            try:
+                await store.reserve(limits, T0, provider="openai", model="m", tokens=1)
+            except ReservationLost:
+                seen.append("reservation lost")
+            try:
+                await publish_async(client, events(0, 2), 4)
+            except redis.ConnectionError:
+                seen.append("publish: connection error")
+            return seen
+        finally:
+            monkeypatch.undo()
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == ["reservation lost", "publish: connection error"]
