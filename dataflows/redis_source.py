@@ -30,6 +30,7 @@ from dataflows.lag import Cursor, LagMonitor
 from symphony import clock
 from symphony.keys import STREAM_PREFIX
 from symphony.redis_client import sync_redis
+from symphony.redis_server import REDIS_ERRORS
 from symphony.stream import EVENT_FIELD, stream_name
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class _StreamPartition(StatefulSourcePartition[list[Entry], SourceState]):
             raise StopIteration
         try:
             reply = self._client.xread({self._stream: self._last_id}, count=self._batch_size)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_ERRORS as exc:  # a Redis Cluster failing over included: its replica answers soon
             log.warning("reading %s failed, retrying in %s: %s", self._stream, RETRY_PAUSE, exc)
             self._awake = clock.real_utcnow() + RETRY_PAUSE
             return []
