@@ -55,10 +55,6 @@ def slot_ranges(masters: int) -> list[range]:
     return [range(bounds[i], bounds[i + 1]) for i in range(masters)]
 
 
-def _client(server: RedisServer) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=1, socket_timeout=2)
-
-
 @dataclass
 class LocalCluster:
     """``masters`` masters, each with ``replicas`` replicas, data under ``data_dir``."""
@@ -68,6 +64,7 @@ class LocalCluster:
     replicas: int = 1
     node_timeout_ms: int = 1000
     nodes: list[RedisServer] = field(default_factory=list, init=False)
+    _clients: dict[int, redis.Redis] = field(default_factory=dict, init=False, repr=False)  # by port
 
     @property
     def url(self) -> str:
@@ -107,15 +104,23 @@ class LocalCluster:
         deadline = clock.monotonic() + timeout
         masters, replicas = self.nodes[: self.masters], self.nodes[self.masters :]
         for server, slots in zip(masters, slot_ranges(self.masters), strict=True):
-            _client(server).cluster("ADDSLOTS", *slots)
-        first = _client(self.nodes[0])
+            self._client(server).cluster("ADDSLOTS", *slots)
+        first = self._client(self.nodes[0])
         for server in self.nodes[1:]:
             first.cluster("MEET", "127.0.0.1", server.port)
         self._wait(deadline, "every node to know every other", self._all_met)
         for index, replica in enumerate(replicas):
-            master_id = _client(masters[index % self.masters]).cluster("MYID")
-            _client(replica).cluster("REPLICATE", master_id)
+            master_id = self._client(masters[index % self.masters]).cluster("MYID")
+            self._client(replica).cluster("REPLICATE", master_id)
         self._wait(deadline, "cluster_state:ok with every replica in sync", self.healthy)
+
+    def _client(self, server: RedisServer) -> redis.Redis:
+        """A direct client of one node (not a cluster client), kept until ``stop``."""
+        if server.port not in self._clients:
+            self._clients[server.port] = redis.Redis(
+                host="127.0.0.1", port=server.port, socket_connect_timeout=1, socket_timeout=2
+            )
+        return self._clients[server.port]
 
     def _wait(self, deadline: float, what: str, ready: Callable[[], bool]) -> None:
         while not ready():
@@ -126,10 +131,9 @@ class LocalCluster:
     def _all_met(self) -> bool:
         return all(self._known(server) == len(self.nodes) for server in self.nodes)
 
-    @staticmethod
-    def _nodes(server: RedisServer) -> list[dict[str, Any]]:
+    def _nodes(self, server: RedisServer) -> list[dict[str, Any]]:
         """CLUSTER NODES as redis-py parses it: one dict per node (flags, slots, connected)."""
-        parsed: dict[str, dict[str, Any]] = _client(server).cluster("NODES")
+        parsed: dict[str, dict[str, Any]] = self._client(server).cluster("NODES")
         return list(parsed.values())
 
     def _known(self, server: RedisServer) -> int:
@@ -144,7 +148,7 @@ class LocalCluster:
         """Every running node says ``cluster_state:ok``; every running replica's link to its master is up."""
         try:
             for server in self.running():
-                client = _client(server)
+                client = self._client(server)
                 if client.cluster("INFO")["cluster_state"] != "ok":
                     return False
                 info = client.info("replication")
@@ -156,9 +160,9 @@ class LocalCluster:
 
     def master_of(self, key: str) -> RedisServer:
         """The running node that serves ``key``'s slot now."""
-        slot = _client(self.running()[0]).cluster("KEYSLOT", key)
+        slot = self._client(self.running()[0]).cluster("KEYSLOT", key)
         for server in self.running():
-            info = _client(server).info("replication")
+            info = self._client(server).info("replication")
             if info["role"] == "master" and self._owns(server, int(slot)):
                 return server
         raise RuntimeError(f"no running master serves slot {slot}")
@@ -174,5 +178,8 @@ class LocalCluster:
         return clock.monotonic() - started
 
     def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
         for server in self.nodes:
             server.stop()
