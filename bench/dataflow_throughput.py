@@ -62,7 +62,6 @@ from typing import Any
 
 import bytewax.operators as op
 import orjson
-import redis
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from flowbench import (
@@ -93,6 +92,7 @@ from symphony import clock, engine_client
 from symphony.events import Event
 from symphony.gc_tuning import GC_THRESHOLDS, tune_gc
 from symphony.quotas import load_quota_policy
+from symphony.redis_client import sync_redis
 from symphony.redis_server import RedisServer
 from symphony.settings import ENGINE_PORT_FILE
 
@@ -357,7 +357,7 @@ def freshness(redis_url: str, rate: int, seconds: float, workdir: Path, poll_s: 
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
-        client = redis.Redis.from_url(redis_url)
+        client = sync_redis(redis_url)
         tick = 0.02
         say(f"freshness: {rate} events/s for {seconds:g}s ({MIX})")
         totals = dict.fromkeys(TABLES.values(), 0)
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             server = RedisServer(port=0, data_dir=workdir / "redis", persist=False).start()
             try:
                 rows = throughput(server.url, args.events, workdir)
-                redis.Redis.from_url(server.url).flushall()
+                sync_redis(server.url).flushall()
                 fresh = (
                     None if args.skip_freshness else freshness(server.url, args.rate, args.seconds, workdir)
                 )

@@ -26,6 +26,7 @@ from dataflows.engine import EPOCH_INTERVAL, prepare_recovery
 from sinks.clickhouse_store import ClickHouseStore
 from symphony import clock
 from symphony.events import Decision, Event, Feedback, Usage, new_id
+from symphony.redis_client import sync_redis
 from symphony.stream import EVENT_FIELD, encode, shard_of, stream_name
 
 SHARDS = 4
@@ -126,7 +127,7 @@ def per_table(events: Sequence[Event]) -> dict[str, int]:
 
 def fill(redis_url: str, requests: Iterable[list[Event]], events: int) -> dict[str, int]:
     """Empty Redis, then add the events of ``requests`` in order until about ``events``; rows per table."""
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis(redis_url)
     client.flushall()
     totals = dict.fromkeys(TABLES.values(), 0)
     sent = 0

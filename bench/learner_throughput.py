@@ -57,7 +57,6 @@ from typing import Any
 
 import bytewax.operators
 import orjson
-import redis
 from bytewax.dataflow import Dataflow
 from flowbench import (
     ARMS,
@@ -89,6 +88,7 @@ from symphony.events import Event, Feedback, new_id
 from symphony.flags import Flags
 from symphony.gc_tuning import GC_THRESHOLDS, tune_gc
 from symphony.keys import CHALLENGER_KEY
+from symphony.redis_client import sync_redis
 from symphony.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,7 +254,7 @@ def measure_flow(
         raise RuntimeError(f"{name}: {dead} dead letters")
     challenger = None
     if learner:
-        client = redis.Redis.from_url(redis_url)
+        client = sync_redis(redis_url)
         try:
             payload = client.get(CHALLENGER_KEY)
         finally:

@@ -25,8 +25,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import proxy_overhead as po
-import redis
 import tracing_overhead as to
+
+from symphony.redis_client import sync_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +72,7 @@ def print_top(title: str, counter: collections.Counter[str], count: int, top: in
 
 def redis_calls(url: str) -> dict[str, tuple[int, float]]:
     """Per Redis command: calls and microseconds per call so far (``INFO commandstats``)."""
-    client = redis.Redis.from_url(url)
+    client = sync_redis(url)
     try:
         stats = client.info("commandstats")
     finally:

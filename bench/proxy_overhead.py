@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 from spread import Spread
 
 from cli.perf_run import k6_binary
@@ -64,6 +63,7 @@ from symphony import clock
 from symphony.app_keys import AppKey, create_key
 from symphony.catalog import load_catalog
 from symphony.quotas import QUOTAS_FILE
+from symphony.redis_client import sync_redis
 from symphony.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -303,7 +303,7 @@ def install_litellm(var: Path, spec: str) -> str:
 
 def symphony_app_key(redis_url: str, models: tuple[str, ...] = ()) -> str:
     """An app key issued in the benchmark's own Redis: no limits; ``models``, its allow-list (empty: any)."""
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis(redis_url)
     try:
         record = AppKey(prefix="", app="bench", created_ms=clock.wall_ms(), models=models)
         key, _ = create_key(client, record)
@@ -630,7 +630,7 @@ def _row(target: Target, load: LoadSpec, result: K6Result, max_failed_share: flo
 
 def event_count(redis_url: str) -> int:
     """Entries across Symphony's event streams (``symphony:events:<n>``)."""
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis(redis_url)
     try:
         return sum(
             int(client.xlen(key)) for key in client.scan_iter(match="symphony:events:*", _type="stream")

@@ -45,6 +45,7 @@ from cli.report import progress_printer
 from cli.supervisor import Part, Stack
 from symphony import clock, engine_client, keys
 from symphony.flags import Flags
+from symphony.redis_client import sync_redis
 from symphony.settings import Settings
 
 SERVED_SQL = "SELECT countIf(served_by != '') FROM decisions FINAL"
@@ -199,7 +200,7 @@ def quota_mismatches(settings: Settings) -> list[str]:
         ).rows
     }
     local = _local_admissions(settings.proxy_url)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings.redis_url)
     try:
         counted = {p: (_day_total(client, p, "requests"), _day_total(client, p, "tokens")) for p in settled}
     finally:
@@ -280,7 +281,7 @@ def evidence_on(settings: Settings) -> bool:
     defaults = Flags(
         settings.learner_enabled, settings.traffic_split, evidence_bundles=settings.evidence_bundles
     )
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = sync_redis(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
         return defaults.merged(client.hgetall(keys.FLAGS_KEY)).evidence_bundles
     except redis.RedisError:

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import openai
-import redis
 
 from cli.dev_key import DEV_APP
 from symphony import engine_client
@@ -26,6 +25,7 @@ from symphony.catalog import resolve_policy_path
 from symphony.clock import shared_clock
 from symphony.engine_client import QueryResult
 from symphony.quotas import QuotaPolicy, load_quota_policy
+from symphony.redis_client import sync_redis
 from symphony.settings import Settings
 
 DEMO_APP = DEV_APP  # the development key's app (also the label when auth is disabled)
@@ -156,7 +156,7 @@ def run_demo(
 
     ``api_key``: the development key (None when auth is disabled).
     """
-    since_ms = shared_clock(redis.Redis.from_url(settings.redis_url)).now_ms()
+    since_ms = shared_clock(sync_redis(settings.redis_url)).now_ms()
     say(f"\nsending {requests} requests through {settings.proxy_url}/v1 with the openai package")
     load = send_requests(settings.proxy_url, requests, api_key=api_key or NO_KEY, say=say)
     say("waiting for every decision to reach ClickHouse")

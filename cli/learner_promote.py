@@ -40,6 +40,7 @@ from learner.pull_request import (
 from symphony import clock
 from symphony.catalog import Catalog, load_catalog
 from symphony.keys import CHALLENGER_KEY
+from symphony.redis_client import sync_redis
 from symphony.serving import UNIFORM_VERSION, ChallengerPolicy
 from symphony.settings import Settings
 
@@ -172,7 +173,7 @@ def published_challenger(settings: Settings, path: Path | None = None) -> Challe
 def _published_challenger(settings: Settings) -> bytes | None:
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    client = sync_redis(settings.redis_url, socket_connect_timeout=2.0)
     try:
         raw = client.get(CHALLENGER_KEY)
     except redis.RedisError as exc:

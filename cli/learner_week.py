@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
 from cli import learner_promote, load, report
 from cli.own_stack import own_stack
@@ -43,6 +42,7 @@ from simulator.truth import SCENARIOS
 from symphony import clock, engine_client
 from symphony.catalog import load_catalog, load_policy
 from symphony.keys import CHALLENGER_KEY, FLAGS_KEY
+from symphony.redis_client import sync_redis
 from symphony.serving import ChallengerPolicy
 from symphony.settings import Settings
 
@@ -184,7 +184,7 @@ def _set_experiment(
 ) -> threading.Timer | None:
     """Publish and freeze ``config``'s challenger, set its share, and schedule the switch to on-policy
     (returned, to cancel if the week ends first)."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings.redis_url)
     try:
         if fixed is not None:
             client.hset(FLAGS_KEY, "challenger_frozen", "true")  # before the learner's first publication
@@ -204,7 +204,7 @@ def _set_experiment(
 
 
 def _serve_the_challenger_alone(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis(redis_url)
     try:
         client.hset(FLAGS_KEY, "traffic_split", "1")
     finally:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from symphony import clock
 from symphony.process_logging import log_to_stderr
+from symphony.redis_client import sync_redis
 from symphony.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def cmd_trace_coverage(settings: Settings, args: argparse.Namespace) -> int:
     from cli import report
     from cli.trace_coverage import COLUMNS, HUMAN_COLUMNS, TempoError, trace_coverage
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    client = sync_redis(settings.redis_url, socket_connect_timeout=2.0)
     try:
         now_ms = clock.shared_clock(client).now_ms()
     except redis.ConnectionError:  # no shared clock to read: decisions were stamped in real time
@@ -171,7 +172,7 @@ def cmd_quotas_matrix(settings: Settings, args: argparse.Namespace) -> int:
     from symphony.quotas import load_quota_policy
     from symphony.quotas.matrix import COLUMNS, quota_matrix
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    client = sync_redis(settings.redis_url, socket_connect_timeout=2.0)
     try:
         rows = quota_matrix(client, load_quota_policy(), clock.shared_clock(client).now_ms())
     except redis.ConnectionError as exc:
@@ -203,7 +204,7 @@ def cmd_learner_metrics(settings: Settings, args: argparse.Namespace) -> int:
 def _redis(settings: Settings) -> redis.Redis:
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    client = sync_redis(settings.redis_url, socket_connect_timeout=2.0)
     try:
         client.ping()
     except redis.ConnectionError:

@@ -52,6 +52,7 @@ from symphony import clock, engine_client
 from symphony.catalog import load_catalog
 from symphony.quotas import load_quota_policy
 from symphony.quotas.matrix import COLUMNS, quota_matrix
+from symphony.redis_client import sync_redis
 from symphony.settings import Settings
 
 Say = Callable[[str], None]
@@ -146,7 +147,7 @@ def _clear_faults(simulator_url: str) -> None:
 
 def _inspect(settings: Settings, stack: Stack, out: Path, say: Say) -> None:
     say("reading the quota matrix, the quota windows, the traces and the alerts")
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings.redis_url)
     try:
         now = clock.shared_clock(client).now_ms()
         rows = quota_matrix(client, load_quota_policy(), now)

@@ -40,13 +40,13 @@ from typing import Any
 
 import httpx
 import orjson
-import redis
 
 from cli import load
 from cli.own_stack import own_stack
 from cli.report import progress_printer
 from symphony import clock, engine_client
 from symphony.keys import CHALLENGER_KEY, FLAGS_KEY
+from symphony.redis_client import sync_redis
 from symphony.settings import Settings
 
 Say = Callable[[str], None]
@@ -226,7 +226,7 @@ class FlagsCommand:
         return self
 
     def written(self, field: str, value: str, timeout_s: float = 60.0) -> float:
-        client = redis.Redis.from_url(self._redis_url)
+        client = sync_redis(self._redis_url)
         try:
             deadline = clock.monotonic() + timeout_s
             while client.hget(FLAGS_KEY, field) != value.encode():
@@ -284,7 +284,7 @@ def run_drill(args: argparse.Namespace, say: Say) -> DrillRun:
         }
     )
     with own_stack(args.var_dir, say=say) as (settings, stack):
-        client = redis.Redis.from_url(settings.redis_url)
+        client = sync_redis(settings.redis_url)
         client.set(CHALLENGER_KEY, orjson.dumps(CHALLENGER))
         client.close()
         key = stack.dev_key or load.LoadConfig.api_key

@@ -21,9 +21,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
-
 from cli import report
 from scheduler.dispatcher import Schedule, plan_queue
 from scheduler.problem import WindowUse
@@ -34,6 +31,7 @@ from symphony.flags import Flags
 from symphony.keys import FLAGS_KEY
 from symphony.quotas import load_quota_policy
 from symphony.quotas.rules import parse_duration
+from symphony.redis_client import async_redis, sync_redis
 from symphony.settings import Settings
 
 COLUMNS = (
@@ -117,7 +115,7 @@ def summary(made: Schedule, horizon_ms: int) -> dict[str, Any]:
 
 
 async def _plan(settings: Settings, horizon_ms: int) -> Schedule:
-    sync = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    sync = sync_redis(settings.redis_url, socket_connect_timeout=2.0)
     try:
         now = shared_clock(sync).now_ms()
         stored = sync.hgetall(FLAGS_KEY)
@@ -125,7 +123,7 @@ async def _plan(settings: Settings, horizon_ms: int) -> Schedule:
         sync.close()
     defaults = Flags(settings.learner_enabled, settings.traffic_split, settings.scheduler_enabled)
     enabled = defaults.merged(stored).scheduler_enabled
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    client = async_redis(settings.redis_url, socket_connect_timeout=2.0)
     try:
         return await plan_queue(
             client,

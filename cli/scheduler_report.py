@@ -37,6 +37,7 @@ from symphony import engine_client
 from symphony.catalog import resolve_policy_path
 from symphony.clock import shared_clock, utc_datetime, wall_ms
 from symphony.quotas import DAY_MS, QuotaPolicy, load_quota_policy
+from symphony.redis_client import sync_redis
 from symphony.settings import Settings
 
 WEEK_MS = 7 * DAY_MS
@@ -196,7 +197,7 @@ def _points(after: float | None, before: float | None) -> str:
 
 def stack_now(settings: Settings) -> int:
     """The stack's clock (simulated or not) when its Redis answers, else the wall clock."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    client = sync_redis(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
     try:
         return shared_clock(client).now_ms()
     except redis.RedisError:

@@ -41,7 +41,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-import redis
 from pydantic import SecretStr
 from redis import Redis
 
@@ -50,6 +49,7 @@ from cli.dev_key import DEV_APP, ensure_dev_key
 from cli.restart_policy import RestartHistory, RestartPolicy
 from symphony import clock
 from symphony.catalog import load_catalog
+from symphony.redis_client import is_cluster_url, sync_redis
 from symphony.redis_server import RedisServer, answers, port_of
 from symphony.secret_files import read_secret, write_secret
 from symphony.settings import Settings, load_provider_keys
@@ -122,7 +122,7 @@ class Stack:
     def start(self, timeout: float = 60.0) -> None:
         (self.settings.var_dir / "logs").mkdir(parents=True, exist_ok=True)
         self._ensure_redis()
-        client = redis.Redis.from_url(self.settings.redis_url)
+        client = sync_redis(self.settings.redis_url)
         try:
             clock.publish_clock(client, start_ms=self.start_ms, speed=self.speed)
             self._ensure_dev_key(client)
@@ -201,6 +201,10 @@ class Stack:
         if answers(url):
             self.say(f"redis    {url} (already running)")
             return
+        if is_cluster_url(url):
+            raise StackError(
+                f"no node of the Redis Cluster at REDIS_URL={url} answers; start the cluster first"
+            )
         host = urlparse(url).hostname or ""
         if host not in LOCAL_HOSTS:
             raise StackError(

@@ -61,6 +61,7 @@ from sinks.alerts import AlertSink, Delivery, alert_destinations
 from sinks.analyst_sandbox import AnalystLimits
 from sinks.chdb_fatal import ClickHouseFatal, FatalWatch
 from sinks.clickhouse import ClickHouseSink, SinkStats, SinkStopped, Writer
+from sinks.clickhouse_ddl import Target
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from sinks.engine_writer import EngineWriter
@@ -75,6 +76,7 @@ from symphony.gc_tuning import tune_gc
 from symphony.keys import FLAGS_KEY
 from symphony.process_logging import log_to_stderr
 from symphony.quotas import load_quota_policy
+from symphony.redis_client import sync_redis
 from symphony.settings import ENGINE_PORT_FILE, Settings, SettingsError, load_provider_keys, load_settings
 
 log = logging.getLogger(__name__)
@@ -151,7 +153,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def _register(redis_url: str) -> None:
     """Join the stream's consumers before reading, so no one trims what this engine still needs."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = sync_redis(redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         trimming.register(client, CONSUMER)
     except (redis.RedisError, OSError) as exc:
@@ -230,14 +232,12 @@ def run_engine(
         own_store = store if cluster.leader or not embedded else None
         evidence = evidence_service(settings, own_store, writer)
         if cluster.leader:
-            applied = migrate(store)
+            applied = migrate(store, target=Target(settings.clickhouse_cluster))
             if applied:
                 log.info("applied ClickHouse migrations %s", applied)
             if test_faults:
                 store.faults = WriteFaults()
-            metrics_client = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-            )
+            metrics_client = sync_redis(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
             stack.callback(metrics_client.close)
             champion = load_policy(settings.policy_file, settings.read_catalog())
             # The proxy's spans (POST /v1/traces) on a write handle of their own, off the sink's path.
@@ -355,7 +355,7 @@ def evidence_service(settings: Settings, store: ClickHouseStore | None, writer: 
 
 def evidence_flag(settings: Settings) -> Callable[[], bool]:
     """The live ``evidence_bundles`` flag, read from Redis when an alert fires (the default if unreadable)."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = sync_redis(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     defaults = Flags(
         settings.learner_enabled, settings.traffic_split, evidence_bundles=settings.evidence_bundles
     )

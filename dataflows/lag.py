@@ -34,6 +34,7 @@ import redis
 from symphony import clock
 from symphony.background_thread import BackgroundThread
 from symphony.keys import LAG_PREFIX, TRIMMED_KEY
+from symphony.redis_client import sync_redis
 from symphony.stream import stream_name
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class LagMonitor(BackgroundThread):
         return lags
 
     def _run(self) -> None:
-        client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = sync_redis(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
         try:
             while not self._stop.wait(self._interval):
                 try:

@@ -29,6 +29,8 @@ from typing_extensions import override
 from dataflows.lag import Cursor, LagMonitor
 from symphony import clock
 from symphony.keys import STREAM_PREFIX
+from symphony.redis_client import sync_redis
+from symphony.redis_server import REDIS_ERRORS
 from symphony.stream import EVENT_FIELD, stream_name
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,11 @@ def _raw_entries(reply: object) -> list[list[Any]]:
     return cast(list[list[Any]], cast(list[Any], reply)[0][1])
 
 
-def _payload(fields: list[bytes]) -> bytes | None:
+def _payload(fields: list[bytes] | dict[bytes, bytes]) -> bytes | None:
+    if isinstance(fields, dict):
+        # A Redis Cluster client parses entries whatever the callback: ``set_response_callback``
+        # reaches the cluster object, not the per-node clients that read the replies.
+        return fields.get(EVENT_FIELD)
     if len(fields) == 2 and fields[0] == EVENT_FIELD:
         return fields[1]
     for index in range(0, len(fields) - 1, 2):
@@ -107,7 +113,7 @@ class _StreamPartition(StatefulSourcePartition[list[Entry], SourceState]):
             raise StopIteration
         try:
             reply = self._client.xread({self._stream: self._last_id}, count=self._batch_size)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_ERRORS as exc:  # a Redis Cluster failing over included: its replica answers soon
             log.warning("reading %s failed, retrying in %s: %s", self._stream, RETRY_PAUSE, exc)
             self._awake = clock.real_utcnow() + RETRY_PAUSE
             return []
@@ -170,7 +176,7 @@ class RedisStreamSource(FixedPartitionedSource[list[Entry], SourceState]):
         cursor = Cursor(int(for_part.removeprefix(STREAM_PREFIX)), entry_id, position)
         if self._lag is not None:
             self._lag.register(cursor)
-        client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = sync_redis(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
         client.set_response_callback("XREAD", _unparsed)
         log.info("reading %s after entry %s", for_part, entry_id)
         return _StreamPartition(client, for_part, cursor, self._batch_size, self._stop)

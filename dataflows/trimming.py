@@ -35,6 +35,7 @@ from dataflows.lag import parse_id
 from dataflows.redis_source import resume_point
 from symphony.background_thread import BackgroundThread
 from symphony.keys import CONSUMERS_KEY, OFFSETS_PREFIX, STREAM_PREFIX, TRIMMED_KEY
+from symphony.redis_client import sync_redis
 from symphony.stream import stream_name
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ def deregister(client: redis.Redis, consumer: str, shards: int) -> None:
     """Forget a consumer that is gone for good, so that trimming no longer waits for it."""
     pipe = client.pipeline(transaction=False)
     pipe.srem(CONSUMERS_KEY, consumer)
-    pipe.delete(*[offset_key(consumer, shard) for shard in range(shards)])
+    for shard in range(shards):  # one key per DEL: a Redis Cluster pipeline cannot span slots in one
+        pipe.delete(offset_key(consumer, shard))
     pipe.execute()
 
 
@@ -192,7 +194,7 @@ class Trimmer(BackgroundThread):
         return removed
 
     def _run(self) -> None:
-        client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = sync_redis(self._redis_url, socket_timeout=5, socket_connect_timeout=5)
         try:
             while True:
                 try:

@@ -24,7 +24,7 @@ from proxy.attempts.upstream import HttpClient, new_http_client
 from proxy.emitter import EventEmitter
 from proxy.tracing import Tracing
 from symphony.clock import Clock, RealClock, shared_clock
-from symphony.redis_client import async_redis
+from symphony.redis_client import async_redis, sync_redis
 from symphony.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class ResourceSlot:
 
 
 def _read_clock(redis_url: str) -> Clock:
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    client = sync_redis(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
     try:
         return shared_clock(client)
     except redis.RedisError as exc:

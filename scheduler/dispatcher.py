@@ -61,7 +61,7 @@ from symphony.flags import Flags
 from symphony.jobs import Job, JobStore
 from symphony.keys import FLAGS_KEY, eta_key
 from symphony.quotas import MINUTE_MS, QuotaPolicy, load_quota_policy
-from symphony.redis_client import async_redis
+from symphony.redis_client import async_redis, sync_redis
 from symphony.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ class _QuietServer(uvicorn.Server):
 
 
 def _read_clock(url: str) -> Clock:
-    client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    client = sync_redis(url, socket_connect_timeout=2.0, socket_timeout=2.0)
     try:
         return shared_clock(client)
     finally:

@@ -22,6 +22,7 @@ from scheduler.history import Query, learn_forecast
 from symphony.background_thread import BackgroundThread
 from symphony.clock import shared_clock
 from symphony.keys import forecast_key
+from symphony.redis_client import sync_redis
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class ForecastPublisher(BackgroundThread):
         self._interval_s = interval_s
 
     def _run(self) -> None:
-        client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=2)
+        client = sync_redis(self._redis_url, socket_timeout=5, socket_connect_timeout=2)
         try:
             while True:
                 try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import redis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,6 +30,7 @@ from simulator.wire import Wire
 from symphony.catalog import Catalog, load_catalog
 from symphony.catalog import Wire as WireName
 from symphony.clock import Clock, shared_clock
+from symphony.redis_client import sync_redis
 from symphony.settings import Settings
 
 WIRES: dict[WireName, Wire] = {"openai": OpenAIWire(), "anthropic": AnthropicWire(), "gemini": GeminiWire()}
@@ -82,7 +82,7 @@ def create_app(
 
 def read_clock(redis_url: str) -> Clock:
     """The shared clock as published in Redis at this moment."""
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis(redis_url)
     try:
         return shared_clock(client)
     finally:

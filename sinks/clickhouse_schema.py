@@ -16,9 +16,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sinks.clickhouse_ddl import Target, for_target
 from sinks.clickhouse_store import ClickHouseStore
 
 MIGRATIONS_TABLE = "schema_migrations"
+MIGRATIONS_TABLE_DDL = f"""
+    CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+        version UInt32,
+        name String,
+        applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree
+    ORDER BY version
+    """
+SINGLE_NODE = Target()
 VIEWS_DIR = Path(__file__).resolve().parents[1] / "dashboards" / "views"
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
 
@@ -307,25 +317,21 @@ def _applied(store: ClickHouseStore) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
-def migrate(store: ClickHouseStore, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
-    """Apply the migrations not yet recorded, in order; return the versions applied now."""
-    store.command(
-        f"""
-        CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
-            version UInt32,
-            name String,
-            applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
-        ) ENGINE = ReplacingMergeTree
-        ORDER BY version
-        """
-    )
+def migrate(
+    store: ClickHouseStore, migrations: tuple[Migration, ...] = MIGRATIONS, target: Target = SINGLE_NODE
+) -> list[int]:
+    """Apply the migrations not yet recorded, in order; return the versions applied now.
+
+    ``target``: chDB or one server (the statements as written), or a cluster (``sinks.clickhouse_ddl``).
+    """
+    store.command(for_target(MIGRATIONS_TABLE_DDL, target))
     done = _applied(store)
     applied: list[int] = []
     for migration in sorted(migrations, key=lambda m: m.version):
         if migration.version in done:
             continue
         for statement in migration.statements:
-            store.command(statement)
+            store.command(for_target(statement, target))
         store.command(
             f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES ({{version:UInt32}}, {{name:String}})",
             parameters={"version": migration.version, "name": migration.name},

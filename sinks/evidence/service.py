@@ -31,6 +31,7 @@ from sinks.tickets.ticket import TicketError, TicketNote, TicketSystem
 from symphony import clock
 from symphony.catalog import load_catalog
 from symphony.redaction import Redactor
+from symphony.redis_client import sync_redis
 from symphony.secret_files import read_secret
 from symphony.settings import Settings, SettingsError
 
@@ -230,7 +231,7 @@ def build_service(
     settings: Settings, read: RowReader, writer: ArrowWriter | None, provider_keys: Sequence[str] = ()
 ) -> EvidenceService:
     """The service as the settings configure it (Redis for live quotas and the ticket ledger)."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = sync_redis(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     catalog = load_catalog()
     redactor = Redactor(secrets_held(settings, provider_keys), settings.evidence_redact_patterns)
     return EvidenceService(

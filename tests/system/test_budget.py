@@ -24,8 +24,6 @@ from __future__ import annotations
 import math
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,9 +42,9 @@ from symphony import engine_client
 from symphony.app_keys import USD_MICROS
 from symphony.clock import RealClock, wall_ms
 from symphony.quotas import DAY_MS
-from symphony.redis_server import REDIS_ENV, RedisServer, free_port
-from tests.engineutil import REPO, SHARDS, Engine
-from tests.proxy_stack import CATALOG, ProxyStack, issue_key
+from symphony.redis_server import RedisServer
+from tests.engineutil import Engine
+from tests.proxy_stack import CATALOG, ProxyStack, issue_key, start_proxy
 
 APP = "budgeted"
 DECISION_KEY = "budget-test-decision-key-0123456789"
@@ -101,43 +99,6 @@ def send(index: int, urls: list[str], key: str) -> str:
         return "budget_exhausted" if "budget for this UTC day" in refused.message else refused.message
 
 
-def start_proxy(
-    redis_url: str, sim_url: str, var_dir: Path, index: int, workers: int = 1
-) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m cli proxy`` as its own process (``workers`` of them on its port), with no provider key."""
-    port = free_port()
-    log = var_dir / f"proxy-{index}.log"
-    env = {
-        **REDIS_ENV,
-        "PYTHONPATH": str(REPO),
-        "REDIS_URL": redis_url,
-        "SIM_URL": sim_url,
-        "SIMULATED_PROVIDERS": "all",
-        "EVENT_SHARDS": str(SHARDS),
-        "PROXY_PORT": str(port),
-        "VAR_DIR": str(var_dir),
-        "PROXY_WORKERS": str(workers),
-        "DECISION_KEY": DECISION_KEY,  # the same for every process, as `symphony up` gives them
-    }
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "proxy"], cwd=REPO, env=env, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"proxy {index} exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"proxy {index} did not answer /health:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def simulator() -> Iterator[str]:
     server = BackgroundServer(create_sim_app(RealClock(), CATALOG, seed=3)).start()
@@ -147,15 +108,23 @@ def simulator() -> Iterator[str]:
         server.stop()
 
 
-@pytest.mark.parametrize("workers", [1, REPLICAS], ids=["three proxies", "one proxy of three workers"])
+@pytest.mark.parametrize(
+    ("workers", "any_redis"),
+    [(1, "server"), (REPLICAS, "server"), (1, "cluster")],
+    ids=["three proxies", "one proxy of three workers", "three proxies on a Redis Cluster"],
+    indirect=["any_redis"],
+)
 def test_a_daily_budget_holds_across_three_proxy_processes_under_concurrent_load(
-    redis_server: RedisServer, engine: Engine, simulator: str, tmp_path: Path, workers: int
+    any_engine: tuple[Engine, redis.Redis], simulator: str, tmp_path: Path, workers: int
 ) -> None:
-    """Three proxies on their own ports, or one proxy whose three worker processes share its port."""
+    """Three proxies on their own ports, or one proxy whose three worker processes share its port; on one
+    Redis server, or on a Redis Cluster of three masters with replicas."""
+    engine, client = any_engine
     engine.start()
-    key = issue_key_for(redis_server)
+    key = issue_key(client, APP, budget_usd_day=BUDGET_USD)
     proxies = [
-        start_proxy(redis_server.url, simulator, tmp_path, i, workers) for i in range(REPLICAS // workers)
+        start_proxy(engine.redis_url, simulator, tmp_path, i, workers, decision_key=DECISION_KEY)
+        for i in range(REPLICAS // workers)
     ]
     try:
         urls = [url for _, url in proxies]
@@ -170,9 +139,7 @@ def test_a_daily_budget_holds_across_three_proxy_processes_under_concurrent_load
     logs = [(tmp_path / f"proxy-{index}.log").read_text() for index in range(len(proxies))]
     assert sum(log.count("Application shutdown complete") for log in logs) == REPLICAS
 
-    client = redis.Redis.from_url(redis_server.url)
     settled_micros = int(client.hget(f"quota:{{app:{APP}}}:usd_micros:1d", str(wall_ms() // DAY_MS)) or 0)
-    client.close()
     # How many events the replicas published (each says so as it stops), only to know when
     # ClickHouse holds them all; the spend itself comes from ClickHouse.
     stopped = [found for log in logs for found in re.findall(r"(\d+) events published, (\d+) dropped", log)]
@@ -204,14 +171,6 @@ def test_a_daily_budget_holds_across_three_proxy_processes_under_concurrent_load
     assert spent_micros >= budget_micros / 2  # the budget was used, not refused from the start
     # What Redis holds is what ClickHouse says was spent, up to the rounding of each settlement.
     assert abs(settled_micros - spent_micros) <= rounding, (settled_micros, spent_micros)
-
-
-def issue_key_for(redis_server: RedisServer) -> str:
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        return issue_key(client, APP, budget_usd_day=BUDGET_USD)
-    finally:
-        client.close()
 
 
 Row = tuple[str, str, str, int, int, str, float]

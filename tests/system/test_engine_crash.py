@@ -90,9 +90,11 @@ def test_sigkill_at_random_points_of_a_100k_event_run(engine: Engine, redis_clie
 
 
 def test_a_kill_between_an_insert_and_its_snapshot_replays_the_epoch_invisibly(
-    engine: Engine, redis_client: redis.Redis
+    any_engine: tuple[Engine, redis.Redis],
 ) -> None:
-    """The one instant that makes duplicates: rows in ClickHouse, their epoch not yet in a snapshot."""
+    """The one instant that makes duplicates: rows in ClickHouse, their epoch not yet in a snapshot
+    (on one Redis server, and on a Redis Cluster whose stream shards live on three masters)."""
+    engine, redis_client = any_engine
     engine.args = ["--test-faults"]
     engine.start()
     publish(redis_client, events(0, 500), SHARDS)

@@ -4,7 +4,7 @@ concurrency."""
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from multiprocessing.synchronize import Barrier
 
 import pytest
@@ -20,10 +20,22 @@ from symphony.quotas import (
     subscription_window,
 )
 from symphony.quotas.store import RESERVE_LUA, QuotaStore, Refusal, Reservation
+from symphony.redis_client import sync_redis
+from symphony.redis_cluster import LocalCluster
 from symphony.redis_server import RedisServer
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a whole week boundary is not needed: buckets are relative
 SECOND = 1000
+
+
+@pytest.fixture
+def redis_client(any_redis: RedisServer | LocalCluster) -> Iterator[redis.Redis]:
+    """Every test here runs on a single server and on a Redis Cluster of 3 masters with replicas."""
+    client = sync_redis(any_redis.url)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def small_limits() -> list[Limit]:
@@ -58,7 +70,7 @@ def test_bad_policy_names_the_window() -> None:
 def test_keys_share_the_provider_hash_tag(redis_client: redis.Redis) -> None:
     store = QuotaStore(redis_client)
     assert isinstance(reserve(store, small_limits(), T0, 10), Reservation)
-    keys = sorted(k.decode() for k in redis_client.keys("quota:*"))
+    keys = sorted(k.decode() for k in (redis_client.scan_iter("quota:*")))
     assert keys and all(k.startswith("quota:{openai}:") for k in keys)
     assert any(k.endswith(":minute") for k in keys) and any(k.endswith(":3m") for k in keys)
     assert all(redis_client.pttl(k) > 0 for k in keys)
@@ -92,9 +104,9 @@ def test_refusal_writes_nothing(redis_client: redis.Redis) -> None:
     store = QuotaStore(redis_client)
     limits = small_limits()
     assert isinstance(reserve(store, limits, T0, 90), Reservation)
-    before = {k: redis_client.dump(k) for k in redis_client.keys("quota:*")}
+    before = {k: redis_client.dump(k) for k in list(redis_client.scan_iter("quota:*"))}
     assert isinstance(reserve(store, limits, T0, 20), Refusal)  # tokens 90 + 20 > 100
-    assert {k: redis_client.dump(k) for k in redis_client.keys("quota:*")} == before
+    assert {k: redis_client.dump(k) for k in list(redis_client.scan_iter("quota:*"))} == before
 
 
 def test_settlement_refunds_and_charges_the_reserved_buckets(redis_client: redis.Redis) -> None:
@@ -147,7 +159,7 @@ def _hammer(
     results: multiprocessing.Queue[tuple[int, int, int]],
 ) -> None:
     """Reserve ``rounds`` times (estimate 40 tokens); settle each grant at 40, or 25..40 with ``refunds``."""
-    store = QuotaStore(redis.Redis.from_url(url))
+    store = QuotaStore(sync_redis(url))
     store.reserve(limits, T0, provider="grok", model="warm-up", tokens=0, requests=0)  # load the script
     granted = refused = tokens = 0
     start.wait(timeout=60)  # every process starts reserving at once
@@ -187,7 +199,7 @@ def _bucket_total(client: redis.Redis, metric: str, window: str) -> int:
 
 
 def test_concurrent_processes_stop_exactly_at_the_request_cap(
-    redis_server: RedisServer, redis_client: redis.Redis
+    any_redis: RedisServer | LocalCluster, redis_client: redis.Redis
 ) -> None:
     """480 attempts at once against 150 requests a minute: the request cap binds, the token cap holds."""
     request_cap, token_cap = 150, 8_000  # 150 * 40 = 6,000 tokens: the token cap never binds
@@ -195,14 +207,14 @@ def test_concurrent_processes_stop_exactly_at_the_request_cap(
         Limit("grok", "requests", ROLLING["minute"], request_cap),
         Limit("grok", "tokens", ROLLING["day"], token_cap),
     ]
-    granted, refused, tokens = _contend(redis_server.url, limits, refunds=True)
+    granted, refused, tokens = _contend(any_redis.url, limits, refunds=True)
     assert granted == request_cap and refused == WORKERS * ROUNDS - request_cap
     assert _bucket_total(redis_client, "requests", "minute") == granted
     assert _bucket_total(redis_client, "tokens", "day") == tokens <= token_cap
 
 
 def test_concurrent_processes_never_pass_the_token_cap(
-    redis_server: RedisServer, redis_client: redis.Redis
+    any_redis: RedisServer | LocalCluster, redis_client: redis.Redis
 ) -> None:
     """The same race against a token cap that binds long before the (unreachable) request cap."""
     request_cap, token_cap = 10_000, 4_000  # 4,000 / 40 = 100 grants, far below 480 attempts
@@ -210,7 +222,7 @@ def test_concurrent_processes_never_pass_the_token_cap(
         Limit("grok", "requests", ROLLING["minute"], request_cap),
         Limit("grok", "tokens", ROLLING["day"], token_cap),
     ]
-    granted, refused, tokens = _contend(redis_server.url, limits, refunds=False)
+    granted, refused, tokens = _contend(any_redis.url, limits, refunds=False)
     # Each grant holds exactly 40 tokens, so the cap allows exactly 100 grants.
     assert granted == token_cap // ESTIMATE and refused == WORKERS * ROUNDS - granted, (granted, refused)
     assert tokens == token_cap
@@ -252,7 +264,7 @@ def test_a_reservation_whose_reply_was_lost_is_cancelled_only_if_it_was_made(
     assert int(redis_client.hget(*minute) or 0) == 0
     assert int(redis_client.hget(limits[2].key, "used") or 0) == 0
     bucketed = [
-        k for k in redis_client.keys("quota:{openai}:requests:*") if not redis_client.hexists(k, "start")
+        k for k in redis_client.scan_iter("quota:{openai}:requests:*") if not redis_client.hexists(k, "start")
     ]
     assert sum(int(v) for k in bucketed for v in redis_client.hvals(k)) == 0
 
