@@ -53,7 +53,7 @@ from proxy.routing.champion_file import ChampionFile
 from proxy.routing.health import Rules
 from proxy.routing.latency import LatencyEstimates
 from proxy.routing.router import OVERRIDE_VERSION, Route, Router
-from proxy.routing.tasks import TASK_HEADER, Tasks
+from proxy.routing.tasks import TASK_HEADER, TASK_TABLE_HEADER, Tasks
 from proxy.tracing import Tracing
 from symphony.catalog import Catalog, resolve_policy_path
 from symphony.clock import Clock, monotonic
@@ -82,6 +82,7 @@ class Outcome:
     route: Route
     attempts: Attempts
     task: str  # the task routing used
+    table: str  # the champion's table that routed it (``default`` for a task it has none for)
 
     @property
     def arm(self) -> str:
@@ -98,6 +99,7 @@ class Outcome:
             ARM_HEADER: self.arm,
             POLICY_HEADER: self.route.policy,
             TASK_HEADER: self.task,
+            TASK_TABLE_HEADER: self.table,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -106,6 +108,7 @@ class Outcome:
         return {
             "decision_id": self.decision_id,
             "task": self.task,
+            "task_table": self.table,
             "provider": served.provider if served is not None else None,
             "model": served.model if served is not None else None,
             "chosen": self.route.chosen.name,
@@ -295,7 +298,7 @@ class Gateway:
                 ("", "") if tracer is None else _annotate_request(routed, route, decision_id, attempts)
             )
             self._log_decision(serving.emitter, routed, route, decision_id, ts, attempts, trace_ids)
-        outcome = Outcome(decision_id, route, attempts, routed.task)
+        outcome = Outcome(decision_id, route, attempts, routed.task, self.tasks.table(routed.task))
         return (
             _answer_logged(inbound, outcome, routed, now)
             if access_log.enabled()

@@ -8,7 +8,7 @@ records and their states). The body of ``POST``::
      "deadline_ms": <event time, UTC ms, in the future, within 30 days>,
      "tokens": <estimated tokens in all, 1 to 2,000,000>,
      "providers": ["openai", ...] | "models": ["openai/gpt-4o-mini", ...],   (optional, not both)
-     "task": "summarise"}   (optional: the task it is routed and learned as, one of the champion's,
+     "task": "summarise"}   (optional: the task it is routed and learned as, a task name,
                             like x-symphony-task; "chat")
 
 The answer is 201 with the job (``Job.public``); ``GET`` gives its state and, when done,

@@ -3,8 +3,9 @@
 The canonical form is this API's own, so answers, streams and provider errors go
 back as the bytes the gateway holds. ``model`` is ``auto`` (Symphony routes) or a
 catalog model, plain or as ``provider/model`` (pinned). The calling app is the one
-its key belongs to (``proxy.edge.auth``); the header ``x-symphony-task`` names the task (one of the
-champion policy's, ``proxy.routing.tasks``; the answer's ``x-symphony-task`` says which routing used).
+its key belongs to (``proxy.edge.auth``); the header ``x-symphony-task`` names the task (a task
+name, ``proxy.routing.tasks``; the answer's ``x-symphony-task`` and ``x-symphony-task-table`` say
+which routing used).
 ``GET /v1/models`` lists only the models the caller's key may use.
 """
 

@@ -52,7 +52,7 @@ class RouteOverrides(ClosedModel):
 
 
 class RouteExecuteRequest(ChatCompletionRequest):
-    task: str | None = Field(default=None, min_length=1, max_length=64)  # one of the champion's
+    task: str | None = Field(default=None, min_length=1, max_length=64)  # a task name (proxy.routing.tasks)
     constraints: RouteConstraints = RouteConstraints()
     overrides: RouteOverrides = RouteOverrides()
 

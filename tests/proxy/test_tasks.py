@@ -1,4 +1,5 @@
-"""Tasks: a request's task must be one of the champion policy's, and the answer says which routing used."""
+"""Tasks: a request's task must be a task name, one the champion lacks is routed by its default table, and the
+answer says which task and table routing used."""
 
 from __future__ import annotations
 
@@ -28,16 +29,16 @@ def stack(redis_server: RedisServer) -> Iterator[ProxyStack]:
 
 
 def assert_names_the_known_tasks(message: str) -> None:
-    assert "Unknown task 'poetry!!'" in message
+    assert "Task 'poetry!!' in " in message and "is not a task name" in message
     assert all(task in message for task in KNOWN), message
 
 
-def test_an_unknown_task_is_refused_in_each_sdks_shape(stack: ProxyStack) -> None:
+def test_what_is_no_task_name_is_refused_in_each_sdks_shape(stack: ProxyStack) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         stack.openai().chat.completions.create(
             model="auto", messages=MESSAGES, extra_headers={"x-symphony-task": "poetry!!"}
         )
-    assert refused.value.code == "unknown_task" and refused.value.param == "x-symphony-task"
+    assert refused.value.code == "invalid_task" and refused.value.param == "x-symphony-task"
     assert_names_the_known_tasks(refused.value.message)
     with pytest.raises(anthropic.BadRequestError) as refused_too:
         stack.anthropic().messages.create(
@@ -68,7 +69,7 @@ def test_the_answer_says_which_task_routing_used(stack: ProxyStack) -> None:
     code = client.chat.completions.with_raw_response.create(
         model="auto", messages=MESSAGES, max_tokens=16, extra_headers={"x-symphony-task": "code"}
     )
-    assert code.headers["x-symphony-task"] == "code"
+    assert (code.headers["x-symphony-task"], code.headers["x-symphony-task-table"]) == ("code", "code")
     plain = client.chat.completions.with_raw_response.create(model="auto", messages=MESSAGES, max_tokens=16)
     assert plain.headers["x-symphony-task"] == "chat"  # no header: chat
     native = httpx.post(
@@ -82,5 +83,14 @@ def test_the_answer_says_which_task_routing_used(stack: ProxyStack) -> None:
         model="auto", max_tokens=16, messages=MESSAGES, extra_headers={"x-symphony-task": "search"}
     )
     assert anthropic_answer.headers["x-symphony-task"] == "search"
+    # A task the champion has no table for: routed by its default table, learned as itself.
+    assert "reasoning" not in CHAMPION["tasks"]
+    reasoning = client.chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES, max_tokens=16, extra_headers={"x-symphony-task": "reasoning"}
+    )
+    assert (reasoning.headers["x-symphony-task"], reasoning.headers["x-symphony-task-table"]) == (
+        "reasoning",
+        "default",
+    )
     tasks = [decision.task for decision in stack.events().decisions]
-    assert sorted(tasks) == ["chat", "code", "search", "summarise"]  # the shards interleave: no order
+    assert sorted(tasks) == ["chat", "code", "reasoning", "search", "summarise"]  # the shards interleave
