@@ -122,6 +122,13 @@ def render(rows: list[mvp3_rows.Row]) -> str:
     )
 
 
+def _recorded_commit(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / "mvp3-validate.json").read_text()).get("commit") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def _commit() -> str:
     """The commit validated (``symphony release`` checks it), "" outside a repository or when the
     working tree has changes a commit does not hold."""
@@ -168,6 +175,8 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     result = {
         "passed": all(row.passed for row in rows),
         "seconds": seconds,
+        # The commit whose run made the artifacts (``symphony release`` checks it): judging again keeps it.
+        "commit": _recorded_commit(args.folder) if args.judge_only else _commit(),
         "rows": [r.to_dict() for r in rows],
     }
     args.folder.mkdir(parents=True, exist_ok=True)
