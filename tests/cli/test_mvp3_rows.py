@@ -217,6 +217,7 @@ def test_an_impossible_bound_fails_its_row(tmp_path: Path, bound: dict[str, floa
 
 def test_the_command_judges_a_run_and_exits_1_on_a_failed_row(tmp_path: Path) -> None:
     folder = write(tmp_path / "run", passing_artifacts())
+    (folder / "mvp3-validate.json").write_text(json.dumps({"commit": "c0ffee", "rows": []}))
     command = [
         sys.executable,
         "-m",
@@ -229,7 +230,9 @@ def test_the_command_judges_a_run_and_exits_1_on_a_failed_row(tmp_path: Path) ->
     ]
     passed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert passed.returncode == 0, passed.stderr
-    assert [row["passed"] for row in json.loads(passed.stdout)["rows"]] == [True] * 6
+    judged = json.loads(passed.stdout)
+    assert [row["passed"] for row in judged["rows"]] == [True] * 6
+    assert judged["commit"] == "c0ffee"  # judging again keeps the commit whose run made the artifacts
 
     (folder / mvp3_rows.PERF).unlink()
     failed = subprocess.run(command[:-1], cwd=ROOT, capture_output=True, text=True, timeout=60)
