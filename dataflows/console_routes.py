@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from symphony import clock
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ class SharedSnapshot:
 
     def __call__(self) -> dict[str, Any]:
         with self._lock:  # the others wait for the one taking it, then share it
-            if time.monotonic() - self._taken_at >= self._max_age_s:
+            if clock.monotonic() - self._taken_at >= self._max_age_s:
                 self._last = self._take()
-                self._taken_at = time.monotonic()
+                self._taken_at = clock.monotonic()
             return self._last
 
 
