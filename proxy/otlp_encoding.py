@@ -29,9 +29,15 @@ _DOUBLE = struct.Struct("<d").pack
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 
 
+_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+# Attribute keys are a small fixed set: each one's encoded ``KeyValue.key`` field, made once.
+_KEYS: dict[str, bytes] = {}
+_MAX_KEYS = 4096
+
+
 def _varint(value: int) -> bytes:
     if value < 0x80:
-        return bytes((value,))
+        return _ONE_BYTE[value]
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -51,12 +57,13 @@ def _text(number: int, text: str | None) -> bytes:
 
 def _value(value: Any) -> bytes:
     """An ``AnyValue``'s body."""
+    if isinstance(value, str):
+        encoded = value.encode()
+        return b"\x0a" + _varint(len(encoded)) + encoded
     if value is None:
         return b""
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
-    if isinstance(value, str):
-        return _field(1, value.encode())
     if isinstance(value, int):
         return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)  # int64: two's complement, 10 bytes if negative
     if isinstance(value, float):
@@ -68,14 +75,26 @@ def _value(value: Any) -> bytes:
     return _field(5, b"".join(_field(1, _value(item)) for item in value))
 
 
+def _key(key: str) -> bytes:
+    encoded = _KEYS.get(key)
+    if encoded is None:
+        encoded = _field(1, str(key).encode())
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[key] = encoded
+    return encoded
+
+
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     """Each attribute as a ``KeyValue`` in field ``number``."""
     if not attributes:
         return b""
-    return b"".join(
-        _field(number, _field(1, str(key).encode()) + _field(2, _value(value)))
-        for key, value in attributes.items()
-    )
+    tag = _varint(number << 3 | 2)
+    parts = []
+    for key, value in attributes.items():
+        body = _value(value)
+        pair = _key(key) + b"\x12" + _varint(len(body)) + body
+        parts.append(tag + _varint(len(pair)) + pair)
+    return b"".join(parts)
 
 
 def _count(number: int, count: int) -> bytes:
@@ -128,18 +147,24 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
 
 def _grouped(
     spans: Iterable[ReadableSpan],
-) -> dict[Resource, dict[InstrumentationScope | None, list[ReadableSpan]]]:
-    groups: dict[Resource, dict[InstrumentationScope | None, list[ReadableSpan]]] = {}
+) -> list[tuple[Resource, dict[InstrumentationScope | None, list[ReadableSpan]]]]:
+    # By identity: a Resource hashes by dumping its attributes to JSON, for every span. A process's
+    # spans share one Resource object; equal ones that are not the same object are grouped apart,
+    # which OTLP allows.
+    groups: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[ReadableSpan]]]] = {}
     for span in spans:
-        scopes = groups.setdefault(span.resource, {})
-        scopes.setdefault(span.instrumentation_scope or None, []).append(span)
-    return groups
+        resource = span.resource
+        group = groups.get(id(resource))
+        if group is None:
+            group = groups[id(resource)] = (resource, {})
+        group[1].setdefault(span.instrumentation_scope or None, []).append(span)
+    return list(groups.values())
 
 
 def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
     """The serialised ``ExportTraceServiceRequest`` of ``spans``: per resource, per scope, its spans."""
     out = []
-    for resource, scopes in _grouped(spans).items():
+    for resource, scopes in _grouped(spans):
         body = [_field(1, _attributes(1, resource.attributes))]
         for scope, members in scopes.items():
             scope_spans = _field(1, _scope(scope)) + b"".join(_field(2, _span(span)) for span in members)

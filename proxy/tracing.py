@@ -45,19 +45,22 @@ import orjson
 from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, format_span_id, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.otlp_encoding import encode_request
+from proxy.recorded_spans import RecordingTracer
 from symphony.events import AttemptStatus, Usage
 from symphony.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: Final = "symphony-proxy"
+TRACER_NAME: Final = "symphony.proxy"
 TRACES_PATH: Final = "/v1/traces"
 # The inbound APIs that route a request; /health, /metrics, /v1/models and feedback get no span.
 TRACED_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/route/execute"})
@@ -179,11 +182,12 @@ class Tracing:
         if not exporters:
             raise ValueError("tracing needs at least one destination")
         self._destinations = {name: _Destination(exporter, max_queue) for name, exporter in exporters.items()}
-        # Its own provider, not the global one: each app (tests run several) exports on its own.
-        self._provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
-        for destination in self._destinations.values():
-            self._provider.add_span_processor(destination.processor)
-        self.tracer: Tracer = self._provider.get_tracer("symphony.proxy")
+        # Its own tracer, not the global provider's: each app (tests run several) exports on its own.
+        self.tracer: Tracer = RecordingTracer(
+            Resource.create({"service.name": SERVICE_NAME}),
+            InstrumentationScope(TRACER_NAME),
+            [destination.processor for destination in self._destinations.values()],
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tracing | None:
