@@ -8,10 +8,11 @@ refuses the event (it goes to the dead-letter table) rather than guessing.
 
 from __future__ import annotations
 
+import base64
+import os
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from ulid import ULID
 
 SCHEMA_VERSION: Final = 1
 
@@ -20,9 +21,21 @@ PolicyKind = Literal["champion", "challenger", "override"]
 AttemptStatus = Literal["ok", "429", "5xx", "timeout", "error", "cancelled"]
 
 
+# RFC 4648's base32 alphabet to Crockford's, which ULIDs are written in.
+_TO_CROCKFORD: Final = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+)
+_PAD: Final = bytes(4)  # 32 zero bits: 160 bits make 32 characters, the first 6 of them padding alone
+
+
 def new_id(ts_ms: int) -> str:
-    """A ULID whose time part is the given event time."""
-    return str(ULID.from_timestamp(ts_ms / 1000))
+    """A ULID whose time part is the given event time (48 bits of ms, 80 random bits).
+
+    Written with ``base64`` in C rather than a ULID library: a request makes five of them. Ids made
+    in the same millisecond are unique (80 random bits) but not ordered among themselves.
+    """
+    raw = _PAD + ts_ms.to_bytes(6, "big") + os.urandom(10)
+    return base64.b32encode(raw)[6:].translate(_TO_CROCKFORD).decode("ascii")
 
 
 class Event(BaseModel):

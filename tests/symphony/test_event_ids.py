@@ -1,0 +1,27 @@
+"""Event ids are ULIDs as the ULID library reads them: the event time in their first 48 bits."""
+
+from __future__ import annotations
+
+from ulid import ULID
+
+from symphony.events import new_id
+
+TIMES_MS = [0, 1, 1_764_547_200_123, 2**48 - 1]
+
+
+def test_an_id_is_a_ulid_holding_its_event_time() -> None:
+    for ts in TIMES_MS:
+        made = new_id(ts)
+        parsed = ULID.from_str(made)  # the library's own Crockford decoding
+        assert len(made) == 26 and str(parsed) == made
+        assert parsed.milliseconds == ts
+
+
+def test_ids_sort_by_time_and_never_repeat() -> None:
+    made = [new_id(ts) for ts in TIMES_MS for _ in range(2_000)]
+    assert len(set(made)) == len(made)
+    by_time = [ULID.from_str(i).milliseconds for i in sorted(made)]
+    assert by_time == sorted(by_time)
+    # 80 random bits each: every character position but the time's varies across ids of one ms.
+    same_ms = [i for i in made if ULID.from_str(i).milliseconds == TIMES_MS[2]]
+    assert all(len({i[pos] for i in same_ms}) > 1 for pos in range(10, 26))
