@@ -1,7 +1,8 @@
 """Reservations per second and latency of the quota reserve script, beside a plain INCR.
 
 Everything runs in one process against one bundled Redis server, with the same number
-of concurrent asyncio clients, in this order:
+of concurrent asyncio clients, through the proxy's own client (``proxy.resources.proxy_redis``),
+in this order:
 
 - ``INCR (baseline)``: one ``INCR`` per operation, the cheapest atomic counter Redis has.
 - ``reserve (grant)``: Symphony's reservation (one ``EVALSHA`` checking and writing every
@@ -13,6 +14,9 @@ of concurrent asyncio clients, in this order:
 - ``reserve (refusal)``: the policy's real caps, all operations in one simulated minute
   after the model's requests-per-minute cap was used up, so each is an early refusal
   that writes nothing. Its own row, never mixed into the grants.
+- ``INCR (redis-py pool)``: the baseline's ``INCR`` through redis-py's own pooled asyncio
+  client (a connection per command in flight), which the proxy used before its multiplexed
+  client (``symphony.redis_mux``): what the client itself costs.
 
 The ``grants`` column is the share of operations that were grants. The figures of
 interest are the ratios to the baseline.
@@ -37,6 +41,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from proxy.resources import proxy_redis
 from symphony import clock
 from symphony.quotas import DAY_MS, AsyncQuotaStore, Limit, Reservation, load_quota_policy
 from symphony.redis_client import async_redis
@@ -123,7 +128,8 @@ async def measure(
 
     Each row runs ``seconds`` and at least ``at_least`` operations.
     """
-    client = async_redis(url, max_connections=clients)  # the proxy's client
+    client = proxy_redis(url)  # the proxy's client: one multiplexed connection
+    pooled = async_redis(url, max_connections=clients)  # redis-py's own pooled client, for comparison
     store = AsyncQuotaStore(client)
     policy_limits = load_quota_policy().limits(PROVIDER, MODEL)
     open_limits = unreachable(policy_limits)
@@ -132,6 +138,9 @@ async def measure(
 
     async def incr(n: int) -> None:
         await client.incr("bench:baseline")
+
+    async def pooled_incr(n: int) -> None:
+        await pooled.incr("bench:baseline")
 
     async def reserve(n: int) -> bool:
         outcome = await store.reserve(open_limits, now + n, provider=PROVIDER, model=MODEL, tokens=TOKENS)
@@ -157,6 +166,7 @@ async def measure(
         ("reserve (grant)", reserve),
         ("reserve+settle", reserve_and_settle),
         ("reserve (refusal)", refused),
+        ("INCR (redis-py pool)", pooled_incr),
     )
     requests_granted = warmup_grants = 0
     for name, operation in rows:
@@ -173,6 +183,7 @@ async def measure(
         first += 10**9
         results.append(_summarise(name, latencies, grants, took))
     await client.aclose()
+    await pooled.aclose()
     return results, requests_granted - warmup_grants
 
 

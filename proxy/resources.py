@@ -24,21 +24,21 @@ from proxy.attempts.upstream import MAX_CONNECTIONS, HttpClient, new_http_client
 from proxy.emitter import EventEmitter
 from proxy.tracing import Tracing
 from symphony.clock import Clock, RealClock, shared_clock
-from symphony.redis_client import async_redis, sync_redis
+from symphony.redis_client import hot_path_redis, sync_redis
 from symphony.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Each request in flight holds a Redis connection while its reservation or settlement runs, and
-# redis-py's pool refuses the 101st by default (MaxConnectionsError), which the quota gate reads
-# as Redis unreachable: a burst would fail open. As many as the upstream connector allows, then.
-# (A blocking pool would wait instead, at about 15 µs more per command: bench/quota_reserve.py.)
+# On a cluster (redis-py's pools), each request in flight holds a connection while its reservation
+# or settlement runs, and redis-py refuses the 101st by default (MaxConnectionsError), which the
+# quota gate reads as Redis unreachable: a burst would fail open. As many as the upstream
+# connector allows, then. (A blocking pool would wait instead, at about 15 µs more per command.)
 REDIS_MAX_CONNECTIONS = MAX_CONNECTIONS
 
 
 def proxy_redis(url: str) -> aioredis.Redis:
-    """The proxy's asyncio Redis client: short timeouts, a pool as deep as its upstream connector's."""
-    return async_redis(
+    """The proxy's asyncio Redis client: one multiplexed connection to a single server, short timeouts."""
+    return hot_path_redis(
         url, socket_connect_timeout=2.0, socket_timeout=5.0, max_connections=REDIS_MAX_CONNECTIONS
     )
 

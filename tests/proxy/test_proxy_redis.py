@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from proxy.resources import REDIS_MAX_CONNECTIONS, proxy_redis
+from proxy.resources import proxy_redis
+from symphony.redis_mux import MultiplexedRedis
 from symphony.redis_server import RedisServer
 
-IN_FLIGHT = 300  # three times redis-py's default pool
+IN_FLIGHT = 1000  # ten times redis-py's default pool, which refused the 101st (MaxConnectionsError)
 
 
-def test_hundreds_of_commands_in_flight_each_get_a_connection(redis_server: RedisServer) -> None:
-    async def burst() -> list[object]:
+def test_a_burst_of_reservations_in_flight_all_reach_redis(redis_server: RedisServer) -> None:
+    script = "redis.call('INCR', KEYS[1]) return redis.call('GET', KEYS[1])"
+
+    async def burst() -> list[Any]:
         client = proxy_redis(redis_server.url)
+        assert isinstance(client, MultiplexedRedis)  # one server: one multiplexed connection
         try:
-            # Each BLPOP holds its connection for 0.2 s, so all of them are in flight at once.
-            return await asyncio.gather(
-                *(client.blpop([f"nothing:{i}"], timeout=0.2) for i in range(IN_FLIGHT))
-            )
+            reserve = client.register_script(script)
+            return await asyncio.gather(*(reserve(keys=["reservations"]) for _ in range(IN_FLIGHT)))
         finally:
             await client.aclose()
 
-    assert asyncio.run(burst()) == [None] * IN_FLIGHT
-    assert REDIS_MAX_CONNECTIONS >= IN_FLIGHT
+    assert sorted(int(r) for r in asyncio.run(burst())) == list(range(1, IN_FLIGHT + 1))
