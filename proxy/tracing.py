@@ -29,7 +29,9 @@ Map-valued attributes (quota snapshot, overrides) are JSON strings: span attribu
 scalars and lists only.
 
 Export never blocks a request: ended spans go to each destination's ``BatchSpanProcessor``'s
-bounded queue and its own thread sends them. When a back end is down, its spans are dropped (a
+bounded queue and its own thread sends them. That thread shares the GIL with the event loop, so
+with tracing on the process hands the GIL over every millisecond rather than every 5 (CPython's
+default switch interval): a batch being encoded delays a request by at most that. When a back end is down, its spans are dropped (a
 full queue, a batch whose export failed, what is left at shutdown) and counted per destination
 (``symphony_spans_dropped_total{destination=…}`` on ``/metrics``); the other goes on.
 """
@@ -37,6 +39,7 @@ full queue, a batch whose export failed, what is left at shutdown) and counted p
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
@@ -68,6 +71,9 @@ TRACED_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/ro
 MAX_QUEUE_SPANS: Final = 8192
 MAX_BATCH_SPANS: Final = 512
 SCHEDULE_DELAY_MS: Final = 1000
+# The exporter's thread encodes a batch while holding the GIL, and CPython hands the GIL over only
+# every switch interval (5 ms by default): a request waiting on the event loop waited that long.
+EXPORT_SWITCH_INTERVAL_S: Final = 0.001
 # An export (retries included) gives up after this, so a dead back end costs a batch, not the queue.
 EXPORT_TIMEOUT_S: Final = 3.0
 SHUTDOWN_TIMEOUT_MS: Final = 4000
@@ -182,6 +188,7 @@ class Tracing:
         if not exporters:
             raise ValueError("tracing needs at least one destination")
         self._destinations = {name: _Destination(exporter, max_queue) for name, exporter in exporters.items()}
+        sys.setswitchinterval(min(sys.getswitchinterval(), EXPORT_SWITCH_INTERVAL_S))
         # Its own tracer, not the global provider's: each app (tests run several) exports on its own.
         self.tracer: Tracer = RecordingTracer(
             Resource.create({"service.name": SERVICE_NAME}),
