@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from ulid import ULID
 
 from symphony.events import new_id
@@ -25,3 +28,10 @@ def test_ids_sort_by_time_and_never_repeat() -> None:
     # 80 random bits each: every character position but the time's varies across ids of one ms.
     same_ms = [i for i in made if ULID.from_str(i).milliseconds == TIMES_MS[2]]
     assert all(len({i[pos] for i in same_ms}) > 1 for pos in range(10, 26))
+
+
+def test_the_random_part_is_written_as_the_library_writes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for randomness in (bytes(10), b"\xff" * 10, bytes(range(1, 11)), b"\x80" + bytes(8) + b"\x01"):
+        monkeypatch.setattr(os, "urandom", lambda n, r=randomness: r[:n])
+        for ts in TIMES_MS:
+            assert new_id(ts) == str(ULID.from_bytes(ts.to_bytes(6, "big") + randomness))
