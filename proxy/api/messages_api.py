@@ -14,7 +14,7 @@ the figure it reserves quota and budget with, not a provider's tokenizer; no pro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from functools import partial
 
 import orjson
 from starlette.requests import Request
@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from proxy import errors
 from proxy.adapters.base import Answer, UpstreamFailure
+from proxy.api.chunk_stream import translated
 from proxy.api.messages_stream import MessagesStream
 from proxy.api.messages_translate import (
     MessagesError,
@@ -60,19 +61,7 @@ class AnthropicFormat:
         return Response(body, media_type=JSON, headers=outcome.headers())
 
     def stream_renderer(self, outcome: Outcome) -> Render | None:
-        model = outcome.model
-
-        async def render(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-            translator = MessagesStream(model)
-            async for event in events:
-                out = translator.feed(event)
-                if out:
-                    yield out
-            rest = translator.flush()
-            if rest:
-                yield rest
-
-        return render
+        return translated(partial(MessagesStream, outcome.model))
 
     def failure(self, failure: UpstreamFailure, outcome: Outcome) -> Response:
         headers = {**outcome.headers(), **retry_after_header(failure.retry_after_s)}

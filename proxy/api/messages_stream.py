@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from proxy.adapters.failures import error_type
-from proxy.adapters.sse import SseParser
+from proxy.api.chunk_stream import ChunkTranslator, first_choices, usage_tokens
 from proxy.api.messages_translate import ERROR_TYPES, STOP_REASONS, message_id
 
 
@@ -28,14 +28,13 @@ def event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-class MessagesStream:
+class MessagesStream(ChunkTranslator):
     """Feed canonical SSE bytes, get Anthropic SSE bytes; ``flush()`` at the end of the stream."""
 
     def __init__(self, model: str) -> None:
+        super().__init__()
         self._model = model
-        self._parser = SseParser()
         self._started = False
-        self._done = False
         self._blocks = 0  # content blocks opened so far
         self._open: int | None = None  # the open block's index
         self._open_text = False
@@ -44,34 +43,15 @@ class MessagesStream:
         self.input_tokens = 0
         self.output_tokens = 0
 
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._on(item.data) for item in self._parser.feed(data))
-
-    def flush(self) -> bytes:
-        rest = b"".join(self._on(item.data) for item in self._parser.flush())
-        return rest if self._done else rest + self._end()
-
-    def _on(self, data: bytes) -> bytes:
-        if self._done:
-            return b""
-        if data == b"[DONE]":
-            return self._end()
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(chunk, dict):
-            return b""
+    def _chunk(self, chunk: dict[str, Any]) -> bytes:
         if isinstance(chunk.get("error"), dict):
             return self._error(chunk["error"])
         out = b"" if self._started else self._start(chunk)
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self.input_tokens = _int(usage.get("prompt_tokens"))
-            self.output_tokens = _int(usage.get("completion_tokens"))
-        for choice in chunk.get("choices") or []:
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:
-                out += self._choice(choice)
+        tokens = usage_tokens(chunk)
+        if tokens is not None:
+            self.input_tokens, self.output_tokens = tokens
+        for choice in first_choices(chunk):
+            out += self._choice(choice)
         return out
 
     def _start(self, chunk: dict[str, Any]) -> bytes:
@@ -165,7 +145,3 @@ class MessagesStream:
         )
         message = str(error.get("message") or "stream error")
         return event("error", {"type": "error", "error": {"type": kind, "message": message}})
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0

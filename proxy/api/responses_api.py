@@ -9,13 +9,14 @@ raises as its own exceptions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.adapters.base import Answer, UpstreamFailure
+from proxy.api.chunk_stream import translated
 from proxy.api.model_names import pin_for_model
 from proxy.api.openai_api import JSON, task_of
 from proxy.api.responses_stream import ResponsesStream
@@ -39,19 +40,7 @@ class ResponsesFormat:
         return Response(body, media_type=JSON, headers=outcome.headers())
 
     def stream_renderer(self, outcome: Outcome) -> Render | None:
-        model, echoed = outcome.model, self._echoed
-
-        async def render(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-            translator = ResponsesStream(model, echoed)
-            async for event in events:
-                out = translator.feed(event)
-                if out:
-                    yield out
-            rest = translator.flush()
-            if rest:
-                yield rest
-
-        return render
+        return translated(partial(ResponsesStream, outcome.model, self._echoed))
 
     def failure(self, failure: UpstreamFailure, outcome: Outcome) -> Response:
         headers = {**outcome.headers(), **retry_after_header(failure.retry_after_s)}

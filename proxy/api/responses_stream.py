@@ -17,33 +17,25 @@ from typing import Any
 
 import orjson
 
-from proxy.adapters.sse import SseParser
+from proxy.api.chunk_stream import ChunkTranslator, first_choices, usage_tokens, whole_number
 from proxy.api.responses_translate import call_item, message_item, response_id, response_object, usage_of
 
 
-class ResponsesStream:
+class ResponsesStream(ChunkTranslator):
     """Feed canonical SSE bytes, get Responses SSE bytes; ``flush()`` at the end of the stream."""
 
     def __init__(self, model: str, echoed: dict[str, Any]) -> None:
+        super().__init__()
         self._model = model
         self._echoed = echoed
-        self._parser = SseParser()
         self._sequence = 0
         self._id = ""
         self._created_at = 0
-        self._done = False
         self._output: list[dict[str, Any]] = []  # finished items
         self._open: dict[str, Any] | None = None  # the item being streamed
         self._calls: dict[int, int] = {}  # canonical tool call index -> output index
         self._finish: str | None = None
         self._usage = usage_of(0, 0)
-
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._on(item.data) for item in self._parser.feed(data))
-
-    def flush(self) -> bytes:
-        rest = b"".join(self._on(item.data) for item in self._parser.flush())
-        return rest if self._done else rest + self._end()
 
     def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
         body = {"type": kind, "sequence_number": self._sequence, **payload}
@@ -62,31 +54,20 @@ class ResponsesStream:
             finish_reason=finish,
         )
 
-    def _on(self, data: bytes) -> bytes:
-        if self._done:
-            return b""
-        if data == b"[DONE]":
-            return self._end()
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(chunk, dict):
-            return b""
+    def _chunk(self, chunk: dict[str, Any]) -> bytes:
         out = b"" if self._id else self._start(chunk)
         if isinstance(chunk.get("error"), dict):
             return out + self._failed(chunk["error"])
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self._usage = usage_of(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
-        for choice in chunk.get("choices") or []:
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:
-                out += self._choice(choice)
+        tokens = usage_tokens(chunk)
+        if tokens is not None:
+            self._usage = usage_of(*tokens)
+        for choice in first_choices(chunk):
+            out += self._choice(choice)
         return out
 
     def _start(self, chunk: dict[str, Any]) -> bytes:
         self._id = response_id(chunk.get("id") or "stream")
-        self._created_at = _int(chunk.get("created"))
+        self._created_at = whole_number(chunk.get("created"))
         created = self._response("in_progress")
         return self._event("response.created", {"response": created}) + self._event(
             "response.in_progress", {"response": created}
@@ -133,7 +114,7 @@ class ResponsesStream:
         )
 
     def _tool_call(self, call: dict[str, Any]) -> bytes:
-        index = _int(call.get("index"))
+        index = whole_number(call.get("index"))
         function = call.get("function") or {}
         out = b""
         if index not in self._calls:
@@ -194,7 +175,3 @@ class ResponsesStream:
             "message": str(error.get("message") or "the provider's stream failed"),
         }
         return self._event("response.failed", {"response": failed})
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
