@@ -259,6 +259,7 @@ def run_engine(
                 console=ConsoleFeed(
                     store, metrics_client, load_quota_policy(), slo_thresholds(settings)
                 ).snapshot,
+                var_dir=settings.var_dir,
             )
             api.start()
             stack.callback(api.stop)
