@@ -18,6 +18,9 @@ an SLO alert's trace link points by default. ``POST /v1/traces``: the proxy's sp
 OTLP/HTTP into ``otel_traces`` (``dataflows.span_intake``; its answers are OTLP's protobuf,
 not JSON); there when the engine writes spans (its leader does).
 
+``GET /console/learner/diff``: the champion against the published challenger, the diff
+``just learner-promote`` would open (``dataflows.learner_diff``); there when the engine evaluates policies.
+
 ``GET /console/evidence/{bundle_id}``: an alert's evidence bundle, the file when this host holds it,
 else its recorded row (``dataflows.evidence_view``); there when the engine is given its ``VAR_DIR``.
 
@@ -112,6 +115,7 @@ def create_app(
     evidence: EvidenceCapture | None = None,
     console: Callable[[], dict[str, Any]] | None = None,
     var_dir: Path | None = None,
+    policy_diff: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
     """The API; with ``tokens`` every route but /health needs a role (``dataflows.api_auth``)."""
 
@@ -152,6 +156,14 @@ def create_app(
             return _json(await run_in_threadpool(learner, days, resamples))
         except ValueError as exc:  # a malformed challenger in Redis
             return _json({"error": f"cannot evaluate the published challenger: {exc}"}, 409)
+
+    async def learner_diff(request: Request) -> Response:
+        if policy_diff is None:
+            return _json({"error": "this engine does not evaluate policies (no champion policy loaded)"}, 404)
+        try:
+            return _json(await run_in_threadpool(policy_diff))
+        except ValueError as exc:  # a malformed challenger in Redis
+            return _json({"error": f"cannot compare the published challenger: {exc}"}, 409)
 
     async def trace(request: Request) -> Response:
         try:
@@ -257,6 +269,7 @@ def create_app(
         # The same reads under /console/, where a browser sends the credentials it gave the console's pages.
         Route("/console/query", query, methods=["POST"]),
         Route("/console/learner/metrics", learner_metrics),
+        Route("/console/learner/diff", learner_diff),
         Route("/console/traces/{trace_id}", trace),
         *console_routes(console),
     ]
@@ -331,6 +344,7 @@ class QueryApi:
         evidence: EvidenceCapture | None = None,
         console: Callable[[], dict[str, Any]] | None = None,
         var_dir: Path | None = None,
+        policy_diff: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         app = create_app(
             store,
@@ -343,6 +357,7 @@ class QueryApi:
             evidence=evidence,
             console=console,
             var_dir=var_dir,
+            policy_diff=policy_diff,
         )
         config = uvicorn.Config(
             app, host=host, port=port, lifespan="off", log_level="warning", log_config=None

@@ -146,6 +146,9 @@ test("the Learner view evaluates the published challenger on the engine and show
   await expect(page.getByText(/champion \S+ · challenger \S+ · \d+ decisions/)).toBeVisible();
   const windows = page.getByRole('table', { name: 'utility per window' }).or(page.getByText('Nothing yet.').first());
   await expect(windows.first()).toBeVisible(); // a fresh stack may have no window with feedback yet
+  // The diff against the challenger the learner published (or why there is none yet) and the promotions' history.
+  await expect(page.getByTestId('policy-diff').or(page.getByText(/no challenger is published|the uniform one/))).toBeVisible();
+  await expect(page.getByText(/^No promotion recorded yet/).or(page.getByRole('list', { name: 'promotions' }))).toBeVisible();
   await expect(page.getByRole('alert')).toHaveCount(0);
 });
 
