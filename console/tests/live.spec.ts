@@ -136,6 +136,9 @@ test('a provider failing in the simulator shows unhealthy within seconds', async
   const started = Date.now();
   await expect(badge).toHaveAttribute('data-state', 'unhealthy', { timeout: 10_000 });
   console.log(`deepseek shown unhealthy ${Date.now() - started} ms after its fault was set`);
+  // The proxy's own breaker, as the replica publishes it: ejected (open, or half-open between trials).
+  await expect(page.getByTestId('breaker-deepseek')).toHaveAttribute('data-state', /open/, { timeout: 10_000 });
+  console.log(`deepseek's breaker shown ${await page.getByTestId('breaker-deepseek').textContent()} ${Date.now() - started} ms after its fault was set`);
 });
 
 test("the Learner view evaluates the published challenger on the engine and shows the rule's verdict", async ({ page }) => {
