@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from proxy.periodic import Periodic
 from proxy.routing.health import Health
@@ -31,6 +30,7 @@ class BreakerStates:
         self._health = health
         self._replica = replica
         self._failing = False
+        self._interval_s = interval_s
         self._task = Periodic("breaker-states", interval_s, self.publish)
 
     def start(self) -> None:
@@ -55,10 +55,12 @@ class BreakerStates:
         pipe.zremrangebyscore(BREAKER_REPLICAS, "-inf", now_ms - int(TTL_S * 1000))
         try:
             await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # Redis away, a cluster without a node: the task must live on to retry
             if not self._failing:
                 log.warning(
-                    "cannot publish the breakers' states to Redis (%s); retrying every %g s", exc, INTERVAL_S
+                    "cannot publish the breakers' states to Redis (%s); retrying every %g s",
+                    exc,
+                    self._interval_s,
                 )
             self._failing = True
             return

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
+import pytest
 import redis
 
 from proxy.breaker_states import BreakerStates
@@ -113,10 +115,26 @@ def test_replicas_add_up_and_one_that_stops_drops_out(redis_server: RedisServer)
         venice = shown(reader)["venice"]
         assert (venice["state"], venice["replicas"]) == ("closed", 1)
         await b.publish()  # a publication prunes the replicas not heard from
-        assert [r.decode() for r in reader.zrange(BREAKER_REPLICAS, 0, -1)] == ["replica-b"]
+        assert reader.zrange(BREAKER_REPLICAS, 0, -1) == [b"replica-b"]
         await client.aclose()
 
     asyncio.run(run())
     raw = reader.hgetall(breakers_key("replica-b"))
     assert json.loads(raw[b"venice"]) == {"state": "closed", "reason": ""}
     reader.close()
+
+
+def test_redis_away_is_logged_once_and_the_task_lives_on(caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> None:
+        client = async_redis("redis://127.0.0.1:9/0", socket_connect_timeout=0.2)  # nothing answers there
+        states = BreakerStates(client, Health(RULES, POOL), "replica-a", interval_s=0.05)
+        states.start()
+        await asyncio.sleep(0.5)
+        task = states._task._task
+        assert task is not None and not task.done()  # still publishing (trying to)
+        await states.close()
+        await client.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="proxy.breaker_states"):
+        asyncio.run(run())
+    assert len([r for r in caplog.records if "cannot publish the breakers" in r.getMessage()]) == 1
