@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import httpx
 import redis
@@ -133,9 +134,12 @@ LEARNER_VIEW = Path(__file__).parents[2] / "console/src/views/Learner.tsx"
 
 def promotions_on_the_stream(server: RedisServer) -> list[Promotion]:
     client = redis.Redis.from_url(server.url)
-    entries = [entry for n in range(SHARDS) for entry in client.xrange(stream_name(n))]
+    payloads: list[bytes] = []
+    for n in range(SHARDS):
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream_name(n)))
+        payloads += [fields[b"e"] for _, fields in entries]
     client.close()
-    events = [parse_event(fields[b"e"]) for _, fields in entries]
+    events = [parse_event(payload) for payload in payloads]
     return [e for e in events if isinstance(e, Promotion)]
 
 
