@@ -12,6 +12,12 @@ champion is committed on branch ``learner/promote-<version>`` (the checkout is n
 touched) and, when ``GITHUB_TOKEN`` and ``GITHUB_REPOSITORY`` are both set, pushed and
 opened as a pull request (``GITHUB_API_URL`` for GitHub Enterprise). Only this command
 reads the GitHub token, and only to send it to that API.
+
+Each promotion it commits is recorded as a ``promotion`` event on the event stream
+(``symphony.events.Promotion``: version, verdict and uplift, branch, commit, pull request, the
+diff), which the engine writes once into ClickHouse ``promotions``, where the console shows the
+history. The event carries no secret. When Redis cannot take it, the command says so on stderr;
+the branch and the pull request stand.
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from learner.policy_diff import propose
 from learner.pull_request import (
@@ -39,10 +48,12 @@ from learner.pull_request import (
 )
 from symphony import clock
 from symphony.catalog import Catalog, load_catalog
+from symphony.events import Promotion, new_id
 from symphony.keys import CHALLENGER_KEY
 from symphony.redis_client import sync_redis
 from symphony.serving import UNIFORM_VERSION, ChallengerPolicy
 from symphony.settings import Settings
+from symphony.stream import publish
 
 _NOT_IN_A_VERSION = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -82,8 +93,52 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     challenger = published_challenger(settings, args.challenger)
     plan = plan_for(report, challenger, args, settings.read_catalog())
     result = None if args.dry_run else promote(plan, force=args.force)
-    print(render(plan, result, as_json=args.json, dry_run=args.dry_run))
+    print(render(plan, result, as_json=args.json, dry_run=args.dry_run), flush=True)
+    if result is not None:
+        try:
+            record(settings, promotion_event(plan, result, report, 0))
+        except redis.RedisError as exc:
+            print(
+                f"symphony learner-promote: not recorded in the promotion history (REDIS_URL="
+                f"{settings.redis_url}: {exc}); the branch and the pull request stand",
+                file=sys.stderr,
+            )
     return 0
+
+
+def promotion_event(plan: Plan, result: Result, report: Mapping[str, Any], ts: int) -> Promotion:
+    """What the console's history keeps of a promotion made at ``ts`` (0: stamped by ``record``)."""
+    windows = [w for w in report.get("windows") or [] if w.get("group") == "all"]
+    latest = max(windows, key=lambda w: int(w["start_ms"]), default=None)
+    uplift = latest.get("uplift_low") if latest is not None else None
+    return Promotion(
+        event_id=new_id(ts),
+        ts=ts,
+        version=plan.version,
+        champion_version=plan.champion_version,
+        challenger_version=str(report.get("challenger_version", "")),
+        candidate=bool((report.get("promotion") or {}).get("candidate")),
+        uplift_low=None if uplift is None else float(uplift),
+        forced_over=list(plan.blockers),  # promote() went ahead over them: --force
+        base=plan.base,
+        branch=result.branch,
+        commit=result.commit,
+        pull_request_url=result.pull_request_url or "",
+        pull_request_number=result.pull_request_number or 0,
+        diff=plan.diff,
+    )
+
+
+def record(settings: Settings, event: Promotion) -> Promotion:
+    """Publish the promotion on the event stream, stamped with the shared clock's time (event time)."""
+    client = sync_redis(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    try:
+        ts = clock.shared_clock(client).now_ms()
+        stamped = event.model_copy(update={"event_id": new_id(ts), "ts": ts})
+        publish(client, [stamped], settings.event_shards)
+    finally:
+        client.close()
+    return stamped
 
 
 def plan_for(
@@ -171,8 +226,6 @@ def published_challenger(settings: Settings, path: Path | None = None) -> Challe
 
 
 def _published_challenger(settings: Settings) -> bytes | None:
-    import redis
-
     client = sync_redis(settings.redis_url, socket_connect_timeout=2.0)
     try:
         raw = client.get(CHALLENGER_KEY)

@@ -18,8 +18,10 @@ One snapshot (``ConsoleFeed.snapshot``) per tick of the console's server-sent ev
 - ``jobs``: the scheduler's queued and running jobs (at most ``MAX_JOBS``, soonest deadline first):
   state, the plan's provider and send time, and the deadline.
 
-The proxy's breakers live in each proxy's memory, which the control plane never reads: this is
-the control plane's view of the same attempts.
+- ``breakers``: per provider, the proxies' circuit breakers as the replicas publish them to Redis
+  (``symphony.breakers``: each live replica's state, ``open`` when any has it open, else ``half-open``
+  when any has, else ``closed``; ``unknown`` when no live replica reports it), beside ``health``,
+  which is the control plane's own judgement of the attempts in ClickHouse.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import redis
 
 from sinks.clickhouse_store import ClickHouseStore
-from symphony import clock
+from symphony import breakers, clock
 from symphony.alerts import SloThresholds
 from symphony.keys import JOBS_QUEUE, JOBS_RUNNING, job_key
 from symphony.quotas import QuotaPolicy
@@ -118,6 +120,7 @@ class ConsoleFeed:
             "providers": list(self._policy.providers),
             "matrix": [dict(zip(COLUMNS, row.cells(human=False), strict=True)) for row in rows],
             "health": [h.as_dict() for h in health],
+            "breakers": breakers.aggregate(breakers.read(self._client), self._policy.providers),
             "split": split,
             "jobs": jobs,
         }

@@ -49,6 +49,7 @@ from dataflows.api_auth import Tokens
 from dataflows.console_feed import ConsoleFeed
 from dataflows.ingest import FLOW_ID, build_flow
 from dataflows.lag import LagMonitor
+from dataflows.learner_diff import PolicyDiff
 from dataflows.learner_report import LearnerReport
 from dataflows.metrics import engine_metrics
 from dataflows.query_api import QueryApi
@@ -259,6 +260,8 @@ def run_engine(
                 console=ConsoleFeed(
                     store, metrics_client, load_quota_policy(), slo_thresholds(settings)
                 ).snapshot,
+                var_dir=settings.var_dir,
+                policy_diff=PolicyDiff(champion, metrics_client),
             )
             api.start()
             stack.callback(api.stop)

@@ -36,7 +36,7 @@ from sinks.clickhouse import (
 from symphony import clock
 from symphony.alerts import Alert, SloThresholds
 from symphony.catalog import Policy
-from symphony.events import EVENT_ADAPTER, EVENT_TYPES, SCHEMA_VERSION, Decision, Feedback, Usage
+from symphony.events import EVENT_ADAPTER, EVENT_TYPES, SCHEMA_VERSION, Decision, Feedback, Promotion, Usage
 from symphony.quotas import QuotaPolicy, QuotaUpdate
 from symphony.serving import PublishedChallenger
 
@@ -44,6 +44,8 @@ MAX_REASON = 1000
 FLOW_ID = "ingest"
 
 AnyEvent = Decision | Usage | Feedback
+StreamEvent = AnyEvent | Promotion  # what the stream carries: traffic, and the promotions the CLI records
+PROMOTIONS = EVENT_TABLES["promotion"]
 _UNION = EVENT_ADAPTER.validator
 # (how the event's type reads in compact JSON, that type's own validator)
 _BY_TYPE = [
@@ -51,7 +53,7 @@ _BY_TYPE = [
 ]
 
 
-def parse(payload: bytes) -> AnyEvent:
+def parse(payload: bytes) -> StreamEvent:
     """``symphony.events.parse_event``, a third faster: the same result and the same errors.
 
     A payload that reads ``"type":"usage"`` is first validated as a ``Usage`` alone
@@ -63,10 +65,10 @@ def parse(payload: bytes) -> AnyEvent:
     for marker, validator in _BY_TYPE:
         if marker in payload:
             try:
-                return cast(AnyEvent, validator.validate_json(payload))
+                return cast(StreamEvent, validator.validate_json(payload))
             except ValidationError:
                 break
-    return cast(AnyEvent, _UNION.validate_json(payload))
+    return cast(StreamEvent, _UNION.validate_json(payload))
 
 
 def describe(exc: ValidationError) -> str:
@@ -91,13 +93,13 @@ def describe(exc: ValidationError) -> str:
 class Validated:
     tables: Tables  # Arrow columns per table, dead letters included
     usage: list[Usage]  # the batch's valid usage events, for the quotas branch
-    events: list[AnyEvent]  # every valid event of the batch, for the learner branch
+    events: list[AnyEvent]  # every valid traffic event of the batch (no promotion), for the learner branch
 
 
 def validate(entries: Sequence[Entry]) -> Validated:
     """Parse a batch of entries into Arrow columns per table, plus the dead letters."""
     received_at = clock.wall_ms()
-    events: dict[str, list[Decision | Usage | Feedback]] = {table: [] for table in EVENT_TABLES.values()}
+    events: dict[str, list[StreamEvent]] = {table: [] for table in EVENT_TABLES.values()}
     sources: dict[str, list[Entry]] = {table: [] for table in EVENT_TABLES.values()}
     dead: list[DeadLetter] = []
 
@@ -129,7 +131,8 @@ def validate(entries: Sequence[Entry]) -> Validated:
         # Only what ClickHouse takes feeds the other branches: a dead letter is no event.
         refused = {index for index, _ in rejected}
         kept = [e for i, e in enumerate(batch) if i not in refused] if refused else batch
-        valid.extend(kept)
+        if table != PROMOTIONS:  # not traffic: no branch but the tables takes it
+            valid.extend(cast(list[AnyEvent], kept))
         if table == EVENT_TABLES["usage"]:
             usage = [e for e in kept if isinstance(e, Usage)]
     if dead:

@@ -18,6 +18,12 @@ an SLO alert's trace link points by default. ``POST /v1/traces``: the proxy's sp
 OTLP/HTTP into ``otel_traces`` (``dataflows.span_intake``; its answers are OTLP's protobuf,
 not JSON); there when the engine writes spans (its leader does).
 
+``GET /console/learner/diff``: the champion against the published challenger, the diff
+``just learner-promote`` would open (``dataflows.learner_diff``); there when the engine evaluates policies.
+
+``GET /console/evidence/{bundle_id}``: an alert's evidence bundle, the file when this host holds it,
+else its recorded row (``dataflows.evidence_view``); there when the engine is given its ``VAR_DIR``.
+
 ``POST /evidence/capture`` (admin): ``{"decision_id": "...", "trigger"?, "fingerprint"?,
 "incident_id"?}`` builds that decision's evidence bundle (``sinks.evidence.service``), opens or
 comments on its incident's tickets when a fingerprint is given, and answers the outcome; an
@@ -42,6 +48,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -52,11 +59,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from dataflows.api_auth import TokenGuard, Tokens
 from dataflows.console_routes import console_routes
+from dataflows.evidence_view import MEDIA_TYPE as BUNDLE_MEDIA_TYPE
+from dataflows.evidence_view import BundleNotFound, FoundBundle, checked, find_bundle
 from dataflows.learner_report import MAX_DAYS, MAX_RESAMPLES
 from dataflows.span_intake import TRACES_PATH, TracesEndpoint
 from dataflows.trace_view import TraceNotFound, normalized, read_trace
@@ -105,6 +114,8 @@ def create_app(
     spans: SpanWriter | None = None,
     evidence: EvidenceCapture | None = None,
     console: Callable[[], dict[str, Any]] | None = None,
+    var_dir: Path | None = None,
+    policy_diff: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
     """The API; with ``tokens`` every route but /health needs a role (``dataflows.api_auth``)."""
 
@@ -146,6 +157,14 @@ def create_app(
         except ValueError as exc:  # a malformed challenger in Redis
             return _json({"error": f"cannot evaluate the published challenger: {exc}"}, 409)
 
+    async def learner_diff(request: Request) -> Response:
+        if policy_diff is None:
+            return _json({"error": "this engine does not evaluate policies (no champion policy loaded)"}, 404)
+        try:
+            return _json(await run_in_threadpool(policy_diff))
+        except ValueError as exc:  # a malformed challenger in Redis
+            return _json({"error": f"cannot compare the published challenger: {exc}"}, 409)
+
     async def trace(request: Request) -> Response:
         try:
             trace_id = normalized(request.path_params["trace_id"])
@@ -159,6 +178,29 @@ def create_app(
             return _json({"error": str(exc)}, 429)
         except StoreUnavailable as exc:
             return _json({"error": f"ClickHouse unavailable: {exc}"}, 503)
+
+    async def bundle(request: Request) -> Response:
+        assert var_dir is not None
+        try:
+            bundle_id = checked(request.path_params["bundle_id"])
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        try:
+            found: FoundBundle = await run_in_threadpool(find_bundle, store, var_dir, bundle_id)
+        except BundleNotFound as exc:
+            return _json({"error": str(exc)}, 404)
+        except SandboxBusy as exc:
+            return _json({"error": str(exc)}, 429)
+        except StoreUnavailable as exc:
+            return _json({"error": f"ClickHouse unavailable: {exc}"}, 503)
+        if found.path is None:
+            return _json(found.row)
+        return FileResponse(
+            found.path,
+            media_type=BUNDLE_MEDIA_TYPE,
+            filename=found.path.name,
+            headers={"cache-control": "no-cache"},
+        )
 
     async def prometheus(request: Request) -> Response:
         if metrics is None:
@@ -227,6 +269,7 @@ def create_app(
         # The same reads under /console/, where a browser sends the credentials it gave the console's pages.
         Route("/console/query", query, methods=["POST"]),
         Route("/console/learner/metrics", learner_metrics),
+        Route("/console/learner/diff", learner_diff),
         Route("/console/traces/{trace_id}", trace),
         *console_routes(console),
     ]
@@ -236,6 +279,9 @@ def create_app(
         routes.append(Route("/insert", insert, methods=["POST"]))
     if evidence is not None:
         routes.append(Route("/evidence/capture", capture, methods=["POST"]))
+    if var_dir is not None:
+        # Before the console's catch-all /console/{view:path}, which would otherwise answer the page.
+        routes.insert(0, Route("/console/evidence/{bundle_id}", bundle))
     if faults is not None:
         routes.append(Route("/faults", inject, methods=["POST"]))
     middleware = [Middleware(TokenGuard, tokens=tokens)] if tokens is not None else []
@@ -297,6 +343,8 @@ class QueryApi:
         spans: SpanWriter | None = None,
         evidence: EvidenceCapture | None = None,
         console: Callable[[], dict[str, Any]] | None = None,
+        var_dir: Path | None = None,
+        policy_diff: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         app = create_app(
             store,
@@ -308,6 +356,8 @@ class QueryApi:
             spans=spans,
             evidence=evidence,
             console=console,
+            var_dir=var_dir,
+            policy_diff=policy_diff,
         )
         config = uvicorn.Config(
             app, host=host, port=port, lifespan="off", log_level="warning", log_config=None

@@ -57,6 +57,7 @@ from proxy.api.messages_api import (
 from proxy.api.openai_api import OpenAIApi
 from proxy.api.responses_api import ResponsesApi
 from proxy.api.route_execute import RouteExecuteApi
+from proxy.breaker_states import BreakerStates
 from proxy.decision_ids import DecisionIds
 from proxy.edge.auth import Authenticator, AuthMiddleware, DispatchCheck, no_dispatches
 from proxy.edge.auth_failures import AuthFailures
@@ -64,7 +65,7 @@ from proxy.edge.header_limit import HeaderLimitMiddleware
 from proxy.edge.job_dispatch import JobDispatches
 from proxy.edge.key_cache import AppKeyCache
 from proxy.edge.scrub import Scrubber, install_log_scrubber
-from proxy.gateway import Gateway
+from proxy.gateway import REPLICA, Gateway
 from proxy.metrics import ProxyMetrics, RequestTimer
 from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
@@ -177,9 +178,12 @@ def create_app(
         try:
             await gateway.start(opened)
             resources.fill(opened)
+            breakers = BreakerStates(opened.redis, gateway.health, REPLICA)  # the console's breaker view
+            breakers.start()
             try:
                 yield
             finally:
+                await breakers.close()
                 resources.fill(None)
                 await gateway.stop()
         finally:

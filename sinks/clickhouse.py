@@ -104,6 +104,25 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("source", STRING),
         ]
     ),
+    "promotions": pa.schema(
+        [
+            ("event_id", STRING),
+            ("ts", TIMESTAMP),
+            ("schema_version", pa.uint16()),
+            ("version", STRING),
+            ("champion_version", STRING),
+            ("challenger_version", STRING),
+            ("candidate", pa.bool_()),
+            ("uplift_low", FLOAT),
+            ("forced_over", pa.list_(STRING)),
+            ("base", STRING),
+            ("branch", STRING),
+            ("commit", STRING),
+            ("pull_request_url", STRING),
+            ("pull_request_number", pa.uint32()),
+            ("diff", STRING),
+        ]
+    ),
     DEAD_LETTERS: pa.schema(
         [
             ("stream", STRING),
@@ -190,7 +209,12 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 # event type -> table
-EVENT_TABLES: dict[str, str] = {"decision": "decisions", "usage": "usage", "feedback": "feedback"}
+EVENT_TABLES: dict[str, str] = {
+    "decision": "decisions",
+    "usage": "usage",
+    "feedback": "feedback",
+    "promotion": "promotions",
+}
 
 # A batch on its way to ClickHouse: table -> rows as Arrow columns.
 Tables = dict[str, pa.Table]

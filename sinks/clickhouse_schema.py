@@ -309,6 +309,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    # The `promotion` event (symphony.events.Promotion): what `learner-promote` opened (the console shows it).
+    Migration(
+        10,
+        "learner promotions",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS promotions (
+                event_id String,
+                ts DateTime64(3, 'UTC'),
+                schema_version UInt16,
+                version String,
+                champion_version String,
+                challenger_version String,
+                candidate Bool,
+                uplift_low Nullable(Float64),
+                forced_over Array(String),
+                base String,
+                branch String,
+                commit String,
+                pull_request_url String,
+                pull_request_number UInt32,
+                diff String
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (ts, event_id)
+            """,
+        ),
+    ),
 )
 
 

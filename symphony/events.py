@@ -1,4 +1,4 @@
-"""The event contracts: ``decision``, ``usage`` and ``feedback``, versioned.
+"""The event contracts: ``decision``, ``usage``, ``feedback`` and ``promotion``, versioned.
 
 Events travel as JSON on the Redis stream and land one table each in ClickHouse.
 Every event carries ``event_id`` (a ULID), ``ts`` (event time, UTC epoch ms),
@@ -96,11 +96,40 @@ class Feedback(Event):
     source: str
 
 
-AnyEvent = Annotated[Decision | Usage | Feedback, Field(discriminator="type")]
-EVENT_ADAPTER: TypeAdapter[Decision | Usage | Feedback] = TypeAdapter(AnyEvent)
-EVENT_TYPES: dict[str, type[Event]] = {"decision": Decision, "usage": Usage, "feedback": Feedback}
+class Promotion(Event):
+    """A promotion ``symphony learner-promote`` made: the new champion's branch, its pull request, the diff.
+
+    Not traffic: the learner and SLO branches never see it; it lands in ClickHouse ``promotions``,
+    where the console reads the history.
+    """
+
+    type: Literal["promotion"] = "promotion"
+    version: str = Field(description="the proposed champion's version")
+    champion_version: str = Field(description="the champion it would replace")
+    challenger_version: str = Field(description="the learner's challenger it was built from")
+    candidate: bool = Field(description="the learner's verdict: the challenger is a promotion candidate")
+    uplift_low: float | None = Field(
+        default=None, description="the uplift's lower bound on the latest 24h window (all tasks)"
+    )
+    forced_over: list[str] = Field(default=[], description="the blockers --force went past")
+    base: str
+    branch: str
+    commit: str
+    pull_request_url: str = Field(default="", description="empty when no pull request was opened")
+    pull_request_number: int = Field(default=0, ge=0)
+    diff: str = Field(description="the Markdown policy diff: the pull request's body")
 
 
-def parse_event(raw: bytes | str) -> Decision | Usage | Feedback:
+AnyEvent = Annotated[Decision | Usage | Feedback | Promotion, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[Decision | Usage | Feedback | Promotion] = TypeAdapter(AnyEvent)
+EVENT_TYPES: dict[str, type[Event]] = {
+    "decision": Decision,
+    "usage": Usage,
+    "feedback": Feedback,
+    "promotion": Promotion,
+}
+
+
+def parse_event(raw: bytes | str) -> Decision | Usage | Feedback | Promotion:
     """Validate one event from its JSON; raises ``pydantic.ValidationError``."""
     return EVENT_ADAPTER.validate_json(raw)

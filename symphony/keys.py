@@ -30,6 +30,16 @@ FLAGS_KEY = "symphony:flags"
 # The proxy's ring of recent failed or slow provider exchanges (a list; proxy.attempts.exchange_ring).
 EXCHANGES_KEY = "symphony:exchanges"
 
+# Each proxy process's circuit breakers (``proxy.breaker_states``, read by ``symphony.breakers``): a hash
+# per replica, provider -> JSON state, with a TTL; and a sorted set of replica -> last publication (wall ms).
+BREAKER_REPLICAS = "symphony:breakers"
+
+
+def breakers_key(replica: str) -> str:
+    """``symphony:breakers:<replica>``: one proxy process's breaker state per provider."""
+    return f"symphony:breakers:{replica}"
+
+
 # Failed authentications per address and minute (``proxy.edge.auth_failures``).
 AUTH_FAILURE_PREFIX = "symphony:authfail:"
 

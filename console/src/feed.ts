@@ -22,6 +22,16 @@ export interface Health {
   state: 'idle' | 'healthy' | 'slow' | 'unhealthy';
 }
 
+// The proxies' circuit breakers for one provider, summed over the live replicas (symphony/breakers.py).
+export interface Breaker {
+  state: 'closed' | 'open' | 'half-open' | 'unknown';
+  replicas: number;
+  closed: number;
+  open: number;
+  'half-open': number;
+  reasons: string[];
+}
+
 export interface Snapshot {
   now_ms: number;
   sent_ms: number;
@@ -30,6 +40,7 @@ export interface Snapshot {
   providers: string[];
   matrix: MatrixRow[];
   health: Health[];
+  breakers?: Record<string, Breaker>;
   split: Record<string, number>;
   jobs: Record<string, unknown>[];
 }

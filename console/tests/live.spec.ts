@@ -136,6 +136,9 @@ test('a provider failing in the simulator shows unhealthy within seconds', async
   const started = Date.now();
   await expect(badge).toHaveAttribute('data-state', 'unhealthy', { timeout: 10_000 });
   console.log(`deepseek shown unhealthy ${Date.now() - started} ms after its fault was set`);
+  // The proxy's own breaker, as the replica publishes it: ejected (open, or half-open between trials).
+  await expect(page.getByTestId('breaker-deepseek')).toHaveAttribute('data-state', /open/, { timeout: 10_000 });
+  console.log(`deepseek's breaker shown ${await page.getByTestId('breaker-deepseek').textContent()} ${Date.now() - started} ms after its fault was set`);
 });
 
 test("the Learner view evaluates the published challenger on the engine and shows the rule's verdict", async ({ page }) => {
@@ -146,6 +149,9 @@ test("the Learner view evaluates the published challenger on the engine and show
   await expect(page.getByText(/champion \S+ · challenger \S+ · \d+ decisions/)).toBeVisible();
   const windows = page.getByRole('table', { name: 'utility per window' }).or(page.getByText('Nothing yet.').first());
   await expect(windows.first()).toBeVisible(); // a fresh stack may have no window with feedback yet
+  // The diff against the challenger the learner published (or why there is none yet) and the promotions' history.
+  await expect(page.getByTestId('policy-diff').or(page.getByText(/no challenger is published|the uniform one/))).toBeVisible();
+  await expect(page.getByText(/^No promotion recorded yet/).or(page.getByRole('list', { name: 'promotions' }))).toBeVisible();
   await expect(page.getByRole('alert')).toHaveCount(0);
 });
 

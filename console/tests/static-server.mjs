@@ -1,6 +1,6 @@
 // Serves a built console (DIST, default ../dataflows/console_assets) at /console on PORT, as the control plane
 // does. With RECORDED=1 it also answers the feed (/console/events) with the recorded snapshot and /query with the
-// recorded rows (fixtures/), for the accessibility audit; the Playwright tests route those themselves.
+// recorded rows and /console/learner/diff with the recorded diff (fixtures/), for the accessibility audit; the Playwright tests route those themselves.
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import path from 'node:path';
@@ -24,8 +24,14 @@ function recorded(url, request, response) {
     request.on('end', () => {
       const rows = JSON.parse(fixture('query.json'));
       response.writeHead(200, { 'content-type': 'application/json' });
-      response.end(JSON.stringify(body.includes('FROM alerts') ? rows.alerts : rows.learner));
+      const sql = JSON.parse(body || '{}').sql ?? '';
+      response.end(JSON.stringify(sql.includes('FROM alerts') ? rows.alerts : sql.includes('FROM promotions') ? rows.promotions : rows.learner));
     });
+    return true;
+  }
+  if (url.pathname === '/console/learner/diff') {
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.end(fixture('learner-diff.json'));
     return true;
   }
   return false;

@@ -236,6 +236,21 @@ class Health:
         factors = tuple(self._weight(self._providers[p], now) for p in providers)
         return None if all(f == 1.0 for f in factors) else factors
 
+    def breakers(self, now: float) -> dict[str, tuple[str, str]]:
+        """Each provider of the pool's breaker and why: ``closed``; ``open`` (ejected, in its cooldown);
+        ``half-open`` (the cooldown ended: one trial attempt decides). Read off the request path."""
+        states: dict[str, tuple[str, str]] = {}
+        for name, state in self._providers.items():
+            if state.arms == 0:  # left the pool
+                continue
+            if state.ejected_until is None:
+                states[name] = ("closed", "")
+            elif now < state.ejected_until:
+                states[name] = ("open", state.reason)
+            else:
+                states[name] = ("half-open", state.reason)
+        return states
+
     def lagging(self, provider: str, now: float) -> bool:
         """An attempt on ``provider`` has waited past half its limit for a first byte."""
         waiting = self._providers[provider].waiting

@@ -5,6 +5,7 @@ Expected values are counted here from the events the test sends and from the pol
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -16,10 +17,13 @@ import redis
 
 from dataflows.console_feed import judge
 from dataflows.console_routes import SharedSnapshot
+from proxy.breaker_states import BreakerStates
+from proxy.routing.health import Health, Rules
 from symphony import clock, engine_client
 from symphony.alerts import SloThresholds
 from symphony.events import Event
 from symphony.quotas.rules import QUOTAS_FILE
+from symphony.redis_client import async_redis
 from symphony.stream import publish
 from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN, BASE_TS, SHARDS, SPANS_TOKEN, Engine, pair
 
@@ -54,6 +58,23 @@ def gemini_attempts() -> list[Event]:
     return sent
 
 
+def publish_breakers(redis_url: str) -> None:
+    """Two proxy replicas: one has ejected gemini (two failures of two), the other has not."""
+    rules = Rules(10.0, 2, 0.5, 2, cooldown_s=60.0, max_ejected_share=0.5, panic_share=0.3)
+    pool = [("gemini", "gemini/gemini-2.5-flash"), ("openai", "openai/gpt-4o"), ("grok", "grok/grok-3")]
+    broken, fine = Health(rules, pool), Health(rules, pool)
+    for _ in range(2):
+        broken.record("gemini", "gemini/gemini-2.5-flash", "failure", time.monotonic())
+
+    async def publish_both() -> None:
+        client = async_redis(redis_url)
+        await BreakerStates(client, broken, "replica-1").publish()
+        await BreakerStates(client, fine, "replica-2").publish()
+        await client.aclose()
+
+    asyncio.run(publish_both())
+
+
 def test_the_console_and_its_feed_behind_the_admin_boundary(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -64,6 +85,7 @@ def test_the_console_and_its_feed_behind_the_admin_boundary(
     clock.publish_clock(client, start_ms=NOW, speed=0.001)  # all but still: the window is the test's
     publish(client, gemini_attempts(), SHARDS)
     client.close()
+    publish_breakers(engine.redis_url)
     engine_client.wait_for_count(engine.url, "SELECT count() FROM usage FINAL", 10)
     engine_client.wait_for_count(engine.url, "SELECT count() FROM decisions FINAL", 10)
     base = engine.bare_url
@@ -120,6 +142,17 @@ def test_the_console_and_its_feed_behind_the_admin_boundary(
         "state": "unhealthy",
     }
     assert health["openai"]["state"] == "idle" and health["openai"]["attempts"] == 0
+    # The proxies' breakers beside it: gemini open on one replica of two; a provider no replica has, unknown.
+    breakers = snapshot["breakers"]
+    assert breakers["gemini"] == {  # type: ignore[index]
+        "state": "open",
+        "replicas": 2,
+        "closed": 1,
+        "open": 1,
+        "half-open": 0,
+        "reasons": ["gemini is ejected for 60 s: 2 of 2 attempts failed in 10 s"],
+    }
+    assert breakers["openai"]["state"] == "closed" and breakers["deepseek"]["state"] == "unknown"  # type: ignore[index]
     assert snapshot["split"] == {"challenger": pytest.approx(0.3), "champion": pytest.approx(0.7)}
     assert snapshot["now_ms"] >= NOW
 

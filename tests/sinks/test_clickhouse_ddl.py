@@ -66,8 +66,8 @@ def test_on_a_cluster_every_statement_runs_on_every_node_and_every_table_is_repl
             original = re.search(r"ENGINE = (\w+)", parsed(store, statement))
             assert original is not None and engine.group(1) == "Replicated" + original.group(1)
     # the migrations table; decisions, usage, feedback, dead_letters; quota_snapshots, learner_metrics,
-    # alerts; otel_traces and its trace-id index table; evidence_bundles
-    assert tables == 11
+    # alerts; otel_traces and its trace-id index table; evidence_bundles; promotions
+    assert tables == 12
 
 
 def test_an_engine_argument_stays_after_the_replica_arguments() -> None:

@@ -108,7 +108,12 @@ def test_arrow_schemas_match_tables_and_events(store: ClickHouseStore) -> None:
         described = [row[0] for row in store.query(f"DESCRIBE TABLE {table}").rows if row[2] != "ALIAS"]
         assert described == schema.names, table
     for kind, model in EVENT_TYPES.items():
-        table = {"decision": "decisions", "usage": "usage", "feedback": "feedback"}[kind]
+        table = {
+            "decision": "decisions",
+            "usage": "usage",
+            "feedback": "feedback",
+            "promotion": "promotions",
+        }[kind]
         assert set(model.model_fields) - {"type"} == set(SCHEMAS[table].names)
 
 

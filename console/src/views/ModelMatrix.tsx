@@ -5,7 +5,7 @@ import TableHead from '@mui/material/TableHead';
 import TableRow from '@mui/material/TableRow';
 import { Badge } from '@/components/ui/badge';
 import { Card, CardContent, CardHeader, CardTitle } from '@/components/ui/card';
-import type { Feed, Health, MatrixRow } from '@/feed';
+import type { Breaker, Feed, Health, MatrixRow } from '@/feed';
 import { useTick } from '@/feed';
 import { amount, duration, percent } from '@/format';
 
@@ -20,6 +20,26 @@ function HealthBadge({ health }: { health: Health | undefined }) {
   );
 }
 
+const BREAKER_VARIANT = { closed: 'success', 'half-open': 'warning', open: 'destructive', unknown: 'outline' } as const;
+
+// The proxies' breakers (published by each replica) beside the control plane's judgement of the attempts.
+function BreakerBadge({ provider, breaker }: { provider: string; breaker: Breaker | undefined }) {
+  const state = breaker?.state ?? 'unknown';
+  const counts =
+    breaker && breaker.replicas > 0 && state !== 'closed' ? ` on ${breaker[state as 'open' | 'half-open']} of ${breaker.replicas}` : '';
+  return (
+    <Badge
+      variant={BREAKER_VARIANT[state]}
+      data-testid={`breaker-${provider}`}
+      data-state={state}
+      title={breaker?.reasons.join('; ') || undefined}
+    >
+      breaker {state}
+      {counts}
+    </Badge>
+  );
+}
+
 // A clock counting down from what the snapshot said, at the shared clock's pace.
 function Eta({ ms, elapsed, testId }: { ms: number | null; elapsed: number; testId: string }) {
   const left = ms === null ? null : Math.max(0, Math.round(ms - elapsed));
@@ -30,12 +50,27 @@ function Eta({ ms, elapsed, testId }: { ms: number | null; elapsed: number; test
   );
 }
 
-function ProviderCard({ provider, rows, health, elapsed }: { provider: string; rows: MatrixRow[]; health: Health | undefined; elapsed: number }) {
+function ProviderCard({
+  provider,
+  rows,
+  health,
+  breaker,
+  elapsed,
+}: {
+  provider: string;
+  rows: MatrixRow[];
+  health: Health | undefined;
+  breaker: Breaker | undefined;
+  elapsed: number;
+}) {
   return (
     <Card data-testid={`provider-${provider}`}>
       <CardHeader className="flex-row items-center justify-between">
         <CardTitle>{provider}</CardTitle>
-        <HealthBadge health={health} />
+        <span className="flex flex-wrap items-center gap-2">
+          <BreakerBadge provider={provider} breaker={breaker} />
+          <HealthBadge health={health} />
+        </span>
       </CardHeader>
       <CardContent>
         <p className="mb-2 text-sm text-muted-foreground">
@@ -111,6 +146,7 @@ export function ModelMatrix({ feed }: { feed: Feed }) {
             provider={provider}
             rows={snapshot.matrix.filter((r) => r.scope === provider || r.scope.startsWith(`${provider}/`))}
             health={snapshot.health.find((h) => h.provider === provider)}
+            breaker={snapshot.breakers?.[provider]}
             elapsed={elapsed}
           />
         ))}
