@@ -31,8 +31,9 @@ scalars and lists only.
 Export never blocks a request: ended spans go to each destination's ``BatchSpanProcessor``'s
 bounded queue and its own thread sends them. That thread shares the GIL with the event loop, so
 with tracing on the process hands the GIL over every millisecond rather than every 5 (CPython's
-default switch interval): a batch being encoded delays a request by at most that. When a back end is down, its spans are dropped (a
-full queue, a batch whose export failed, what is left at shutdown) and counted per destination
+default switch interval): a batch being encoded delays a request by at most that. When a back end
+is down, its spans are dropped (a full queue, a batch whose export failed, what is left at shutdown)
+and counted per destination
 (``symphony_spans_dropped_total{destination=…}`` on ``/metrics``); the other goes on.
 """
 
