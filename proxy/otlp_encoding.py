@@ -33,6 +33,9 @@ _ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
 # Attribute keys are a small fixed set: each one's encoded ``KeyValue.key`` field, made once.
 _KEYS: dict[str, bytes] = {}
 _MAX_KEYS = 4096
+_SCALARS = (str, bool, int, float)
+_PAIRS: dict[tuple[int, str, type, Any], bytes] = {}
+_MAX_PAIRS = 16384
 
 
 def _varint(value: int) -> bytes:
@@ -84,16 +87,34 @@ def _key(key: str) -> bytes:
     return encoded
 
 
+def _pair(tag: bytes, key: str, value: Any) -> bytes:
+    body = _value(value)
+    pair = _key(key) + b"\x12" + _varint(len(body)) + body
+    return tag + _varint(len(pair)) + pair
+
+
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
-    """Each attribute as a ``KeyValue`` in field ``number``."""
+    """Each attribute as a ``KeyValue`` in field ``number``.
+
+    Most of a span's attributes repeat from span to span (the operation, the provider, the model,
+    the policy version), so a scalar pair's bytes are kept once made (the type is part of the key:
+    ``True`` and ``1`` are equal in Python, not in OTLP); the cache starts over when full.
+    """
     if not attributes:
         return b""
     tag = _varint(number << 3 | 2)
     parts = []
     for key, value in attributes.items():
-        body = _value(value)
-        pair = _key(key) + b"\x12" + _varint(len(body)) + body
-        parts.append(tag + _varint(len(pair)) + pair)
+        if not isinstance(value, _SCALARS):
+            parts.append(_pair(tag, key, value))
+            continue
+        known = (number, key, type(value), value)
+        encoded = _PAIRS.get(known)
+        if encoded is None:
+            if len(_PAIRS) >= _MAX_PAIRS:
+                _PAIRS.clear()
+            encoded = _PAIRS[known] = _pair(tag, key, value)
+        parts.append(encoded)
     return b"".join(parts)
 
 

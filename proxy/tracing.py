@@ -70,7 +70,8 @@ TRACES_PATH: Final = "/v1/traces"
 TRACED_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/route/execute"})
 # Room for about 4 s of spans at 500 req/s (4 to 5 spans each) while an export is slow.
 MAX_QUEUE_SPANS: Final = 8192
-MAX_BATCH_SPANS: Final = 512
+# One export a second up to about 500 req/s: each POST costs the exporter's thread ~3 ms (requests).
+MAX_BATCH_SPANS: Final = 2048
 SCHEDULE_DELAY_MS: Final = 1000
 # The exporter's thread encodes a batch while holding the GIL, and CPython hands the GIL over only
 # every switch interval (5 ms by default): a request waiting on the event loop waited that long.

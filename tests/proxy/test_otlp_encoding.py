@@ -72,3 +72,19 @@ def test_the_bytes_parse_to_what_the_sdk_encoder_builds() -> None:
 
 def test_an_empty_batch_is_an_empty_request() -> None:
     assert encode_request([]) == b"" == encode_spans([]).SerializeToString()
+
+
+def test_repeated_attributes_keep_their_types() -> None:
+    """Equal in Python, not in OTLP: True, 1 and 1.0 (and a second sight of each) stay what they are."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "symphony-proxy"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("symphony.proxy")
+    for value in (True, 1, 1.0, "1", True, 1, 1.0, "1"):
+        with tracer.start_as_current_span("s", attributes={"a": value}):
+            pass
+    spans = list(memory.get_finished_spans())
+    ours = ExportTraceServiceRequest.FromString(encode_request(spans))
+    assert ours == encode_spans(spans)
+    kinds = [s.attributes[0].value.WhichOneof("value") for s in ours.resource_spans[0].scope_spans[0].spans]
+    assert kinds == ["bool_value", "int_value", "double_value", "string_value"] * 2
