@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -407,7 +408,17 @@ def test_openai_auth_and_validation(sim: BackgroundServer) -> None:
 # --- rate limits and faults --------------------------------------------------------------------
 
 
+def clear_of_a_window_edge(margin_s: float = 15.0) -> None:
+    """Start at least ``margin_s`` before the next minute: the simulator counts in fixed 60 s windows
+    aligned on the minute (``simulator/limits.py``), so requests that straddle an edge see the counts
+    start afresh (the cause of a CI failure: the third request of an rpm-2 limit was admitted)."""
+    into_minute = time.time() % 60
+    if into_minute > 60 - margin_s:
+        time.sleep(60 - into_minute + 0.05)
+
+
 def test_rate_limit_headers_count_down_and_limits_bite(sim: BackgroundServer) -> None:
+    clear_of_a_window_edge()
     raw = oai(sim, "openai").chat.completions.with_raw_response
     messages: list[Any] = [{"role": "user", "content": "hi"}]
     remaining = [
