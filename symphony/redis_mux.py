@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
 from redis.asyncio.client import Pipeline
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from redis.utils import DEFAULT_RESP_VERSION
 
 # Commands that make the connection wait on the server, or change what it answers.
@@ -166,8 +166,10 @@ class MultiplexedRedis(aioredis.Redis):
         await super().aclose(close_connection_pool)
 
     def _parsed(self, command: Any, reply: Any, options: dict[str, Any]) -> Any:
-        if isinstance(reply, ResponseError):
-            if EMPTY_RESPONSE in options:
+        # Not only ResponseErrors: redis-py parses some replies into ConnectionErrors (LOADING, a
+        # restarted server reading its data, is BusyLoadingError), which must be raised as well.
+        if isinstance(reply, RedisError):
+            if EMPTY_RESPONSE in options and isinstance(reply, ResponseError):
                 return options[EMPTY_RESPONSE]
             raise reply
         options.pop(EMPTY_RESPONSE, None)
@@ -219,7 +221,7 @@ class MultiplexedRedis(aioredis.Redis):
         if settings.get("db"):
             commands.append(("SELECT", settings["db"]))
         for reply in await asyncio.gather(*connection.send(commands)) if commands else ():
-            if isinstance(reply, ResponseError):
+            if isinstance(reply, RedisError):
                 connection.close(reply)
                 raise reply
 
@@ -258,19 +260,19 @@ class _MultiplexedPipeline(Pipeline):
         futures = connection.send([("MULTI",), *commands, ("EXEC",)])
         await futures[-1]
         replies = [future.result() for future in futures]
-        queued_errors = [reply for reply in replies[1:-1] if isinstance(reply, ResponseError)]
+        queued_errors = [reply for reply in replies[1:-1] if isinstance(reply, RedisError)]
         if queued_errors:
             raise queued_errors[0]
         if replies[-1] is None:
             raise redis.WatchError("the transaction was aborted")
-        if isinstance(replies[-1], ResponseError):
+        if isinstance(replies[-1], RedisError):
             raise replies[-1]
         return list(replies[-1])
 
     def _results(self, replies: list[Any], raise_on_error: bool) -> list[Any]:
         results: list[Any] = []
         for (args, options), reply in zip(self.command_stack, replies, strict=True):
-            if isinstance(reply, ResponseError):
+            if isinstance(reply, RedisError):
                 if raise_on_error:
                     raise type(reply)(
                         f"Command # {len(results) + 1} ({args[0]!r}) of pipeline caused error: {reply}"

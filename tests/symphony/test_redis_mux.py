@@ -48,10 +48,16 @@ async def commands(client: aioredis.Redis, prefix: str) -> list[Any]:
     out.append(await script(keys=[f"{prefix}:k"], args=[41]))
     await client.script_flush()
     out.append(await script(keys=[f"{prefix}:k"], args=[1]))  # NOSCRIPT: reloaded, as redis-py does
-    for failing in (client.incr(f"{prefix}:s"), client.eval("return redis.error_reply('MINE no')", 0)):
+    # LOADING (a restarted server reading its data) is parsed into BusyLoadingError, a ConnectionError.
+    loading = "return redis.error_reply('LOADING Redis is loading the dataset in memory')"
+    for failing in (
+        client.incr(f"{prefix}:s"),
+        client.eval("return redis.error_reply('MINE no')", 0),
+        client.eval(loading, 0),
+    ):
         try:
             await failing
-        except redis.ResponseError as exc:
+        except (redis.ResponseError, redis.ConnectionError) as exc:
             out.append((type(exc).__name__, str(exc)))
     return out
 
