@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
@@ -41,6 +40,8 @@ from redis.asyncio.client import Pipeline
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from redis.utils import DEFAULT_RESP_VERSION
+
+from symphony import clock
 
 # Commands that make the connection wait on the server, or change what it answers.
 REFUSED: Final = frozenset(
@@ -95,7 +96,7 @@ class _Connection(asyncio.Protocol):
             raise redis.ConnectionError(f"Redis connection lost: {self.lost}")
         payload = b"".join(_packed(args) for args in commands)
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
+        now = clock.monotonic()
         futures = [loop.create_future() for _ in commands]
         self._waiting.extend((future, now) for future in futures)
         self._transport.write(payload)
@@ -135,7 +136,7 @@ class _Connection(asyncio.Protocol):
         self._watchdog = None
         if not self._waiting or self._timeout is None:
             return
-        waited = time.monotonic() - self._waiting[0][1]
+        waited = clock.monotonic() - self._waiting[0][1]
         if waited >= self._timeout:
             self.close(redis.TimeoutError(f"Redis did not answer within {self._timeout} s"))
             return
