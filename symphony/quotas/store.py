@@ -24,7 +24,8 @@ from symphony.keys import reservation_marker_key
 from symphony.quotas.rules import Limit, Metric
 from symphony.redis_server import REDIS_ERRORS
 
-# KEYS[1]: the reservation's marker; then, per limit, its runtime-cap key and its window's hash.
+# KEYS[1]: the reservation's marker; then every limit's runtime-cap key (read with one MGET);
+# then every limit's window hash.
 # ARGV[1] = now (event ms); ARGV[2] = number of limits; ARGV[3] = the marker's TTL; then per
 # limit: its current bucket's number, how many buckets it counts (the current one and those
 # before it), policy cap, amount, TTL ms, and the length in ms of a first-use window (0 for
@@ -39,6 +40,9 @@ from symphony.redis_server import REDIS_ERRORS
 # this reservation (the cap in force minus what its window holds)} when every window had room
 # and all were written, else {0, index of the refused limit (1-based), cap in force, ms until a
 # first-use window closes, bucket values...}.
+# Numbers go to redis.call as strings: ARGV's own where they are, else formatted with '%d'. A
+# Lua number handed to redis.call is formatted with '%.17g', whose glibc code was the script's
+# largest cost (a third of its instructions under callgrind).
 RESERVE_LUA = """
 local function prune(key, oldest)
   local stale = {}
@@ -48,63 +52,56 @@ local function prune(key, oldest)
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
 end
 local now, limits = tonumber(ARGV[1]), tonumber(ARGV[2])
-local k, a = 2, 4
-local writes, starts, left = {}, {}, {}
+local runtime_caps = redis.call('MGET', unpack(KEYS, 2, limits + 1))
+local fields, amounts, used_by, starts, left = {}, {}, {}, {}, {}
 for i = 1, limits do
-  local current, n, cap = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local amount, ttl, span = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  a = a + 6
-  local runtime = redis.call('GET', KEYS[k])
-  if runtime then cap = tonumber(runtime) end
-  local key = KEYS[k + 1]
-  local values, used, start, closes_in = {}, 0, 0, 0
+  local a = 6 * i - 2
+  local n, cap = tonumber(ARGV[a + 1]), tonumber(runtime_caps[i] or ARGV[a + 2])
+  local amount, span = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
+  local key = KEYS[limits + 1 + i]
+  local stored, used, start, closes_in = nil, 0, 0, 0
   if span > 0 then
-    local stored = redis.call('HMGET', key, 'start', 'used')
+    stored = redis.call('HMGET', key, 'start', 'used')
     start = tonumber(stored[1] or '-1')
     if start < 0 or now >= start + span then
       start = now
-      values[1] = 0
-    else
-      values[1] = tonumber(stored[2] or '0')
+    elseif stored[2] then
+      used = tonumber(stored[2])
     end
-    used, closes_in = values[1], start + span - now
+    closes_in = start + span - now
   else
-    local fields = {}
-    for j = 1, n do fields[j] = current + 1 - j end
-    local stored = redis.call('HMGET', key, unpack(fields))
+    local current = tonumber(ARGV[a])
+    for j = 1, n do fields[j] = string.format('%d', current + 1 - j) end
+    stored = redis.call('HMGET', key, unpack(fields, 1, n))
     for j = 1, n do
-      local v = tonumber(stored[j] or '0')
-      values[j] = v
-      used = used + v
+      if stored[j] then used = used + tonumber(stored[j]) end
     end
   end
   if amount > 0 and used + amount > cap then
     local reply = {0, i, cap, closes_in}
-    for j = 1, n do reply[4 + j] = values[j] end
+    if span > 0 then reply[5] = used else
+      for j = 1, n do reply[4 + j] = tonumber(stored[j] or '0') end
+    end
     return reply
   end
-  starts[i] = start
-  left[i] = cap - used - amount
-  writes[#writes + 1] = {key, amount, ttl, span, start, used, current, n}
-  k = k + 2
+  amounts[i], used_by[i], starts[i], left[i] = amount, used, start, cap - used - amount
 end
-for _, w in ipairs(writes) do
-  if w[4] > 0 then
-    redis.call('HSET', w[1], 'start', w[5], 'used', w[6] + w[2])
-    redis.call('PEXPIRE', w[1], w[3])
-  elseif w[2] > 0 then
-    if redis.call('HINCRBY', w[1], w[7], w[2]) == w[2] then
-      prune(w[1], w[7] + 1 - w[8])
-      redis.call('PEXPIRE', w[1], w[3])
+for i = 1, limits do
+  local a, key, amount = 6 * i - 2, KEYS[limits + 1 + i], amounts[i]
+  if ARGV[a + 5] ~= '0' then
+    redis.call('HSET', key, 'start', string.format('%d', starts[i]), 'used', string.format('%d', used_by[i] + amount))
+    redis.call('PEXPIRE', key, ARGV[a + 4])
+  elseif amount > 0 then
+    if redis.call('HINCRBY', key, ARGV[a], ARGV[a + 3]) == amount then
+      prune(key, tonumber(ARGV[a]) + 1 - tonumber(ARGV[a + 1]))
+      redis.call('PEXPIRE', key, ARGV[a + 4])
     end
   end
 end
 redis.call('SET', KEYS[1], 'r', 'PX', ARGV[3])
 local reply = {1}
-for i = 1, limits do
-  reply[i + 1] = starts[i]
-  reply[limits + i + 1] = left[i]
-end
+for i = 1, limits do reply[i + 1] = starts[i] end
+for i = 1, limits do reply[limits + i + 1] = left[i] end
 return reply
 """
 
@@ -128,11 +125,13 @@ for i = 2, #KEYS do
   elseif start ~= 0 then
     local open = tonumber(redis.call('HGET', key, 'start') or '-1')
     if open == start or (start < 0 and open >= 0 and open <= -start and -start < open + ttl) then
-      if redis.call('HINCRBY', key, 'used', delta) < 0 then redis.call('HSET', key, 'used', 0) end
+      if redis.call('HINCRBY', key, 'used', ARGV[j]) < 0 then redis.call('HSET', key, 'used', '0') end
     end
   elseif delta > 0 or redis.call('HEXISTS', key, bucket) == 1 then
-    if redis.call('HINCRBY', key, bucket, delta) < 0 then redis.call('HSET', key, bucket, 0) end
-    if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+    local value = redis.call('HINCRBY', key, bucket, ARGV[j])
+    if value < 0 then redis.call('HSET', key, bucket, '0') end
+    -- Only a bucket this call created can be in a hash that has no TTL (one that had expired).
+    if value == delta and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[j + 3]) end
   end
 end
 return 1
@@ -227,7 +226,7 @@ class Layout:
     """
 
     limits: tuple[Limit, ...]
-    keys: tuple[str, ...]  # per limit: its runtime cap's key, its window's
+    keys: tuple[str, ...]  # every limit's runtime cap key, then every limit's window key
     window_keys: tuple[str, ...]
     metrics: tuple[Metric, ...]
     tag: str  # the scope's hash tag, for the marker
@@ -239,7 +238,7 @@ class Layout:
     @staticmethod
     def of(limits: tuple[Limit, ...]) -> Layout:
         window_keys = tuple(limit.key for limit in limits)
-        keys = tuple(key for limit in limits for key in (limit.runtime_cap_key, limit.key))
+        keys = tuple(limit.runtime_cap_key for limit in limits) + window_keys
         tag = hash_tag(window_keys[0]) if limits else "{none}"
         return Layout(
             limits,

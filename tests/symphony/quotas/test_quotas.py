@@ -124,6 +124,19 @@ def test_settlement_refunds_and_charges_the_reserved_buckets(redis_client: redis
     assert int(redis_client.hget(*minute) or 0) == 50
 
 
+def test_a_charge_that_recreates_an_expired_window_gives_it_a_ttl(redis_client: redis.Redis) -> None:
+    """A settlement landing after its window's hash expired writes the bucket again, and that
+    hash must expire in its turn (a hash with no TTL would hold the bucket for ever)."""
+    store = QuotaStore(redis_client)
+    minute = Limit("openai", "tokens", ROLLING["minute"], 10**9)
+    granted = reserve(store, [minute], T0, 10)
+    assert isinstance(granted, Reservation)
+    redis_client.delete(minute.key)  # the hash expired before the settlement came
+    store.settle(granted, 25)
+    assert redis_client.hget(minute.key, str(T0 // (10 * SECOND))) == b"15"
+    assert 0 < redis_client.pttl(minute.key) <= minute.window.ttl_ms
+
+
 def test_first_use_window_opens_with_the_first_request_and_closes_after_its_length(
     redis_client: redis.Redis,
 ) -> None:
