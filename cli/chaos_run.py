@@ -45,6 +45,7 @@ from cli.report import progress_printer
 from cli.supervisor import Part, Stack
 from symphony import clock, engine_client, keys
 from symphony.flags import Flags
+from symphony.quotas import bucket_values
 from symphony.redis_client import sync_redis
 from symphony.settings import Settings
 
@@ -232,8 +233,8 @@ def _local_admissions(proxy_url: str) -> tuple[int, int]:
 
 
 def _day_total(client: redis.Redis, provider: str, metric: str) -> int:
-    buckets = client.hvals(keys.quota_window_key(provider, metric, "day"))
-    return sum(int(value) for value in buckets)
+    window: dict[bytes, bytes] = client.hgetall(keys.quota_window_key(provider, metric, "day"))  # type: ignore[assignment]
+    return sum(bucket_values(window).values())
 
 
 def _served_since(engine: str, before: int, answered: int) -> int:

@@ -22,6 +22,7 @@ from symphony.quotas.rules import (
     ROLLING,
     Limit,
     QuotaPolicy,
+    bucket_values,
     load_quota_policy,
     subscription_window,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Refusal",
     "Reservation",
     "ReservationLost",
+    "bucket_values",
     "exhaust_in_ms",
     "load_quota_policy",
     "observed_limits",

@@ -9,6 +9,9 @@ Windows (all in event time, UTC epoch milliseconds, from ``symphony.clock``):
   A window's buckets are the fields of one hash (the field is the bucket number); a
   write that opens a bucket deletes the fields that left the window and sets the
   hash to expire ``window + sub`` later, by when no bucket it holds still counts.
+  Beside its buckets the hash keeps ``newest`` and ``sum`` (the newest bucket written
+  and what the window held then), so most reservations read three fields, not every
+  bucket (``bucket_values`` reads the buckets alone).
 - Calendar months (``month``, UTC) hold app budgets: one bucket per month (``YYYYMM``).
 - Subscription windows (a provider's usage window) have a length and a reset rule:
   ``fixed`` windows are aligned on multiples of their length since the Unix epoch
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -140,6 +144,12 @@ ROLLING: dict[str, Window] = {
     "day": Window("day", DAY_MS, HOUR_MS, "rolling"),
     "week": Window("week", 7 * DAY_MS, DAY_MS, "rolling"),
 }
+
+
+def bucket_values(fields: Mapping[bytes, bytes]) -> dict[int, int]:
+    """A bucketed window's hash (``HGETALL``) as bucket number -> value, without the ``newest``
+    and ``sum`` fields the reservation script keeps beside the buckets."""
+    return {int(name): int(value) for name, value in fields.items() if name.isdigit()}
 
 
 def subscription_window(length: str, reset: Literal["fixed", "first_use"]) -> Window:

@@ -32,7 +32,12 @@ from symphony.redis_server import REDIS_ERRORS
 # the others).
 # A first-use window's hash is {start, used}: it reopens (used = 0) once `now` passes
 # start + length, so its reset follows event time even when the clock is simulated.
-# A write that opens a bucket deletes the fields that have left the window and sets the hash's
+# A bucketed window's hash also keeps 'newest' (the newest bucket a reservation wrote) and 'sum'
+# (what the window held at 'newest': that bucket and the n - 1 before it), so a reservation
+# within the newest bucket reads three fields instead of every bucket the window counts (24 for
+# a day). A reservation that moves 'newest' on sums the buckets and writes both; one that writes
+# an older bucket, or a settlement of one, drops 'newest' and the next reservation sums again.
+# A write that opens a bucket deletes the buckets that have left the window and sets the hash's
 # TTL (window + sub): the newest bucket opened no earlier than that write, and it stops counting
 # one window after it opened, so the hash outlives every bucket a window can still count.
 # A granted reservation sets its marker to 'r', so one whose reply was lost can be found and
@@ -44,24 +49,37 @@ from symphony.redis_server import REDIS_ERRORS
 # Lua number handed to redis.call is formatted with '%.17g', whose glibc code was the script's
 # largest cost (a third of its instructions under callgrind).
 RESERVE_LUA = """
+local fields = {}
+local function buckets(key, current, n)
+  for j = 1, n do fields[j] = string.format('%d', current + 1 - j) end
+  local values, used = redis.call('HMGET', key, unpack(fields, 1, n)), 0
+  for j = 1, n do
+    values[j] = tonumber(values[j] or '0')
+    used = used + values[j]
+  end
+  return values, used
+end
 local function prune(key, oldest)
   local stale = {}
   for _, field in ipairs(redis.call('HKEYS', key)) do
-    if tonumber(field) < oldest then stale[#stale + 1] = field end
+    local bucket = tonumber(field)
+    if bucket and bucket < oldest then stale[#stale + 1] = field end
   end
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
 end
 local now, limits = tonumber(ARGV[1]), tonumber(ARGV[2])
 local runtime_caps = redis.call('MGET', unpack(KEYS, 2, limits + 1))
-local fields, amounts, used_by, starts, left = {}, {}, {}, {}, {}
+-- Per limit: its amount, what its window held, its first-use start, the room left, the value of
+-- the bucket it writes, and how: 1 within 'newest', 2 moving 'newest' on, 3 behind 'newest'.
+local amounts, used_by, starts, left, held, mode = {}, {}, {}, {}, {}, {}
 for i = 1, limits do
   local a = 6 * i - 2
   local n, cap = tonumber(ARGV[a + 1]), tonumber(runtime_caps[i] or ARGV[a + 2])
   local amount, span = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
-  local key = KEYS[limits + 1 + i]
-  local stored, used, start, closes_in = nil, 0, 0, 0
+  local key, current = KEYS[limits + 1 + i], ARGV[a]
+  local used, start, closes_in = 0, 0, 0
   if span > 0 then
-    stored = redis.call('HMGET', key, 'start', 'used')
+    local stored = redis.call('HMGET', key, 'start', 'used')
     start = tonumber(stored[1] or '-1')
     if start < 0 or now >= start + span then
       start = now
@@ -70,17 +88,21 @@ for i = 1, limits do
     end
     closes_in = start + span - now
   else
-    local current = tonumber(ARGV[a])
-    for j = 1, n do fields[j] = string.format('%d', current + 1 - j) end
-    stored = redis.call('HMGET', key, unpack(fields, 1, n))
-    for j = 1, n do
-      if stored[j] then used = used + tonumber(stored[j]) end
+    local stored = redis.call('HMGET', key, 'newest', 'sum', current)
+    if stored[1] == current then
+      used, held[i], mode[i] = tonumber(stored[2]), tonumber(stored[3] or '0'), 1
+    else
+      local values
+      values, used = buckets(key, tonumber(current), n)
+      held[i] = values[1]
+      mode[i] = (stored[1] and tonumber(stored[1]) > tonumber(current)) and 3 or 2
     end
   end
   if amount > 0 and used + amount > cap then
-    local reply = {0, i, cap, closes_in}
-    if span > 0 then reply[5] = used else
-      for j = 1, n do reply[4 + j] = tonumber(stored[j] or '0') end
+    local reply = {0, i, cap, closes_in, used}
+    if span == 0 then
+      local values = buckets(key, tonumber(current), n)
+      for j = 1, n do reply[4 + j] = values[j] end
     end
     return reply
   end
@@ -88,12 +110,23 @@ for i = 1, limits do
 end
 for i = 1, limits do
   local a, key, amount = 6 * i - 2, KEYS[limits + 1 + i], amounts[i]
+  local current = ARGV[a]
   if ARGV[a + 5] ~= '0' then
-    redis.call('HSET', key, 'start', string.format('%d', starts[i]), 'used', string.format('%d', used_by[i] + amount))
+    local start, used = string.format('%d', starts[i]), string.format('%d', used_by[i] + amount)
+    redis.call('HSET', key, 'start', start, 'used', used)
     redis.call('PEXPIRE', key, ARGV[a + 4])
   elseif amount > 0 then
-    if redis.call('HINCRBY', key, ARGV[a], ARGV[a + 3]) == amount then
-      prune(key, tonumber(ARGV[a]) + 1 - tonumber(ARGV[a + 1]))
+    local value, sum = string.format('%d', held[i] + amount), string.format('%d', used_by[i] + amount)
+    if mode[i] == 1 then
+      redis.call('HSET', key, current, value, 'sum', sum)
+    elseif mode[i] == 2 then
+      redis.call('HSET', key, current, value, 'sum', sum, 'newest', current)
+    else
+      redis.call('HSET', key, current, value)
+      redis.call('HDEL', key, 'newest')
+    end
+    if held[i] == 0 then  -- the bucket opened
+      prune(key, tonumber(current) + 1 - tonumber(ARGV[a + 1]))
       redis.call('PEXPIRE', key, ARGV[a + 4])
     end
   end
@@ -112,7 +145,8 @@ return reply
 # -t for "the window open at t") and its TTL. A marker at 's' means settled already: a replay
 # changes nothing. A first-use window that has since reopened is left alone; a refund never
 # takes a bucket below zero; a charge re-creates a bucket that was pruned or expired (it is
-# outside its window, and the next bucket opened prunes it again).
+# outside its window, and the next bucket opened prunes it again). A bucketed window's 'sum'
+# follows a settlement of its 'newest' bucket; a settlement of any other drops 'newest'.
 SETTLE_LUA = """
 local state = redis.call('GET', KEYS[1])
 if state == 's' or (ARGV[2] == '1' and state ~= 'r') then return 0 end
@@ -127,11 +161,21 @@ for i = 2, #KEYS do
     if open == start or (start < 0 and open >= 0 and open <= -start and -start < open + ttl) then
       if redis.call('HINCRBY', key, 'used', ARGV[j]) < 0 then redis.call('HSET', key, 'used', '0') end
     end
-  elseif delta > 0 or redis.call('HEXISTS', key, bucket) == 1 then
-    local value = redis.call('HINCRBY', key, bucket, ARGV[j])
-    if value < 0 then redis.call('HSET', key, bucket, '0') end
-    -- Only a bucket this call created can be in a hash that has no TTL (one that had expired).
-    if value == delta and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[j + 3]) end
+  else
+    local stored = redis.call('HMGET', key, bucket, 'newest', 'sum')
+    if stored[1] or delta > 0 then
+      local old = tonumber(stored[1] or '0')
+      local value = math.max(old + delta, 0)
+      if stored[2] == bucket then
+        local sum = tonumber(stored[3] or '0') + value - old
+        redis.call('HSET', key, bucket, string.format('%d', value), 'sum', string.format('%d', sum))
+      else
+        redis.call('HSET', key, bucket, string.format('%d', value))
+        if stored[2] then redis.call('HDEL', key, 'newest') end
+      end
+      -- Only a bucket this call created can be in a hash that has no TTL (one that had expired).
+      if not stored[1] and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[j + 3]) end
+    end
   end
 end
 return 1

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from cli.load import LoadConfig, run_load
-from symphony.quotas import load_quota_policy
+from symphony.quotas import bucket_values, load_quota_policy
 from symphony.redis_server import RedisServer
 from tests.engineutil import Engine
 from tests.proxy_stack import ProxyStack
@@ -143,10 +143,10 @@ def metric(text: str, name: str) -> int:
 def quota_state(client: redis.Redis) -> dict[str, int]:
     """Every bucket of every bucketed window (``<window key>:<bucket>``): first-use windows left out."""
     return {
-        f"{key.decode()}:{bucket.decode()}": int(value)
+        f"{key.decode()}:{bucket}": value
         for key in client.scan_iter("quota:*")
         if not client.hexists(key, "start")
-        for bucket, value in client.hgetall(key).items()
+        for bucket, value in bucket_values(client.hgetall(key)).items()
     }
 
 

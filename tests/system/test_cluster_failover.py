@@ -41,6 +41,7 @@ from simulator import create_app as create_sim_app
 from symphony import engine_client
 from symphony.clock import RealClock
 from symphony.keys import quota_window_key
+from symphony.quotas import bucket_values
 from symphony.redis_client import sync_redis
 from symphony.redis_cluster import LocalCluster
 from tests.engineutil import Engine
@@ -226,7 +227,7 @@ def _check_buckets(engine: Engine, client: redis.Redis, local: tuple[int, int]) 
     }
     counted = {
         provider: tuple(
-            sum(int(v) for v in client.hvals(quota_window_key(provider, metric, "day")))
+            sum(bucket_values(client.hgetall(quota_window_key(provider, metric, "day"))).values())
             for metric in ("requests", "tokens")
         )
         for provider in settled

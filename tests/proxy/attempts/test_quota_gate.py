@@ -12,12 +12,12 @@ import redis.asyncio as aioredis
 from proxy.attempts import quota_gate
 from proxy.attempts.quota_gate import Grant, QuotaGuard, Unavailable
 from symphony.clock import RealClock
-from symphony.quotas import Refusal, load_quota_policy
+from symphony.quotas import Refusal, bucket_values, load_quota_policy
 from symphony.redis_server import RedisServer
 
 
 def token_total(client: redis.Redis, provider: str, window: str) -> int:
-    return sum(int(value) for value in client.hvals(f"quota:{{{provider}}}:tokens:{window}"))
+    return sum(bucket_values(client.hgetall(f"quota:{{{provider}}}:tokens:{window}")).values())
 
 
 def new_guard(url: str, mode: str) -> tuple[QuotaGuard, aioredis.Redis]:

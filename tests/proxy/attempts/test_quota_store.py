@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from proxy.attempts import quota_gate
 from proxy.attempts.quota_gate import Grant, QuotaGuard
 from symphony.clock import RealClock
-from symphony.quotas import load_quota_policy
+from symphony.quotas import bucket_values, load_quota_policy
 from symphony.redis_server import RedisServer
 
 PROVIDER, MODEL = "openai", "gpt-4o-mini"
@@ -29,7 +29,7 @@ def tokens_in_redis(url: str) -> int:
     """The tokens the provider's rolling day window holds (every hour bucket)."""
     client = redis.Redis.from_url(url)
     try:
-        return sum(int(value) for value in client.hvals(f"quota:{{{PROVIDER}}}:tokens:day"))
+        return sum(bucket_values(client.hgetall(f"quota:{{{PROVIDER}}}:tokens:day")).values())
     finally:
         client.close()
 

@@ -44,6 +44,14 @@ class ReferenceWindows:
             return [used], start + limit.window.length_ms - now
         return [self.buckets.get((index, b), 0) for b in limit.window.buckets(now)], 0
 
+    def rooms(self, now: int, tokens: int) -> dict[str, int]:
+        """Per limit (by name), the room its window would have left after a grant of ``tokens``."""
+        amounts = [1 if limit.metric == "requests" else tokens for limit in LIMITS]
+        return {
+            limit.name: limit.cap - sum(self.used(index, now)[0]) - amount
+            for index, (limit, amount) in enumerate(zip(LIMITS, amounts, strict=True))
+        }
+
     def reserve(self, now: int, tokens: int) -> tuple[bool, int | None, list[tuple[int, str, int]]]:
         for index, limit in enumerate(LIMITS):
             amount = 1 if limit.metric == "requests" else tokens
@@ -118,12 +126,14 @@ class QuotaMachine(RuleBasedStateMachine):
     @rule(target=granted, tokens=st.integers(min_value=0, max_value=70))
     def reserve(self, tokens: int) -> tuple[Reservation, list[tuple[int, str, int]]] | None:
         outcome = self.store.reserve(LIMITS, self.now, provider="openai", model="m", tokens=tokens)
+        rooms = self.model.rooms(self.now, tokens)
         ok, eta, written = self.model.reserve(self.now, tokens)
         assert isinstance(outcome, Reservation) == ok
         if isinstance(outcome, Refusal):
             assert outcome.retry_after_ms == eta
             return None
         assert isinstance(outcome, Reservation)
+        assert dict(outcome.remaining) == rooms  # what each window held, as the store summed it
         return outcome, written
 
     @rule(held=granted, actual=st.integers(min_value=0, max_value=90))

@@ -16,6 +16,7 @@ from symphony.quotas import (
     Limit,
     LocalQuotaStore,
     QuotaPolicy,
+    bucket_values,
     load_quota_policy,
     subscription_window,
 )
@@ -83,8 +84,10 @@ def test_a_window_keeps_only_the_buckets_it_counts(redis_client: redis.Redis) ->
     for step in range(30):  # 30 buckets of 10 s, each written once
         assert isinstance(reserve(store, [minute], T0 + step * 10 * SECOND, 1), Reservation)
     now = T0 + 29 * 10 * SECOND
-    fields = sorted(int(field) for field in redis_client.hkeys(minute.key))
-    assert fields == [now // (10 * SECOND) - age for age in range(5, -1, -1)]  # six 10 s buckets: one minute
+    fields = redis_client.hgetall(minute.key)
+    minute_of_buckets = [now // (10 * SECOND) - age for age in range(5, -1, -1)]
+    assert sorted(bucket_values(fields)) == minute_of_buckets
+    assert set(fields) - {str(bucket).encode() for bucket in bucket_values(fields)} == {b"newest", b"sum"}
 
 
 def test_refuses_past_the_cap_and_says_when_there_is_room(redis_client: redis.Redis) -> None:
@@ -135,6 +138,32 @@ def test_a_charge_that_recreates_an_expired_window_gives_it_a_ttl(redis_client: 
     store.settle(granted, 25)
     assert redis_client.hget(minute.key, str(T0 // (10 * SECOND))) == b"15"
     assert 0 < redis_client.pttl(minute.key) <= minute.window.ttl_ms
+
+
+def room_left(outcome: Reservation | Refusal) -> int:
+    assert isinstance(outcome, Reservation)
+    return dict(outcome.remaining)["openai tokens per minute"]
+
+
+def test_a_settlement_of_an_older_bucket_counts_in_the_next_reservation(redis_client: redis.Redis) -> None:
+    """The window's kept total follows a settlement that lands after a newer bucket opened."""
+    store = QuotaStore(redis_client)
+    minute = [Limit("openai", "tokens", ROLLING["minute"], 1000)]
+    first = reserve(store, minute, T0, 10)
+    assert room_left(reserve(store, minute, T0 + 10 * SECOND, 10)) == 1000 - 20  # a newer bucket
+    assert isinstance(first, Reservation)
+    store.settle(first, 50)  # the first bucket gains 40
+    assert room_left(reserve(store, minute, T0 + 11 * SECOND, 1)) == 1000 - 60 - 1
+
+
+def test_a_reservation_behind_the_newest_bucket_counts_in_the_next_one(redis_client: redis.Redis) -> None:
+    """A replica whose clock runs behind writes an older bucket; the next reservation still sees it."""
+    store = QuotaStore(redis_client)
+    minute = [Limit("openai", "tokens", ROLLING["minute"], 1000)]
+    assert room_left(reserve(store, minute, T0 + 10 * SECOND, 10)) == 1000 - 10
+    # Its window ends with the bucket before the newest, so it does not count the newest one.
+    assert room_left(reserve(store, minute, T0 + 5 * SECOND, 20)) == 1000 - 20
+    assert room_left(reserve(store, minute, T0 + 11 * SECOND, 1)) == 1000 - 30 - 1
 
 
 def test_first_use_window_opens_with_the_first_request_and_closes_after_its_length(
@@ -208,7 +237,7 @@ def _contend(url: str, limits: list[Limit], *, refunds: bool) -> tuple[int, int,
 
 
 def _bucket_total(client: redis.Redis, metric: str, window: str) -> int:
-    return sum(int(value) for value in client.hvals(f"quota:{{grok}}:{metric}:{window}"))
+    return sum(bucket_values(client.hgetall(f"quota:{{grok}}:{metric}:{window}")).values())
 
 
 def test_concurrent_processes_stop_exactly_at_the_request_cap(
@@ -279,7 +308,7 @@ def test_a_reservation_whose_reply_was_lost_is_cancelled_only_if_it_was_made(
     bucketed = [
         k for k in redis_client.scan_iter("quota:{openai}:requests:*") if not redis_client.hexists(k, "start")
     ]
-    assert sum(int(v) for k in bucketed for v in redis_client.hvals(k)) == 0
+    assert sum(sum(bucket_values(redis_client.hgetall(k)).values()) for k in bucketed) == 0
 
 
 def test_a_grant_says_what_room_each_of_its_windows_had_left_in_redis_and_locally(
