@@ -273,6 +273,7 @@ class Layout:
     keys: tuple[str, ...]  # every limit's runtime cap key, then every limit's window key
     window_keys: tuple[str, ...]
     metrics: tuple[Metric, ...]
+    names: tuple[str, ...]
     tag: str  # the scope's hash tag, for the marker
     first_use: tuple[bool, ...]
     # Per limit, what RESERVE_LUA takes besides the bucket and the amount: buckets counted, policy
@@ -289,18 +290,46 @@ class Layout:
             keys,
             window_keys,
             tuple(limit.metric for limit in limits),
+            tuple(limit.name for limit in limits),
             tag,
             tuple(limit.window.reset == "first_use" for limit in limits),
             tuple(_constants(limit) for limit in limits),
         )
 
-    def reserve_args(self, now_ms: int, amounts: Sequence[int]) -> list[int]:
+    def buckets(self, now_ms: int) -> tuple[int, ...]:
+        """Per limit, the bucket a reservation at ``now_ms`` writes (0 for a first-use window)."""
+        return tuple(limit.window.current_bucket(now_ms) for limit in self.limits)
+
+    def reserve_args(self, now_ms: int, buckets: Sequence[int], amounts: Sequence[int]) -> list[int]:
         args = [now_ms, len(self.limits), MARKER_TTL_MS]
-        for limit, amount, (counted, cap, ttl, span) in zip(
-            self.limits, amounts, self.constants, strict=True
-        ):
-            args += [limit.window.current_bucket(now_ms), counted, cap, amount, ttl, span]
+        for bucket, amount, (counted, cap, ttl, span) in zip(buckets, amounts, self.constants, strict=True):
+            args += [bucket, counted, cap, amount, ttl, span]
         return args
+
+    def reservation(
+        self,
+        buckets: Sequence[int],
+        provider: str,
+        model: str,
+        reserved: Amounts,
+        starts: Sequence[int],
+        token: str,
+        remaining: Sequence[int],
+    ) -> Reservation:
+        """The record of a granted reservation: which buckets settlement must correct.
+
+        Request buckets are kept too: a settlement leaves them alone (one request was
+        reserved, one was made) unless it refunds the reservation.
+        """
+        args = tuple(
+            value
+            for bucket, start, (_, _, ttl, _) in zip(buckets, starts, self.constants, strict=True)
+            for value in (bucket, start, ttl)
+        )
+        left = tuple(zip(self.names, remaining, strict=False))
+        return Reservation(
+            provider, model, reserved, self.window_keys, self.metrics, args, token or new_token(), left
+        )
 
 
 def _constants(limit: Limit) -> tuple[int, int, int, int]:
@@ -319,6 +348,7 @@ class ReservePlan:
     keys: list[str]
     args: list[int]
     layout: Layout
+    buckets: tuple[int, ...]
     amounts: list[int]
     now_ms: int
     reserved: Amounts
@@ -331,8 +361,8 @@ class ReservePlan:
     def reservation(
         self, provider: str, model: str, starts: Sequence[int], remaining: Sequence[int] = ()
     ) -> Reservation:
-        return reservation_of(
-            self.layout.limits, self.now_ms, provider, model, self.reserved, starts, self.token, remaining
+        return self.layout.reservation(
+            self.buckets, provider, model, self.reserved, starts, self.token, remaining
         )
 
     def unconfirmed(self, provider: str, model: str) -> Reservation:
@@ -365,21 +395,9 @@ def reservation_of(
     token: str = "",
     remaining: Sequence[int] = (),
 ) -> Reservation:
-    """The record of a granted reservation: which buckets settlement must correct.
-
-    Request buckets are kept too: a settlement leaves them alone (one request was
-    reserved, one was made) unless it refunds the reservation.
-    """
+    """The record of a granted reservation (``Layout.reservation``), its buckets found from ``now_ms``."""
     layout = layout_of(tuple(limits))
-    args = tuple(
-        value
-        for limit, start in zip(limits, starts, strict=True)
-        for value in (limit.window.current_bucket(now_ms), start, limit.window.ttl_ms)
-    )
-    left = tuple((limit.name, room) for limit, room in zip(limits, remaining, strict=False))
-    return Reservation(
-        provider, model, reserved, layout.window_keys, layout.metrics, args, token or new_token(), left
-    )
+    return layout.reservation(layout.buckets(now_ms), provider, model, reserved, starts, token, remaining)
 
 
 def plan_reservation(limits: Sequence[Limit], now_ms: int, reserved: Amounts) -> ReservePlan:
@@ -387,7 +405,9 @@ def plan_reservation(limits: Sequence[Limit], now_ms: int, reserved: Amounts) ->
     token = new_token()
     amounts = [reserved.of(metric) for metric in layout.metrics]
     keys = [reservation_marker_key(layout.tag, token), *layout.keys]
-    return ReservePlan(keys, layout.reserve_args(now_ms, amounts), layout, amounts, now_ms, reserved, token)
+    buckets = layout.buckets(now_ms)
+    args = layout.reserve_args(now_ms, buckets, amounts)
+    return ReservePlan(keys, args, layout, buckets, amounts, now_ms, reserved, token)
 
 
 def retry_after_ms(
