@@ -71,6 +71,7 @@ from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
 from proxy.tracing import TRACED_PATHS, Tracing, TracingMiddleware, tracing_on
 from symphony.catalog import Catalog
+from symphony.gc_tuning import freeze_startup
 from symphony.process_logging import log_to_stderr
 from symphony.settings import Settings, load_provider_keys
 
@@ -125,6 +126,7 @@ def create_app(
     catalog: Catalog | None = None,
     rng: random.Random | None = None,
     environ: Mapping[str, str] | None = None,
+    freeze_gc: bool = False,
 ) -> Starlette:
     """The proxy app. Reads the catalog (``CATALOG_FILE``) and the champion policy now (a bad one
     fails here, naming the entry) and serves a changed catalog without a restart.
@@ -132,7 +134,9 @@ def create_app(
     ``keys`` are provider keys (``load_provider_keys``); those of a catalog's providers not in
     ``keys`` are read from ``environ`` (the process's environment, which does not change while
     it runs), now and for each new catalog. A provider without one is a candidate only when it
-    takes no key or the simulator stands in for it (``settings.simulated``).
+    takes no key or the simulator stands in for it (``settings.simulated``). ``freeze_gc``: a
+    serving process freezes what its start-up made (``symphony.gc_tuning.freeze_startup``); a
+    test's app does not, as frozen objects are never collected in a process that builds many.
     """
     catalog = catalog if catalog is not None else settings.read_catalog()
     given = dict(keys or {})
@@ -180,6 +184,8 @@ def create_app(
             resources.fill(opened)
             breakers = BreakerStates(opened.redis, gateway.health, REPLICA)  # the console's breaker view
             breakers.start()
+            if freeze_gc:  # a serving process: what start-up made is never walked by a collection again
+                freeze_startup()
             try:
                 yield
             finally:
@@ -272,7 +278,7 @@ def app_from_environment() -> Starlette:
 
 def _entry_app(settings: Settings) -> Starlette:
     """The app of a serving process: where the provider keys (or their ``*_FILE`` secrets) are read, once."""
-    return create_app(settings, environ=os.environ)
+    return create_app(settings, environ=os.environ, freeze_gc=True)
 
 
 def run_proxy(settings: Settings) -> None:

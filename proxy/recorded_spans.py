@@ -85,7 +85,9 @@ class RecordedSpan(trace.Span):
         self.start_time = start_time or time.time_ns()
         self.end_time: int | None = None
         self.attributes = attributes
-        self.events: list[Event] = []
+        # A tuple until an event comes (rarely: an exception): a span waits about a second for its
+        # export, and every list it holds till then is one more object each collection walks.
+        self.events: Sequence[Event] = ()
         self.status = _UNSET
         self.resource = tracer.resource
         self.instrumentation_scope = tracer.scope
@@ -110,7 +112,7 @@ class RecordedSpan(trace.Span):
         self.status = status if isinstance(status, Status) else Status(status, description)
 
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
-        self.events.append(Event(name, attributes, timestamp or time.time_ns()))
+        self.events = (*self.events, Event(name, attributes, timestamp or time.time_ns()))
 
     def record_exception(
         self,

@@ -68,7 +68,7 @@ local function prune(key, oldest)
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
 end
 local now, limits = tonumber(ARGV[1]), tonumber(ARGV[2])
-local runtime_caps = redis.call('MGET', unpack(KEYS, 2, limits + 1))
+local runtime_caps = limits > 0 and redis.call('MGET', unpack(KEYS, 2, limits + 1)) or {}
 -- Per limit: its amount, what its window held, its first-use start, the room left, the value of
 -- the bucket it writes, and how: 1 within 'newest', 2 moving 'newest' on, 3 behind 'newest'.
 local amounts, used_by, starts, left, held, mode = {}, {}, {}, {}, {}, {}

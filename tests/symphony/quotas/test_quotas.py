@@ -140,6 +140,12 @@ def test_a_charge_that_recreates_an_expired_window_gives_it_a_ttl(redis_client: 
     assert 0 < redis_client.pttl(minute.key) <= minute.window.ttl_ms
 
 
+def test_a_provider_without_caps_is_granted(redis_client: redis.Redis) -> None:
+    """A provider the quota policy does not name (an own provider) counts against no window."""
+    granted = reserve(QuotaStore(redis_client), [], T0, 10)
+    assert isinstance(granted, Reservation) and granted.settle_keys == ()
+
+
 def room_left(outcome: Reservation | Refusal) -> int:
     assert isinstance(outcome, Reservation)
     return dict(outcome.remaining)["openai tokens per minute"]
