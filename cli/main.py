@@ -7,12 +7,13 @@ it before any process starts, with a message naming the variable.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from symphony import clock
 from symphony.process_logging import log_to_stderr
@@ -356,7 +357,10 @@ class StackUnavailable(Exception):
     """A report needs a part of the stack that is not running."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; given ``command``, the other commands that live in modules of their own are
+    listed but not built, so their modules (numpy, SciPy, pyarrow, Bytewax, lxml behind some) stay
+    unimported: every part of the stack is a `python -m cli <part>` process, the proxy's included."""
     parser = argparse.ArgumentParser(
         prog="symphony",
         description="Symphony: an LLM routing proxy. Settings come from the environment (see README).",
@@ -485,16 +489,18 @@ def build_parser() -> argparse.ArgumentParser:
     coverage.add_argument("--json", action="store_true", help="print rows as JSON")
     coverage.set_defaults(run=cmd_trace_coverage)
 
-    from cli import scheduler_plan
+    plan_help = "the queued jobs' plan per provider and window: budget, forecast, jobs, utilisation, overflow"
+    if not _listed_only(sub, "scheduler-plan", plan_help, command):
+        from cli import scheduler_plan
 
-    plan = sub.add_parser(
-        "scheduler-plan",
-        help="the queued jobs' plan per provider and window: budget, forecast, jobs, utilisation, overflow",
-        description=(scheduler_plan.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    scheduler_plan.add_arguments(plan)
-    plan.set_defaults(run=cmd_scheduler_plan)
+        plan = sub.add_parser(
+            "scheduler-plan",
+            help=plan_help,
+            description=(scheduler_plan.__doc__ or "").split("\n\n", 1)[1],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        scheduler_plan.add_arguments(plan)
+        plan.set_defaults(run=cmd_scheduler_plan)
 
     learner = sub.add_parser(
         "learner-metrics",
@@ -510,81 +516,74 @@ def build_parser() -> argparse.ArgumentParser:
     learner.add_argument("--json", action="store_true", help="print the report as JSON")
     learner.set_defaults(run=cmd_learner_metrics)
 
-    from cli import learner_promote
-
     _module_command(
         sub,
+        command,
         "learner-promote",
-        learner_promote,
+        "learner_promote",
         "propose the learner's challenger as the next champion: a branch, a commit and a pull request",
     )
 
-    from cli import perf_run
-
     _module_command(
         sub,
+        command,
         "perf-run",
-        perf_run,
+        "perf_run",
         "the performance gate: k6 against /v1/route/execute on a stack of its own, PASS or FAIL",
     )
 
-    from cli import chaos_run
-
     _module_command(
         sub,
+        command,
         "chaos-run",
-        chaos_run,
+        "chaos_run",
         "the chaos gate: fault scenarios against a stack of its own, PASS or FAIL each",
     )
 
-    from cli import learner_week
-
     _module_command(
         sub,
+        command,
         "learner-week",
-        learner_week,
+        "learner_week",
         "a simulated week end to end on a stack of its own: traffic, learner, report, promotion",
     )
 
-    from cli import mvp3_validate
-
     _module_command(
         sub,
+        command,
         "mvp3-validate",
-        mvp3_validate,
+        "mvp3_validate",
         "the six go-live acceptances from a fresh two-week replay and the gates, PASS or FAIL each",
     )
 
-    from cli import release
-
     _module_command(
         sub,
+        command,
         "release",
-        release,
+        "release",
         "the release pack checked (version, CHANGELOG, summary, mvp3-validate), then tagged and drafted",
     )
 
-    from cli import rollback_drill
-
     _module_command(
         sub,
+        command,
         "rollback-drill",
-        rollback_drill,
+        "rollback_drill",
         "each live rollback on a running stack under load, timed on every proxy replica, PASS or FAIL",
     )
 
-    from cli import scheduler_report, scheduler_weeks
-
     _module_command(
         sub,
+        command,
         "scheduler-report",
-        scheduler_report,
+        "scheduler_report",
         "utilisation per provider window, overflow, deadline misses and the optimum, two periods and deltas",
     )
     _module_command(
         sub,
+        command,
         "scheduler-weeks",
-        scheduler_weeks,
+        "scheduler_weeks",
         "two simulated weeks (scheduler off, then on) into a ClickHouse of their own, and their report",
     )
 
@@ -615,15 +614,17 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_argument("--json", action="store_true", help="print the flags as JSON")
     flags.set_defaults(run=cmd_flags)
 
-    from cli import evidence
+    evidence_help = "evidence bundles: capture one, verify one"
+    if not _listed_only(sub, "evidence", evidence_help, command):
+        from cli import evidence
 
-    evidence_parser = sub.add_parser(
-        "evidence",
-        help="evidence bundles: capture one, verify one",
-        description=(evidence.__doc__ or "").split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    evidence.add_arguments(evidence_parser)
+        evidence_parser = sub.add_parser(
+            "evidence",
+            help=evidence_help,
+            description=(evidence.__doc__ or "").split("\n\n", 1)[1],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        evidence.add_arguments(evidence_parser)
 
     sql = sub.add_parser("sql", help="run read-only SQL against ClickHouse through the engine")
     sql.add_argument("query", help='the SQL, e.g. "SELECT count() FROM usage FINAL"')
@@ -642,7 +643,19 @@ class _CommandModule(Protocol):
     def command(self, settings: Settings, args: argparse.Namespace) -> int: ...
 
 
-def _module_command(sub: Any, name: str, module: _CommandModule, help_text: str) -> None:
+def _listed_only(sub: Any, name: str, help_text: str, command: str | None) -> bool:
+    """True, having listed ``name`` with its help, when the command line names another command."""
+    if command in (None, name):
+        return False
+    sub.add_parser(name, help=help_text)
+    return True
+
+
+def _module_command(sub: Any, command: str | None, name: str, module_name: str, help_text: str) -> None:
+    """The command ``name`` from ``cli.<module_name>``, imported only when it is the one to build."""
+    if _listed_only(sub, name, help_text, command):
+        return
+    module = cast(_CommandModule, importlib.import_module(f"cli.{module_name}"))
     parser = sub.add_parser(
         name,
         help=help_text,
@@ -651,6 +664,11 @@ def _module_command(sub: Any, name: str, module: _CommandModule, help_text: str)
     )
     module.add_arguments(parser)
     parser.set_defaults(run=module.command)
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command the arguments name (the first that is not an option), if any."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def _positive_float(text: str) -> float:
@@ -694,7 +712,7 @@ def _token_help(settings: Settings, role: str | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(_command_in(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
