@@ -489,17 +489,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     coverage.add_argument("--json", action="store_true", help="print rows as JSON")
     coverage.set_defaults(run=cmd_trace_coverage)
 
-    plan_help = "the queued jobs' plan per provider and window: budget, forecast, jobs, utilisation, overflow"
-    if not _listed_only(sub, "scheduler-plan", plan_help, command):
-        from cli import scheduler_plan
-
-        plan = sub.add_parser(
-            "scheduler-plan",
-            help=plan_help,
-            description=(scheduler_plan.__doc__ or "").split("\n\n", 1)[1],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        scheduler_plan.add_arguments(plan)
+    plan = _module_command(
+        sub,
+        command,
+        "scheduler-plan",
+        "scheduler_plan",
+        "the queued jobs' plan per provider and window: budget, forecast, jobs, utilisation, overflow",
+    )
+    if plan is not None:
         plan.set_defaults(run=cmd_scheduler_plan)
 
     learner = sub.add_parser(
@@ -614,17 +611,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     flags.add_argument("--json", action="store_true", help="print the flags as JSON")
     flags.set_defaults(run=cmd_flags)
 
-    evidence_help = "evidence bundles: capture one, verify one"
-    if not _listed_only(sub, "evidence", evidence_help, command):
-        from cli import evidence
-
-        evidence_parser = sub.add_parser(
-            "evidence",
-            help=evidence_help,
-            description=(evidence.__doc__ or "").split("\n\n", 1)[1],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        evidence.add_arguments(evidence_parser)
+    # Its actions (capture, verify) each set their own `run`.
+    _module_command(sub, command, "evidence", "evidence", "evidence bundles: capture one, verify one")
 
     sql = sub.add_parser("sql", help="run read-only SQL against ClickHouse through the engine")
     sql.add_argument("query", help='the SQL, e.g. "SELECT count() FROM usage FINAL"')
@@ -634,36 +622,34 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 class _CommandModule(Protocol):
-    """A command in a module of its own: its docstring's second paragraph on is its --help."""
+    """A command in a module of its own: its docstring's second paragraph on is its --help; its
+    ``command``, when it has one, runs it."""
 
     __doc__: str | None
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
-    def command(self, settings: Settings, args: argparse.Namespace) -> int: ...
 
-
-def _listed_only(sub: Any, name: str, help_text: str, command: str | None) -> bool:
-    """True, having listed ``name`` with its help, when the command line names another command."""
-    if command in (None, name):
-        return False
-    sub.add_parser(name, help=help_text)
-    return True
-
-
-def _module_command(sub: Any, command: str | None, name: str, module_name: str, help_text: str) -> None:
-    """The command ``name`` from ``cli.<module_name>``, imported only when it is the one to build."""
-    if _listed_only(sub, name, help_text, command):
-        return
+def _module_command(
+    sub: Any, command: str | None, name: str, module_name: str, help_text: str
+) -> argparse.ArgumentParser | None:
+    """The command ``name`` from ``cli.<module_name>``, built (and the module imported) only when the
+    command line names it or none; otherwise only listed with its help, and None."""
+    if command not in (None, name):
+        sub.add_parser(name, help=help_text)
+        return None
     module = cast(_CommandModule, importlib.import_module(f"cli.{module_name}"))
-    parser = sub.add_parser(
+    parser: argparse.ArgumentParser = sub.add_parser(
         name,
         help=help_text,
         description=(module.__doc__ or "").split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(parser)
-    parser.set_defaults(run=module.command)
+    run = getattr(module, "command", None)
+    if run is not None:
+        parser.set_defaults(run=run)
+    return parser
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
