@@ -125,6 +125,10 @@ bench-proxy *args:
 bench-tracing *args:
     python bench/tracing_overhead.py "$@"
 
+# Benchmark: the proxy's OTLP encoding of its spans beside the SDK's encoder, same run
+bench-otlp *args:
+    python bench/otlp_encoding.py "$@"
+
 # Benchmark: quota reservations per second and p99 beside a plain INCR, same run
 bench-quota *args:
     python bench/quota_reserve.py "$@"
