@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,7 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 TARGETS = ("direct", "symphony", "symphony-traced")
 GOAL_P50_MS = 0.2
 GOAL_CPU_SHARE = 0.10
-SCHEDULE_DELAY_S = 1.0  # proxy.tracing.SCHEDULE_DELAY_MS: how long a span may wait in the queue
+SCHEDULE_DELAY_S = 1.0  # proxy.tracing.SCHEDULE_DELAY_S: how long a span may wait in the queue
 
 
 # --------------------------------------------------------------------------- the receiver
@@ -152,7 +153,7 @@ def order_of(repeat: int) -> list[str]:
     return list(TARGETS) if repeat % 2 == 0 else list(TARGETS[::-1])
 
 
-def run(args: argparse.Namespace) -> list[Measured]:
+def run(args: argparse.Namespace) -> tuple[list[Measured], list[Pair]]:
     var: Path = args.var_dir.resolve()
     with (
         DiscardingReceiver().running() as receiver,
@@ -179,15 +180,130 @@ def run(args: argparse.Namespace) -> list[Measured]:
         }
         bench = po.Bench(stack, sim.pid, args.warmup, args.timeout, args.max_tokens, args.max_failed_share)
         measured: list[Measured] = []
+        pairs: list[Pair] = []
         for rate in args.rates:
             for repeat in range(args.repeats):
                 for position, name in enumerate(order_of(repeat)):
                     one = measure(bench, targets[name], rate, args.duration)
                     one.row.repeat, one.row.position = repeat, position
                     measured.append(one)
+                if args.side_by_side:
+                    off, on = targets["symphony"], targets["symphony-traced"]
+                    pairs.append(measure_side_by_side(bench, off, on, rate, args.duration, repeat))
         po.say(f"the receiver took {receiver.exports} exports")
     po.add_overhead([one.row for one in measured], {name: "direct" for name in TARGETS})
-    return measured
+    return measured, pairs
+
+
+# --------------------------------------------------------------------------- side by side
+
+
+@dataclass
+class Pair:
+    """One side-by-side run: both proxies under load at once, each at half the rate.
+
+    The machine's speed drifts (a fixed loop's CPU time varies by up to 2x from one second to the
+    next on this VM), and one proxy measured after the other meets a different machine. Side by
+    side, both meet the same one, so their difference is tracing's alone. Redis serves both; its
+    CPU per request is the same for both, so it is left out of the comparison.
+    """
+
+    rate: int  # both together
+    repeat: int
+    off: po.Row
+    on: po.Row
+
+    def difference(self, field: str) -> float | None:
+        return _minus(getattr(self.on, field), getattr(self.off, field))
+
+    @property
+    def cpu_share(self) -> float | None:
+        cpu = self.difference("cpu_ms_per_request")
+        base = self.off.cpu_ms_per_request
+        return None if cpu is None or not base else cpu / base
+
+
+def measure_side_by_side(
+    bench: po.Bench, off: po.Target, on: po.Target, rate: int, duration_s: float, repeat: int
+) -> Pair:
+    """``off`` and ``on`` at ``rate / 2`` each, at once: latency and each one's own CPU per request."""
+    half = max(rate // 2, 1)
+    po.say(f"{rate} req/s side by side ({half} each): {bench.warmup_s:g}s warm-up, {duration_s:g}s measured")
+    logs = {t.name: bench.stack.var / "logs" / f"k6-pair-{t.name}-{rate}.log" for t in (off, on)}
+    if bench.warmup_s > 0:
+        _both(off, on, po.LoadSpec(half, bench.warmup_s, bench.timeout_s, bench.max_tokens), logs)
+    po.settle([bench.sim_pid, *(pid for pid in (off.pid, on.pid, off.redis_pid) if pid)])
+    load = po.LoadSpec(half, duration_s, bench.timeout_s, bench.max_tokens)
+    pids = [pid for pid in (off.pid, on.pid) if pid]
+    before = {pid: po.cpu_seconds(pid) for pid in pids}
+    results = _both(off, on, load, logs)
+    rows = []
+    for target, result in zip((off, on), results, strict=True):
+        row = po._row(target, load, result, bench.max_failed_share)
+        if target.pid:
+            row.cpu_ms_per_request = (
+                (po.cpu_seconds(target.pid) - before[target.pid]) * 1000 / max(result.requests, 1)
+            )
+        row.repeat = repeat
+        rows.append(row)
+    pair = Pair(rate, repeat, rows[0], rows[1])
+    po.say(
+        f"   off p50 {po._ms(pair.off.p50_ms)}, on {po._ms(pair.on.p50_ms)} ms; "
+        f"CPU off {_fmt(pair.off.cpu_ms_per_request, '.3f')}, "
+        f"on {_fmt(pair.on.cpu_ms_per_request, '.3f')} ms/req"
+    )
+    return pair
+
+
+def _both(off: po.Target, on: po.Target, load: po.LoadSpec, logs: dict[str, Path]) -> list[po.K6Result]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(po.run_k6, target, load, logs[target.name]) for target in (off, on)]
+        return [run.result() for run in runs]
+
+
+@dataclass(frozen=True)
+class PairedCost:
+    """Tracing's cost side by side at one rate: medians of the repeats' differences, and their range."""
+
+    rate: int
+    repeats: int
+    overhead_p50_ms: float | None
+    overhead_p50_range: tuple[float, float] | None
+    overhead_p99_ms: float | None
+    cpu_ms_per_request: float | None
+    cpu_share: float | None
+    cpu_share_range: tuple[float, float] | None
+    failed_share: float
+    within_goal: bool | None
+
+
+def paired_costs(pairs: list[Pair]) -> list[PairedCost]:
+    found = []
+    for rate in sorted({pair.rate for pair in pairs}):
+        group = [pair for pair in pairs if pair.rate == rate]
+        p50 = [d for d in (pair.difference("p50_ms") for pair in group) if d is not None]
+        shares = [share for share in (pair.cpu_share for pair in group) if share is not None]
+        median_p50, median_share = _median(p50), _median(shares)
+        within = (
+            None
+            if median_p50 is None or median_share is None
+            else (median_p50 <= GOAL_P50_MS and median_share <= GOAL_CPU_SHARE)
+        )
+        found.append(
+            PairedCost(
+                rate=rate,
+                repeats=len(group),
+                overhead_p50_ms=median_p50,
+                overhead_p50_range=(min(p50), max(p50)) if p50 else None,
+                overhead_p99_ms=_median([pair.difference("p99_ms") for pair in group]),
+                cpu_ms_per_request=_median([pair.difference("cpu_ms_per_request") for pair in group]),
+                cpu_share=median_share,
+                cpu_share_range=(min(shares), max(shares)) if shares else None,
+                failed_share=max(max(pair.off.failed_share, pair.on.failed_share) for pair in group),
+                within_goal=within,
+            )
+        )
+    return found
 
 
 # --------------------------------------------------------------------------- summary
@@ -293,6 +409,20 @@ def smoke_failures(summaries: list[Summary]) -> list[str]:
     return problems
 
 
+def paired_failures(found: list[PairedCost], args: argparse.Namespace) -> list[str]:
+    if not args.side_by_side:
+        return []
+    if not found:
+        return ["no side-by-side run"]
+    problems = []
+    for cost in found:
+        if cost.failed_share > args.max_failed_share:
+            problems.append(f"side by side at {cost.rate} req/s: failed share {cost.failed_share:.1%}")
+        if cost.overhead_p50_ms is None or cost.cpu_share is None:
+            problems.append(f"side by side at {cost.rate} req/s: no latency or CPU figure")
+    return problems
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -355,10 +485,36 @@ def table(summaries: list[Summary], found: list[Cost], args: argparse.Namespace,
     return "\n".join([head, load_line, "", *body, "", *cost_lines])
 
 
+def paired_table(found: list[PairedCost], args: argparse.Namespace) -> str:
+    if not found:
+        return ""
+    lines = [
+        "",
+        "Side by side (both proxies under load at once, half the rate each, so both meet the same machine; "
+        "CPU is each proxy's own, Redis left out): medians of the repeats' differences, range in brackets",
+    ]
+    for c in found:
+        p50_range = (
+            "" if c.overhead_p50_range is None else " [{:+.2f} .. {:+.2f}]".format(*c.overhead_p50_range)
+        )
+        share_range = "" if c.cpu_share_range is None else " [{:+.1%} .. {:+.1%}]".format(*c.cpu_share_range)
+        lines.append(
+            f"tracing at {c.rate} req/s ({c.rate // 2} each, {c.repeats} repeat(s)): p50 "
+            f"{_fmt(c.overhead_p50_ms, '+.2f')} ms{p50_range}, p99 {_fmt(c.overhead_p99_ms, '+.2f')} ms, "
+            f"CPU {_fmt(c.cpu_ms_per_request, '+.3f')} ms/req "
+            f"({_fmt(None if c.cpu_share is None else c.cpu_share * 100, '+.1f')} %{share_range}), "
+            f"failed {c.failed_share:.1%}; goal +{GOAL_P50_MS} ms p50 and +{GOAL_CPU_SHARE:.0%} CPU: "
+            f"{_verdict(c.within_goal)}"
+        )
+    return "\n".join(lines)
+
+
 def as_json(
     measured: list[Measured],
     summaries: list[Summary],
     found: list[Cost],
+    pairs: list[Pair],
+    side_by_side: list[PairedCost],
     args: argparse.Namespace,
     load: float,
 ) -> str:
@@ -370,6 +526,16 @@ def as_json(
         {
             "config": config,
             "cost": [po._rounded(asdict(c)) for c in found],
+            "side_by_side": [po._rounded(asdict(c)) for c in side_by_side],
+            "side_by_side_rows": [
+                {
+                    "rate": pair.rate,
+                    "repeat": pair.repeat,
+                    "off": po._rounded(asdict(pair.off)),
+                    "on": po._rounded(asdict(pair.on)),
+                }
+                for pair in pairs
+            ],
             "summary": [po._rounded(asdict(s)) for s in summaries],
             "rows": [
                 po._rounded(
@@ -404,6 +570,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--max-failed-share", type=float, default=0.01, help="sustained at or below this failed share")
     add("--var-dir", type=Path, default=po.ROOT / "var" / "bench-tracing", help="logs and data")
     add("--start-timeout", type=float, default=120.0, help="seconds to wait for each process to answer")
+    add(
+        "--no-side-by-side",
+        dest="side_by_side",
+        action="store_false",
+        help="skip the side-by-side runs (both proxies at once, half the rate each) after each repeat",
+    )
     add("--smoke", action="store_true", help="3 s at 20 req/s, one repeat; exit 1 if anything broke")
     add("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
@@ -418,14 +590,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     load = po.load_average()
-    measured = run(args)
+    measured, pairs = run(args)
     summaries = summarize(measured)
-    found = costs(summaries)
-    print(
-        as_json(measured, summaries, found, args, load) if args.json else table(summaries, found, args, load)
-    )
+    found, side_by_side = costs(summaries), paired_costs(pairs)
+    if args.json:
+        print(as_json(measured, summaries, found, pairs, side_by_side, args, load))
+    else:
+        print(table(summaries, found, args, load))
+        print(paired_table(side_by_side, args))
     if args.smoke:
-        problems = smoke_failures(summaries)
+        problems = smoke_failures(summaries) + paired_failures(side_by_side, args)
         for problem in problems:
             po.say(f"SMOKE FAILED: {problem}")
         if problems:

@@ -28,12 +28,12 @@ loop hold no tracer (each checks ``None`` once). On, one trace per proxied reque
 Map-valued attributes (quota snapshot, overrides) are JSON strings: span attributes hold
 scalars and lists only.
 
-Export never blocks a request: ended spans go to each destination's ``BatchSpanProcessor``'s
-bounded queue and its own thread sends them. That thread shares the GIL with the event loop, so
-with tracing on the process hands the GIL over every millisecond rather than every 5 (CPython's
-default switch interval): a batch being encoded delays a request by at most that. When a back end
-is down, its spans are dropped (a full queue, a batch whose export failed, what is left at shutdown)
-and counted per destination
+Export never blocks a request: ended spans go to each destination's bounded ``SpanQueue``, whose
+own thread encodes them (``proxy.otlp_encoding``) and sends them in batches. That thread shares
+the GIL with the event loop, so with tracing on the process hands the GIL over every millisecond
+rather than every 5 (CPython's default switch interval): a batch being encoded delays a request by
+at most that. When a back end is down, its spans are dropped (a full queue, a batch whose export
+failed, what is left at shutdown) and counted per destination
 (``symphony_spans_dropped_total{destination=…}`` on ``/metrics``); the other goes on.
 """
 
@@ -49,8 +49,6 @@ import orjson
 from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, format_span_id, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -58,6 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.otlp_encoding import encode_request
 from proxy.recorded_spans import RecordingTracer
+from proxy.span_queue import SpanQueue, SpanSender
 from symphony.events import AttemptStatus, Usage
 from symphony.settings import Settings
 
@@ -72,13 +71,13 @@ TRACED_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/ro
 MAX_QUEUE_SPANS: Final = 8192
 # One export a second up to about 500 req/s: each POST costs the exporter's thread ~3 ms (requests).
 MAX_BATCH_SPANS: Final = 2048
-SCHEDULE_DELAY_MS: Final = 1000
+SCHEDULE_DELAY_S: Final = 1.0
 # The exporter's thread encodes a batch while holding the GIL, and CPython hands the GIL over only
 # every switch interval (5 ms by default): a request waiting on the event loop waited that long.
 EXPORT_SWITCH_INTERVAL_S: Final = 0.001
 # An export (retries included) gives up after this, so a dead back end costs a batch, not the queue.
 EXPORT_TIMEOUT_S: Final = 3.0
-SHUTDOWN_TIMEOUT_MS: Final = 4000
+SHUTDOWN_TIMEOUT_S: Final = 4.0
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 
@@ -89,93 +88,15 @@ def traces_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith(TRACES_PATH) else endpoint + TRACES_PATH
 
 
-class _DirectlyEncodedExporter(OTLPSpanExporter):
-    """The SDK's OTLP/HTTP exporter (session, retries, gzip, timeouts), its batches encoded by
-    ``proxy.otlp_encoding`` instead of through message objects: the same request in under half the CPU.
-
-    ``export`` reaches the SDK's HTTP client (``_client``), which has no public hook for the
-    payload; ``tests/proxy/test_tracing.py`` decodes what it sends and fails if that changes.
+class _OTLPSender(OTLPSpanExporter):
+    """The SDK's OTLP/HTTP exporter (session, retries, gzip, timeouts) sending the batches that
+    ``proxy.otlp_encoding`` wrote: its ``export`` takes span objects and encodes them through
+    message objects, so ``send`` reaches its HTTP client (``_client``), which has no public hook
+    for the payload; ``tests/proxy/test_tracing.py`` decodes what it sends and fails if that changes.
     """
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
-            return SpanExportResult.FAILURE
-        sent = self._client.export(encode_request(spans))
-        return SpanExportResult.SUCCESS if sent.success else SpanExportResult.FAILURE
-
-
-class _CountingExporter(SpanExporter):
-    """Counts what the exporter sent and what it gave up on (a failed batch is dropped)."""
-
-    def __init__(self, inner: SpanExporter) -> None:
-        self._inner = inner
-        self.exported = 0
-        self.failed = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self._inner.export(spans)
-        except Exception:  # the processor would log and drop it: count it first
-            log.exception("exporting %d spans failed", len(spans))
-            result = SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            self.exported += len(spans)
-        else:
-            self.failed += len(spans)
-        return result
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
-
-class _CountingBatchProcessor(BatchSpanProcessor):
-    """A ``BatchSpanProcessor`` that counts the spans its full queue drops, which the SDK only logs.
-
-    The SDK offers no count and no shutdown timeout on this class, so both reach into its
-    ``BatchProcessor`` (``tests/proxy/test_tracing.py`` fails if that changes).
-    """
-
-    def __init__(
-        self, exporter: SpanExporter, max_queue: int = MAX_QUEUE_SPANS, max_batch: int = MAX_BATCH_SPANS
-    ) -> None:
-        super().__init__(
-            exporter,
-            max_queue_size=max_queue,
-            schedule_delay_millis=SCHEDULE_DELAY_MS,
-            max_export_batch_size=max_batch,
-        )
-        self._max_queue = max_queue
-        self.queue_dropped = 0
-
-    def on_end(self, span: ReadableSpan) -> None:
-        queue = self._batch_processor._queue
-        # The queue lets its oldest span go for this one. Unlocked: should the exporter's thread take
-        # a batch at this very moment, one span too many is counted, which beats locking every request.
-        sampled = span.context is not None and span.context.trace_flags.sampled
-        if sampled and len(queue) >= self._max_queue:  # the SDK queues sampled spans only
-            self.queue_dropped += 1
-        super().on_end(span)
-
-    def shutdown_within(self, timeout_ms: int) -> None:
-        """Export what is queued, for at most ``timeout_ms``; what is left then counts as dropped."""
-        processor = self._batch_processor
-        processor.shutdown(timeout_millis=timeout_ms)
-        self.queue_dropped += len(processor._queue)
-
-
-class _Destination:
-    """One back end: its counting exporter and the batch processor that feeds it."""
-
-    def __init__(self, exporter: SpanExporter, max_queue: int) -> None:
-        self.exporter = _CountingExporter(exporter)
-        self.processor = _CountingBatchProcessor(self.exporter, max_queue, min(max_queue, MAX_BATCH_SPANS))
-
-    @property
-    def dropped(self) -> int:
-        return self.exporter.failed + self.processor.queue_dropped
+    def send(self, payload: bytes) -> bool:
+        return not self._shutdown and bool(self._client.export(payload).success)
 
 
 def tracing_on(settings: Settings) -> bool:
@@ -186,54 +107,62 @@ def tracing_on(settings: Settings) -> bool:
 class Tracing:
     """The process's tracer, a batch processor per destination, and what each exported and dropped."""
 
-    def __init__(self, exporters: Mapping[str, SpanExporter], *, max_queue: int = MAX_QUEUE_SPANS) -> None:
-        if not exporters:
+    def __init__(self, senders: Mapping[str, SpanSender], *, max_queue: int = MAX_QUEUE_SPANS) -> None:
+        if not senders:
             raise ValueError("tracing needs at least one destination")
-        self._destinations = {name: _Destination(exporter, max_queue) for name, exporter in exporters.items()}
+        self._queues = {
+            name: SpanQueue(
+                name,
+                sender,
+                encode_request,
+                max_queue=max_queue,
+                max_batch=min(max_queue, MAX_BATCH_SPANS),
+                delay_s=SCHEDULE_DELAY_S,
+            )
+            for name, sender in senders.items()
+        }
         sys.setswitchinterval(min(sys.getswitchinterval(), EXPORT_SWITCH_INTERVAL_S))
         # Its own tracer, not the global provider's: each app (tests run several) exports on its own.
         self.tracer: Tracer = RecordingTracer(
             Resource.create({"service.name": SERVICE_NAME}),
             InstrumentationScope(TRACER_NAME),
-            [destination.processor for destination in self._destinations.values()],
+            list(self._queues.values()),
         )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tracing | None:
         """Tracing to the control plane (with a spans token) and to Tempo (when set); None (off) without."""
-        exporters: dict[str, SpanExporter] = {}
+        senders: dict[str, SpanSender] = {}
         if settings.spans_token is not None:
             headers = {"authorization": f"Bearer {settings.spans_token.get_secret_value()}"}
-            exporters["control_plane"] = _DirectlyEncodedExporter(
+            senders["control_plane"] = _OTLPSender(
                 endpoint=settings.engine_traces_url, headers=headers, timeout=EXPORT_TIMEOUT_S
             )
             log.info("tracing on: spans go to the control plane at %s", settings.engine_traces_url)
         if settings.tempo_endpoint:
             url = traces_url(settings.tempo_endpoint)
-            exporters["tempo"] = _DirectlyEncodedExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
+            senders["tempo"] = _OTLPSender(endpoint=url, timeout=EXPORT_TIMEOUT_S)
             log.info("tracing on: spans go to Tempo at %s", url)
-        return cls(exporters) if exporters else None
+        return cls(senders) if senders else None
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Per destination: (spans exported, spans dropped)."""
-        return {name: (d.exporter.exported, d.dropped) for name, d in self._destinations.items()}
+        return {name: (queue.exported, queue.dropped) for name, queue in self._queues.items()}
 
     @property
     def exported(self) -> int:
-        return sum(d.exporter.exported for d in self._destinations.values())
+        return sum(queue.exported for queue in self._queues.values())
 
     @property
     def dropped(self) -> int:
-        return sum(d.dropped for d in self._destinations.values())
+        return sum(queue.dropped for queue in self._queues.values())
 
     def close(self) -> None:
         """Send what is queued (bounded), then stop; blocking, so the lifespan runs it in a thread."""
         # At once, so two back ends down cost one bound, not two (the supervisor's stop waits 20 s).
         closing = [
-            threading.Thread(
-                target=d.processor.shutdown_within, args=(SHUTDOWN_TIMEOUT_MS,), name=f"close-{n}"
-            )
-            for n, d in self._destinations.items()
+            threading.Thread(target=queue.close_within, args=(SHUTDOWN_TIMEOUT_S,), name=f"close-{name}")
+            for name, queue in self._queues.items()
         ]
         for thread in closing:
             thread.start()

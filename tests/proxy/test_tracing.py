@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,8 +19,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.tracing import Tracing, traces_url
@@ -322,24 +320,24 @@ def test_the_endpoint_setting_takes_an_http_url_or_nothing() -> None:
     assert traces_url("http://collector/otlp/v1/traces") == "http://collector/otlp/v1/traces"
 
 
-class StuckExporter(SpanExporter):
+class StuckSender:
     """A back end that hangs until released, then refuses: what a dead Tempo looks like from here."""
 
     def __init__(self) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def send(self, payload: bytes) -> bool:
         self.entered.set()
         self.release.wait(10)
-        return SpanExportResult.FAILURE
+        return False
 
     def shutdown(self) -> None:
         self.release.set()
 
 
 def test_spans_a_full_queue_drops_are_counted_and_so_are_those_left_at_close() -> None:
-    exporter = StuckExporter()
+    exporter = StuckSender()
     tracing = Tracing({"stuck": exporter}, max_queue=8)  # and batches of 8: a full queue wakes the exporter
     for index in range(8):
         tracing.tracer.start_span(f"span {index}").end()
@@ -353,7 +351,7 @@ def test_spans_a_full_queue_drops_are_counted_and_so_are_those_left_at_close() -
 
 
 def test_two_destinations_down_close_within_one_bound_and_each_counts_its_own_drops() -> None:
-    stuck = {"control_plane": StuckExporter(), "tempo": StuckExporter()}
+    stuck = {"control_plane": StuckSender(), "tempo": StuckSender()}
     tracing = Tracing(dict(stuck), max_queue=8)
     for index in range(8):
         tracing.tracer.start_span(f"span {index}").end()
