@@ -44,11 +44,13 @@ import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -801,8 +803,9 @@ def order_of(targets: Sequence[str], repeat: int) -> list[str]:
     return ordered if repeat % 2 == 0 else ordered[::-1]
 
 
-def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, str], dict[str, str]]:
-    """Every repeat of every rate; returns the rows, the versions and each target's baseline."""
+def run(args: argparse.Namespace) -> tuple[list[Row], list[Pair], dict[str, str], dict[str, str]]:
+    """Every repeat of every rate; returns the rows, the side-by-side runs, the versions and each
+    target's baseline."""
     var: Path = args.var_dir.resolve()
     names = [name for name in GATEWAYS if name in args.only]
     versions = install(names, var, args)
@@ -822,12 +825,19 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, str], dict[str, 
         targets = {**baselines, **gateways}
         bench = Bench(stack, sim.pid, args.warmup, args.timeout, args.max_tokens, args.max_failed_share)
         rows: list[Row] = []
+        pairs: list[Pair] = []
         for rate in args.rates:
             for repeat in range(args.repeats):
                 for position, name in enumerate(order_of(list(targets), repeat)):
                     row = _measure_one(bench, targets[name], rate, args.duration)
                     row.repeat, row.position = repeat, position
                     rows.append(row)
+                for first, second in args.side_by_side:
+                    if first in targets and second in targets:
+                        pair = measure_side_by_side(
+                            bench, targets[first], targets[second], rate, args.duration, repeat
+                        )
+                        pairs.append(pair)
     expected = [target for name in names for target in TARGETS_OF[name]]
     rows += [
         _unavailable(name, rate, repeat=repeat)
@@ -838,7 +848,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, str], dict[str, 
     ]
     baseline_of = {name: target.baseline for name, target in targets.items()}
     add_overhead(rows, baseline_of)
-    return rows, versions, baseline_of
+    return rows, pairs, versions, baseline_of
 
 
 def _measure_one(bench: Bench, target: Target, rate: int, duration_s: float) -> Row:
@@ -856,6 +866,176 @@ def _unavailable(
     name: str, rate: int, error: str = "did not start; see var/bench/logs", repeat: int = 0
 ) -> Row:
     return Row(rate, name, 0, 1.0, 0.0, 0, None, None, None, sustained=False, error=error, repeat=repeat)
+
+
+# --------------------------------------------------------------------------- side by side
+
+
+@dataclass
+class Pair:
+    """Two targets under load at once, each at half the rate: one side-by-side run.
+
+    This VM's speed drifts (a fixed Python loop's CPU time varied from 165 to 331 ms, run after run,
+    on the idle machine), so a target measured after another can meet a machine up to twice as fast.
+    Side by side, both meet the same one, and their difference is theirs. CPU per request is each
+    one's own process tree; a Redis server counts for the target that alone uses it and is left out
+    when both use it (the same work for each).
+    """
+
+    rate: int  # both together
+    repeat: int
+    first: Row
+    second: Row
+
+    def difference(self, field: str) -> float | None:
+        """``second``'s figure minus ``first``'s."""
+        return _minus(getattr(self.second, field), getattr(self.first, field))
+
+    @property
+    def cpu_share(self) -> float | None:
+        """The CPU difference as a share of ``first``'s CPU per request."""
+        cpu, base = self.difference("cpu_ms_per_request"), self.first.cpu_ms_per_request
+        return None if cpu is None or not base else cpu / base
+
+
+def measure_side_by_side(
+    bench: Bench, first: Target, second: Target, rate: int, duration_s: float, repeat: int
+) -> Pair:
+    """``first`` and ``second`` at ``rate / 2`` each, at once, after a warm-up the same way."""
+    half = max(rate // 2, 1)
+    say(f"{rate} req/s, {first.name} and {second.name} side by side ({half} each), {duration_s:g}s measured")
+    targets = (first, second)
+    logs = {t.name: bench.stack.var / "logs" / f"k6-pair-{t.name}-{rate}.log" for t in targets}
+    if bench.warmup_s > 0:
+        _run_both(targets, LoadSpec(half, bench.warmup_s, bench.timeout_s, bench.max_tokens), logs)
+    pids = [pid for target in targets for pid in (target.pid, target.redis_pid) if pid]
+    settle([bench.sim_pid, *pids])
+    load = LoadSpec(half, duration_s, bench.timeout_s, bench.max_tokens)
+    before = {pid: cpu_seconds(pid) for pid in set(pids)}
+    results = _run_both(targets, load, logs)
+    used = {pid: cpu_seconds(pid) - before[pid] for pid in set(pids)}
+    shared_redis = first.redis_pid is not None and first.redis_pid == second.redis_pid
+    rows = []
+    for target, result in zip(targets, results, strict=True):
+        row = _row(target, load, result, bench.max_failed_share)
+        per_request = 1000 / max(result.requests, 1)
+        if target.pid:
+            row.cpu_ms_per_request = used[target.pid] * per_request
+            row.rss_mib = rss_mib(target.pid)
+        if target.redis_pid and not shared_redis and row.cpu_ms_per_request is not None:
+            row.redis_cpu_ms_per_request = used[target.redis_pid] * per_request
+            row.cpu_ms_per_request += row.redis_cpu_ms_per_request
+        row.repeat = repeat
+        rows.append(row)
+    pair = Pair(rate, repeat, rows[0], rows[1])
+    say(
+        "   "
+        + ", ".join(
+            f"{r.target} p50 {_ms(r.p50_ms)} ms, CPU {_figure(r.cpu_ms_per_request)} ms/req" for r in rows
+        )
+    )
+    return pair
+
+
+def _run_both(targets: Sequence[Target], load: LoadSpec, logs: dict[str, Path]) -> list[K6Result]:
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        runs = [pool.submit(run_k6, target, load, logs[target.name]) for target in targets]
+        return [run.result() for run in runs]
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``second`` minus ``first`` side by side at one rate: medians of the repeats' differences, ranges."""
+
+    rate: int
+    first: str
+    second: str
+    repeats: int
+    p50_ms: float | None
+    p50_range: tuple[float, float] | None
+    p99_ms: float | None
+    cpu_ms_per_request: float | None
+    cpu_share: float | None
+    cpu_share_range: tuple[float, float] | None
+    failed_share: float  # the larger of the two, in the worst repeat
+
+
+def paired_differences(pairs: Sequence[Pair]) -> list[PairedDifference]:
+    found = []
+    keys = sorted({(pair.rate, pair.first.target, pair.second.target) for pair in pairs})
+    for rate, first, second in keys:
+        group = [p for p in pairs if (p.rate, p.first.target, p.second.target) == (rate, first, second)]
+        p50 = [d for d in (pair.difference("p50_ms") for pair in group) if d is not None]
+        shares = [share for share in (pair.cpu_share for pair in group) if share is not None]
+        found.append(
+            PairedDifference(
+                rate=rate,
+                first=first,
+                second=second,
+                repeats=len(group),
+                p50_ms=median_of(p50),
+                p50_range=(min(p50), max(p50)) if p50 else None,
+                p99_ms=median_of([pair.difference("p99_ms") for pair in group]),
+                cpu_ms_per_request=median_of([pair.difference("cpu_ms_per_request") for pair in group]),
+                cpu_share=median_of(shares),
+                cpu_share_range=(min(shares), max(shares)) if shares else None,
+                failed_share=max(max(p.first.failed_share, p.second.failed_share) for p in group),
+            )
+        )
+    return found
+
+
+def median_of(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def paired_table(differences: Sequence[PairedDifference]) -> str:
+    if not differences:
+        return ""
+    head = (
+        "\nSide by side (two targets under load at once, half the rate each, so both meet the same machine; "
+        "CPU is each one's own, Redis counted only for a target that alone uses it): medians of the "
+        "repeats' differences, range in brackets"
+    )
+    return "\n".join([head, *(paired_line(found) for found in differences)])
+
+
+def paired_failures(
+    differences: Sequence[PairedDifference], asked: Sequence[tuple[str, str]], max_failed_share: float
+) -> list[str]:
+    """What side-by-side runs lack: a pair asked for and not run, a failure, a missing figure."""
+    problems = []
+    ran = {(found.first, found.second) for found in differences}
+    problems += [
+        f"side by side {first},{second}: not run" for first, second in asked if (first, second) not in ran
+    ]
+    for found in differences:
+        name = f"side by side {found.first},{found.second} at {found.rate} req/s"
+        if found.failed_share > max_failed_share:
+            problems.append(f"{name}: failed share {found.failed_share:.1%}")
+        if found.p50_ms is None or found.cpu_ms_per_request is None:
+            problems.append(f"{name}: no latency or CPU figure")
+    return problems
+
+
+def _figure(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def paired_line(found: PairedDifference) -> str:
+    """One rate's side-by-side difference, as the tables print it."""
+    p50_range = "" if found.p50_range is None else " [{:+.2f} .. {:+.2f}]".format(*found.p50_range)
+    share_range = (
+        "" if found.cpu_share_range is None else " [{:+.1%} .. {:+.1%}]".format(*found.cpu_share_range)
+    )
+    return (
+        f"{found.second} - {found.first} at {found.rate} req/s ({found.rate // 2} each, {found.repeats} "
+        f"repeat(s)): p50 {_figure(found.p50_ms, '+.2f')} ms{p50_range}, "
+        f"p99 {_figure(found.p99_ms, '+.2f')} ms, "
+        f"CPU {_figure(found.cpu_ms_per_request, '+.3f')} ms/req "
+        f"({_figure(found.cpu_share, '+.1%')}{share_range}), failed {found.failed_share:.1%}"
+    )
 
 
 # --------------------------------------------------------------------------- summary
@@ -1067,6 +1247,8 @@ def as_json(
     baselines: dict[str, str],
     args: argparse.Namespace,
     load: float,
+    pairs: Sequence[Pair] = (),
+    differences: Sequence[PairedDifference] = (),
 ) -> str:
     config = {
         **run_config(args, load),
@@ -1081,6 +1263,16 @@ def as_json(
             "versions": versions,
             "summary": [_rounded(asdict(summary)) for summary in summaries],
             "rows": [_rounded(asdict(row)) for row in rows],
+            "side_by_side": [_rounded(asdict(found)) for found in differences],
+            "side_by_side_rows": [
+                {
+                    "rate": pair.rate,
+                    "repeat": pair.repeat,
+                    "first": _rounded(asdict(pair.first)),
+                    "second": _rounded(asdict(pair.second)),
+                }
+                for pair in pairs
+            ],
         },
         indent=2,
     )
@@ -1107,6 +1299,13 @@ def _gateways(text: str) -> list[str]:
             f"unknown gateway(s) {', '.join(unknown)}; choose from {', '.join(GATEWAYS)}"
         )
     return names
+
+
+def _pair(text: str) -> tuple[str, str]:
+    names = [name.strip() for name in text.split(",")]
+    if len(names) != 2 or any(name not in TARGETS for name in names) or names[0] == names[1]:
+        raise argparse.ArgumentTypeError(f"expected two different targets of {', '.join(TARGETS)}: {text!r}")
+    return names[0], names[1]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1155,11 +1354,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="2 s at 20 req/s, Symphony and the floor only, one repeat; exit 1 if anything broke",
     )
+    add(
+        "--side-by-side",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="FIRST,SECOND",
+        help="after each repeat, also run two targets at once at half the rate each, so both meet the "
+        "same machine (e.g. symphony,portkey); repeatable",
+    )
     add("--json", action="store_true", help="print JSON instead of the table")
     add("--serve-relay", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
         args.rates, args.duration, args.warmup, args.repeats, args.only = [20], 2.0, 1.0, 1, ["symphony"]
+        args.side_by_side = [("floor", "symphony")]
         args.var_dir = Path(tempfile.mkdtemp(prefix="symphony-bench-smoke-"))
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -1174,14 +1383,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = load_average()
     if args.repeats < 3 and not args.smoke:
         say(f"{args.repeats} repeat(s): the spread needs at least 3")
-    rows, versions, baselines = run(args)
+    rows, pairs, versions, baselines = run(args)
     summaries = summarize(rows)
+    differences = paired_differences(pairs)
     if args.json:
-        print(as_json(rows, summaries, versions, baselines, args, load))
+        print(as_json(rows, summaries, versions, baselines, args, load, pairs, differences))
     else:
         print(table(summaries, versions, baselines, args, load))
+        print(paired_table(differences))
     if args.smoke:
         problems = smoke_failures(summaries, ("direct", "direct-auto", "floor", "symphony", "symphony-auto"))
+        problems += paired_failures(differences, args.side_by_side, args.max_failed_share)
         for problem in problems:
             say(f"SMOKE FAILED: {problem}")
         if problems:

@@ -29,13 +29,11 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,7 +151,7 @@ def order_of(repeat: int) -> list[str]:
     return list(TARGETS) if repeat % 2 == 0 else list(TARGETS[::-1])
 
 
-def run(args: argparse.Namespace) -> tuple[list[Measured], list[Pair]]:
+def run(args: argparse.Namespace) -> tuple[list[Measured], list[po.Pair]]:
     var: Path = args.var_dir.resolve()
     with (
         DiscardingReceiver().running() as receiver,
@@ -180,7 +178,7 @@ def run(args: argparse.Namespace) -> tuple[list[Measured], list[Pair]]:
         }
         bench = po.Bench(stack, sim.pid, args.warmup, args.timeout, args.max_tokens, args.max_failed_share)
         measured: list[Measured] = []
-        pairs: list[Pair] = []
+        pairs: list[po.Pair] = []
         for rate in args.rates:
             for repeat in range(args.repeats):
                 for position, name in enumerate(order_of(repeat)):
@@ -189,7 +187,7 @@ def run(args: argparse.Namespace) -> tuple[list[Measured], list[Pair]]:
                     measured.append(one)
                 if args.side_by_side:
                     off, on = targets["symphony"], targets["symphony-traced"]
-                    pairs.append(measure_side_by_side(bench, off, on, rate, args.duration, repeat))
+                    pairs.append(po.measure_side_by_side(bench, off, on, rate, args.duration, repeat))
         po.say(f"the receiver took {receiver.exports} exports")
     po.add_overhead([one.row for one in measured], {name: "direct" for name in TARGETS})
     return measured, pairs
@@ -198,112 +196,11 @@ def run(args: argparse.Namespace) -> tuple[list[Measured], list[Pair]]:
 # --------------------------------------------------------------------------- side by side
 
 
-@dataclass
-class Pair:
-    """One side-by-side run: both proxies under load at once, each at half the rate.
-
-    The machine's speed drifts (a fixed loop's CPU time varies by up to 2x from one second to the
-    next on this VM), and one proxy measured after the other meets a different machine. Side by
-    side, both meet the same one, so their difference is tracing's alone. Redis serves both; its
-    CPU per request is the same for both, so it is left out of the comparison.
-    """
-
-    rate: int  # both together
-    repeat: int
-    off: po.Row
-    on: po.Row
-
-    def difference(self, field: str) -> float | None:
-        return _minus(getattr(self.on, field), getattr(self.off, field))
-
-    @property
-    def cpu_share(self) -> float | None:
-        cpu = self.difference("cpu_ms_per_request")
-        base = self.off.cpu_ms_per_request
-        return None if cpu is None or not base else cpu / base
-
-
-def measure_side_by_side(
-    bench: po.Bench, off: po.Target, on: po.Target, rate: int, duration_s: float, repeat: int
-) -> Pair:
-    """``off`` and ``on`` at ``rate / 2`` each, at once: latency and each one's own CPU per request."""
-    half = max(rate // 2, 1)
-    po.say(f"{rate} req/s side by side ({half} each): {bench.warmup_s:g}s warm-up, {duration_s:g}s measured")
-    logs = {t.name: bench.stack.var / "logs" / f"k6-pair-{t.name}-{rate}.log" for t in (off, on)}
-    if bench.warmup_s > 0:
-        _both(off, on, po.LoadSpec(half, bench.warmup_s, bench.timeout_s, bench.max_tokens), logs)
-    po.settle([bench.sim_pid, *(pid for pid in (off.pid, on.pid, off.redis_pid) if pid)])
-    load = po.LoadSpec(half, duration_s, bench.timeout_s, bench.max_tokens)
-    pids = [pid for pid in (off.pid, on.pid) if pid]
-    before = {pid: po.cpu_seconds(pid) for pid in pids}
-    results = _both(off, on, load, logs)
-    rows = []
-    for target, result in zip((off, on), results, strict=True):
-        row = po._row(target, load, result, bench.max_failed_share)
-        if target.pid:
-            row.cpu_ms_per_request = (
-                (po.cpu_seconds(target.pid) - before[target.pid]) * 1000 / max(result.requests, 1)
-            )
-        row.repeat = repeat
-        rows.append(row)
-    pair = Pair(rate, repeat, rows[0], rows[1])
-    po.say(
-        f"   off p50 {po._ms(pair.off.p50_ms)}, on {po._ms(pair.on.p50_ms)} ms; "
-        f"CPU off {_fmt(pair.off.cpu_ms_per_request, '.3f')}, "
-        f"on {_fmt(pair.on.cpu_ms_per_request, '.3f')} ms/req"
-    )
-    return pair
-
-
-def _both(off: po.Target, on: po.Target, load: po.LoadSpec, logs: dict[str, Path]) -> list[po.K6Result]:
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = [pool.submit(po.run_k6, target, load, logs[target.name]) for target in (off, on)]
-        return [run.result() for run in runs]
-
-
-@dataclass(frozen=True)
-class PairedCost:
-    """Tracing's cost side by side at one rate: medians of the repeats' differences, and their range."""
-
-    rate: int
-    repeats: int
-    overhead_p50_ms: float | None
-    overhead_p50_range: tuple[float, float] | None
-    overhead_p99_ms: float | None
-    cpu_ms_per_request: float | None
-    cpu_share: float | None
-    cpu_share_range: tuple[float, float] | None
-    failed_share: float
-    within_goal: bool | None
-
-
-def paired_costs(pairs: list[Pair]) -> list[PairedCost]:
-    found = []
-    for rate in sorted({pair.rate for pair in pairs}):
-        group = [pair for pair in pairs if pair.rate == rate]
-        p50 = [d for d in (pair.difference("p50_ms") for pair in group) if d is not None]
-        shares = [share for share in (pair.cpu_share for pair in group) if share is not None]
-        median_p50, median_share = _median(p50), _median(shares)
-        within = (
-            None
-            if median_p50 is None or median_share is None
-            else (median_p50 <= GOAL_P50_MS and median_share <= GOAL_CPU_SHARE)
-        )
-        found.append(
-            PairedCost(
-                rate=rate,
-                repeats=len(group),
-                overhead_p50_ms=median_p50,
-                overhead_p50_range=(min(p50), max(p50)) if p50 else None,
-                overhead_p99_ms=_median([pair.difference("p99_ms") for pair in group]),
-                cpu_ms_per_request=_median([pair.difference("cpu_ms_per_request") for pair in group]),
-                cpu_share=median_share,
-                cpu_share_range=(min(shares), max(shares)) if shares else None,
-                failed_share=max(max(pair.off.failed_share, pair.on.failed_share) for pair in group),
-                within_goal=within,
-            )
-        )
-    return found
+def side_by_side_verdict(found: po.PairedDifference) -> bool | None:
+    """Whether tracing's side-by-side cost (traced minus untraced) is within the goal."""
+    if found.p50_ms is None or found.cpu_share is None:
+        return None
+    return found.p50_ms <= GOAL_P50_MS and found.cpu_share <= GOAL_CPU_SHARE
 
 
 # --------------------------------------------------------------------------- summary
@@ -338,11 +235,6 @@ class Cost:
     within_goal: bool | None
 
 
-def _median(values: Sequence[float | None]) -> float | None:
-    known = [value for value in values if value is not None]
-    return statistics.median(known) if known else None
-
-
 def summarize(measured: list[Measured]) -> list[Summary]:
     summaries = []
     for rate in sorted({one.row.rate for one in measured}):
@@ -356,13 +248,15 @@ def summarize(measured: list[Measured]) -> list[Summary]:
                     repeats=len(group),
                     sustained_repeats=sum(one.row.sustained for one in group),
                     failed_share=max((one.row.failed_share for one in group), default=1.0),
-                    p50_ms=_median([row.p50_ms for row in rows]),
-                    p99_ms=_median([row.p99_ms for row in rows]),
-                    overhead_p50_ms=_median([row.overhead_p50_ms for row in rows]),
-                    overhead_p99_ms=_median([row.overhead_p99_ms for row in rows]),
-                    cpu_ms_per_request=_median([row.cpu_ms_per_request for row in rows]),
-                    spans_exported_per_request=_median([one.spans_exported_per_request for one in group]),
-                    spans_dropped_per_request=_median([one.spans_dropped_per_request for one in group]),
+                    p50_ms=po.median_of([row.p50_ms for row in rows]),
+                    p99_ms=po.median_of([row.p99_ms for row in rows]),
+                    overhead_p50_ms=po.median_of([row.overhead_p50_ms for row in rows]),
+                    overhead_p99_ms=po.median_of([row.overhead_p99_ms for row in rows]),
+                    cpu_ms_per_request=po.median_of([row.cpu_ms_per_request for row in rows]),
+                    spans_exported_per_request=po.median_of(
+                        [one.spans_exported_per_request for one in group]
+                    ),
+                    spans_dropped_per_request=po.median_of([one.spans_dropped_per_request for one in group]),
                     errors=tuple(sorted({one.row.error for one in group if one.row.error})),
                 )
             )
@@ -406,20 +300,6 @@ def smoke_failures(summaries: list[Summary]) -> list[str]:
                 problems.append(f"{name}: no span reached the receiver")
             if summary.spans_dropped_per_request:
                 problems.append(f"{name}: {summary.spans_dropped_per_request:.2f} spans dropped per request")
-    return problems
-
-
-def paired_failures(found: list[PairedCost], args: argparse.Namespace) -> list[str]:
-    if not args.side_by_side:
-        return []
-    if not found:
-        return ["no side-by-side run"]
-    problems = []
-    for cost in found:
-        if cost.failed_share > args.max_failed_share:
-            problems.append(f"side by side at {cost.rate} req/s: failed share {cost.failed_share:.1%}")
-        if cost.overhead_p50_ms is None or cost.cpu_share is None:
-            problems.append(f"side by side at {cost.rate} req/s: no latency or CPU figure")
     return problems
 
 
@@ -485,36 +365,23 @@ def table(summaries: list[Summary], found: list[Cost], args: argparse.Namespace,
     return "\n".join([head, load_line, "", *body, "", *cost_lines])
 
 
-def paired_table(found: list[PairedCost], args: argparse.Namespace) -> str:
-    if not found:
+def paired_table(differences: list[po.PairedDifference]) -> str:
+    if not differences:
         return ""
-    lines = [
-        "",
-        "Side by side (both proxies under load at once, half the rate each, so both meet the same machine; "
-        "CPU is each proxy's own, Redis left out): medians of the repeats' differences, range in brackets",
+    verdicts = [
+        f"tracing at {found.rate} req/s side by side: goal +{GOAL_P50_MS} ms p50 and "
+        f"+{GOAL_CPU_SHARE:.0%} CPU: {_verdict(side_by_side_verdict(found))}"
+        for found in differences
     ]
-    for c in found:
-        p50_range = (
-            "" if c.overhead_p50_range is None else " [{:+.2f} .. {:+.2f}]".format(*c.overhead_p50_range)
-        )
-        share_range = "" if c.cpu_share_range is None else " [{:+.1%} .. {:+.1%}]".format(*c.cpu_share_range)
-        lines.append(
-            f"tracing at {c.rate} req/s ({c.rate // 2} each, {c.repeats} repeat(s)): p50 "
-            f"{_fmt(c.overhead_p50_ms, '+.2f')} ms{p50_range}, p99 {_fmt(c.overhead_p99_ms, '+.2f')} ms, "
-            f"CPU {_fmt(c.cpu_ms_per_request, '+.3f')} ms/req "
-            f"({_fmt(None if c.cpu_share is None else c.cpu_share * 100, '+.1f')} %{share_range}), "
-            f"failed {c.failed_share:.1%}; goal +{GOAL_P50_MS} ms p50 and +{GOAL_CPU_SHARE:.0%} CPU: "
-            f"{_verdict(c.within_goal)}"
-        )
-    return "\n".join(lines)
+    return "\n".join([po.paired_table(differences), *verdicts])
 
 
 def as_json(
     measured: list[Measured],
     summaries: list[Summary],
     found: list[Cost],
-    pairs: list[Pair],
-    side_by_side: list[PairedCost],
+    pairs: list[po.Pair],
+    side_by_side: list[po.PairedDifference],
     args: argparse.Namespace,
     load: float,
 ) -> str:
@@ -526,13 +393,16 @@ def as_json(
         {
             "config": config,
             "cost": [po._rounded(asdict(c)) for c in found],
-            "side_by_side": [po._rounded(asdict(c)) for c in side_by_side],
+            "side_by_side": [
+                {**po._rounded(asdict(found)), "within_goal": side_by_side_verdict(found)}
+                for found in side_by_side
+            ],
             "side_by_side_rows": [
                 {
                     "rate": pair.rate,
                     "repeat": pair.repeat,
-                    "off": po._rounded(asdict(pair.off)),
-                    "on": po._rounded(asdict(pair.on)),
+                    "off": po._rounded(asdict(pair.first)),
+                    "on": po._rounded(asdict(pair.second)),
                 }
                 for pair in pairs
             ],
@@ -592,14 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = po.load_average()
     measured, pairs = run(args)
     summaries = summarize(measured)
-    found, side_by_side = costs(summaries), paired_costs(pairs)
+    found, side_by_side = costs(summaries), po.paired_differences(pairs)
     if args.json:
         print(as_json(measured, summaries, found, pairs, side_by_side, args, load))
     else:
         print(table(summaries, found, args, load))
-        print(paired_table(side_by_side, args))
+        print(paired_table(side_by_side))
     if args.smoke:
-        problems = smoke_failures(summaries) + paired_failures(side_by_side, args)
+        asked = [("symphony", "symphony-traced")] if args.side_by_side else []
+        problems = smoke_failures(summaries) + po.paired_failures(side_by_side, asked, args.max_failed_share)
         for problem in problems:
             po.say(f"SMOKE FAILED: {problem}")
         if problems:
