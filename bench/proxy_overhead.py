@@ -687,12 +687,12 @@ def add_overhead(rows: list[Row], baselines: dict[str, str]) -> None:
         base = by_key.get((row.rate, row.repeat, baselines.get(row.target, "direct")))
         if row.target in ("direct", "direct-auto") or base is None:
             continue
-        row.overhead_p50_ms = _minus(row.p50_ms, base.p50_ms)
-        row.overhead_p95_ms = _minus(row.p95_ms, base.p95_ms)
-        row.overhead_p99_ms = _minus(row.p99_ms, base.p99_ms)
+        row.overhead_p50_ms = minus(row.p50_ms, base.p50_ms)
+        row.overhead_p95_ms = minus(row.p95_ms, base.p95_ms)
+        row.overhead_p99_ms = minus(row.p99_ms, base.p99_ms)
 
 
-def _minus(a: float | None, b: float | None) -> float | None:
+def minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
@@ -889,7 +889,7 @@ class Pair:
 
     def difference(self, field: str) -> float | None:
         """``second``'s figure minus ``first``'s."""
-        return _minus(getattr(self.second, field), getattr(self.first, field))
+        return minus(getattr(self.second, field), getattr(self.first, field))
 
     @property
     def cpu_share(self) -> float | None:
@@ -931,7 +931,8 @@ def measure_side_by_side(
     say(
         "   "
         + ", ".join(
-            f"{r.target} p50 {_ms(r.p50_ms)} ms, CPU {_figure(r.cpu_ms_per_request)} ms/req" for r in rows
+            f"{r.target} p50 {_ms(r.p50_ms)} ms, CPU {figure(r.cpu_ms_per_request, '.3f')} ms/req"
+            for r in rows
         )
     )
     return pair
@@ -1019,7 +1020,8 @@ def paired_failures(
     return problems
 
 
-def _figure(value: float | None, spec: str = ".3f") -> str:
+def figure(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``, or ``-`` when there is none."""
     return "-" if value is None else format(value, spec)
 
 
@@ -1031,10 +1033,10 @@ def paired_line(found: PairedDifference) -> str:
     )
     return (
         f"{found.second} - {found.first} at {found.rate} req/s ({found.rate // 2} each, {found.repeats} "
-        f"repeat(s)): p50 {_figure(found.p50_ms, '+.2f')} ms{p50_range}, "
-        f"p99 {_figure(found.p99_ms, '+.2f')} ms, "
-        f"CPU {_figure(found.cpu_ms_per_request, '+.3f')} ms/req "
-        f"({_figure(found.cpu_share, '+.1%')}{share_range}), failed {found.failed_share:.1%}"
+        f"repeat(s)): p50 {figure(found.p50_ms, '+.2f')} ms{p50_range}, "
+        f"p99 {figure(found.p99_ms, '+.2f')} ms, "
+        f"CPU {figure(found.cpu_ms_per_request, '+.3f')} ms/req "
+        f"({figure(found.cpu_share, '+.1%')}{share_range}), failed {found.failed_share:.1%}"
     )
 
 

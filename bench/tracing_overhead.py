@@ -263,20 +263,16 @@ def summarize(measured: list[Measured]) -> list[Summary]:
     return summaries
 
 
-def _minus(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
 def costs(summaries: list[Summary]) -> list[Cost]:
     found: list[Cost] = []
     for rate in sorted({summary.rate for summary in summaries}):
         by_target = {s.target: s for s in summaries if s.rate == rate}
         off, on = by_target["symphony"], by_target["symphony-traced"]
-        cpu = _minus(on.cpu_ms_per_request, off.cpu_ms_per_request)
+        cpu = po.minus(on.cpu_ms_per_request, off.cpu_ms_per_request)
         share = cpu / off.cpu_ms_per_request if cpu is not None and off.cpu_ms_per_request else None
-        p50 = _minus(on.overhead_p50_ms, off.overhead_p50_ms)
+        p50 = po.minus(on.overhead_p50_ms, off.overhead_p50_ms)
         within = None if p50 is None or share is None else p50 <= GOAL_P50_MS and share <= GOAL_CPU_SHARE
-        found.append(Cost(rate, p50, _minus(on.overhead_p99_ms, off.overhead_p99_ms), cpu, share, within))
+        found.append(Cost(rate, p50, po.minus(on.overhead_p99_ms, off.overhead_p99_ms), cpu, share, within))
     return found
 
 
@@ -304,10 +300,6 @@ def smoke_failures(summaries: list[Summary]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- output
-
-
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def _verdict(within_goal: bool | None) -> str:
@@ -342,11 +334,11 @@ def table(summaries: list[Summary], found: list[Cost], args: argparse.Namespace,
             [
                 str(s.rate),
                 s.target,
-                _fmt(s.p50_ms, ".1f"),
-                _fmt(s.p99_ms, ".1f"),
-                "" if s.target == "direct" else _fmt(s.overhead_p50_ms, "+.2f"),
-                "" if s.target == "direct" else _fmt(s.overhead_p99_ms, "+.2f"),
-                "" if s.target == "direct" else _fmt(s.cpu_ms_per_request),
+                po.figure(s.p50_ms, ".1f"),
+                po.figure(s.p99_ms, ".1f"),
+                "" if s.target == "direct" else po.figure(s.overhead_p50_ms, "+.2f"),
+                "" if s.target == "direct" else po.figure(s.overhead_p99_ms, "+.2f"),
+                "" if s.target == "direct" else po.figure(s.cpu_ms_per_request, ".2f"),
                 f"{s.failed_share:.1%}",
                 spans,
             ]
@@ -355,10 +347,11 @@ def table(summaries: list[Summary], found: list[Cost], args: argparse.Namespace,
     body = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
     body.insert(1, "  ".join("-" * w for w in widths))
     cost_lines = [
-        f"tracing at {c.rate} req/s: overhead p50 {_fmt(c.overhead_p50_ms, '+.2f')} ms, "
-        f"p99 {_fmt(c.overhead_p99_ms, '+.2f')} ms, CPU {_fmt(c.cpu_ms_per_request, '+.3f')} ms/req "
-        f"({_fmt(None if c.cpu_share is None else c.cpu_share * 100, '+.1f')} %); goal +{GOAL_P50_MS} ms p50 "
-        f"and +{GOAL_CPU_SHARE:.0%} CPU: {_verdict(c.within_goal)}"
+        f"tracing at {c.rate} req/s: overhead p50 {po.figure(c.overhead_p50_ms, '+.2f')} ms, "
+        f"p99 {po.figure(c.overhead_p99_ms, '+.2f')} ms, "
+        f"CPU {po.figure(c.cpu_ms_per_request, '+.3f')} ms/req "
+        f"({po.figure(None if c.cpu_share is None else c.cpu_share * 100, '+.1f')} %); "
+        f"goal +{GOAL_P50_MS} ms p50 and +{GOAL_CPU_SHARE:.0%} CPU: {_verdict(c.within_goal)}"
         for c in found
     ]
     load_line = f"1-minute load average before the run: {load:.2f} on {os.cpu_count()} cores"

@@ -105,7 +105,7 @@ def tracing_on(settings: Settings) -> bool:
 
 
 class Tracing:
-    """The process's tracer, a batch processor per destination, and what each exported and dropped."""
+    """The process's tracer, a span queue per destination, and what each exported and dropped."""
 
     def __init__(self, senders: Mapping[str, SpanSender], *, max_queue: int = MAX_QUEUE_SPANS) -> None:
         if not senders:

@@ -337,15 +337,15 @@ class StuckSender:
 
 
 def test_spans_a_full_queue_drops_are_counted_and_so_are_those_left_at_close() -> None:
-    exporter = StuckSender()
-    tracing = Tracing({"stuck": exporter}, max_queue=8)  # and batches of 8: a full queue wakes the exporter
+    sender = StuckSender()
+    tracing = Tracing({"stuck": sender}, max_queue=8)  # and batches of 8: a full queue wakes the exporter
     for index in range(8):
         tracing.tracer.start_span(f"span {index}").end()
-    assert exporter.entered.wait(5)  # it took those 8 and hangs
+    assert sender.entered.wait(5)  # it took those 8 and hangs
     for index in range(32):
         tracing.tracer.start_span(f"span {index}").end()
     assert tracing.dropped == 32 - 8  # the queue holds 8 again; the others were let go
-    exporter.release.set()
+    sender.release.set()
     tracing.close()
     assert tracing.exported == 0 and tracing.dropped == 40
 
@@ -355,7 +355,7 @@ def test_two_destinations_down_close_within_one_bound_and_each_counts_its_own_dr
     tracing = Tracing(dict(stuck), max_queue=8)
     for index in range(8):
         tracing.tracer.start_span(f"span {index}").end()
-    assert all(exporter.entered.wait(5) for exporter in stuck.values())  # both hang on their batch
+    assert all(sender.entered.wait(5) for sender in stuck.values())  # both hang on their batch
     started = time.monotonic()
     tracing.close()
     elapsed = time.monotonic() - started
