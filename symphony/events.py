@@ -8,6 +8,7 @@ refuses the event (it goes to the dead-letter table) rather than guessing.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Annotated, Final, Literal
 
@@ -28,13 +29,29 @@ def new_id(ts_ms: int) -> str:
     """A ULID whose time part is the given event time (48 bits of ms, 80 random bits).
 
     Written by table rather than with a ULID library (or ``base64``, whose base32 is Python): a
-    request makes five. Ids made in the same millisecond are unique (80 random bits from
+    request makes five, most in the same millisecond, so the time's ten characters are kept for
+    the last few milliseconds. Ids made in the same millisecond are unique (80 random bits from
     ``os.urandom``) but not ordered among themselves.
     """
-    value = ts_ms << 80 | int.from_bytes(os.urandom(10), "big")
-    # 26 characters: the top 3 bits, twelve 10-bit pairs, the last 5 bits.
-    pairs = "".join([_PAIRS[(value >> shift) & 0x3FF] for shift in range(115, 0, -10)])
-    return _CROCKFORD[value >> 125] + pairs + _CROCKFORD[value & 0x1F]
+    r = int.from_bytes(os.urandom(10), "big")
+    # The 80 random bits are the last 16 characters: eight 10-bit pairs.
+    return (
+        _time_part(ts_ms)
+        + _PAIRS[r >> 70]
+        + _PAIRS[r >> 60 & 0x3FF]
+        + _PAIRS[r >> 50 & 0x3FF]
+        + _PAIRS[r >> 40 & 0x3FF]
+        + _PAIRS[r >> 30 & 0x3FF]
+        + _PAIRS[r >> 20 & 0x3FF]
+        + _PAIRS[r >> 10 & 0x3FF]
+        + _PAIRS[r & 0x3FF]
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _time_part(ts_ms: int) -> str:
+    """The first 10 characters: 48 bits of milliseconds, the first character holding the top 3."""
+    return "".join([_CROCKFORD[ts_ms >> shift & 0x1F] for shift in range(45, -1, -5)])
 
 
 class Event(BaseModel):

@@ -1,15 +1,19 @@
 """What a request may ask and how long it may take: n > 1 refused in each SDK's shape, the native
-latency_budget_ms bounding the whole request, and ANSWER_LIMIT_MS making a stalled non-streamed
-answer fall back (the simulator's hang fault stands in for the stalling provider)."""
+latency_budget_ms bounding the whole request, ANSWER_LIMIT_MS making a stalled non-streamed
+answer fall back (the simulator's hang fault stands in for the stalling provider), and a client that
+hangs up before its body is whole."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import time
 
 import anthropic
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
 from symphony.redis_server import RedisServer
 from tests.proxy_stack import ProxyStack
@@ -84,3 +88,32 @@ def test_a_stalled_answer_falls_back_after_answer_limit_ms(redis_server: RedisSe
     assert {(attempt["provider"], attempt["status"]) for attempt in tried} == {("openai", "timeout")}
     # 0.3 s on each stalled openai arm (one or both), then deepseek's answer; not the 2.5 s + limit
     assert took < 0.3 * len(tried) + 1.0
+
+
+def _requests_answered(stack: ProxyStack, path: str, code: int) -> float:
+    """``symphony_request_duration_seconds_count`` for ``path`` and status ``code``."""
+    for family in parse_prometheus(httpx.get(f"{stack.url}/metrics").text):
+        for sample in family.samples:
+            route_and_code = sample.labels.get("route"), sample.labels.get("code")
+            if sample.name.endswith("_count") and route_and_code == (path, str(code)):
+                return float(sample.value)
+    return 0.0
+
+
+def test_a_client_that_hangs_up_mid_body_is_a_499_not_an_error(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = "/v1/chat/completions"
+    with ProxyStack(redis_server) as stack:
+        host, port = stack.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as client:
+            head = f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+            head += f"authorization: Bearer {stack.key}\r\ncontent-length: 1000\r\n\r\n"
+            client.sendall(head.encode() + b'{"model": "auto", ')  # then hangs up, 980 bytes short
+        deadline = time.monotonic() + 10
+        while _requests_answered(stack, path, 499) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _requests_answered(stack, path, 499) == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+    assert stack.sim_app.total() == 0
