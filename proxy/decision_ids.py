@@ -18,13 +18,13 @@ confirm that another app's decision exists). No lookup, no Redis round trip, on 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 
 from symphony.events import new_id
 
 TAG_CHARS = 16
+_TAG_BYTES = TAG_CHARS * 5 // 8
 _WELL_FORMED = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}-[a-z2-7]{16}")
 
 
@@ -45,8 +45,10 @@ class DecisionIds:
         return well_formed(decision_id) and hmac.compare_digest(tag, self._tag(ulid, app))
 
     def _tag(self, ulid: str, app: str) -> str:
-        digest = hmac.new(self._key, f"{ulid}\0{app}".encode(), hashlib.sha256).digest()
-        return base64.b32encode(digest).decode("ascii")[:TAG_CHARS].lower()
+        # hmac.digest is OpenSSL's one-shot HMAC (hmac.new builds it in Python), and base32 writes
+        # each 5 bytes as 8 characters, so the digest's first 10 bytes are the tag's 16: 11 -> 6 us.
+        digest = hmac.digest(self._key, f"{ulid}\0{app}".encode(), "sha256")
+        return base64.b32encode(digest[:_TAG_BYTES]).decode("ascii").lower()
 
 
 def well_formed(decision_id: str) -> bool:
