@@ -70,12 +70,14 @@ from symphony.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 K6_SCRIPT = Path(__file__).resolve().parent / "k6" / "chat_overhead.js"
-GATEWAYS = ("symphony", "symphony-workers", "portkey", "litellm")
+GATEWAYS = ("symphony", "symphony-workers", "symphony-baseline", "portkey", "litellm")
+BASELINE = "symphony-baseline"  # Symphony as of another commit (--baseline): not run by default
 # What each gateway is measured as (symphony-workers: the pinned target on PROXY_WORKERS processes).
 TARGETS_OF = {
     "floor": ("floor",),
     "symphony": ("symphony", "symphony-auto"),
     "symphony-workers": ("symphony-workers",),
+    BASELINE: (BASELINE,),
     "portkey": ("portkey",),
     "litellm": ("litellm",),
 }
@@ -247,6 +249,7 @@ class Stack:
     redis_url: str
     sim_url: str
     redis_pid: int
+    baseline_checkout: Path | None = None  # the code symphony-baseline runs (--baseline)
 
     @property
     def sim_openai_base(self) -> str:
@@ -400,6 +403,39 @@ def symphony_workers_service(stack: Stack, port: int) -> tuple[Service, list[Tar
     return service, [target]
 
 
+def baseline_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
+    """Symphony's proxy as of ``--baseline`` (its exported checkout), pinned, beside today's."""
+    checkout = stack.baseline_checkout
+    if checkout is None:
+        raise RuntimeError(f"{BASELINE} runs only with --baseline REF")
+    # Run from the checkout, which Python finds before this repository's editable install.
+    env = {"VAR_DIR": str(stack.var / BASELINE), "PYTHONPATH": str(checkout)}
+    service, target = pinned_symphony(stack, port, BASELINE, env)
+    service.cwd = checkout
+    return service, [target]
+
+
+def baseline_checkout(var: Path, ref: str) -> tuple[Path, str]:
+    """``ref``'s tree exported (``git archive``) under ``var/baseline/<commit>``, once; and the commit."""
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        raise SystemExit(f"--baseline {ref!r} is no commit of this repository (try a hash, tag or branch)")
+    commit = found.stdout.strip()
+    checkout = var / "baseline" / commit[:12]
+    if not (checkout / ".exported").exists():
+        shutil.rmtree(checkout, ignore_errors=True)
+        checkout.mkdir(parents=True)
+        say(f"exporting {commit[:12]} to {checkout}")
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(checkout)], input=archive.stdout, check=True)
+        (checkout / ".exported").write_text(commit)
+    return checkout, commit
+
+
 def portkey_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
     script = _portkey_package(stack.var) / "build" / "start-server.js"
     node = shutil.which("node") or "node"
@@ -514,6 +550,7 @@ def floor_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
 SERVICES: dict[str, Callable[[Stack, int], tuple[Service, list[Target]]]] = {
     "symphony": symphony_service,
     "symphony-workers": symphony_workers_service,
+    BASELINE: baseline_service,
     "portkey": portkey_service,
     "litellm": litellm_service,
     "floor": floor_service,
@@ -749,6 +786,8 @@ def install(names: Sequence[str], var: Path, args: argparse.Namespace) -> dict[s
     for name in ("symphony", "symphony-workers"):
         if name in names:
             versions[name] = _symphony_version()
+    if BASELINE in names:
+        versions[BASELINE] = f"symphony at {baseline_checkout(var, args.baseline)[1][:12]}"
     if "portkey" in names:
         versions["portkey"] = install_portkey(var, args.portkey_spec)
     if "litellm" in names:
@@ -809,7 +848,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Pair], dict[str, str]
     var: Path = args.var_dir.resolve()
     names = [name for name in GATEWAYS if name in args.only]
     versions = install(names, var, args)
+    checkout = baseline_checkout(var, args.baseline)[0] if args.baseline else None
     with running_stack(var, args.start_timeout) as (stack, sim), ExitStack() as exits:
+        stack = replace(stack, baseline_checkout=checkout)
         pads = pad_auto_arms(stack.sim_url, args.max_tokens)
         say(f"routed arms padded to {AUTO_LATENCY_MS} ms: {pads}")
         auth = {"Authorization": f"Bearer {DUMMY_KEY}"}
@@ -1320,7 +1361,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ),
         epilog=(
             "Each rate runs --repeats times, targets in the order direct, direct-auto, floor, symphony, "
-            "symphony-auto, portkey, litellm, reversed on every other repeat. Logs: <var-dir>/logs/."
+            "symphony-auto, symphony-workers, symphony-baseline, portkey, litellm, reversed on every other "
+            "repeat. Logs: <var-dir>/logs/."
         ),
     )
     add = parser.add_argument
@@ -1331,8 +1373,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add(
         "--only",
         type=_gateways,
-        default=list(GATEWAYS),
-        help="gateways to run, e.g. symphony,portkey (default all; the floor always runs)",
+        default=[name for name in GATEWAYS if name != BASELINE],
+        help="gateways to run, e.g. symphony,portkey (default all but symphony-baseline; the floor always "
+        "runs)",
     )
     add("--timeout", type=float, default=5.0, help="per-request timeout in seconds (default 5)")
     add("--max-tokens", type=int, default=5, help="max_tokens per request; keep it 5 (default 5)")
@@ -1365,6 +1408,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="after each repeat, also run two targets at once at half the rate each, so both meet the "
         "same machine (e.g. symphony,portkey); repeatable",
     )
+    add(
+        "--baseline",
+        metavar="REF",
+        help="also run Symphony as of git REF (a commit, tag or branch, exported under <var-dir>/baseline/) "
+        "as symphony-baseline, pinned, so a change is measured against the code before it in the same run; "
+        "pair them with --side-by-side symphony-baseline,symphony",
+    )
     add("--json", action="store_true", help="print JSON instead of the table")
     add("--serve-relay", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1374,6 +1424,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.var_dir = Path(tempfile.mkdtemp(prefix="symphony-bench-smoke-"))
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.baseline and BASELINE not in args.only:
+        args.only = [*args.only, BASELINE]
+    elif BASELINE in args.only and not args.baseline:
+        parser.error(f"{BASELINE} needs --baseline REF (the commit to run it from)")
     return args
 
 

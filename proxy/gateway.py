@@ -272,7 +272,7 @@ class Gateway:
     async def stop(self) -> None:
         serving, self._serving = self._serving, None
         if serving is not None:
-            serving.attempts.close()
+            await serving.attempts.close()
             await serving.challenger.close()
             await self.champion_file.close()
             if self.catalog_file is not None:

@@ -76,6 +76,9 @@ logger = logging.getLogger(__name__)
 
 # Provider answers that say the request itself is wrong: another provider would refuse it too.
 CLIENT_ERRORS = frozenset({400, 413, 422})
+# How long a stopping proxy waits for its settlements under way (Redis answers in milliseconds; one
+# that is away makes the quota gate queue them for later instead).
+SETTLE_DRAIN_S = 5.0
 # Provider answers that refuse Symphony's credentials for that provider.
 UPSTREAM_AUTH_ERRORS = frozenset({401, 403})
 
@@ -250,9 +253,12 @@ class AttemptLoop:
         self._closed = False
         self._tracer = tracer  # None: tracing is off
 
-    def close(self) -> None:
-        """The resources are closing: a stream that ends from now on has nothing to settle or emit with."""
+    async def close(self) -> None:
+        """The resources are closing: a stream that ends from now on has nothing to settle or emit
+        with; the settlements under way are waited for (at most ``SETTLE_DRAIN_S``)."""
         self._closed = True
+        if self._settling:
+            await asyncio.wait(self._settling, timeout=SETTLE_DRAIN_S)
 
     async def run(self, routed: RoutedRequest, route: Route, decision_id: str, deadline: float) -> Attempts:
         """Try ``route.arms`` in order: the first answer, else the last failure, and what was tried.
@@ -404,7 +410,10 @@ class AttemptLoop:
             usage = attempt.finish("ok", result.input_tokens, result.output_tokens)
             record.add(usage)
             call.end_span(usage, stream=False)
-            await self._settle(call.grant, usage)
+            # Settled once the answer is on its way: the client does not wait for the correction's
+            # round trip. Its command is written before any later request's reservation can be
+            # (it is the next callback on the loop), and close() waits for it.
+            self._settle_later(call.grant, usage)
             if usage is not None:
                 self._observe(call.arm, usage, stream=False)
         return result
