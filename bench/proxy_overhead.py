@@ -786,8 +786,6 @@ def install(names: Sequence[str], var: Path, args: argparse.Namespace) -> dict[s
     for name in ("symphony", "symphony-workers"):
         if name in names:
             versions[name] = _symphony_version()
-    if BASELINE in names:
-        versions[BASELINE] = f"symphony at {baseline_checkout(var, args.baseline)[1][:12]}"
     if "portkey" in names:
         versions["portkey"] = install_portkey(var, args.portkey_spec)
     if "litellm" in names:
@@ -848,7 +846,10 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Pair], dict[str, str]
     var: Path = args.var_dir.resolve()
     names = [name for name in GATEWAYS if name in args.only]
     versions = install(names, var, args)
-    checkout = baseline_checkout(var, args.baseline)[0] if args.baseline else None
+    checkout = None
+    if args.baseline:  # parse_args put symphony-baseline in names
+        checkout, commit = baseline_checkout(var, args.baseline)
+        versions[BASELINE] = f"symphony at {commit[:12]}"
     with running_stack(var, args.start_timeout) as (stack, sim), ExitStack() as exits:
         stack = replace(stack, baseline_checkout=checkout)
         pads = pad_auto_arms(stack.sim_url, args.max_tokens)
