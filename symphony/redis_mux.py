@@ -131,6 +131,9 @@ class _Connection(asyncio.Protocol):
             future, _ = self._waiting.popleft()
             if not future.done():
                 future.set_exception(self.lost)
+                # A pipeline awaits only its last reply; whoever awaits still gets the error, but
+                # unawaited ones are not asyncio's "exception was never retrieved".
+                future.exception()
 
     def _check_overdue(self) -> None:
         self._watchdog = None
