@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +27,13 @@ from symphony.redis_server import REDIS_ERRORS
 
 # KEYS[1]: the reservation's marker; then every limit's runtime-cap key (read with one MGET);
 # then every limit's window hash.
-# ARGV[1] = now (event ms); ARGV[2] = number of limits; ARGV[3] = the marker's TTL; then per
-# limit: its current bucket's number, how many buckets it counts (the current one and those
-# before it), policy cap, amount, TTL ms, and the length in ms of a first-use window (0 for
-# the others).
+# ARGV[1] = the marker's TTL; ARGV[2] = the numbers, packed as little-endian doubles (``NUMBERS``):
+# now (event ms), then per limit its current bucket's number, how many buckets it counts (the
+# current one and those before it), policy cap, amount, TTL ms, and the length in ms of a
+# first-use window (0 for the others); ARGV[2 + i] = limit i's current bucket as text (its field).
+# Packed, because Redis makes a string of every argument and Lua's tonumber parses one with
+# glibc's strtod: under callgrind, 63 numbers as text cost the script 200k instructions, packed
+# 20k (a whole reservation took 520k).
 # A first-use window's hash is {start, used}: it reopens (used = 0) once `now` passes
 # start + length, so its reset follows event time even when the clock is simulated.
 # A bucketed window's hash also keeps 'newest' (the newest bucket a reservation wrote) and 'sum'
@@ -45,9 +49,9 @@ from symphony.redis_server import REDIS_ERRORS
 # this reservation (the cap in force minus what its window holds)} when every window had room
 # and all were written, else {0, index of the refused limit (1-based), cap in force, ms until a
 # first-use window closes, bucket values...}.
-# Numbers go to redis.call as strings: ARGV's own where they are, else formatted with '%d'. A
-# Lua number handed to redis.call is formatted with '%.17g', whose glibc code was the script's
-# largest cost (a third of its instructions under callgrind).
+# Numbers go to redis.call as strings formatted with '%d': a Lua number handed to redis.call is
+# formatted with '%.17g', whose glibc code was the script's largest cost (a third of its
+# instructions under callgrind).
 RESERVE_LUA = """
 local fields = {}
 local function buckets(key, current, n)
@@ -67,16 +71,18 @@ local function prune(key, oldest)
   end
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
 end
-local now, limits = tonumber(ARGV[1]), tonumber(ARGV[2])
+local limits = #ARGV - 2
+local v = {struct.unpack('<' .. string.rep('d', 1 + 6 * limits), ARGV[2])}
+local now = v[1]
 local runtime_caps = limits > 0 and redis.call('MGET', unpack(KEYS, 2, limits + 1)) or {}
 -- Per limit: its amount, what its window held, its first-use start, the room left, the value of
 -- the bucket it writes, and how: 1 within 'newest', 2 moving 'newest' on, 3 behind 'newest'.
 local amounts, used_by, starts, left, held, mode = {}, {}, {}, {}, {}, {}
 for i = 1, limits do
-  local a = 6 * i - 2
-  local n, cap = tonumber(ARGV[a + 1]), tonumber(runtime_caps[i] or ARGV[a + 2])
-  local amount, span = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
-  local key, current = KEYS[limits + 1 + i], ARGV[a]
+  local a = 6 * i - 4
+  local current, n, amount, span = v[a], v[a + 1], v[a + 3], v[a + 5]
+  local cap = runtime_caps[i] and tonumber(runtime_caps[i]) or v[a + 2]
+  local key, field = KEYS[limits + 1 + i], ARGV[2 + i]
   local used, start, closes_in = 0, 0, 0
   if span > 0 then
     local stored = redis.call('HMGET', key, 'start', 'used')
@@ -88,20 +94,20 @@ for i = 1, limits do
     end
     closes_in = start + span - now
   else
-    local stored = redis.call('HMGET', key, 'newest', 'sum', current)
-    if stored[1] == current then
-      used, held[i], mode[i] = tonumber(stored[2]), tonumber(stored[3] or '0'), 1
+    local stored = redis.call('HMGET', key, 'newest', 'sum', field)
+    if stored[1] == field then
+      used, held[i], mode[i] = tonumber(stored[2]), stored[3] and tonumber(stored[3]) or 0, 1
     else
       local values
-      values, used = buckets(key, tonumber(current), n)
+      values, used = buckets(key, current, n)
       held[i] = values[1]
-      mode[i] = (stored[1] and tonumber(stored[1]) > tonumber(current)) and 3 or 2
+      mode[i] = (stored[1] and tonumber(stored[1]) > current) and 3 or 2
     end
   end
   if amount > 0 and used + amount > cap then
     local reply = {0, i, cap, closes_in, used}
     if span == 0 then
-      local values = buckets(key, tonumber(current), n)
+      local values = buckets(key, current, n)
       for j = 1, n do reply[4 + j] = values[j] end
     end
     return reply
@@ -109,29 +115,28 @@ for i = 1, limits do
   amounts[i], used_by[i], starts[i], left[i] = amount, used, start, cap - used - amount
 end
 for i = 1, limits do
-  local a, key, amount = 6 * i - 2, KEYS[limits + 1 + i], amounts[i]
-  local current = ARGV[a]
-  if ARGV[a + 5] ~= '0' then
+  local a, key, amount, field = 6 * i - 4, KEYS[limits + 1 + i], amounts[i], ARGV[2 + i]
+  if v[a + 5] ~= 0 then
     local start, used = string.format('%d', starts[i]), string.format('%d', used_by[i] + amount)
     redis.call('HSET', key, 'start', start, 'used', used)
-    redis.call('PEXPIRE', key, ARGV[a + 4])
+    redis.call('PEXPIRE', key, string.format('%d', v[a + 4]))
   elseif amount > 0 then
     local value, sum = string.format('%d', held[i] + amount), string.format('%d', used_by[i] + amount)
     if mode[i] == 1 then
-      redis.call('HSET', key, current, value, 'sum', sum)
+      redis.call('HSET', key, field, value, 'sum', sum)
     elseif mode[i] == 2 then
-      redis.call('HSET', key, current, value, 'sum', sum, 'newest', current)
+      redis.call('HSET', key, field, value, 'sum', sum, 'newest', field)
     else
-      redis.call('HSET', key, current, value)
+      redis.call('HSET', key, field, value)
       redis.call('HDEL', key, 'newest')
     end
     if held[i] == 0 then  -- the bucket opened
-      prune(key, tonumber(current) + 1 - tonumber(ARGV[a + 1]))
-      redis.call('PEXPIRE', key, ARGV[a + 4])
+      prune(key, v[a] + 1 - v[a + 1])
+      redis.call('PEXPIRE', key, string.format('%d', v[a + 4]))
     end
   end
 end
-redis.call('SET', KEYS[1], 'r', 'PX', ARGV[3])
+redis.call('SET', KEYS[1], 'r', 'PX', ARGV[1])
 local reply = {1}
 for i = 1, limits do reply[i + 1] = starts[i] end
 for i = 1, limits do reply[limits + i + 1] = left[i] end
@@ -140,46 +145,61 @@ return reply
 
 # KEYS[1]: the reservation's marker; then the windows it counted against. ARGV[1]: the
 # marker's TTL; ARGV[2]: 0 to settle, 1 to cancel a reservation whose reply was lost (only if
-# its marker says it was made); then per window: the amount to add (negative refunds), the
-# bucket the reservation wrote, the start of its first-use window (0 for a bucketed window;
-# -t for "the window open at t") and its TTL. A marker at 's' means settled already: a replay
-# changes nothing. A first-use window that has since reopened is left alone; a refund never
-# takes a bucket below zero; a charge re-creates a bucket that was pruned or expired (it is
-# outside its window, and the next bucket opened prunes it again). A bucketed window's 'sum'
-# follows a settlement of its 'newest' bucket; a settlement of any other drops 'newest'.
+# its marker says it was made); ARGV[3]: the numbers, packed as RESERVE_LUA's are: per window the
+# amount to add (negative refunds), the bucket the reservation wrote, the start of its first-use
+# window (0 for a bucketed window; -t for "the window open at t") and its TTL; ARGV[3 + i]:
+# window i's bucket as text. A marker at 's' means settled already: a replay changes nothing.
+# A first-use window that has since reopened is left alone; a refund never takes a bucket below
+# zero; a charge re-creates a bucket that was pruned or expired (it is outside its window, and
+# the next bucket opened prunes it again). A bucketed window's 'sum' follows a settlement of its
+# 'newest' bucket; a settlement of any other drops 'newest'.
 SETTLE_LUA = """
 local state = redis.call('GET', KEYS[1])
 if state == 's' or (ARGV[2] == '1' and state ~= 'r') then return 0 end
 redis.call('SET', KEYS[1], 's', 'PX', ARGV[1])
-for i = 2, #KEYS do
-  local key, j = KEYS[i], 4 * i - 5
-  local delta, bucket = tonumber(ARGV[j]), ARGV[j + 1]
-  local start, ttl = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+local windows = #KEYS - 1
+local v = {struct.unpack('<' .. string.rep('d', 4 * windows), ARGV[3])}
+for i = 1, windows do
+  local key, j, bucket = KEYS[i + 1], 4 * i - 3, ARGV[3 + i]
+  local delta, start, ttl = v[j], v[j + 2], v[j + 3]
   if delta == 0 then
   elseif start ~= 0 then
     local open = tonumber(redis.call('HGET', key, 'start') or '-1')
     if open == start or (start < 0 and open >= 0 and open <= -start and -start < open + ttl) then
-      if redis.call('HINCRBY', key, 'used', ARGV[j]) < 0 then redis.call('HSET', key, 'used', '0') end
+      local used = redis.call('HINCRBY', key, 'used', string.format('%d', delta))
+      if used < 0 then redis.call('HSET', key, 'used', '0') end
     end
   else
     local stored = redis.call('HMGET', key, bucket, 'newest', 'sum')
     if stored[1] or delta > 0 then
-      local old = tonumber(stored[1] or '0')
+      local old = stored[1] and tonumber(stored[1]) or 0
       local value = math.max(old + delta, 0)
       if stored[2] == bucket then
-        local sum = tonumber(stored[3] or '0') + value - old
+        local sum = (stored[3] and tonumber(stored[3]) or 0) + value - old
         redis.call('HSET', key, bucket, string.format('%d', value), 'sum', string.format('%d', sum))
       else
         redis.call('HSET', key, bucket, string.format('%d', value))
         if stored[2] then redis.call('HDEL', key, 'newest') end
       end
       -- Only a bucket this call created can be in a hash that has no TTL (one that had expired).
-      if not stored[1] and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[j + 3]) end
+      if not stored[1] and redis.call('PTTL', key) < 0 then
+        redis.call('PEXPIRE', key, string.format('%d', ttl))
+      end
     end
   end
 end
 return 1
 """
+
+# A script argument: Redis takes every one as a string.
+Arg = int | str | bytes
+
+
+def packed(numbers: Sequence[int]) -> bytes:
+    """``numbers`` as the scripts' ``struct.unpack`` reads them: little-endian doubles, which is what
+    Lua's numbers are in Redis (text arguments become the same doubles through ``tonumber``)."""
+    return struct.pack(f"<{len(numbers)}d", *numbers)
+
 
 # How long a reservation's marker lives: a settlement replayed, or a lost reservation
 # cancelled, later than this (Redis away for longer) could be applied twice or not at all.
@@ -222,13 +242,14 @@ class Reservation:
     def marker_key(self) -> str:
         return marker_key(self.settle_keys, self.token)
 
-    def settle_call(self, actual: Amounts, *, cancel: bool = False) -> tuple[list[str], list[int]] | None:
+    def settle_call(self, actual: Amounts, *, cancel: bool = False) -> tuple[list[str], list[Arg]] | None:
         """SETTLE_LUA's keys and arguments, or None for a reservation that counted nothing."""
         if not self.settle_keys:
             return None
         # Called even when nothing changes, so the marker records that this reservation is settled.
-        argv = self.settle_argv(actual)
-        return [self.marker_key, *self.settle_keys], [MARKER_TTL_MS, int(cancel), *argv]
+        numbers = packed(self.settle_argv(actual))
+        fields = [str(bucket) for bucket in self.settle_args[::3]]
+        return [self.marker_key, *self.settle_keys], [MARKER_TTL_MS, int(cancel), numbers, *fields]
 
     @property
     def tokens(self) -> int:
@@ -279,6 +300,8 @@ class Layout:
     # Per limit, what RESERVE_LUA takes besides the bucket and the amount: buckets counted, policy
     # cap, TTL, and a first-use window's length (0 for the others).
     constants: tuple[tuple[int, int, int, int], ...]
+    # RESERVE_LUA's numbers after the time, each limit's bucket and amount left at 0.
+    template: tuple[int, ...]
 
     @staticmethod
     def of(limits: tuple[Limit, ...]) -> Layout:
@@ -293,18 +316,20 @@ class Layout:
             tuple(limit.name for limit in limits),
             tag,
             tuple(limit.window.reset == "first_use" for limit in limits),
-            tuple(_constants(limit) for limit in limits),
+            constants := tuple(_constants(limit) for limit in limits),
+            tuple(n for counted, cap, ttl, span in constants for n in (0, counted, cap, 0, ttl, span)),
         )
 
     def buckets(self, now_ms: int) -> tuple[int, ...]:
         """Per limit, the bucket a reservation at ``now_ms`` writes (0 for a first-use window)."""
         return tuple(limit.window.current_bucket(now_ms) for limit in self.limits)
 
-    def reserve_args(self, now_ms: int, buckets: Sequence[int], amounts: Sequence[int]) -> list[int]:
-        args = [now_ms, len(self.limits), MARKER_TTL_MS]
-        for bucket, amount, (counted, cap, ttl, span) in zip(buckets, amounts, self.constants, strict=True):
-            args += [bucket, counted, cap, amount, ttl, span]
-        return args
+    def reserve_args(self, now_ms: int, buckets: Sequence[int], amounts: Sequence[int]) -> list[Arg]:
+        """RESERVE_LUA's arguments: the constants are in place, the time, buckets and amounts go in."""
+        numbers = [now_ms, *self.template]
+        numbers[1::6] = buckets
+        numbers[4::6] = amounts
+        return [MARKER_TTL_MS, packed(numbers), *map(str, buckets)]
 
     def reservation(
         self,
@@ -346,7 +371,7 @@ def layout_of(limits: tuple[Limit, ...]) -> Layout:
 @dataclass(frozen=True, slots=True)
 class ReservePlan:
     keys: list[str]
-    args: list[int]
+    args: list[Arg]
     layout: Layout
     buckets: tuple[int, ...]
     amounts: list[int]
