@@ -374,7 +374,14 @@ class AttemptLoop:
         """Settle from synchronous code (a stream's end): a task, kept until it is done."""
         task = asyncio.get_running_loop().create_task(self._settle(grant, usage))
         self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        # Redis being away is the quota gate's to handle; anything else is a bug, logged here and now
+        # rather than by asyncio whenever the task is collected.
+        self._settling.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("settling a reservation failed", exc_info=error)
 
     async def _attempt(
         self, call: _Call, routed: RoutedRequest, deadline: float, record: _Record

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from symphony.keys import reservation_marker_key
 from symphony.quotas.rules import Limit, Metric
@@ -466,6 +467,29 @@ def _outcome(plan: ReservePlan, reply: list[Any], provider: str, model: str) -> 
     return Refusal(limit, cap, sum(values), eta, plan.amounts[index])
 
 
+# What Redis says when it answers but takes no writes: out of memory under ``noeviction``, a
+# read-only replica, a failed RDB save. A script's write gets the same, wrapped by Redis 6
+# ("Error running script …: -OOM command not allowed …").
+REFUSED_WRITE_CODES = ("OOM", "READONLY", "MISCONF")
+
+
+class WritesRefused(redis.ConnectionError):
+    """Redis answered but took no writes (``REFUSED_WRITE_CODES``): to the quota gate, Redis is away.
+
+    A script is refused at its first write, before anything is written, so a refused reservation was
+    not made and a refused settlement can be replayed.
+    """
+
+
+def writes_refused(error: redis.ResponseError) -> WritesRefused | None:
+    """``error`` as ``WritesRefused`` if it says Redis takes no writes now, else None."""
+    text = str(error)
+    refused = isinstance(error, OutOfMemoryError | ReadOnlyError) or any(
+        text.startswith(f"{code} ") or f"-{code} " in text for code in REFUSED_WRITE_CODES
+    )
+    return WritesRefused(text) if refused else None
+
+
 class ReservationLost(Exception):
     """Redis failed during a reservation: it may or may not have been made.
 
@@ -553,6 +577,11 @@ class AsyncQuotaStore:
             reply = await self._reserve(keys=plan.keys, args=plan.args)
         except REDIS_ERRORS as exc:
             raise ReservationLost(plan.unconfirmed(provider, model)) from exc
+        except redis.ResponseError as exc:
+            refused = writes_refused(exc)
+            if refused is None:
+                raise
+            raise ReservationLost(plan.unconfirmed(provider, model)) from refused
         return _outcome(plan, reply, provider, model)
 
     async def settle(
@@ -565,9 +594,19 @@ class AsyncQuotaStore:
     ) -> None:
         call = reservation.settle_call(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
         if call is not None:
-            await self._settle(keys=call[0], args=call[1])
+            await self._settled(call)
 
     async def cancel(self, reservation: Reservation) -> None:
         call = reservation.settle_call(NOTHING, cancel=True)
         if call is not None:
+            await self._settled(call)
+
+    async def _settled(self, call: tuple[list[str], list[Arg]]) -> None:
+        """Run SETTLE_LUA; ``WritesRefused`` (one of ``REDIS_ERRORS``) when Redis takes no writes."""
+        try:
             await self._settle(keys=call[0], args=call[1])
+        except redis.ResponseError as exc:
+            refused = writes_refused(exc)
+            if refused is None:
+                raise
+            raise refused from exc

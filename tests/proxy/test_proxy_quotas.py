@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -194,6 +195,44 @@ def test_redis_outage_under_load_fail_open_keeps_serving_and_keys_stay_consisten
     assert in_redis == used - local_tokens
     requests_in_redis = sum(v for k, v in state.items() if ":requests:day:" in k)
     assert requests_in_redis == len(usages) - local_grants
+
+
+@pytest.mark.parametrize(("mode", "status"), [("open", 200), ("closed", 429)])
+def test_redis_out_of_memory_is_an_outage_of_the_quota_store_not_a_500(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, mode: str, status: int
+) -> None:
+    """Redis at its maxmemory (noeviction) answers but refuses every write, the reservation script's
+    included: the quota gate takes that as Redis away (its fail mode decides the answer) and comes back
+    when Redis takes writes again; nothing is logged as an error. It was a 500 and an unread task error."""
+    body = {"model": PINNED, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    with ProxyStack(redis_server, quota_fail_mode=mode) as stack:
+
+        def post() -> httpx.Response:
+            return httpx.post(f"{stack.base_url}/chat/completions", json=body, headers=stack.auth, timeout=10)
+
+        def degraded() -> int:
+            return metric(httpx.get(f"{stack.url}/metrics").text, "symphony_quota_degraded")
+
+        assert post().status_code == 200
+        stack.redis.config_set("maxmemory-policy", "noeviction")
+        stack.redis.config_set("maxmemory", 1)
+        try:
+            full = [post() for _ in range(2)]
+        finally:
+            stack.redis.config_set("maxmemory", 0)
+        assert [r.status_code for r in full] == [status] * 2, full[-1].text
+        if mode == "closed":  # the fail-closed refusal, as for Redis stopped
+            assert "the quota store is unreachable (fail-closed)" in full[-1].json()["error"]["message"]
+        else:  # served on the local limiter
+            assert metric(httpx.get(f"{stack.url}/metrics").text, "symphony_quota_local_grants_total") == 2
+        deadline = time.monotonic() + 15
+        while degraded() and time.monotonic() < deadline:
+            post()  # a request after the gate's pause tries Redis again
+            time.sleep(0.2)
+        assert degraded() == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert any("quota store unreachable (WritesRefused)" in r.getMessage() for r in caplog.records)
 
 
 def test_a_request_whose_estimate_does_not_fit_the_budget_is_told_why_and_what_fits(
