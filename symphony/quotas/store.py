@@ -247,10 +247,19 @@ class Reservation:
         """SETTLE_LUA's keys and arguments, or None for a reservation that counted nothing."""
         if not self.settle_keys:
             return None
-        # Called even when nothing changes, so the marker records that this reservation is settled.
-        numbers = packed(self.settle_argv(actual))
-        fields = [str(bucket) for bucket in self.settle_args[::3]]
-        return [self.marker_key, *self.settle_keys], [MARKER_TTL_MS, int(cancel), numbers, *fields]
+        # Called even when nothing changes, so the marker records that this reservation is settled;
+        # a window whose count does not change is left out (a reservation's request windows, as a rule).
+        keys, fields = [self.marker_key], []
+        numbers: list[int] = []
+        args = self.settle_args
+        for index, metric in enumerate(self.settle_metrics):
+            delta = actual.of(metric) - self.reserved.of(metric)
+            if delta:
+                bucket = args[3 * index]
+                keys.append(self.settle_keys[index])
+                numbers += (delta, bucket, args[3 * index + 1], args[3 * index + 2])
+                fields.append(str(bucket))
+        return keys, [MARKER_TTL_MS, int(cancel), packed(numbers), *fields]
 
     @property
     def tokens(self) -> int:
