@@ -93,11 +93,8 @@ class LocalQuotaStore:
         self._settled[reservation.token] = None
         if len(self._settled) > MAX_REMEMBERED_SETTLEMENTS:
             del self._settled[next(iter(self._settled))]
-        argv = reservation.settle_argv(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
-        for index, window_key in enumerate(reservation.settle_keys):
-            delta, bucket, start = argv[4 * index : 4 * index + 3]
-            if delta == 0:
-                continue
+        actual = reservation.actual(actual_tokens, actual_cost_micros, refund=refund)
+        for window_key, delta, bucket, start, _ in reservation.changes(actual):
             if start:
                 current, used = self._first_use.get(window_key, (-1, 0))
                 if current == start:

@@ -225,6 +225,12 @@ class Amounts:
         return self.tokens if metric == "tokens" else self.cost_micros
 
 
+# What settling a reservation changes in one window: (window key, delta, bucket, start, TTL): the
+# delta goes to the bucket the reservation wrote, or to its first-use window that opened at start
+# (0 for a bucketed window; -t: the one open at t). After the key, SETTLE_LUA's numbers in its order.
+WindowChange = tuple[str, int, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """What a granted reservation wrote, so settlement touches the same buckets."""
@@ -247,19 +253,26 @@ class Reservation:
         """SETTLE_LUA's keys and arguments, or None for a reservation that counted nothing."""
         if not self.settle_keys:
             return None
-        # Called even when nothing changes, so the marker records that this reservation is settled;
-        # a window whose count does not change is left out (a reservation's request windows, as a rule).
-        keys, fields = [self.marker_key], []
-        numbers: list[int] = []
+        # Called even when nothing changes, so the marker records that this reservation is settled.
+        keys, numbers, fields = [self.marker_key], [], []
+        for key, *window_numbers in self.changes(actual):
+            keys.append(key)
+            numbers += window_numbers
+            fields.append(str(window_numbers[1]))  # the bucket
+        return keys, [MARKER_TTL_MS, int(cancel), packed(numbers), *fields]
+
+    def changes(self, actual: Amounts) -> list[WindowChange]:
+        """The windows whose count ``actual`` changes (a reservation's request windows, as a rule, do
+        not), each with the difference actual - reserved and where the reservation wrote it."""
+        changes: list[WindowChange] = []
         args = self.settle_args
         for index, metric in enumerate(self.settle_metrics):
             delta = actual.of(metric) - self.reserved.of(metric)
             if delta:
-                bucket = args[3 * index]
-                keys.append(self.settle_keys[index])
-                numbers += (delta, bucket, args[3 * index + 1], args[3 * index + 2])
-                fields.append(str(bucket))
-        return keys, [MARKER_TTL_MS, int(cancel), packed(numbers), *fields]
+                start = 3 * index
+                key = self.settle_keys[index]
+                changes.append((key, delta, args[start], args[start + 1], args[start + 2]))
+        return changes
 
     @property
     def tokens(self) -> int:
@@ -268,15 +281,6 @@ class Reservation:
     def actual(self, tokens: int, cost_micros: int, *, refund: bool = False) -> Amounts:
         """What the request really counted: its request stays as reserved unless ``refund``."""
         return Amounts(tokens, cost_micros, 0 if refund else self.reserved.requests)
-
-    def settle_argv(self, actual: Amounts) -> list[int]:
-        """SETTLE_LUA's arguments: per key the difference actual - reserved, bucket, start, TTL."""
-        argv: list[int] = []
-        args = self.settle_args
-        for index, metric in enumerate(self.settle_metrics):
-            delta = actual.of(metric) - self.reserved.of(metric)
-            argv += [delta, args[3 * index], args[3 * index + 1], args[3 * index + 2]]
-        return argv
 
 
 @dataclass(frozen=True, slots=True)
