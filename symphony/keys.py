@@ -50,6 +50,10 @@ CONSUMERS_KEY = "symphony:consumers"
 OFFSETS_PREFIX = "symphony:offsets:"
 
 
+# What the quota gate writes to learn whether Redis takes writes again after an outage (a string, with a TTL).
+QUOTA_PROBE_KEY = "symphony:quota:probe"
+
+
 def quota_window_key(provider: str, metric: str, window: str) -> str:
     """``quota:{<provider>}:<metric>:<window>``: one quota window, a hash of its buckets."""
     return f"quota:{{{provider}}}:{metric}:{window}"

@@ -36,9 +36,12 @@ Redis reservations that fail meanwhile are kept and replayed on recovery, so the
 buckets end up holding what was really used.
 
 Recovery drains those queues (lost reservations to cancel, settlements to replay)
-one at a time: whichever finds Redis back first (a request's reservation, or the
-gate's own probe, which keeps trying while nothing else reaches Redis) drains them,
-and a second one that finds Redis back meanwhile leaves them to it. Redis can fail
+one at a time: whichever finds Redis back first (a request's granted reservation, or
+the gate's own probe, which keeps trying while nothing else reaches Redis) drains them,
+and a second one that finds Redis back meanwhile leaves them to it. Back means taking
+writes: a Redis that answers but refuses them (full, a replica, a failed save) answers a
+PING and an early refusal (which writes nothing) alike, so neither counts; the probe
+writes a key of its own (``AsyncQuotaStore.writable``). Redis can fail
 again during a drain (the connections pooled before an outage die one by one as
 they are used after it), and a request that then finds Redis back must not drain
 the same queue beside it: both would apply the first entry and both remove one,
@@ -266,8 +269,10 @@ class QuotaGuard:
                 self._unconfirmed.append(lost.reservation)
                 self._went_down(lost.__cause__ or lost)
             else:
-                await self._recovered()
-                return Held(outcome, local=False) if isinstance(outcome, Reservation) else outcome
+                if isinstance(outcome, Reservation):  # written: a refusal writes nothing, proves nothing
+                    await self._recovered()
+                    return Held(outcome, local=False)
+                return outcome
         if self._fail_mode == "closed":
             return Unavailable()
         self._local.forget_expired(now)
@@ -330,7 +335,7 @@ class QuotaGuard:
             await asyncio.sleep(pause)
             pause = min(pause * 2, max(RETRY_REDIS_AFTER_S, RECOVERY_PROBE_S))
             try:
-                await self._store.ping()
+                await self._store.writable()
             except REDIS_ERRORS:
                 continue
             try:

@@ -22,7 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
-from symphony.keys import reservation_marker_key
+from symphony.keys import QUOTA_PROBE_KEY, reservation_marker_key
 from symphony.quotas.rules import Limit, Metric
 from symphony.redis_server import REDIS_ERRORS
 
@@ -205,6 +205,8 @@ def packed(numbers: Sequence[int]) -> bytes:
 # How long a reservation's marker lives: a settlement replayed, or a lost reservation
 # cancelled, later than this (Redis away for longer) could be applied twice or not at all.
 MARKER_TTL_MS = 10 * 60 * 1000
+# The probe key's life: only its write matters, so it need not outlast the probe.
+PROBE_TTL_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,9 +572,16 @@ class AsyncQuotaStore:
         self._reserve = client.register_script(RESERVE_LUA)
         self._settle = client.register_script(SETTLE_LUA)
 
-    async def ping(self) -> None:
-        """Raise one of ``REDIS_ERRORS`` unless Redis answers."""
-        await self._client.ping()
+    async def writable(self) -> None:
+        """Raise one of ``REDIS_ERRORS`` unless Redis answers and takes a write (``WritesRefused`` when
+        it answers but refuses: a PING would pass on a full server, a replica, after a failed save)."""
+        try:
+            await self._client.set(QUOTA_PROBE_KEY, "1", px=PROBE_TTL_MS)
+        except redis.ResponseError as exc:
+            refused = writes_refused(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     async def reserve(
         self,

@@ -90,3 +90,67 @@ def test_fail_closed_refuses_until_redis_is_back(
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_redis_that_answers_but_takes_no_writes_stays_an_outage_until_it_takes_them(
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full Redis (maxmemory under noeviction) answers PING and refuses every write: the gate must
+    not call it back after each probe only to find it refusing again, nor say it is back."""
+    monkeypatch.setattr(quota_gate, "RETRY_REDIS_AFTER_S", 0.05)
+    monkeypatch.setattr(quota_gate, "RECOVERY_PROBE_S", 0.01)
+    caplog.set_level(logging.WARNING, logger="proxy.attempts.quota_gate")
+    admin = redis.Redis.from_url(redis_server.url)
+
+    async def scenario() -> None:
+        guard, client = new_guard(redis_server.url, "open")
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        seen_recovered = False
+        for _ in range(30):  # 1.5 s: about 30 of the gate's retries and as many probes
+            outcome = await guard.reserve("openai", "gpt-4o-mini", 100)
+            assert isinstance(outcome, Grant) and outcome.local
+            await asyncio.sleep(0.05)
+            seen_recovered |= not guard.degraded
+        assert not seen_recovered
+        admin.config_set("maxmemory", 0)
+        await asyncio.sleep(0.2)  # the probe's pause, at most RETRY_REDIS_AFTER_S
+        assert not guard.degraded
+        outcome = await guard.reserve("openai", "gpt-4o-mini", 100)
+        assert isinstance(outcome, Grant) and not outcome.local
+        await client.aclose()
+
+    asyncio.run(scenario())
+    warnings = [r.getMessage() for r in caplog.records]
+    assert sum("reachable again" in w for w in warnings) == 1, warnings
+
+
+def test_a_refusal_from_a_redis_that_takes_no_writes_does_not_end_the_outage(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reservation over its cap is refused before anything is written, so Redis answers it while it
+    refuses writes: that answer is no sign Redis is back."""
+    monkeypatch.setattr(quota_gate, "RETRY_REDIS_AFTER_S", 0.05)
+    admin = redis.Redis.from_url(redis_server.url)
+    cap = load_quota_policy().providers["venice"].caps["requests"]["minute"]
+
+    async def scenario() -> None:
+        guard, client = new_guard(redis_server.url, "open")
+        for _ in range(cap):
+            assert isinstance(await guard.reserve("venice", "llama-3.3-70b", 1), Grant)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        try:
+            lost = await guard.reserve("openai", "gpt-4o-mini", 100)
+            assert isinstance(lost, Grant) and lost.local and guard.degraded
+            await asyncio.sleep(0.1)  # past RETRY_REDIS_AFTER_S: the next reservation goes to Redis
+            refused = await guard.reserve("venice", "llama-3.3-70b", 1)
+            assert isinstance(refused, Refusal)
+            assert guard.degraded
+        finally:
+            admin.config_set("maxmemory", 0)
+        await client.aclose()
+
+    asyncio.run(scenario())
