@@ -505,6 +505,13 @@ def writes_refused(error: redis.ResponseError) -> WritesRefused | None:
     return WritesRefused(text) if refused else None
 
 
+def raise_if_refused(error: redis.ResponseError) -> None:
+    """Raise ``error`` as ``WritesRefused`` if it says Redis takes no writes now; else return."""
+    refused = writes_refused(error)
+    if refused is not None:
+        raise refused from error
+
+
 class ReservationLost(Exception):
     """Redis failed during a reservation: it may or may not have been made.
 
@@ -578,10 +585,8 @@ class AsyncQuotaStore:
         try:
             await self._client.set(QUOTA_PROBE_KEY, "1", px=PROBE_TTL_MS)
         except redis.ResponseError as exc:
-            refused = writes_refused(exc)
-            if refused is None:
-                raise
-            raise refused from exc
+            raise_if_refused(exc)
+            raise
 
     async def reserve(
         self,
@@ -628,7 +633,5 @@ class AsyncQuotaStore:
         try:
             await self._settle(keys=call[0], args=call[1])
         except redis.ResponseError as exc:
-            refused = writes_refused(exc)
-            if refused is None:
-                raise
-            raise refused from exc
+            raise_if_refused(exc)
+            raise
