@@ -26,8 +26,8 @@ from symphony.keys import QUOTA_PROBE_KEY, reservation_marker_key
 from symphony.quotas.rules import Limit, Metric
 from symphony.redis_server import REDIS_ERRORS
 
-# KEYS[1]: the reservation's marker; then every limit's runtime-cap key (read with one MGET);
-# then every limit's window hash.
+# KEYS[1]: the reservation's marker; then every limit's runtime-cap key (read with the marker in
+# one MGET); then every limit's window hash.
 # ARGV[1] = the marker's TTL; ARGV[2] = the numbers, packed as little-endian doubles (``packed``):
 # now (event ms), then per limit its current bucket's number, how many buckets it counts (the
 # current one and those before it), policy cap, amount, TTL ms, and the length in ms of a
@@ -46,7 +46,12 @@ from symphony.redis_server import REDIS_ERRORS
 # TTL (window + sub): the newest bucket opened no earlier than that write, and it stops counting
 # one window after it opened, so the hash outlives every bucket a window can still count.
 # A granted reservation sets its marker to 'r', so one whose reply was lost can be found and
-# cancelled later. Returns {1, start per limit (0 unless first-use), room left per limit after
+# cancelled later, and so the same call run again counts nothing: redis-py's clients retry a
+# command whose connection failed, and one Redis ran before the failure runs twice (the cluster
+# client closes every connection when a node answers CLUSTERDOWN during a failover, replies in
+# flight on the healthy nodes included). A replay answers the grant the first run made: the room
+# it left, and a first-use window's start as it stands.
+# Returns {1, start per limit (0 unless first-use), room left per limit after
 # this reservation (the cap in force minus what its window holds)} when every window had room
 # and all were written, else {0, index of the refused limit (1-based), cap in force, ms until a
 # first-use window closes, bucket values...}.
@@ -75,14 +80,18 @@ end
 local limits = #ARGV - 2
 local v = {struct.unpack('<' .. string.rep('d', 1 + 6 * limits), ARGV[2])}
 local now = v[1]
-local runtime_caps = limits > 0 and redis.call('MGET', unpack(KEYS, 2, limits + 1)) or {}
+-- The marker, then the runtime caps: a marker already set means this call is a replay of one
+-- Redis ran (a client retrying a command whose reply it lost): it answers the grant it made
+-- and counts nothing again.
+local marked = redis.call('MGET', unpack(KEYS, 1, limits + 1))
+local replay = marked[1] ~= false
 -- Per limit: its amount, what its window held, its first-use start, the room left, the value of
 -- the bucket it writes, and how: 1 within 'newest', 2 moving 'newest' on, 3 behind 'newest'.
 local amounts, used_by, starts, left, held, mode = {}, {}, {}, {}, {}, {}
 for i = 1, limits do
   local a = 6 * i - 4
-  local current, n, amount, span = v[a], v[a + 1], v[a + 3], v[a + 5]
-  local cap = runtime_caps[i] and tonumber(runtime_caps[i]) or v[a + 2]
+  local current, n, amount, span = v[a], v[a + 1], replay and 0 or v[a + 3], v[a + 5]
+  local cap = marked[i + 1] and tonumber(marked[i + 1]) or v[a + 2]
   local key, field = KEYS[limits + 1 + i], ARGV[2 + i]
   local used, start, closes_in = 0, 0, 0
   if span > 0 then
@@ -115,7 +124,7 @@ for i = 1, limits do
   end
   amounts[i], used_by[i], starts[i], left[i] = amount, used, start, cap - used - amount
 end
-for i = 1, limits do
+for i = 1, replay and 0 or limits do
   local a, key, amount, field = 6 * i - 4, KEYS[limits + 1 + i], amounts[i], ARGV[2 + i]
   if v[a + 5] ~= 0 then
     local start, used = string.format('%d', starts[i]), string.format('%d', used_by[i] + amount)
@@ -137,7 +146,7 @@ for i = 1, limits do
     end
   end
 end
-redis.call('SET', KEYS[1], 'r', 'PX', ARGV[1])
+if not replay then redis.call('SET', KEYS[1], 'r', 'PX', ARGV[1]) end
 local reply = {1}
 for i = 1, limits do reply[i + 1] = starts[i] end
 for i = 1, limits do reply[limits + i + 1] = left[i] end
