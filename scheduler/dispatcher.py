@@ -24,8 +24,12 @@ quotas, events and traces of interactive traffic as the job's app. The answer en
 ``done`` with the chat.completion, else ``failed`` with the proxy's error (a job the proxy
 admitted is not retried: it might have run). A dispatch the proxy never admitted (it could not
 be reached, it was not ready, it refused the dispatcher's token) is released back to the queue
-and tried again ``RETRY_S`` later. At most once: a job found ``running`` whose
-dispatcher stopped beating (it crashed) is failed as ``interrupted`` and never sent again.
+and tried again ``RETRY_S`` later. So is one the proxy refused before trying any provider
+(``symphony.jobs.NOT_RUN``: a quota or the app's budget or rate spent, every provider cooling down;
+the proxy withdraws its admission): it waits for the answer's ``retry-after`` (event time, at least
+``RETRY_S`` of real time) if its deadline leaves room for that, else it fails with the refusal.
+At most once: a job found ``running`` whose dispatcher stopped beating (it crashed) is failed as
+``interrupted`` and never sent again.
 """
 
 from __future__ import annotations
@@ -56,9 +60,9 @@ from scheduler.problem import Job as PlanJob
 from scheduler.problem import Plan, Problem
 from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, Slot, slots, subscription_limit, windowed
 from symphony.catalog import Catalog, load_catalog, resolve_policy_path
-from symphony.clock import Clock, monotonic, shared_clock
+from symphony.clock import Clock, event_seconds_to_real, monotonic, shared_clock
 from symphony.flags import Flags
-from symphony.jobs import Job, JobStore
+from symphony.jobs import NOT_RUN, Job, JobStore
 from symphony.keys import FLAGS_KEY, eta_key
 from symphony.quotas import MINUTE_MS, QuotaPolicy, load_quota_policy
 from symphony.redis_client import async_redis, sync_redis
@@ -337,21 +341,36 @@ class Dispatcher:
                 "/v1/chat/completions", content=orjson.dumps(job.request), headers=headers
             )
         except httpx.HTTPError as exc:
-            status, error = None, f"dispatch: {exc!r}"
+            await self._give_back(job, None, f"dispatch: {exc!r}")
+            return
+        if answer.status_code == 200:
+            await self.store.finish(job, self.owner, self._clock.now_ms(), status=200, result=answer.json())
         else:
-            if answer.status_code == 200:
-                await self.store.finish(
-                    job, self.owner, self._clock.now_ms(), status=200, result=answer.json()
-                )
-                return
-            status, error = answer.status_code, _message(answer)
-        await self._give_back(job, status, error)
+            await self._give_back(job, answer.status_code, _message(answer), self._retry_in(job, answer))
 
-    async def _give_back(self, job: Job, status: int | None, error: str) -> None:
-        """A dispatch that did not succeed: back in the queue if the proxy never admitted it, else failed."""
-        if await self.store.release(job.id, self.owner, self._clock.now_ms()):
-            self._held[job.id] = monotonic() + RETRY_S
-            log.warning("job %s was not admitted by the proxy (%s: %s); queued again", job.id, status, error)
+    def _retry_in(self, job: Job, answer: httpx.Response) -> float | None:
+        """Real seconds to hold a job whose dispatch the proxy refused, if it is to be sent again; None
+        when waiting cannot help: its ``retry-after`` is missing or runs past the job's deadline."""
+        if _error_code(answer) not in NOT_RUN:
+            return RETRY_S  # the proxy admitted it (it ran, it is failed) or never did (it is sent again)
+        try:
+            wait_s = float(answer.headers.get("retry-after", ""))
+        except ValueError:
+            return None
+        if self._clock.now_ms() + wait_s * 1000 >= job.deadline_ms:
+            return None
+        return max(RETRY_S, event_seconds_to_real(self._clock, wait_s))
+
+    async def _give_back(
+        self, job: Job, status: int | None, error: str, retry_in_s: float | None = RETRY_S
+    ) -> None:
+        """A dispatch that did not succeed: back in the queue, held for ``retry_in_s``, if the proxy never
+        admitted it (or withdrew the admission) and waiting can help; else failed."""
+        if retry_in_s is not None and await self.store.release(job.id, self.owner, self._clock.now_ms()):
+            self._held[job.id] = monotonic() + retry_in_s
+            log.warning(
+                "job %s did not run (%s: %s); queued again in %.1f s", job.id, status, error, retry_in_s
+            )
             return
         await self.store.finish(job, self.owner, self._clock.now_ms(), status=status, error=error)
 
@@ -364,14 +383,22 @@ def _moved(job: Job, due: Due, now: int) -> bool:
     return not (job.planned_ms <= now and due.at_ms <= now) and job.planned_ms != due.at_ms
 
 
-def _message(answer: httpx.Response) -> str:
+def _error(answer: httpx.Response) -> dict[str, Any]:
     try:
         error = answer.json().get("error")
-    except ValueError:
-        error = None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    return answer.text[:500]
+    except (ValueError, AttributeError):
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+def _error_code(answer: httpx.Response) -> str:
+    code = _error(answer).get("code")
+    return code if isinstance(code, str) else ""
+
+
+def _message(answer: httpx.Response) -> str:
+    message = _error(answer).get("message")
+    return message if isinstance(message, str) else answer.text[:500]
 
 
 def _health_app(dispatcher: Dispatcher) -> Starlette:

@@ -19,7 +19,11 @@ is never sent again: ``fail_interrupted`` fails it with the error ``interrupted`
 nobody can tell whether the provider ran it. Only a dispatch the proxy never admitted (it could
 not be reached, or refused the dispatcher) may be ``release``d back to the queue, by the
 dispatcher that claimed it: the release and the admission are each one script on the same
-record, so once released the old claim can never be admitted. A job that ends (done, failed, cancelled) is
+record, so once released the old claim can never be admitted. A dispatch the proxy admitted and
+then refused before trying any provider (``NOT_RUN``: every arm over its quota, the app over its
+budget or rate, every provider cooling down) did not run either: the proxy ``withdraw``s its
+admission, clearing the claim's nonce with it, so the job can be released and that dispatch is
+never admitted again. A job that ends (done, failed, cancelled) is
 kept for ``RETENTION_MS`` of real time, then expires.
 """
 
@@ -46,6 +50,10 @@ HEARTBEAT_TTL_MS = 3_000  # a dispatcher that has not beaten for this long is de
 # What the decision of a job's dispatch records of the job, in its ``overrides`` (``Job.decision_overrides``).
 DECISION_FIELDS = ("job", "job_deadline_ms", "job_created_ms", "job_tokens", "job_providers")
 ID_PATTERN = re.compile(r"job_[0-9A-HJKMNP-TV-Z]{26}")
+# The proxy's error codes for a request it refused before trying any provider: an admitted dispatch
+# answered with one of them did not run (its admission is withdrawn), so it may wait and be sent again.
+# Not ``rate_limit_exceeded``: a provider's own 429, relayed, carries it too.
+NOT_RUN = frozenset({"quota_exhausted", "budget_exhausted", "app_rate_limited", "providers_unavailable"})
 
 # KEYS: job, queue, version. ARGV: id, deadline_ms, then field, value pairs.
 CREATE_LUA = """
@@ -81,10 +89,20 @@ return 'claimed'
 ADMIT_LUA = """
 local f = redis.call('HMGET', KEYS[1], 'state', 'nonce', 'admitted_ms')
 if f[1] ~= 'running' then return {'state'} end
-if f[2] ~= ARGV[1] then return {'nonce'} end
+if ARGV[1] == '' or f[2] ~= ARGV[1] then return {'nonce'} end
 if f[3] and f[3] ~= '' then return {'admitted'} end
 redis.call('HSET', KEYS[1], 'admitted_ms', ARGV[2])
 return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS: job. ARGV: nonce, now. The admitted dispatch of this claim did not run (``NOT_RUN``): its
+# admission goes, and the nonce with it, so no dispatch of the claim is admitted again (an empty
+# nonce never is) and the dispatcher may release the job.
+WITHDRAW_LUA = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'nonce', 'admitted_ms')
+if f[1] ~= 'running' or ARGV[1] == '' or f[2] ~= ARGV[1] or not f[3] or f[3] == '' then return 0 end
+redis.call('HSET', KEYS[1], 'admitted_ms', '', 'nonce', '', 'updated_ms', ARGV[2])
+return 1
 """
 
 # KEYS: job, running. ARGV: id, owner, state, now, retention_ms, then field, value pairs.
@@ -271,6 +289,7 @@ class JobStore:
         self._plan = client.register_script(PLAN_LUA)
         self._claim = client.register_script(CLAIM_LUA)
         self._admit = client.register_script(ADMIT_LUA)
+        self._withdraw = client.register_script(WITHDRAW_LUA)
         self._finish = client.register_script(FINISH_LUA)
         self._interrupt = client.register_script(INTERRUPT_LUA)
         self._release = client.register_script(RELEASE_LUA)
@@ -328,6 +347,11 @@ class JobStore:
             return _text(reply[0])
         flat = reply[1]
         return Job.from_fields(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    async def withdraw(self, job_id: str, nonce: str, now_ms: int) -> bool:
+        """Undo the admission of this claim's dispatch, which did not run (``NOT_RUN``); False if it
+        was not the admitted dispatch of the job's current claim."""
+        return bool(await self._withdraw(keys=[job_key(job_id)], args=[nonce, now_ms]))
 
     async def finish(
         self,

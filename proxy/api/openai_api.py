@@ -30,6 +30,7 @@ from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import NO_CONSTRAINTS, Constraints
 from proxy.routing.tasks import TASK_HEADER
 from symphony.app_keys import AppKey
+from symphony.jobs import NOT_RUN
 
 JSON = "application/json"
 
@@ -102,7 +103,12 @@ class OpenAIApi:
             constraints=constraints,
             overrides=overrides,
         )
-        return await self._gateway.execute(routed, OPENAI_FORMAT)
+        try:
+            return await self._gateway.execute(routed, OPENAI_FORMAT)
+        except errors.ApiError as refusal:
+            if caller.job is not None and caller.job.withdraw is not None and refusal.code in NOT_RUN:
+                await caller.job.withdraw()  # no provider saw it: the dispatcher may send it again
+            raise
 
     async def models(self, request: Request) -> Response:
         key = caller_of(request).key

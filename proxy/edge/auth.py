@@ -57,6 +57,9 @@ class JobGrant:
     models: tuple[str, ...]  # "provider/model"; empty: any
     task: str = "chat"
     overrides: dict[str, str] = field(default_factory=dict)  # what its decision records of the job
+    # Undoes the dispatch's admission when the proxy refused it before trying any provider
+    # (``symphony.jobs.NOT_RUN``), so the dispatcher may send the job again.
+    withdraw: Callable[[], Awaitable[None]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

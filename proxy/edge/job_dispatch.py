@@ -14,12 +14,17 @@ and it runs only on the providers the dispatch allows (``proxy.api.openai_api``)
 Refusals: 401 for a missing or wrong token or a job whose key is gone or revoked, 403 for any
 path but chat completions, 409 when the job is not admitted (not running, another claim's
 nonce, already admitted), 503 when Redis does not answer.
+
+A dispatch the proxy admitted and then refused before trying any provider (``symphony.jobs.NOT_RUN``)
+did not run: ``JobGrant.withdraw`` undoes its admission (and its claim's nonce, so it is never
+admitted again) before the refusal is answered, and the dispatcher queues the job again.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import Headers
 
@@ -30,6 +35,8 @@ from proxy.resources import ResourceSlot
 from symphony.app_keys import AppKey
 from symphony.jobs import Job, JobStore
 from symphony.redis_server import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
 
 DISPATCH_HEADER = "x-symphony-dispatch"
 DISPATCH_PATH = "/v1/chat/completions"
@@ -65,12 +72,10 @@ class JobDispatches:
             raise errors.ApiError(
                 403, f"Jobs are dispatched through {DISPATCH_PATH} only.", type_="permission_error"
             )
-        job_id = headers.get(JOB_HEADER, "")
+        job_id, nonce = headers.get(JOB_HEADER, ""), headers.get(DISPATCH_HEADER, "")
         resources = self._resources.get()
         try:
-            admitted = await JobStore(resources.redis).admit(
-                job_id, headers.get(DISPATCH_HEADER, ""), resources.clock.now_ms()
-            )
+            admitted = await JobStore(resources.redis).admit(job_id, nonce, resources.clock.now_ms())
         except REDIS_ERRORS:
             raise jobs_unavailable() from None
         if not isinstance(admitted, Job):
@@ -81,7 +86,19 @@ class JobDispatches:
                 param=JOB_HEADER,
                 code="job_not_admitted",
             )
-        return Caller(admitted.app, await self._key(admitted), _grant(admitted))
+        return Caller(
+            admitted.app, await self._key(admitted), _grant(admitted, self._withdrawal(job_id, nonce))
+        )
+
+    def _withdrawal(self, job_id: str, nonce: str) -> Callable[[], Awaitable[None]]:
+        async def withdraw() -> None:
+            resources = self._resources.get()
+            try:
+                await JobStore(resources.redis).withdraw(job_id, nonce, resources.clock.now_ms())
+            except REDIS_ERRORS as exc:  # the dispatcher then fails the job, as it did before withdrawals
+                log.warning("job %s did not run, but its admission could not be withdrawn (%r)", job_id, exc)
+
+        return withdraw
 
     async def _key(self, job: Job) -> AppKey | None:
         keys = self._keys()
@@ -93,11 +110,11 @@ class JobDispatches:
         return record
 
 
-def _grant(job: Job) -> JobGrant:
+def _grant(job: Job, withdraw: Callable[[], Awaitable[None]]) -> JobGrant:
     if job.provider:
         providers: frozenset[str] | None = frozenset({job.provider})
     elif job.providers:
         providers = frozenset(job.providers)
     else:
         providers = None
-    return JobGrant(job.id, job.request, providers, job.models, job.task, job.decision_overrides())
+    return JobGrant(job.id, job.request, providers, job.models, job.task, job.decision_overrides(), withdraw)

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from symphony.app_keys import revoke_key
 from symphony.clock import wall_ms
-from symphony.jobs import JobStore
+from symphony.jobs import NOT_RUN, Job, JobStore
 from symphony.redis_server import RedisServer
 from tests.proxy_stack import ProxyStack, bearer
 
@@ -134,3 +134,69 @@ def test_without_a_dispatcher_token_no_dispatch_is_accepted(redis_server: RedisS
         job_id = create(plain)
         answer = dispatch(plain, job_id, claim(plain, job_id))
         assert answer.status_code == 401 and "DISPATCHER_TOKEN" in answer.json()["error"]["message"]
+
+
+def _record(stack: ProxyStack, job_id: str) -> Job:
+    async def main() -> Job | None:
+        client = aioredis.Redis.from_url(stack.settings.redis_url)
+        try:
+            return await JobStore(client).get(job_id)
+        finally:
+            await client.aclose()
+
+    job = asyncio.run(main())
+    assert job is not None
+    return job
+
+
+def _released(stack: ProxyStack, job_id: str) -> bool:
+    async def main() -> bool:
+        client = aioredis.Redis.from_url(stack.settings.redis_url)
+        try:
+            return await JobStore(client).release(job_id, "d1", wall_ms())
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_a_dispatch_refused_before_any_provider_is_withdrawn_and_never_admitted_again(
+    stack: ProxyStack,
+) -> None:
+    """The app is at its rate: the proxy answers 429 without trying a provider, so the job did not run."""
+    key = stack.issue_key("one-a-minute", rpm=1)
+    job_id = create(stack, key=key)
+    own = httpx.post(f"{stack.base_url}/chat/completions", json=REQUEST, headers=bearer(key), timeout=30)
+    assert own.status_code == 200, own.text  # the app's one request this minute
+    nonce = claim(stack, job_id)
+    refused = dispatch(stack, job_id, nonce)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "app_rate_limited"
+    withdrawn = _record(stack, job_id)
+    assert (withdrawn.state, withdrawn.admitted_ms, withdrawn.nonce) == ("running", None, "")
+    for sent_nonce in (nonce, ""):  # the same dispatch again, and one matching the cleared nonce
+        again = dispatch(stack, job_id, sent_nonce)
+        assert again.status_code == 409 and again.json()["error"]["code"] == "job_not_admitted"
+    assert _released(stack, job_id) and _record(stack, job_id).state == "queued"
+    assert stack.sim_app.total() == 1  # only the app's own request reached a provider
+
+
+def test_a_providers_own_refusal_keeps_the_admission(stack: ProxyStack) -> None:
+    """The provider answered 429: the job reached it, so it may have run and is never sent again."""
+    httpx.put(f"{stack.sim.url}/admin/limits/openai", json={"tpm": 1}).raise_for_status()
+    job_id = create(stack, providers=["openai"])
+    refused = dispatch(stack, job_id, claim(stack, job_id))
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] not in NOT_RUN and stack.sim_app.answers[("openai", 429)] >= 1
+    assert _record(stack, job_id).admitted_ms is not None
+    assert not _released(stack, job_id)
+
+
+def test_a_refusal_that_is_not_about_room_keeps_the_admission(stack: ProxyStack) -> None:
+    """A 400 before any provider (the request asks what no candidate can do) will not change by waiting."""
+    body = {**REQUEST, "temperature": 1.5}  # above Anthropic's range
+    job_id = create(stack, request=body, providers=["anthropic"])
+    refused = dispatch(stack, job_id, claim(stack, job_id), body=body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] not in NOT_RUN
+    assert _record(stack, job_id).admitted_ms is not None
+    assert not _released(stack, job_id) and stack.sim_app.total() == 0
