@@ -4,6 +4,7 @@ ETAs to reset and to exhaustion, and the reconciler of observed limits.
 The rest of the project imports these names from ``symphony.quotas``.
 """
 
+from symphony.quotas.async_store import AsyncQuotaStore
 from symphony.quotas.eta import Eta, NoEta, ProviderUsage, QuotaUpdate, exhaust_in_ms
 from symphony.quotas.local import LocalQuotaStore
 from symphony.quotas.reconciler import (
@@ -26,7 +27,7 @@ from symphony.quotas.rules import (
     load_quota_policy,
     subscription_window,
 )
-from symphony.quotas.store import Amounts, AsyncQuotaStore, QuotaStore, Refusal, Reservation, ReservationLost
+from symphony.quotas.store import Amounts, QuotaStore, Refusal, Reservation, ReservationLost
 
 __all__ = [
     "DAY_MS",

@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -166,6 +166,16 @@ class Limit:
     window: Window
     cap: int
     model: str = ""
+    # Computed once: every reservation looks its limits' layout up by them (``store.layout_of``), and a
+    # dataclass's own hash hashes every field, the window's too, each time (46 calls a reservation).
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.provider, self.metric, self.window, self.cap, self.model)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def metric_key(self) -> str:

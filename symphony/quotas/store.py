@@ -19,19 +19,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
-from symphony.keys import QUOTA_PROBE_KEY, reservation_marker_key
+from symphony.keys import reservation_marker_key
 from symphony.quotas.rules import Limit, Metric
-from symphony.redis_server import REDIS_ERRORS
 
-# KEYS[1]: the reservation's marker; then every limit's runtime-cap key (read with the marker in
-# one MGET); then every limit's window hash.
-# ARGV[1] = the marker's TTL; ARGV[2] = the numbers, packed as little-endian doubles (``packed``):
-# now (event ms), then per limit its current bucket's number, how many buckets it counts (the
-# current one and those before it), policy cap, amount, TTL ms, and the length in ms of a
-# first-use window (0 for the others); ARGV[2 + i] = limit i's current bucket as text (its field).
+# One call reserves a batch: every reservation a proxy process makes against the same limits while
+# the call before it is in flight (``symphony.quotas.batches``), so concurrent requests share the
+# reads and writes of the windows; alone, a reservation is a batch of one.
+# KEYS: each reservation's marker; then every limit's runtime-cap key (read with the markers in one
+# MGET); then every limit's window hash.
+# ARGV[1] = the markers' TTL; ARGV[2] = how many reservations; ARGV[3] = the numbers, packed as
+# little-endian doubles (``packed``): now (event ms), then per limit its current bucket's number,
+# how many buckets it counts (the current one and those before it), policy cap, TTL ms, and the
+# length in ms of a first-use window (0 for the others); then per reservation its amount per limit.
+# ARGV[3 + i] = limit i's current bucket as text (its field).
 # Packed, because Redis makes a string of every argument and Lua's tonumber parses one with
 # glibc's strtod: with 63 numbers as text a reservation on 10 windows took 520k instructions
 # under callgrind, packed 438k.
@@ -45,16 +47,18 @@ from symphony.redis_server import REDIS_ERRORS
 # A write that opens a bucket deletes the buckets that have left the window and sets the hash's
 # TTL (window + sub): the newest bucket opened no earlier than that write, and it stops counting
 # one window after it opened, so the hash outlives every bucket a window can still count.
+# The reservations are checked in order, each against the windows as the ones before it left them,
+# and granted or refused on their own; every window is written once, with what the grants added.
 # A granted reservation sets its marker to 'r', so one whose reply was lost can be found and
 # cancelled later, and so the same call run again counts nothing: redis-py's clients retry a
 # command whose connection failed, and one Redis ran before the failure runs twice (the cluster
 # client closes every connection when a node answers CLUSTERDOWN during a failover, replies in
 # flight on the healthy nodes included). A replay answers the grant the first run made: the room
 # it left, and a first-use window's start as it stands.
-# Returns {1, start per limit (0 unless first-use), room left per limit after
-# this reservation (the cap in force minus what its window holds)} when every window had room
-# and all were written, else {0, index of the refused limit (1-based), cap in force, ms until a
-# first-use window closes, bucket values...}.
+# Returns per reservation {1, start per limit (0 unless first-use), room left per limit after
+# it (the cap in force minus what its window holds)} when every window had room, else {0, index
+# of the refused limit (1-based), cap in force, ms until a first-use window closes, bucket
+# values...}.
 # Numbers go to redis.call as strings formatted with '%d': a Lua number handed to redis.call is
 # formatted with '%.17g', whose glibc code was the script's largest cost (a third of its
 # instructions under callgrind).
@@ -77,61 +81,85 @@ local function prune(key, oldest)
   end
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
 end
-local limits = #ARGV - 2
-local v = {struct.unpack('<' .. string.rep('d', 1 + 6 * limits), ARGV[2])}
+local count = tonumber(ARGV[2])
+local limits = #ARGV - 3
+local v = {struct.unpack('<' .. string.rep('d', 1 + (5 + count) * limits), ARGV[3])}
 local now = v[1]
--- The marker, then the runtime caps: a marker already set means this call is a replay of one
--- Redis ran (a client retrying a command whose reply it lost): it answers the grant it made
--- and counts nothing again.
-local marked = redis.call('MGET', unpack(KEYS, 1, limits + 1))
-local replay = marked[1] ~= false
--- Per limit: its amount, what its window held, its first-use start, the room left, the value of
--- the bucket it writes, and how: 1 within 'newest', 2 moving 'newest' on, 3 behind 'newest'.
-local amounts, used_by, starts, left, held, mode = {}, {}, {}, {}, {}, {}
+local marked = redis.call('MGET', unpack(KEYS, 1, count + limits))
+-- Per limit: its cap in force, what its window held, its first-use start and the ms until it
+-- closes, the value of the bucket a write goes to, and how: 1 within 'newest', 2 moving 'newest'
+-- on, 3 behind 'newest'; and what the batch's grants add.
+local caps, used, starts, closes, held, mode, added = {}, {}, {}, {}, {}, {}, {}
 for i = 1, limits do
-  local a = 6 * i - 4
-  local current, n, amount, span = v[a], v[a + 1], replay and 0 or v[a + 3], v[a + 5]
-  local cap = marked[i + 1] and tonumber(marked[i + 1]) or v[a + 2]
-  local key, field = KEYS[limits + 1 + i], ARGV[2 + i]
-  local used, start, closes_in = 0, 0, 0
+  local a = 5 * i - 3
+  local current, n, span = v[a], v[a + 1], v[a + 4]
+  local key, field = KEYS[count + limits + i], ARGV[3 + i]
+  caps[i] = marked[count + i] and tonumber(marked[count + i]) or v[a + 2]
+  used[i], starts[i], closes[i], added[i] = 0, 0, 0, 0
   if span > 0 then
     local stored = redis.call('HMGET', key, 'start', 'used')
-    start = tonumber(stored[1] or '-1')
+    local start = tonumber(stored[1] or '-1')
     if start < 0 or now >= start + span then
       start = now
     elseif stored[2] then
-      used = tonumber(stored[2])
+      used[i] = tonumber(stored[2])
     end
-    closes_in = start + span - now
+    starts[i], closes[i] = start, start + span - now
   else
     local stored = redis.call('HMGET', key, 'newest', 'sum', field)
     if stored[1] == field then
-      used, held[i], mode[i] = tonumber(stored[2]), stored[3] and tonumber(stored[3]) or 0, 1
+      used[i], held[i], mode[i] = tonumber(stored[2]), stored[3] and tonumber(stored[3]) or 0, 1
     else
       local values
-      values, used = buckets(key, current, n)
+      values, used[i] = buckets(key, current, n)
       held[i] = values[1]
       mode[i] = (stored[1] and tonumber(stored[1]) > current) and 3 or 2
     end
   end
-  if amount > 0 and used + amount > cap then
-    local reply = {0, i, cap, closes_in, used}
-    if span == 0 then
-      local values = buckets(key, current, n)
-      for j = 1, n do reply[4 + j] = values[j] end
-    end
-    return reply
-  end
-  amounts[i], used_by[i], starts[i], left[i] = amount, used, start, cap - used - amount
 end
-for i = 1, replay and 0 or limits do
-  local a, key, amount, field = 6 * i - 4, KEYS[limits + 1 + i], amounts[i], ARGV[2 + i]
-  if v[a + 5] ~= 0 then
-    local start, used = string.format('%d', starts[i]), string.format('%d', used_by[i] + amount)
-    redis.call('HSET', key, 'start', start, 'used', used)
-    redis.call('PEXPIRE', key, string.format('%d', v[a + 4]))
+local function refusal(i)
+  local reply, a = {0, i, caps[i], closes[i], used[i] + added[i]}, 5 * i - 3
+  if v[a + 4] == 0 then
+    local values = buckets(KEYS[count + limits + i], v[a], v[a + 1])
+    values[1] = values[1] + added[i]
+    for j = 1, v[a + 1] do reply[4 + j] = values[j] end
+  end
+  return reply
+end
+local replies, granted = {}, false
+for r = 1, count do
+  local base, replay, refused = 1 + (5 + r - 1) * limits, marked[r] ~= false, nil
+  if not replay then
+    for i = 1, limits do
+      local amount = v[base + i]
+      if amount > 0 and used[i] + added[i] + amount > caps[i] then
+        refused = i
+        break
+      end
+    end
+  end
+  if refused then
+    replies[r] = refusal(refused)
+  else
+    if not replay then
+      for i = 1, limits do added[i] = added[i] + v[base + i] end
+      redis.call('SET', KEYS[r], 'r', 'PX', ARGV[1])
+      granted = true
+    end
+    local reply = {1}
+    for i = 1, limits do reply[i + 1] = starts[i] end
+    for i = 1, limits do reply[limits + i + 1] = caps[i] - used[i] - added[i] end
+    replies[r] = reply
+  end
+end
+for i = 1, granted and limits or 0 do
+  local a, key, amount, field = 5 * i - 3, KEYS[count + limits + i], added[i], ARGV[3 + i]
+  if v[a + 4] ~= 0 then
+    local start, total = string.format('%d', starts[i]), string.format('%d', used[i] + amount)
+    redis.call('HSET', key, 'start', start, 'used', total)
+    redis.call('PEXPIRE', key, string.format('%d', v[a + 3]))
   elseif amount > 0 then
-    local value, sum = string.format('%d', held[i] + amount), string.format('%d', used_by[i] + amount)
+    local value, sum = string.format('%d', held[i] + amount), string.format('%d', used[i] + amount)
     if mode[i] == 1 then
       redis.call('HSET', key, field, value, 'sum', sum)
     elseif mode[i] == 2 then
@@ -142,15 +170,11 @@ for i = 1, replay and 0 or limits do
     end
     if held[i] == 0 then  -- the bucket opened
       prune(key, v[a] + 1 - v[a + 1])
-      redis.call('PEXPIRE', key, string.format('%d', v[a + 4]))
+      redis.call('PEXPIRE', key, string.format('%d', v[a + 3]))
     end
   end
 end
-if not replay then redis.call('SET', KEYS[1], 'r', 'PX', ARGV[1]) end
-local reply = {1}
-for i = 1, limits do reply[i + 1] = starts[i] end
-for i = 1, limits do reply[limits + i + 1] = left[i] end
-return reply
+return replies
 """
 
 # KEYS[1]: the reservation's marker; then the windows it counted against. ARGV[1]: the
@@ -307,7 +331,7 @@ class Refusal:
         return f"{self.limit.name}: {self.used} of {self.cap} used"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # one per list of limits (layout_of): hashed by identity
 class Layout:
     """What a reservation against a list of limits sends that does not change between requests.
 
@@ -322,10 +346,10 @@ class Layout:
     names: tuple[str, ...]
     tag: str  # the scope's hash tag, for the marker
     first_use: tuple[bool, ...]
-    # Per limit, what RESERVE_LUA takes besides the bucket and the amount: buckets counted, policy
-    # cap, TTL, and a first-use window's length (0 for the others).
+    # Per limit, what RESERVE_LUA takes besides the bucket: buckets counted, policy cap, TTL, and a
+    # first-use window's length (0 for the others).
     constants: tuple[tuple[int, int, int, int], ...]
-    # RESERVE_LUA's numbers after the time, each limit's bucket and amount left at 0.
+    # RESERVE_LUA's per-limit numbers after the time, each limit's bucket left at 0.
     template: tuple[int, ...]
 
     @staticmethod
@@ -342,19 +366,23 @@ class Layout:
             tag,
             tuple(limit.window.reset == "first_use" for limit in limits),
             constants := tuple(_constants(limit) for limit in limits),
-            tuple(n for counted, cap, ttl, span in constants for n in (0, counted, cap, 0, ttl, span)),
+            tuple(n for counted, cap, ttl, span in constants for n in (0, counted, cap, ttl, span)),
         )
 
     def buckets(self, now_ms: int) -> tuple[int, ...]:
         """Per limit, the bucket a reservation at ``now_ms`` writes (0 for a first-use window)."""
         return tuple(limit.window.current_bucket(now_ms) for limit in self.limits)
 
-    def reserve_args(self, now_ms: int, buckets: Sequence[int], amounts: Sequence[int]) -> list[Arg]:
-        """RESERVE_LUA's arguments: the constants are in place, the time, buckets and amounts go in."""
+    def reserve_args(
+        self, now_ms: int, buckets: Sequence[int], amounts: Sequence[Sequence[int]]
+    ) -> list[Arg]:
+        """RESERVE_LUA's arguments for a batch: the constants are in place, the time, the buckets and
+        each reservation's amounts (one per limit) go in."""
         numbers = [now_ms, *self.template]
-        numbers[1::6] = buckets
-        numbers[4::6] = amounts
-        return [MARKER_TTL_MS, packed(numbers), *map(str, buckets)]
+        numbers[1::5] = buckets
+        for each in amounts:
+            numbers += each
+        return [MARKER_TTL_MS, len(amounts), packed(numbers), *map(str, buckets)]
 
     def reservation(
         self,
@@ -371,15 +399,21 @@ class Layout:
         Request buckets are kept too: a settlement leaves them alone (one request was
         reserved, one was made) unless it refunds the reservation.
         """
-        args = tuple(
-            value
-            for bucket, start, (_, _, ttl, _) in zip(buckets, starts, self.constants, strict=True)
-            for value in (bucket, start, ttl)
-        )
+        args = _settle_args(self, tuple(buckets), tuple(starts))
         left = tuple(zip(self.names, remaining, strict=False))
         return Reservation(
             provider, model, reserved, self.window_keys, self.metrics, args, token or new_token(), left
         )
+
+
+@functools.lru_cache(maxsize=4096)  # a batch's grants, and a bucket's reservations, share theirs
+def _settle_args(layout: Layout, buckets: tuple[int, ...], starts: tuple[int, ...]) -> tuple[int, ...]:
+    """Per window: the bucket a reservation wrote, its first-use window's start, its TTL."""
+    return tuple(
+        value
+        for bucket, start, (_, _, ttl, _) in zip(buckets, starts, layout.constants, strict=True)
+        for value in (bucket, start, ttl)
+    )
 
 
 def _constants(limit: Limit) -> tuple[int, int, int, int]:
@@ -395,30 +429,44 @@ def layout_of(limits: tuple[Limit, ...]) -> Layout:
 
 @dataclass(frozen=True, slots=True)
 class ReservePlan:
+    """One RESERVE_LUA call: a batch of reservations against one layout at one time."""
+
     keys: list[str]
     args: list[Arg]
     layout: Layout
     buckets: tuple[int, ...]
-    amounts: list[int]
     now_ms: int
-    reserved: Amounts
-    token: str
+    reserved: tuple[Amounts, ...]  # per reservation
+    tokens: tuple[str, ...]  # per reservation, naming its marker
 
     @property
     def limits(self) -> tuple[Limit, ...]:
         return self.layout.limits
 
     def reservation(
-        self, provider: str, model: str, starts: Sequence[int], remaining: Sequence[int] = ()
+        self, index: int, provider: str, model: str, starts: Sequence[int], remaining: Sequence[int] = ()
     ) -> Reservation:
         return self.layout.reservation(
-            self.buckets, provider, model, self.reserved, starts, self.token, remaining
+            self.buckets, provider, model, self.reserved[index], starts, self.tokens[index], remaining
         )
 
-    def unconfirmed(self, provider: str, model: str) -> Reservation:
+    def unconfirmed(self, provider: str, model: str, index: int = 0) -> Reservation:
         """The reservation this plan made if its reply was lost: cancel it once Redis is back."""
         starts = [-self.now_ms if first_use else 0 for first_use in self.layout.first_use]
-        return self.reservation(provider, model, starts)
+        return self.reservation(index, provider, model, starts)
+
+    def outcome(self, index: int, reply: list[Any], provider: str, model: str) -> Reservation | Refusal:
+        """Reservation ``index``'s part of the script's reply, read."""
+        if int(reply[0]) == 1:
+            count = len(self.limits)
+            values = [int(v) for v in reply[1:]]
+            return self.reservation(index, provider, model, values[:count], values[count:])
+        limit_index, cap, closes_in = int(reply[1]) - 1, int(reply[2]), int(reply[3])
+        values = [int(v) for v in reply[4:]]
+        limit = self.limits[limit_index]
+        amount = self.reserved[index].of(limit.metric)
+        eta = retry_after_ms(limit, values, closes_in, amount, cap, self.now_ms)
+        return Refusal(limit, cap, sum(values), eta, amount)
 
 
 def hash_tag(key: str) -> str:
@@ -451,13 +499,17 @@ def reservation_of(
 
 
 def plan_reservation(limits: Sequence[Limit], now_ms: int, reserved: Amounts) -> ReservePlan:
-    layout = layout_of(tuple(limits))
-    token = new_token()
-    amounts = [reserved.of(metric) for metric in layout.metrics]
-    keys = [reservation_marker_key(layout.tag, token), *layout.keys]
+    """A batch of one."""
+    return plan_batch(layout_of(tuple(limits)), now_ms, (reserved,))
+
+
+def plan_batch(layout: Layout, now_ms: int, reserved: Sequence[Amounts]) -> ReservePlan:
+    tokens = tuple(new_token() for _ in reserved)
+    keys = [*(reservation_marker_key(layout.tag, token) for token in tokens), *layout.keys]
     buckets = layout.buckets(now_ms)
+    amounts = [[amounts.of(metric) for metric in layout.metrics] for amounts in reserved]
     args = layout.reserve_args(now_ms, buckets, amounts)
-    return ReservePlan(keys, args, layout, buckets, amounts, now_ms, reserved, token)
+    return ReservePlan(keys, args, layout, buckets, now_ms, tuple(reserved), tokens)
 
 
 def retry_after_ms(
@@ -477,18 +529,6 @@ def retry_after_ms(
         if sum(values[: len(values) - dropped]) + amount <= cap:
             return (current + dropped) * window.sub_ms - now_ms
     return None
-
-
-def _outcome(plan: ReservePlan, reply: list[Any], provider: str, model: str) -> Reservation | Refusal:
-    if int(reply[0]) == 1:
-        count = len(plan.limits)
-        values = [int(v) for v in reply[1:]]
-        return plan.reservation(provider, model, values[:count], values[count:])
-    index, cap, closes_in = int(reply[1]) - 1, int(reply[2]), int(reply[3])
-    values = [int(v) for v in reply[4:]]
-    limit = plan.limits[index]
-    eta = retry_after_ms(limit, values, closes_in, plan.amounts[index], cap, plan.now_ms)
-    return Refusal(limit, cap, sum(values), eta, plan.amounts[index])
 
 
 # What Redis says when it answers but takes no writes: out of memory under ``noeviction``, a
@@ -555,7 +595,8 @@ class QuotaStore:
         requests: int = 1,
     ) -> Reservation | Refusal:
         plan = plan_reservation(limits, now_ms, Amounts(tokens, cost_micros, requests))
-        return _outcome(plan, self._reserve(keys=plan.keys, args=plan.args), provider, model)
+        [reply] = self._reserve(keys=plan.keys, args=plan.args)
+        return plan.outcome(0, reply, provider, model)
 
     def settle(
         self,
@@ -578,69 +619,3 @@ class QuotaStore:
         call = reservation.settle_call(NOTHING, cancel=True)
         if call is not None:
             self._settle(keys=call[0], args=call[1])
-
-
-class AsyncQuotaStore:
-    """The same, through an asyncio Redis client (the proxy)."""
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
-        self._reserve = client.register_script(RESERVE_LUA)
-        self._settle = client.register_script(SETTLE_LUA)
-
-    async def writable(self) -> None:
-        """Raise one of ``REDIS_ERRORS`` unless Redis answers and takes a write (``WritesRefused`` when
-        it answers but refuses: a PING would pass on a full server, a replica, after a failed save)."""
-        try:
-            await self._client.set(QUOTA_PROBE_KEY, "1", px=PROBE_TTL_MS)
-        except redis.ResponseError as exc:
-            raise_if_refused(exc)
-            raise
-
-    async def reserve(
-        self,
-        limits: Sequence[Limit],
-        now_ms: int,
-        *,
-        provider: str,
-        model: str,
-        tokens: int,
-        cost_micros: int = 0,
-        requests: int = 1,
-    ) -> Reservation | Refusal:
-        plan = plan_reservation(limits, now_ms, Amounts(tokens, cost_micros, requests))
-        try:
-            reply = await self._reserve(keys=plan.keys, args=plan.args)
-        except REDIS_ERRORS as exc:
-            raise ReservationLost(plan.unconfirmed(provider, model)) from exc
-        except redis.ResponseError as exc:
-            refused = writes_refused(exc)
-            if refused is None:
-                raise
-            raise ReservationLost(plan.unconfirmed(provider, model)) from refused
-        return _outcome(plan, reply, provider, model)
-
-    async def settle(
-        self,
-        reservation: Reservation,
-        actual_tokens: int,
-        actual_cost_micros: int = 0,
-        *,
-        refund: bool = False,
-    ) -> None:
-        call = reservation.settle_call(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
-        if call is not None:
-            await self._settled(call)
-
-    async def cancel(self, reservation: Reservation) -> None:
-        call = reservation.settle_call(NOTHING, cancel=True)
-        if call is not None:
-            await self._settled(call)
-
-    async def _settled(self, call: tuple[list[str], list[Arg]]) -> None:
-        """Run SETTLE_LUA; ``WritesRefused`` (one of ``REDIS_ERRORS``) when Redis takes no writes."""
-        try:
-            await self._settle(keys=call[0], args=call[1])
-        except redis.ResponseError as exc:
-            raise_if_refused(exc)
-            raise

@@ -24,8 +24,15 @@ from dataflows import trimming
 from symphony.app_keys import AppKey, create_key, list_keys, load_key, revoke_key
 from symphony.clock import SimulatedClock, publish_clock, shared_clock
 from symphony.jobs import Job, JobStore, new_job_id
-from symphony.quotas import ROLLING, Limit, bucket_values
-from symphony.quotas.store import AsyncQuotaStore, Refusal, Reservation, ReservationLost
+from symphony.quotas import (
+    ROLLING,
+    AsyncQuotaStore,
+    Limit,
+    Refusal,
+    Reservation,
+    ReservationLost,
+    bucket_values,
+)
 from symphony.redis_client import async_redis, cluster_seeds, cluster_url, sync_redis
 from symphony.redis_cluster import LocalCluster, slot_ranges
 from symphony.redis_server import RedisServer, answers

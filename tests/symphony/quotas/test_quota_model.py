@@ -1,16 +1,31 @@
-"""A hypothesis state machine: the Redis quota script against a plain reference model of the windows."""
+"""A hypothesis state machine: the Redis quota script against a plain reference model of the windows.
+
+On Redis, reservations are also made several at once through the proxy's asyncio store, whose
+concurrent reservations share one script call (``symphony.quotas.batches``); the model takes them
+one after another, in the order they were asked.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import redis
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    Bundle,
+    MultipleResults,
+    RuleBasedStateMachine,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
 
 from symphony.quotas import (
     ROLLING,
+    AsyncQuotaStore,
     Limit,
     LocalQuotaStore,
     QuotaStore,
@@ -18,6 +33,8 @@ from symphony.quotas import (
     Reservation,
     subscription_window,
 )
+from symphony.redis_client import hot_path_redis
+from symphony.redis_server import RedisServer
 
 LIMITS = [
     Limit("openai", "requests", ROLLING["minute"], 5),
@@ -126,6 +143,12 @@ class QuotaMachine(RuleBasedStateMachine):
     @rule(target=granted, tokens=st.integers(min_value=0, max_value=70))
     def reserve(self, tokens: int) -> tuple[Reservation, list[tuple[int, str, int]]] | None:
         outcome = self.store.reserve(LIMITS, self.now, provider="openai", model="m", tokens=tokens)
+        return self.check(outcome, tokens)
+
+    def check(
+        self, outcome: Reservation | Refusal, tokens: int
+    ) -> tuple[Reservation, list[tuple[int, str, int]]] | None:
+        """``outcome`` against the model's reservation of ``tokens`` now (which the model then holds)."""
         rooms = self.model.rooms(self.now, tokens)
         ok, eta, written = self.model.reserve(self.now, tokens)
         assert isinstance(outcome, Reservation) == ok
@@ -163,10 +186,33 @@ class QuotaMachine(RuleBasedStateMachine):
 
 
 class RedisQuotaMachine(QuotaMachine):
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, url: str) -> None:
         client.flushdb()
         self.client = client
+        self.url = url
         super().__init__(QuotaStore(client))
+
+    @rule(
+        target=QuotaMachine.granted,
+        amounts=st.lists(st.integers(min_value=0, max_value=70), min_size=2, max_size=6),
+    )
+    def reserve_together(
+        self, amounts: list[int]
+    ) -> MultipleResults[tuple[Reservation, list[tuple[int, str, int]]] | None]:
+        outcomes = asyncio.run(self._reserve_together(amounts))
+        return multiple(
+            *(self.check(outcome, tokens) for outcome, tokens in zip(outcomes, amounts, strict=True))
+        )
+
+    async def _reserve_together(self, amounts: list[int]) -> list[Reservation | Refusal]:
+        client = hot_path_redis(self.url)
+        store = AsyncQuotaStore(client)
+        try:
+            return await asyncio.gather(
+                *(store.reserve(LIMITS, self.now, provider="openai", model="m", tokens=t) for t in amounts)
+            )
+        finally:
+            await client.aclose()
 
     def stored(self, limit: Limit, bucket: str) -> int:
         return int(self.client.hget(limit.key, bucket) or 0)
@@ -191,8 +237,10 @@ class LocalQuotaMachine(QuotaMachine):
 STEPS = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
-def test_redis_script_matches_the_reference_model(redis_client: redis.Redis) -> None:
-    run_state_machine_as_test(lambda: RedisQuotaMachine(redis_client), settings=STEPS)
+def test_redis_script_matches_the_reference_model(
+    redis_client: redis.Redis, redis_server: RedisServer
+) -> None:
+    run_state_machine_as_test(lambda: RedisQuotaMachine(redis_client, redis_server.url), settings=STEPS)
 
 
 def test_local_limiter_matches_the_reference_model() -> None:
