@@ -12,9 +12,11 @@ simulated clock drives quota windows like everything else.
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,6 +256,10 @@ class Amounts:
     cost_micros: int = 0
     requests: int = 1
 
+    def counts(self) -> tuple[int, int, int]:
+        """Its requests, tokens and cost, in ``METRIC_ORDER``."""
+        return (self.requests, self.tokens, self.cost_micros)
+
     def of(self, metric: Metric) -> int:
         if metric == "requests":
             return self.requests
@@ -343,6 +349,8 @@ class Layout:
     keys: tuple[str, ...]  # every limit's runtime cap key, then every limit's window key
     window_keys: tuple[str, ...]
     metrics: tuple[Metric, ...]
+    # Per limit, where its metric sits in ``Amounts.counts()``: a reservation's amounts in one call.
+    pick: Callable[[tuple[int, int, int]], Any]
     names: tuple[str, ...]
     tag: str  # the scope's hash tag, for the marker
     first_use: tuple[bool, ...]
@@ -361,7 +369,8 @@ class Layout:
             limits,
             keys,
             window_keys,
-            tuple(limit.metric for limit in limits),
+            metrics := tuple(limit.metric for limit in limits),
+            _picker(metrics),
             tuple(limit.name for limit in limits),
             tag,
             tuple(limit.window.reset == "first_use" for limit in limits),
@@ -416,6 +425,17 @@ def _settle_args(layout: Layout, buckets: tuple[int, ...], starts: tuple[int, ..
     )
 
 
+METRIC_ORDER: tuple[Metric, ...] = ("requests", "tokens", "usd_micros")  # as Amounts.counts() gives them
+
+
+def _picker(metrics: tuple[Metric, ...]) -> Callable[[tuple[int, int, int]], Any]:
+    """Picks each limit's amount from ``Amounts.counts()`` (a tuple even for one limit)."""
+    if len(metrics) < 2:  # itemgetter takes one index or more, and gives a scalar for one
+        indexes = [METRIC_ORDER.index(metric) for metric in metrics]
+        return lambda counts: tuple(counts[index] for index in indexes)
+    return operator.itemgetter(*(METRIC_ORDER.index(metric) for metric in metrics))
+
+
 def _constants(limit: Limit) -> tuple[int, int, int, int]:
     window = limit.window
     first_use_span = window.length_ms if window.reset == "first_use" else 0
@@ -457,10 +477,9 @@ class ReservePlan:
 
     def outcome(self, index: int, reply: list[Any], provider: str, model: str) -> Reservation | Refusal:
         """Reservation ``index``'s part of the script's reply, read."""
-        if int(reply[0]) == 1:
+        if reply[0] == 1:  # RESP integers: hiredis reads them as ints
             count = len(self.limits)
-            values = [int(v) for v in reply[1:]]
-            return self.reservation(index, provider, model, values[:count], values[count:])
+            return self.reservation(index, provider, model, reply[1 : count + 1], reply[count + 1 :])
         limit_index, cap, closes_in = int(reply[1]) - 1, int(reply[2]), int(reply[3])
         values = [int(v) for v in reply[4:]]
         limit = self.limits[limit_index]
@@ -479,8 +498,14 @@ def marker_key(keys: Sequence[str], token: str) -> str:
     return reservation_marker_key(hash_tag(keys[0]) if keys else "{none}", token)
 
 
+# A reservation's token names its marker, unique among the markers alive (MARKER_TTL_MS): a random
+# prefix per process and a counter, which costs a reservation no system call (os.urandom did).
+_TOKEN_PREFIX = secrets.token_hex(6)
+_token_numbers = itertools.count()
+
+
 def new_token() -> str:
-    return secrets.token_hex(8)
+    return f"{_TOKEN_PREFIX}{next(_token_numbers):x}"
 
 
 def reservation_of(
@@ -507,7 +532,8 @@ def plan_batch(layout: Layout, now_ms: int, reserved: Sequence[Amounts]) -> Rese
     tokens = tuple(new_token() for _ in reserved)
     keys = [*(reservation_marker_key(layout.tag, token) for token in tokens), *layout.keys]
     buckets = layout.buckets(now_ms)
-    amounts = [[amounts.of(metric) for metric in layout.metrics] for amounts in reserved]
+    pick = layout.pick
+    amounts = [pick(amounts.counts()) for amounts in reserved]
     args = layout.reserve_args(now_ms, buckets, amounts)
     return ReservePlan(keys, args, layout, buckets, now_ms, tuple(reserved), tokens)
 
