@@ -133,6 +133,10 @@ bench-otlp *args:
 bench-quota *args:
     python bench/quota_reserve.py "$@"
 
+# Benchmark: Redis's instructions per quota grant (callgrind), alone and in batches, beside an INCR
+bench-quota-instructions *args:
+    python bench/quota_instructions.py "$@"
+
 # Benchmark: events/s from the stream into ClickHouse (every event type; 1 and 2 workers; engine flow with recovery) and freshness p50/p99
 bench-dataflow *args:
     python bench/dataflow_throughput.py "$@"
