@@ -11,7 +11,7 @@ Errors are answered in the shape the caller's SDK expects: Anthropic's under
 
 With tracing on (a spans token for the control plane, or ``TEMPO_ENDPOINT``; see
 ``proxy.tracing``), each routed request first gets its server span
-(``proxy.tracing.TracingMiddleware``, outermost, so a refused request is traced too).
+(``proxy.request_observer.RequestObserver``, outermost, so a refused request is timed and traced too).
 Before any route: headers larger than ``MAX_HEADER_BYTES`` are a 431
 (``proxy.edge.header_limit``), then every path but ``/health`` and ``/metrics`` needs an
 app key (``proxy.edge.auth``). Every log record the process writes is scrubbed of the
@@ -67,10 +67,11 @@ from proxy.edge.job_dispatch import JobDispatches
 from proxy.edge.key_cache import AppKeyCache
 from proxy.edge.scrub import Scrubber, install_log_scrubber
 from proxy.gateway import REPLICA, Gateway
-from proxy.metrics import ProxyMetrics, RequestTimer
+from proxy.metrics import ProxyMetrics
+from proxy.request_observer import RequestObserver
 from proxy.resources import Resources, ResourceSlot
 from proxy.routing.router import load_champion
-from proxy.tracing import TRACED_PATHS, Tracing, TracingMiddleware, tracing_on
+from proxy.tracing import TRACED_PATHS, Tracing, tracing_on
 from symphony.catalog import Catalog
 from symphony.gc_tuning import freeze_startup
 from symphony.process_logging import log_to_stderr
@@ -236,10 +237,10 @@ def create_app(
             dispatches=_dispatches(settings, resources, app_keys),
         ),
     ]
-    # Timed inside the server span (its trace is the exemplar), outside everything else.
-    middleware.insert(0, Middleware(RequestTimer, metrics=gateway.prometheus, paths=TRACED_PATHS))
-    if tracing_on(settings):  # off, no request pays for tracing, not even a check
-        middleware.insert(0, Middleware(TracingMiddleware, tracing=partial(_tracing, resources)))
+    # Off, no request pays for tracing but a check that the observer holds no tracing.
+    traced = partial(_tracing, resources) if tracing_on(settings) else None
+    observer = Middleware(RequestObserver, metrics=gateway.prometheus, paths=TRACED_PATHS, tracing=traced)
+    middleware.insert(0, observer)
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
 
 

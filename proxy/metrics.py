@@ -5,7 +5,7 @@ Two latency histograms, each observation carrying the request's trace as an exem
 bucket to the very request:
 
 - ``symphony_request_duration_seconds{route, code}``: a routed request, from its arrival to the
-  last byte of its answer (a stream's included), timed by ``RequestTimer``;
+  last byte of its answer (a stream's included), timed by ``proxy.request_observer``;
 - ``symphony_provider_attempt_duration_seconds{provider, status}``: one provider attempt (its
   usage event's ``latency_ms``), observed when the attempt ends.
 
@@ -20,15 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, format_trace_id
-from prometheus_client import CollectorRegistry, Histogram
+from opentelemetry.trace import Span
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from symphony import clock
+from proxy.latency_histogram import LatencyHistogram
 from symphony.events import Usage
 
 # From a cached answer (~5 ms) to a long generation (a minute).
@@ -46,11 +44,6 @@ COUNTERS: Final = {
     "symphony_spans_exported": ("counter", "Spans exported, per destination."),
     "symphony_spans_dropped": ("counter", "Spans dropped (queue full, export failed, left at close)."),
 }
-
-
-def _exemplar(span: Span) -> dict[str, str] | None:
-    ids = span.get_span_context()
-    return {"trace_id": format_trace_id(ids.trace_id)} if ids.is_valid else None
 
 
 class _Counts(Collector):
@@ -79,28 +72,32 @@ class ProxyMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = Histogram(
+        self.requests = LatencyHistogram(
             "symphony_request_duration_seconds",
             "Routed requests, from arrival to the answer's last byte; exemplar: the request's trace.",
             ["route", "code"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
         )
-        self.attempts = Histogram(
+        self.attempts = LatencyHistogram(
             "symphony_provider_attempt_duration_seconds",
             "Provider attempts, per provider and outcome; exemplar: the request's trace.",
             ["provider", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
         )
+        self.registry.register(self.requests)
+        self.registry.register(self.attempts)
 
     def count(self, read: Callable[[], Counts]) -> None:
         """Expose the gateway's counters, read at each scrape."""
         self.registry.register(_Counts(read))
 
     def attempt_finished(self, usage: Usage, span: Span | None) -> None:
-        exemplar = _exemplar(span) if span is not None else None
-        self.attempts.labels(usage.provider, usage.status).observe(usage.latency_ms / 1000, exemplar)
+        trace_id = span.get_span_context().trace_id if span is not None else 0
+        self.attempts.observe((usage.provider, usage.status), usage.latency_ms / 1000, trace_id)
+
+    def request_finished(self, route: str, status: int, seconds: float, trace_id: int) -> None:
+        """A routed request answered ``status`` (0: none) in ``seconds``; ``trace_id`` 0: not traced."""
+        self.requests.observe((route, str(status)), seconds, trace_id)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The metrics in the format ``accept`` asks for, and its content type."""
@@ -109,45 +106,3 @@ class ProxyMetrics:
         except (TypeError, ValueError):  # a version it cannot compare ("version=abc"): the plain text
             encoder, content_type = choose_encoder("")
         return encoder(self.registry), content_type
-
-
-class RequestTimer:
-    """ASGI middleware: times each request to ``paths`` into ``symphony_request_duration_seconds``.
-
-    Inside ``TracingMiddleware``, so the current span is the request's server span: its trace
-    is the exemplar. A request that ends without an answer counts with code ``0``.
-    """
-
-    def __init__(self, app: ASGIApp, *, metrics: ProxyMetrics, paths: frozenset[str]) -> None:
-        self._app = app
-        self._metrics = metrics
-        self._paths = paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self._paths:
-            await self._app(scope, receive, send)
-            return
-        started = clock.monotonic()
-        exemplar = _exemplar(trace.get_current_span())
-        status = 0
-        observed = False
-
-        def observe() -> None:
-            nonlocal observed
-            if not observed:
-                observed = True
-                elapsed = clock.monotonic() - started
-                self._metrics.requests.labels(scope["path"], str(status)).observe(elapsed, exemplar)
-
-        async def timed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                observe()
-
-        try:
-            await self._app(scope, receive, timed_send)
-        finally:
-            observe()

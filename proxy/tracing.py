@@ -9,7 +9,7 @@ Destinations (``Tracing.from_settings``), each with its own batch processor, que
   trace links, ``trace-coverage`` and analysts' SQL read ClickHouse, Tempo is for Grafana.
 
 Tracing is on when there is a destination and off otherwise. Off, nothing in this module
-runs per request: the app installs no ``TracingMiddleware`` and the gateway and the attempt
+runs per request: ``proxy.request_observer`` opens no server span and the gateway and the attempt
 loop hold no tracer (each checks ``None`` once). On, one trace per proxied request:
 
 - ``POST <path>`` (SERVER, resource ``service.name=symphony-proxy``): the inbound request,
@@ -42,17 +42,17 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import orjson
-from opentelemetry import context, trace
+from opentelemetry import context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, format_span_id, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from proxy.otlp_encoding import encode_request
 from proxy.recorded_spans import RecordingTracer
@@ -175,46 +175,21 @@ class Tracing:
 # --------------------------------------------------------------------------- the server span
 
 
-class TracingMiddleware:
-    """Opens the SERVER span of each proxied request, the current span while the request runs.
+def start_server_span(tracer: Tracer, scope: Scope) -> Span:
+    """The SERVER span of a routed request: the child of the client's ``traceparent`` if it sent one."""
+    method, path = scope["method"], scope["path"]
+    return tracer.start_span(
+        f"{method} {path}",
+        context=_client_context(scope["headers"]),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "http.route": path, "url.path": path},
+    )
 
-    ``tracing`` is read per request (the lifespan opens it); installed only when tracing is on.
-    """
 
-    def __init__(self, app: ASGIApp, *, tracing: Callable[[], Tracing | None]) -> None:
-        self._app = app
-        self._tracing = tracing
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tracing = self._tracing() if scope["type"] == "http" and scope["path"] in TRACED_PATHS else None
-        if tracing is None:
-            await self._app(scope, receive, send)
-            return
-        method, path = scope["method"], scope["path"]
-        span = tracing.tracer.start_span(
-            f"{method} {path}",
-            context=_client_context(scope["headers"]),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "http.route": path, "url.path": path},
-        )
-        token = context.attach(trace.set_span_in_context(span))
-        status = 0
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._app(scope, receive, send_status)
-        except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(StatusCode.ERROR)
-            raise
-        finally:
-            context.detach(token)
-            _end_server_span(span, status)
+def fail_server_span(span: Span, exc: BaseException) -> None:
+    """The request ended in ``exc`` before an answer was sent."""
+    span.set_attribute("error.type", type(exc).__qualname__)
+    span.set_status(StatusCode.ERROR)
 
 
 def _client_context(headers: Sequence[tuple[bytes, bytes]]) -> context.Context | None:
@@ -226,7 +201,8 @@ def _client_context(headers: Sequence[tuple[bytes, bytes]]) -> context.Context |
     return _PROPAGATOR.extract(carrier) if "traceparent" in carrier else None
 
 
-def _end_server_span(span: Span, status: int) -> None:
+def end_server_span(span: Span, status: int) -> None:
+    """The answer's status on the server span (0: none was sent), which ends it."""
     if status:
         span.set_attribute("http.response.status_code", status)
     if status >= 500:  # a 4xx is the client's doing, not the server's error (HTTP conventions)

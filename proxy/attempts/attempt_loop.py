@@ -153,8 +153,9 @@ class _Call:
         """What to send: with tracing on, the attempt's span travels as the request's ``traceparent``."""
         if self.span is None:
             return self.upstream
-        upstream = self.upstream
-        return replace(upstream, headers={**upstream.headers, **tracing.trace_headers(self.span)})
+        upstream = self.upstream  # built, not replace()d: replace() inspects the fields each call (4 us)
+        headers = {**upstream.headers, **tracing.trace_headers(self.span)}
+        return UpstreamRequest(upstream.url, headers, upstream.body)
 
     def end_span(self, usage: Usage | None, *, stream: bool) -> None:
         """The attempt's latency into its histogram and its span ended, from its usage event;
