@@ -125,6 +125,10 @@ bench-proxy *args:
 bench-tracing *args:
     python bench/tracing_overhead.py "$@"
 
+# Benchmark: the event loop's instructions per request with tracing off and on (callgrind), a figure load cannot move
+bench-tracing-instructions *args:
+    python bench/tracing_instructions.py "$@"
+
 # Benchmark: the proxy's OTLP encoding of its spans beside the SDK's encoder, same run
 bench-otlp *args:
     python bench/otlp_encoding.py "$@"

@@ -83,3 +83,7 @@ def log_to_stderr(log_format: LogFormat = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # What neither line shows a record need not gather (the logging HOWTO's "Optimization"): the
+    # caller's file and line, its thread and process; 8 us of the proxy's 30 us access line.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
