@@ -118,13 +118,33 @@ def span_counts(target: po.Target) -> dict[str, float]:
 # --------------------------------------------------------------------------- measuring
 
 
+def thread_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of ``pid``'s main thread (the event loop) and of its other threads together
+    (the span exporter's, with tracing on); a thread that has ended is no longer counted."""
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    loop = others = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) * tick  # utime, stime
+        if int(tid) == pid:
+            loop += cpu
+        else:
+            others += cpu
+    return loop, others
+
+
 @dataclass
 class Measured:
-    """One target at one rate in one repeat."""
+    """One target at one rate in one repeat; a proxy's CPU split between its loop and other threads."""
 
     row: po.Row
     spans_exported_per_request: float | None = None
     spans_dropped_per_request: float | None = None
+    loop_cpu_ms_per_request: float | None = None
+    threads_cpu_ms_per_request: float | None = None
 
 
 def measure(bench: po.Bench, target: po.Target, rate: int, duration_s: float) -> Measured:
@@ -137,8 +157,13 @@ def measure(bench: po.Bench, target: po.Target, rate: int, duration_s: float) ->
     if traced:
         time.sleep(SCHEDULE_DELAY_S * 2)  # the warm-up's spans are exported before the count starts
     before = span_counts(target) if traced else None
+    threads_before = thread_cpu_s(target.pid) if target.pid is not None else None
     row = po._measure_one(replace(bench, warmup_s=0), target, rate, duration_s)
     measured = Measured(row)
+    if threads_before is not None and target.pid is not None and row.requests:
+        loop, others = (b - a for a, b in zip(threads_before, thread_cpu_s(target.pid), strict=True))
+        measured.loop_cpu_ms_per_request = loop * 1000 / row.requests
+        measured.threads_cpu_ms_per_request = others * 1000 / row.requests
     if before is not None and row.requests:
         time.sleep(SCHEDULE_DELAY_S * 2)  # and the run's spans before it ends
         after = span_counts(target)
@@ -218,6 +243,8 @@ class Summary:
     overhead_p50_ms: float | None
     overhead_p99_ms: float | None
     cpu_ms_per_request: float | None
+    loop_cpu_ms_per_request: float | None
+    threads_cpu_ms_per_request: float | None
     spans_exported_per_request: float | None
     spans_dropped_per_request: float | None
     errors: tuple[str, ...]
@@ -253,6 +280,10 @@ def summarize(measured: list[Measured]) -> list[Summary]:
                     overhead_p50_ms=po.median_of([row.overhead_p50_ms for row in rows]),
                     overhead_p99_ms=po.median_of([row.overhead_p99_ms for row in rows]),
                     cpu_ms_per_request=po.median_of([row.cpu_ms_per_request for row in rows]),
+                    loop_cpu_ms_per_request=po.median_of([one.loop_cpu_ms_per_request for one in group]),
+                    threads_cpu_ms_per_request=po.median_of(
+                        [one.threads_cpu_ms_per_request for one in group]
+                    ),
                     spans_exported_per_request=po.median_of(
                         [one.spans_exported_per_request for one in group]
                     ),
@@ -308,6 +339,12 @@ def _verdict(within_goal: bool | None) -> str:
     return "met" if within_goal else "NOT met"
 
 
+def _threads(summary: Summary) -> str:
+    if summary.loop_cpu_ms_per_request is None or summary.threads_cpu_ms_per_request is None:
+        return ""
+    return f"{summary.loop_cpu_ms_per_request:.3f} / {summary.threads_cpu_ms_per_request:.3f}"
+
+
 def table(summaries: list[Summary], found: list[Cost], args: argparse.Namespace, load: float) -> str:
     head = (
         f"Tracing's cost to the proxy ({args.duration:g} s per run, {args.repeats} repeat(s) per rate in "
@@ -322,6 +359,7 @@ def table(summaries: list[Summary], found: list[Cost], args: argparse.Namespace,
         "overhead p50",
         "overhead p99",
         "CPU ms/req",
+        "loop / other threads",
         "failed",
         "spans/req",
     )
@@ -339,6 +377,7 @@ def table(summaries: list[Summary], found: list[Cost], args: argparse.Namespace,
                 "" if s.target == "direct" else po.figure(s.overhead_p50_ms, "+.2f"),
                 "" if s.target == "direct" else po.figure(s.overhead_p99_ms, "+.2f"),
                 "" if s.target == "direct" else po.figure(s.cpu_ms_per_request, ".2f"),
+                _threads(s),
                 f"{s.failed_share:.1%}",
                 spans,
             ]
@@ -406,6 +445,8 @@ def as_json(
                         **asdict(one.row),
                         "spans_exported_per_request": one.spans_exported_per_request,
                         "spans_dropped_per_request": one.spans_dropped_per_request,
+                        "loop_cpu_ms_per_request": one.loop_cpu_ms_per_request,
+                        "threads_cpu_ms_per_request": one.threads_cpu_ms_per_request,
                     }
                 )
                 for one in measured
