@@ -44,10 +44,13 @@ import httpx
 import proxy_overhead as po
 from prometheus_client.parser import text_string_to_metric_families
 
+from symphony.settings import Settings
+
 TARGETS = ("direct", "symphony", "symphony-traced")
 GOAL_P50_MS = 0.2
 GOAL_CPU_SHARE = 0.10
-SCHEDULE_DELAY_S = 1.0  # proxy.tracing.SCHEDULE_DELAY_S: how long a span may wait in the queue
+# How long a span may wait in the traced proxy's queue: OTEL_BSP_SCHEDULE_DELAY's default, as deployed.
+SCHEDULE_DELAY_S = Settings.model_fields["otel_bsp_schedule_delay"].default / 1000
 
 
 # --------------------------------------------------------------------------- the receiver

@@ -69,9 +69,9 @@ TRACES_PATH: Final = "/v1/traces"
 TRACED_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/route/execute"})
 # Room for about 4 s of spans at 500 req/s (4 to 5 spans each) while an export is slow.
 MAX_QUEUE_SPANS: Final = 8192
-# One export a second up to about 500 req/s: each POST costs the exporter's thread ~3 ms (requests).
+# An export every OTEL_BSP_SCHEDULE_DELAY (5 s by default) up to 2048 spans, about 100 req/s; every
+# 2048 spans above that: each POST costs the exporter's thread ~2 ms (requests).
 MAX_BATCH_SPANS: Final = 2048
-SCHEDULE_DELAY_S: Final = 1.0
 # The exporter's thread encodes a batch while holding the GIL, and CPython hands the GIL over only
 # every switch interval (5 ms by default): a request waiting on the event loop waited that long.
 EXPORT_SWITCH_INTERVAL_S: Final = 0.001
@@ -107,7 +107,13 @@ def tracing_on(settings: Settings) -> bool:
 class Tracing:
     """The process's tracer, a span queue per destination, and what each exported and dropped."""
 
-    def __init__(self, senders: Mapping[str, SpanSender], *, max_queue: int = MAX_QUEUE_SPANS) -> None:
+    def __init__(
+        self,
+        senders: Mapping[str, SpanSender],
+        *,
+        max_queue: int = MAX_QUEUE_SPANS,
+        schedule_delay_s: float = 5.0,
+    ) -> None:
         if not senders:
             raise ValueError("tracing needs at least one destination")
         self._queues = {
@@ -117,7 +123,7 @@ class Tracing:
                 encode_request,
                 max_queue=max_queue,
                 max_batch=min(max_queue, MAX_BATCH_SPANS),
-                delay_s=SCHEDULE_DELAY_S,
+                delay_s=schedule_delay_s,
             )
             for name, sender in senders.items()
         }
@@ -143,7 +149,9 @@ class Tracing:
             url = traces_url(settings.tempo_endpoint)
             senders["tempo"] = _OTLPSender(endpoint=url, timeout=EXPORT_TIMEOUT_S)
             log.info("tracing on: spans go to Tempo at %s", url)
-        return cls(senders) if senders else None
+        if not senders:
+            return None
+        return cls(senders, schedule_delay_s=settings.otel_bsp_schedule_delay / 1000)
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Per destination: (spans exported, spans dropped)."""

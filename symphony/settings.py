@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # The proxy's spans also go over OTLP/HTTP to this endpoint (`/v1/traces` is added unless
     # given), beside the control plane (spans_token below); proxy.tracing.
     tempo_endpoint: str = ""
+    # Milliseconds a finished span may wait for its export (sooner when 2,048 are queued): the
+    # OpenTelemetry SDK's variable and default. Each export costs the proxy per round, not per
+    # span, so a short delay costs a quiet proxy the most.
+    otel_bsp_schedule_delay: int = Field(default=5000, gt=0, le=60_000)
     # Tempo's HTTP API (search), for `symphony trace-coverage`; default: TEMPO_ENDPOINT's host on
     # Tempo's HTTP port, 3200.
     tempo_query_url: str = ""

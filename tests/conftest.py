@@ -46,10 +46,13 @@ def clean_environment() -> Iterator[str]:
     dead_url = f"redis://127.0.0.1:{held.getsockname()[1]}/0"
     saved = {name: os.environ.pop(name) for name in symphony_variables() if name in os.environ}
     os.environ["REDIS_URL"] = dead_url
+    # Spans exported every second, not every 5 (the default): a test waits a second for its spans.
+    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "1000"
     try:
         yield dead_url
     finally:
         os.environ.pop("REDIS_URL", None)
+        os.environ.pop("OTEL_BSP_SCHEDULE_DELAY", None)
         os.environ.update(saved)
         held.close()
 

@@ -320,6 +320,27 @@ def test_the_endpoint_setting_takes_an_http_url_or_nothing() -> None:
     assert traces_url("http://collector/otlp/v1/traces") == "http://collector/otlp/v1/traces"
 
 
+def test_otel_bsp_schedule_delay_is_how_long_a_span_waits_for_its_export(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_BSP_SCHEDULE_DELAY")  # the test session's 1000
+    assert load_settings().otel_bsp_schedule_delay == 5000  # the OpenTelemetry SDK's default
+    for bad in ("0", "-5", "60001", "soon"):
+        with pytest.raises(SettingsError, match="OTEL_BSP_SCHEDULE_DELAY"):
+            load_settings(otel_bsp_schedule_delay=bad)
+    prompt = Tracing.from_settings(load_settings(tempo_endpoint=receiver.url, otel_bsp_schedule_delay=200))
+    patient = Tracing.from_settings(load_settings(tempo_endpoint=receiver.url, otel_bsp_schedule_delay=60000))
+    assert prompt is not None and patient is not None
+    patient.tracer.start_span("patient").end()
+    prompt.tracer.start_span("prompt").end()
+    receiver.wait_for(lambda spans: [one.span.name for one in spans] == ["prompt"], timeout=3)
+    time.sleep(1.0)  # the patient one waits its minute: still not sent
+    assert [one.span.name for one in receiver.spans] == ["prompt"]
+    patient.close()  # and goes at close
+    prompt.close()
+    assert sorted(one.span.name for one in receiver.spans) == ["patient", "prompt"]
+
+
 class StuckSender:
     """A back end that hangs until released, then refuses: what a dead Tempo looks like from here."""
 
