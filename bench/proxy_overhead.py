@@ -193,13 +193,18 @@ def _process_tree(root: int) -> list[int]:
     return tree
 
 
+def cpu_ticks(stat: Path) -> int:
+    """utime + stime from a ``/proc/<pid>/stat`` or ``/proc/<pid>/task/<tid>/stat`` file, in clock ticks."""
+    fields = stat.read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
 def cpu_seconds(root: int) -> float:
     """utime + stime of ``root`` and its descendants, in seconds."""
     ticks = 0
     for pid in _process_tree(root):
         with suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+            ticks += cpu_ticks(Path(f"/proc/{pid}/stat"))
     return ticks / CLK_TCK
 
 

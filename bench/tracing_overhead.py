@@ -44,13 +44,13 @@ import httpx
 import proxy_overhead as po
 from prometheus_client.parser import text_string_to_metric_families
 
-from symphony.settings import Settings
+from symphony.settings import SPAN_EXPORT_DELAY_MS
 
 TARGETS = ("direct", "symphony", "symphony-traced")
 GOAL_P50_MS = 0.2
 GOAL_CPU_SHARE = 0.10
 # How long a span may wait in the traced proxy's queue: OTEL_BSP_SCHEDULE_DELAY's default, as deployed.
-SCHEDULE_DELAY_S = Settings.model_fields["otel_bsp_schedule_delay"].default / 1000
+SCHEDULE_DELAY_S = SPAN_EXPORT_DELAY_MS / 1000
 
 
 # --------------------------------------------------------------------------- the receiver
@@ -124,19 +124,17 @@ def span_counts(target: po.Target) -> dict[str, float]:
 def thread_cpu_s(pid: int) -> tuple[float, float]:
     """CPU seconds so far of ``pid``'s main thread (the event loop) and of its other threads together
     (the span exporter's, with tracing on); a thread that has ended is no longer counted."""
-    tick = 1 / os.sysconf("SC_CLK_TCK")
-    loop = others = 0.0
+    loop = others = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks = po.cpu_ticks(Path(f"/proc/{pid}/task/{tid}/stat"))
         except FileNotFoundError:
             continue
-        cpu = (int(fields[11]) + int(fields[12])) * tick  # utime, stime
         if int(tid) == pid:
-            loop += cpu
+            loop += ticks
         else:
-            others += cpu
-    return loop, others
+            others += ticks
+    return loop / po.CLK_TCK, others / po.CLK_TCK
 
 
 @dataclass

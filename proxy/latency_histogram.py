@@ -17,7 +17,6 @@ render them as they rendered the ``Histogram``'s (``_bucket`` with ``le`` as Go 
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
@@ -25,6 +24,8 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
+
+from symphony.clock import wall_seconds
 
 # An exemplar as kept: (trace id, the observed value, the wall-clock time).
 _Kept = tuple[int, float, float]
@@ -69,7 +70,7 @@ class LatencyHistogram(Collector):
         child.counts[index] += 1
         child.total += seconds
         if trace_id:
-            child.exemplars[index] = (trace_id, seconds, time.time())
+            child.exemplars[index] = (trace_id, seconds, wall_seconds())
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self._documentation, labels=self._labelnames)

@@ -58,7 +58,7 @@ from proxy.otlp_encoding import encode_request
 from proxy.recorded_spans import RecordingTracer
 from proxy.span_queue import SpanQueue, SpanSender
 from symphony.events import AttemptStatus, Usage
-from symphony.settings import Settings
+from symphony.settings import SPAN_EXPORT_DELAY_MS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Tracing:
         senders: Mapping[str, SpanSender],
         *,
         max_queue: int = MAX_QUEUE_SPANS,
-        schedule_delay_s: float = 5.0,
+        schedule_delay_s: float = SPAN_EXPORT_DELAY_MS / 1000,
     ) -> None:
         if not senders:
             raise ValueError("tracing needs at least one destination")

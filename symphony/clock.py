@@ -33,6 +33,11 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def wall_seconds() -> float:
+    """Real wall-clock time in UTC epoch seconds, to the clock's resolution (Prometheus exemplars)."""
+    return time.time()
+
+
 def monotonic() -> float:
     """Elapsed real time in seconds from an arbitrary origin."""
     return time.monotonic()

@@ -47,6 +47,8 @@ BOOLEAN_ACCEPTS = "true or false (also 1/0, yes/no, on/off)"
 PORT_ACCEPTS = "a port number from 1 to 65535"
 # Under VAR_DIR: the port an engine started with ``--any-port`` (tests) listens on, once it does.
 ENGINE_PORT_FILE = "engine-port"
+# OTEL_BSP_SCHEDULE_DELAY's default, the OpenTelemetry SDK's: ms a finished span may wait for its export.
+SPAN_EXPORT_DELAY_MS = 5000
 CLICKHOUSE_CLUSTER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -72,7 +74,7 @@ class Settings(BaseSettings):
     # Milliseconds a finished span may wait for its export (sooner when 2,048 are queued): the
     # OpenTelemetry SDK's variable and default. Each export costs the proxy per round, not per
     # span, so a short delay costs a quiet proxy the most.
-    otel_bsp_schedule_delay: int = Field(default=5000, gt=0, le=60_000)
+    otel_bsp_schedule_delay: int = Field(default=SPAN_EXPORT_DELAY_MS, gt=0, le=60_000)
     # Tempo's HTTP API (search), for `symphony trace-coverage`; default: TEMPO_ENDPOINT's host on
     # Tempo's HTTP port, 3200.
     tempo_query_url: str = ""
