@@ -39,7 +39,7 @@ from dataflow_throughput import requests
 from flowbench import SHARDS, TABLES, fill, say
 
 from symphony import engine_client
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = secrets.token_urlsafe(24)
@@ -79,8 +79,8 @@ def measure(processes: int, events: int, workdir: Path) -> Run:
         sent = sum(fill(redis.url, requests(label), events).values())
         var_dir = workdir / f"engine-{processes}"
         var_dir.mkdir()
-        port = free_port()
-        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        port, *cluster_ports = free_ports(1 + processes)
+        addresses = ";".join(f"127.0.0.1:{cluster_port}" for cluster_port in cluster_ports)
         for index in range(processes):
             cluster = ["-i", str(index), "-a", addresses] if processes > 1 else []
             engines.append(start_engine(redis.url, var_dir, port, index, cluster))

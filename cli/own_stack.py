@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cli.supervisor import Stack, running_stack
-from symphony.redis_server import free_port
+from symphony.redis_server import free_ports
 from symphony.settings import Settings, load_settings
 
 
@@ -35,15 +35,16 @@ def _own_settings(var_dir: Path) -> Settings:
     Set in this process's environment, which is where ``running_stack`` hands settings to the
     parts it starts (each receives its row of ``cli.child_env``): the command owns its process.
     """
+    redis_port, proxy_port, sim_port, engine_port, scheduler_port = free_ports(5)
     os.environ.update(
         {
             "VAR_DIR": str(var_dir),
-            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "CLICKHOUSE_URL": "",
-            "PROXY_PORT": str(free_port()),
-            "SIM_PORT": str(free_port()),
-            "ENGINE_PORT": str(free_port()),
-            "SCHEDULER_PORT": str(free_port()),
+            "PROXY_PORT": str(proxy_port),
+            "SIM_PORT": str(sim_port),
+            "ENGINE_PORT": str(engine_port),
+            "SCHEDULER_PORT": str(scheduler_port),
             "SIM_URL": "",
             "SIMULATED_PROVIDERS": "all",
         }

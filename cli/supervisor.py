@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
 from pydantic import SecretStr
 from redis import Redis
 
@@ -49,6 +48,7 @@ from cli.dev_key import DEV_APP, ensure_dev_key
 from cli.restart_policy import RestartHistory, RestartPolicy
 from symphony import clock
 from symphony.catalog import load_catalog
+from symphony.health import PartName, answers_as
 from symphony.redis_client import is_cluster_url, sync_redis
 from symphony.redis_server import RedisServer, answers, port_of
 from symphony.secret_files import read_secret, write_secret
@@ -76,7 +76,7 @@ def _die_with_parent() -> None:
 
 @dataclass
 class Part:
-    name: str
+    name: PartName
     health_url: str
     args: list[str]
     history: RestartHistory
@@ -91,10 +91,8 @@ class Part:
         return self.process is not None and self.process.poll() is not None
 
     def healthy(self, timeout: float = HEALTH_PROBE_TIMEOUT_S) -> bool:
-        try:
-            return httpx.get(self.health_url, timeout=timeout).status_code == 200
-        except httpx.HTTPError:
-            return False
+        """Whether the part itself answers: on a port another holds, the other's answer is not this part's."""
+        return answers_as(self.health_url.removesuffix("/health"), self.name, timeout)
 
 
 def exit_description(returncode: int) -> str:
@@ -162,15 +160,13 @@ class Stack:
 
     def _make_parts(self) -> list[Part]:
         s = self.settings
-        return [
-            Part(name, url, args, RestartHistory(self.restart_policy))
-            for name, url, args in (
-                ("sim", f"{s.resolved_sim_url}/health", ["sim"]),
-                ("engine", f"{s.engine_url}/health", ["engine", "-w", str(self.workers)]),
-                ("proxy", f"{s.proxy_url}/health", ["proxy"]),
-                ("scheduler", f"{s.scheduler_url}/health", ["scheduler"]),
-            )
-        ]
+        parts: tuple[tuple[PartName, str, list[str]], ...] = (
+            ("sim", f"{s.resolved_sim_url}/health", ["sim"]),
+            ("engine", f"{s.engine_url}/health", ["engine", "-w", str(self.workers)]),
+            ("proxy", f"{s.proxy_url}/health", ["proxy"]),
+            ("scheduler", f"{s.scheduler_url}/health", ["scheduler"]),
+        )
+        return [Part(name, url, args, RestartHistory(self.restart_policy)) for name, url, args in parts]
 
     def _schedule_restart(self, part: Part, now: float) -> None:
         assert part.process is not None
@@ -312,16 +308,13 @@ class Stack:
                 raise StackError(
                     f"{part.name} exited with {part.process.returncode} at start; see {log}:\n" + _tail(log)
                 )
-            try:
-                if httpx.get(part.health_url, timeout=1.0).status_code == 200:
-                    base = part.health_url.rsplit("/", 1)[0]
-                    self.say(f"{part.name:<8} {base} (log {log})")
-                    if part.name == "engine":
-                        token = self.settings.var_dir / "admin-token"
-                        self.say(f"console  {base}/console (password: the token in {token})")
-                    return
-            except httpx.HTTPError:
-                pass
+            if part.healthy(timeout=1.0):
+                base = part.health_url.removesuffix("/health")
+                self.say(f"{part.name:<8} {base} (log {log})")
+                if part.name == "engine":
+                    token = self.settings.var_dir / "admin-token"
+                    self.say(f"console  {base}/console (password: the token in {token})")
+                return
             time.sleep(0.1)
         raise StackError(f"{part.name} did not answer {part.health_url} within {timeout:.0f}s; see {log}")
 

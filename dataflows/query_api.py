@@ -1,6 +1,6 @@
 """The engine's HTTP query API: the one way other processes read ClickHouse in embedded mode.
 
-``GET /health`` -> ``{"status": "ok"}``; ``POST /query`` with ``{"sql": "..."}`` ->
+``GET /health`` -> ``{"status": "ok", "service": "engine"}``; ``POST /query`` with ``{"sql": "..."}`` ->
 ``{"columns": [...], "rows": [[...]]}``. Queries run in the analysts' sandbox
 (``sinks.analyst_sandbox``): a statement that is not one read, SQL that ClickHouse
 rejects or a query past a limit gets a 400 with the reason in ``{"error": ...}``;
@@ -76,6 +76,7 @@ from sinks.evidence.capture import CaptureError
 from sinks.evidence.service import EvidenceCapture, EvidenceRequest
 from sinks.span_writer import SpanWriter
 from symphony import clock
+from symphony.health import health_fields
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def create_app(
     """The API; with ``tokens`` every route but /health needs a role (``dataflows.api_auth``)."""
 
     async def health(request: Request) -> Response:
-        return _json({"status": "ok"})
+        return _json(health_fields("engine"))
 
     async def query(request: Request) -> Response:
         try:

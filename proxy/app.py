@@ -74,6 +74,7 @@ from proxy.routing.router import load_champion
 from proxy.tracing import TRACED_PATHS, Tracing, tracing_on
 from symphony.catalog import Catalog
 from symphony.gc_tuning import freeze_startup
+from symphony.health import health_body
 from symphony.process_logging import log_to_stderr
 from symphony.settings import Settings, load_provider_keys
 
@@ -117,8 +118,11 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
+_HEALTH = health_body("proxy")
+
+
 async def _health(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
+    return Response(_HEALTH, media_type="application/json")
 
 
 def _metrics_endpoint(metrics: ProxyMetrics) -> Callable[[Request], Awaitable[Response]]:

@@ -62,6 +62,7 @@ from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, Slot, slots, sub
 from symphony.catalog import Catalog, load_catalog, resolve_policy_path
 from symphony.clock import Clock, event_seconds_to_real, monotonic, shared_clock
 from symphony.flags import Flags
+from symphony.health import health_fields
 from symphony.jobs import NOT_RUN, Job, JobStore
 from symphony.keys import FLAGS_KEY, eta_key
 from symphony.quotas import MINUTE_MS, QuotaPolicy, load_quota_policy
@@ -405,7 +406,7 @@ def _health_app(dispatcher: Dispatcher) -> Starlette:
     async def health(request: Request) -> Response:
         last = dispatcher.last
         body = {
-            "status": "ok",
+            **health_fields("scheduler"),
             "owner": dispatcher.owner,
             "in_flight": len(dispatcher.in_flight),
             "sent": dispatcher.sent,

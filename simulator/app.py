@@ -30,6 +30,7 @@ from simulator.wire import Wire
 from symphony.catalog import Catalog, load_catalog
 from symphony.catalog import Wire as WireName
 from symphony.clock import Clock, shared_clock
+from symphony.health import health_body
 from symphony.redis_client import sync_redis
 from symphony.settings import Settings
 
@@ -57,8 +58,11 @@ def provider_routes(sim: Simulator) -> list[Route]:
     return routes
 
 
+_HEALTH = health_body("sim")
+
+
 async def health(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type=JSON)
+    return Response(_HEALTH, media_type=JSON)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from symphony import clock
+from symphony.health import answers_as
 
 
 class EngineError(Exception):
@@ -99,12 +100,8 @@ def _call(engine_url: str, method: str, path: str, timeout: float, **kwargs: Any
 
 
 def is_ready(engine_url: str, timeout: float = 1.0) -> bool:
-    url, _ = split_credentials(engine_url)
-    try:
-        response = httpx.get(f"{url}/health", timeout=timeout)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200
+    """Whether the engine itself answers at ``engine_url`` (not another process on its port)."""
+    return answers_as(split_credentials(engine_url)[0], "engine", timeout)
 
 
 def wait_until_ready(engine_url: str, timeout: float = 30.0, interval: float = 0.1) -> None:

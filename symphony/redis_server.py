@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -59,6 +60,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports nothing listened on a moment ago (racy, as ``free_port``). Not
+    ``free_port()`` ``count`` times: a port is free again once its probe closes, and the kernel may
+    hand it out twice, so two parts would be told the same port (each probe stays bound here until
+    all are picked).
+
+    >>> len(set(free_ports(64)))
+    64
+    """
+    with ExitStack() as probes:
+        socks = [probes.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
 
 
 class PortTaken(RuntimeError):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from symphony.catalog import Catalog, CatalogError, load_catalog, read_catalog, resolve_policy_path
@@ -306,6 +306,23 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @model_validator(mode="after")
+    def _a_port_per_part(self) -> Settings:
+        """Two parts on one port: the second cannot bind it, and while it tries the first answers for it."""
+        ports = {"PROXY_PORT": self.proxy_port, "ENGINE_PORT": self.engine_port}
+        ports["SCHEDULER_PORT"] = self.scheduler_port
+        if not self.sim_url:  # else the simulator is elsewhere and SIM_PORT unused
+            ports["SIM_PORT"] = self.sim_port
+        holders: dict[int, str] = {}
+        for name, port in ports.items():
+            if port in holders:
+                raise ValueError(
+                    f"{holders[port]} and {name} are both {port}: the proxy, the simulator, the engine "
+                    "and the scheduler each need a port of their own"
+                )
+            holders[port] = name
+        return self
+
     @property
     def resolved_clickhouse_url(self) -> str:
         """The ClickHouse target: the setting, or chDB in ``var/chdb`` by default."""
@@ -385,7 +402,9 @@ class Settings(BaseSettings):
 
 
 def _describe(error: dict[str, Any], settings_cls: type[BaseSettings]) -> str:
-    field = str(error["loc"][0]) if error["loc"] else "?"
+    if not error["loc"]:  # a rule between settings (``model_validator``): its message names them
+        return f"invalid settings: {str(error['msg']).removeprefix('Value error, ')}"
+    field = str(error["loc"][0])
     name = field.upper()
     annotation = settings_cls.model_fields[field].annotation if field in settings_cls.model_fields else None
     if name in ACCEPTS:

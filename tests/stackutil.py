@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from symphony.redis_server import free_port, port_of
+from symphony.redis_server import free_ports, port_of
 
 UP_BANNER = "Symphony is up."
 # The stack's ports: `symphony up` binds each part to a fixed one (no part can be told to pick its own).
@@ -56,8 +56,9 @@ class StackEnv:
 
     def pick_ports(self) -> None:
         """Ports nothing listened on a moment ago, for every part (racy: ``symphony_up`` copes)."""
-        self.env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
-        self.env.update({name: str(free_port()) for name in PORT_VARIABLES[1:]})
+        redis_port, *ports = free_ports(len(PORT_VARIABLES))
+        self.env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        self.env.update({name: str(port) for name, port in zip(PORT_VARIABLES[1:], ports, strict=True)})
 
 
 def stack_env(tmp_path: Path, **extra: str) -> StackEnv:

@@ -97,7 +97,7 @@ def test_events_reach_clickhouse_exactly_once(engine: Engine, redis_client: redi
 def test_an_engine_left_to_pick_its_port_listens_on_the_one_it_reports(engine: Engine) -> None:
     engine.start()  # the fixture's engine: port 0, so `--any-port`
     assert engine.port != 0 and int(engine.port_file.read_text()) == engine.port
-    assert httpx.get(f"{engine.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{engine.url}/health").json() == {"status": "ok", "service": "engine"}
     engine.kill()
     with pytest.raises(httpx.ConnectError):  # it was this engine that answered there
         httpx.get(f"{engine.url}/health")
@@ -105,7 +105,7 @@ def test_an_engine_left_to_pick_its_port_listens_on_the_one_it_reports(engine: E
 
 def test_query_api(engine: Engine) -> None:
     engine.start()
-    assert httpx.get(f"{engine.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{engine.url}/health").json() == {"status": "ok", "service": "engine"}
     result = engine_client.query(engine.url, "SELECT 1 AS one, 'a' AS s, [1.5] AS xs, now64(3) > 0 AS t")
     assert result.columns == ["one", "s", "xs", "t"]
     assert result.rows == [[1, "a", [1.5], True]]

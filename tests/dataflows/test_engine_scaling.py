@@ -17,7 +17,7 @@ import redis
 
 from symphony import engine_client
 from symphony.events import Event, Feedback, new_id
-from symphony.redis_server import RedisServer, free_port
+from symphony.redis_server import RedisServer, free_ports
 from symphony.stream import publish, publish_raw
 from tests.engineutil import BASE_TS, SHARDS, Engine, events
 
@@ -105,9 +105,9 @@ def test_one_worker_two_workers_and_two_processes_give_the_same_tables(
     # Two processes on one chDB: process 1 writes through process 0, which owns the directory.
     var_dir = tmp_path / "cluster"
     var_dir.mkdir()
-    # Bytewax's own cluster ports stay free_port() picks (racy): every process must be told all of
+    # Bytewax's own cluster ports stay picks (racy: free_ports): every process must be told all of
     # them before any binds. The query API's port is the leader's pick, which the follower then gets.
-    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))
     leader = Engine(redis_urls[1], var_dir, args=["-i", "0", "-a", addresses])
     fill(leader.redis_url, work)
     follower: Engine | None = None

@@ -141,7 +141,7 @@ def test_models_and_health(sim: BackgroundServer) -> None:
         if not openai_compatible(provider):
             continue
         assert [model.id for model in client(sim, provider).models.list()] == list(spec.models)
-    assert httpx.get(f"{sim.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{sim.url}/health").json() == {"status": "ok", "service": "sim"}
 
 
 def test_latency_runs_on_the_shared_clock(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,6 +42,22 @@ def test_bad_value_names_the_variable_and_what_it_accepts(
     assert expected in message
 
 
+def test_two_parts_on_one_port_is_refused_naming_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_PORT", "9100")
+    monkeypatch.setenv("SCHEDULER_PORT", "9100")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "PROXY_PORT and SCHEDULER_PORT are both 9100" in str(raised.value)
+    assert "each need a port of their own" in str(raised.value)
+    monkeypatch.setenv("SCHEDULER_PORT", "9101")
+    monkeypatch.setenv("SIM_PORT", "9100")
+    with pytest.raises(SettingsError, match="PROXY_PORT and SIM_PORT are both 9100"):
+        load_settings()
+    # With SIM_URL the simulator runs elsewhere: SIM_PORT is unused, so it holds no port.
+    monkeypatch.setenv("SIM_URL", "http://sim.internal:8701")
+    assert load_settings().proxy_port == load_settings().sim_port == 9100
+
+
 def test_flags_accept_the_usual_spellings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEARNER_ENABLED", "yes")
     assert load_settings().learner_enabled is True

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -95,6 +96,38 @@ def test_up_starts_again_on_new_ports_when_another_process_took_one(tmp_path: Pa
             assert up.poll() is None
     said = (tmp_path / "up.log").read_text()
     assert f"engine query API cannot listen on 127.0.0.1:{taken}" in said  # the first start, in the log
+
+
+class _AnswersEverything(BaseHTTPRequestHandler):
+    """What another HTTP service on a part's port answers: 200 and an ``ok``, to any path."""
+
+    def do_GET(self) -> None:
+        body = b'{"status":"ok"}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_up_does_not_take_another_service_on_a_parts_port_for_that_part(tmp_path: Path) -> None:
+    """The engine's port is held by a service whose /health says ok (as the proxy's did when both
+    were given one port): `symphony up` must not call the engine up on that answer, but see the
+    engine fail to bind and start again on new ports."""
+    stack = stack_env(tmp_path)
+    other = ThreadingHTTPServer(("127.0.0.1", int(stack.env["ENGINE_PORT"])), _AnswersEverything)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with symphony_up(stack) as up:
+            assert int(stack.env["ENGINE_PORT"]) != other.server_port
+            assert engine_client.query(stack.engine_url, "SELECT 1").scalar() == 1
+            assert up.poll() is None
+    finally:
+        other.shutdown()
+        other.server_close()
 
 
 def test_sigterm_stops_every_process_it_started(tmp_path: Path) -> None:
