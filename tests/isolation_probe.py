@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from symphony.catalog import load_catalog
+from symphony.health import answers_as
 from symphony.redis_server import RedisServer, free_port
 from symphony.settings import Settings, load_provider_keys
 from tests.engineutil import REPO
@@ -44,11 +45,8 @@ def test_the_parent_environment_does_not_reach_a_test_or_its_proxy(
         deadline = time.monotonic() + 30
         while True:
             assert proxy.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+            if answers_as(url, "proxy", timeout=1):
+                break
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         names = {

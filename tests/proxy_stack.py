@@ -39,6 +39,7 @@ from symphony.app_keys import AppKey, create_key
 from symphony.catalog import Catalog, load_catalog
 from symphony.clock import RealClock, wall_ms
 from symphony.events import Decision, Feedback, Usage, parse_event
+from symphony.health import answers_as
 from symphony.keys import STREAM_PREFIX
 from symphony.redis_server import REDIS_ENV, RedisServer, free_port
 from symphony.settings import Settings
@@ -270,11 +271,8 @@ def start_proxy(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"proxy {index} exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
+        if answers_as(url, "proxy", timeout=1):  # not another process on the port it was told
+            return process, url
         time.sleep(0.1)
     process.kill()
     raise AssertionError(f"proxy {index} did not answer /health:\n{log.read_text()[-3000:]}")
