@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from symphony.cancellation import cancel_requested
+
 
 class Periodic:
     def __init__(self, name: str, interval_s: float, step: Callable[[], Awaitable[None]]) -> None:
@@ -25,6 +27,6 @@ class Periodic:
             self._task = None
 
     async def _loop(self) -> None:
-        while True:
+        while not cancel_requested():  # a step may have lost ``close()``'s cancel (symphony.cancellation)
             await asyncio.sleep(self._interval_s)
             await self._step()

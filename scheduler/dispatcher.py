@@ -59,6 +59,7 @@ from scheduler.planner import plan
 from scheduler.problem import Job as PlanJob
 from scheduler.problem import Plan, Problem
 from scheduler.windows import HORIZON_MS, CurrentUse, Forecast, Slot, slots, subscription_limit, windowed
+from symphony.cancellation import cancel_requested
 from symphony.catalog import Catalog, load_catalog, resolve_policy_path
 from symphony.clock import Clock, event_seconds_to_real, monotonic, shared_clock
 from symphony.flags import Flags
@@ -270,7 +271,7 @@ class Dispatcher:
                 await self.store.stop_beating(self.owner)
 
     async def _beat(self, stop: asyncio.Event) -> None:
-        while True:
+        while not cancel_requested():  # a heartbeat may have lost run()'s cancel (symphony.cancellation)
             try:
                 await self.store.heartbeat(self.owner)
             except (redis.RedisError, OSError) as exc:
