@@ -21,9 +21,10 @@ up *args:
 demo *args:
     symphony demo "$@"
 
-# Run the whole test suite (installs Debian's Alertmanager first if it is missing: the SLO alert test runs one)
+# Run the whole test suite on TEST_WORKERS processes (2; 0 runs it in this one), after installing Debian's
+# Alertmanager if it is missing (the SLO alert test runs one)
 test *args: test-deps
-    pytest "$@"
+    pytest -n "${TEST_WORKERS:-2}" "$@"
 
 # What the tests need from outside PyPI: Debian's prometheus-alertmanager (apt, as root or with sudo)
 test-deps:
