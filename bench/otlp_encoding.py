@@ -25,7 +25,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -64,7 +63,7 @@ def proxied_spans(requests: int) -> list[ReadableSpan]:
             kind=SpanKind.SERVER,
             attributes={"http.request.method": "POST", "http.route": "/v1/chat/completions"},
         )
-        token = context.attach(trace.set_span_in_context(server))
+        token = tracing.enter_request(server)
         with tracing.start_route(tracer) as route:
             tracing.annotate_route(
                 route,
@@ -92,7 +91,7 @@ def proxied_spans(requests: int) -> list[ReadableSpan]:
             quota_remaining=remaining,
             served=("openai", "gpt-4o-mini"),
         )
-        context.detach(token)
+        tracing.leave_request(token)
         server.set_attribute("http.response.status_code", 200)
         server.end()
     return kept.spans

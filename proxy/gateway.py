@@ -29,8 +29,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from opentelemetry import trace
-from opentelemetry.trace import Tracer
 from starlette.responses import Response
 
 from proxy import access_log, errors, tracing
@@ -44,6 +42,7 @@ from proxy.decision_ids import DecisionIds
 from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
 from proxy.metrics import Counts, ProxyMetrics
+from proxy.recorded_spans import RecordingTracer
 from proxy.resources import Resources
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Arm, Candidates
@@ -387,7 +386,7 @@ class Gateway:
         return route, self.decision_ids.issue(ts, routed.app), ts
 
     def _decide_traced(
-        self, tracer: Tracer, serving: _Serving, routed: RoutedRequest, now: float
+        self, tracer: RecordingTracer, serving: _Serving, routed: RoutedRequest, now: float
     ) -> tuple[Route, str, int]:
         with tracing.start_route(tracer) as span:
             route, decision_id, ts = self._decide(serving, routed, now)
@@ -474,8 +473,10 @@ class Gateway:
 def _annotate_request(
     routed: RoutedRequest, route: Route, decision_id: str, attempts: Attempts
 ) -> tuple[str, str]:
-    """The decision on the request's server span (the current span); its trace and span ids."""
-    span = trace.get_current_span()
+    """The decision on the request's server span; its trace and span ids (empty outside a traced request)."""
+    span = tracing.request_span()
+    if span is None:
+        return "", ""
     served = attempts.served
     tracing.annotate_request(
         span,

@@ -1,6 +1,6 @@
 """The outermost middleware of the routed APIs: it times each request into
 ``symphony_request_duration_seconds`` and, with tracing on, opens the request's SERVER span, the
-current span while the request runs.
+parent of the spans started while the request runs (``proxy.tracing.enter_request``).
 
 One layer for both, so a traced request pays for one more coroutine and one ``send`` wrapper, not
 two of each. The timer stops at the answer's last byte (a stream's included), or when the app
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from opentelemetry import context, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import tracing as spans
@@ -46,7 +45,7 @@ class RequestObserver:
             return
         tracing = self._tracing() if self._tracing is not None else None
         span = spans.start_server_span(tracing.tracer, scope) if tracing is not None else None
-        token = context.attach(trace.set_span_in_context(span)) if span is not None else None
+        token = spans.enter_request(span) if span is not None else None
         trace_id = span.get_span_context().trace_id if span is not None else 0
         started = clock.monotonic()
         status = 0
@@ -75,6 +74,6 @@ class RequestObserver:
         finally:
             observe()
             if token is not None:
-                context.detach(token)
+                spans.leave_request(token)
             if span is not None:
                 spans.end_server_span(span, status)

@@ -43,14 +43,15 @@ import logging
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar, Token
 from typing import Final
 
 import orjson
-from opentelemetry import context
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, format_span_id, format_trace_id
+from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Scope
 
@@ -80,6 +81,15 @@ EXPORT_TIMEOUT_S: Final = 3.0
 SHUTDOWN_TIMEOUT_S: Final = 4.0
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
+# The request's SERVER span while its request runs, the parent of the spans the gateway and the attempt
+# loop start. A ContextVar of the proxy's own rather than OpenTelemetry's current context: attaching a
+# span there copies a Context, and each child's lookup goes through four calls, together a tenth of
+# tracing's cost to the event loop (bench/tracing_instructions.py). So ``trace.get_current_span()``
+# does not see the proxy's spans; nothing in the proxy asks it.
+# It holds the span and its context, so that starting a child makes no call to find its parent.
+_REQUEST_SPAN: Final[ContextVar[tuple[Span, SpanContext] | tuple[None, None]]] = ContextVar(
+    "symphony_request_span", default=(None, None)
+)
 
 
 def traces_url(endpoint: str) -> str:
@@ -129,7 +139,7 @@ class Tracing:
         }
         sys.setswitchinterval(min(sys.getswitchinterval(), EXPORT_SWITCH_INTERVAL_S))
         # Its own tracer, not the global provider's: each app (tests run several) exports on its own.
-        self.tracer: Tracer = RecordingTracer(
+        self.tracer = RecordingTracer(
             Resource.create({"service.name": SERVICE_NAME}),
             InstrumentationScope(TRACER_NAME),
             list(self._queues.values()),
@@ -183,15 +193,32 @@ class Tracing:
 # --------------------------------------------------------------------------- the server span
 
 
-def start_server_span(tracer: Tracer, scope: Scope) -> Span:
+def start_server_span(tracer: RecordingTracer, scope: Scope) -> Span:
     """The SERVER span of a routed request: the child of the client's ``traceparent`` if it sent one."""
     method, path = scope["method"], scope["path"]
-    return tracer.start_span(
+    return tracer.start_child(
         f"{method} {path}",
-        context=_client_context(scope["headers"]),
-        kind=SpanKind.SERVER,
-        attributes={"http.request.method": method, "http.route": path, "url.path": path},
+        _client_parent(scope["headers"]),
+        SpanKind.SERVER,
+        {"http.request.method": method, "http.route": path, "url.path": path},
     )
+
+
+RequestToken = Token[tuple[Span, SpanContext] | tuple[None, None]]
+
+
+def enter_request(span: Span) -> RequestToken:
+    """Make ``span`` the parent of the spans started while the request runs; ``leave_request`` undoes it."""
+    return _REQUEST_SPAN.set((span, span.get_span_context()))
+
+
+def leave_request(token: RequestToken) -> None:
+    _REQUEST_SPAN.reset(token)
+
+
+def request_span() -> Span | None:
+    """The running request's SERVER span; None outside a traced request."""
+    return _REQUEST_SPAN.get()[0]
 
 
 def fail_server_span(span: Span, exc: BaseException) -> None:
@@ -200,13 +227,15 @@ def fail_server_span(span: Span, exc: BaseException) -> None:
     span.set_status(StatusCode.ERROR)
 
 
-def _client_context(headers: Sequence[tuple[bytes, bytes]]) -> context.Context | None:
-    """The client's trace from its ``traceparent`` (and ``tracestate``); None starts a new trace."""
+def _client_parent(headers: Sequence[tuple[bytes, bytes]]) -> SpanContext | None:
+    """The client's span from its ``traceparent`` (and ``tracestate``); None starts a new trace."""
     carrier: dict[str, str] = {}
     for name, value in headers:
         if name in (b"traceparent", b"tracestate"):
             carrier[name.decode()] = value.decode("latin-1")
-    return _PROPAGATOR.extract(carrier) if "traceparent" in carrier else None
+    if "traceparent" not in carrier:
+        return None
+    return trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
 
 
 def end_server_span(span: Span, status: int) -> None:
@@ -221,10 +250,10 @@ def end_server_span(span: Span, status: int) -> None:
 
 def span_ids(span: Span) -> tuple[str, str]:
     """``span``'s trace id and span id in hex, as OpenTelemetry prints them; empty if it has none."""
-    ids = span.get_span_context()
-    if not ids.is_valid:
+    trace_id, span_id, _, _, _, valid = span.get_span_context()  # a tuple: no property calls
+    if not valid:
         return "", ""
-    return format_trace_id(ids.trace_id), format_span_id(ids.span_id)
+    return f"{trace_id:032x}", f"{span_id:016x}"  # as format_trace_id and format_span_id print them
 
 
 def annotate_request(
@@ -259,8 +288,8 @@ def _json(value: Mapping[str, object]) -> str:
 # --------------------------------------------------------------------------- child spans
 
 
-def start_route(tracer: Tracer) -> Span:
-    return tracer.start_span("symphony.route")
+def start_route(tracer: RecordingTracer) -> Span:
+    return tracer.start_child("symphony.route", _REQUEST_SPAN.get()[1])
 
 
 def annotate_route(
@@ -285,9 +314,10 @@ def annotate_route(
     )
 
 
-def start_quota(tracer: Tracer, provider: str, model: str) -> Span:
-    return tracer.start_span(
+def start_quota(tracer: RecordingTracer, provider: str, model: str) -> Span:
+    return tracer.start_child(
         "symphony.quota.reserve",
+        _REQUEST_SPAN.get()[1],
         attributes={"gen_ai.provider.name": provider, "gen_ai.request.model": model},
     )
 
@@ -300,12 +330,13 @@ def end_quota(span: Span, outcome: str, remaining: Mapping[str, float]) -> None:
     span.end()
 
 
-def start_attempt(tracer: Tracer, provider: str, model: str, number: int) -> Span:
+def start_attempt(tracer: RecordingTracer, provider: str, model: str, number: int) -> Span:
     """A provider attempt's CLIENT span (GenAI inference span: ``{operation} {model}``)."""
-    return tracer.start_span(
+    return tracer.start_child(
         f"chat {model}",
-        kind=SpanKind.CLIENT,
-        attributes={
+        _REQUEST_SPAN.get()[1],
+        SpanKind.CLIENT,
+        {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider,
             "gen_ai.request.model": model,
@@ -316,10 +347,10 @@ def start_attempt(tracer: Tracer, provider: str, model: str, number: int) -> Spa
 
 def trace_headers(span: Span) -> dict[str, str]:
     """The W3C headers that make ``span`` the parent of the provider's work."""
-    ids = span.get_span_context()
-    headers = {"traceparent": f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"}
-    if ids.trace_state:
-        headers["tracestate"] = ids.trace_state.to_header()
+    trace_id, span_id, _, flags, state, _ = span.get_span_context()  # a tuple: no property calls
+    headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
+    if state:
+        headers["tracestate"] = state.to_header()
     return headers
 
 

@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import Span
 
 from proxy import errors, tracing
 from proxy.adapters.base import (
@@ -63,6 +63,7 @@ from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
 from proxy.errors import retry_after_header
 from proxy.metrics import ProxyMetrics
+from proxy.recorded_spans import RecordingTracer
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Arm
 from proxy.routing.health import Health, Outcome
@@ -234,7 +235,7 @@ class AttemptLoop:
         ttft_limit_s: float,
         answer_limit_s: float | None = None,
         scrubber: Scrubber | None = None,
-        tracer: Tracer | None = None,
+        tracer: RecordingTracer | None = None,
         metrics: ProxyMetrics | None = None,
         exchanges: ExchangeRing | None = None,
     ) -> None:
