@@ -15,6 +15,7 @@ Field numbers are those of opentelemetry-proto's ``trace.proto``, ``common.proto
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -217,13 +218,25 @@ def _grouped(
     return list(groups.values())
 
 
-def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
-    """The serialised ``ExportTraceServiceRequest`` of ``spans``: per resource, per scope, its spans."""
+def _spans(spans: Sequence[ReadableSpan], yield_every: int) -> bytes:
+    if not yield_every:
+        return b"".join(_field(2, _span(span)) for span in spans)
+    parts = []
+    for count, span in enumerate(spans, 1):
+        parts.append(_field(2, _span(span)))
+        if count % yield_every == 0:
+            time.sleep(0)  # releases the GIL, so a thread waiting for it (the event loop) runs first
+    return b"".join(parts)
+
+
+def encode_request(spans: Sequence[ReadableSpan], *, yield_every: int = 0) -> bytes:
+    """The serialised ``ExportTraceServiceRequest`` of ``spans``: per resource, per scope, its spans;
+    with ``yield_every``, the GIL is let go after each that many spans."""
     out = []
     for resource, scopes in _grouped(spans):
         body = [_field(1, _attributes(1, resource.attributes))]
         for scope, members in scopes.items():
-            scope_spans = _field(1, _scope(scope)) + b"".join(_field(2, _span(span)) for span in members)
+            scope_spans = _field(1, _scope(scope)) + _spans(members, yield_every)
             scope_spans += _text(3, scope.schema_url if scope is not None else None)
             body.append(_field(2, scope_spans))
         body.append(_text(3, resource.schema_url))

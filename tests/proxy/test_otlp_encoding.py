@@ -70,6 +70,14 @@ def test_the_bytes_parse_to_what_the_sdk_encoder_builds() -> None:
     assert len(ours.resource_spans[0].scope_spans) == 2  # one per tracer
 
 
+def test_letting_the_gil_go_between_spans_changes_no_byte() -> None:
+    spans = finished_spans()
+    assert len(spans) > 2
+    whole = encode_request(spans)
+    for every in (1, 2, len(spans)):
+        assert encode_request(spans, yield_every=every) == whole, f"yield_every={every}"
+
+
 def test_an_empty_batch_is_an_empty_request() -> None:
     assert encode_request([]) == b"" == encode_spans([]).SerializeToString()
 
