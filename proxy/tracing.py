@@ -31,7 +31,7 @@ scalars and lists only.
 Export never blocks a request: ended spans go to each destination's bounded ``SpanQueue``, whose
 own thread encodes them (``proxy.otlp_encoding``) and sends them in batches. That thread shares
 the GIL with the event loop, so it lets the GIL go after every ``YIELD_EVERY_SPANS`` spans it
-encodes (a fraction of a millisecond): a batch (about 10 ms) no longer holds up every request
+encodes (a fraction of a millisecond): a batch (about 20 ms at 2,048 spans) no longer holds up every request
 that meets it by a switch interval at each of its turns. When a back end is down, its spans are
 dropped (a full queue, a batch whose export failed, what is left at shutdown) and counted per destination
 (``symphony_spans_dropped_total{destination=…}`` on ``/metrics``); the other goes on.
@@ -76,8 +76,9 @@ MAX_BATCH_SPANS: Final = 2048
 # The exporter's thread encodes a batch holding the GIL, which CPython takes from it only after a
 # switch interval (5 ms by default), at each turn a request's coroutine waits for it: at 500 req/s the
 # traced proxy's p99 was 15-24 ms above the untraced one's with a 1 ms interval (bench/tracing_overhead.py).
-# Letting the GIL go every 64 spans (about 0.3 ms of encoding): +12.7 ms; every 16: +9 ms, but the
-# handovers cost more CPU than tracing's whole goal (+20 % a request instead of +11 %).
+# Letting the GIL go every 64 spans (about 0.3 ms of encoding): +12.7 ms, and +30.6 on a slower hour, so
+# not established (README "Tracing"); every 16: +9 ms, but the handovers cost more CPU than tracing's
+# whole goal (+20 % a request instead of +11 %).
 YIELD_EVERY_SPANS: Final = 64
 # An export (retries included) gives up after this, so a dead back end costs a batch, not the queue.
 EXPORT_TIMEOUT_S: Final = 3.0
