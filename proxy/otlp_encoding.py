@@ -219,12 +219,10 @@ def _grouped(
 
 
 def _spans(spans: Sequence[ReadableSpan], yield_every: int) -> bytes:
-    if not yield_every:
-        return b"".join(_field(2, _span(span)) for span in spans)
     parts = []
     for count, span in enumerate(spans, 1):
         parts.append(_field(2, _span(span)))
-        if count % yield_every == 0:
+        if yield_every and count % yield_every == 0:
             time.sleep(0)  # releases the GIL, so a thread waiting for it (the event loop) runs first
     return b"".join(parts)
 

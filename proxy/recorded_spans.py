@@ -64,11 +64,7 @@ def _local_context(trace_id: int, span_id: int, flags: TraceFlags, state: TraceS
     """``SpanContext(trace_id, span_id, False, flags, state)`` without its range check: a local span's
     ids come from ``_new_id`` or a valid parent, so they are valid, and ``SpanContext`` is a tuple
     whose last field says so."""
-    return _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, True))
-
-
-_new_tuple: Final = tuple.__new__
-_getrandbits: Final = random.getrandbits
+    return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
 
 
 class RecordedSpan(trace.Span):
@@ -213,8 +209,7 @@ class RecordingTracer(trace.Tracer):
         trace_id, _, _, flags, state, valid = parent  # a tuple: no property calls
         if not valid:
             return self._start_root(name, kind, attributes, start_time)
-        # _local_context and _new_id written out: this runs for three of a request's four spans.
-        own = _new_tuple(SpanContext, (trace_id, _getrandbits(64) or _new_id(64), False, flags, state, True))
+        own = _local_context(trace_id, _new_id(64), flags, state)
         if not flags & TraceFlags.SAMPLED:
             return trace.NonRecordingSpan(own)
         return RecordedSpan(name, kind, own, parent, dict(attributes or {}), self, start_time)
