@@ -15,7 +15,6 @@ Field numbers are those of opentelemetry-proto's ``trace.proto``, ``common.proto
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -218,25 +217,33 @@ def _grouped(
     return list(groups.values())
 
 
-def _spans(spans: Sequence[ReadableSpan], yield_every: int) -> bytes:
-    parts = []
-    for count, span in enumerate(spans, 1):
-        parts.append(_field(2, _span(span)))
-        if yield_every and count % yield_every == 0:
-            time.sleep(0)  # releases the GIL, so a thread waiting for it (the event loop) runs first
-    return b"".join(parts)
+def encode_span(span: ReadableSpan) -> bytes:
+    """``span`` as an entry of a ``ScopeSpans``' spans: what ``encode_scope_request`` puts together."""
+    return _field(2, _span(span))
 
 
-def encode_request(spans: Sequence[ReadableSpan], *, yield_every: int = 0) -> bytes:
-    """The serialised ``ExportTraceServiceRequest`` of ``spans``: per resource, per scope, its spans;
-    with ``yield_every``, the GIL is let go after each that many spans."""
+def encode_scope_request(
+    resource: Resource, scope: InstrumentationScope | None, encoded_spans: Sequence[bytes]
+) -> bytes:
+    """The serialised ``ExportTraceServiceRequest`` of spans that share ``resource`` and ``scope``, each
+    already encoded by ``encode_span``."""
+    return _resource_spans(resource, [_scope_spans(scope, encoded_spans)]) if encoded_spans else b""
+
+
+def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
+    """The serialised ``ExportTraceServiceRequest`` of ``spans``: per resource, per scope, its spans."""
     out = []
     for resource, scopes in _grouped(spans):
-        body = [_field(1, _attributes(1, resource.attributes))]
-        for scope, members in scopes.items():
-            scope_spans = _field(1, _scope(scope)) + _spans(members, yield_every)
-            scope_spans += _text(3, scope.schema_url if scope is not None else None)
-            body.append(_field(2, scope_spans))
-        body.append(_text(3, resource.schema_url))
-        out.append(_field(1, b"".join(body)))
+        scope_spans = [_scope_spans(scope, [*map(encode_span, members)]) for scope, members in scopes.items()]
+        out.append(_resource_spans(resource, scope_spans))
     return b"".join(out)
+
+
+def _scope_spans(scope: InstrumentationScope | None, encoded_spans: Sequence[bytes]) -> bytes:
+    body = _field(1, _scope(scope)) + b"".join(encoded_spans)
+    return _field(2, body + _text(3, scope.schema_url if scope is not None else None))
+
+
+def _resource_spans(resource: Resource, scope_spans: list[bytes]) -> bytes:
+    body = _field(1, _attributes(1, resource.attributes)) + b"".join(scope_spans)
+    return _field(1, body + _text(3, resource.schema_url))

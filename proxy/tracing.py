@@ -28,13 +28,12 @@ loop hold no tracer (each checks ``None`` once). On, one trace per proxied reque
 Map-valued attributes (quota snapshot, overrides) are JSON strings: span attributes hold
 scalars and lists only.
 
-Export never blocks a request: ended spans go to each destination's bounded ``SpanQueue``, whose
-own thread encodes them (``proxy.otlp_encoding``) and sends them in batches. That thread shares
-the GIL with the event loop, so it lets the GIL go after every ``YIELD_EVERY_SPANS`` spans it
-encodes (a fraction of a millisecond): a batch (about 20 ms at 2,048 spans) no longer holds up every request
-that meets it by a switch interval at each of its turns. When a back end is down, its spans are
-dropped (a full queue, a batch whose export failed, what is left at shutdown) and counted per destination
-(``symphony_spans_dropped_total{destination=…}`` on ``/metrics``); the other goes on.
+Export never blocks a request: a span is encoded as it ends (``proxy.otlp_encoding``, a few
+microseconds) and its bytes go to each destination's bounded ``SpanQueue``, whose own thread puts
+them together and sends them in batches (``proxy.span_queue`` says why bytes and not spans). When
+a back end is down, its spans are dropped (a full queue, a batch whose export failed, what is left
+at shutdown) and counted per destination (``symphony_spans_dropped_total{destination=…}`` on
+``/metrics``); the other goes on.
 """
 
 from __future__ import annotations
@@ -55,9 +54,9 @@ from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Scope
 
-from proxy.otlp_encoding import encode_request
+from proxy.otlp_encoding import encode_scope_request
 from proxy.recorded_spans import RecordingTracer
-from proxy.span_queue import SpanQueue, SpanSender
+from proxy.span_queue import SpanEncoder, SpanQueue, SpanSender
 from symphony.events import AttemptStatus, Usage
 from symphony.settings import SPAN_EXPORT_DELAY_MS, Settings
 
@@ -73,13 +72,6 @@ MAX_QUEUE_SPANS: Final = 8192
 # An export every OTEL_BSP_SCHEDULE_DELAY (5 s by default) up to 2048 spans, about 100 req/s; every
 # 2048 spans above that: each POST costs the exporter's thread ~2 ms (requests).
 MAX_BATCH_SPANS: Final = 2048
-# The exporter's thread encodes a batch holding the GIL, which CPython takes from it only after a
-# switch interval (5 ms by default), at each turn a request's coroutine waits for it: at 500 req/s the
-# traced proxy's p99 was 15-24 ms above the untraced one's with a 1 ms interval (bench/tracing_overhead.py).
-# Letting the GIL go every 64 spans (about 0.3 ms of encoding): +12.7 ms, and +30.6 on a slower hour, so
-# not established (README "Tracing"); every 16: +9 ms, but the handovers cost more CPU than tracing's
-# whole goal (+20 % a request instead of +11 %).
-YIELD_EVERY_SPANS: Final = 64
 # An export (retries included) gives up after this, so a dead back end costs a batch, not the queue.
 EXPORT_TIMEOUT_S: Final = 3.0
 SHUTDOWN_TIMEOUT_S: Final = 4.0
@@ -130,11 +122,13 @@ class Tracing:
     ) -> None:
         if not senders:
             raise ValueError("tracing needs at least one destination")
+        resource = Resource.create({"service.name": SERVICE_NAME})
+        scope = InstrumentationScope(TRACER_NAME)
         self._queues = {
             name: SpanQueue(
                 name,
                 sender,
-                functools.partial(encode_request, yield_every=YIELD_EVERY_SPANS),
+                functools.partial(encode_scope_request, resource, scope),
                 max_queue=max_queue,
                 max_batch=min(max_queue, MAX_BATCH_SPANS),
                 delay_s=schedule_delay_s,
@@ -142,11 +136,7 @@ class Tracing:
             for name, sender in senders.items()
         }
         # Its own tracer, not the global provider's: each app (tests run several) exports on its own.
-        self.tracer = RecordingTracer(
-            Resource.create({"service.name": SERVICE_NAME}),
-            InstrumentationScope(TRACER_NAME),
-            list(self._queues.values()),
-        )
+        self.tracer = RecordingTracer(resource, scope, [SpanEncoder(list(self._queues.values()))])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tracing | None:

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from proxy.otlp_encoding import encode_request
+from proxy.otlp_encoding import encode_request, encode_scope_request, encode_span
 
 
 def finished_spans() -> list[ReadableSpan]:
@@ -70,12 +70,16 @@ def test_the_bytes_parse_to_what_the_sdk_encoder_builds() -> None:
     assert len(ours.resource_spans[0].scope_spans) == 2  # one per tracer
 
 
-def test_letting_the_gil_go_between_spans_changes_no_byte() -> None:
+def test_spans_encoded_one_at_a_time_make_the_request_the_sdk_encoder_builds() -> None:
+    """The proxy encodes each span as it ends and puts a batch's bytes together later."""
     spans = finished_spans()
-    assert len(spans) > 2
-    whole = encode_request(spans)
-    for every in (1, 2, len(spans)):
-        assert encode_request(spans, yield_every=every) == whole, f"yield_every={every}"
+    first = spans[0]
+    scope_mates = [span for span in spans if span.instrumentation_scope == first.instrumentation_scope]
+    assert len(scope_mates) > 2
+    encoded = [encode_span(span) for span in scope_mates]
+    request = encode_scope_request(first.resource, first.instrumentation_scope, encoded)
+    assert ExportTraceServiceRequest.FromString(request) == encode_spans(scope_mates)
+    assert encode_scope_request(first.resource, first.instrumentation_scope, []) == b""
 
 
 def test_an_empty_batch_is_an_empty_request() -> None:

@@ -8,7 +8,7 @@ import time
 
 from proxy.span_queue import SpanQueue
 
-SPAN = object()  # the queue only holds spans and hands them to the encoder
+SPAN = b"span"  # the queue only holds encoded spans and hands them to the batch encoder
 
 
 class GatedSender:
@@ -44,10 +44,10 @@ def test_spans_that_come_during_a_post_wait_for_the_next_round() -> None:
     sender = GatedSender()
     queue = counting_queue(sender, max_batch=16, delay_s=1.0)
     for _ in range(5):
-        queue.on_end(SPAN)  # type: ignore[arg-type]
+        queue.put(SPAN)
     assert sender.posting.wait(5)  # the first round took the 5 and is posting them
     for _ in range(3):
-        queue.on_end(SPAN)  # type: ignore[arg-type]
+        queue.put(SPAN)
     sender.release.set()
     time.sleep(0.5)  # the next round is a whole delay (1 s) after the post returned
     assert sender.posts == [5]
@@ -61,10 +61,10 @@ def test_a_whole_batch_that_came_during_a_post_goes_at_once_and_close_sends_the_
     sender = GatedSender()
     queue = counting_queue(sender, max_batch=4, delay_s=30.0)
     for _ in range(4):
-        queue.on_end(SPAN)  # type: ignore[arg-type]  # a whole batch: no waiting for the delay
+        queue.put(SPAN)  # a whole batch: no waiting for the delay
     assert sender.posting.wait(5)
     for _ in range(9):
-        queue.on_end(SPAN)  # type: ignore[arg-type]
+        queue.put(SPAN)
     sender.release.set()
     wait_for(lambda: sum(sender.posts) >= 12)
     assert sender.posts[:3] == [4, 4, 4]
