@@ -136,9 +136,16 @@ class SpanEncoder(SpanProcessor):
     """Encodes each ended span once, on the thread that ends it, and queues its bytes for each destination."""
 
     def __init__(self, queues: Sequence[SpanQueue]) -> None:
+        self._queues = tuple(queues)
         self._puts = tuple(queue.put for queue in queues)
 
     def on_end(self, span: ReadableSpan) -> None:
-        encoded = encode_span(span)
+        try:
+            encoded = encode_span(span)
+        except Exception:  # runs in the request that ended the span: a span lost, never the request
+            log.exception("encoding the span %r failed; it is dropped", span.name)
+            for queue in self._queues:
+                queue.queue_dropped += 1
+            return
         for put in self._puts:
             put(encoded)

@@ -6,7 +6,11 @@ from __future__ import annotations
 import threading
 import time
 
-from proxy.span_queue import SpanQueue
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from proxy.recorded_spans import RecordingTracer
+from proxy.span_queue import SpanEncoder, SpanQueue
 
 SPAN = b"span"  # the queue only holds encoded spans and hands them to the batch encoder
 
@@ -70,3 +74,18 @@ def test_a_whole_batch_that_came_during_a_post_goes_at_once_and_close_sends_the_
     assert sender.posts[:3] == [4, 4, 4]
     queue.close_within(5)  # the last one goes at close, not 30 s later
     assert sum(sender.posts) == 13 and (queue.exported, queue.dropped) == (13, 0)
+
+
+def test_a_span_that_cannot_be_encoded_is_dropped_and_counted_and_its_request_goes_on() -> None:
+    sender = GatedSender()
+    sender.release.set()
+    queue = counting_queue(sender, max_batch=16, delay_s=30.0)
+    resource = Resource.create({"service.name": "symphony-proxy"})
+    tracer = RecordingTracer(resource, InstrumentationScope("test"), [SpanEncoder([queue])])
+    broken = tracer.start_child("broken", None)
+    broken.set_attribute("not.an.otlp.value", object())  # type: ignore[arg-type]  # what a bug could set
+    broken.end()  # would raise into the request if the encoder's error escaped
+    tracer.start_child("fine", None).end()
+    queue.close_within(5)
+    assert (queue.exported, queue.dropped) == (1, 1)
+    assert sender.posts == [1]
