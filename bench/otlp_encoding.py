@@ -4,7 +4,8 @@ It builds the spans of ``--requests`` proxied requests the way the proxy does (`
 helpers on a ``RecordingTracer``: the server span, the route, the quota reservation and one
 provider attempt, each with its attributes), then encodes them as one batch, ``--rounds``
 times, with each encoder: ``proxy.otlp_encoding.encode_request`` and the SDK's
-``encode_spans(...).SerializeToString()``, which the exporter's thread would otherwise run. It
+``encode_spans(...).SerializeToString()``. The proxy runs the first's per-span part
+(``encode_span``) as each span ends and the join on its exporter's thread. It
 checks that both say the same (the bytes parse to equal messages) and prints the microseconds a
 span and a request take with each, and the ratio.
 

@@ -8,8 +8,8 @@ on this machine, and the proxy makes four a request (``bench/tracing_overhead.py
 ``with``, ``record_exception``) over a slotted record: attributes go into a dict as given, which
 is safe because only the proxy's own code sets them, with the value types OTLP has.
 
-Ended spans go to the tracer's processors (the proxy's: a ``proxy.span_queue.SpanQueue`` per
-destination, then the SDK's OTLP/HTTP client); a ``RecordedSpan`` reads like a ``ReadableSpan``
+Ended spans go to the tracer's processors (the proxy's: ``proxy.span_queue.SpanEncoder``, which encodes
+each once and queues its bytes for every destination); a ``RecordedSpan`` reads like a ``ReadableSpan``
 (``name``, ``kind``, ``context``, ``parent``, times, ``attributes``, ``events``, ``status``,
 ``resource``, ``instrumentation_scope``), so the SDK's own OTLP encoder accepts it too, which is
 how ``tests/proxy/test_otlp_encoding.py`` checks ``proxy.otlp_encoding`` against it.
@@ -104,8 +104,7 @@ class RecordedSpan(trace.Span):
         self.start_time = start_time or time.time_ns()
         self.end_time: int | None = None
         self.attributes = attributes
-        # A tuple until an event comes (rarely: an exception): a span waits about a second for its
-        # export, and every list it holds till then is one more object each collection walks.
+        # A tuple until an event comes (rarely: an exception): no list made for the spans that have none.
         self.events: Sequence[Event] = ()
         self.status = _UNSET
         self.resource = tracer.resource

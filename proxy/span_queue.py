@@ -137,7 +137,6 @@ class SpanEncoder(SpanProcessor):
 
     def __init__(self, queues: Sequence[SpanQueue]) -> None:
         self._queues = tuple(queues)
-        self._puts = tuple(queue.put for queue in queues)
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
@@ -147,5 +146,5 @@ class SpanEncoder(SpanProcessor):
             for queue in self._queues:
                 queue.queue_dropped += 1
             return
-        for put in self._puts:
-            put(encoded)
+        for queue in self._queues:
+            queue.put(encoded)
