@@ -72,6 +72,7 @@ from flowbench import (
     Counter,
     CountingWriter,
     check_rows,
+    drop_tables_and_close,
     fill,
     per_table,
     request_events,
@@ -247,7 +248,7 @@ def throughput(redis_url: str, events: int, workdir: Path) -> list[Throughput]:
         ]
         results = [measure(scenario, redis_url, events, store) for scenario in scenarios]
     finally:
-        store.close()
+        drop_tables_and_close(store)
     baseline = results[0].events_per_s
     return [Throughput(**{**asdict(r), "vs_naive": r.events_per_s / baseline}) for r in results]
 
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not args.smoke:
             raise
-        say(f"SMOKE FAILED: {exc!r}")
+        say(f"SMOKE FAILED: {exc!r} ({exc})")
         return 1
     if args.json:
         print(

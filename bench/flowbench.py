@@ -23,6 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.run import cli_main
 
 from dataflows.engine import EPOCH_INTERVAL, prepare_recovery
+from sinks.chdb_config import DATABASE
 from sinks.clickhouse_store import ClickHouseStore
 from symphony import clock
 from symphony.events import Decision, Event, Feedback, Usage, new_id
@@ -215,6 +216,21 @@ def run_until_written(
     if counter.done_at is None:
         raise RuntimeError(f"{name}: only {counter.rows} of {counter.targets} rows written")
     return FlowRun(counter.done_at - started, drained - started)
+
+
+def drop_tables_and_close(store: ClickHouseStore) -> None:
+    """Drop every table of the embedded engine (``SYNC``), then close ``store``.
+
+    chDB's server lives as long as this process, not its connections: after ``close`` it goes
+    on merging the parts the bench wrote, and a merge that writes a part while the bench
+    removes its temporary directory fails the removal ("Directory not empty"). A dropped
+    table has no merges left.
+    """
+    try:
+        for (table,) in store.query(f"SHOW TABLES FROM {DATABASE}").rows:
+            store.command(f"DROP TABLE {DATABASE}.{table} SYNC")
+    finally:
+        store.close()
 
 
 def check_rows(store: ClickHouseStore, label: str, sent: dict[str, int], tables: dict[str, str]) -> None:

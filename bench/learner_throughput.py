@@ -66,6 +66,7 @@ from flowbench import (
     Counter,
     CountingWriter,
     check_rows,
+    drop_tables_and_close,
     fill,
     per_table,
     request_events,
@@ -430,7 +431,7 @@ def run_all(events: list[Event], repeats: int, workdir: Path, recovery: bool) ->
         say("where the learner step's time goes: one more pass, its parts timed")
         parts = breakdown(batches, policy)
     finally:
-        store.close()
+        drop_tables_and_close(store)
         server.stop()
     return runs, parts
 
