@@ -559,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not args.smoke:
             raise
-        say(f"SMOKE FAILED: {exc!r}")
+        say(f"SMOKE FAILED: {exc!r} ({exc})")
         return 1
     if args.json:
         print(
