@@ -136,10 +136,7 @@ class ReservationBatches:
             if refused is None:
                 raise
             return _lost(plan, requests, refused)
-        return [
-            plan.outcome(index, reply, r.provider, r.model)
-            for index, (reply, r) in enumerate(zip(replies, requests, strict=True))
-        ]
+        return [*plan.outcomes(replies, [(r.provider, r.model) for r in requests])]
 
 
 def _lost(

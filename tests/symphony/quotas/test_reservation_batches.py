@@ -81,6 +81,9 @@ def test_a_batch_refuses_one_that_does_not_fit_and_grants_a_later_one_that_does(
     outcomes = asyncio.run(reserve_together(redis_server.url, [400, 500, 300, 200, 100]))
     assert [isinstance(o, Reservation) for o in outcomes] == [True, True, False, False, True]
     assert held(redis_client, LIMITS[1]) == 400 + 500 + 100
+    # Each grant's room left: the cap less the grants up to it; a refusal took nothing.
+    rooms = [dict(o.remaining)[LIMITS[1].name] for o in outcomes if isinstance(o, Reservation)]
+    assert rooms == [TOKEN_CAP - 400, TOKEN_CAP - 900, TOKEN_CAP - 1000]
 
 
 def test_every_reservation_of_a_batch_that_lost_redis_is_lost(redis_server: RedisServer) -> None:
