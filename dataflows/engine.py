@@ -52,7 +52,7 @@ from dataflows.lag import LagMonitor
 from dataflows.learner_diff import PolicyDiff
 from dataflows.learner_report import LearnerReport
 from dataflows.metrics import engine_metrics
-from dataflows.query_api import QueryApi
+from dataflows.query_api import QueryApi, create_app
 from dataflows.redis_source import RedisStreamSource
 from dataflows.slo import slo_thresholds
 from dataflows.trimmer_process import TrimmerConfig, TrimmerProcess
@@ -247,9 +247,8 @@ def run_engine(
             spans = SpanWriter(span_handle)
             spans.start()
             stack.callback(spans.stop)
-            api = QueryApi(
+            app = create_app(
                 store,
-                0 if any_port else settings.engine_port,
                 tokens=api_tokens(settings),
                 metrics=lambda: engine_metrics(metrics_client, settings.event_shards, stats, spans.stats),
                 accept_writes=embedded and cluster.processes > 1,
@@ -263,6 +262,7 @@ def run_engine(
                 var_dir=settings.var_dir,
                 policy_diff=PolicyDiff(champion, metrics_client),
             )
+            api = QueryApi(app, 0 if any_port else settings.engine_port)
             api.start()
             stack.callback(api.stop)
             # The interactive forecast for the scheduler; its reads run in the analysts' sandbox, never

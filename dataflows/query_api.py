@@ -324,42 +324,14 @@ async def _engine_error(request: Request, exc: Exception) -> Response:
 
 
 class QueryApi:
-    """The query API served from a daemon thread; ``start`` returns once it accepts connections.
+    """The query API (``create_app``'s) served from a daemon thread; ``start`` returns once it accepts
+    connections.
 
     ``port`` 0: a port the OS picks at the bind (no race with another process for a free
     port, as tests want); ``port`` then tells which.
     """
 
-    def __init__(
-        self,
-        store: ClickHouseStore,
-        port: int,
-        host: str = "127.0.0.1",
-        *,
-        tokens: Tokens | None,
-        metrics: Callable[[], str] | None = None,
-        accept_writes: bool = False,
-        faults: WriteFaults | None = None,
-        learner: Callable[[int, int], dict[str, Any]] | None = None,
-        spans: SpanWriter | None = None,
-        evidence: EvidenceCapture | None = None,
-        console: Callable[[], dict[str, Any]] | None = None,
-        var_dir: Path | None = None,
-        policy_diff: Callable[[], dict[str, Any]] | None = None,
-    ) -> None:
-        app = create_app(
-            store,
-            tokens=tokens,
-            metrics=metrics,
-            accept_writes=accept_writes,
-            faults=faults,
-            learner=learner,
-            spans=spans,
-            evidence=evidence,
-            console=console,
-            var_dir=var_dir,
-            policy_diff=policy_diff,
-        )
+    def __init__(self, app: Starlette, port: int, host: str = "127.0.0.1") -> None:
         config = uvicorn.Config(
             app, host=host, port=port, lifespan="off", log_level="warning", log_config=None
         )

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataflows.api_auth import Tokens
-from dataflows.query_api import QueryApi
+from dataflows.query_api import QueryApi, create_app
 from sinks.clickhouse_schema import migrate
 from sinks.clickhouse_store import ClickHouseStore, WriteFaults
 from tests.engineutil import ADMIN_TOKEN, ANALYST_TOKEN
@@ -44,14 +44,14 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = ClickHouseStore.connect(f"chdb://{root / 'chdb'}", log_dir=root / "logs")
     migrate(store)
     store.faults = WriteFaults()
-    api = QueryApi(
+    app = create_app(
         store,
-        0,
         tokens=Tokens(ADMIN_TOKEN, ANALYST_TOKEN),
         metrics=lambda: "symphony_up 1\n",
         accept_writes=True,
         faults=store.faults,
     )
+    api = QueryApi(app, 0)
     api.start()
     try:
         yield f"http://127.0.0.1:{api.port}"

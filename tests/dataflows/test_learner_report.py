@@ -22,7 +22,7 @@ import redis
 
 from dataflows.api_auth import Tokens
 from dataflows.learner_report import LearnerReport
-from dataflows.query_api import QueryApi
+from dataflows.query_api import QueryApi, create_app
 from learner.promotion import WINDOW_MS
 from sinks.clickhouse import ALERTS, EVENT_TABLES, alerts_to_arrow, to_arrow, write
 from sinks.clickhouse_schema import migrate
@@ -83,12 +83,10 @@ def served(tmp_path: Path, redis_client: redis.Redis) -> Iterator[tuple[str, Cli
         )
     tables = {name: to_arrow(name, [e for b in batches for e in b[name]])[0] for name in batches[0]}
     write(store, [tables])
-    server = QueryApi(
-        store,
-        0,
-        tokens=Tokens(ADMIN_TOKEN, ANALYST_TOKEN),
-        learner=LearnerReport(store, redis_client, POLICY),
+    app = create_app(
+        store, tokens=Tokens(ADMIN_TOKEN, ANALYST_TOKEN), learner=LearnerReport(store, redis_client, POLICY)
     )
+    server = QueryApi(app, 0)
     server.start()
     try:
         yield f"http://analyst:{ANALYST_TOKEN}@127.0.0.1:{server.port}", store
