@@ -40,6 +40,22 @@ def new_guard(url: str) -> tuple[QuotaGuard, aioredis.Redis]:
     return guard, client
 
 
+def pool_state(client: aioredis.Redis) -> str:
+    """Each pooled connection: in use or not, connected, and whether its socket has ended (read by
+    redis-py's private attributes, for a failure's message only)."""
+
+    def state(connection: object, in_use: bool) -> str:
+        stream = getattr(getattr(connection, "_parser", None), "_stream", None)
+        ended = stream.at_eof() if stream is not None else None
+        connected = getattr(connection, "is_connected", None)
+        return f"{'in use' if in_use else 'idle'} connected={connected} ended={ended}"
+
+    pool = client.connection_pool
+    idle = [state(c, False) for c in getattr(pool, "_available_connections", [])]
+    busy = [state(c, True) for c in getattr(pool, "_in_use_connections", [])]
+    return "; ".join(idle + busy) or "empty"
+
+
 async def remote_grant(guard: QuotaGuard) -> Grant:
     grant = await guard.reserve(PROVIDER, MODEL, ESTIMATE)
     assert isinstance(grant, Grant) and not grant.local
@@ -79,8 +95,12 @@ def test_a_failure_while_kept_settlements_replay_loses_none_and_replays_none_twi
         async with asyncio.timeout(10):
             while guard.degraded:  # A's reservation is back and its replay has begun
                 await asyncio.sleep(0)
+        pooled = pool_state(client)
         await guard.settle(late, ACTUAL)  # C: on the connection pooled before the outage, so it fails
-        assert guard.degraded and not a.done()  # Redis failed while A was replaying
+        # Redis failed while A was replaying. (Failed once in CI on 2026-12-04: C's settlement was answered.
+        # Not reproduced in 28 runs of this test, under load too, nor in 3 of tests/proxy and tests/symphony
+        # on two processes; the pool's state before C, in the message, is what to look at next time.)
+        assert guard.degraded and not a.done(), f"pool before C's settlement: {pooled}"
         b = await remote_grant(guard)
         after_a = await a
         after = await remote_grant(guard)  # the next request replays what C kept
