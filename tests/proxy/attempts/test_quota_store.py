@@ -23,6 +23,7 @@ from proxy.attempts.quota_gate import Grant, QuotaGuard
 from symphony.clock import RealClock
 from symphony.quotas import bucket_values, load_quota_policy
 from symphony.redis_server import RedisServer
+from tests.tcp_relay import TcpRelay, received
 
 PROVIDER, MODEL = "openai", "gpt-4o-mini"
 ESTIMATE, ACTUAL = 100, 130  # every settlement adds 30 tokens to its reservation's buckets
@@ -44,37 +45,21 @@ def new_guard(url: str) -> tuple[QuotaGuard, aioredis.Redis]:
     return guard, client
 
 
-class QuietRelay:
+class QuietRelay(TcpRelay):
     """Forwards Redis connections the way a stateless middlebox (a NAT, a TCP load balancer) does: when
     Redis closes a connection (a restart), the client's end stays open and looks idle and healthy; it
     is closed only when the client next sends on it. So a connection pooled before an outage is handed
     out after it, and fails in use: redis-py 8.2 replaces one whose socket has ended at checkout, which
     a direct connection's has, so the relay is what keeps this race reachable."""
 
-    def __init__(self, upstream_port: int) -> None:
-        self._upstream = upstream_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self._upstream))
-            except OSError:  # Redis is down: the client's connection attempt fails
-                client.close()
-                continue
-            gone = threading.Event()
-            threading.Thread(target=self._requests, args=(client, server, gone), daemon=True).start()
-            threading.Thread(target=self._replies, args=(server, client, gone), daemon=True).start()
+    def forward(self, client: socket.socket, server: socket.socket) -> None:
+        gone = threading.Event()
+        threading.Thread(target=self._requests, args=(client, server, gone), daemon=True).start()
+        threading.Thread(target=self._replies, args=(server, client, gone), daemon=True).start()
 
     def _requests(self, client: socket.socket, server: socket.socket, gone: threading.Event) -> None:
         with contextlib.suppress(OSError):  # either end gone: the connection is over
-            while (data := _received(client)) and not gone.is_set():
+            while (data := received(client)) and not gone.is_set():
                 server.sendall(data)
             client.shutdown(socket.SHUT_RDWR)  # the client learns now, not when Redis went away
         client.close()
@@ -82,19 +67,9 @@ class QuietRelay:
 
     def _replies(self, server: socket.socket, client: socket.socket, gone: threading.Event) -> None:
         with contextlib.suppress(OSError):
-            while data := _received(server):
+            while data := received(server):
                 client.sendall(data)
         gone.set()  # and the client's end stays open
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-def _received(sock: socket.socket) -> bytes:
-    try:
-        return sock.recv(65536)
-    except OSError:
-        return b""
 
 
 async def remote_grant(guard: QuotaGuard) -> Grant:

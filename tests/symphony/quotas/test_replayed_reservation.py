@@ -21,41 +21,33 @@ import redis
 from symphony.quotas import QuotaStore, Reservation, bucket_values, load_quota_policy
 from symphony.quotas.store import RESERVE_LUA, SETTLE_LUA
 from symphony.redis_server import RedisServer
+from tests.tcp_relay import TcpRelay, received
 
 T0 = 1_767_225_600_000
 LIMITS = load_quota_policy().limits("openai", "gpt-4o")
 
 
-class ReplyCuttingRelay:
+class ReplyCuttingRelay(TcpRelay):
     """Forwards a Redis connection; once armed, cuts it when the reply to an EVALSHA comes back."""
 
     def __init__(self, upstream_port: int) -> None:
-        self._upstream = upstream_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
         self.armed = threading.Event()
         self.cut = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self._upstream))
-            script_sent = threading.Event()
-            threading.Thread(target=self._requests, args=(client, server, script_sent), daemon=True).start()
-            threading.Thread(target=self._replies, args=(server, client, script_sent), daemon=True).start()
+    def forward(self, client: socket.socket, server: socket.socket) -> None:
+        script_sent = threading.Event()
+        threading.Thread(target=self._requests, args=(client, server, script_sent), daemon=True).start()
+        threading.Thread(target=self._replies, args=(server, client, script_sent), daemon=True).start()
 
     def _requests(self, client: socket.socket, server: socket.socket, script_sent: threading.Event) -> None:
-        while data := _received(client):
+        while data := received(client):
             if self.armed.is_set() and b"EVALSHA" in data:
                 script_sent.set()
             server.sendall(data)
 
     def _replies(self, server: socket.socket, client: socket.socket, script_sent: threading.Event) -> None:
-        while data := _received(server):
+        while data := received(server):
             if script_sent.is_set() and self.armed.is_set():
                 self.armed.clear()  # one cut: the retry goes through
                 self.cut += 1
@@ -64,16 +56,6 @@ class ReplyCuttingRelay:
                     end.close()
                 return
             client.sendall(data)
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-def _received(sock: socket.socket) -> bytes:
-    try:
-        return sock.recv(65536)
-    except OSError:
-        return b""
 
 
 @pytest.fixture
