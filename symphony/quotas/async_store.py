@@ -9,6 +9,7 @@ import redis
 import redis.asyncio as aioredis
 
 from symphony.keys import QUOTA_PROBE_KEY
+from symphony.lua_script import LuaScript
 from symphony.quotas.batches import Request, ReservationBatches
 from symphony.quotas.rules import Limit
 from symphony.quotas.store import (
@@ -28,9 +29,8 @@ from symphony.quotas.store import (
 class AsyncQuotaStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
-        reserve = client.register_script(RESERVE_LUA)
-        self._batches = ReservationBatches(lambda keys, args: reserve(keys=keys, args=args))
-        self._settle = client.register_script(SETTLE_LUA)
+        self._batches = ReservationBatches(LuaScript(client, RESERVE_LUA))
+        self._settle = LuaScript(client, SETTLE_LUA)
 
     async def writable(self) -> None:
         """Raise one of ``REDIS_ERRORS`` unless Redis answers and takes a write (``WritesRefused`` when
@@ -78,7 +78,7 @@ class AsyncQuotaStore:
     async def _settled(self, call: tuple[list[str], list[Arg]]) -> None:
         """Run SETTLE_LUA; ``WritesRefused`` (one of ``REDIS_ERRORS``) when Redis takes no writes."""
         try:
-            await self._settle(keys=call[0], args=call[1])
+            await self._settle(*call)
         except redis.ResponseError as exc:
             raise_if_refused(exc)
             raise
