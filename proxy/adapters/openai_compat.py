@@ -195,9 +195,9 @@ class OpenAICompatAdapter(Adapter):
 
     def rate_limits(self, headers: Mapping[str, str]) -> dict[str, str]:
         return {
-            name.lower(): value
+            lower: value
             for name, value in headers.items()
-            if name.lower().startswith(RATE_LIMIT_PREFIX) or name.lower() in (RETRY_AFTER, RETRY_AFTER_MS)
+            if (lower := name.lower()).startswith(RATE_LIMIT_PREFIX) or lower in (RETRY_AFTER, RETRY_AFTER_MS)
         }
 
 
