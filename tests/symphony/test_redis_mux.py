@@ -22,6 +22,8 @@ from redis.commands.core import AsyncScript
 from symphony.redis_client import async_redis, hot_path_redis
 from symphony.redis_mux import MultiplexedRedis
 from symphony.redis_server import RedisServer
+from symphony.stream import EVENT_FIELD, encode, publish_async, stream_name
+from tests.engineutil import events
 
 Scenario = Callable[[aioredis.Redis, str], Awaitable[list[Any]]]
 
@@ -236,3 +238,45 @@ def test_blocking_commands_are_refused_and_the_database_is_the_urls(redis_server
             plain.close()
 
     assert asyncio.run(scenario()) == b"yes"
+
+
+def test_the_event_stream_lands_the_same_through_either_client(redis_server: RedisServer) -> None:
+    """``publish_async`` sends its own XADDs on the multiplexed client and a redis-py pipeline on the
+    others: the shards must hold the same events either way."""
+    batch = events(0, 40)
+
+    async def shards(client: aioredis.Redis) -> list[list[bytes]]:
+        try:
+            await publish_async(client, batch[:30], 4)
+            await publish_async(client, batch[30:], 4)
+            entries: Any = [await client.xrange(stream_name(shard)) for shard in range(4)]
+            return [[fields[EVENT_FIELD] for _, fields in shard] for shard in entries]
+        finally:
+            await client.aclose()
+
+    theirs = asyncio.run(shards(async_redis(redis_server.url.replace("/0", "/1"))))
+    ours = asyncio.run(shards(hot_path_redis(redis_server.url.replace("/0", "/2"))))
+    assert ours == theirs
+    assert sorted(payload for shard in ours for payload in shard) == sorted(encode(event) for event in batch)
+
+
+def test_execute_many_raises_the_first_error_after_every_command_ran(redis_server: RedisServer) -> None:
+    async def scenario() -> tuple[list[Any], Any]:
+        client = hot_path_redis(redis_server.url)
+        assert isinstance(client, MultiplexedRedis)
+        try:
+            replies = await client.execute_many(
+                [("SET", "s", "x"), ("INCRBY", "n", 2), ("XADD", "x", "*", "f", "v")]
+            )
+            with pytest.raises(redis.ResponseError, match="not an integer"):
+                await client.execute_many([("INCR", "s"), ("INCR", "n"), ("INCR", "s")])
+            with pytest.raises(ValueError, match="BLPOP cannot run on a multiplexed connection"):
+                await client.execute_many([("INCR", "n"), ("BLPOP", "q", 1)])
+            return replies, await client.get("n")
+        finally:
+            await client.aclose()
+
+    replies, counted = asyncio.run(scenario())
+    assert replies[:2] == [b"OK", 2]
+    assert replies[2].count(b"-") == 1  # a stream entry's id, as Redis sent it
+    assert counted == b"3"  # the INCR after the error ran; the refused batch sent nothing
