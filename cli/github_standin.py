@@ -21,7 +21,9 @@ opened as a pull request, reviewed and merged without reaching github.com. It an
   ``POST /repos/{owner}/{repo}/issues/{number}/comments`` (``body``): 201, kept in ``issues``.
 
 Every call needs ``Authorization: Bearer <token>`` with the stand-in's token (401 otherwise),
-and every call is recorded (``calls``) with its headers, the token masked.
+and every call is recorded (``calls``) with its headers, the token masked. ``fail_with`` set to
+401, 403, 404 or 422 answers every call so, with GitHub's message for it: what a caller says to
+an operator when GitHub refuses.
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ _PULLS = re.compile(r"/repos/(?P<repository>[^/]+/[^/]+)/pulls(?:/(?P<number>\d+
 _RELEASES = re.compile(r"/repos/(?P<repository>[^/]+/[^/]+)/releases(?:/tags/(?P<tag>[^/]+))?")
 _ISSUES = re.compile(r"/repos/(?P<repository>[^/]+/[^/]+)/issues(?:/(?P<number>\d+)/comments)?")
 _ASSETS = re.compile(r"/uploads/repos/(?P<repository>[^/]+/[^/]+)/releases/(?P<id>\d+)/assets")
+_DOCS = "https://docs.github.com/rest"
+# GitHub's answers to a refused call (docs.github.com/rest, "Troubleshooting"), by status.
+REFUSALS: dict[int, dict[str, Any]] = {
+    401: {"message": "Bad credentials", "documentation_url": _DOCS},
+    403: {"message": "Resource not accessible by personal access token", "documentation_url": _DOCS},
+    404: {"message": "Not Found", "documentation_url": _DOCS},
+    422: {
+        "message": "Validation Failed",
+        "errors": [{"resource": "PullRequest", "code": "custom", "message": "A pull request already exists"}],
+        "documentation_url": _DOCS,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,7 @@ class GitHubStandIn:
     assets: dict[int, dict[str, bytes]] = field(default_factory=dict)  # by release id, then name
     issues: dict[int, dict[str, Any]] = field(default_factory=dict)  # each with its "comments"
     base: str = "main"  # the default branch
+    fail_with: int | None = None  # one of REFUSALS' statuses: every call is refused so
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def answer(self, method: str, target: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
@@ -96,10 +111,9 @@ class GitHubStandIn:
         with self._lock:
             self.calls.append(Call(method, target, masked, body if isinstance(body, dict) else {}))
             if headers.get("Authorization") != f"Bearer {self.token}":
-                return 401, {
-                    "message": "Bad credentials",
-                    "documentation_url": "https://docs.github.com/rest",
-                }
+                return 401, REFUSALS[401]
+            if self.fail_with is not None:
+                return self.fail_with, REFUSALS[self.fail_with]
             if body is None:
                 return 400, {"message": "Problems parsing JSON"}
             if (route := _ASSETS.fullmatch(path)) and method == "POST" and self._ours(route):

@@ -3,8 +3,9 @@
 redis-py's ``AsyncScript`` does the same, but each call first imports its two pipeline classes and
 checks the client against both (the cluster pipeline's check goes through ``typing``'s protocol
 machinery), which it needs only to queue a script in a pipeline: about 3.7 µs of a call's 5 on this
-machine, and the proxy runs four scripts a request (an app's and a provider's reservation and
-settlement). Run through a client, never queued in a pipeline.
+machine, and the proxy runs two to four scripts a request (a reservation and its settlement, for
+the provider and, when its app key has limits, for the app). Run through a client, never queued in
+a pipeline.
 """
 
 from __future__ import annotations

@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from cli.github_standin import GitHubStandIn, serve_github
 from symphony.catalog import load_catalog
 from symphony.redis_client import sync_redis
 from symphony.redis_cluster import LocalCluster
 from symphony.redis_server import RedisServer
 from symphony.settings import Settings
 from tests.engineutil import Engine
-from tests.github_standin import FakeGitHub, Remote, make_repo, serve_github
+from tests.github_standin import REPOSITORY, TOKEN, Remote, make_repo
 
 
 def symphony_variables() -> set[str]:
@@ -150,7 +151,7 @@ def repo(tmp_path: Path) -> Remote:
 
 
 @pytest.fixture
-def github(repo: Remote) -> Iterator[FakeGitHub]:
-    """A local stand-in for the GitHub REST API that records its calls (``tests/github_standin.py``)."""
-    with serve_github(repo) as fake:
-        yield fake
+def github(repo: Remote) -> Iterator[GitHubStandIn]:
+    """The GitHub REST API's stand-in over ``repo``'s remote, recording its calls (``cli.github_standin``)."""
+    with serve_github(repo.bare, REPOSITORY, TOKEN) as standin:
+        yield standin

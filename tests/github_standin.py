@@ -1,9 +1,8 @@
-"""A git repository with a remote, and a local stand-in for the GitHub REST API.
+"""A git repository with a remote, and a local stand-in for GitHub's issues and releases.
 
 ``repo`` (fixture): a checkout on ``main`` holding the shipped ``policies/champion.json``,
-whose ``origin`` is a local bare repository. ``github`` (fixture): a real HTTP server on a
-free port that records every call and, like GitHub, answers 422 when a pull request's head
-branch is not on the remote (or 401/another status when told to).
+whose ``origin`` is a local bare repository. ``github`` (fixture): ``cli.github_standin``'s
+stand-in for the REST API over that remote, serving on a free port, recording every call.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -51,83 +49,6 @@ def make_repo(tmp_path: Path) -> Remote:
     git(work, "remote", "add", "origin", str(bare))
     git(work, "push", "--quiet", "origin", "main")
     return Remote(work, bare, git(work, "rev-parse", "main"))
-
-
-@dataclass
-class Call:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class FakeGitHub:
-    """Records calls; answers ``status`` (201: a pull request, if the head is on ``bare``)."""
-
-    bare: Path
-    url: str = ""
-    status: int = 201
-    calls: list[Call] = field(default_factory=list)
-
-    def answer(self, call: Call) -> tuple[int, dict[str, Any]]:
-        if self.status == 401:
-            return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
-        if self.status != 201:
-            return self.status, {
-                "message": "Validation Failed",
-                "errors": [
-                    {"resource": "PullRequest", "code": "custom", "message": "A pull request already exists"}
-                ],
-            }
-        head = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(self.bare),
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                f"refs/heads/{call.body['head']}",
-            ],
-            capture_output=True,
-            check=False,
-        )
-        if head.returncode != 0:
-            return 422, {"message": "Validation Failed", "errors": [{"field": "head", "code": "invalid"}]}
-        return 201, {"number": 7, "html_url": f"https://github.com/{REPOSITORY}/pull/7"}
-
-
-@contextmanager
-def serve_github(repo: Remote) -> Iterator[FakeGitHub]:
-    fake = FakeGitHub(repo.bare)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            call = Call("POST", self.path, dict(self.headers.items()), json.loads(self.rfile.read(length)))
-            fake.calls.append(call)
-            status, body = fake.answer(call)
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/api/v3"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # --- issues, releases and release assets (evidence tickets) ---------------------------------------

@@ -15,6 +15,7 @@ from typing import cast
 import httpx
 import redis
 
+from cli.github_standin import GitHubStandIn
 from learner.policy_diff import propose
 from learner.pull_request import base_champion
 from symphony import engine_client
@@ -23,7 +24,7 @@ from symphony.keys import CHALLENGER_KEY
 from symphony.redis_server import RedisServer
 from symphony.stream import stream_name
 from tests.engineutil import ANALYST_TOKEN, SHARDS, Engine
-from tests.github_standin import REPOSITORY, TOKEN, FakeGitHub, Remote, git
+from tests.github_standin import REPOSITORY, TOKEN, Remote, git
 from tests.learner.test_pull_request import report
 
 CHAMPION = "2026-11-27.1"
@@ -79,7 +80,7 @@ def test_a_dry_run_prints_the_policy_diff_and_writes_nothing(
 
 
 def test_it_opens_a_pull_request_whose_body_is_the_diff_of_the_published_challenger(
-    repo: Remote, github: FakeGitHub, redis_server: RedisServer, tmp_path: Path
+    repo: Remote, github: GitHubStandIn, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     publish(redis_server, CHALLENGER)
     ran = promote_cli(
@@ -93,7 +94,7 @@ def test_it_opens_a_pull_request_whose_body_is_the_diff_of_the_published_challen
     )
     assert ran.returncode == 0, ran.stderr
     printed = json.loads(ran.stdout)
-    assert printed["result"]["pull_request_number"] == 7 and printed["branch"] == BRANCH
+    assert printed["result"]["pull_request_number"] == 1 and printed["branch"] == BRANCH
     assert TOKEN not in ran.stdout + ran.stderr
     [call] = github.calls
     assert call.body["head"] == BRANCH and call.body["base"] == "main"
@@ -144,7 +145,7 @@ def promotions_on_the_stream(server: RedisServer) -> list[Promotion]:
 
 
 def test_each_promotion_it_opens_lands_once_in_the_history_the_console_shows(
-    repo: Remote, github: FakeGitHub, redis_server: RedisServer, engine: Engine, tmp_path: Path
+    repo: Remote, github: GitHubStandIn, redis_server: RedisServer, engine: Engine, tmp_path: Path
 ) -> None:
     engine.start()
     publish(redis_server, CHALLENGER)
@@ -159,7 +160,7 @@ def test_each_promotion_it_opens_lands_once_in_the_history_the_console_shows(
     assert (event.version, event.champion_version, event.challenger_version) == (VERSION, CHAMPION, "ch-41")
     assert event.candidate and event.uplift_low == 0.13  # the saved report's latest window: 0.13
     assert (event.branch, event.commit) == (BRANCH, printed["result"]["commit"])
-    assert event.pull_request_url == printed["result"]["pull_request_url"] and event.pull_request_number == 7
+    assert event.pull_request_url == printed["result"]["pull_request_url"] and event.pull_request_number == 1
     assert event.diff == printed["diff"] and event.forced_over == []
 
     # In ClickHouse once, as the Learner view's own query reads it.
@@ -177,7 +178,7 @@ def test_each_promotion_it_opens_lands_once_in_the_history_the_console_shows(
 
 
 def test_a_promotion_redis_cannot_record_still_stands(
-    repo: Remote, github: FakeGitHub, tmp_path: Path
+    repo: Remote, github: GitHubStandIn, tmp_path: Path
 ) -> None:
     challenger = tmp_path / "challenger.json"
     challenger.write_text(json.dumps(CHALLENGER))
@@ -192,5 +193,5 @@ def test_a_promotion_redis_cannot_record_still_stands(
         GITHUB_API_URL=github.url,
     )
     assert ran.returncode == 0, ran.stderr
-    assert "pull request #7" in ran.stdout
+    assert "pull request #1" in ran.stdout
     assert "not recorded in the promotion history" in ran.stderr and "the pull request stand" in ran.stderr

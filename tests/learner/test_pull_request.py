@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from cli.github_standin import GitHubStandIn
 from learner.policy_diff import propose
 from learner.pull_request import GitHub, PromotionError, base_champion, plan_promotion, promote
 from symphony.catalog import Policy, load_catalog
-from tests.github_standin import REPOSITORY, TOKEN, FakeGitHub, Remote, git
+from tests.github_standin import REPOSITORY, TOKEN, Remote, git
 
 CHAMPION_FILE = Path(__file__).parents[2] / "policies" / "champion.json"
 VERSION = "2026-12-01.1"
@@ -127,7 +128,7 @@ def test_the_callers_checkout_branch_index_and_changes_are_untouched(repo: Remot
 
 
 def test_with_github_the_branch_is_pushed_and_the_pull_request_carries_the_diff(
-    repo: Remote, github: FakeGitHub, caplog: pytest.LogCaptureFixture
+    repo: Remote, github: GitHubStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     target = GitHub(REPOSITORY, TOKEN, api_url=github.url)
@@ -135,14 +136,11 @@ def test_with_github_the_branch_is_pushed_and_the_pull_request_carries_the_diff(
     result = promote(plan)
 
     assert git(repo.bare, "rev-parse", f"refs/heads/{BRANCH}") == result.commit
-    assert (result.pull_request_number, result.pull_request_url) == (
-        7,
-        f"https://github.com/{REPOSITORY}/pull/7",
-    )
-    [call] = github.calls
-    assert (call.method, call.path) == ("POST", f"/api/v3/repos/{REPOSITORY}/pulls")
-    assert call.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert (result.pull_request_number, result.pull_request_url) == (1, f"{github.url}/{REPOSITORY}/pull/1")
+    [call] = github.calls  # answered 201: it carried the token (the stand-in records it masked)
+    assert (call.method, call.path) == ("POST", f"/repos/{REPOSITORY}/pulls")
     assert call.headers["Accept"] == "application/vnd.github+json"
+    assert github.pulls[1].head == BRANCH
     assert call.body["title"] == f"learner: promote routing champion {VERSION} (was 2026-11-27.1)"
     assert (call.body["head"], call.body["base"]) == (BRANCH, "main")
     assert call.body["body"] == plan.diff
@@ -167,8 +165,10 @@ def test_with_github_the_branch_is_pushed_and_the_pull_request_carries_the_diff(
         (422, f"a pull request for {BRANCH} may be open already"),
     ],
 )
-def test_a_github_error_says_what_to_do(repo: Remote, github: FakeGitHub, status: int, advice: str) -> None:
-    github.status = status
+def test_a_github_error_says_what_to_do(
+    repo: Remote, github: GitHubStandIn, status: int, advice: str
+) -> None:
+    github.fail_with = status
     plan = plan_promotion(
         repo.work,
         proposal(repo),
@@ -185,7 +185,7 @@ def test_a_github_error_says_what_to_do(repo: Remote, github: FakeGitHub, status
     assert git(repo.bare, "rev-parse", f"refs/heads/{BRANCH}") == git(repo.work, "rev-parse", BRANCH)
 
 
-def test_an_unreachable_github_api_is_a_clear_error(repo: Remote, github: FakeGitHub) -> None:
+def test_an_unreachable_github_api_is_a_clear_error(repo: Remote, github: GitHubStandIn) -> None:
     dead = github.url.replace("/api/v3", "").rsplit(":", 1)[0] + ":9/api"  # discard port: nothing listens
     plan = plan_promotion(
         repo.work, proposal(repo), report("2026-11-27.1"), github=GitHub(REPOSITORY, TOKEN, api_url=dead)
@@ -195,7 +195,7 @@ def test_an_unreachable_github_api_is_a_clear_error(repo: Remote, github: FakeGi
     assert TOKEN not in str(error.value)
 
 
-def test_a_dry_run_writes_nothing_and_says_what_it_would_do(repo: Remote, github: FakeGitHub) -> None:
+def test_a_dry_run_writes_nothing_and_says_what_it_would_do(repo: Remote, github: GitHubStandIn) -> None:
     before = snapshot(repo.work, repo.bare)
     target = GitHub(REPOSITORY, TOKEN, api_url=github.url)
     plan = plan_promotion(repo.work, proposal(repo), report("2026-11-27.1"), github=target)
