@@ -130,6 +130,10 @@ bench-tracing *args:
 bench-tracing-instructions *args:
     python bench/tracing_instructions.py "$@"
 
+# Benchmark: the proxy's instructions per request beside the floor's (callgrind, tracing off), same run
+bench-proxy-instructions *args:
+    python bench/proxy_instructions.py "$@"
+
 # Benchmark: the proxy's OTLP encoding of its spans beside the SDK's encoder, same run
 bench-otlp *args:
     python bench/otlp_encoding.py "$@"

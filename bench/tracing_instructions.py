@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,7 +88,13 @@ def send(target: po.Target, count: int) -> None:
 
 def measure(stack: po.Stack, mode: str, env: dict[str, str], args: argparse.Namespace, out: Path) -> Count:
     service, target = po.pinned_symphony(stack, po.free_port(), f"symphony-{mode}", env)
-    prefix = f"{out}/{mode}.out"
+    return counted(service, target, mode, args, out)
+
+
+def counted(service: po.Service, target: po.Target, label: str, args: argparse.Namespace, out: Path) -> Count:
+    """``service`` under callgrind: ``args.warmup`` requests to ``target``, then its instructions
+    per request over ``args.requests`` more, per thread (thread 1 runs the event loop)."""
+    prefix = f"{out}/{label}.out"
     service.args = [
         "valgrind",
         "--tool=callgrind",
@@ -97,18 +104,18 @@ def measure(stack: po.Stack, mode: str, env: dict[str, str], args: argparse.Name
     ]
     with ExitStack() as exits:
         exits.callback(service.stop)
-        po.say(f"starting the proxy with tracing {mode} under callgrind (minutes)")
+        po.say(f"starting {service.name} under callgrind (minutes)")
         service.start(START_TIMEOUT_S)
         send(target, args.warmup)
         _control(service.pid, "--zero")
-        po.say(f"tracing {mode}: {args.requests} requests")
+        po.say(f"{service.name}: {args.requests} requests")
         send(target, args.requests)
         threads = thread_counts(service.pid)
         _control(service.pid, "--dump")
-        dumps = sorted(Path(out).glob(f"{mode}.out.*-*"))
+        dumps = sorted(Path(out).glob(f"{label}.out.*-*"))
     collector = collector_instructions(dumps)
     return Count(
-        mode=mode,
+        mode=label,
         requests=args.requests,
         loop_thread=threads[1] / args.requests,
         all_threads=sum(threads.values()) / args.requests,
@@ -141,11 +148,12 @@ def table(counts: list[Count]) -> str:
     return "\n".join(lines)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="requests counted per mode (default 300)")
+def parse_args(doc: str, var_dir: Path) -> argparse.Namespace:
+    """The options of a callgrind bench: this one's, and ``bench/proxy_instructions.py``'s."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="requests counted per run (default 300)")
     parser.add_argument("--warmup", type=int, default=60, help="requests before counting (default 60)")
-    parser.add_argument("--var-dir", type=Path, default=Path("var/bench-tracing-instructions"))
+    parser.add_argument("--var-dir", type=Path, default=var_dir)
     parser.add_argument(
         "--dumps", type=Path, help="keep callgrind's dumps here (callgrind_annotate them to see where)"
     )
@@ -157,18 +165,20 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> int:
-    args = parse_args()
+def bench_main(
+    doc: str,
+    var_dir: Path,
+    run_counts: Callable[[argparse.Namespace], list[Count]],
+    show: Callable[[list[Count]], str],
+) -> int:
+    args = parse_args(doc, var_dir)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed: apt-get install valgrind", file=sys.stderr)
         return 2
-    counts = run(args)
-    if args.json:
-        print(json.dumps([asdict(count) for count in counts], indent=2))
-    else:
-        print(table(counts))
+    counts = run_counts(args)
+    print(json.dumps([asdict(count) for count in counts], indent=2) if args.json else show(counts))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(__doc__, Path("var/bench-tracing-instructions"), run, table))
