@@ -32,15 +32,16 @@ def encode(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
 
-def _decision_id(event: Event) -> str:
-    return str(getattr(event, "decision_id", event.event_id))
+def _stream_of(event: Event, shards: int) -> str:
+    """The shard's stream an event goes to: its decision's (an event with none, its own id's)."""
+    return stream_name(shard_of(str(getattr(event, "decision_id", event.event_id)), shards))
 
 
 def publish(client: redis.Redis, events: Iterable[Event], shards: int) -> None:
     """Append events to their shards in one round trip."""
     pipe = client.pipeline(transaction=False)
     for event in events:
-        pipe.xadd(stream_name(shard_of(_decision_id(event), shards)), {EVENT_FIELD: encode(event)})
+        pipe.xadd(_stream_of(event, shards), {EVENT_FIELD: encode(event)})
     pipe.execute()
 
 
@@ -55,13 +56,13 @@ async def publish_async(client: aioredis.Redis, events: Iterable[Event], shards:
         return
     pipe = client.pipeline(transaction=False)
     for event in events:
-        pipe.xadd(stream_name(shard_of(_decision_id(event), shards)), {EVENT_FIELD: encode(event)})
+        pipe.xadd(_stream_of(event, shards), {EVENT_FIELD: encode(event)})
     await pipe.execute()
 
 
 def _xadd(event: Event, shards: int) -> tuple[str | bytes, ...]:
     """What ``xadd(stream, {EVENT_FIELD: payload})`` sends."""
-    return ("XADD", stream_name(shard_of(_decision_id(event), shards)), "*", EVENT_FIELD, encode(event))
+    return ("XADD", _stream_of(event, shards), "*", EVENT_FIELD, encode(event))
 
 
 def publish_raw(client: redis.Redis, shard: int, payloads: Iterable[bytes]) -> None:
