@@ -127,11 +127,21 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 @dataclass(frozen=True)
+class _Feedback:
+    """A request's score, drawn when it is sent: a seed then fixes it whatever order the answers land in."""
+
+    scored: bool  # whether a user ever scores the answer
+    delay_s: float  # how long after the answer the score comes
+    noise: float  # a standard normal draw, scaled by ``feedback_noise``
+
+
+@dataclass(frozen=True)
 class _Request:
     app: str
     task: str
     inbound: Literal["openai", "anthropic"]
     stream: bool
+    feedback: _Feedback
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,16 @@ class _LoadRun:
             task=rng.choices(self._tasks, self._weights)[0],
             inbound=inbound,
             stream=rng.random() < config.stream_share,
+            feedback=self._draw_feedback(),
+        )
+
+    def _draw_feedback(self) -> _Feedback:
+        config, rng = self._config, self._rng
+        mean = config.feedback_delay_s
+        return _Feedback(
+            scored=rng.random() < config.feedback_share,
+            delay_s=rng.expovariate(1.0 / mean) if mean > 0 else 0.0,
+            noise=rng.gauss(0.0, 1.0),
         )
 
     async def _one(self, request: _Request, slots: asyncio.Semaphore) -> None:
@@ -210,7 +230,7 @@ class _LoadRun:
             outcome = await self._call(request)
             self._tally(outcome)
             if outcome.failure is None and outcome.decision_id and outcome.arm:
-                self._score_later(outcome.decision_id, outcome.arm, request.task)
+                self._score_later(outcome.decision_id, outcome.arm, request)
         finally:
             self._in_flight -= 1
             slots.release()
@@ -265,24 +285,23 @@ class _LoadRun:
         if outcome.arm:
             self._arms[outcome.arm] += 1
 
-    def _score_later(self, decision_id: str, arm: str, task: str) -> None:
-        """Send the score after a delay drawn now (as a user's thumbs come a while later), off the slot."""
-        mean = self._config.feedback_delay_s
-        delay = self._rng.expovariate(1.0 / mean) if mean > 0 else 0.0
-        task_ = asyncio.create_task(self._feedback_after(delay, decision_id, arm, task))
-        self._delayed_feedback.add(task_)
-        task_.add_done_callback(self._delayed_feedback.discard)
+    def _score_later(self, decision_id: str, arm: str, request: _Request) -> None:
+        """Send the score after its delay (as a user's thumbs come a while later), off the slot."""
+        task = asyncio.create_task(self._feedback_after(decision_id, arm, request))
+        self._delayed_feedback.add(task)
+        task.add_done_callback(self._delayed_feedback.discard)
 
-    async def _feedback_after(self, delay_s: float, decision_id: str, arm: str, task: str) -> None:
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)
-        await self._feedback(decision_id, arm, task)
-
-    async def _feedback(self, decision_id: str, arm: str, task: str) -> None:
-        quality = self._truth.get(arm, {}).get(task)
-        if quality is None or self._rng.random() >= self._config.feedback_share:
+    async def _feedback_after(self, decision_id: str, arm: str, request: _Request) -> None:
+        feedback = request.feedback
+        quality = self._truth.get(arm, {}).get(request.task)
+        if quality is None or not feedback.scored:
             return
-        score = min(1.0, max(0.0, self._rng.gauss(quality, self._config.feedback_noise)))
+        if feedback.delay_s > 0:
+            await asyncio.sleep(feedback.delay_s)
+        score = min(1.0, max(0.0, quality + self._config.feedback_noise * feedback.noise))
+        await self._post_feedback(decision_id, score)
+
+    async def _post_feedback(self, decision_id: str, score: float) -> None:
         body = {"decision_id": decision_id, "score": round(score, 4), "source": FEEDBACK_SOURCE}
         try:
             response = await self._client.post(f"{self._proxy}/v1/feedback", json=body, headers=self._auth)
