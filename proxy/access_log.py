@@ -46,8 +46,10 @@ def log_request(
     served: str | None = None,
     tried: Sequence[Tried] = (),
     error: str | None = None,
+    answered: float | None = None,
 ) -> None:
-    """Log one request's line; ``started`` is its ``monotonic()`` start."""
+    """Log one request's line; ``started`` is its ``monotonic()`` start, ``answered`` when its answer
+    was ready (by default now: a line logged after the answer went out gives the answer's time)."""
     log_line(
         routed.app,
         routed.task,
@@ -58,6 +60,7 @@ def log_request(
         served=served,
         tried=tried,
         error=error,
+        answered=answered,
     )
 
 
@@ -72,6 +75,7 @@ def log_line(
     served: str | None = None,
     tried: Sequence[Tried] = (),
     error: str | None = None,
+    answered: float | None = None,
 ) -> None:
     """``log_request`` for a request that is no chat completion (an embedding)."""
     fields: dict[str, Any] = {
@@ -81,7 +85,7 @@ def log_line(
         "stream": stream,
         "arm": served,
         "status": status,
-        "latency_ms": round((monotonic() - started) * 1000, 1),
+        "latency_ms": round(((answered if answered is not None else monotonic()) - started) * 1000, 1),
         "fallbacks": [{"arm": t.arm.name, "status": t.status, "http_status": t.http_status} for t in tried],
     }
     if error is not None:

@@ -25,8 +25,10 @@ from __future__ import annotations
 import logging
 import os
 import random
+from asyncio import get_running_loop
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from starlette.responses import Response
@@ -292,17 +294,23 @@ class Gateway:
             if access_log.enabled():
                 access_log.log_request(routed, decision_id, refusal.status, now, error=refusal.code)
             raise
-        if attempts.attempted:
-            trace_ids = (
-                ("", "") if tracer is None else _annotate_request(routed, route, decision_id, attempts)
-            )
-            self._log_decision(serving.emitter, routed, route, decision_id, ts, attempts, trace_ids)
-        outcome = Outcome(decision_id, route, attempts, routed.task, self.tasks.table(routed.task))
-        return (
-            _answer_logged(inbound, outcome, routed, now)
-            if access_log.enabled()
-            else _answer(inbound, outcome)
+        trace_ids = (
+            _annotate_request(routed, route, decision_id, attempts)
+            if tracer is not None and attempts.attempted
+            else ("", "")
         )
+        outcome = Outcome(decision_id, route, attempts, routed.task, self.tasks.table(routed.task))
+        record = partial(_record, serving.emitter, routed, route, ts, outcome, trace_ids, now)
+        try:
+            response = _answer(inbound, outcome)
+        except BaseException as error:
+            record(access_log.interrupted_status(error), monotonic())
+            raise
+        if isinstance(response, RelayResponse):
+            record(response.status_code, monotonic())  # a stream's usage event comes at its end, after this
+        else:  # the records wait until the answer is written: the client does not wait for them
+            get_running_loop().call_soon(record, response.status_code, monotonic())
+        return response
 
     def embedding_arms(self, model: str) -> tuple[Arm, ...]:
         """The arms serving embedding model ``model`` (plain or ``provider/model``) that have an adapter."""
@@ -429,46 +437,6 @@ class Gateway:
             "symphony_quota_local_tokens": quota.local_tokens,
         }
 
-    @staticmethod
-    def _log_decision(
-        emitter: EventEmitter,
-        routed: RoutedRequest,
-        route: Route,
-        decision_id: str,
-        ts: int,
-        attempts: Attempts,
-        trace_ids: tuple[str, str],
-    ) -> None:
-        chosen = route.chosen
-        emitter.emit(
-            Decision(
-                event_id=new_id(ts),
-                ts=ts,
-                decision_id=decision_id,
-                request_id=new_id(ts),
-                app=routed.app,
-                task=routed.task,
-                features=routed.features(),
-                candidates=route.candidates,
-                probabilities=route.probabilities,
-                provider=chosen.provider,
-                model=chosen.model,
-                policy=route.policy,
-                policy_version=route.policy_version,
-                propensity=route.propensity,
-                overrides=routed.overrides,
-                quota_remaining=attempts.quota_remaining,
-                stream=routed.stream,
-                trace_id=trace_ids[0],
-                span_id=trace_ids[1],
-                fallbacks=[tried.arm.name for tried in attempts.tried],
-                fallback_statuses=[tried.status for tried in attempts.tried],
-                served_by=attempts.served.name if attempts.served is not None else "",
-            )
-        )
-        for usage in attempts.usages:
-            emitter.emit(usage)
-
 
 def _annotate_request(
     routed: RoutedRequest, route: Route, decision_id: str, attempts: Attempts
@@ -490,22 +458,69 @@ def _annotate_request(
     return tracing.span_ids(span)
 
 
-def _answer_logged(inbound: Inbound, outcome: Outcome, routed: RoutedRequest, started: float) -> Response:
-    """``_answer``, and the request's access line."""
+def _record(
+    emitter: EventEmitter,
+    routed: RoutedRequest,
+    route: Route,
+    ts: int,
+    outcome: Outcome,
+    trace_ids: tuple[str, str],
+    started: float,
+    status: int,
+    answered: float,
+) -> None:
+    """A request's decision event (when it made an attempt), its usage events and its access line."""
     attempts = outcome.attempts
-    served = attempts.served.name if attempts.served is not None else None
-    try:
-        response = _answer(inbound, outcome)
-    except BaseException as error:
-        status = access_log.interrupted_status(error)
+    if attempts.attempted:
+        emitter.emit(_decision(routed, route, outcome.decision_id, ts, attempts, trace_ids))
+        for usage in attempts.usages:
+            emitter.emit(usage)
+    if access_log.enabled():
+        served = attempts.served.name if attempts.served is not None else None
         access_log.log_request(
-            routed, outcome.decision_id, status, started, served=served, tried=attempts.tried
+            routed,
+            outcome.decision_id,
+            status,
+            started,
+            served=served,
+            tried=attempts.tried,
+            answered=answered,
         )
-        raise
-    access_log.log_request(
-        routed, outcome.decision_id, response.status_code, started, served=served, tried=attempts.tried
+
+
+def _decision(
+    routed: RoutedRequest,
+    route: Route,
+    decision_id: str,
+    ts: int,
+    attempts: Attempts,
+    trace_ids: tuple[str, str],
+) -> Decision:
+    chosen = route.chosen
+    return Decision(
+        event_id=new_id(ts),
+        ts=ts,
+        decision_id=decision_id,
+        request_id=new_id(ts),
+        app=routed.app,
+        task=routed.task,
+        features=routed.features(),
+        candidates=route.candidates,
+        probabilities=route.probabilities,
+        provider=chosen.provider,
+        model=chosen.model,
+        policy=route.policy,
+        policy_version=route.policy_version,
+        propensity=route.propensity,
+        overrides=routed.overrides,
+        quota_remaining=attempts.quota_remaining,
+        stream=routed.stream,
+        trace_id=trace_ids[0],
+        span_id=trace_ids[1],
+        fallbacks=[tried.arm.name for tried in attempts.tried],
+        fallback_statuses=[tried.status for tried in attempts.tried],
+        served_by=attempts.served.name if attempts.served is not None else "",
     )
-    return response
 
 
 def _answer(inbound: Inbound, outcome: Outcome) -> Response:

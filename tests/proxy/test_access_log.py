@@ -30,8 +30,15 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [dict(r.fields) for r in caplog.records if r.name == "symphony.access"]  # type: ignore[attr-defined]
 
 
-def _line_of(caplog: pytest.LogCaptureFixture, decision_id: str) -> dict[str, Any]:
-    (line,) = [line for line in _lines(caplog) if line["decision_id"] == decision_id]
+def _line_of(caplog: pytest.LogCaptureFixture, decision_id: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The request's one line. A served answer's line is logged on the proxy's next loop turn after the
+    answer is written (the client does not wait for it), so it may come just after the response."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := [line for line in _lines(caplog) if line["decision_id"] == decision_id]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    (line,) = found
     return line
 
 
