@@ -13,6 +13,8 @@ restart: ``serve_catalog`` swaps in its adapters and candidate arms, built once 
 inbound API's format (``Inbound``). It logs one ``Decision`` event per routed
 request from what the attempt loop returns (``Attempts``), so it can record the fallbacks,
 followed by one ``Usage`` event per attempt (a served stream's when it ends, from the stream).
+A non-streamed answer's events and access line are made on the loop's next turn, once the answer
+is written: the client does not wait for them.
 Requests refused before any attempt (bad input, no candidate) emit nothing.
 
 With tracing on (``proxy.tracing``), the routing decision gets its own span, and the decision
