@@ -280,3 +280,72 @@ def test_execute_many_raises_the_first_error_after_every_command_ran(redis_serve
     assert replies[:2] == [b"OK", 2]
     assert replies[2].count(b"-") == 1  # a stream entry's id, as Redis sent it
     assert counted == b"3"  # the INCR after the error ran; the refused batch sent nothing
+
+
+def test_a_lazy_command_waits_for_the_next_command_and_goes_before_it(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held (its time made long here), a lazy command is not on the server until a command that is
+    written at once comes; then it runs first, as it was sent first."""
+    monkeypatch.setattr("symphony.redis_mux.LAZY_WRITE_S", 60.0)
+    observer = redis.Redis.from_url(redis_server.url)
+
+    async def scenario() -> tuple[Any, Any, Any, Any]:
+        client = hot_path_redis(redis_server.url)
+        assert isinstance(client, MultiplexedRedis)
+        try:
+            await client.set("n", 1)
+            lazy = asyncio.ensure_future(client.execute_lazily("INCRBY", "n", 10))
+            many = asyncio.ensure_future(client.execute_many([("INCRBY", "n", 100)], lazy=True))
+            await asyncio.sleep(0.05)  # both have been sent to the connection, and held there
+            seen_while_held = observer.get("n")  # a blocking call: the loop runs no timer meanwhile
+            after = await client.incrby("n", 1000)
+            return seen_while_held, after, await lazy, await many
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(scenario()) == (b"1", 1111, 11, [111])
+    finally:
+        observer.close()
+
+
+def test_a_lazy_command_alone_is_written_within_its_time(redis_server: RedisServer) -> None:
+    async def scenario() -> Any:
+        client = hot_path_redis(redis_server.url)
+        assert isinstance(client, MultiplexedRedis)
+        try:
+            await client.set("alone", 1)
+            return await asyncio.wait_for(client.execute_lazily("INCR", "alone"), timeout=5.0)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_a_lost_connection_fails_the_held_commands_and_never_writes_them(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("symphony.redis_mux.LAZY_WRITE_S", 60.0)
+    observer = redis.Redis.from_url(redis_server.url)
+
+    async def scenario() -> tuple[type[BaseException], Any]:
+        client = hot_path_redis(redis_server.url)
+        assert isinstance(client, MultiplexedRedis)
+        try:
+            await client.client_setname("held")
+            held = asyncio.ensure_future(client.execute_lazily("SET", "never", "written"))
+            await asyncio.sleep(0.05)
+            (connection,) = [c for c in observer.client_list() if c["name"] == "held"]
+            observer.client_kill_filter(_id=connection["id"])
+            with pytest.raises(redis.ConnectionError) as lost:
+                await held
+            await client.set("after", "reconnected")  # a new connection, nothing held on it
+            return lost.type, await client.get("never")
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(scenario()) == (redis.ConnectionError, None)
+    finally:
+        observer.close()
