@@ -5,8 +5,7 @@ checks the client against both (the cluster pipeline's check goes through ``typi
 machinery), which it needs only to queue a script in a pipeline: about 3.7 µs of a call's 5 on this
 machine, and the proxy runs two to four scripts a request (a reservation and its settlement, for
 the provider and, when its app key has limits, for the app). Run through a client, never queued in
-a pipeline. A ``lazy`` script on the multiplexed client is written with the next command or within
-a millisecond (``MultiplexedRedis.execute_lazily``): for a call no request waits on, a settlement.
+a pipeline.
 """
 
 from __future__ import annotations
@@ -19,16 +18,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
 
-from symphony.redis_mux import MultiplexedRedis
-
 
 class LuaScript:
-    def __init__(self, client: aioredis.Redis, source: str, *, lazy: bool = False) -> None:
+    def __init__(self, client: aioredis.Redis, source: str) -> None:
         self._client = client
         self._source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-        lazily = client.execute_lazily if lazy and isinstance(client, MultiplexedRedis) else None
-        self._execute = lazily or client.execute_command
 
     async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
         try:
@@ -39,4 +34,4 @@ class LuaScript:
             return await self._evalsha(keys, args)
 
     async def _evalsha(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
-        return await self._execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        return await self._client.evalsha(self.sha, len(keys), *keys, *args)

@@ -11,12 +11,6 @@ their own, since the event loop's transport writes at once. Holding a turn's com
 write saved 1 % of the proxy's CPU a request side by side (2026-12-03), too little for the turn of
 delay it adds to each reservation.
 
-Work no caller waits on (a settlement, the events; ``lazy=True``) is held back instead, for at
-most ``LAZY_WRITE_S``, and leaves with the next command written at once or when that time is up:
-a request's settlement and events then reach Redis in one write, often with other requests',
-and Redis reads and answers them once. Order is kept: held commands are written before any
-later one, so a settlement still precedes the next request's reservation.
-
 ``MultiplexedRedis`` is redis-py's asyncio ``Redis`` with ``execute_command`` and ``pipeline``
 replaced, so every command method, the scripts (``register_script`` and its NOSCRIPT reload) and
 the reply callbacks are redis-py's own, and errors are redis-py's classes:
@@ -51,8 +45,6 @@ from redis.utils import DEFAULT_RESP_VERSION
 
 from symphony import clock
 
-# The longest a lazy command waits for company before it is written.
-LAZY_WRITE_S = 0.001
 # Commands that make the connection wait on the server, or change what it answers.
 REFUSED: Final = frozenset(
     {
@@ -107,50 +99,23 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timeout = socket_timeout
         self._watchdog: asyncio.TimerHandle | None = None
-        self._held: list[bytes] = []  # lazy commands not written yet
-        self._held_timer: asyncio.TimerHandle | None = None
         self.lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
 
-    def send(self, commands: Sequence[Sequence[Any]], *, lazy: bool = False) -> list[asyncio.Future[Any]]:
-        """Each command's future; ``lazy`` commands may wait up to ``LAZY_WRITE_S`` to be written."""
-        transport = self._transport
-        if self.lost is not None or transport is None:
+    def send(self, commands: Sequence[Sequence[Any]]) -> list[asyncio.Future[Any]]:
+        if self.lost is not None or self._transport is None:
             raise redis.ConnectionError(f"Redis connection lost: {self.lost}")
         payload = b"".join(_packed(args) for args in commands)
         loop = asyncio.get_running_loop()
         now = clock.monotonic()
         futures = [loop.create_future() for _ in commands]
         self._waiting.extend((future, now) for future in futures)
-        if lazy:
-            self._hold(payload, loop)
-        elif self._held:
-            transport.write(b"".join(self._take_held()) + payload)
-        else:
-            transport.write(payload)
+        self._transport.write(payload)
         if self._timeout is not None and self._watchdog is None:
             self._watchdog = loop.call_later(self._timeout, self._check_overdue)
         return futures
-
-    def _hold(self, payload: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        self._held.append(payload)
-        if self._held_timer is None:
-            self._held_timer = loop.call_later(LAZY_WRITE_S, self._write_held)
-
-    def _take_held(self) -> list[bytes]:
-        held, self._held = self._held, []
-        if self._held_timer is not None:
-            self._held_timer.cancel()
-            self._held_timer = None
-        return held
-
-    def _write_held(self) -> None:
-        self._held_timer = None
-        held = self._take_held()
-        if held and self.lost is None and self._transport is not None:
-            self._transport.write(b"".join(held))
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -172,7 +137,6 @@ class _Connection(asyncio.Protocol):
     def _fail(self, reason: BaseException) -> None:
         if self.lost is None:
             self.lost = reason
-        self._take_held()  # their futures fail below with the rest
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -210,31 +174,22 @@ class MultiplexedRedis(aioredis.Redis):
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         return _MultiplexedPipeline(self, transaction)
 
-    async def execute_lazily(self, *args: Any, **options: Any) -> Any:
-        """``execute_command`` for work no one waits on: written within ``LAZY_WRITE_S``, with the
-        next command written at once if one comes first (module docstring)."""
-        _refuse(args)
-        connection = self._mux if self._mux is not None and self._mux.lost is None else await self._connect()
-        reply = await connection.send((args,), lazy=True)[0]
-        return self._parsed(args[0], reply, options)
-
-    async def execute_many(self, commands: Sequence[tuple[Any, ...]], *, lazy: bool = False) -> list[Any]:
+    async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """``commands`` in one write, each one's reply as Redis sent it, in order; the first error
         reply is raised. A pipeline without redis-py's command objects and reply callbacks, for a
-        caller on the hot path that builds its commands itself (the event stream's ``XADD``s).
-        ``lazy``: as ``execute_lazily``."""
+        caller on the hot path that builds its commands itself (the event stream's ``XADD``s)."""
         _refuse_any(commands)
-        replies = await self._replies(commands, lazy=lazy)
+        replies = await self._replies(commands)
         error = next((reply for reply in replies if isinstance(reply, RedisError)), None)
         if error is not None:
             raise error
         return replies
 
-    async def _replies(self, commands: Sequence[tuple[Any, ...]], *, lazy: bool = False) -> list[Any]:
+    async def _replies(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Each command's reply, errors as values, the commands sent in one write."""
         mux = self._mux
         connection = mux if mux is not None and mux.lost is None else await self._connect()
-        futures = connection.send(commands, lazy=lazy)
+        futures = connection.send(commands)
         await futures[-1]  # replies come in order: the last one answered means all were
         return [future.result() for future in futures]
 

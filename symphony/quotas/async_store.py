@@ -30,7 +30,7 @@ class AsyncQuotaStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
         self._batches = ReservationBatches(LuaScript(client, RESERVE_LUA))
-        self._settle = LuaScript(client, SETTLE_LUA, lazy=True)  # no request waits on it
+        self._settle = LuaScript(client, SETTLE_LUA)
 
     async def writable(self) -> None:
         """Raise one of ``REDIS_ERRORS`` unless Redis answers and takes a write (``WritesRefused`` when

@@ -1,13 +1,12 @@
 """``LuaScript`` answers as redis-py's ``AsyncScript`` does, on a real server and on a real cluster,
 through the client the proxy uses there: the reply, the reload after the server lost its scripts,
-and a script's error; a lazy one too (written with the next command, or within a millisecond)."""
+and a script's error."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import pytest
 import redis
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -39,21 +38,18 @@ async def runs(client: aioredis.Redis, script: LuaScript | AsyncScript, key: str
     return out
 
 
-async def both(url: str, *, lazy: bool) -> tuple[list[Any], list[Any]]:
+async def both(url: str) -> tuple[list[Any], list[Any]]:
     client = hot_path_redis(url)
     try:
         theirs = await runs(client, client.register_script(SOURCE), "{s}:theirs")
-        ours = await runs(client, LuaScript(client, SOURCE, lazy=lazy), "{s}:ours")
+        ours = await runs(client, LuaScript(client, SOURCE), "{s}:ours")
         return theirs, ours
     finally:
         await client.aclose()
 
 
-@pytest.mark.parametrize("lazy", [False, True], ids=["at-once", "lazy"])
-def test_answers_reloads_and_fails_as_redis_pys_script(
-    any_redis: RedisServer | LocalCluster, lazy: bool
-) -> None:
-    theirs, ours = asyncio.run(both(any_redis.url, lazy=lazy))
+def test_answers_reloads_and_fails_as_redis_pys_script(any_redis: RedisServer | LocalCluster) -> None:
+    theirs, ours = asyncio.run(both(any_redis.url))
     assert (
         [reply[1:] for reply in ours[:2]]
         == [reply[1:] for reply in theirs[:2]]
