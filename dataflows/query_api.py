@@ -218,7 +218,7 @@ def create_app(
             return _json({"error": f"unknown table {table!r}"}, 400)
         try:
             data = pa.ipc.open_stream(await request.body()).read_all()
-        except pa.ArrowException as exc:
+        except (pa.ArrowException, OSError) as exc:  # Arrow reports a malformed stream as an OSError too
             return _json({"error": f"expected an Arrow IPC stream: {exc}"}, 400)
         try:
             await run_in_threadpool(store.insert_arrow, table, data)

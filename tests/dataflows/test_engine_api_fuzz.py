@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dataflows.api_auth import Tokens
@@ -107,6 +107,13 @@ def sendable(value: bytes) -> bytes:
     auth=authorization,
     body=bodies,
     headers=extra_headers,
+)
+@example(  # found by the fuzzer in CI: Arrow raised OSError ("negative continuation token")
+    method="POST",
+    path="/insert?table=usage",
+    auth=f"Bearer {ADMIN_TOKEN}".encode(),
+    body=b"\x00\x00\x00\x80",
+    headers={},
 )
 def test_the_engine_api_never_answers_5xx(
     api_url: str, method: str, path: str, auth: bytes, body: bytes, headers: dict[str, bytes]
