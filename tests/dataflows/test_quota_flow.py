@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import redis
 
 from symphony import engine_client
@@ -11,6 +9,7 @@ from symphony.events import Usage, new_id
 from symphony.quotas import load_quota_policy
 from symphony.stream import publish
 from tests.engineutil import BASE_TS, SHARDS, Engine
+from tests.waiting import wait_until
 
 
 def usage(i: int, provider: str, headers: dict[str, str] | None = None) -> Usage:
@@ -33,15 +32,6 @@ def usage(i: int, provider: str, headers: dict[str, str] | None = None) -> Usage
     )
 
 
-def wait_for(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def test_reported_lower_limit_becomes_a_runtime_cap_logged_in_order(
     engine: Engine, redis_client: redis.Redis
 ) -> None:
@@ -51,7 +41,7 @@ def test_reported_lower_limit_becomes_a_runtime_cap_logged_in_order(
     publish(redis_client, [usage(i, "openai", reported) for i in range(50)], SHARDS)
 
     cap_key = "symphony:caps:{openai}:requests:minute"
-    wait_for(lambda: redis_client.get(cap_key) is not None)
+    wait_until(lambda: redis_client.get(cap_key) is not None, 30.0, every_s=0.1)
     assert int(redis_client.get(cap_key) or 0) == 120
     assert redis_client.pttl(cap_key) > 0  # expires back to the policy
 
@@ -72,8 +62,10 @@ def test_etas_land_in_redis_and_snapshots_in_clickhouse(engine: Engine, redis_cl
     publish(redis_client, [usage(i, "anthropic") for i in range(300)], SHARDS)  # 30 s of event time
 
     eta_key = "symphony:eta:{anthropic}:tokens:minute"
-    wait_for(lambda: redis_client.exists(eta_key))
-    wait_for(lambda: int(redis_client.hget(eta_key, "as_of_ms") or 0) >= BASE_TS + 25_000)
+    wait_until(lambda: redis_client.exists(eta_key), 30.0, every_s=0.1)
+    wait_until(
+        lambda: int(redis_client.hget(eta_key, "as_of_ms") or 0) >= BASE_TS + 25_000, 30.0, every_s=0.1
+    )
     eta = {k.decode(): v.decode() for k, v in redis_client.hgetall(eta_key).items()}
     cap = load_quota_policy().providers["anthropic"].caps["tokens"]["minute"]
     assert int(eta["cap"]) == cap

@@ -11,6 +11,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from proxy.recorded_spans import RecordingTracer
 from proxy.span_queue import SpanEncoder, SpanQueue
+from tests.waiting import wait_until
 
 SPAN = b"span"  # the queue only holds encoded spans and hands them to the batch encoder
 
@@ -38,12 +39,6 @@ def counting_queue(sender: GatedSender, *, max_batch: int, delay_s: float) -> Sp
     return SpanQueue("test", sender, encode, max_queue=64, max_batch=max_batch, delay_s=delay_s)
 
 
-def wait_for(condition: object, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.01)
-
-
 def test_spans_that_come_during_a_post_wait_for_the_next_round() -> None:
     sender = GatedSender()
     queue = counting_queue(sender, max_batch=16, delay_s=1.0)
@@ -55,7 +50,7 @@ def test_spans_that_come_during_a_post_wait_for_the_next_round() -> None:
     sender.release.set()
     time.sleep(0.5)  # the next round is a whole delay (1 s) after the post returned
     assert sender.posts == [5]
-    wait_for(lambda: len(sender.posts) == 2)
+    wait_until(lambda: len(sender.posts) == 2, 5.0, every_s=0.01)
     assert sender.posts == [5, 3]
     queue.close_within(5)
     assert (queue.exported, queue.dropped) == (8, 0)
@@ -70,7 +65,7 @@ def test_a_whole_batch_that_came_during_a_post_goes_at_once_and_close_sends_the_
     for _ in range(9):
         queue.put(SPAN)
     sender.release.set()
-    wait_for(lambda: sum(sender.posts) >= 12)
+    wait_until(lambda: sum(sender.posts) >= 12, 5.0, every_s=0.01)
     assert sender.posts[:3] == [4, 4, 4]
     queue.close_within(5)  # the last one goes at close, not 30 s later
     assert sum(sender.posts) == 13 and (queue.exported, queue.dropped) == (13, 0)

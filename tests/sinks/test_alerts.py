@@ -4,7 +4,6 @@ of the log; Slack gets transitions only."""
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from sinks.alerts import Alertmanager, Delivery, Slack
 from symphony.alerts import Alert
 from symphony.redis_server import free_port
 from tests.recording_server import recording_server
+from tests.waiting import wait_until
 
 FIRED = Alert(
     "firing",
@@ -31,12 +31,6 @@ FIRED = Alert(
 REFRESHED = Alert(
     "firing", "error_rate", "grok", "grok-3-mini", 0.3, 0.02, 1000, 2000, 60_000, 40, "ab" * 16, "d1"
 )
-
-
-def wait_until(check: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.05)
 
 
 def test_a_destination_down_is_counted_and_its_secret_url_is_not_logged(

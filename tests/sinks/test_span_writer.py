@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from sinks.clickhouse_store import ClickHouseStore
 from sinks.otel_traces import spans_table
 from sinks.span_writer import SpanWriter
 from tests.sinks.test_otel_traces import make_spans
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -24,13 +24,6 @@ def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
         yield store
     finally:
         store.close()
-
-
-def wait_until(done: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "not done in time"
-        time.sleep(0.05)
 
 
 def count(store: ClickHouseStore) -> int:
@@ -49,10 +42,10 @@ def test_a_full_buffer_refuses_and_a_refusing_clickhouse_is_retried_until_it_tak
     try:
         assert writer.offer(first) and writer.offer(second)
         assert not writer.offer(third)  # 9 > 7: refused whole, nothing taken
-        wait_until(lambda: writer.stats.failures >= 2)
+        wait_until(lambda: writer.stats.failures >= 2, 15.0)
         assert writer.stats.buffered == 6 and writer.stats.refused == 3
         store.command("RENAME TABLE otel_traces_away TO otel_traces")
-        wait_until(lambda: writer.stats.written == 6)
+        wait_until(lambda: writer.stats.written == 6, 15.0)
         assert count(store) == 6 and writer.stats.buffered == 0
         assert writer.offer(third)  # room again
     finally:
@@ -71,7 +64,7 @@ def test_spans_left_when_it_stops_while_clickhouse_refuses_are_counted_as_droppe
     writer.start()
     try:
         assert writer.offer(rows)
-        wait_until(lambda: writer.stats.failures >= 1)
+        wait_until(lambda: writer.stats.failures >= 1, 15.0)
     finally:
         writer.stop()
         handle.close()
