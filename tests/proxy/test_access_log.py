@@ -14,6 +14,7 @@ import pytest
 from symphony.quotas import load_quota_policy
 from symphony.redis_server import RedisServer
 from tests.proxy_stack import ProxyStack
+from tests.waiting import wait_until
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
@@ -30,15 +31,15 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [dict(r.fields) for r in caplog.records if r.name == "symphony.access"]  # type: ignore[attr-defined]
 
 
-def _line_of(caplog: pytest.LogCaptureFixture, decision_id: str, timeout_s: float = 5.0) -> dict[str, Any]:
+def _line_of(caplog: pytest.LogCaptureFixture, decision_id: str) -> dict[str, Any]:
     """The request's one line. A served answer's line is logged on the proxy's next loop turn after the
     answer is written (the client does not wait for it), so it may come just after the response."""
-    deadline = time.monotonic() + timeout_s
-    while not (found := [line for line in _lines(caplog) if line["decision_id"] == decision_id]):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.005)
-    (line,) = found
+
+    def found() -> list[dict[str, Any]]:
+        return [line for line in _lines(caplog) if line["decision_id"] == decision_id]
+
+    wait_until(found, 5.0, every_s=0.005)
+    (line,) = found()
     return line
 
 
