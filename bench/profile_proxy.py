@@ -3,7 +3,8 @@
 One run starts a Redis server, the simulator and one Symphony proxy (pinned target, as
 ``bench/proxy_overhead.py`` sets them up; ``--traced`` exports spans to a discarding OTLP
 receiver), warms it up, then records ``--duration`` seconds of samples at ``--rate`` req/s and
-prints the functions with the most samples, by own time and by time including callees. The
+prints the own time per package (the project's folders, each installed library), then the functions
+with the most samples, by own time and by time including callees. The
 raw profile (speedscope JSON, open it at speedscope.app or in any viewer) is kept in
 ``--out``. It reports no ratio: it is the tool that says where a benchmark's microseconds go.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +25,7 @@ import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import proxy_overhead as po
 import tracing_overhead as to
@@ -46,22 +49,43 @@ def record(pid: int, duration_s: float, out: Path) -> None:
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def tallies(profile: dict[str, object]) -> tuple[collections.Counter[str], collections.Counter[str], int]:
-    """Samples per frame where it is on top (own) and anywhere on the stack (total), and all samples."""
-    frames = [
-        f"{f['name']} ({Path(str(f['file'])).name}:{f.get('line', '?')})" for f in profile["shared"]["frames"]
-    ]  # type: ignore[index]
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
+def package_of(file: str) -> str:
+    """The package a frame's code belongs to: the project's top-level folder, an installed
+    distribution's top-level module, or the standard library's module."""
+    path = Path(file)
+    parts = path.parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    if ROOT in path.parents:
+        return path.relative_to(ROOT).parts[0].removesuffix(".py")
+    for index, part in enumerate(parts):
+        if re.fullmatch(r"python3\.\d+", part) and index + 1 < len(parts):
+            return f"stdlib:{parts[index + 1].removesuffix('.py')}"
+    return path.name
+
+
+class Tallies(NamedTuple):
+    own: collections.Counter[str]  # samples per frame where it is on top
+    total: collections.Counter[str]  # samples per frame anywhere on the stack
+    packages: collections.Counter[str]  # own samples per package (``package_of``)
+    count: int  # all samples
+
+
+def tallies(profile: dict[str, Any]) -> Tallies:
+    shared = profile["shared"]["frames"]
+    frames = [f"{f['name']} ({Path(str(f['file'])).name}:{f.get('line', '?')})" for f in shared]
+    packages = [package_of(str(f["file"])) for f in shared]
+    found = Tallies(collections.Counter(), collections.Counter(), collections.Counter(), 0)
     count = 0
-    for one in profile["profiles"]:  # type: ignore[attr-defined]
+    for one in profile["profiles"]:
         for stack, weight in zip(one["samples"], one["weights"], strict=True):
             count += weight
             if stack:
-                own[frames[stack[-1]]] += weight
+                found.own[frames[stack[-1]]] += weight
+                found.packages[packages[stack[-1]]] += weight
             for name in {frames[index] for index in stack}:
-                total[name] += weight
-    return own, total, count
+                found.total[name] += weight
+    return found._replace(count=count)
 
 
 def print_top(title: str, counter: collections.Counter[str], count: int, top: int) -> None:
@@ -130,12 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         record(target.pid, args.duration, args.out)
         k6.join()
         after = redis_calls(stack.redis_url)
-    own, total, count = tallies(json.loads(args.out.read_text()))
+    found = tallies(json.loads(args.out.read_text()))
     print(f"k6: {result[0]}" if result else "k6: no result")
     if result:
         print_redis(before, after, result[0].requests)
-    print_top("own time", own, count, args.top)
-    print_top("time including callees", total, count, args.top)
+    print_top("own time by package", found.packages, found.count, args.top)
+    print_top("own time", found.own, found.count, args.top)
+    print_top("time including callees", found.total, found.count, args.top)
     print(f"\nprofile: {args.out}")
     return 0
 
