@@ -13,8 +13,8 @@ restart: ``serve_catalog`` swaps in its adapters and candidate arms, built once 
 inbound API's format (``Inbound``). It logs one ``Decision`` event per routed
 request from what the attempt loop returns (``Attempts``), so it can record the fallbacks,
 followed by one ``Usage`` event per attempt (a served stream's when it ends, from the stream).
-A non-streamed answer's events and access line are made on the loop's next turn, once the answer
-is written: the client does not wait for them.
+A non-streamed answer's events and access line (an embedding's too) are made on the loop's next
+turn, once the answer is written: the client does not wait for them.
 Requests refused before any attempt (bad input, no candidate) emit nothing.
 
 With tracing on (``proxy.tracing``), the routing decision gets its own span, and the decision
@@ -336,43 +336,12 @@ class Gateway:
             if access_log.enabled():
                 access_log.log_line(job.app, job.task, "", refusal.status, now, error=refusal.code)
             raise
-        names = [arm.name for arm in job.arms]
         chosen = done.served or (done.tried[0].arm if done.tried else job.arms[0])
-        serving.emitter.emit(
-            Decision(
-                event_id=new_id(ts),
-                ts=ts,
-                decision_id=decision_id,
-                request_id=new_id(ts),
-                app=job.app,
-                task=job.task,
-                features={
-                    "inputs": float(job.inputs),
-                    "prompt_tokens": float(job.estimate.prompt_tokens),
-                },
-                candidates=names,
-                probabilities=[1.0 if name == chosen.name else 0.0 for name in names],
-                provider=chosen.provider,
-                model=chosen.model,
-                policy="override",  # the caller named the model: no policy draw
-                policy_version=OVERRIDE_VERSION,
-                propensity=1.0,
-                overrides={"model": str(job.body.get("model", ""))},
-                quota_remaining=done.remaining,
-                stream=False,
-                fallbacks=[tried.arm.name for tried in done.tried],
-                fallback_statuses=[tried.status for tried in done.tried],
-                served_by=done.served.name if done.served is not None else "",
-            )
+        # As a chat answer's: the records wait until the answer is written.
+        record = partial(
+            _record_embedding, serving.emitter, self.prometheus, job, done, chosen, decision_id, ts
         )
-        for usage in done.usages:
-            serving.emitter.emit(usage)
-            self.prometheus.attempt_finished(usage, None)  # its latency in /metrics, as a chat attempt's
-        if access_log.enabled():
-            result = done.result
-            status = result.http_status if isinstance(result, UpstreamFailure) else 200
-            served = done.served.name if done.served is not None else None
-            access_log.log_line(job.app, job.task, decision_id, status, now, served=served, tried=done.tried)
+        get_running_loop().call_soon(record, now, monotonic())
         headers = {
             DECISION_HEADER: decision_id,
             ARM_HEADER: chosen.name,
@@ -486,6 +455,66 @@ def _record(
             started,
             served=served,
             tried=attempts.tried,
+            answered=answered,
+        )
+
+
+def _record_embedding(
+    emitter: EventEmitter,
+    prometheus: ProxyMetrics,
+    job: EmbeddingJob,
+    done: Embedded,
+    chosen: Arm,
+    decision_id: str,
+    ts: int,
+    started: float,
+    answered: float,
+) -> None:
+    """An embeddings request's decision event, its usage events (timed into ``/metrics`` as a chat
+    attempt's) and its access line."""
+    names = [arm.name for arm in job.arms]
+    emitter.emit(
+        Decision(
+            event_id=new_id(ts),
+            ts=ts,
+            decision_id=decision_id,
+            request_id=new_id(ts),
+            app=job.app,
+            task=job.task,
+            features={
+                "inputs": float(job.inputs),
+                "prompt_tokens": float(job.estimate.prompt_tokens),
+            },
+            candidates=names,
+            probabilities=[1.0 if name == chosen.name else 0.0 for name in names],
+            provider=chosen.provider,
+            model=chosen.model,
+            policy="override",  # the caller named the model: no policy draw
+            policy_version=OVERRIDE_VERSION,
+            propensity=1.0,
+            overrides={"model": str(job.body.get("model", ""))},
+            quota_remaining=done.remaining,
+            stream=False,
+            fallbacks=[tried.arm.name for tried in done.tried],
+            fallback_statuses=[tried.status for tried in done.tried],
+            served_by=done.served.name if done.served is not None else "",
+        )
+    )
+    for usage in done.usages:
+        emitter.emit(usage)
+        prometheus.attempt_finished(usage, None)
+    if access_log.enabled():
+        result = done.result
+        status = result.http_status if isinstance(result, UpstreamFailure) else 200
+        served = done.served.name if done.served is not None else None
+        access_log.log_line(
+            job.app,
+            job.task,
+            decision_id,
+            status,
+            started,
+            served=served,
+            tried=done.tried,
             answered=answered,
         )
 
