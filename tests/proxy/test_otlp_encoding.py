@@ -100,3 +100,22 @@ def test_repeated_attributes_keep_their_types() -> None:
     assert ours == encode_spans(spans)
     kinds = [s.attributes[0].value.WhichOneof("value") for s in ours.resource_spans[0].scope_spans[0].spans]
     assert kinds == ["bool_value", "int_value", "double_value", "string_value"] * 2
+
+
+def test_kept_pairs_stay_with_their_key_and_field() -> None:
+    """A pair's bytes are kept for the next span with the same attribute: never given to another key
+    with the same value, to a list that differs, nor to an event's attributes (another field)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "symphony-proxy"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("symphony.proxy")
+    values = (["a", "b"], ["a"], ["b"], "a", ["a", "b"], ["a"], ["b"], "a")
+    for value in values:
+        for key in ("x", "y"):
+            with tracer.start_as_current_span("s", attributes={key: value}) as span:
+                span.add_event("e", {key: value})
+    spans = list(memory.get_finished_spans())
+    ours = ExportTraceServiceRequest.FromString(encode_request(spans))
+    assert ours == encode_spans(spans)
+    keys = [s.attributes[0].key for s in ours.resource_spans[0].scope_spans[0].spans]
+    assert keys == ["x", "y"] * len(values)
