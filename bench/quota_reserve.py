@@ -114,9 +114,10 @@ def _summarise(name: str, latencies: list[float], grants: int, seconds: float) -
     return Result(name, len(latencies), grants, len(latencies) / seconds, cuts[49] * 1e6, cuts[98] * 1e6)
 
 
-def unreachable(limits: Sequence[Limit]) -> list[Limit]:
-    """The same windows and keys, with caps the bench cannot reach."""
-    return [dataclasses.replace(limit, cap=UNREACHABLE) for limit in limits]
+def unreachable(limits: Sequence[Limit]) -> tuple[Limit, ...]:
+    """The same windows and keys, with caps the bench cannot reach: one tuple, kept, as the proxy's
+    quota gate keeps one per arm (``store.layout_of`` finds its layout by the tuple's identity)."""
+    return tuple(dataclasses.replace(limit, cap=UNREACHABLE) for limit in limits)
 
 
 async def _markers(client: aioredis.Redis) -> int:

@@ -107,8 +107,12 @@ class Grant:
     @property
     def remaining(self) -> dict[str, float]:
         """What the reservations saw: per limit (the app's and the provider's), the room left after them."""
-        pairs = self.reservation.remaining + (self.app.reservation.remaining if self.app is not None else ())
-        return {name: float(room) for name, room in pairs}
+        provider = self.reservation
+        remaining = dict(zip(provider.names, map(float, provider.room), strict=False))
+        if self.app is not None:
+            app = self.app.reservation
+            remaining.update(zip(app.names, map(float, app.room), strict=False))
+        return remaining
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,8 +286,16 @@ class Reservation:
     settle_metrics: tuple[Metric, ...]
     settle_args: tuple[int, ...]  # per key: the bucket written, a first-use window's start (else 0), TTL
     token: str = ""  # names the reservation's marker
-    # What the reservation saw: per limit (by name), the room left in its window once it was made.
-    remaining: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    # What the reservation saw: per limit, its name and the room left in its window once it was made
+    # (none for a reservation made without a reply, ``ReservePlan.unconfirmed``). Paired when read:
+    # most reservations are settled without anyone asking.
+    names: tuple[str, ...] = field(default=(), compare=False)
+    room: tuple[int, ...] = field(default=(), compare=False)
+
+    @property
+    def remaining(self) -> tuple[tuple[str, int], ...]:
+        """Per limit (by name), the room left in its window once the reservation was made."""
+        return tuple(zip(self.names, self.room, strict=False))
 
     @property
     def marker_key(self) -> str:
@@ -412,9 +420,16 @@ class Layout:
         reserved, one was made) unless it refunds the reservation.
         """
         args = _settle_args(self, tuple(buckets), tuple(starts))
-        left = tuple(zip(self.names, remaining, strict=False))
         return Reservation(
-            provider, model, reserved, self.window_keys, self.metrics, args, token or new_token(), left
+            provider,
+            model,
+            reserved,
+            self.window_keys,
+            self.metrics,
+            args,
+            token or new_token(),
+            self.names,
+            tuple(remaining),
         )
 
 
@@ -445,8 +460,28 @@ def _constants(limit: Limit) -> tuple[int, int, int, int]:
     return window.buckets_counted, limit.cap, window.ttl_ms, first_use_span
 
 
-@functools.lru_cache(maxsize=4096)
+# Layouts by the identity of the tuple of limits asked with, each entry holding its tuple (so no other
+# object can take its id while it is here): the quota gate and app keys keep one tuple per arm and per
+# key, and looking a layout up by value hashes every limit (ten calls of ``Limit.__hash__`` for an
+# arm of ``openai/gpt-4o``, a tenth of the client's work in a grant).
+_LAYOUTS_BY_ID: dict[int, tuple[tuple[Limit, ...], Layout]] = {}
+_LAYOUTS_KEPT = 4096
+
+
 def layout_of(limits: tuple[Limit, ...]) -> Layout:
+    found = _LAYOUTS_BY_ID.get(id(limits))
+    if found is not None and found[0] is limits:
+        return found[1]
+    layout = _layout_by_value(limits)
+    if len(_LAYOUTS_BY_ID) >= _LAYOUTS_KEPT:  # callers that build a tuple a call: start again
+        _LAYOUTS_BY_ID.clear()
+    _LAYOUTS_BY_ID[id(limits)] = (limits, layout)
+    return layout
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout_by_value(limits: tuple[Limit, ...]) -> Layout:
+    """One layout for equal tuples of limits: batches group by layout (``symphony.quotas.batches``)."""
     return Layout.of(limits)
 
 
