@@ -218,7 +218,7 @@ async def measure(
         for name, operation in compared if round_ % 2 == 0 else compared[::-1]:
             result, warm = await timed(name, operation, f"round {round_ + 1}/{repeats}: ")
             results[name].append(result)
-            warmup_grants += warm or 0
+            warmup_grants += warm
     requests_granted = await _markers(client) - warmup_grants
 
     refused_at = now + next(firsts) + 365 * DAY_MS  # past every window the grant rows wrote (~70 days)

@@ -107,12 +107,8 @@ class Grant:
     @property
     def remaining(self) -> dict[str, float]:
         """What the reservations saw: per limit (the app's and the provider's), the room left after them."""
-        provider = self.reservation
-        remaining = dict(zip(provider.names, map(float, provider.room), strict=False))
-        if self.app is not None:
-            app = self.app.reservation
-            remaining.update(zip(app.names, map(float, app.room), strict=False))
-        return remaining
+        made = (self.reservation,) if self.app is None else (self.reservation, self.app.reservation)
+        return {name: float(room) for r in made for name, room in zip(r.names, r.room, strict=False)}
 
 
 @dataclass(frozen=True, slots=True)

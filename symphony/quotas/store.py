@@ -479,7 +479,7 @@ def layout_of(limits: tuple[Limit, ...]) -> Layout:
     return layout
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=_LAYOUTS_KEPT)
 def _layout_by_value(limits: tuple[Limit, ...]) -> Layout:
     """One layout for equal tuples of limits: batches group by layout (``symphony.quotas.batches``)."""
     return Layout.of(limits)
