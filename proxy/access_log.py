@@ -10,7 +10,8 @@ stream's first chunk, or the refusal), ``fallbacks`` (each failed attempt in ord
 proxy's own, ``error`` (its code: ``quota_exhausted``, ``budget_exhausted``, …).
 
 It is on the hot path: callers check ``enabled()`` first, so nothing is built when the logger is
-off, and a line is a plain dict (no models, no awaits).
+off, a line is a plain dict (no models, no awaits), and it is written by
+``symphony.process_logging.log_fields`` (the same line, without a logging call's machinery).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from proxy.attempts.attempt_loop import Tried
 from proxy.routed_request import RoutedRequest
 from symphony.clock import monotonic
+from symphony.process_logging import log_fields
 
 ACCESS = logging.getLogger("symphony.access")
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before its answer
@@ -90,4 +92,4 @@ def log_line(
     }
     if error is not None:
         fields["error"] = error
-    ACCESS.info("request", extra={"fields": fields})
+    log_fields(ACCESS, "request", fields)
