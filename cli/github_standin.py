@@ -104,6 +104,20 @@ class GitHubStandIn:
     fail_with: int | None = None  # one of REFUSALS' statuses: every call is refused so
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def called(self, method: str, path: str) -> list[Call]:
+        """The calls made with ``method`` to ``path`` (its query aside)."""
+        return [call for call in self.calls if call.method == method and call.path.partition("?")[0] == path]
+
+    @property
+    def comments(self) -> dict[int, list[str]]:
+        """Each issue's comments, by its number."""
+        return {number: issue["comments"] for number, issue in self.issues.items()}
+
+    @property
+    def uploaded(self) -> dict[str, bytes]:
+        """Every release's assets, by name."""
+        return {name: content for files in self.assets.values() for name, content in files.items()}
+
     def answer(self, method: str, target: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         """``body``: the parsed JSON, or the bytes of an asset upload."""
         path, _, query = target.partition("?")

@@ -23,6 +23,7 @@ import httpx
 from pydantic import SecretStr
 
 from cli.chaos_run import evidence_for_failed_scenario
+from cli.github_standin import GitHubStandIn
 from symphony import engine_client
 from symphony.redis_server import RedisServer, free_port
 from symphony.settings import load_settings
@@ -35,9 +36,9 @@ BIN = Path(sys.executable).parent
 
 
 def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, github: GitHubStandIn
 ) -> None:
-    with github_standin.serve_github_issues() as github, jira_standin.serve_jira() as jira:
+    with jira_standin.serve_jira() as jira:
         port = free_port()
         with ProxyStack(
             redis_server,
@@ -56,7 +57,7 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
                 "SIMULATED_PROVIDERS": "all",
                 "EVIDENCE_GITHUB_REPOSITORY": "acme/symphony",
                 "EVIDENCE_GITHUB_TOKEN": github_standin.TOKEN,
-                "EVIDENCE_GITHUB_API_URL": f"{github.url}/api/v3",
+                "EVIDENCE_GITHUB_API_URL": github.url,
                 "JIRA_URL": jira.url,
                 "JIRA_EMAIL": jira_standin.EMAIL,
                 "JIRA_API_TOKEN": jira_standin.TOKEN,
@@ -123,10 +124,10 @@ def test_a_slow_provider_opens_one_ticket_each_and_firing_again_comments(
     attachments = jira.attachments[key]
     assert len(attachments) == firings["p95_latency_ms"]
     every_attachment = {name for files in jira.attachments.values() for name, _ in files}
-    assert set(github.assets) == every_attachment
+    assert set(github.uploaded) == every_attachment
 
     bundle = tmp_path / "engine" / "evidence" / attachments[0][0]
-    assert bundle.read_bytes() == attachments[0][1] == github.assets[bundle.name]
+    assert bundle.read_bytes() == attachments[0][1] == github.uploaded[bundle.name]
     assert {row[0] for row in rows} == {"slo_alert"} and all(row[2] for row in rows)
     with zipfile.ZipFile(bundle) as archive:
         decision = json.loads(archive.read("evidence/decision.json"))
@@ -170,7 +171,7 @@ def _latency_key(jira: jira_standin.JiraStandIn) -> str:
     return next((k for k, f in jira.issues.items() if "p95 latency" in f["summary"]), "")
 
 
-def _latency_number(github: github_standin.GitHubIssuesStandIn) -> int:
+def _latency_number(github: GitHubStandIn) -> int:
     return next((n for n, issue in github.issues.items() if "p95 latency" in issue["title"]), 0)
 
 

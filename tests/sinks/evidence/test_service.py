@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from cli.github_standin import GitHubStandIn
 from simulator.app import create_app
 from simulator.background import BackgroundServer
 from simulator.faults import FaultSpec
@@ -117,7 +118,11 @@ def facts(store: ClickHouseStore) -> None:
 
 
 def test_one_incident_one_ticket_each_then_a_comment_each(
-    store: ClickHouseStore, simulator: BackgroundServer, redis_server: RedisServer, tmp_path: Path
+    store: ClickHouseStore,
+    simulator: BackgroundServer,
+    redis_server: RedisServer,
+    github: GitHubStandIn,
+    tmp_path: Path,
 ) -> None:
     facts(store)
     import redis
@@ -128,7 +133,7 @@ def test_one_incident_one_ticket_each_then_a_comment_each(
     import httpx
 
     httpx.put(simulator_faults, json=FaultSpec(slow_ttft_ms=6000).model_dump()).raise_for_status()
-    with github_standin.serve_github_issues() as github, jira_standin.serve_jira() as jira:
+    with jira_standin.serve_jira() as jira:
         settings = load_settings(
             redis_url=redis_server.url,
             var_dir=tmp_path / "var",
@@ -136,7 +141,7 @@ def test_one_incident_one_ticket_each_then_a_comment_each(
             simulated_providers="all",
             evidence_github_repository="acme/symphony",
             evidence_github_token=SecretStr(github_standin.TOKEN),
-            evidence_github_api_url=github.url + "/api/v3",
+            evidence_github_api_url=github.url,
             jira_url=jira.url,
             jira_email=jira_standin.EMAIL,
             jira_api_token=SecretStr(jira_standin.TOKEN),
@@ -161,21 +166,23 @@ def test_one_incident_one_ticket_each_then_a_comment_each(
         assert len(github.called("POST", "/repos/acme/symphony/releases")) == 1  # made once, then found
         [issue] = github.issues.values()
         assert issue["title"].startswith("[Symphony]")
-        assert "https://github.com/acme/symphony/releases/download/evidence/" in issue["body"]
+        assert f"{github.web_url}/releases/download/evidence/" in issue["body"]
         assert len(jira.called("POST", "/rest/api/3/issue")) == 1
         assert len(jira.comments["OPS-1"]) == 1
         attach = jira.called("POST", "/rest/api/3/issue/OPS-1/attachments")
         assert len(attach) == 2 and all(c.headers["x-atlassian-token"] == "no-check" for c in attach)
         assert jira.issues["OPS-1"]["description"]["type"] == "doc"
-        for call in github.calls:
-            assert call.headers["authorization"] == f"Bearer {github_standin.TOKEN}"
+        # every call carried the token (the stand-in answers 401 to any other, and records it masked)
+        assert all(call.headers["Authorization"] == "Bearer ***" for call in github.calls)
+        uploads = [call for call in github.calls if call.path.startswith("/uploads/")]
+        assert [call.headers["Content-Type"] for call in uploads] == ["application/zip"] * 2
 
-    assert first.opened == ["https://github.com/acme/symphony/issues/1", f"{jira.url}/browse/OPS-1"]
+    assert first.opened == [f"{github.web_url}/issues/1", f"{jira.url}/browse/OPS-1"]
     assert second.commented == first.opened and not second.opened and not second.errors
     # the same incident data: the same bytes, uploaded once, attached as they are
     bundle = Path(first.bundle)
     assert first.sha256 == second.sha256 and bundle.parent == tmp_path / "var" / "evidence"
-    [(name, uploaded)] = github.assets.items()
+    [(name, uploaded)] = github.uploaded.items()
     assert name == bundle.name and uploaded == bundle.read_bytes()
     assert jira.attachments["OPS-1"][0] == (bundle.name, bundle.read_bytes())
     assert verify_bundle(bundle) == []
