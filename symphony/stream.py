@@ -29,7 +29,8 @@ def shard_of(decision_id: str, shards: int) -> int:
 
 
 def encode(event: Event) -> bytes:
-    return event.model_dump_json().encode()
+    # The serializer's bytes as they are: model_dump_json() decodes them to a str (1.2 us an event).
+    return event.__pydantic_serializer__.to_json(event)
 
 
 def _stream_of(event: Event, shards: int) -> str:
