@@ -24,6 +24,8 @@ from typing import Any, Literal, TextIO
 
 import orjson
 
+from symphony.clock import wall_seconds
+
 LogFormat = Literal["text", "json"]
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 _PLAIN = re.compile(r"[\w./:@+-]+")  # a value shown as it is in a text line; else as JSON
@@ -41,9 +43,9 @@ def _text_fields(fields: Mapping[str, Any]) -> str:
 
 
 def _text_value(value: Any) -> str:
-    kind = type(value)
     if isinstance(value, str) and _PLAIN.fullmatch(value):
         return value
+    kind = type(value)
     # What orjson writes for these, without a call to it: an access line has four.
     if kind is bool:
         return "true" if value else "false"
@@ -70,7 +72,12 @@ class TextFormatter(logging.Formatter):
 
 def _local_time(created: float) -> str:
     """``logging.Formatter.formatTime``'s default, ``2026-12-01 16:50:02,114``; a second's text made once."""
-    return f"{_local_second(int(created))},{int((created - int(created)) * 1000):03d}"
+    return f"{_local_second(int(created))},{_msecs(created):03d}"
+
+
+def _msecs(created: float) -> int:
+    """The milliseconds of ``created``'s second, as ``LogRecord.msecs`` has them."""
+    return int((created - int(created)) * 1000)
 
 
 @functools.lru_cache(maxsize=2)
@@ -80,7 +87,7 @@ def _local_second(second: int) -> str:
 
 def _utc_timestamp(created: float) -> str:
     """ISO 8601 in UTC, to the millisecond: ``2026-12-01T16:50:02.114Z``."""
-    return f"{_utc_second(int(created))}.{int((created - int(created)) * 1000):03d}Z"
+    return f"{_utc_second(int(created))}.{_msecs(created):03d}Z"
 
 
 @functools.lru_cache(maxsize=2)
@@ -93,13 +100,9 @@ class JsonFormatter(logging.Formatter):
     record's fields, and ``exception`` when it has one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": _utc_timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        line.update(record_fields(record))
+        line = _json_object(
+            record.created, record.levelname, record.name, record.getMessage(), record_fields(record)
+        )
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -110,9 +113,14 @@ class JsonFormatter(logging.Formatter):
 
     def line(self, logger: str, message: str, fields: Mapping[str, Any], created: float) -> str:
         """What ``format`` makes of an INFO record of ``logger`` with no arguments or exception."""
-        line = {"ts": _utc_timestamp(created), "level": "INFO", "logger": logger, "message": message}
-        line.update(fields)
-        return orjson.dumps(line, default=str).decode()
+        return orjson.dumps(_json_object(created, "INFO", logger, message, fields), default=str).decode()
+
+
+def _json_object(
+    created: float, level: str, logger: str, message: str, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A JSON line's object before any exception: its head, then the fields."""
+    return {"ts": _utc_timestamp(created), "level": level, "logger": logger, "message": message, **fields}
 
 
 def formatter(log_format: LogFormat) -> logging.Formatter:
@@ -147,7 +155,7 @@ def log_fields(logger: logging.Logger, message: str, fields: Mapping[str, Any]) 
     if handler is None or not isinstance(formatter, TextFormatter | JsonFormatter):
         logger.info(message, extra={"fields": fields})
         return
-    line = formatter.line(logger.name, message, fields, time.time())
+    line = formatter.line(logger.name, message, fields, wall_seconds())
     handler.acquire()
     try:
         handler.stream.write(line + handler.terminator)
