@@ -238,6 +238,7 @@ class Gateway:
             resources.clock,
             fail_mode=settings.quota_fail_mode,
             local_share=settings.quota_local_share / settings.proxy_workers,
+            lease_requests=settings.quota_lease_requests,
         )
         attempts = AttemptLoop(
             resources.http,
@@ -276,6 +277,7 @@ class Gateway:
         serving, self._serving = self._serving, None
         if serving is not None:
             await serving.attempts.close()
+            await serving.quota.close()
             await serving.challenger.close()
             await self.champion_file.close()
             if self.catalog_file is not None:

@@ -31,6 +31,7 @@ ACCEPTS: dict[str, str] = {
     "EVENT_SHARDS": "a whole number from 1 to 64",
     "QUOTA_FAIL_MODE": "open or closed",
     "LOG_FORMAT": "text or json",
+    "QUOTA_LEASE_REQUESTS": "a whole number from 0 (no leases) to 1000",
     "QUOTA_LOCAL_SHARE": "a number above 0 and at most 1 (the share of each cap one replica may use alone)",
     "SIMULATED_PROVIDERS": "all, none, or a comma list of catalog providers (openai,anthropic,...)",
     "AUTH_FAILURES_PER_MINUTE": "a whole number of at least 1 (failed authentications per client address)",
@@ -156,6 +157,9 @@ class Settings(BaseSettings):
     quota_policy_file: Path = Path("policies/quotas.v1.json")
     quota_fail_mode: Literal["open", "closed"] = "open"
     quota_local_share: float = Field(default=1.0, gt=0.0, le=1.0)
+    # The most requests one quota lease holds (proxy.attempts.quota_lease): an arm whose windows have
+    # room reserves that many at once in Redis and grants them in process; 0 reserves every request.
+    quota_lease_requests: int = Field(default=32, ge=0, le=1000)
     # Proxy processes sharing PROXY_PORT (uvicorn's workers: the port is bound once and every
     # process accepts on it). Each holds quota_local_share / proxy_workers of every cap when it
     # serves on its local limiter.

@@ -11,7 +11,9 @@ refusal says what the request was estimated at (on its cheapest refused arm), wh
 when the budget resets (``retry-after``), and the ``max_tokens`` that would fit.
 
 Reservations go to Redis (one atomic script, ``symphony.quotas.store``), so caps hold
-across every proxy replica.
+across every proxy replica. Where an arm's windows have room for many more requests, the provider's
+reservation is a lease of several requests' worth (``proxy.attempts.quota_lease``), granted from in
+process and settled once; near a cap every request reserves on its own.
 
 An attempt counts against two scopes: the calling app's budgets and rate limits
 (``app:<name>``, from its key) and the provider's caps. Each scope's keys share a
@@ -63,6 +65,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from proxy import errors
+from proxy.attempts.quota_lease import LEASE_MAX_S, Lease, lease_size
 from proxy.errors import retry_after_header
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import ESTIMATED_OUTPUT_TOKENS, Arm, TokenEstimate
@@ -79,6 +82,7 @@ from symphony.quotas import (
     Reservation,
     ReservationLost,
 )
+from symphony.quotas.store import Amounts
 from symphony.redis_server import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -100,15 +104,22 @@ class Held:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    reservation: Reservation  # the provider's
+    reservation: Reservation  # the provider's (a lease's, for a grant from one)
     local: bool  # the provider's was reserved on the local limiter while Redis was unreachable
     app: Held | None = None  # the app's, when it has limits
+    lease: Lease | None = None  # the provider's lease this grant was taken from
+    leased_room: tuple[int, ...] = ()  # a leased grant's room per limit (``Lease.take``)
 
     @property
     def remaining(self) -> dict[str, float]:
         """What the reservations saw: per limit (the app's and the provider's), the room left after them."""
-        made = (self.reservation,) if self.app is None else (self.reservation, self.app.reservation)
-        return {name: float(room) for r in made for name, room in zip(r.names, r.room, strict=False)}
+        provider = self.reservation
+        room = self.leased_room if self.lease is not None else provider.room
+        left = {name: float(r) for name, r in zip(provider.names, room, strict=False)}
+        if self.app is not None:
+            app = self.app.reservation
+            left.update((name, float(r)) for name, r in zip(app.names, app.room, strict=False))
+        return left
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +177,7 @@ class QuotaGuard:
         *,
         fail_mode: Literal["open", "closed"],
         local_share: float,
+        lease_requests: int = 0,
     ) -> None:
         self._store = AsyncQuotaStore(client)
         self._local = LocalQuotaStore(share=local_share)
@@ -176,12 +188,17 @@ class QuotaGuard:
         self._down_until = 0.0
         self._last_warning = -LOG_EVERY_S
         self._degraded = False
-        # settlements that failed while Redis was down: (reservation, tokens, cost, refund)
-        self._pending: deque[tuple[Reservation, int, int, bool]] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
+        # settlements that failed while Redis was down: (reservation, what it counted in the end)
+        self._pending: deque[tuple[Reservation, Amounts]] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
         # reservations whose reply Redis never sent: cancelled (if made) once it is back
         self._unconfirmed: deque[Reservation] = deque(maxlen=MAX_PENDING_SETTLEMENTS)
         self._draining = False  # one drain of those queues at a time
         self._probe: asyncio.Task[None] | None = None  # drains them when no request reaches Redis
+        self._lease_requests = lease_requests  # the most requests one lease holds (0: no leases)
+        self._leases: dict[tuple[str, str], Lease] = {}  # per arm, the lease granting now
+        self._room: dict[tuple[str, str], tuple[int, ...]] = {}  # per arm, what its last reservation saw
+        self._opening: set[tuple[str, str]] = set()  # arms whose lease is being reserved
+        self._lease_settles: set[asyncio.Task[None]] = set()
         self.local_grants = 0  # reservations made on the local limiter
         self.local_tokens = 0  # tokens those reservations settled at (never reach Redis)
 
@@ -238,17 +255,107 @@ class QuotaGuard:
             if not isinstance(outcome, Held):
                 return outcome
             held_app = outcome
-        limits = self._limits.get((provider, model))
+        arm = (provider, model)
+        limits = self._limits.get(arm)
         if limits is None:
-            limits = self._limits[(provider, model)] = self._policy.limits(provider, model)
+            limits = self._limits[arm] = self._policy.limits(provider, model)
+        if self._lease_requests:
+            leased = await self._leased(arm, limits, tokens, cost_micros, held_app)
+            if leased is not None:
+                return leased
         granted = await self._reserve(limits, provider, model, tokens, cost_micros, 1)
         if not isinstance(granted, Held):
+            self._room.pop(arm, None)
             if held_app is not None:
                 await self._settle(held_app, 0, 0, refund=True)
             return granted
         if granted.local:
             self.local_grants += 1
+        elif self._lease_requests:
+            self._room[arm] = granted.reservation.room
         return Grant(granted.reservation, granted.local, held_app)
+
+    async def _leased(
+        self, arm: tuple[str, str], limits: tuple[Limit, ...], tokens: int, cost_micros: int, app: Held | None
+    ) -> Grant | None:
+        """A grant from the arm's lease, or from a new one where the last reservation saw room for it."""
+        lease = self._leases.get(arm)
+        now = self._clock.now_ms()
+        if lease is not None:
+            room = lease.take(tokens, cost_micros, now, clock.monotonic())
+            if room is not None:
+                return Grant(lease.reservation, False, app, lease, room)
+            self._close_lease(arm, lease)
+        seen = self._room.get(arm)
+        if seen is None or arm in self._opening or self._degraded or clock.monotonic() < self._down_until:
+            return None
+        size = lease_size(self._lease_requests, seen, limits, tokens, cost_micros)
+        if not size:
+            return None
+        self._opening.add(arm)
+        try:
+            lease = await self._open_lease(arm, limits, Amounts(tokens * size, cost_micros * size, size))
+        finally:
+            self._opening.discard(arm)
+        room = None if lease is None else lease.take(tokens, cost_micros, now, clock.monotonic())
+        return None if lease is None or room is None else Grant(lease.reservation, False, app, lease, room)
+
+    async def _open_lease(
+        self, arm: tuple[str, str], limits: tuple[Limit, ...], leased: Amounts
+    ) -> Lease | None:
+        """Reserve a lease in Redis; None if it was refused (the request then reserves on its own, for an
+        exact refusal) or Redis failed."""
+        now = self._clock.now_ms()
+        provider, model = arm
+        try:
+            outcome = await self._store.reserve(
+                limits,
+                now,
+                provider=provider,
+                model=model,
+                tokens=leased.tokens,
+                cost_micros=leased.cost_micros,
+                requests=leased.requests,
+            )
+        except ReservationLost as lost:
+            self._unconfirmed.append(lost.reservation)
+            self._went_down(lost.__cause__ or lost)
+            return None
+        if not isinstance(outcome, Reservation):
+            self._room.pop(arm, None)
+            return None
+        await self._recovered()
+        self._room[arm] = outcome.room
+        lease = Lease.of(outcome, limits, now, clock.monotonic() + LEASE_MAX_S)
+        previous = self._leases.get(arm)
+        if previous is not None:  # another request's lease, opened while this one was reserved
+            self._close_lease(arm, previous)
+        self._leases[arm] = lease
+        asyncio.get_running_loop().call_later(LEASE_MAX_S, self._close_lease, arm, lease)
+        return lease
+
+    def _close_lease(self, arm: tuple[str, str], lease: Lease) -> None:
+        """No more grants from ``lease``; settle it now if none is in flight, else when the last is."""
+        if self._leases.get(arm) is lease:
+            del self._leases[arm]
+        if lease.closed:
+            return
+        lease.closed = True
+        if lease.settleable:
+            task = asyncio.get_running_loop().create_task(self._settle_lease(lease))
+            self._lease_settles.add(task)
+            task.add_done_callback(self._lease_settles.discard)
+
+    async def _settle_lease(self, lease: Lease) -> None:
+        await self._settle_to(Held(lease.reservation, local=False), lease.actual())
+
+    async def close(self) -> None:
+        """Settle every lease (call once the attempts are settled: a lease with grants in flight is
+        settled by the last of them)."""
+        for arm, lease in list(self._leases.items()):
+            self._close_lease(arm, lease)
+        while self._lease_settles:
+            await asyncio.gather(*self._lease_settles)
 
     async def _reserve(
         self, limits: Sequence[Limit], provider: str, model: str, tokens: int, cost_micros: int, requests: int
@@ -289,8 +396,13 @@ class QuotaGuard:
 
     async def settle(self, grant: Grant, actual_tokens: int, actual_cost_micros: int = 0) -> None:
         """Correct the provider's and the app's reservations to the attempt's actual usage."""
-        provider = Held(grant.reservation, grant.local)
-        await self._settle(provider, actual_tokens, actual_cost_micros)
+        lease = grant.lease
+        if lease is not None:
+            lease.record(actual_tokens, actual_cost_micros)
+            if lease.settleable:
+                await self._settle_lease(lease)
+        else:
+            await self._settle(Held(grant.reservation, grant.local), actual_tokens, actual_cost_micros)
         if grant.local:
             self.local_tokens += actual_tokens
         if grant.app is not None:
@@ -300,11 +412,15 @@ class QuotaGuard:
         if held.local:
             self._local.settle(held.reservation, tokens, cost_micros, refund=refund)
             return
+        await self._settle_to(held, held.reservation.actual(tokens, cost_micros, refund=refund))
+
+    async def _settle_to(self, held: Held, actual: Amounts) -> None:
+        """Settle a Redis reservation at what it counted in the end; kept for replay if Redis fails."""
         try:
-            await self._store.settle(held.reservation, tokens, cost_micros, refund=refund)
+            await self._store.settle_to(held.reservation, actual)
         except REDIS_ERRORS as exc:
             self._went_down(exc)
-            self._pending.append((held.reservation, tokens, cost_micros, refund))
+            self._pending.append((held.reservation, actual))
 
     def _went_down(self, exc: BaseException) -> None:
         self._down_until = clock.monotonic() + RETRY_REDIS_AFTER_S
@@ -379,9 +495,8 @@ class QuotaGuard:
             cancelled += 1
         while self._pending:
             settlement = self._pending.popleft()
-            reservation, tokens, cost_micros, refund = settlement
             try:
-                await self._store.settle(reservation, tokens, cost_micros, refund=refund)
+                await self._store.settle_to(*settlement)
             except BaseException as exc:
                 self._pending.appendleft(settlement)  # a settlement replayed twice changes nothing
                 if not isinstance(exc, REDIS_ERRORS):

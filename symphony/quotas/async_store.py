@@ -66,7 +66,12 @@ class AsyncQuotaStore:
         *,
         refund: bool = False,
     ) -> None:
-        call = reservation.settle_call(reservation.actual(actual_tokens, actual_cost_micros, refund=refund))
+        actual = reservation.actual(actual_tokens, actual_cost_micros, refund=refund)
+        await self.settle_to(reservation, actual)
+
+    async def settle_to(self, reservation: Reservation, actual: Amounts) -> None:
+        """Correct the reserved buckets to ``actual`` (its requests too: a lease settles at those used)."""
+        call = reservation.settle_call(actual)
         if call is not None:
             await self._settled(call)
 
