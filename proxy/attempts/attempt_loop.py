@@ -368,13 +368,15 @@ class AttemptLoop:
         return grant
 
     async def _settle(self, grant: Grant, usage: Usage | None) -> None:
-        tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
-        cost_micros = round(usage.cost_usd * USD_MICROS) if usage is not None else 0
-        await self._quota.settle(grant, tokens, cost_micros)
+        await self._quota.settle(grant, *_counted(usage))
 
     def _settle_later(self, grant: Grant, usage: Usage | None) -> None:
-        """Settle from synchronous code (a stream's end): a task, kept until it is done."""
-        task = asyncio.get_running_loop().create_task(self._settle(grant, usage))
+        """Settle from synchronous code (a stream's end): at once from a lease, else a task, kept until
+        it is done."""
+        tokens, cost_micros = _counted(usage)
+        if self._quota.settle_leased(grant, tokens, cost_micros):
+            return
+        task = asyncio.get_running_loop().create_task(self._quota.settle(grant, tokens, cost_micros))
         self._settling.add(task)
         task.add_done_callback(self._settled)
 
@@ -591,3 +593,10 @@ def failure_outcome(failure: UpstreamFailure) -> Outcome:
     if failure.status == "429":
         return "throttled"
     return "timeout" if failure.status == "timeout" else "failure"
+
+
+def _counted(usage: Usage | None) -> tuple[int, int]:
+    """What an attempt counts against quotas: its tokens (input and output) and its cost in micro-USD."""
+    if usage is None:
+        return 0, 0
+    return usage.input_tokens + usage.output_tokens, round(usage.cost_usd * USD_MICROS)

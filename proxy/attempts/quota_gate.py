@@ -327,10 +327,7 @@ class QuotaGuard:
         await self._recovered()
         self._room[arm] = outcome.room
         lease = Lease.of(outcome, limits, now, clock.monotonic() + LEASE_MAX_S)
-        previous = self._leases.get(arm)
-        if previous is not None:  # another request's lease, opened while this one was reserved
-            self._close_lease(arm, previous)
-        self._leases[arm] = lease
+        self._leases[arm] = lease  # none was granting: only one lease of an arm is opened at a time
         asyncio.get_running_loop().call_later(LEASE_MAX_S, self._close_lease, arm, lease)
         return lease
 
@@ -342,12 +339,18 @@ class QuotaGuard:
             return
         lease.closed = True
         if lease.settleable:
-            task = asyncio.get_running_loop().create_task(self._settle_lease(lease))
-            self._lease_settles.add(task)
-            task.add_done_callback(self._lease_settles.discard)
+            self._settle_lease_later(lease)
 
-    async def _settle_lease(self, lease: Lease) -> None:
-        await self._settle_to(Held(lease.reservation, local=False), lease.actual())
+    def _settle_lease_later(self, lease: Lease) -> None:
+        held = Held(lease.reservation, local=False)
+        task = asyncio.get_running_loop().create_task(self._settle_to(held, lease.actual()))
+        self._lease_settles.add(task)
+        task.add_done_callback(self._lease_settles.discard)
+
+    def _record(self, lease: Lease, tokens: int, cost_micros: int) -> None:
+        lease.record(tokens, cost_micros)
+        if lease.settleable:
+            self._settle_lease_later(lease)
 
     async def close(self) -> None:
         """Settle every lease (call once the attempts are settled: a lease with grants in flight is
@@ -394,13 +397,19 @@ class QuotaGuard:
         )
         return Held(local, local=True) if isinstance(local, Reservation) else local
 
+    def settle_leased(self, grant: Grant, actual_tokens: int, actual_cost_micros: int = 0) -> bool:
+        """``settle`` a grant taken from a lease, with no app scope to settle in Redis, without waiting:
+        its usage is added to the lease's (whose settlement, once due, runs as a task). False for any
+        other grant, which ``settle`` must correct."""
+        if grant.lease is None or grant.app is not None:
+            return False
+        self._record(grant.lease, actual_tokens, actual_cost_micros)
+        return True
+
     async def settle(self, grant: Grant, actual_tokens: int, actual_cost_micros: int = 0) -> None:
         """Correct the provider's and the app's reservations to the attempt's actual usage."""
-        lease = grant.lease
-        if lease is not None:
-            lease.record(actual_tokens, actual_cost_micros)
-            if lease.settleable:
-                await self._settle_lease(lease)
+        if grant.lease is not None:
+            self._record(grant.lease, actual_tokens, actual_cost_micros)
         else:
             await self._settle(Held(grant.reservation, grant.local), actual_tokens, actual_cost_micros)
         if grant.local:

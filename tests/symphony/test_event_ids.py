@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from ulid import ULID
 
-from symphony.events import new_id
+from symphony.events import new_id, ulid_text
 
 TIMES_MS = [0, 1, 1_764_547_200_123, 2**48 - 1]
 
@@ -30,8 +29,24 @@ def test_ids_sort_by_time_and_never_repeat() -> None:
     assert all(len({i[pos] for i in same_ms}) > 1 for pos in range(10, 26))
 
 
-def test_the_random_part_is_written_as_the_library_writes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_random_part_is_written_as_the_library_writes_it() -> None:
     for randomness in (bytes(10), b"\xff" * 10, bytes(range(1, 11)), b"\x80" + bytes(8) + b"\x01"):
-        monkeypatch.setattr(os, "urandom", lambda n, r=randomness: r[:n])
         for ts in TIMES_MS:
-            assert new_id(ts) == str(ULID.from_bytes(ts.to_bytes(6, "big") + randomness))
+            expected = str(ULID.from_bytes(ts.to_bytes(6, "big") + randomness))
+            assert ulid_text(ts, int.from_bytes(randomness, "big")) == expected
+
+
+def test_a_forked_child_draws_ids_of_its_own() -> None:
+    new_id(0)  # the parent holds random parts drawn before the fork
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's coverage is not collected
+        os.write(write, "".join(new_id(0) for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        text = pipe.read()
+    os.waitpid(child, 0)
+    in_child = {text[at : at + 26] for at in range(0, len(text), 26)}
+    in_parent = {new_id(0) for _ in range(100)}
+    assert len(in_child) == 100 and not in_child & in_parent
