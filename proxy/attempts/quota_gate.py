@@ -345,7 +345,14 @@ class QuotaGuard:
         held = Held(lease.reservation, local=False)
         task = asyncio.get_running_loop().create_task(self._settle_to(held, lease.actual()))
         self._lease_settles.add(task)
-        task.add_done_callback(self._lease_settles.discard)
+        task.add_done_callback(self._lease_settled)
+
+    def _lease_settled(self, task: asyncio.Task[None]) -> None:
+        # Redis being away is handled inside (kept for replay); anything else is a bug, logged now rather
+        # than by asyncio whenever the task is collected.
+        self._lease_settles.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("settling a quota lease failed", exc_info=error)
 
     def _record(self, lease: Lease, tokens: int, cost_micros: int) -> None:
         lease.record(tokens, cost_micros)
@@ -358,7 +365,7 @@ class QuotaGuard:
         for arm, lease in list(self._leases.items()):
             self._close_lease(arm, lease)
         while self._lease_settles:
-            await asyncio.gather(*self._lease_settles)
+            await asyncio.gather(*self._lease_settles, return_exceptions=True)  # each logged as it ends
 
     async def _reserve(
         self, limits: Sequence[Limit], provider: str, model: str, tokens: int, cost_micros: int, requests: int

@@ -4,6 +4,7 @@ they cost a fraction of the script calls, and near a cap requests reserve one by
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 import redis
@@ -175,3 +176,23 @@ def test_a_lease_settled_while_redis_is_down_is_replayed_once_it_is_back(
     asyncio.run(scenario())
     assert totals(url, "requests", "day") == 3
     assert totals(url, "tokens", "day") == 3 * ACTUAL
+
+
+def test_a_lease_settlement_that_fails_for_another_reason_is_logged_and_close_returns(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="proxy.attempts.quota_gate")
+
+    async def scenario() -> None:
+        guard = guard_on(redis_server.url, 8)
+        await clear_of_a_bucket_boundary()
+        await serve(guard, 3)  # the lease of 8 is still open
+        # A window's hash made a string (a key damaged by hand): the settlement's HMGET gets WRONGTYPE,
+        # a Redis answer, not an outage, so nothing is kept for replay.
+        redis.Redis.from_url(redis_server.url).set(f"quota:{{{PROVIDER}}}:tokens:day", "damaged")
+        await guard.close()
+        assert not guard.degraded and not guard.backlog
+
+    asyncio.run(scenario())
+    assert [r.getMessage() for r in caplog.records] == ["settling a quota lease failed"]
+    assert "WRONGTYPE" in str(caplog.records[0].exc_info[1])  # type: ignore[index]
