@@ -306,25 +306,11 @@ class QuotaGuard:
         """Reserve a lease in Redis; None if it was refused (the request then reserves on its own, for an
         exact refusal) or Redis failed."""
         now = self._clock.now_ms()
-        provider, model = arm
-        try:
-            outcome = await self._store.reserve(
-                limits,
-                now,
-                provider=provider,
-                model=model,
-                tokens=leased.tokens,
-                cost_micros=leased.cost_micros,
-                requests=leased.requests,
-            )
-        except ReservationLost as lost:
-            self._unconfirmed.append(lost.reservation)
-            self._went_down(lost.__cause__ or lost)
-            return None
+        outcome = await self._reserve_in_redis(limits, now, *arm, leased)
         if not isinstance(outcome, Reservation):
-            self._room.pop(arm, None)
+            if outcome is not None:
+                self._room.pop(arm, None)
             return None
-        await self._recovered()
         self._room[arm] = outcome.room
         lease = Lease.of(outcome, limits, now, clock.monotonic() + LEASE_MAX_S)
         self._leases[arm] = lease  # none was granting: only one lease of an arm is opened at a time
@@ -372,23 +358,11 @@ class QuotaGuard:
     ) -> Held | Refusal | Unavailable:
         now = self._clock.now_ms()
         if clock.monotonic() >= self._down_until:
-            try:
-                outcome = await self._store.reserve(
-                    limits,
-                    now,
-                    provider=provider,
-                    model=model,
-                    tokens=tokens,
-                    cost_micros=cost_micros,
-                    requests=requests,
-                )
-            except ReservationLost as lost:
-                self._unconfirmed.append(lost.reservation)
-                self._went_down(lost.__cause__ or lost)
-            else:
-                if isinstance(outcome, Reservation):  # written: a refusal writes nothing, proves nothing
-                    await self._recovered()
-                    return Held(outcome, local=False)
+            amounts = Amounts(tokens, cost_micros, requests)
+            outcome = await self._reserve_in_redis(limits, now, provider, model, amounts)
+            if isinstance(outcome, Reservation):
+                return Held(outcome, local=False)
+            if outcome is not None:
                 return outcome
         if self._fail_mode == "closed":
             return Unavailable()
@@ -403,6 +377,29 @@ class QuotaGuard:
             requests=requests,
         )
         return Held(local, local=True) if isinstance(local, Reservation) else local
+
+    async def _reserve_in_redis(
+        self, limits: Sequence[Limit], now: int, provider: str, model: str, amounts: Amounts
+    ) -> Reservation | Refusal | None:
+        """Reserve ``amounts`` in Redis; None when Redis failed meanwhile (the reservation is kept to cancel
+        once it is back, and the gate is down)."""
+        try:
+            outcome = await self._store.reserve(
+                limits,
+                now,
+                provider=provider,
+                model=model,
+                tokens=amounts.tokens,
+                cost_micros=amounts.cost_micros,
+                requests=amounts.requests,
+            )
+        except ReservationLost as lost:
+            self._unconfirmed.append(lost.reservation)
+            self._went_down(lost.__cause__ or lost)
+            return None
+        if isinstance(outcome, Reservation):  # written: a refusal writes nothing, proves nothing
+            await self._recovered()
+        return outcome
 
     def settle_leased(self, grant: Grant, actual_tokens: int, actual_cost_micros: int = 0) -> bool:
         """``settle`` a grant taken from a lease, with no app scope to settle in Redis, without waiting:
