@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from symphony.quotas import Limit, Reservation
 from symphony.quotas.store import Amounts
@@ -30,10 +30,13 @@ LEASE_MAX_S = 0.25  # real time a lease grants for before it is settled
 
 def lease_size(most: int, room: Sequence[int], limits: Sequence[Limit], tokens: int, cost_micros: int) -> int:
     """How many requests of this size to lease: at most ``most``, and no more than 1/LEASE_HEADROOM
-    of the ``room`` any limit's window had (the last reservation's view); below 2, none."""
-    size = most
+    of the ``room`` any limit's window had (the last reservation's view); below 2, none. None for an
+    arm without limits: there is nothing to count, and a lease of nothing would cost a call a request."""
+    if not limits:
+        return 0
+    size, request = most, Amounts(tokens, cost_micros)
     for limit, left in zip(limits, room, strict=True):
-        amount = Amounts(tokens, cost_micros).of(limit.metric)
+        amount = request.of(limit.metric)
         if amount > 0:
             size = min(size, left // (LEASE_HEADROOM * amount))
     return size if size >= 2 else 0
@@ -68,7 +71,10 @@ class Lease:
     cost_left: int
     in_flight: int = 0  # granted, not yet settled
     closed: bool = False  # grants no more; settled once nothing is in flight
-    used: list[int] = field(default_factory=lambda: [0, 0, 0])  # requests, tokens, cost (actual)
+    # What the settled grants really used.
+    used_requests: int = 0
+    used_tokens: int = 0
+    used_cost: int = 0
 
     @staticmethod
     def of(reservation: Reservation, limits: tuple[Limit, ...], now_ms: int, expires_at: float) -> Lease:
@@ -105,10 +111,9 @@ class Lease:
 
     def record(self, tokens: int, cost_micros: int) -> None:
         """A grant's attempt is over: it used one request, ``tokens`` and ``cost_micros``."""
-        used = self.used
-        used[0] += 1
-        used[1] += tokens
-        used[2] += cost_micros
+        self.used_requests += 1
+        self.used_tokens += tokens
+        self.used_cost += cost_micros
         self.in_flight -= 1
 
     @property
@@ -117,5 +122,4 @@ class Lease:
 
     def actual(self) -> Amounts:
         """What the lease's grants used, to settle it with."""
-        requests, tokens, cost_micros = self.used
-        return Amounts(tokens, cost_micros, requests)
+        return Amounts(self.used_tokens, self.used_cost, self.used_requests)

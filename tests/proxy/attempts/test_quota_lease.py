@@ -196,3 +196,20 @@ def test_a_lease_settlement_that_fails_for_another_reason_is_logged_and_close_re
     asyncio.run(scenario())
     assert [r.getMessage() for r in caplog.records] == ["settling a quota lease failed"]
     assert "WRONGTYPE" in str(caplog.records[0].exc_info[1])  # type: ignore[index]
+
+
+def test_an_arm_without_caps_takes_no_lease(redis_server: RedisServer) -> None:
+    policy = QuotaPolicy.model_validate({"version": "test", "providers": {}})  # openai has no caps here
+    calls = {}
+    for lease_requests in (0, 8):
+        reset_stats(redis_server.url)
+
+        async def scenario(lease_requests: int = lease_requests) -> list[Grant]:
+            guard = guard_on(redis_server.url, lease_requests, policy)
+            grants = await serve(guard, 20)
+            await guard.close()
+            return grants
+
+        assert all(grant.lease is None for grant in asyncio.run(scenario()))
+        calls[lease_requests] = script_calls(redis_server.url)
+    assert calls[8] == calls[0]  # a lease of nothing would cost a script call a request and grant none
