@@ -57,6 +57,7 @@ from proxy.adapters.base import (
 )
 from proxy.attempts.attempt import Attempt
 from proxy.attempts.exchange_ring import ExchangeRing
+from proxy.attempts.kept_tasks import KeptTasks
 from proxy.attempts.quota_gate import AppRate, Grant, QuotaGuard, QuotaRefusal, refused_error
 from proxy.attempts.upstream import TRANSPORT_ERRORS, HttpClient, UpstreamResponse, is_timeout, send
 from proxy.edge.scrub import Scrubber
@@ -251,7 +252,7 @@ class AttemptLoop:
         self._ttft_limit_s = ttft_limit_s
         self._answer_limit_s = answer_limit_s  # None: no cap on a non-streamed attempt's derived limit
         self._scrubber = scrubber if scrubber is not None else Scrubber()
-        self._settling: set[asyncio.Task[None]] = set()
+        self._settling = KeptTasks(logger, "settling a reservation failed")
         self._closed = False
         self._tracer = tracer  # None: tracing is off
 
@@ -259,8 +260,7 @@ class AttemptLoop:
         """The resources are closing: a stream that ends from now on has nothing to settle or emit
         with; the settlements under way are waited for (at most ``SETTLE_DRAIN_S``)."""
         self._closed = True
-        if self._settling:
-            await asyncio.wait(self._settling, timeout=SETTLE_DRAIN_S)
+        await self._settling.wait(SETTLE_DRAIN_S)
 
     async def run(self, routed: RoutedRequest, route: Route, decision_id: str, deadline: float) -> Attempts:
         """Try ``route.arms`` in order: the first answer, else the last failure, and what was tried.
@@ -376,16 +376,7 @@ class AttemptLoop:
         tokens, cost_micros = _counted(usage)
         if self._quota.settle_leased(grant, tokens, cost_micros):
             return
-        task = asyncio.get_running_loop().create_task(self._quota.settle(grant, tokens, cost_micros))
-        self._settling.add(task)
-        task.add_done_callback(self._settled)
-
-    def _settled(self, task: asyncio.Task[None]) -> None:
-        # Redis being away is the quota gate's to handle; anything else is a bug, logged here and now
-        # rather than by asyncio whenever the task is collected.
-        self._settling.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            logger.error("settling a reservation failed", exc_info=error)
+        self._settling.start(self._quota.settle(grant, tokens, cost_micros))
 
     async def _attempt(
         self, call: _Call, routed: RoutedRequest, deadline: float, record: _Record

@@ -65,6 +65,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from proxy import errors
+from proxy.attempts.kept_tasks import KeptTasks
 from proxy.attempts.quota_lease import LEASE_MAX_S, Lease, lease_size
 from proxy.errors import retry_after_header
 from proxy.routed_request import RoutedRequest
@@ -198,7 +199,7 @@ class QuotaGuard:
         self._leases: dict[tuple[str, str], Lease] = {}  # per arm, the lease granting now
         self._room: dict[tuple[str, str], tuple[int, ...]] = {}  # per arm, what its last reservation saw
         self._opening: set[tuple[str, str]] = set()  # arms whose lease is being reserved
-        self._lease_settles: set[asyncio.Task[None]] = set()
+        self._lease_settles = KeptTasks(log, "settling a quota lease failed")
         self.local_grants = 0  # reservations made on the local limiter
         self.local_tokens = 0  # tokens those reservations settled at (never reach Redis)
 
@@ -328,17 +329,7 @@ class QuotaGuard:
             self._settle_lease_later(lease)
 
     def _settle_lease_later(self, lease: Lease) -> None:
-        held = Held(lease.reservation, local=False)
-        task = asyncio.get_running_loop().create_task(self._settle_to(held, lease.actual()))
-        self._lease_settles.add(task)
-        task.add_done_callback(self._lease_settled)
-
-    def _lease_settled(self, task: asyncio.Task[None]) -> None:
-        # Redis being away is handled inside (kept for replay); anything else is a bug, logged now rather
-        # than by asyncio whenever the task is collected.
-        self._lease_settles.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("settling a quota lease failed", exc_info=error)
+        self._lease_settles.start(self._settle_to(Held(lease.reservation, local=False), lease.actual()))
 
     def _record(self, lease: Lease, tokens: int, cost_micros: int) -> None:
         lease.record(tokens, cost_micros)
@@ -350,8 +341,7 @@ class QuotaGuard:
         settled by the last of them)."""
         for arm, lease in list(self._leases.items()):
             self._close_lease(arm, lease)
-        while self._lease_settles:
-            await asyncio.gather(*self._lease_settles, return_exceptions=True)  # each logged as it ends
+        await self._lease_settles.wait()
 
     async def _reserve(
         self, limits: Sequence[Limit], provider: str, model: str, tokens: int, cost_micros: int, requests: int
