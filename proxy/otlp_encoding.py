@@ -26,6 +26,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
+from proxy.recorded_spans import NO_STATE, PLAIN_STATUSES, RecordedSpan
+
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _DOUBLE = struct.Struct("<d").pack
@@ -53,13 +55,13 @@ PER_REQUEST = frozenset(
         "gen_ai.response.time_to_first_chunk",
     }
 )
-# Encoded string pairs: per field number (resource 1, event 3, link 4, span 9), per key, per value.
-_STRINGS: dict[int, dict[str, dict[str, bytes]]] = {1: {}, 3: {}, 4: {}, 9: {}}
+# Encoded pairs per field number (resource 1, event 3, link 4, span 9), per key: the type the key's
+# values are kept for (its first value's: ``True``, ``1`` and ``1.0`` are equal in Python, not in OTLP)
+# and each value's pair. Tuples are kept only when they hold strings, so an equal tuple (or a list, looked
+# up by its tuple) holds the same strings.
+_KEPT: dict[int, dict[str, tuple[type, dict[Any, bytes]]]] = {1: {}, 3: {}, 4: {}, 9: {}}
+_TAGS = {number: bytes((number << 3 | 2,)) for number in _KEPT}  # one byte each: numbers below 16
 _MAX_VALUES = 1024
-# Encoded pairs of the other scalars (bools, numbers) and of lists of strings, by field number, key, type
-# and value (a list's as a tuple).
-_PAIRS: dict[tuple[int, str, type, Any], bytes] = {}
-_MAX_PAIRS = 16384
 
 
 def _varint(value: int) -> bytes:
@@ -126,60 +128,88 @@ def _pair(tag: bytes, key: str, value: Any) -> bytes:
     return tag + _varint(len(pair)) + pair
 
 
+def _string_pair(tag: bytes, key: str, text: str) -> bytes:
+    """``_pair`` of a string, in one call: a per-request value (an id, a JSON snapshot) is written this
+    way for every request, and the general path's five calls were most of its cost."""
+    encoded = text.encode()
+    size = len(encoded)
+    size_varint = _SHORT[size] if size < _SHORT_MAX else _long_varint(size)
+    value_size = 1 + len(size_varint) + size
+    value_varint = _SHORT[value_size] if value_size < _SHORT_MAX else _long_varint(value_size)
+    key_field = _KEYS.get(key) or _key(key)
+    pair_size = len(key_field) + 1 + len(value_varint) + value_size
+    pair_varint = _SHORT[pair_size] if pair_size < _SHORT_MAX else _long_varint(pair_size)
+    return b"".join((tag, pair_varint, key_field, b"\x12", value_varint, b"\x0a", size_varint, encoded))
+
+
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     """Each attribute as a ``KeyValue`` in field ``number``.
 
     Most of a span's attributes repeat from span to span (the operation, the provider, the model,
-    the policy version), so a pair's bytes are kept once made: a string's under its key and value,
-    another scalar's under its type too (``True`` and ``1`` are equal in Python, not in OTLP). The
-    values that differ per request (``PER_REQUEST``) are written as they come: a lookup that never
-    hits, and a cache they would fill, cost more than writing them. Each cache starts over when full.
+    the policy version, the status code), so a pair's bytes are kept once made, per key and value,
+    for values of the type the key's first one had; the loop below is the common case, a kept pair.
+    The values that differ per request (``PER_REQUEST``) are written as they come: a lookup that
+    never hits, and a cache they would fill, cost more than writing them.
     """
     if not attributes:
         return b""
-    tag = _varint(number << 3 | 2)
-    strings = _STRINGS[number]
+    kept = _KEPT[number]
     parts = []
     for key, value in attributes.items():
-        by_value = strings.get(key)  # a key whose string values are kept (never a PER_REQUEST one)
-        if by_value is not None and type(value) is str:
-            encoded = by_value.get(value)
-            if encoded is None:
-                if len(by_value) >= _MAX_VALUES:
-                    by_value.clear()
-                encoded = by_value[value] = _pair(tag, key, value)
-            parts.append(encoded)
-        else:
-            parts.append(_other_pair(number, tag, strings, key, value))
+        entry = kept.get(key)
+        if entry is not None and type(value) is entry[0]:
+            encoded = entry[1].get(value)
+            if encoded is not None:
+                parts.append(encoded)
+                continue
+        parts.append(_new_pair(number, key, value))
     return b"".join(parts)
 
 
-def _other_pair(number: int, tag: bytes, strings: dict[str, dict[str, bytes]], key: str, value: Any) -> bytes:
-    """A pair the string cache did not give: a per-request value, a list or map, another scalar (kept
-    by type and value), or the first string of its key (whose cache it opens)."""
-    kind = type(value)
+def _new_pair(number: int, key: str, value: Any) -> bytes:
+    """A pair not kept yet: a per-request value, a list or tuple (kept as a tuple if it holds strings
+    only), a scalar (kept under its key), or anything else (a map, bytes), written as it is."""
+    tag = _TAGS[number]
     if key in PER_REQUEST:
-        return _pair(tag, key, value)
-    if (kind is list or kind is tuple) and all(type(item) is str for item in value):  # names (candidates)
-        return _kept((number, key, tuple, tuple(value)), tag, key, value)
-    if kind not in _SCALARS:  # a map, bytes, another list, a subclass of a scalar: as it is
-        return _pair(tag, key, value)
-    if kind is str:
-        if len(strings) >= _MAX_KEYS:
-            strings.clear()
-        encoded = _pair(tag, key, value)
-        strings.setdefault(key, {})[value] = encoded
-        return encoded
-    return _kept((number, key, kind, value), tag, key, value)
-
-
-def _kept(known: tuple[int, str, type, Any], tag: bytes, key: str, value: Any) -> bytes:
-    encoded = _PAIRS.get(known)
-    if encoded is None:
-        if len(_PAIRS) >= _MAX_PAIRS:
-            _PAIRS.clear()
-        encoded = _PAIRS[known] = _pair(tag, key, value)
+        return _string_pair(tag, key, value) if type(value) is str else _pair(tag, key, value)
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return _list_pair(number, tag, key, value)
+    encoded = _pair(tag, key, value)
+    if kind in _SCALARS:  # not a map, bytes, nor a subclass of a scalar
+        _keep(number, key, kind, value, encoded)
     return encoded
+
+
+def _list_pair(number: int, tag: bytes, key: str, value: Sequence[Any]) -> bytes:
+    """A list's or tuple's pair, kept under its tuple when every item is a string (the route's
+    candidates)."""
+    known = tuple(value)
+    entry = _KEPT[number].get(key)
+    if entry is not None and entry[0] is tuple:
+        encoded = entry[1].get(known)
+        if encoded is not None:
+            return encoded
+    encoded = _pair(tag, key, value)
+    if all(type(item) is str for item in known):
+        _keep(number, key, tuple, known, encoded)
+    return encoded
+
+
+def _keep(number: int, key: str, kind: type, known: Any, encoded: bytes) -> None:
+    """Keep ``encoded`` as ``known``'s pair under ``key``, if ``kind`` is the type the key keeps; each
+    cache starts over when full."""
+    by_key = _KEPT[number]
+    entry = by_key.get(key)
+    if entry is None:
+        if len(by_key) >= _MAX_KEYS:
+            by_key.clear()
+        entry = by_key[key] = (kind, {})
+    if entry[0] is kind:  # a key's values of another type are written each time
+        values = entry[1]
+        if len(values) >= _MAX_VALUES:
+            values.clear()
+        values[known] = encoded
 
 
 def _count(number: int, count: int) -> bytes:
@@ -210,10 +240,51 @@ def _status(status: Status) -> bytes:
     return _STATUSES[id(status.status_code)]
 
 
-def _span(span: ReadableSpan) -> bytes:
-    """One ``Span``'s body. The fields a span of the proxy's has every time are written first, the
-    rare ones (events, links, drop counts) only when present; encoded names, kinds and plain
-    statuses are kept, as attribute pairs are."""
+# The statuses without a message that recorded spans hold (ids of objects kept alive by PLAIN_STATUSES).
+_PLAIN_STATUS_FIELDS = {id(status): _status(status) for status in PLAIN_STATUSES.values()}
+# A span's ids (fields 1 and 2, then 4 under a parent), tags included: ids are big-endian bytes.
+_IDS = struct.Struct(">HQQHQ").pack
+_IDS_AND_PARENT = struct.Struct(">HQQHQHQ").pack
+_LOW_64 = (1 << 64) - 1
+
+
+def encode_span(span: ReadableSpan | RecordedSpan) -> bytes:
+    """``span`` as an entry of a ``ScopeSpans``' spans: what ``encode_scope_request`` puts together.
+
+    A proxy's span (a ``RecordedSpan`` without a trace state) is written in one join: this runs on the
+    event loop for each of a request's four spans, and every call and property read here is paid
+    there. Anything else goes through ``_span``, field by field."""
+    trace_id, span_id, _, _, state, _ = span.context  # a tuple: no property calls
+    if type(span) is not RecordedSpan or (state is not NO_STATE and state) or span.events:
+        body = _span(span)
+    else:
+        parent = span.parent
+        if parent is None:
+            ids, flags = _IDS(0x0A10, trace_id >> 64, trace_id & _LOW_64, 0x1208, span_id), _LOCAL_PARENT
+        else:
+            ids = _IDS_AND_PARENT(
+                0x0A10, trace_id >> 64, trace_id & _LOW_64, 0x1208, span_id, 0x2208, parent[1]
+            )
+            flags = _REMOTE_PARENT if parent[2] else _LOCAL_PARENT
+        name, status = span.name, span.status
+        body = b"".join(
+            (
+                ids,
+                _NAMES.get(name) or _name(name),
+                _KINDS[id(span.kind)],
+                _TIMES(0x39, span.start_time, 0x41, span.end_time or 0),
+                _attributes(9, span.attributes),
+                _PLAIN_STATUS_FIELDS.get(id(status)) or _status(status),
+                flags,
+            )
+        )
+    size = len(body)
+    return b"\x12" + (_SHORT[size] if size < _SHORT_MAX else _long_varint(size)) + body  # field 2
+
+
+def _span(span: ReadableSpan | RecordedSpan) -> bytes:
+    """One ``Span``'s body, any span's: the fields a span has every time first, the rare ones (events,
+    links, drop counts) only when present."""
     context = span.get_span_context()
     assert context is not None  # a finished SDK span always has one
     trace_id, span_id, _, _, state, _ = context  # a tuple: no property calls
@@ -237,7 +308,7 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
-def _rare_fields(span: ReadableSpan) -> list[bytes]:
+def _rare_fields(span: ReadableSpan | RecordedSpan) -> list[bytes]:
     """The fields a span of the proxy's seldom has: drop counts, events (an exception's), links."""
     parts = []
     if span.dropped_attributes:
@@ -277,12 +348,6 @@ def _grouped(
             group = groups[id(resource)] = (resource, {})
         group[1].setdefault(span.instrumentation_scope or None, []).append(span)
     return list(groups.values())
-
-
-def encode_span(span: ReadableSpan) -> bytes:
-    """``span`` as an entry of a ``ScopeSpans``' spans: what ``encode_scope_request`` puts together."""
-    body = _span(span)
-    return b"\x12" + _varint(len(body)) + body  # field 2, length-delimited
 
 
 def encode_scope_request(

@@ -20,6 +20,7 @@ Sampling is the SDK default's (parent-based, always on): a span whose parent (th
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import traceback
@@ -38,8 +39,12 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util import types
 
 SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
-_NO_STATE: Final = TraceState()
-_UNSET: Final = Status(StatusCode.UNSET)
+# The trace state of spans in a trace the proxy began: ``state is NO_STATE`` spares ``TraceState.__len__``, a
+# Python call, on the request path.
+NO_STATE: Final = TraceState()
+# A status without a message, one object per code, which the OTLP encoder knows by identity.
+PLAIN_STATUSES: Final = {code: Status(code) for code in StatusCode}
+_UNSET: Final = PLAIN_STATUSES[StatusCode.UNSET]
 
 
 def _parent_of(context: otel_context.Context | None) -> SpanContext | None:
@@ -53,34 +58,35 @@ def _parent_of(context: otel_context.Context | None) -> SpanContext | None:
     return None if span is None else span.get_span_context()
 
 
+_random_bits = random.getrandbits
+
+
 def _new_id(bits: int) -> int:
+    """A random id; ``_random_bits(bits) or _new_id(bits)`` where every call counts (zero is invalid)."""
     ident = 0
-    while not ident:  # zero is the invalid id
-        ident = random.getrandbits(bits)
+    while not ident:
+        ident = _random_bits(bits)
     return ident
 
 
-def _local_context(trace_id: int, span_id: int, flags: TraceFlags, state: TraceState) -> SpanContext:
-    """``SpanContext(trace_id, span_id, False, flags, state)`` without its range check: a local span's
-    ids come from ``_new_id`` or a valid parent, so they are valid, and ``SpanContext`` is a tuple
-    whose last field says so."""
-    return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
+# ``_new_context((trace_id, span_id, False, flags, state, True))`` is ``SpanContext(trace_id, span_id,
+# False, flags, state)`` without its range check: a local span's ids come from ``_new_id`` or a valid
+# parent, so they are valid, and ``SpanContext`` is a tuple whose last field says so.
+_new_context: Final = functools.partial(tuple.__new__, SpanContext)
 
 
 class RecordedSpan(trace.Span):
     """A recording span: its fields are what the OTLP encoders read, until ``end`` hands it on."""
 
     __slots__ = (
-        "_processors",
+        "_tracer",
         "attributes",
         "context",
         "end_time",
         "events",
-        "instrumentation_scope",
         "kind",
         "name",
         "parent",
-        "resource",
         "start_time",
         "status",
     )
@@ -97,6 +103,7 @@ class RecordedSpan(trace.Span):
         tracer: RecordingTracer,
         start_time: int | None = None,
     ) -> None:
+        """``attributes``: a dict the span takes as its own."""
         self.name = name
         self.kind = kind
         self.context = span_context
@@ -107,9 +114,15 @@ class RecordedSpan(trace.Span):
         # A tuple until an event comes (rarely: an exception): no list made for the spans that have none.
         self.events: Sequence[Event] = ()
         self.status = _UNSET
-        self.resource = tracer.resource
-        self.instrumentation_scope = tracer.scope
-        self._processors = tracer.processors
+        self._tracer = tracer
+
+    @property
+    def resource(self) -> Resource:
+        return self._tracer.resource
+
+    @property
+    def instrumentation_scope(self) -> InstrumentationScope:
+        return self._tracer.scope
 
     def get_span_context(self) -> SpanContext:
         return self.context
@@ -127,7 +140,10 @@ class RecordedSpan(trace.Span):
         self.name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        self.status = status if isinstance(status, Status) else Status(status, description)
+        if isinstance(status, Status):
+            self.status = status
+        else:
+            self.status = Status(status, description) if description else PLAIN_STATUSES[status]
 
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         self.events = (*self.events, Event(name, attributes, timestamp or time.time_ns()))
@@ -154,7 +170,7 @@ class RecordedSpan(trace.Span):
         if self.end_time is not None:  # ended twice: the first end counts, as in the SDK
             return
         self.end_time = end_time or time.time_ns()
-        for processor in self._processors:
+        for processor in self._tracer.processors:
             processor.on_end(self)  # type: ignore[arg-type]  # reads as a ReadableSpan (module docstring)
 
     def __exit__(
@@ -190,34 +206,38 @@ class RecordingTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        return self.start_child(name, _parent_of(context), kind, attributes, start_time)
+        return self.start_child(name, _parent_of(context), kind, dict(attributes or {}), start_time)
 
     def start_child(
         self,
         name: str,
         parent: SpanContext | None,
         kind: SpanKind = SpanKind.INTERNAL,
-        attributes: types.Attributes = None,
+        attributes: dict[str, Any] | None = None,
         start_time: int | None = None,
     ) -> trace.Span:
         """``start_span`` under ``parent`` (None or invalid: a new trace), given rather than looked up in
         an OpenTelemetry context: the proxy's request path holds its parent, and the lookup cost as much
-        as the rest of starting a span."""
+        as the rest of starting a span. ``attributes``: a dict the span takes as its own."""
         if parent is None:
             return self._start_root(name, kind, attributes, start_time)
         trace_id, _, _, flags, state, valid = parent  # a tuple: no property calls
         if not valid:
             return self._start_root(name, kind, attributes, start_time)
-        own = _local_context(trace_id, _new_id(64), flags, state)
-        if not flags & TraceFlags.SAMPLED:
+        own = _new_context((trace_id, _random_bits(64) or _new_id(64), False, flags, state, True))
+        if not flags & 1:  # TraceFlags.SAMPLED
             return trace.NonRecordingSpan(own)
-        return RecordedSpan(name, kind, own, parent, dict(attributes or {}), self, start_time)
+        return RecordedSpan(
+            name, kind, own, parent, attributes if attributes is not None else {}, self, start_time
+        )
 
     def _start_root(
-        self, name: str, kind: SpanKind, attributes: types.Attributes, start_time: int | None
+        self, name: str, kind: SpanKind, attributes: dict[str, Any] | None, start_time: int | None
     ) -> RecordedSpan:
-        own = _local_context(_new_id(128), _new_id(64), SAMPLED, _NO_STATE)
-        return RecordedSpan(name, kind, own, None, dict(attributes or {}), self, start_time)
+        own = _new_context((_new_id(128), _new_id(64), False, SAMPLED, NO_STATE, True))
+        return RecordedSpan(
+            name, kind, own, None, attributes if attributes is not None else {}, self, start_time
+        )
 
     @contextmanager
     def start_as_current_span(  # type: ignore[override]  # the API's signature, as a generator

@@ -9,9 +9,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from proxy import tracing
 from proxy.otlp_encoding import encode_request, encode_scope_request, encode_span
+from proxy.recorded_spans import RecordingTracer
+from symphony.events import AttemptStatus, Usage
 
 
 def finished_spans() -> list[ReadableSpan]:
@@ -87,19 +91,23 @@ def test_an_empty_batch_is_an_empty_request() -> None:
 
 
 def test_repeated_attributes_keep_their_types() -> None:
-    """Equal in Python, not in OTLP: True, 1 and 1.0 (and a second sight of each) stay what they are."""
+    """Equal in Python, not in OTLP: True, 1 and 1.0, (True,) and (1,) (and a second sight of each) stay
+    what they are."""
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "symphony-proxy"}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("symphony.proxy")
-    for value in (True, 1, 1.0, "1", True, 1, 1.0, "1"):
+    for value in (("1",), (True,), (1,), True, 1, 1.0, "1") * 2:
         with tracer.start_as_current_span("s", attributes={"a": value}):
             pass
     spans = list(memory.get_finished_spans())
     ours = ExportTraceServiceRequest.FromString(encode_request(spans))
     assert ours == encode_spans(spans)
     kinds = [s.attributes[0].value.WhichOneof("value") for s in ours.resource_spans[0].scope_spans[0].spans]
-    assert kinds == ["bool_value", "int_value", "double_value", "string_value"] * 2
+    assert kinds == (["array_value"] * 3 + ["bool_value", "int_value", "double_value", "string_value"]) * 2
+    items = [s.attributes[0].value.array_value.values for s in ours.resource_spans[0].scope_spans[0].spans]
+    firsts = [item[0].WhichOneof("value") for item in items if item]
+    assert firsts == ["string_value", "bool_value", "int_value"] * 2
 
 
 def test_kept_pairs_stay_with_their_key_and_field() -> None:
@@ -119,3 +127,77 @@ def test_kept_pairs_stay_with_their_key_and_field() -> None:
     assert ours == encode_spans(spans)
     keys = [s.attributes[0].key for s in ours.resource_spans[0].scope_spans[0].spans]
     assert keys == ["x", "y"] * len(values)
+
+
+def proxy_spans() -> list[ReadableSpan]:
+    """Spans as the proxy makes them (``proxy.tracing``'s helpers on a ``RecordingTracer``), which the
+    encoder writes in one join: new traces and a client's, a failed attempt and a streamed one."""
+    kept = InMemorySpanExporter()
+    tracer = RecordingTracer(
+        Resource.create({"service.name": tracing.SERVICE_NAME}),
+        InstrumentationScope(tracing.TRACER_NAME),
+        [SimpleSpanProcessor(kept)],
+    )
+    client = [(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+    for number, headers in enumerate(([], client, [])):
+        server = tracing.start_server_span(
+            tracer, {"method": "POST", "path": "/v1/chat/completions", "headers": headers}
+        )
+        token = tracing.enter_request(server)
+        with tracing.start_route(tracer) as route:
+            tracing.annotate_route(
+                route,
+                decision_id=f"d-{number}",
+                policy="champion",
+                policy_version="v12",
+                chosen="openai/gpt-4o-mini",
+                propensity=0.5 + number,
+                candidates=["openai/gpt-4o-mini", "anthropic/claude"][: number + 1],
+            )
+        remaining = {"openai/gpt-4o-mini tokens per 1m": 1e5 - number, "x" * 300: float(number)}
+        quota = tracing.start_quota(tracer, "openai", "gpt-4o-mini")
+        tracing.end_quota(quota, "granted", remaining)
+        for attempt_number, status in enumerate(("5xx", "ok"), start=1):
+            attempt = tracing.start_attempt(tracer, "openai", "gpt-4o-mini", attempt_number)
+            tracing.end_attempt(attempt, usage(status, number), stream=number == 1)
+        tracing.annotate_request(
+            server,
+            decision_id=f"d-{number}",
+            policy_version="v12",
+            requested_model="auto",
+            overrides={"provider": "openai"},
+            quota_remaining=remaining,
+            served=("openai", "gpt-4o-mini"),
+        )
+        tracing.leave_request(token)
+        tracing.end_server_span(server, 200 if number else 502)
+    return list(kept.get_finished_spans())
+
+
+def usage(status: AttemptStatus, number: int) -> Usage:
+    return Usage(
+        event_id=f"01KBUSAGE{number:017d}",
+        ts=1_764_633_600_000,
+        decision_id=f"d-{number}",
+        app="dev",
+        provider="openai",
+        model="gpt-4o-mini",
+        attempt=1,
+        status=status,
+        input_tokens=12 + number,
+        output_tokens=5,
+        latency_ms=42.5,
+        ttfb_ms=12.5,
+        cost_usd=0.00001,
+    )
+
+
+def test_the_proxys_spans_encode_as_the_sdk_encoder_says() -> None:
+    spans = proxy_spans()
+    assert len(spans) == 15
+    assert sum(span.parent is None for span in spans) == 2  # two new traces, one the client's
+    encoded = [encode_span(span) for span in spans]
+    request = encode_scope_request(spans[0].resource, spans[0].instrumentation_scope, encoded)
+    assert ExportTraceServiceRequest.FromString(request) == encode_spans(spans)
+    again = [encode_span(span) for span in spans]  # now from the kept pairs
+    assert again == encoded
