@@ -92,7 +92,7 @@ class ProxyMetrics:
         self.registry.register(_Counts(read))
 
     def attempt_finished(self, usage: Usage, span: Span | None) -> None:
-        trace_id = span.get_span_context().trace_id if span is not None else 0
+        trace_id = span.get_span_context()[0] if span is not None else 0  # the tuple, not its property
         self.attempts.observe((usage.provider, usage.status), usage.latency_ms / 1000, trace_id)
 
     def request_finished(self, route: str, status: int, seconds: float, trace_id: int) -> None:

@@ -221,13 +221,18 @@ def fail_server_span(span: Span, exc: BaseException) -> None:
 
 
 def _client_parent(headers: Sequence[tuple[bytes, bytes]]) -> SpanContext | None:
-    """The client's span from its ``traceparent`` (and ``tracestate``); None starts a new trace."""
-    carrier: dict[str, str] = {}
-    for name, value in headers:
-        if name in (b"traceparent", b"tracestate"):
-            carrier[name.decode()] = value.decode("latin-1")
-    if "traceparent" not in carrier:
+    """The client's span from its ``traceparent`` (and ``tracestate``); None starts a new trace.
+
+    The headers go into a dict in one C call: a Python loop over them cost every request more than
+    the lookups (a repeated header: the last one counts, as before)."""
+    by_name = dict(headers)
+    traceparent = by_name.get(b"traceparent")
+    if traceparent is None:
         return None
+    carrier = {"traceparent": traceparent.decode("latin-1")}
+    tracestate = by_name.get(b"tracestate")
+    if tracestate is not None:
+        carrier["tracestate"] = tracestate.decode("latin-1")
     return trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
 
 

@@ -129,16 +129,22 @@ def test_kept_pairs_stay_with_their_key_and_field() -> None:
     assert keys == ["x", "y"] * len(values)
 
 
-def proxy_spans() -> list[ReadableSpan]:
+def proxy_spans() -> tuple[list[ReadableSpan], list[dict[str, str]]]:
     """Spans as the proxy makes them (``proxy.tracing``'s helpers on a ``RecordingTracer``), which the
-    encoder writes in one join: new traces and a client's, a failed attempt and a streamed one."""
+    encoder writes in one join (a client's trace, with its trace state, field by field): new traces and
+    a client's, a failed attempt and a streamed one; and the headers each attempt sends upstream."""
     kept = InMemorySpanExporter()
     tracer = RecordingTracer(
         Resource.create({"service.name": tracing.SERVICE_NAME}),
         InstrumentationScope(tracing.TRACER_NAME),
         [SimpleSpanProcessor(kept)],
     )
-    client = [(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+    client = [
+        (b"host", b"symphony"),
+        (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        (b"tracestate", b"vendor=x"),
+    ]
+    sent: list[dict[str, str]] = []
     for number, headers in enumerate(([], client, [])):
         server = tracing.start_server_span(
             tracer, {"method": "POST", "path": "/v1/chat/completions", "headers": headers}
@@ -159,6 +165,7 @@ def proxy_spans() -> list[ReadableSpan]:
         tracing.end_quota(quota, "granted", remaining)
         for attempt_number, status in enumerate(("5xx", "ok"), start=1):
             attempt = tracing.start_attempt(tracer, "openai", "gpt-4o-mini", attempt_number)
+            sent.append(tracing.trace_headers(attempt))
             tracing.end_attempt(attempt, usage(status, number), stream=number == 1)
         tracing.annotate_request(
             server,
@@ -171,7 +178,7 @@ def proxy_spans() -> list[ReadableSpan]:
         )
         tracing.leave_request(token)
         tracing.end_server_span(server, 200 if number else 502)
-    return list(kept.get_finished_spans())
+    return list(kept.get_finished_spans()), sent
 
 
 def usage(status: AttemptStatus, number: int) -> Usage:
@@ -193,9 +200,13 @@ def usage(status: AttemptStatus, number: int) -> Usage:
 
 
 def test_the_proxys_spans_encode_as_the_sdk_encoder_says() -> None:
-    spans = proxy_spans()
+    spans, sent = proxy_spans()
     assert len(spans) == 15
     assert sum(span.parent is None for span in spans) == 2  # two new traces, one the client's
+    client_trace = [span for span in spans if span.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C]
+    assert len(client_trace) == 5
+    assert all(span.context.trace_state.to_header() == "vendor=x" for span in client_trace)
+    assert [headers.get("tracestate") for headers in sent] == [None, None, "vendor=x", "vendor=x", None, None]
     encoded = [encode_span(span) for span in spans]
     request = encode_scope_request(spans[0].resource, spans[0].instrumentation_scope, encoded)
     assert ExportTraceServiceRequest.FromString(request) == encode_spans(spans)
