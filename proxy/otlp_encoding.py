@@ -132,15 +132,17 @@ def _pair(tag: bytes, key: str, value: Any) -> bytes:
 
 def _string_pair(tag: bytes, key: str, text: str) -> bytes:
     """``_pair`` of a string, in one call: a per-request value (an id, a JSON snapshot) is written this
-    way for every request, and the general path's five calls were most of its cost."""
+    way for every request, and the general path's five calls were most of its cost. Its three lengths
+    come from the varint table, which holds them all unless the string is near its size (then, ``_pair``)."""
     encoded = text.encode()
     size = len(encoded)
-    size_varint = _SHORT[size] if size < _SHORT_MAX else _long_varint(size)
-    value_size = 1 + len(size_varint) + size
-    value_varint = _SHORT[value_size] if value_size < _SHORT_MAX else _long_varint(value_size)
     key_field = _KEYS.get(key) or _key(key)
-    pair_size = len(key_field) + 1 + len(value_varint) + value_size
-    pair_varint = _SHORT[pair_size] if pair_size < _SHORT_MAX else _long_varint(pair_size)
+    if size + len(key_field) > _SHORT_MAX - 8:  # the pair (at most 6 bytes more) would be past the table
+        return _pair(tag, key, text)
+    size_varint = _SHORT[size]
+    value_size = 1 + len(size_varint) + size
+    value_varint = _SHORT[value_size]
+    pair_varint = _SHORT[len(key_field) + 1 + len(value_varint) + value_size]
     return b"".join((tag, pair_varint, key_field, b"\x12", value_varint, b"\x0a", size_varint, encoded))
 
 
@@ -280,7 +282,7 @@ def encode_span(span: ReadableSpan | RecordedSpan) -> bytes:
                 flags,
             )
         )
-    size = len(body)
+    size = len(body)  # its varint as ``_varint`` writes it, without the call (four a request, on the loop)
     return b"\x12" + (_SHORT[size] if size < _SHORT_MAX else _long_varint(size)) + body  # field 2
 
 

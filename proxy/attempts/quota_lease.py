@@ -30,7 +30,7 @@ LEASE_MAX_S = 0.25  # real time a lease grants for before it is settled
 
 def lease_size(most: int, room: Sequence[int], limits: Sequence[Limit], tokens: int, cost_micros: int) -> int:
     """How many requests of this size to lease: at most ``most``, and no more than 1/LEASE_HEADROOM
-    of the ``room`` any limit's window had (the last reservation's view); below 2, none. None for an
+    of the ``room`` any limit's window had (the last reservation's view); below 2, none. No lease for an
     arm without limits: there is nothing to count, and a lease of nothing would cost a call a request."""
     if not limits:
         return 0

@@ -160,7 +160,9 @@ def proxy_spans() -> tuple[list[ReadableSpan], list[dict[str, str]]]:
                 propensity=0.5 + number,
                 candidates=["openai/gpt-4o-mini", "anthropic/claude"][: number + 1],
             )
-        remaining = {"openai/gpt-4o-mini tokens per 1m": 1e5 - number, "x" * 300: float(number)}
+        # A snapshot of two-byte lengths, and one past the varint table (3,000 bytes).
+        long_name = "x" * (300 if number < 2 else 3000)
+        remaining = {"openai/gpt-4o-mini tokens per 1m": 1e5 - number, long_name: float(number)}
         quota = tracing.start_quota(tracer, "openai", "gpt-4o-mini")
         tracing.end_quota(quota, "granted", remaining)
         for attempt_number, status in enumerate(("5xx", "ok"), start=1):
