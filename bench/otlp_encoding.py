@@ -65,22 +65,21 @@ def proxied_spans(requests: int) -> list[ReadableSpan]:
             attributes={"http.request.method": "POST", "http.route": "/v1/chat/completions"},
         )
         token = tracing.enter_request(server)
-        with tracing.start_route(tracer) as route:
-            tracing.annotate_route(
-                route,
-                decision_id=decision_id,
-                policy="champion",
-                policy_version="v12",
-                chosen="openai/gpt-4o-mini",
-                propensity=1.0,
-                candidates=["openai/gpt-4o-mini"],
-            )
+        tracing.record_route(
+            tracer,
+            tracing.now_ns(),
+            decision_id=decision_id,
+            policy="champion",
+            policy_version="v12",
+            chosen="openai/gpt-4o-mini",
+            propensity=1.0,
+            candidates=["openai/gpt-4o-mini"],
+        )
         remaining = {
             "openai/gpt-4o-mini tokens per 1m": 150_000.0 - number,
             "app dev requests per 1d": 9e4 - number,
         }
-        quota = tracing.start_quota(tracer, "openai", "gpt-4o-mini")
-        tracing.end_quota(quota, "granted", remaining)
+        tracing.record_quota(tracer, tracing.now_ns(), "openai", "gpt-4o-mini", "granted", remaining)
         attempt = tracing.start_attempt(tracer, "openai", "gpt-4o-mini", 1)
         tracing.end_attempt(attempt, _usage(decision_id, number), stream=False)
         tracing.annotate_request(

@@ -369,17 +369,22 @@ class Gateway:
     def _decide_traced(
         self, tracer: RecordingTracer, serving: _Serving, routed: RoutedRequest, now: float
     ) -> tuple[Route, str, int]:
-        with tracing.start_route(tracer) as span:
+        started = tracing.now_ns()
+        try:
             route, decision_id, ts = self._decide(serving, routed, now)
-            tracing.annotate_route(
-                span,
-                decision_id=decision_id,
-                policy=route.policy,
-                policy_version=route.policy_version,
-                chosen=route.chosen.name,
-                propensity=route.propensity,
-                candidates=route.candidates,
-            )
+        except BaseException as exc:
+            tracing.route_failed(tracer, started, exc)
+            raise
+        tracing.record_route(
+            tracer,
+            started,
+            decision_id=decision_id,
+            policy=route.policy,
+            policy_version=route.policy_version,
+            chosen=route.chosen.name,
+            propensity=route.propensity,
+            candidates=route.candidates,
+        )
         return route, decision_id, ts
 
     def _route(self, routed: RoutedRequest, now: float) -> Route:

@@ -44,8 +44,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from opentelemetry.trace import Span
-
 from proxy import errors, tracing
 from proxy.adapters.base import (
     Adapter,
@@ -64,7 +62,7 @@ from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
 from proxy.errors import retry_after_header
 from proxy.metrics import ProxyMetrics
-from proxy.recorded_spans import RecordingTracer
+from proxy.recorded_spans import ProxySpan, RecordingTracer
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Arm
 from proxy.routing.health import Health, Outcome
@@ -147,7 +145,7 @@ class _Call:
     upstream: UpstreamRequest
     attempt: Attempt
     grant: Grant
-    span: Span | None  # the attempt's CLIENT span; None with tracing off
+    span: ProxySpan | None  # the attempt's CLIENT span; None with tracing off
     metrics: ProxyMetrics | None = None
 
     @property
@@ -354,17 +352,16 @@ class AttemptLoop:
         """The quota gate's answer for ``arm``; with tracing on, in its own span."""
         if self._tracer is None:
             return await self._quota.admit(arm, routed, first_attempt=first_attempt)
-        span = tracing.start_quota(self._tracer, arm.provider, arm.model)
+        started = tracing.now_ns()
         try:
             grant = await self._quota.admit(arm, routed, first_attempt=first_attempt)
         except BaseException as exc:
-            span.record_exception(exc)
-            tracing.end_quota(span, "error", {})
+            tracing.record_quota(self._tracer, started, arm.provider, arm.model, exc, {})
             raise
         if isinstance(grant, Grant):
-            tracing.end_quota(span, "granted", grant.remaining)
+            tracing.record_quota(self._tracer, started, arm.provider, arm.model, "granted", grant.remaining)
         else:
-            tracing.end_quota(span, type(grant).__name__, {})
+            tracing.record_quota(self._tracer, started, arm.provider, arm.model, type(grant).__name__, {})
         return grant
 
     async def _settle(self, grant: Grant, usage: Usage | None) -> None:

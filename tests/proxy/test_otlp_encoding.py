@@ -150,21 +150,20 @@ def proxy_spans() -> tuple[list[ReadableSpan], list[dict[str, str]]]:
             tracer, {"method": "POST", "path": "/v1/chat/completions", "headers": headers}
         )
         token = tracing.enter_request(server)
-        with tracing.start_route(tracer) as route:
-            tracing.annotate_route(
-                route,
-                decision_id=f"d-{number}",
-                policy="champion",
-                policy_version="v12",
-                chosen="openai/gpt-4o-mini",
-                propensity=0.5 + number,
-                candidates=["openai/gpt-4o-mini", "anthropic/claude"][: number + 1],
-            )
+        tracing.record_route(
+            tracer,
+            tracing.now_ns(),
+            decision_id=f"d-{number}",
+            policy="champion",
+            policy_version="v12",
+            chosen="openai/gpt-4o-mini",
+            propensity=0.5 + number,
+            candidates=["openai/gpt-4o-mini", "anthropic/claude"][: number + 1],
+        )
         # A snapshot of two-byte lengths, and one past the varint table (3,000 bytes).
         long_name = "x" * (300 if number < 2 else 3000)
         remaining = {"openai/gpt-4o-mini tokens per 1m": 1e5 - number, long_name: float(number)}
-        quota = tracing.start_quota(tracer, "openai", "gpt-4o-mini")
-        tracing.end_quota(quota, "granted", remaining)
+        tracing.record_quota(tracer, tracing.now_ns(), "openai", "gpt-4o-mini", "granted", remaining)
         for attempt_number, status in enumerate(("5xx", "ok"), start=1):
             attempt = tracing.start_attempt(tracer, "openai", "gpt-4o-mini", attempt_number)
             sent.append(tracing.trace_headers(attempt))
