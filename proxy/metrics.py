@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
+from opentelemetry.trace import Span
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from proxy.latency_histogram import LatencyHistogram
-from proxy.recorded_spans import ProxySpan
 from symphony.events import Usage
 
 # From a cached answer (~5 ms) to a long generation (a minute).
@@ -91,8 +91,8 @@ class ProxyMetrics:
         """Expose the gateway's counters, read at each scrape."""
         self.registry.register(_Counts(read))
 
-    def attempt_finished(self, usage: Usage, span: ProxySpan | None) -> None:
-        trace_id = span.context[0] if span is not None else 0
+    def attempt_finished(self, usage: Usage, span: Span | None) -> None:
+        trace_id = span.get_span_context()[0] if span is not None else 0  # the tuple, not its property
         self.attempts.observe((usage.provider, usage.status), usage.latency_ms / 1000, trace_id)
 
     def request_finished(self, route: str, status: int, seconds: float, trace_id: int) -> None:

@@ -15,8 +15,7 @@ each once and queues its bytes for every destination); a ``RecordedSpan`` reads 
 how ``tests/proxy/test_otlp_encoding.py`` checks ``proxy.otlp_encoding`` against it.
 
 Sampling is the SDK default's (parent-based, always on): a span whose parent (the client's
-``traceparent``) is not sampled is not recorded (an ``UnrecordedSpan``), and its ids still go on so the
-trace stays one.
+``traceparent``) is not sampled is not recorded, and its ids still go on so the trace stays one.
 """
 
 from __future__ import annotations
@@ -186,22 +185,6 @@ class RecordedSpan(trace.Span):
         self.end()
 
 
-class UnrecordedSpan(trace.NonRecordingSpan):
-    """A span in a trace the client did not sample: its ids go on, nothing is recorded or exported.
-
-    It has a ``RecordedSpan``'s ``context`` and ``attributes`` (a dict nobody reads), so that the proxy's
-    helpers (``proxy.tracing``) read and write either kind of span the same way, without a method call."""
-
-    def __init__(self, context: SpanContext) -> None:
-        super().__init__(context)
-        self.context = context
-        self.attributes: dict[str, Any] = {}
-
-
-# The spans a ``RecordingTracer`` starts.
-ProxySpan = RecordedSpan | UnrecordedSpan
-
-
 class RecordingTracer(trace.Tracer):
     """Starts ``RecordedSpan``s under the current (or given) context's span, ended into ``processors``."""
 
@@ -232,7 +215,7 @@ class RecordingTracer(trace.Tracer):
         kind: SpanKind = SpanKind.INTERNAL,
         attributes: dict[str, Any] | None = None,
         start_time: int | None = None,
-    ) -> ProxySpan:
+    ) -> trace.Span:
         """``start_span`` under ``parent`` (None or invalid: a new trace), given rather than looked up in
         an OpenTelemetry context: the proxy's request path holds its parent, and the lookup cost as much
         as the rest of starting a span. ``attributes``: a dict the span takes as its own."""
@@ -243,7 +226,7 @@ class RecordingTracer(trace.Tracer):
             return self._start_root(name, kind, attributes, start_time)
         own = _new_context((trace_id, _random_bits(64) or _new_id(64), False, flags, state, True))
         if not flags & 1:  # TraceFlags.SAMPLED
-            return UnrecordedSpan(own)
+            return trace.NonRecordingSpan(own)
         return RecordedSpan(
             name, kind, own, parent, attributes if attributes is not None else {}, self, start_time
         )

@@ -46,7 +46,7 @@ class RequestObserver:
         tracing = self._tracing() if self._tracing is not None else None
         span = spans.start_server_span(tracing.tracer, scope) if tracing is not None else None
         token = spans.enter_request(span) if span is not None else None
-        trace_id = span.context[0] if span is not None else 0
+        trace_id = span.get_span_context()[0] if span is not None else 0  # the tuple, not its property
         started = clock.monotonic()
         status = 0
         observed = False

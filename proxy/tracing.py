@@ -51,14 +51,14 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Scope
 
 from proxy.otlp_encoding import encode_scope_request
-from proxy.recorded_spans import NO_STATE, ProxySpan, RecordingTracer
+from proxy.recorded_spans import NO_STATE, RecordingTracer
 from proxy.span_queue import SpanEncoder, SpanQueue, SpanSender
-from symphony.events import Usage
+from symphony.events import AttemptStatus, Usage
 from symphony.settings import SPAN_EXPORT_DELAY_MS, Settings
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ _PROPAGATOR: Final = TraceContextTextMapPropagator()
 # tracing's cost to the event loop (bench/tracing_instructions.py). So ``trace.get_current_span()``
 # does not see the proxy's spans; nothing in the proxy asks it.
 # It holds the span and its context, so that starting a child makes no call to find its parent.
-_REQUEST_SPAN: Final[ContextVar[tuple[ProxySpan, SpanContext] | tuple[None, None]]] = ContextVar(
+_REQUEST_SPAN: Final[ContextVar[tuple[Span, SpanContext] | tuple[None, None]]] = ContextVar(
     "symphony_request_span", default=(None, None)
 )
 
@@ -185,17 +185,13 @@ class Tracing:
 
 
 # --------------------------------------------------------------------------- the server span
-#
-# The helpers below write a span's ``attributes`` dict as it is rather than through ``set_attribute``: both
-# kinds of span the tracer starts have one (``recorded_spans.ProxySpan``), and each method call cost the
-# event loop more than the write it makes.
 
 # The clock a span's start and end times are read from (``RecordedSpan``'s), for spans made once their work
 # is done (``record_route``, ``record_quota``).
 now_ns: Final = time.time_ns
 
 
-def start_server_span(tracer: RecordingTracer, scope: Scope) -> ProxySpan:
+def start_server_span(tracer: RecordingTracer, scope: Scope) -> Span:
     """The SERVER span of a routed request: the child of the client's ``traceparent`` if it sent one."""
     method, path = scope["method"], scope["path"]
     return tracer.start_child(
@@ -206,26 +202,26 @@ def start_server_span(tracer: RecordingTracer, scope: Scope) -> ProxySpan:
     )
 
 
-RequestToken = Token[tuple[ProxySpan, SpanContext] | tuple[None, None]]
+RequestToken = Token[tuple[Span, SpanContext] | tuple[None, None]]
 
 
-def enter_request(span: ProxySpan) -> RequestToken:
+def enter_request(span: Span) -> RequestToken:
     """Make ``span`` the parent of the spans started while the request runs; ``leave_request`` undoes it."""
-    return _REQUEST_SPAN.set((span, span.context))
+    return _REQUEST_SPAN.set((span, span.get_span_context()))
 
 
 def leave_request(token: RequestToken) -> None:
     _REQUEST_SPAN.reset(token)
 
 
-def request_span() -> ProxySpan | None:
+def request_span() -> Span | None:
     """The running request's SERVER span; None outside a traced request."""
     return _REQUEST_SPAN.get()[0]
 
 
-def fail_server_span(span: ProxySpan, exc: BaseException) -> None:
+def fail_server_span(span: Span, exc: BaseException) -> None:
     """The request ended in ``exc`` before an answer was sent."""
-    span.attributes["error.type"] = type(exc).__qualname__
+    span.set_attribute("error.type", type(exc).__qualname__)
     span.set_status(StatusCode.ERROR)
 
 
@@ -245,19 +241,19 @@ def _client_parent(headers: Sequence[tuple[bytes, bytes]]) -> SpanContext | None
     return trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
 
 
-def end_server_span(span: ProxySpan, status: int) -> None:
+def end_server_span(span: Span, status: int) -> None:
     """The answer's status on the server span (0: none was sent), which ends it."""
     if status:
-        span.attributes["http.response.status_code"] = status
+        span.set_attribute("http.response.status_code", status)
     if status >= 500:  # a 4xx is the client's doing, not the server's error (HTTP conventions)
-        span.attributes["error.type"] = str(status)
+        span.set_attribute("error.type", str(status))
         span.set_status(StatusCode.ERROR)
     span.end()
 
 
-def span_ids(span: ProxySpan) -> tuple[str, str]:
+def span_ids(span: Span) -> tuple[str, str]:
     """``span``'s trace id and span id in hex, as OpenTelemetry prints them; empty if it has none."""
-    trace_id, span_id, _, _, _, valid = span.context
+    trace_id, span_id, _, _, _, valid = span.get_span_context()  # a tuple: no property calls
     return _hex_ids(trace_id, span_id) if valid else ("", "")
 
 
@@ -267,7 +263,7 @@ def _hex_ids(trace_id: int, span_id: int) -> tuple[str, str]:
 
 
 def annotate_request(
-    span: ProxySpan,
+    span: Span,
     *,
     decision_id: str,
     policy_version: str,
@@ -277,17 +273,18 @@ def annotate_request(
     served: tuple[str, str] | None,
 ) -> None:
     """The decision and the GenAI request on the server span; ``served`` is (provider, model)."""
-    attributes = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": requested_model,
-        "symphony.decision_id": decision_id,
-        "symphony.policy_version": policy_version,
-        "symphony.overrides": _json(overrides) if overrides else "{}",
-        "symphony.quota_remaining": _json(quota_remaining),
-    }
+    span.set_attributes(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": requested_model,
+            "symphony.decision_id": decision_id,
+            "symphony.policy_version": policy_version,
+            "symphony.overrides": _json(overrides),
+            "symphony.quota_remaining": _json(quota_remaining),
+        }
+    )
     if served is not None:
-        attributes["gen_ai.provider.name"], attributes["gen_ai.response.model"] = served
-    span.attributes.update(attributes)
+        span.set_attributes({"gen_ai.provider.name": served[0], "gen_ai.response.model": served[1]})
 
 
 def _json(value: Mapping[str, object]) -> str:
@@ -353,12 +350,12 @@ def record_quota(
         _end_failed(span, outcome)
 
 
-def _end_failed(span: ProxySpan, exc: BaseException) -> None:
+def _end_failed(span: Span, exc: BaseException) -> None:
     """End ``span`` as a ``with`` block that ``exc`` escaped ends it: its exception event, an error status."""
     span.__exit__(type(exc), exc, exc.__traceback__)
 
 
-def start_attempt(tracer: RecordingTracer, provider: str, model: str, number: int) -> ProxySpan:
+def start_attempt(tracer: RecordingTracer, provider: str, model: str, number: int) -> Span:
     """A provider attempt's CLIENT span (GenAI inference span: ``{operation} {model}``)."""
     return tracer.start_child(
         f"chat {model}",
@@ -378,9 +375,9 @@ def start_attempt(tracer: RecordingTracer, provider: str, model: str, number: in
 _FLAGS_HEX: Final = tuple(f"{flags:02x}" for flags in range(256))
 
 
-def trace_headers(span: ProxySpan) -> dict[str, str]:
+def trace_headers(span: Span) -> dict[str, str]:
     """The W3C headers that make ``span`` the parent of the provider's work."""
-    trace_id, span_id, _, flags, state, _ = span.context
+    trace_id, span_id, _, flags, state, _ = span.get_span_context()  # a tuple: no property calls
     trace_hex, span_hex = _hex_ids(trace_id, span_id)
     headers = {"traceparent": f"00-{trace_hex}-{span_hex}-{_FLAGS_HEX[flags]}"}
     if state is not NO_STATE and state:
@@ -388,10 +385,9 @@ def trace_headers(span: ProxySpan) -> dict[str, str]:
     return headers
 
 
-def end_attempt(span: ProxySpan, usage: Usage, *, stream: bool) -> None:
+def end_attempt(span: Span, usage: Usage, *, stream: bool) -> None:
     """End an attempt's span from its usage event (called once: the event is made once)."""
-    attributes = span.attributes
-    attributes.update(
+    span.set_attributes(
         {
             "gen_ai.response.model": usage.model,
             "gen_ai.usage.input_tokens": usage.input_tokens,
@@ -400,8 +396,12 @@ def end_attempt(span: ProxySpan, usage: Usage, *, stream: bool) -> None:
         }
     )
     if stream:
-        attributes["gen_ai.response.time_to_first_chunk"] = usage.ttfb_ms / 1000
-    if usage.status != "ok":
-        attributes["error.type"] = usage.status
-        span.set_status(StatusCode.ERROR)
+        span.set_attribute("gen_ai.response.time_to_first_chunk", usage.ttfb_ms / 1000)
+    _mark_failure(span, usage.status)
     span.end()
+
+
+def _mark_failure(span: Span, status: AttemptStatus) -> None:
+    if status != "ok":
+        span.set_attribute("error.type", status)
+        span.set_status(StatusCode.ERROR)

@@ -44,6 +44,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 
+from opentelemetry.trace import Span
+
 from proxy import errors, tracing
 from proxy.adapters.base import (
     Adapter,
@@ -62,7 +64,7 @@ from proxy.edge.scrub import Scrubber
 from proxy.emitter import EventEmitter
 from proxy.errors import retry_after_header
 from proxy.metrics import ProxyMetrics
-from proxy.recorded_spans import ProxySpan, RecordingTracer
+from proxy.recorded_spans import RecordingTracer
 from proxy.routed_request import RoutedRequest
 from proxy.routing.candidates import Arm
 from proxy.routing.health import Health, Outcome
@@ -145,7 +147,7 @@ class _Call:
     upstream: UpstreamRequest
     attempt: Attempt
     grant: Grant
-    span: ProxySpan | None  # the attempt's CLIENT span; None with tracing off
+    span: Span | None  # the attempt's CLIENT span; None with tracing off
     metrics: ProxyMetrics | None = None
 
     @property
