@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -31,27 +31,27 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from proxy.recorded_spans import NO_STATE, PLAIN_STATUSES, RecordedSpan
 
-_FIXED64 = struct.Struct("<Q").pack
-_FIXED32 = struct.Struct("<I").pack
-_DOUBLE = struct.Struct("<d").pack
+_FIXED64: Final = struct.Struct("<Q").pack
+_FIXED32: Final = struct.Struct("<I").pack
+_DOUBLE: Final = struct.Struct("<d").pack
 # SpanFlags: the context says whether its parent is remote (bit 8), and if so bit 9.
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
-_LOCAL_PARENT = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE)
-_REMOTE_PARENT = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
+_LOCAL_PARENT: Final = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE)
+_REMOTE_PARENT: Final = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 # The start and end times (fields 7 and 8, fixed64), tags included.
-_TIMES = struct.Struct("<BQBQ").pack
+_TIMES: Final = struct.Struct("<BQBQ").pack
 # Span names are a small set too ("chat <model>", the routes): each one's field, made once.
-_NAMES: dict[str, bytes] = {}
-_MAX_NAMES = 1024
+_NAMES: Final[dict[str, bytes]] = {}
+_MAX_NAMES: Final = 1024
 
 
-_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+_ONE_BYTE: Final = tuple(bytes((value,)) for value in range(0x80))
 # Attribute keys are a small fixed set: each one's encoded ``KeyValue.key`` field, made once.
-_KEYS: dict[str, bytes] = {}
-_MAX_KEYS = 4096
-_SCALARS = frozenset((str, bool, int, float))
+_KEYS: Final[dict[str, bytes]] = {}
+_MAX_KEYS: Final = 4096
+_SCALARS: Final = frozenset((str, bool, int, float))
 # The proxy's attributes whose values differ from request to request (``proxy.tracing``): never cached.
-PER_REQUEST = frozenset(
+PER_REQUEST: Final = frozenset(
     {
         "symphony.decision_id",
         "symphony.quota_remaining",
@@ -62,9 +62,9 @@ PER_REQUEST = frozenset(
 # values are kept for (its first value's: ``True``, ``1`` and ``1.0`` are equal in Python, not in OTLP)
 # and each value's pair. Tuples are kept only when they hold strings, so an equal tuple (or a list, looked
 # up by its tuple) holds the same strings.
-_KEPT: dict[int, dict[str, tuple[type, dict[Any, bytes]]]] = {1: {}, 3: {}, 4: {}, 9: {}}
-_TAGS = {number: bytes((number << 3 | 2,)) for number in _KEPT}  # one byte each: numbers below 16
-_MAX_VALUES = 1024
+_KEPT: Final[dict[int, dict[str, tuple[type, dict[Any, bytes]]]]] = {1: {}, 3: {}, 4: {}, 9: {}}
+_TAGS: Final = {number: bytes((number << 3 | 2,)) for number in _KEPT}  # one byte each: numbers below 16
+_MAX_VALUES: Final = 1024
 
 
 def _varint(value: int) -> bytes:
@@ -83,8 +83,8 @@ def _long_varint(value: int) -> bytes:
 
 
 # The varints of the lengths a span's fields have as a rule (its own, each attribute's), made once.
-_SHORT_MAX = 2048
-_SHORT = tuple(_ONE_BYTE[n] if n < 0x80 else _long_varint(n) for n in range(_SHORT_MAX))
+_SHORT_MAX: Final = 2048
+_SHORT: Final = tuple(_ONE_BYTE[n] if n < 0x80 else _long_varint(n) for n in range(_SHORT_MAX))
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -226,8 +226,8 @@ def _flags(parent: SpanContext | None) -> int:
 
 
 # Keyed by the members' ids (an Enum hashes in Python, slowly): members are singletons.
-_KINDS = {id(kind): b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # OTLP's INTERNAL is 1
-_STATUSES = {id(code): _field(15, _count(3, code.value)) for code in StatusCode}
+_KINDS: Final = {id(kind): b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # OTLP's INTERNAL is 1
+_STATUSES: Final = {id(code): _field(15, _count(3, code.value)) for code in StatusCode}
 
 
 def _name(name: str) -> bytes:
@@ -246,11 +246,11 @@ def _status(status: Status) -> bytes:
 
 
 # The statuses without a message that recorded spans hold (ids of objects kept alive by PLAIN_STATUSES).
-_PLAIN_STATUS_FIELDS = {id(status): _status(status) for status in PLAIN_STATUSES.values()}
+_PLAIN_STATUS_FIELDS: Final = {id(status): _status(status) for status in PLAIN_STATUSES.values()}
 # A span's ids (fields 1 and 2, then 4 under a parent), tags included: ids are big-endian bytes.
-_IDS = struct.Struct(">HQQHQ").pack
-_IDS_AND_PARENT = struct.Struct(">HQQHQHQ").pack
-_LOW_64 = (1 << 64) - 1
+_IDS: Final = struct.Struct(">HQQHQ").pack
+_IDS_AND_PARENT: Final = struct.Struct(">HQQHQHQ").pack
+_LOW_64: Final = (1 << 64) - 1
 
 
 def encode_span(span: ReadableSpan | RecordedSpan) -> bytes:

@@ -58,7 +58,7 @@ def _parent_of(context: otel_context.Context | None) -> SpanContext | None:
     return None if span is None else span.get_span_context()
 
 
-_random_bits = random.getrandbits
+_random_bits: Final = random.getrandbits
 
 
 def _new_id(bits: int) -> int:
