@@ -126,6 +126,10 @@ bench-proxy *args:
 bench-tracing *args:
     python bench/tracing_overhead.py "$@"
 
+# Benchmark: a request's tracing calls, µs of CPU warm and cold, the working tree against --baseline (HEAD), same run
+bench-tracing-calls *args:
+    python bench/tracing_calls.py "$@"
+
 # Benchmark: the event loop's instructions per request with tracing off and on (callgrind), a figure load cannot move
 bench-tracing-instructions *args:
     python bench/tracing_instructions.py "$@"

@@ -10,10 +10,6 @@ flows: ``edge`` (limits, auth, scrubbing) -> inbound API (``api.openai_api``,
 out, challenger policy in).
 """
 
-from proxy.compiled_modules import refuse_stale
-
-refuse_stale()  # before anything imports a compiled module
-
-from proxy.app import create_app, run_proxy  # noqa: E402  (after the check above)
+from proxy.app import create_app, run_proxy
 
 __all__ = ["create_app", "run_proxy"]

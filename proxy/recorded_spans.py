@@ -91,10 +91,7 @@ class RecordedSpan(trace.Span):
         "status",
     )
     links: tuple[Link, ...] = ()
-    # One a line: mypyc (setup.py) compiles no chained assignment in a class body.
-    dropped_attributes = 0
-    dropped_events = 0
-    dropped_links = 0
+    dropped_attributes = dropped_events = dropped_links = 0
 
     def __init__(
         self,

@@ -69,9 +69,8 @@ class SpanQueue:
         self.exported = 0
         self.failed = 0
         self.queue_dropped = 0
-        # Not ``_thread``: mypyc (setup.py) names the C field ``__thread``, a C keyword.
-        self._worker = threading.Thread(target=self._run, name=f"spans-{name}", daemon=True)
-        self._worker.start()
+        self._thread = threading.Thread(target=self._run, name=f"spans-{name}", daemon=True)
+        self._thread.start()
 
     @property
     def dropped(self) -> int:
@@ -91,7 +90,7 @@ class SpanQueue:
         """Send what is queued, for at most ``timeout_s``; what is left then counts as dropped."""
         self._stopping = True
         self._ready.set()
-        self._worker.join(timeout_s)
+        self._thread.join(timeout_s)
         with self._taking:
             self._abandoned = True
             self.queue_dropped += len(self._queue)
