@@ -1,8 +1,8 @@
 """Measure the proxy's OTLP encoding (``proxy.otlp_encoding``) against the SDK's own encoder, same run.
 
-It builds the spans of ``--requests`` proxied requests the way the proxy does (``proxy.tracing``'s
-helpers on a ``RecordingTracer``: the server span, the route, the quota reservation and one
-provider attempt, each with its attributes), then encodes them as one batch, ``--rounds``
+It builds the spans of ``--requests`` proxied requests the way the proxy does (``bench/proxied_request.py``:
+``proxy.tracing``'s helpers on a ``RecordingTracer``: the server span, the route, the quota reservation and
+one provider attempt, each with its attributes), then encodes them as one batch, ``--rounds``
 times, with each encoder: ``proxy.otlp_encoding.encode_request`` and the SDK's
 ``encode_spans(...).SerializeToString()``. The proxy runs the first's per-span part
 (``encode_span``) as each span ends and the join on its exporter's thread. It
@@ -24,21 +24,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's proxy
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanKind
+from proxied_request import SPANS_PER_REQUEST, trace_request, usage
 
 from proxy import tracing
 from proxy.otlp_encoding import encode_request
 from proxy.recorded_spans import RecordingTracer
-from symphony.events import Usage
-
-SPANS_PER_REQUEST = 4
 
 
 class _Kept(SpanProcessor):
@@ -58,61 +55,8 @@ def proxied_spans(requests: int) -> list[ReadableSpan]:
         [kept],
     )
     for number in range(requests):
-        decision_id = f"01KBBENCH{number:017d}"
-        server = tracer.start_span(
-            "POST /v1/chat/completions",
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": "POST", "http.route": "/v1/chat/completions"},
-        )
-        token = tracing.enter_request(server)
-        tracing.record_route(
-            tracer,
-            tracing.now_ns(),
-            decision_id=decision_id,
-            policy="champion",
-            policy_version="v12",
-            chosen="openai/gpt-4o-mini",
-            propensity=1.0,
-            candidates=["openai/gpt-4o-mini"],
-        )
-        remaining = {
-            "openai/gpt-4o-mini tokens per 1m": 150_000.0 - number,
-            "app dev requests per 1d": 9e4 - number,
-        }
-        tracing.record_quota(tracer, tracing.now_ns(), "openai", "gpt-4o-mini", "granted", remaining)
-        attempt = tracing.start_attempt(tracer, "openai", "gpt-4o-mini", 1)
-        tracing.end_attempt(attempt, _usage(decision_id, number), stream=False)
-        tracing.annotate_request(
-            server,
-            decision_id=decision_id,
-            policy_version="v12",
-            requested_model="openai/gpt-4o-mini",
-            overrides={},
-            quota_remaining=remaining,
-            served=("openai", "gpt-4o-mini"),
-        )
-        tracing.leave_request(token)
-        server.set_attribute("http.response.status_code", 200)
-        server.end()
+        trace_request(tracer, number, usage(number))
     return kept.spans
-
-
-def _usage(decision_id: str, number: int) -> Usage:
-    return Usage(
-        event_id=f"01KBUSAGE{number:017d}",
-        ts=1_764_633_600_000 + number,
-        decision_id=decision_id,
-        app="dev",
-        provider="openai",
-        model="gpt-4o-mini",
-        attempt=1,
-        status="ok",
-        input_tokens=12 + number % 7,
-        output_tokens=5,
-        latency_ms=42.5,
-        ttfb_ms=42.5,
-        cost_usd=0.00001,
-    )
 
 
 def best_of(rounds: int, encode: Callable[[], bytes]) -> float:
