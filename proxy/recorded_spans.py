@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -67,6 +67,27 @@ def _new_id(bits: int) -> int:
     while not ident:
         ident = _random_bits(bits)
     return ident
+
+
+def new_span_id() -> int:
+    """A random span id (never zero)."""
+    return _random_bits(64) or _new_id(64)
+
+
+# Values of attributes that go together: strings and tuples of strings (``KeptGroup``).
+GroupValues = tuple[str | tuple[str, ...], ...]
+
+
+class KeptGroup(Protocol):
+    """Attributes a kind of span carries together (``proxy.otlp_encoding.KeptAttributes``)."""
+
+    def as_dict(self, values: GroupValues) -> dict[str, Any]:
+        """The attributes with ``values``, in the group's order."""
+        ...
+
+    def encoded(self, values: GroupValues) -> bytes:
+        """Their pairs in the OTLP wire format, as ``as_dict``'s would be encoded."""
+        ...
 
 
 # ``_new_context((trace_id, span_id, False, flags, state, True))`` is ``SpanContext(trace_id, span_id,
@@ -238,6 +259,21 @@ class RecordingTracer(trace.Tracer):
         return RecordedSpan(
             name, kind, own, None, attributes if attributes is not None else {}, self, start_time
         )
+
+    def record_finished(
+        self,
+        name: str,
+        kind: SpanKind,
+        parent: SpanContext | None,
+        start_time: int,
+        group: KeptGroup,
+        values: GroupValues,
+        attributes: dict[str, Any],
+    ) -> None:
+        """A span whose work is done, from ``start_time`` to now, under ``parent``: its attributes the
+        ``group``'s with ``values``, then ``attributes``. Here as any span is made and ended; the proxy's
+        tracer (``proxy.tracing.ProxyTracer``) writes it straight to its bytes."""
+        self.start_child(name, parent, kind, {**group.as_dict(values), **attributes}, start_time).end()
 
     @contextmanager
     def start_as_current_span(  # type: ignore[override]  # the API's signature, as a generator

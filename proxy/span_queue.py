@@ -146,5 +146,9 @@ class SpanEncoder(SpanProcessor):
             for queue in self._queues:
                 queue.queue_dropped += 1
             return
+        self.put(encoded)
+
+    def put(self, encoded_span: bytes) -> None:
+        """Queue a span's bytes for each destination: ``on_end``'s, or a span written from its fields."""
         for queue in self._queues:
-            queue.put(encoded)
+            queue.put(encoded_span)

@@ -55,8 +55,8 @@ from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Scope
 
-from proxy.otlp_encoding import encode_scope_request
-from proxy.recorded_spans import NO_STATE, RecordingTracer
+from proxy.otlp_encoding import KeptAttributes, encode_attributes, encode_fields, encode_scope_request
+from proxy.recorded_spans import NO_STATE, GroupValues, KeptGroup, RecordingTracer, new_span_id
 from proxy.span_queue import SpanEncoder, SpanQueue, SpanSender
 from symphony.events import AttemptStatus, Usage
 from symphony.settings import SPAN_EXPORT_DELAY_MS, Settings
@@ -111,6 +111,39 @@ def tracing_on(settings: Settings) -> bool:
     return settings.spans_token is not None or bool(settings.tempo_endpoint)
 
 
+class ProxyTracer(RecordingTracer):
+    """The proxy's tracer: a span whose work is done (the route, an admission) is written straight to its
+    bytes and queued, with no span object, no attribute dict, and one lookup for the attributes that repeat
+    together (``KeptAttributes``). In a tight loop a route span took 3.5 µs made, ended and encoded, 2.4
+    written; under callgrind, tracing's instructions on the event loop went from +288k to +270k a request.
+    Where the parent has a trace state (a client's), or there is none, the span is made as
+    ``RecordingTracer`` makes it."""
+
+    def __init__(self, resource: Resource, scope: InstrumentationScope, encoder: SpanEncoder) -> None:
+        super().__init__(resource, scope, [encoder])
+        self._put = encoder.put
+
+    def record_finished(
+        self,
+        name: str,
+        kind: SpanKind,
+        parent: SpanContext | None,
+        start_time: int,
+        group: KeptGroup,
+        values: GroupValues,
+        attributes: dict[str, Any],
+    ) -> None:
+        if parent is not None:
+            trace_id, _, _, flags, state, valid = parent  # a tuple: no property calls
+            if valid and (state is NO_STATE or not state):
+                if flags & 1:  # sampled; an unsampled parent's child is not recorded
+                    pairs = group.encoded(values) + encode_attributes(attributes)
+                    span_id, end = new_span_id(), now_ns()
+                    self._put(encode_fields(trace_id, span_id, parent, name, kind, start_time, end, pairs))
+                return
+        super().record_finished(name, kind, parent, start_time, group, values, attributes)
+
+
 class Tracing:
     """The process's tracer, a span queue per destination, and what each exported and dropped."""
 
@@ -137,7 +170,7 @@ class Tracing:
             for name, sender in senders.items()
         }
         # Its own tracer, not the global provider's: each app (tests run several) exports on its own.
-        self.tracer = RecordingTracer(resource, scope, [SpanEncoder(list(self._queues.values()))])
+        self.tracer = ProxyTracer(resource, scope, SpanEncoder(list(self._queues.values())))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tracing | None:
@@ -296,6 +329,11 @@ def _json(value: Mapping[str, object]) -> str:
 # --------------------------------------------------------------------------- child spans
 
 
+_ROUTE_GROUP: Final = KeptAttributes(
+    "symphony.policy", "symphony.policy_version", "symphony.chosen", "symphony.candidates"
+)
+
+
 def record_route(
     tracer: RecordingTracer,
     start_time: int,
@@ -308,22 +346,23 @@ def record_route(
     candidates: Sequence[str],
 ) -> None:
     """The routing decision's span, from ``start_time`` (``now_ns()`` before it was made) to now."""
-    attributes = {
-        "symphony.decision_id": decision_id,
-        "symphony.policy": policy,
-        "symphony.policy_version": policy_version,
-        "symphony.chosen": chosen,
-        "symphony.propensity": propensity,
-        "symphony.candidates": tuple(candidates),  # a tuple: its encoded pair can be kept
-    }
-    tracer.start_child(
-        "symphony.route", _REQUEST_SPAN.get()[1], SpanKind.INTERNAL, attributes, start_time
-    ).end()
+    tracer.record_finished(
+        "symphony.route",
+        SpanKind.INTERNAL,
+        _REQUEST_SPAN.get()[1],
+        start_time,
+        _ROUTE_GROUP,
+        (policy, policy_version, chosen, tuple(candidates)),
+        {"symphony.decision_id": decision_id, "symphony.propensity": propensity},
+    )
 
 
 def route_failed(tracer: RecordingTracer, start_time: int, exc: BaseException) -> None:
     """The routing decision's span when deciding raised ``exc``."""
     _end_failed(tracer.start_child("symphony.route", _REQUEST_SPAN.get()[1], start_time=start_time), exc)
+
+
+_QUOTA_GROUP: Final = KeptAttributes("gen_ai.provider.name", "gen_ai.request.model", "symphony.quota.outcome")
 
 
 def record_quota(
@@ -336,20 +375,24 @@ def record_quota(
 ) -> None:
     """An admission's span, from ``start_time`` to now. ``outcome``: ``granted``, the refusal's kind, or what
     the quota gate raised; ``remaining``: what a grant's reservations saw."""
-    attributes: dict[str, Any] = {
-        "gen_ai.provider.name": provider,
-        "gen_ai.request.model": model,
-        "symphony.quota.outcome": outcome if isinstance(outcome, str) else "error",
-    }
-    if remaining:
-        attributes["symphony.quota_remaining"] = _json(remaining)
-    span = tracer.start_child(
-        "symphony.quota.reserve", _REQUEST_SPAN.get()[1], SpanKind.INTERNAL, attributes, start_time
-    )
-    if isinstance(outcome, str):
-        span.end()
-    else:
+    parent = _REQUEST_SPAN.get()[1]
+    if not isinstance(outcome, str):
+        values = (provider, model, "error")
+        span = tracer.start_child(
+            "symphony.quota.reserve", parent, SpanKind.INTERNAL, _QUOTA_GROUP.as_dict(values), start_time
+        )
         _end_failed(span, outcome)
+        return
+    attributes = {"symphony.quota_remaining": _json(remaining)} if remaining else {}
+    tracer.record_finished(
+        "symphony.quota.reserve",
+        SpanKind.INTERNAL,
+        parent,
+        start_time,
+        _QUOTA_GROUP,
+        (provider, model, outcome),
+        attributes,
+    )
 
 
 def _end_failed(span: Span, exc: BaseException) -> None:

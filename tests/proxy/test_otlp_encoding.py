@@ -14,7 +14,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from proxy import tracing
 from proxy.otlp_encoding import encode_request, encode_scope_request, encode_span
-from proxy.recorded_spans import RecordingTracer
+from proxy.recorded_spans import RecordedSpan, RecordingTracer
+from proxy.span_queue import SpanEncoder
 from symphony.events import AttemptStatus, Usage
 
 
@@ -213,3 +214,58 @@ def test_the_proxys_spans_encode_as_the_sdk_encoder_says() -> None:
     assert ExportTraceServiceRequest.FromString(request) == encode_spans(spans)
     again = [encode_span(span) for span in spans]  # now from the kept pairs
     assert again == encoded
+
+
+class _KeptBytes:
+    """A destination's queue that keeps the encoded spans it is given."""
+
+    def __init__(self) -> None:
+        self.spans: list[bytes] = []
+
+    def put(self, encoded_span: bytes) -> None:
+        self.spans.append(encoded_span)
+
+
+def finished_children(tracer: RecordingTracer) -> None:
+    """A request's route and quota spans (granted, then refused), twice: the second from the kept groups."""
+    request = {"method": "POST", "path": "/v1/chat/completions", "headers": []}
+    server = tracing.start_server_span(tracer, request)
+    token = tracing.enter_request(server)
+    for number in range(2):
+        started = tracing.now_ns()
+        tracing.record_route(
+            tracer,
+            started,
+            decision_id=f"d-{number}",
+            policy="champion",
+            policy_version="v12",
+            chosen="openai/gpt-4o-mini",
+            propensity=0.25 + number,
+            candidates=["openai/gpt-4o-mini", "anthropic/claude"],
+        )
+        remaining = {"openai/gpt-4o-mini tokens per 1m": 1e5 - number}
+        tracing.record_quota(tracer, started, "openai", "gpt-4o-mini", "granted", remaining)
+        tracing.record_quota(tracer, started, "openai", "gpt-4o-mini", "QuotaExhausted", {})
+    tracing.leave_request(token)
+
+
+def test_spans_written_from_their_fields_encode_as_the_same_spans_made() -> None:
+    """The proxy's tracer writes a route or quota span straight to its bytes (``ProxyTracer``): they
+    say what the SDK's encoder says of the same spans made by a ``RecordingTracer``, ids and times aside."""
+    resource = Resource.create({"service.name": tracing.SERVICE_NAME})
+    scope = InstrumentationScope(tracing.TRACER_NAME)
+    queued = _KeptBytes()
+    finished_children(tracing.ProxyTracer(resource, scope, SpanEncoder([queued])))  # type: ignore[list-item]
+    kept = InMemorySpanExporter()
+    finished_children(RecordingTracer(resource, scope, [SimpleSpanProcessor(kept)]))
+    made = list(kept.get_finished_spans())
+    written = ExportTraceServiceRequest.FromString(encode_scope_request(resource, scope, queued.spans))
+    assert len(made) == len(queued.spans) == 6
+    for span, ids in zip(made, written.resource_spans[0].scope_spans[0].spans, strict=True):
+        assert isinstance(span, RecordedSpan)
+        span.context = SpanContext(
+            int.from_bytes(ids.trace_id), int.from_bytes(ids.span_id), False, TraceFlags(1)
+        )
+        span.parent = SpanContext(int.from_bytes(ids.trace_id), int.from_bytes(ids.parent_span_id), False)
+        span.start_time, span.end_time = ids.start_time_unix_nano, ids.end_time_unix_nano
+    assert written == encode_spans(made)
