@@ -13,7 +13,7 @@ spans as the proxy makes them, each encoded once: 221k instructions, 164k since 
 once stopped going through a cache (2026-12-04), about 110k since the one join (2026-12-05).
 Compiled with mypyc, with the rest of the tracing path, a request's tracing calls took 10 µs less in
 ``bench/tracing_calls.py``'s terms (19.5 against 31.9 warm, 78.6 against 88.6 cold): under 1 % of the
-proxy's CPU, not worth a C compiler at install (README, "Tracing").
+proxy's CPU, not worth a C compiler at install (docs/tracing-cost.md).
 ``tests/proxy/test_otlp_encoding.py`` parses the output with the official message classes and
 requires it to equal what the SDK's own encoder (``encode_spans``) produces, field for field.
 
