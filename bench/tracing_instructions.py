@@ -14,6 +14,7 @@ run takes a few minutes.
 
     .venv/bin/python bench/tracing_instructions.py               # 300 requests after 60 warm-up
     .venv/bin/python bench/tracing_instructions.py --json
+    .venv/bin/python bench/tracing_instructions.py --cache-sim   # and the level-1 caches' misses
     .venv/bin/python bench/tracing_instructions.py --smoke       # 20 after 10: checks the bench runs
 """
 
@@ -46,6 +47,9 @@ class Count:
     loop_thread: float  # instructions per request on the event loop's thread (callgrind's thread 1)
     all_threads: float
     collector: float  # of all threads', in the cyclic collector (gc_collect_main, inclusive)
+    # With --cache-sim: the loop's thread's simulated level-1 misses a request, instruction and data.
+    loop_i1_misses: float | None = None
+    loop_d1_misses: float | None = None
 
 
 def _control(pid: int, *args: str) -> str:
@@ -79,6 +83,15 @@ def collector_instructions(dumps: list[Path]) -> int:
     return total
 
 
+def level1_misses(dump: Path) -> tuple[int, int]:
+    """A dump's simulated level-1 misses since the zeroing (its ``summary``): instruction, data."""
+    lines = dump.read_text().splitlines()
+    events = next(line for line in lines if line.startswith("events:")).split()[1:]
+    summary = next(line for line in lines if line.startswith("summary:")).split()[1:]
+    totals = dict(zip(events, map(int, summary), strict=True))
+    return totals["I1mr"], totals["D1mr"] + totals["D1mw"]
+
+
 def send(target: po.Target, count: int) -> None:
     body = {"model": target.model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
     with httpx.Client(timeout=120.0) as client:
@@ -99,6 +112,7 @@ def counted(service: po.Service, target: po.Target, label: str, args: argparse.N
         "valgrind",
         "--tool=callgrind",
         "--separate-threads=yes",
+        *(["--cache-sim=yes"] if args.cache_sim else []),
         f"--callgrind-out-file={prefix}",
         *service.args,
     ]
@@ -114,12 +128,15 @@ def counted(service: po.Service, target: po.Target, label: str, args: argparse.N
         _control(service.pid, "--dump")
         dumps = sorted(Path(out).glob(f"{label}.out.*-*"))
     collector = collector_instructions(dumps)
+    i1, d1 = level1_misses(Path(f"{prefix}.1-01")) if args.cache_sim else (None, None)  # thread 1: the loop
     return Count(
         mode=label,
         requests=args.requests,
         loop_thread=threads[1] / args.requests,
         all_threads=sum(threads.values()) / args.requests,
         collector=collector / args.requests,
+        loop_i1_misses=None if i1 is None else i1 / args.requests,
+        loop_d1_misses=None if d1 is None else d1 / args.requests,
     )
 
 
@@ -145,6 +162,10 @@ def table(counts: list[Count]) -> str:
             f"{count.collector:>12,.0f}{share:>+13.1%}"
         )
     lines.append("instructions per request; 'all threads' adds the span exporter's thread and the rest")
+    if off.loop_i1_misses is not None:
+        lines.append(f"{'tracing':<9}{'loop I1 misses':>16}{'loop D1 misses':>16}")
+        lines += [f"{c.mode:<9}{c.loop_i1_misses:>16,.0f}{c.loop_d1_misses:>16,.0f}" for c in counts]
+        lines.append("simulated level-1 cache misses a request on the loop's thread (callgrind --cache-sim)")
     return "\n".join(lines)
 
 
@@ -156,6 +177,11 @@ def parse_args(doc: str, var_dir: Path) -> argparse.Namespace:
     parser.add_argument("--var-dir", type=Path, default=var_dir)
     parser.add_argument(
         "--dumps", type=Path, help="keep callgrind's dumps here (callgrind_annotate them to see where)"
+    )
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="simulate the level-1 caches too (slower): their misses a request on the loop's thread",
     )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.add_argument("--smoke", action="store_true", help="20 requests after 10: checks the bench runs")
