@@ -29,11 +29,12 @@ Map-valued attributes (quota snapshot, overrides) are JSON strings: span attribu
 scalars and lists only.
 
 Export never blocks a request: a span is encoded as it ends (``proxy.otlp_encoding``, a few
-microseconds) and its bytes go to each destination's bounded ``SpanQueue``, whose own thread puts
-them together and sends them in batches (``proxy.span_queue`` says why bytes and not spans). When
-a back end is down, its spans are dropped (a full queue, a batch whose export failed, what is left
-at shutdown) and counted per destination (``symphony_spans_dropped_total{destination=…}`` on
-``/metrics``); the other goes on.
+microseconds; the route and quota spans, made once their work is done, are written from their fields
+without a span object: ``ProxyTracer``) and its bytes go to each destination's bounded
+``SpanQueue``, whose own thread puts them together and sends them in batches (``proxy.span_queue``
+says why bytes and not spans). When a back end is down, its spans are dropped (a full queue, a
+batch whose export failed, what is left at shutdown) and counted per destination
+(``symphony_spans_dropped_total{destination=…}`` on ``/metrics``); the other goes on.
 """
 
 from __future__ import annotations
