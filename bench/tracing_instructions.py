@@ -147,9 +147,10 @@ def run(args: argparse.Namespace) -> list[Count]:
         po.running_stack(var, 60.0) as (stack, _sim),
         ExitStack() as exits,
     ):
-        out = args.dumps or exits.enter_context(tempfile.TemporaryDirectory())
+        out = Path(args.dumps or exits.enter_context(tempfile.TemporaryDirectory())).resolve()
+        out.mkdir(parents=True, exist_ok=True)  # callgrind writes into it and does not make it
         modes = {**MODES, "on": {"TEMPO_ENDPOINT": receiver.url, "SPANS_TOKEN": ""}}
-        return [measure(stack, mode, env, args, Path(out)) for mode, env in modes.items()]
+        return [measure(stack, mode, env, args, out) for mode, env in modes.items()]
 
 
 def table(counts: list[Count]) -> str:
