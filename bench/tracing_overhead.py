@@ -15,11 +15,16 @@ traced proxy's overhead and CPU minus the untraced one's (goal: at most +0.2 ms 
 CPU per request). The traced proxy's ``/metrics`` says how many spans it exported and dropped,
 per request, so a run whose spans did not reach the receiver shows it.
 
+``--baseline REF`` adds the traced proxy as of git commit ``REF`` (exported under ``<var-dir>/baseline/``),
+run side by side with today's traced proxy after each repeat: what a change to tracing did, both measured at
+the same moment (the sequential figures drift more than most changes move them).
+
 ``--smoke``: a few seconds at 20 req/s, one repeat; exits non-zero when a target fails, a
 figure is missing, or the traced proxy exported no span or dropped one.
 
     .venv/bin/python bench/tracing_overhead.py                 # 3 x 20 s at 200 and 500 req/s
     .venv/bin/python bench/tracing_overhead.py --rates 200 --duration 10 --json
+    .venv/bin/python bench/tracing_overhead.py --rates 500 --repeats 5 --duration 15 --baseline HEAD~1
     .venv/bin/python bench/tracing_overhead.py --smoke
 """
 
@@ -47,6 +52,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from symphony.settings import SPAN_EXPORT_DELAY_MS
 
 TARGETS = ("direct", "symphony", "symphony-traced")
+# The traced proxy as of another commit (--baseline), run side by side with today's traced one only.
+BASELINE_TRACED = "symphony-traced-baseline"
 GOAL_P50_MS = 0.2
 GOAL_CPU_SHARE = 0.10
 # How long a span may wait in the traced proxy's queue: OTEL_BSP_SCHEDULE_DELAY's default, as deployed.
@@ -95,10 +102,20 @@ class DiscardingReceiver:
 
 
 def proxy_target(
-    stack: po.Stack, name: str, exits: ExitStack, timeout: float, env: dict[str, str]
+    stack: po.Stack,
+    name: str,
+    exits: ExitStack,
+    timeout: float,
+    env: dict[str, str],
+    checkout: Path | None = None,
 ) -> po.Target:
-    """One Symphony proxy (pinned target), started and checked, stopped on exit."""
+    """One Symphony proxy (pinned target), started and checked, stopped on exit; from ``checkout`` (an
+    exported commit, ``po.baseline_checkout``) when given, found before this repository's editable install."""
+    if checkout is not None:
+        env = {**env, "PYTHONPATH": str(checkout), "VAR_DIR": str(stack.var / name)}
     service, pinned = po.pinned_symphony(stack, po.free_port(), name, env)
+    if checkout is not None:
+        service.cwd = checkout
     exits.callback(service.stop)
     po.say(f"starting {name} with TEMPO_ENDPOINT={env['TEMPO_ENDPOINT']!r}")
     service.start(timeout)
@@ -179,6 +196,7 @@ def order_of(repeat: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> tuple[list[Measured], list[po.Pair]]:
     var: Path = args.var_dir.resolve()
+    checkout = po.baseline_checkout(var, args.baseline)[0] if args.baseline else None
     with (
         DiscardingReceiver().running() as receiver,
         po.running_stack(var, args.start_timeout) as (stack, sim),
@@ -202,6 +220,9 @@ def run(args: argparse.Namespace) -> tuple[list[Measured], list[po.Pair]]:
                 {"TEMPO_ENDPOINT": receiver.url, "SPANS_TOKEN": ""},
             ),
         }
+        if checkout is not None:
+            env = {"TEMPO_ENDPOINT": receiver.url, "SPANS_TOKEN": ""}
+            baseline = proxy_target(stack, BASELINE_TRACED, exits, args.start_timeout, env, checkout)
         bench = po.Bench(stack, sim.pid, args.warmup, args.timeout, args.max_tokens, args.max_failed_share)
         measured: list[Measured] = []
         pairs: list[po.Pair] = []
@@ -214,6 +235,9 @@ def run(args: argparse.Namespace) -> tuple[list[Measured], list[po.Pair]]:
                 if args.side_by_side:
                     off, on = targets["symphony"], targets["symphony-traced"]
                     pairs.append(po.measure_side_by_side(bench, off, on, rate, args.duration, repeat))
+                    if checkout is not None:
+                        before = po.measure_side_by_side(bench, baseline, on, rate, args.duration, repeat)
+                        pairs.append(before)
         po.say(f"the receiver took {receiver.exports} exports")
     po.add_overhead([one.row for one in measured], {name: "direct" for name in TARGETS})
     return measured, pairs
@@ -223,7 +247,10 @@ def run(args: argparse.Namespace) -> tuple[list[Measured], list[po.Pair]]:
 
 
 def side_by_side_verdict(found: po.PairedDifference) -> bool | None:
-    """Whether tracing's side-by-side cost (traced minus untraced) is within the goal."""
+    """Whether tracing's side-by-side cost (traced minus untraced) is within the goal; None for another pair
+    (today's traced proxy against ``--baseline``'s) or a missing figure."""
+    if (found.first, found.second) != ("symphony", "symphony-traced"):
+        return None
     if found.p50_ms is None or found.cpu_share is None:
         return None
     return found.p50_ms <= GOAL_P50_MS and found.cpu_share <= GOAL_CPU_SHARE
@@ -405,6 +432,7 @@ def paired_table(differences: list[po.PairedDifference]) -> str:
         f"tracing at {found.rate} req/s side by side: goal +{GOAL_P50_MS} ms p50 and "
         f"+{GOAL_CPU_SHARE:.0%} CPU: {_verdict(side_by_side_verdict(found))}"
         for found in differences
+        if found.first == "symphony"
     ]
     return "\n".join([po.paired_table(differences), *verdicts])
 
@@ -434,8 +462,8 @@ def as_json(
                 {
                     "rate": pair.rate,
                     "repeat": pair.repeat,
-                    "off": po._rounded(asdict(pair.first)),
-                    "on": po._rounded(asdict(pair.second)),
+                    "first": po._rounded(asdict(pair.first)),
+                    "second": po._rounded(asdict(pair.second)),
                 }
                 for pair in pairs
             ],
@@ -481,6 +509,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="skip the side-by-side runs (both proxies at once, half the rate each) after each repeat",
     )
+    add(
+        "--baseline",
+        metavar="REF",
+        help="also run the traced proxy as of git REF (exported under <var-dir>/baseline/) side by side "
+        "with today's after each repeat: a change to tracing measured against the code before it, at once",
+    )
     add("--smoke", action="store_true", help="3 s at 20 req/s, one repeat; exit 1 if anything broke")
     add("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
@@ -489,6 +523,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.var_dir = Path(tempfile.mkdtemp(prefix="symphony-bench-tracing-smoke-"))
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.baseline and not args.side_by_side:
+        parser.error("--baseline is measured side by side only: drop --no-side-by-side")
     return args
 
 
