@@ -413,11 +413,16 @@ def baseline_service(stack: Stack, port: int) -> tuple[Service, list[Target]]:
     checkout = stack.baseline_checkout
     if checkout is None:
         raise RuntimeError(f"{BASELINE} runs only with --baseline REF")
-    # Run from the checkout, which Python finds before this repository's editable install.
-    env = {"VAR_DIR": str(stack.var / BASELINE), "PYTHONPATH": str(checkout)}
-    service, target = pinned_symphony(stack, port, BASELINE, env)
-    service.cwd = checkout
+    service, target = pinned_symphony(stack, port, BASELINE, {"VAR_DIR": str(stack.var / BASELINE)})
+    run_from_checkout(service, checkout)
     return service, [target]
+
+
+def run_from_checkout(service: Service, checkout: Path) -> None:
+    """Make ``service`` run the code in ``checkout`` (``baseline_checkout``'s), which Python then finds before
+    this repository's editable install."""
+    service.env = {**service.env, "PYTHONPATH": str(checkout)}
+    service.cwd = checkout
 
 
 def baseline_checkout(var: Path, ref: str) -> tuple[Path, str]:

@@ -111,13 +111,13 @@ def proxy_target(
     env: dict[str, str],
     checkout: Path | None = None,
 ) -> po.Target:
-    """One Symphony proxy (pinned target), started and checked, stopped on exit; from ``checkout`` (an
-    exported commit, ``po.baseline_checkout``) when given, found before this repository's editable install."""
+    """One Symphony proxy (pinned target), started and checked, stopped on exit; running the code in
+    ``checkout`` (an exported commit, ``po.baseline_checkout``) when given."""
     if checkout is not None:
-        env = {**env, "PYTHONPATH": str(checkout), "VAR_DIR": str(stack.var / name)}
+        env = {**env, "VAR_DIR": str(stack.var / name)}
     service, pinned = po.pinned_symphony(stack, po.free_port(), name, env)
     if checkout is not None:
-        service.cwd = checkout
+        po.run_from_checkout(service, checkout)
     exits.callback(service.stop)
     po.say(f"starting {name} with TEMPO_ENDPOINT={env['TEMPO_ENDPOINT']!r}")
     service.start(timeout)
