@@ -1,10 +1,11 @@
 """A request's tracing calls, the working tree's against another commit's, same run: µs of CPU, warm and cold.
 
 Each side runs in a child process of its own, alternating, ``--repeats`` times: ``current`` imports the
-proxy from this checkout, ``baseline`` from a temporary ``git worktree`` of ``--baseline`` (HEAD by default:
-what the uncommitted changes do). A child makes the spans of ``--requests`` proxied requests the way the
-proxy does (``bench/proxied_request.py``: ``proxy.tracing``'s helpers, as their signatures are since a38b917),
-each encoded and queued for a sender that discards, and reports the thread's CPU a request twice:
+proxy from this checkout, ``baseline`` from ``--baseline`` (HEAD by default: what the uncommitted changes
+do), exported under ``var/bench-tracing-calls/baseline/`` as ``bench-proxy --baseline`` exports it. A child
+makes the spans of ``--requests`` proxied requests the way the proxy does (``bench/proxied_request.py``:
+``proxy.tracing``'s helpers, as their signatures are since a38b917), each encoded and queued for a sender
+that discards, and reports the thread's CPU a request twice:
 
 - warm: the requests one after the other, so their code and data stay in the processor's caches (the figure
   a tight loop gives);
@@ -27,13 +28,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+VAR = ROOT / "var" / "bench-tracing-calls"
 SIDES = ("current", "baseline")
 KINDS = ("warm", "cold")
 THRASH_BYTES = 16 * 1024 * 1024
@@ -99,20 +98,6 @@ def _run_child(root: Path, requests: int) -> dict[str, float]:
     return {kind: float(result["us"][kind]) for kind in KINDS}
 
 
-@contextmanager
-def _worktree(revision: str) -> Iterator[Path]:
-    """A checkout of ``revision`` in a temporary directory, removed after."""
-    with tempfile.TemporaryDirectory(prefix="tracing-calls-") as parent:
-        path = Path(parent) / "baseline"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(path), revision], check=True
-        )
-        try:
-            yield path
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default="HEAD", help="the commit to compare with (HEAD)")
@@ -126,13 +111,16 @@ def main() -> None:
         print(json.dumps(_child(args.child, args.requests)))
         return
     requests, repeats = (200, 1) if args.smoke else (args.requests, args.repeats)
+    # Here, not at the top: a child imports this file too, and proxy_overhead would import the symphony
+    # package from this checkout before the child put the one it measures first on sys.path.
+    from proxy_overhead import baseline_checkout
+
+    roots = {"current": ROOT, "baseline": baseline_checkout(VAR, args.baseline)[0]}
     runs: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
-    with _worktree(args.baseline) as baseline:
-        roots = {"current": ROOT, "baseline": baseline}
-        for repeat in range(repeats):
-            for side in SIDES if repeat % 2 == 0 else SIDES[::-1]:
-                print(f"[bench] {side}, repeat {repeat + 1} of {repeats}", file=sys.stderr)
-                runs[side].append(_run_child(roots[side], requests))
+    for repeat in range(repeats):
+        for side in SIDES if repeat % 2 == 0 else SIDES[::-1]:
+            print(f"[bench] {side}, repeat {repeat + 1} of {repeats}", file=sys.stderr)
+            runs[side].append(_run_child(roots[side], requests))
     report = _report(runs, args.baseline, requests, repeats)
     if args.json:
         print(json.dumps(report, indent=2))
