@@ -207,24 +207,18 @@ def run(args: argparse.Namespace) -> tuple[list[Measured], list[po.Pair]]:
         auth = {"Authorization": f"Bearer {po.DUMMY_KEY}"}
         direct = po.Target("direct", f"{stack.sim_openai_base}/chat/completions", po.MODEL, auth)
         po.smoke_check(direct, args.max_tokens)
+        # One destination, the receiver, as `symphony up`'s default has one (the control plane).
+        traced = {"TEMPO_ENDPOINT": receiver.url, "SPANS_TOKEN": ""}
         targets = {
             "direct": direct,
             # Off explicitly: an endpoint or a spans token in the caller's environment would trace both.
             "symphony": proxy_target(
                 stack, "symphony", exits, args.start_timeout, {"TEMPO_ENDPOINT": "", "SPANS_TOKEN": ""}
             ),
-            # One destination, the receiver, as `symphony up`'s default has one (the control plane).
-            "symphony-traced": proxy_target(
-                stack,
-                "symphony-traced",
-                exits,
-                args.start_timeout,
-                {"TEMPO_ENDPOINT": receiver.url, "SPANS_TOKEN": ""},
-            ),
+            "symphony-traced": proxy_target(stack, "symphony-traced", exits, args.start_timeout, traced),
         }
         if checkout is not None:
-            env = {"TEMPO_ENDPOINT": receiver.url, "SPANS_TOKEN": ""}
-            baseline = proxy_target(stack, BASELINE_TRACED, exits, args.start_timeout, env, checkout)
+            baseline = proxy_target(stack, BASELINE_TRACED, exits, args.start_timeout, traced, checkout)
         bench = po.Bench(stack, sim.pid, args.warmup, args.timeout, args.max_tokens, args.max_failed_share)
         measured: list[Measured] = []
         pairs: list[po.Pair] = []
@@ -235,7 +229,7 @@ def run(args: argparse.Namespace) -> tuple[list[Measured], list[po.Pair]]:
                     one.row.repeat, one.row.position = repeat, position
                     measured.append(one)
                 if args.side_by_side:
-                    off, on = targets["symphony"], targets["symphony-traced"]
+                    off, on = (targets[name] for name in GOAL_PAIR)
                     pairs.append(po.measure_side_by_side(bench, off, on, rate, args.duration, repeat))
                     if checkout is not None:
                         before = po.measure_side_by_side(bench, baseline, on, rate, args.duration, repeat)
